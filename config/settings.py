@@ -1,0 +1,338 @@
+"""Typed settings: `config/pulse.yaml` defaults, an optional YAML file over them, then
+`PULSE_*` environment variables, validated by pydantic at start.
+
+Environment names are derived from the field paths (``PULSE_<SECTION>_<FIELD>``), not
+parsed by splitting on a delimiter: pydantic-settings' ``env_nested_delimiter`` cannot
+tell ``PULSE_TIME_MAX_OUT_OF_ORDERNESS`` (time.max_out_of_orderness) apart from a deeper
+path, while a lookup from field to name is unambiguous and lets unknown ``PULSE_*``
+variables (typos) fail fast instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULTS_FILE = Path(__file__).with_name("pulse.yaml")
+ENV_PREFIX = "PULSE_"
+# Variables with the prefix that are not settings.
+RESERVED_ENV = {"PULSE_CONFIG"}
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+class SettingsError(ValueError):
+    """A setting is missing, malformed or out of range; the message names it."""
+
+
+def parse_duration_ms(value: Any) -> int:
+    """'250ms' / '10s' / '5m' / '1h' / '1d', or integer milliseconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration, not a boolean")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        if value.strip().isdigit():
+            return int(value)
+        match = _DURATION.match(value)
+        if match:
+            return round(float(match.group(1)) * _UNIT_MS[match.group(2)])
+    raise ValueError(f"{value!r} is not a duration (use e.g. 250ms, 10s, 5m, 1h, 1d)")
+
+
+def format_duration(ms: int) -> str:
+    for unit in ("d", "h", "m", "s"):
+        if ms and ms % _UNIT_MS[unit] == 0:
+            return f"{ms // _UNIT_MS[unit]}{unit}"
+    return f"{ms}ms"
+
+
+def _parse_instant_ms(value: Any) -> int:
+    if isinstance(value, datetime):
+        dt = value
+    elif isinstance(value, int) and not isinstance(value, bool):
+        return value
+    else:
+        dt = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
+Duration = Annotated[int, BeforeValidator(parse_duration_ms), Field(ge=0)]
+PositiveDuration = Annotated[int, BeforeValidator(parse_duration_ms), Field(gt=0)]
+InstantMs = Annotated[int, BeforeValidator(_parse_instant_ms)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LogSettings(Section):
+    backend: Literal["local", "kafka"] = "local"
+    partitions: int = Field(4, ge=1, le=4096)
+    segment_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+
+
+class KafkaSettings(Section):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic_prefix: str = Field("pulse", pattern=r"^[A-Za-z0-9._-]+$")
+    replication_factor: int = Field(1, ge=1)
+    consumer_batch_size: int = Field(5000, ge=1)
+    client_config: dict[str, str] = Field(default_factory=dict)
+
+    def topic(self, stream: str) -> str:
+        return f"{self.topic_prefix}.{stream}"
+
+
+class ClickHouseSettings(Section):
+    dsn: str | None = None
+    database: str = Field("pulse", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    insert_block_rows: int = Field(100_000, ge=1)
+    flush_interval: PositiveDuration = 1000
+    max_pending_rows: int = Field(1_000_000, ge=1)
+    retry_backoff_max: PositiveDuration = 30_000
+
+    @model_validator(mode="after")
+    def _dsn_scheme(self) -> ClickHouseSettings:
+        if self.dsn is not None and not re.match(r"^(chdb|https?)://", self.dsn):
+            raise ValueError("dsn must start with chdb://, http:// or https://")
+        return self
+
+
+class SourceSettings(Section):
+    read_bytes: int = Field(1024 * 1024, ge=4096)
+    poll_interval: PositiveDuration = 50
+
+
+class ValidationSettings(Section):
+    max_event_bytes: int = Field(65_536, ge=256)
+    min_ts: InstantMs = _parse_instant_ms("2000-01-01T00:00:00Z")
+    max_ts: InstantMs = _parse_instant_ms("2100-01-01T00:00:00Z")
+
+
+class TimeSettings(Section):
+    max_out_of_orderness: Duration = 10_000
+    allowed_lateness: Duration = 0
+    idle_timeout: PositiveDuration = 5_000
+    emit_interval: PositiveDuration = 1_000
+
+
+class JoinSettings(Section):
+    ttl: PositiveDuration = 600_000
+    max_entries: int = Field(1_000_000, ge=1)
+    wait: Duration = 30_000
+
+
+class DedupSettings(Section):
+    horizon: PositiveDuration = 86_400_000
+    max_entries: int = Field(2_000_000, ge=1)
+
+
+class WindowSettings(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    kind: Literal["tumbling", "sliding", "session"]
+    length: PositiveDuration | None = None
+    slide: PositiveDuration | None = None
+    gap: PositiveDuration | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> WindowSettings:
+        if self.kind == "tumbling":
+            if self.length is None or self.slide is not None or self.gap is not None:
+                raise ValueError(f"window {self.name}: tumbling takes `length` only")
+        elif self.kind == "sliding":
+            if self.length is None or self.slide is None or self.gap is not None:
+                raise ValueError(f"window {self.name}: sliding takes `length` and `slide`")
+            if self.slide > self.length:
+                raise ValueError(f"window {self.name}: slide must not exceed length")
+        elif self.gap is None or self.length is not None or self.slide is not None:
+            raise ValueError(f"window {self.name}: session takes `gap` only")
+        return self
+
+
+DEFAULT_DIMS = ("model_version", "segment", "endpoint")
+
+
+class AggregationSettings(Section):
+    dims: list[Literal["model_version", "segment", "endpoint"]] = Field(
+        default_factory=lambda: list(DEFAULT_DIMS)
+    )
+    grouping_sets: Literal["cube"] | list[list[str]] = "cube"
+    extra_dims: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]] = Field(
+        default_factory=list
+    )
+    confidence_bins: int = Field(10, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _grouping_sets_use_dims(self) -> AggregationSettings:
+        if len(set(self.dims)) != len(self.dims):
+            raise ValueError("dims must not repeat")
+        if self.grouping_sets != "cube":
+            for grouping in self.grouping_sets:
+                unknown = set(grouping) - set(self.dims)
+                if unknown:
+                    raise ValueError(f"grouping set {grouping} names dims not in `dims`: {unknown}")
+        return self
+
+    def grouping_set_tuples(self) -> list[tuple[str, ...]]:
+        """The grouping sets as tuples of kept dims, finest first, without repeats."""
+        if self.grouping_sets == "cube":
+            sets = [
+                tuple(d for i, d in enumerate(self.dims) if mask >> i & 1)
+                for mask in range(2 ** len(self.dims) - 1, -1, -1)
+            ]
+        else:
+            sets = [tuple(d for d in self.dims if d in g) for g in self.grouping_sets]
+        return list(dict.fromkeys(sets))
+
+
+class RunSettings(Section):
+    bounded: bool = False
+    recovery: bool = True
+    snapshot_interval: PositiveDuration = 10_000
+    backup_interval: Duration = 0
+    status_interval: PositiveDuration = 1_000
+
+
+class Settings(Section):
+    home: Path = Path("./var")
+    log: LogSettings = Field(default_factory=LogSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
+    source: SourceSettings = Field(default_factory=SourceSettings)
+    validation: ValidationSettings = Field(default_factory=ValidationSettings)
+    time: TimeSettings = Field(default_factory=TimeSettings)
+    join: JoinSettings = Field(default_factory=JoinSettings)
+    dedup: DedupSettings = Field(default_factory=DedupSettings)
+    windows: list[WindowSettings] = Field(default_factory=list)
+    aggregation: AggregationSettings = Field(default_factory=AggregationSettings)
+    run: RunSettings = Field(default_factory=RunSettings)
+
+    @model_validator(mode="after")
+    def _windows_named_once(self) -> Settings:
+        names = [w.name for w in self.windows]
+        if len(set(names)) != len(names):
+            raise ValueError("window names must be unique")
+        if not any(w.kind != "session" for w in self.windows):
+            raise ValueError("at least one tumbling or sliding window is needed")
+        return self
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def clickhouse_dsn(self) -> str:
+        """The configured DSN, or the embedded engine under <home>/olap."""
+        return self.clickhouse.dsn or f"chdb://{self.home_dir / 'olap'}"
+
+    def with_overrides(self, **sections: Mapping[str, Any] | Any) -> Settings:
+        """A copy with some values replaced, validated again (e.g. run={'bounded': True})."""
+        data = self.model_dump(mode="python")
+        for key, value in sections.items():
+            if isinstance(value, Mapping) and isinstance(data.get(key), dict):
+                data[key] = {**data[key], **value}
+            else:
+                data[key] = value
+        return _validate(data)
+
+
+def env_names() -> dict[str, tuple[str, ...]]:
+    """Every settable environment variable and the field path it sets."""
+    names: dict[str, tuple[str, ...]] = {}
+    for name, field in Settings.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, Section):
+            for sub in annotation.model_fields:
+                names[f"{ENV_PREFIX}{name}_{sub}".upper()] = (name, sub)
+        else:
+            names[f"{ENV_PREFIX}{name}".upper()] = (name,)
+    return names
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _env_value(raw: str) -> Any:
+    """JSON for lists/maps/null, otherwise the string (pydantic coerces it)."""
+    stripped = raw.strip()
+    if stripped[:1] in "[{" or stripped == "null":
+        try:
+            return json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise SettingsError(f"not valid JSON: {exc}") from exc
+    return raw
+
+
+def _validate(
+    data: Mapping[str, Any], sources: Mapping[tuple[str, ...], str] | None = None
+) -> Settings:
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            path = tuple(str(p) for p in err["loc"])
+            where = ".".join(path) or "settings"
+            origin = (sources or {}).get(path[:2]) or (sources or {}).get(path[:1])
+            suffix = f" (from {origin})" if origin else ""
+            problems.append(f"invalid setting {where}{suffix}: {err['msg']}")
+        raise SettingsError("; ".join(problems)) from None
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Defaults, then `config_file` (or $PULSE_CONFIG), then PULSE_* variables."""
+    env = os.environ if environ is None else environ
+    data: dict[str, Any] = yaml.safe_load(DEFAULTS_FILE.read_text()) or {}
+    config_file = config_file or env.get("PULSE_CONFIG")
+    if config_file:
+        path = Path(config_file)
+        if not path.is_file():
+            raise SettingsError(f"config file {path} does not exist")
+        overlay = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(overlay, Mapping):
+            raise SettingsError(f"config file {path} must hold a mapping")
+        data = _deep_merge(data, overlay)
+
+    known = env_names()
+    sources: dict[tuple[str, ...], str] = {}
+    for var, raw in env.items():
+        if not var.startswith(ENV_PREFIX) or var in RESERVED_ENV:
+            continue
+        path_ = known.get(var)
+        if path_ is None:
+            hint = difflib.get_close_matches(var, list(known), n=1)
+            extra = f"; did you mean {hint[0]}?" if hint else ""
+            raise SettingsError(f"unknown setting {var}{extra}")
+        try:
+            value = _env_value(raw)
+        except SettingsError as exc:
+            raise SettingsError(f"invalid setting {'.'.join(path_)} (from {var}): {exc}") from None
+        if len(path_) == 1:
+            data[path_[0]] = value
+        else:
+            section = data.get(path_[0])
+            data[path_[0]] = {**(section if isinstance(section, dict) else {}), path_[1]: value}
+        sources[path_] = var
+    return _validate(data, sources)

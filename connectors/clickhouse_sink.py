@@ -1,0 +1,280 @@
+"""Bytewax sink that writes :class:`TableRows` to ClickHouse in large blocks.
+
+* Rows are buffered per table and inserted by one background thread (chDB and the HTTP
+  client release the GIL while the insert runs, so writing overlaps processing), in
+  blocks of up to `block_rows`, at least every `flush_interval`.
+* ``snapshot()`` — called by Bytewax at the end of every epoch, before the epoch's
+  snapshot is committed — blocks until everything buffered is written. A committed
+  snapshot therefore never points past rows that were lost in a crash; rows written
+  after it are rewritten on replay under the same keys (see the migrations).
+* Backpressure: while `max_pending_rows` wait, ``write_batch`` blocks, so an outage
+  slows the flow down instead of dropping rows or growing memory without bound.
+* Failed inserts are retried with exponential backoff (tenacity) for as long as the
+  failure looks transient (connection refused, timeouts, overload); other errors (a
+  schema mismatch) stop the flow with the error.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow as pa
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_never,
+    wait_exponential,
+)
+
+from connectors.clickhouse import Target, connect, describe, to_arrow
+from operators.batches import TableRows
+from operators.stats import FlowStats
+
+log = logging.getLogger("pulse.clickhouse")
+
+# ClickHouse error codes worth retrying: timeouts, overload, too many parts, memory,
+# network and replica trouble.
+RETRYABLE_CODES = {159, 164, 202, 203, 209, 210, 241, 242, 252, 285, 319, 425, 999}
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, OperationalError | ConnectionError | TimeoutError | OSError):
+        return True
+    if isinstance(exc, DatabaseError):
+        code = getattr(exc, "code", None)
+        if code in RETRYABLE_CODES:
+            return True
+        text = str(exc)
+        return any(f"Code: {c}." in text for c in RETRYABLE_CODES)
+    return False
+
+
+class _Writer:
+    """Buffers per table and writes from one thread; thread-safe."""
+
+    def __init__(
+        self,
+        target: Target,
+        *,
+        block_rows: int,
+        flush_interval: float,
+        max_pending_rows: int,
+        retry_backoff_max: float,
+        stats: FlowStats,
+        client_factory: Callable[[Target], Any] = connect,
+    ) -> None:
+        self.target = target
+        self.block_rows = block_rows
+        self.flush_interval = flush_interval
+        self.max_pending_rows = max_pending_rows
+        self.retry_backoff_max = retry_backoff_max
+        self.stats = stats
+        self._client_factory = client_factory
+        self._client: Any = None
+        self._schemas: dict[str, list[tuple[str, str]]] = {}
+        self._buffers: dict[str, list[TableRows]] = {}
+        self._pending = 0
+        self._in_flight = 0
+        self._flush_requested = False
+        self._closing = False
+        self._error: BaseException | None = None
+        self._cond = threading.Condition()
+        self._failing_since: float | None = None
+        self._thread = threading.Thread(target=self._run, name="clickhouse-writer", daemon=True)
+        self._thread.start()
+
+    # ---- called from the dataflow worker -----------------------------------------------
+
+    def add(self, batch: list[TableRows]) -> None:
+        with self._cond:
+            self._raise_if_failed()
+            for rows in batch:
+                n = len(rows)
+                if n:
+                    self._buffers.setdefault(rows.table, []).append(rows)
+                    self._pending += n
+            self._cond.notify_all()
+            while self._pending >= self.max_pending_rows and self._error is None:
+                self._cond.wait(1.0)
+            self._raise_if_failed()
+
+    def flush(self) -> None:
+        """Block until every row handed over so far is written."""
+        with self._cond:
+            self._flush_requested = True
+            self._cond.notify_all()
+            while (self._pending or self._in_flight) and self._error is None:
+                self._cond.wait(1.0)
+            self._flush_requested = False
+            self._raise_if_failed()
+
+    def close(self) -> None:
+        self.flush()
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(timeout=30)
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise RuntimeError(f"ClickHouse writes failed: {self._error}") from self._error
+
+    # ---- the writer thread -------------------------------------------------------------
+
+    def _take(self) -> list[tuple[str, list[TableRows]]]:
+        """Buffers due for writing (block full, flush asked, or interval passed)."""
+        due = []
+        for table, chunks in list(self._buffers.items()):
+            rows = sum(len(c) for c in chunks)
+            if rows >= self.block_rows or self._flush_requested or self._interval_passed:
+                due.append((table, chunks))
+                del self._buffers[table]
+        return due
+
+    def _run(self) -> None:
+        last = time.monotonic()
+        while True:
+            with self._cond:
+                while not self._closing and not self._ready(last):
+                    self._cond.wait(self.flush_interval)
+                if self._closing and not self._pending:
+                    return
+                self._interval_passed = time.monotonic() - last >= self.flush_interval
+                due = self._take()
+                in_flight = sum(len(c) for _, chunks in due for c in chunks)
+                self._in_flight += in_flight
+                self._pending -= in_flight
+                self._cond.notify_all()
+            last = time.monotonic()
+            try:
+                for table, chunks in due:
+                    self._write(table, chunks)
+            except BaseException as exc:  # not transient: hand it to the dataflow
+                log.error("ClickHouse write failed permanently: %s", exc)
+                with self._cond:
+                    self._error = exc
+                    self._cond.notify_all()
+                return
+            finally:
+                with self._cond:
+                    self._in_flight -= in_flight
+                    self._cond.notify_all()
+
+    _interval_passed = False
+
+    def _ready(self, last: float) -> bool:
+        if not self._pending:
+            return False
+        if self._flush_requested or time.monotonic() - last >= self.flush_interval:
+            return True
+        return any(
+            sum(len(c) for c in chunks) >= self.block_rows for chunks in self._buffers.values()
+        )
+
+    def _write(self, table: str, chunks: list[TableRows]) -> None:
+        retrying = Retrying(
+            retry=retry_if_exception(is_transient),
+            wait=wait_exponential(multiplier=0.1, max=self.retry_backoff_max),
+            stop=stop_never,
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                self._insert(table, chunks)
+        if self._failing_since is not None:
+            log.warning(
+                "ClickHouse writes resumed after %.1f s", time.monotonic() - self._failing_since
+            )
+            self._failing_since = None
+
+    def _insert(self, table: str, chunks: list[TableRows]) -> None:
+        if self._client is None:
+            self._client = self._client_factory(self.target)
+        schema = self._schemas.get(table)
+        if schema is None:
+            schema = self._schemas[table] = describe(self._client, self.target.database, table)
+        arrow = pa.concat_tables([to_arrow(c.columns, schema) for c in chunks])
+        for start in range(0, arrow.num_rows, self.block_rows):
+            block = arrow.slice(start, self.block_rows)
+            try:
+                self._client.insert_arrow(f"{self.target.database}.{table}", block)
+            except BaseException:
+                if not self.target.embedded:
+                    self._client = None  # reconnect on the next attempt
+                raise
+            self.stats.rows_written += block.num_rows
+        # A retry after a partial failure rewrites earlier blocks: harmless, the tables
+        # are keyed (ReplacingMergeTree).
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+        exc = state.outcome.exception() if state.outcome else None
+        delay = state.next_action.sleep if state.next_action else 0.0
+        log.warning(
+            "ClickHouse write failed (attempt %d, %s); retrying in %.1f s",
+            state.attempt_number,
+            exc,
+            delay,
+        )
+
+
+class ClickHouseSinkPartition(StatefulSinkPartition[TableRows, None]):
+    def __init__(self, writer: _Writer) -> None:
+        self.writer = writer
+
+    def write_batch(self, values: list[TableRows]) -> None:
+        self.writer.add(values)
+
+    def snapshot(self) -> None:
+        self.writer.flush()
+        return None
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class ClickHouseSink(FixedPartitionedSink[TableRows, None]):
+    """All rows go through one writer partition (one ClickHouse client per cluster)."""
+
+    def __init__(
+        self,
+        target: Target,
+        *,
+        block_rows: int,
+        flush_interval_ms: int,
+        max_pending_rows: int,
+        retry_backoff_max_ms: int,
+        stats: FlowStats,
+        on_open: Callable[[], None] | None = None,
+    ) -> None:
+        self.target = target
+        self.options = {
+            "block_rows": block_rows,
+            "flush_interval": flush_interval_ms / 1000.0,
+            "max_pending_rows": max_pending_rows,
+            "retry_backoff_max": retry_backoff_max_ms / 1000.0,
+            "stats": stats,
+        }
+        self.on_open = on_open
+
+    def list_parts(self) -> list[str]:
+        return ["clickhouse"]
+
+    def part_fn(self, item_key: str) -> int:
+        return 0
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: None
+    ) -> ClickHouseSinkPartition:
+        if self.on_open is not None:
+            self.on_open()
+        return ClickHouseSinkPartition(_Writer(self.target, **self.options))  # type: ignore[arg-type]

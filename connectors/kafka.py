@@ -1,0 +1,341 @@
+"""Apache Kafka through confluent-kafka (librdkafka): topics, a keyed producer, the
+Bytewax source and the dead-letter sink. Kafka's quirks live here.
+
+* Topics ``<prefix>.inferences`` / ``<prefix>.feedback`` / ``<prefix>.dead-letters``;
+  the two data topics must have the same partition count (checked at start).
+* Producers key by `request_id` with ``partitioner=murmur2_random`` — librdkafka's
+  default (crc32) does not match Kafka's Java default, and the flow relies on an
+  inference and its feedback sharing a partition number.
+* The source is one Bytewax partition per partition number, one consumer assigned to
+  that partition of both data topics (no consumer group: Bytewax snapshots the offsets).
+  A broker outage is logged and waited out: librdkafka reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from connectors.run_control import STOP
+from operators.batches import STREAMS, RawBatch, TableRows
+
+log = logging.getLogger("pulse.kafka")
+DEAD_LETTERS = "dead-letters"
+Positions = dict[str, int]
+
+
+class KafkaSetupError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class KafkaTarget:
+    bootstrap_servers: str
+    topic_prefix: str
+    client_config: dict[str, str]
+
+    def topic(self, stream: str) -> str:
+        return f"{self.topic_prefix}.{stream}"
+
+    def config(self, **extra: Any) -> dict[str, Any]:
+        return {"bootstrap.servers": self.bootstrap_servers, **self.client_config, **extra}
+
+
+def partition_counts(target: KafkaTarget, timeout: float = 10.0) -> dict[str, int]:
+    """Partition count of each existing topic of ours (stream -> count)."""
+    admin = AdminClient(target.config())
+    try:
+        metadata = admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise KafkaSetupError(f"cannot reach Kafka at {target.bootstrap_servers}: {exc}") from exc
+    counts = {}
+    for stream in (*STREAMS, DEAD_LETTERS):
+        topic = metadata.topics.get(target.topic(stream))
+        if topic is not None and topic.error is None:
+            counts[stream] = len(topic.partitions)
+    return counts
+
+
+def ensure_topics(
+    target: KafkaTarget, partitions: int, replication_factor: int, timeout: float = 30.0
+) -> int:
+    """Create missing topics; returns the data topics' partition count (checked equal)."""
+    counts = partition_counts(target)
+    missing = [s for s in (*STREAMS, DEAD_LETTERS) if s not in counts]
+    if missing:
+        admin = AdminClient(target.config())
+        new = [NewTopic(target.topic(s), partitions, replication_factor) for s in missing]
+        for topic, future in admin.create_topics(new, request_timeout=timeout).items():
+            try:
+                future.result()
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise KafkaSetupError(f"cannot create topic {topic}: {exc}") from exc
+        deadline = time.monotonic() + timeout
+        while True:
+            counts = partition_counts(target)
+            if all(s in counts for s in missing) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    data = {counts.get(s) for s in STREAMS}
+    if len(data) != 1 or None in data:
+        raise KafkaSetupError(
+            f"topics {target.topic('inferences')} and {target.topic('feedback')} must exist with "
+            f"the same partition count (found {counts}); recreate one of them"
+        )
+    return counts["inferences"]
+
+
+class EventProducer:
+    """Produces event lines keyed by request_id, placed as the flow expects."""
+
+    def __init__(self, target: KafkaTarget) -> None:
+        self.target = target
+        self.producer = Producer(
+            target.config(
+                **{
+                    "partitioner": "murmur2_random",
+                    "enable.idempotence": True,
+                    "linger.ms": 20,
+                    "compression.type": "lz4",
+                    "message.max.bytes": 16 * 1024 * 1024,
+                }
+            )
+        )
+        self.failed: list[str] = []
+
+    def _delivered(self, err: KafkaError | None, _msg: Any) -> None:
+        if err is not None:
+            self.failed.append(str(err))
+
+    def send(self, stream: str, key: str | bytes, line: bytes) -> None:
+        topic = self.target.topic(stream)
+        while True:
+            try:
+                self.producer.produce(topic, key=key, value=line, on_delivery=self._delivered)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+    def flush(self, timeout: float = 60.0) -> None:
+        remaining = self.producer.flush(timeout)
+        if remaining:
+            raise KafkaSetupError(f"{remaining} messages not delivered within {timeout:.0f} s")
+        if self.failed:
+            raise KafkaSetupError(f"{len(self.failed)} messages failed: {self.failed[0]}")
+
+
+class KafkaPartition(StatefulSourcePartition[RawBatch, Positions]):
+    """Partition N of both data topics, through one consumer."""
+
+    def __init__(
+        self,
+        target: KafkaTarget,
+        partition: int,
+        positions: Positions,
+        batch_size: int,
+        poll_interval: timedelta,
+        bounded: bool,
+    ) -> None:
+        self.partition = partition
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.topics = {stream: target.topic(stream) for stream in STREAMS}
+        self.streams = {topic: stream for stream, topic in self.topics.items()}
+        self.positions: Positions = {s: positions.get(s, OFFSET_BEGINNING) for s in STREAMS}
+        self.consumer = Consumer(
+            target.config(
+                **{
+                    "group.id": "feedback-pulse",  # required by librdkafka; never committed
+                    "enable.auto.commit": False,
+                    "enable.partition.eof": True,
+                    "auto.offset.reset": "earliest",
+                    "fetch.wait.max.ms": 50,
+                }
+            )
+        )
+        self.consumer.assign(
+            [TopicPartition(self.topics[s], partition, self.positions[s]) for s in STREAMS]
+        )
+        self.ends: dict[str, int] | None = None
+        if bounded:
+            self.ends = {}
+            for stream in STREAMS:
+                tp = TopicPartition(self.topics[stream], partition)
+                _low, high = self.consumer.get_watermark_offsets(tp, timeout=30)
+                self.ends[stream] = high
+        self.ended: set[str] = set()
+        self.caught_up: dict[str, bool | None] = dict.fromkeys(STREAMS)
+        self._awake: datetime | None = None
+        self._announced = False
+        self._done = False
+        self._outage_logged = False
+
+    def _position(self, stream: str) -> int:
+        position = self.positions[stream]
+        return 0 if position < 0 else position
+
+    def next_batch(self) -> list[RawBatch]:
+        if self._done or STOP.is_set():
+            raise StopIteration
+        lines: dict[str, list[bytes]] = {s: [] for s in STREAMS}
+        offsets: dict[str, list[int]] = {s: [] for s in STREAMS}
+        eof: set[str] = set()
+        for msg in self.consumer.consume(self.batch_size, 0):
+            error = msg.error()
+            stream = self.streams.get(msg.topic() or "")
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF and stream is not None:
+                    eof.add(stream)
+                elif error.fatal():
+                    raise KafkaException(error)
+                elif not self._outage_logged:
+                    log.warning("Kafka: %s (waiting for the broker)", error)
+                    self._outage_logged = True
+                continue
+            if stream is None or stream in self.ended:
+                continue
+            offset = msg.offset() or 0
+            if self.ends is not None and offset >= self.ends[stream]:
+                continue  # arrived after a bounded run started
+            lines[stream].append(msg.value() or b"")
+            offsets[stream].append(offset)
+            self.positions[stream] = offset + 1
+            if self._outage_logged:
+                log.warning("Kafka: consuming again")
+                self._outage_logged = False
+        out = []
+        for stream in STREAMS:
+            if stream in self.ended:
+                continue
+            caught_up = self.caught_up[stream]
+            if lines[stream]:
+                caught_up = False
+            if stream in eof:
+                caught_up = True
+            ended = self.ends is not None and self._position(stream) >= self.ends[stream]
+            if ended:
+                caught_up = True
+                self.ended.add(stream)
+            if lines[stream] or ended or caught_up != self.caught_up[stream] or not self._announced:
+                out.append(
+                    RawBatch(
+                        self.partition,
+                        stream,
+                        self.topics[stream],
+                        lines[stream],
+                        offsets[stream],
+                        caught_up=bool(caught_up),
+                        end_of_input=ended,
+                    )
+                )
+                self.caught_up[stream] = caught_up
+        self._announced = True
+        if self.ends is not None and len(self.ended) == len(STREAMS):
+            self._done = True
+        idle = not any(lines.values())
+        self._awake = datetime.now(UTC) + self.poll_interval if idle else None
+        return out
+
+    def next_awake(self) -> datetime | None:
+        return self._awake
+
+    def snapshot(self) -> Positions:
+        return dict(self.positions)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+class KafkaEventSource(FixedPartitionedSource[RawBatch, Positions]):
+    def __init__(
+        self,
+        target: KafkaTarget,
+        *,
+        partitions: int,
+        batch_size: int,
+        poll_interval_ms: int,
+        bounded: bool,
+    ) -> None:
+        self.target = target
+        self.partitions = partitions
+        self.batch_size = batch_size
+        self.poll_interval = timedelta(milliseconds=poll_interval_ms)
+        self.bounded = bounded
+
+    def list_parts(self) -> list[str]:
+        return [str(p) for p in range(self.partitions)]
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: Positions | None
+    ) -> KafkaPartition:
+        return KafkaPartition(
+            self.target,
+            int(for_part),
+            resume_state or {},
+            self.batch_size,
+            self.poll_interval,
+            self.bounded,
+        )
+
+
+class _DeadLetterPartition(StatelessSinkPartition[TableRows]):
+    def __init__(self, target: KafkaTarget) -> None:
+        self.topic = target.topic(DEAD_LETTERS)
+        self.producer = Producer(target.config(**{"linger.ms": 50, "message.max.bytes": 16 << 20}))
+
+    def write_batch(self, items: list[TableRows]) -> None:
+        for rows in items:
+            c = rows.columns
+            for i in range(len(rows)):
+                position = (c["topic"][i], c["partition"][i], c["offset"][i])
+                value = json.dumps(
+                    {
+                        "topic": position[0],
+                        "partition": position[1],
+                        "offset": position[2],
+                        "error": c["error"][i],
+                        "reason": c["reason"][i],
+                        "raw": c["raw"][i].decode("utf-8", errors="replace"),
+                    }
+                ).encode()
+                self._produce(f"{position[0]}:{position[1]}:{position[2]}", value)
+        self.producer.poll(0)
+
+    def _produce(self, key: str, value: bytes) -> None:
+        while True:
+            try:
+                self.producer.produce(self.topic, key=key, value=value)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+    def close(self) -> None:
+        self.producer.flush(30)
+
+
+class DeadLetterTopicSink(DynamicSink[TableRows]):
+    """Dead letters also go to `<prefix>.dead-letters`, keyed by source position
+    (at least once: a replay may produce a position again; consumers dedup by key)."""
+
+    def __init__(self, target: KafkaTarget) -> None:
+        self.target = target
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
+        return _DeadLetterPartition(self.target)

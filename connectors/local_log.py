@@ -1,0 +1,205 @@
+"""The embedded event log: append-only, partitioned JSONL files under ``<home>/log``.
+
+Layout mirrors Kafka: ``<root>/<stream>/p<partition>/<base>.jsonl`` segments, where
+`base` is the byte position of the segment's first byte within its partition, so a
+position (a byte offset) is stable across segment rolls, like a Kafka offset. Writers
+append whole lines under an exclusive ``flock`` per partition (``pulse load``, ``pulse
+generate`` and the demo may write concurrently); readers never lock and only consume up
+to the last complete line, so they can tail a partition that is being written.
+``meta.json`` fixes the partition count: an existing log cannot be re-partitioned.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from operators.batches import STREAMS
+
+META_FILE = "meta.json"
+SEGMENT_SUFFIX = ".jsonl"
+LOCK_FILE = ".lock"
+
+
+class LogError(RuntimeError):
+    pass
+
+
+def _segment_name(base: int) -> str:
+    return f"{base:020d}{SEGMENT_SUFFIX}"
+
+
+class LocalLog:
+    def __init__(self, root: Path, partitions: int | None = None, segment_bytes: int = 64 << 20):
+        """Open the log at `root`, creating it with `partitions` if it does not exist."""
+        self.root = Path(root)
+        self.segment_bytes = segment_bytes
+        meta = self.root / META_FILE
+        if meta.exists():
+            existing = int(json.loads(meta.read_text())["partitions"])
+            if partitions is not None and partitions != existing:
+                raise LogError(
+                    f"the local log at {self.root} has {existing} partitions, settings ask for "
+                    f"{partitions}; set log.partitions={existing} or use another PULSE_HOME"
+                )
+            self.partitions = existing
+        else:
+            if partitions is None:
+                raise LogError(f"no local log at {self.root}")
+            self.partitions = partitions
+            self.root.mkdir(parents=True, exist_ok=True)
+            tmp = meta.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"version": 1, "partitions": partitions}))
+            os.replace(tmp, meta)
+
+    def partition_dir(self, stream: str, partition: int) -> Path:
+        if stream not in STREAMS and stream != "dead-letters":
+            raise LogError(f"unknown stream {stream!r}")
+        if not 0 <= partition < self.partitions:
+            raise LogError(f"partition {partition} out of range 0..{self.partitions - 1}")
+        return self.root / stream / f"p{partition:04d}"
+
+    def segments(self, stream: str, partition: int) -> list[tuple[int, Path]]:
+        """(base position, path) of every segment, oldest first."""
+        directory = self.partition_dir(stream, partition)
+        if not directory.exists():
+            return []
+        found = [
+            (int(p.name[: -len(SEGMENT_SUFFIX)]), p)
+            for p in directory.iterdir()
+            if p.name.endswith(SEGMENT_SUFFIX)
+        ]
+        return sorted(found)
+
+    def end_position(self, stream: str, partition: int) -> int:
+        """The position after the last complete line now in the partition."""
+        segments = self.segments(stream, partition)
+        if not segments:
+            return 0
+        base, path = segments[-1]
+        with path.open("rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                return base
+            # A writer holds the lock while appending; an incomplete tail is not counted.
+            f.seek(max(0, size - 1))
+            if f.read(1) == b"\n":
+                return base + size
+        with path.open("rb") as f:
+            data = f.read()
+        return base + data.rfind(b"\n") + 1
+
+    def append(self, stream: str, partition: int, lines: Iterable[bytes]) -> int:
+        """Append lines (without newlines) to one partition; returns how many."""
+        payload = []
+        for line in lines:
+            if b"\n" in line:
+                raise LogError("an event line must not contain a newline byte")
+            payload.append(line)
+        if not payload:
+            return 0
+        directory = self.partition_dir(stream, partition)
+        directory.mkdir(parents=True, exist_ok=True)
+        data = b"\n".join(payload) + b"\n"
+        with (directory / LOCK_FILE).open("a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            segments = self.segments(stream, partition)
+            if segments:
+                base, path = segments[-1]
+                size = path.stat().st_size
+                if size >= self.segment_bytes:
+                    base, path = base + size, directory / _segment_name(base + size)
+            else:
+                base, path = 0, directory / _segment_name(0)
+            with path.open("ab") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        return len(payload)
+
+    def reader(self, stream: str, partition: int, position: int = 0) -> LogReader:
+        return LogReader(self, stream, partition, position)
+
+
+@dataclass(slots=True)
+class ReadResult:
+    lines: list[bytes]
+    offsets: list[int]
+    position: int  # where the next read starts
+    caught_up: bool  # nothing complete was left to read
+
+
+class LogReader:
+    """Reads complete lines of one partition from a position, across segments."""
+
+    def __init__(self, log: LocalLog, stream: str, partition: int, position: int) -> None:
+        self.log = log
+        self.stream = stream
+        self.partition = partition
+        self.position = position
+        self._file: BinaryIO | None = None
+        self._file_base = -1
+        self._file_end: int | None = None  # end of a segment that is no longer the last
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _open_for(self, position: int) -> bool:
+        """Open the segment holding `position`; False when there is none yet."""
+        segments = self.log.segments(self.stream, self.partition)
+        for i, (base, path) in enumerate(segments):
+            next_base = segments[i + 1][0] if i + 1 < len(segments) else None
+            if base <= position and (next_base is None or position < next_base):
+                self.close()
+                self._file = path.open("rb")
+                self._file_base = base
+                self._file_end = next_base
+                return True
+        return False
+
+    def read(self, max_bytes: int, limit: int | None = None) -> ReadResult:
+        """About `max_bytes` of complete lines (one read), never beyond position `limit`."""
+        if limit is not None and self.position >= limit:
+            return ReadResult([], [], self.position, True)
+        past_segment = self._file_end is not None and self.position >= self._file_end
+        if (self._file is None or past_segment) and not self._open_for(self.position):
+            return ReadResult([], [], self.position, True)
+        assert self._file is not None
+        self._file.seek(self.position - self._file_base)
+        want = max_bytes if limit is None else min(max_bytes, limit - self.position)
+        chunk = self._file.read(want)
+        cut = chunk.rfind(b"\n")
+        while cut < 0 and len(chunk) >= want:
+            # A line longer than the read size: keep reading until its end.
+            more = self._file.read(max_bytes)
+            if not more:
+                break
+            chunk += more
+            cut = chunk.rfind(b"\n")
+        if cut < 0:
+            if self._file_end is not None:
+                raise LogError(
+                    f"segment of {self.stream}/p{self.partition} ends without a newline "
+                    f"at position {self.position}: the log is damaged"
+                )
+            return ReadResult([], [], self.position, True)
+        lines = chunk[:cut].split(b"\n")
+        offsets = []
+        start = self.position
+        for line in lines:
+            offsets.append(start)
+            start += len(line) + 1
+        self.position += cut + 1
+        at_limit = limit is not None and self.position >= limit
+        # Nothing complete is left when the read came up short (or only a partial line
+        # follows) in the newest segment.
+        short = len(chunk) < want or cut + 1 < len(chunk)
+        caught_up = at_limit or (short and self._file_end is None)
+        return ReadResult(lines, offsets, self.position, caught_up)

@@ -1,0 +1,122 @@
+"""Bytewax source over the local log: one source partition per partition number,
+reading that partition of both streams (inferences and feedback).
+
+Resume state is the byte position in each stream. A bounded source fixes each stream's
+end when it is built ("everything in the log now"), delivers up to it, marks the stream
+ended, and stops once both have.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+
+from connectors.local_log import LocalLog, LogReader
+from connectors.run_control import STOP
+from operators.batches import STREAMS, RawBatch
+
+Positions = dict[str, int]
+
+
+class LocalLogPartition(StatefulSourcePartition[RawBatch, Positions]):
+    def __init__(
+        self,
+        log: LocalLog,
+        partition: int,
+        positions: Positions,
+        read_bytes: int,
+        poll_interval: timedelta,
+        bounded: bool,
+    ) -> None:
+        self.partition = partition
+        self.read_bytes = read_bytes
+        self.poll_interval = poll_interval
+        self.readers: dict[str, LogReader] = {
+            stream: log.reader(stream, partition, positions.get(stream, 0)) for stream in STREAMS
+        }
+        self.limits: dict[str, int | None] = {
+            stream: log.end_position(stream, partition) if bounded else None for stream in STREAMS
+        }
+        self.ended: set[str] = set()
+        self.caught_up: dict[str, bool | None] = dict.fromkeys(STREAMS)  # None: not told yet
+        self._awake: datetime | None = None
+        self._done = False
+
+    def next_batch(self) -> list[RawBatch]:
+        if self._done or STOP.is_set():
+            raise StopIteration
+        out = []
+        idle = True
+        for stream in STREAMS:
+            if stream in self.ended:
+                continue
+            limit = self.limits[stream]
+            result = self.readers[stream].read(self.read_bytes, limit)
+            ended = limit is not None and result.position >= limit
+            if result.lines:
+                idle = False
+            if result.lines or ended or result.caught_up != self.caught_up[stream]:
+                out.append(
+                    RawBatch(
+                        self.partition,
+                        stream,
+                        stream,
+                        result.lines,
+                        result.offsets,
+                        caught_up=result.caught_up,
+                        end_of_input=ended,
+                    )
+                )
+                self.caught_up[stream] = result.caught_up
+            if ended:
+                self.ended.add(stream)
+        if len(self.ended) == len(STREAMS):
+            self._done = True
+        self._awake = datetime.now(UTC) + self.poll_interval if idle and not out else None
+        return out
+
+    def next_awake(self) -> datetime | None:
+        return self._awake
+
+    def snapshot(self) -> Positions:
+        return {stream: reader.position for stream, reader in self.readers.items()}
+
+    def close(self) -> None:
+        for reader in self.readers.values():
+            reader.close()
+
+
+class LocalLogSource(FixedPartitionedSource[RawBatch, Positions]):
+    def __init__(
+        self,
+        root: Path,
+        *,
+        read_bytes: int,
+        poll_interval_ms: int,
+        bounded: bool,
+    ) -> None:
+        self.log = LocalLog(root)
+        self.read_bytes = read_bytes
+        self.poll_interval = timedelta(milliseconds=poll_interval_ms)
+        self.bounded = bounded
+
+    @property
+    def partitions(self) -> int:
+        return self.log.partitions
+
+    def list_parts(self) -> list[str]:
+        return [str(p) for p in range(self.log.partitions)]
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: Positions | None
+    ) -> LocalLogPartition:
+        return LocalLogPartition(
+            self.log,
+            int(for_part),
+            resume_state or {},
+            self.read_bytes,
+            self.poll_interval,
+            self.bounded,
+        )

@@ -1,0 +1,409 @@
+"""`pulse`: the command line of Feedback Pulse (argparse; one subcommand per job).
+
+pulse up        the embedded demo: synthetic traffic + the flow + live status
+pulse run       the flow on the configured log (--bounded: process what is there, exit)
+pulse generate  synthetic traffic to the log, Kafka or a JSONL file
+pulse load      append a JSONL file of events to the log or Kafka
+pulse query     drill down into metrics (or --sql)
+pulse migrate   create / upgrade the ClickHouse tables
+pulse schema    print or write the event JSON Schema
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from config.settings import Settings, SettingsError, load_settings, parse_duration_ms
+from connectors.clickhouse import ClickHouseError
+from connectors.console import StatusPrinter
+from connectors.drilldown import QUERYABLE, Drilldown, DrilldownError, parse_where
+from connectors.event_writer import (
+    EventWriter,
+    FileWriter,
+    KafkaWriter,
+    LogWriter,
+    read_lines,
+    route,
+)
+from connectors.kafka import KafkaSetupError, ensure_topics
+from connectors.live_traffic import TrafficThread
+from connectors.local_log import LocalLog, LogError
+from connectors.query_server import QueryError, QueryResult, run_query
+from connectors.run_control import STOP
+from operators.contract import json_schema
+from operators.stats import STATS
+from operators.synthetic import DEFAULT_START_MS, TrafficGenerator, TrafficProfile
+
+SCHEMA_FILE = Path(__file__).resolve().parent.parent / "config" / "event-schema.json"
+log = logging.getLogger("pulse")
+
+
+class CliError(RuntimeError):
+    """An error the user can fix; printed without a traceback."""
+
+
+# ---- helpers ---------------------------------------------------------------------------
+
+
+def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
+    settings = load_settings(args.config)
+    return settings.with_overrides(**overrides) if overrides else settings
+
+
+def _writer(settings: Settings, to: str, out: Path | None = None) -> EventWriter:
+    from dataflows.feedback import kafka_target
+
+    if to == "file":
+        if out is None:
+            raise CliError("--to file needs --out FILE")
+        return FileWriter(out)
+    if to == "kafka":
+        target = kafka_target(settings)
+        ensure_topics(target, settings.log.partitions, settings.kafka.replication_factor)
+        return KafkaWriter(target)
+    log_root = settings.home_dir / "log"
+    return LogWriter(LocalLog(log_root, settings.log.partitions, settings.log.segment_bytes))
+
+
+def _parse_start(value: str | None, seed: int | None) -> int:
+    if value is None:
+        # Deterministic with a seed; live-looking without one.
+        return DEFAULT_START_MS if seed is not None else int(time.time() * 1000)
+    if value == "now":
+        return int(time.time() * 1000)
+    try:
+        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
+    except ValueError:
+        raise CliError(f"--start takes an RFC 3339 time or 'now', got {value!r}") from None
+
+
+def _profile(args: argparse.Namespace, start_ms: int) -> TrafficProfile:
+    return TrafficProfile(
+        seed=args.seed if args.seed is not None else 0,
+        start_ms=start_ms,
+        duration_s=args.duration,
+        rate=args.rate,
+        invalid_rate=args.invalid_rate,
+        duplicate_rate=args.duplicate_rate,
+        orphan_rate=args.orphan_rate,
+        late_rate=args.late_rate,
+        jitter_ms=args.jitter_ms,
+        dims=args.dims,
+    )
+
+
+def _install_stop_handlers(duration: float | None) -> None:
+    """First Ctrl-C (or the end of --duration) stops the sources; a second one aborts."""
+
+    def handler(signum: int, _frame: Any) -> None:
+        if STOP.is_set():
+            raise KeyboardInterrupt
+        log.warning("stopping: finishing in-flight work (Ctrl-C again to abort)")
+        STOP.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    if duration is not None:
+        timer = threading.Timer(duration, STOP.set)
+        timer.daemon = True
+        timer.start()
+
+
+def _run_flow(settings: Settings, duration: float | None, status: bool) -> None:
+    from bytewax.run import cli_main
+
+    from dataflows.feedback import build_flow
+
+    flow = build_flow(settings, STATS)
+    _install_stop_handlers(duration)
+    printer = (
+        StatusPrinter(STATS, settings.run.status_interval / 1000.0).start() if status else None
+    )
+    try:
+        cli_main(flow, epoch_interval=timedelta(milliseconds=settings.run.snapshot_interval))
+    finally:
+        if printer is not None:
+            printer.stop()
+
+
+# ---- commands --------------------------------------------------------------------------
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    profile = TrafficProfile(
+        seed=args.seed if args.seed is not None else int(time.time()),
+        start_ms=int(time.time() * 1000),
+        duration_s=10 * 365 * 86400.0,
+        rate=args.rate,
+    )
+    traffic = TrafficThread(
+        TrafficGenerator(profile).events(),
+        _writer(settings, "log" if settings.log.backend == "local" else "kafka"),
+    )
+    print(
+        f"Feedback Pulse: embedded demo, {args.rate:g} inferences/s of synthetic traffic into "
+        f"{settings.log.backend} log, ClickHouse at {settings.clickhouse_dsn}.\n"
+        "Try `pulse query --metric accuracy,feedback_count --by model_version --since 10m` "
+        "in another terminal. Ctrl-C stops.",
+        flush=True,
+    )
+    traffic.start()
+    try:
+        _run_flow(settings, args.duration, status=True)
+    finally:
+        traffic.stop()
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = {}
+    if args.bounded:
+        overrides["run"] = {"bounded": True}
+    settings = _settings(args, **overrides)
+    _run_flow(settings, args.duration, status=not args.quiet)
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    start_ms = int(time.time() * 1000) if args.live else _parse_start(args.start, args.seed)
+    generator = TrafficGenerator(_profile(args, start_ms))
+    writer = _writer(settings, args.to, Path(args.out) if args.out else None)
+    if args.live:
+        traffic = TrafficThread(generator.events(), writer)
+        _install_stop_handlers(None)
+        traffic.start()
+        while traffic.is_alive() and not STOP.is_set():
+            traffic.join(0.2)
+        traffic.stop()
+        written = traffic.written
+    else:
+        written = 0
+        batch: list[tuple[str, str | bytes, bytes]] = []
+        for event in generator.events():
+            batch.append((event.stream, event.key, event.line))
+            if len(batch) >= 10_000:
+                written += writer.write(batch)
+                batch = []
+        written += writer.write(batch)
+        writer.close()
+    print(f"generated {written:,} events to {args.to}", file=sys.stderr)
+    return 0
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    path = Path(args.file)
+    if not path.is_file():
+        raise CliError(f"{path} is not a file")
+    writer = _writer(settings, args.to)
+    written = 0
+    for lines in read_lines(path):
+        written += writer.write(route(line) for line in lines)
+    writer.close()
+    print(f"loaded {written:,} events from {path} to {args.to}", file=sys.stderr)
+    return 0
+
+
+def _print_result(result: QueryResult, fmt: str) -> None:
+    def cell(value: Any) -> Any:
+        if isinstance(value, float):
+            return round(value, 6)
+        return value
+
+    if fmt == "json":
+        rows = [dict(zip(result.columns, map(cell, row), strict=True)) for row in result.rows]
+        print(json.dumps(rows, default=str, indent=1))
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(result.columns)
+        writer.writerows([[cell(v) for v in row] for row in result.rows])
+    else:
+        text = [[("" if v is None else str(cell(v))) for v in row] for row in result.rows]
+        widths = [max([len(c), *(len(r[i]) for r in text)]) for i, c in enumerate(result.columns)]
+        print("  ".join(c.ljust(w) for c, w in zip(result.columns, widths, strict=True)))
+        for row in text:
+            print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+        print(f"({len(text)} rows)", file=sys.stderr)
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from dataflows.feedback import clickhouse_target
+
+    settings = _settings(args)
+    target = clickhouse_target(settings)
+    if args.sql:
+        sql, params = args.sql, {}
+    else:
+        if not args.metric:
+            raise CliError("give --metric NAME[,NAME] (or --sql)")
+        drill = Drilldown(
+            metrics=[m.strip() for m in args.metric.split(",") if m.strip()],
+            by=[d.strip() for d in (args.by or "").split(",") if d.strip()],
+            window=args.window,
+            since_seconds=None
+            if args.since in (None, "all")
+            else parse_duration_ms(args.since) // 1000,
+            start_ms=_parse_start(args.start, None) if args.start else None,
+            end_ms=_parse_start(args.end, None) if args.end else None,
+            where=parse_where(args.where or []),
+            final_only=args.final_only,
+            limit=args.limit,
+        )
+        sql, params = drill.sql(target.database)
+    _print_result(run_query(target, sql, params), args.format)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from connectors.clickhouse import connect, migrate
+    from dataflows.feedback import clickhouse_target
+
+    target = clickhouse_target(_settings(args))
+    client = connect(target)
+    try:
+        applied = migrate(client, target.database)
+    finally:
+        client.close()
+    print(f"applied: {', '.join(applied) or 'nothing (up to date)'}", file=sys.stderr)
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    text = json.dumps(json_schema(), indent=2) + "\n"
+    if args.write:
+        SCHEMA_FILE.write_text(text)
+        print(f"wrote {SCHEMA_FILE}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+# ---- parser ----------------------------------------------------------------------------
+
+
+def _add_traffic_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, help="random seed (output is deterministic for a seed)")
+    p.add_argument("--rate", type=float, default=50.0, help="inferences per second of event time")
+    p.add_argument("--duration", type=float, default=300.0, help="seconds of event time")
+    p.add_argument(
+        "--start",
+        help="event time of the first inference (RFC 3339 or 'now'; "
+        "default 2026-01-01T00:00:00Z with --seed, else now)",
+    )
+    p.add_argument("--dims", type=int, help="a synthetic cube of about N dims combinations")
+    p.add_argument("--invalid-rate", type=float, default=0.01)
+    p.add_argument("--duplicate-rate", type=float, default=0.02)
+    p.add_argument("--orphan-rate", type=float, default=0.01, help="feedback with no inference")
+    p.add_argument("--late-rate", type=float, default=0.003, help="feedback emitted 3 min late")
+    p.add_argument(
+        "--jitter-ms", type=int, default=3000, help="out-of-order jitter (< max_out_of_orderness)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pulse", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--config", help="YAML file merged over config/pulse.yaml (or $PULSE_CONFIG)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("up", help="embedded demo: synthetic traffic, the flow, live status")
+    p.add_argument("--rate", type=float, default=50.0, help="inferences per second")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("run", help="run the flow on the configured event log")
+    p.add_argument(
+        "--bounded",
+        action="store_true",
+        help="process what is in the log now, close every window, write, exit 0",
+    )
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--quiet", action="store_true", help="no status line")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("generate", help="synthetic traffic to the log, Kafka or a file")
+    p.add_argument("--to", choices=["log", "kafka", "file"], default="log")
+    p.add_argument("--out", help="the file, with --to file")
+    p.add_argument(
+        "--live", action="store_true", help="emit at wall-clock pace from now until Ctrl-C"
+    )
+    _add_traffic_options(p)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("load", help="append a JSONL file of events to the log or Kafka")
+    p.add_argument("file")
+    p.add_argument("--to", choices=["log", "kafka"], default="log")
+    p.set_defaults(func=cmd_load)
+
+    p = sub.add_parser("query", help="drill down into metrics (or run --sql)")
+    p.add_argument("--metric", help=f"comma-separated; one of: {', '.join(QUERYABLE)}")
+    p.add_argument(
+        "--by",
+        help="comma-separated dims: model_version, segment, endpoint "
+        "(tenant, model_id, deployment are always shown)",
+    )
+    p.add_argument("--window", default="1m", help="window name (config `windows`)")
+    p.add_argument(
+        "--since", default="1h", help="window starts within this long before now ('all': no limit)"
+    )
+    p.add_argument("--start", help="window starts from this time (RFC 3339)")
+    p.add_argument("--end", help="window starts before this time (RFC 3339)")
+    p.add_argument("--where", action="append", help="dim=value filter (repeatable)")
+    p.add_argument("--final-only", action="store_true", help="only windows that are final")
+    p.add_argument("--limit", type=int, default=10_000)
+    p.add_argument("--sql", help="run this SQL instead")
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser("migrate", help="create or upgrade the ClickHouse database and tables")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("schema", help="print the event JSON Schema (or --write it to config/)")
+    p.add_argument("--write", action="store_true")
+    p.set_defaults(func=cmd_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args))
+    except (
+        SettingsError,
+        CliError,
+        LogError,
+        ClickHouseError,
+        KafkaSetupError,
+        DrilldownError,
+        QueryError,
+    ) as exc:
+        print(f"pulse: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pulse: aborted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""The main flow: ``python -m bytewax.run dataflows.feedback:flow``.
+
+    event log (local log | Kafka), one source partition per partition number
+      └─ partition_stage   decode, validate, order by time, dedup, join, slice deltas
+           ├─ rows ────────────────────────────────┐  inferences, events, dead letters, late
+           └─ partials ─ merge_stage ─ metric rows ┴─ ClickHouse (one buffered writer)
+                                              dead letters also to <prefix>.dead-letters (Kafka)
+
+Settings come from config/pulse.yaml and PULSE_* variables (config/settings.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+
+from config.settings import Settings, load_settings
+from connectors.clickhouse import Target, connect, migrate
+from connectors.clickhouse_sink import ClickHouseSink
+from connectors.kafka import DeadLetterTopicSink, KafkaEventSource, KafkaTarget, ensure_topics
+from connectors.local_log import LocalLog
+from connectors.local_log_source import LocalLogSource
+from connectors.query_server import QueryServer
+from operators.batches import RawBatch, TableRows
+from operators.merge_stage import MergeConfig, MergeStage
+from operators.partition_stage import PartitionConfig, PartitionStage
+from operators.slices import PartialBatch
+from operators.stats import STATS, FlowStats
+from operators.windows import WindowSpec
+
+MERGE_KEY = "merge"
+
+
+def window_specs(settings: Settings) -> tuple[WindowSpec, ...]:
+    specs = []
+    for window in settings.windows:
+        if window.kind == "tumbling":
+            assert window.length is not None
+            specs.append(WindowSpec.tumbling(window.name, window.length))
+        elif window.kind == "sliding":
+            assert window.length is not None and window.slide is not None
+            specs.append(WindowSpec(window.name, window.length, window.slide))
+    return tuple(specs)
+
+
+def clickhouse_target(settings: Settings) -> Target:
+    return Target(settings.clickhouse_dsn, settings.clickhouse.database)
+
+
+def kafka_target(settings: Settings) -> KafkaTarget:
+    k = settings.kafka
+    return KafkaTarget(k.bootstrap_servers, k.topic_prefix, dict(k.client_config))
+
+
+def prepare_store(settings: Settings) -> Target:
+    """Create the database and tables (numbered migrations, idempotent)."""
+    target = clickhouse_target(settings)
+    client = connect(target)
+    try:
+        migrate(client, target.database)
+    finally:
+        client.close()
+    return target
+
+
+def event_source(settings: Settings) -> tuple[Source[RawBatch], int]:
+    """The configured event log as a Bytewax source, and its partition count."""
+    if settings.log.backend == "local":
+        root = settings.home_dir / "log"
+        LocalLog(root, settings.log.partitions, settings.log.segment_bytes)
+        source = LocalLogSource(
+            root,
+            read_bytes=settings.source.read_bytes,
+            poll_interval_ms=settings.source.poll_interval,
+            bounded=settings.run.bounded,
+        )
+        return source, source.partitions
+    target = kafka_target(settings)
+    partitions = ensure_topics(target, settings.log.partitions, settings.kafka.replication_factor)
+    kafka_source = KafkaEventSource(
+        target,
+        partitions=partitions,
+        batch_size=settings.kafka.consumer_batch_size,
+        poll_interval_ms=settings.source.poll_interval,
+        bounded=settings.run.bounded,
+    )
+    return kafka_source, partitions
+
+
+def build_flow(settings: Settings, stats: FlowStats = STATS) -> Dataflow:
+    target = prepare_store(settings)
+    source, partitions = event_source(settings)
+    specs = window_specs(settings)
+    grouping_sets = tuple(settings.aggregation.grouping_set_tuples())
+    extra_dims = tuple(settings.aggregation.extra_dims)
+    t = settings.time
+    partition_config = PartitionConfig(
+        partitions=partitions,
+        specs=specs,
+        grouping_sets=grouping_sets,
+        allowed_lateness=t.allowed_lateness,
+        max_out_of_orderness=t.max_out_of_orderness,
+        idle_timeout=t.idle_timeout,
+        emit_interval=t.emit_interval,
+        bounded=settings.run.bounded,
+        join_ttl=settings.join.ttl,
+        join_max_entries=settings.join.max_entries,
+        join_wait=settings.join.wait,
+        dedup_horizon=settings.dedup.horizon,
+        dedup_max_entries=settings.dedup.max_entries,
+        extra_dims=extra_dims,
+        confidence_bins=settings.aggregation.confidence_bins,
+        max_event_bytes=settings.validation.max_event_bytes,
+        min_ts=settings.validation.min_ts,
+        max_ts=settings.validation.max_ts,
+    )
+    merge_config = MergeConfig(
+        partitions=partitions,
+        specs=specs,
+        grouping_sets=grouping_sets,
+        extra_dims=extra_dims,
+        allowed_lateness=t.allowed_lateness,
+        emit_interval=t.emit_interval,
+        confidence_bins=settings.aggregation.confidence_bins,
+    )
+
+    flow = Dataflow("feedback_pulse")
+    raw = op.input("events", flow, source)
+    by_partition = op.key_on("by_partition", raw, lambda batch: str(batch.partition))
+    staged = op.stateful(
+        "partition_stage",
+        by_partition,
+        lambda resume: PartitionStage(partition_config, stats, resume),
+    )
+    rows = op.filter_map("rows", staged, _rows)
+    partials = op.filter_map("partials", staged, _partials)
+    merged = op.stateful(
+        "merge_stage", partials, lambda resume: MergeStage(merge_config, stats, resume)
+    )
+    metric_rows = op.map("metric_rows", merged, lambda kv: (kv[1].table, kv[1]))
+    to_store = op.merge("to_store", rows, metric_rows)
+    op.output(
+        "clickhouse",
+        to_store,
+        ClickHouseSink(
+            target,
+            block_rows=settings.clickhouse.insert_block_rows,
+            flush_interval_ms=settings.clickhouse.flush_interval,
+            max_pending_rows=settings.clickhouse.max_pending_rows,
+            retry_backoff_max_ms=settings.clickhouse.retry_backoff_max,
+            stats=stats,
+            on_open=(lambda: QueryServer.ensure_running(target)) if target.embedded else None,
+        ),
+    )
+    if settings.log.backend == "kafka":
+        dead = op.filter_map(
+            "dead_letter_rows", rows, lambda kv: kv[1] if kv[0] == "dead_letters" else None
+        )
+        op.output("dead_letter_topic", dead, DeadLetterTopicSink(kafka_target(settings)))
+    return flow
+
+
+def _rows(item: tuple[str, Any]) -> tuple[str, TableRows] | None:
+    value = item[1]
+    return (value.table, value) if isinstance(value, TableRows) else None
+
+
+def _partials(item: tuple[str, Any]) -> tuple[str, PartialBatch] | None:
+    value = item[1]
+    return (MERGE_KEY, value) if isinstance(value, PartialBatch) else None
+
+
+def flow() -> Dataflow:
+    """Entry point for ``python -m bytewax.run dataflows.feedback:flow``."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return build_flow(load_settings())

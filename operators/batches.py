@@ -1,0 +1,60 @@
+"""The items that travel between dataflow steps, batch-at-a-time.
+
+Sources emit :class:`RawBatch` (lines of one stream of one partition, with their
+positions); the partition stage emits :class:`TableRows` for the sinks and
+:class:`~operators.slices.PartialBatch` for the merge stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Stream = Literal["inferences", "feedback"]
+STREAMS: tuple[Stream, Stream] = ("inferences", "feedback")
+
+
+@dataclass(slots=True)
+class RawBatch:
+    """Raw lines read from one stream of one source partition.
+
+    `offsets[i]` is the position of `lines[i]` in its topic partition (a Kafka offset or
+    a local-log byte offset): dead letters and inference versions are keyed by it.
+    `caught_up` says nothing more of this stream was available when the batch was read
+    (the partition stage then need not wait for it to order the two streams by time);
+    `end_of_input` says the bounded source has delivered this stream's last line.
+    An empty batch only carries those flags (and wakes the partition stage).
+    """
+
+    partition: int
+    stream: Stream
+    topic: str
+    lines: list[bytes] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    caught_up: bool = False
+    end_of_input: bool = False
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """An event that could not be used, with why and where it came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    raw: bytes
+    error: str  # category: oversize | malformed_json | not_object | invalid | ts_out_of_range
+    reason: str  # human-readable detail
+
+
+@dataclass(slots=True)
+class TableRows:
+    """Rows for one ClickHouse table, column-oriented (name -> values)."""
+
+    table: str
+    columns: dict[str, list[Any]]
+
+    def __len__(self) -> int:
+        for values in self.columns.values():
+            return len(values)
+        return 0

@@ -1,0 +1,78 @@
+"""A partition's event-time watermark.
+
+The partition stage consumes its two streams (inferences, feedback) merged in timestamp
+order (:mod:`operators.stream_merge`), so one watermark covers both: the largest event
+time seen minus `max_out_of_orderness`. Merging two streams whose disorder is within the
+bound keeps the merged disorder within it, so no on-time event is ever late.
+
+Quiet partitions (unbounded runs only): when no stream has delivered data for
+`idle_timeout` of processing time, the watermark advances with processing time from
+where it was, so the last windows of a stream that stops still become final. A
+partition that has never seen an event follows the wall clock once idle, so it never
+holds the other partitions back. Ended streams (bounded runs) put it at +infinity once
+all have ended. The watermark never goes back.
+
+The join holds the watermark passed downstream back by `join.wait`
+(:attr:`PartitionClock.emitted`), so feedback still waiting for its inference cannot
+see its window closed without it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+NEG_INF = -math.inf
+POS_INF = math.inf
+
+
+@dataclass(slots=True)
+class PartitionClock:
+    max_out_of_orderness: int
+    join_wait: int
+    idle_timeout: int
+    bounded: bool
+    last_data: float  # processing time (ms) of the last data, or of creation
+    max_ts: float = NEG_INF
+    watermark: float = NEG_INF
+    ended: set[str] = field(default_factory=set)
+
+    @property
+    def emitted(self) -> float:
+        """The watermark passed downstream: held back by the join's wait."""
+        return self.watermark - self.join_wait
+
+    def observe(self, ts: int) -> float:
+        """An event at `ts` was processed; returns the (possibly advanced) watermark."""
+        if ts > self.max_ts:
+            self.max_ts = ts
+            candidate = ts - self.max_out_of_orderness
+            if candidate > self.watermark:
+                self.watermark = candidate
+        return self.watermark
+
+    def touch(self, now: float) -> None:
+        self.last_data = now
+
+    def end(self, stream: str, streams: int) -> bool:
+        """`stream` has ended; True once all `streams` have (the watermark is then +inf)."""
+        self.ended.add(stream)
+        if len(self.ended) >= streams:
+            self.watermark = POS_INF
+            return True
+        return False
+
+    def idle(self, now: float) -> bool:
+        return not self.bounded and now - self.last_data >= self.idle_timeout
+
+    def advance(self, now: float) -> float:
+        """Let an idle partition's watermark follow processing time; returns it."""
+        if self.idle(now):
+            if self.max_ts > NEG_INF:
+                quiet_for = now - self.last_data - self.idle_timeout
+                candidate = self.max_ts - self.max_out_of_orderness + quiet_for
+            else:
+                candidate = now - self.max_out_of_orderness
+            if candidate > self.watermark:
+                self.watermark = candidate
+        return self.watermark

@@ -1,0 +1,115 @@
+"""Join feedback to the inference that produced it, by `request_id`.
+
+Either side may come first (an interval join, as in Flink):
+
+* :class:`InferenceCache` holds recent inferences' context for `join.ttl` of event time,
+  at most `join.max_entries` (oldest evicted first, counted). The first inference of a
+  `request_id` wins; later ones are duplicates.
+* :class:`PendingFeedback` holds feedback whose inference has not been seen, until the
+  watermark passes `ts + join.wait`; then it proceeds unjoined.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import OrderedDict
+from typing import Any, NamedTuple
+
+
+class InferenceContext(NamedTuple):
+    """What feedback takes from its inference."""
+
+    ts: int
+    cell: tuple[str, ...]  # finest dims, see operators.cells
+    prediction: str | None  # as a trimmed string, for label comparison
+    confidence: float | None
+    latency_ms: float | None
+
+
+class InferenceCache:
+    __slots__ = ("_entries", "evicted", "max_entries", "ttl")
+
+    def __init__(self, ttl: int, max_entries: int) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, InferenceContext] = OrderedDict()
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, request_id: str) -> InferenceContext | None:
+        return self._entries.get(request_id)
+
+    def add(self, request_id: str, context: InferenceContext) -> bool:
+        """Hold `context`; False when this request_id is already held (a duplicate)."""
+        entries = self._entries
+        if request_id in entries:
+            return False
+        entries[request_id] = context
+        if len(entries) > self.max_entries:
+            entries.popitem(last=False)
+            self.evicted += 1
+        return True
+
+    def expire(self, watermark: float) -> None:
+        """Drop inferences more than `ttl` behind the watermark (in arrival order)."""
+        entries = self._entries
+        cutoff = watermark - self.ttl
+        while entries:
+            context = next(iter(entries.values()))
+            if context.ts > cutoff:
+                break
+            entries.popitem(last=False)
+
+
+class PendingFeedback:
+    """Feedback waiting for its inference, released by `take` or when it gives up."""
+
+    __slots__ = ("_by_request", "_deadlines", "_seq")
+
+    def __init__(self) -> None:
+        self._by_request: dict[str, list[tuple[int, Any]]] = {}
+        self._deadlines: list[tuple[int, int, str]] = []
+        self._seq = 0
+
+    def __len__(self) -> int:
+        return sum(len(items) for items in self._by_request.values())
+
+    def __bool__(self) -> bool:
+        return bool(self._by_request)
+
+    def add(self, request_id: str, item: Any, give_up_at: int) -> None:
+        self._by_request.setdefault(request_id, []).append((give_up_at, item))
+        self._seq += 1
+        heapq.heappush(self._deadlines, (give_up_at, self._seq, request_id))
+
+    def take(self, request_id: str) -> list[Any]:
+        """Everything waiting for `request_id` (its inference just arrived)."""
+        items = self._by_request.pop(request_id, None)
+        return [item for _, item in items] if items else []
+
+    def next_deadline(self) -> int | None:
+        while self._deadlines:
+            give_up_at, _, request_id = self._deadlines[0]
+            if request_id in self._by_request:
+                return give_up_at
+            heapq.heappop(self._deadlines)
+        return None
+
+    def due(self, watermark: float) -> list[Any]:
+        """Items whose give-up time the watermark has reached, oldest first."""
+        released: list[Any] = []
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= watermark:
+            _, _, request_id = heapq.heappop(deadlines)
+            items = self._by_request.get(request_id)
+            if not items:
+                continue
+            keep = [(g, item) for g, item in items if g > watermark]
+            released.extend(item for g, item in items if g <= watermark)
+            if keep:
+                self._by_request[request_id] = keep
+            else:
+                del self._by_request[request_id]
+        return released

@@ -1,0 +1,243 @@
+"""The metric catalogue: every metric's definition lives here.
+
+A window × dims cell accumulates additive *fields* (counts and sums; they merge by
+addition across partitions, slices, windows and rollups). The published *metrics* are
+derived from the fields when a row is emitted; ratios are null where their denominator
+is 0. The README's metric reference is written from this module.
+
+Event time: feedback fields use the feedback's `ts`, inference fields the inference's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+# ---- additive fields of the main family (one vector per window × dims cell) ----------
+FEEDBACK_FIELDS = (
+    "feedback_count",  # distinct feedback events (after dedup by event_id)
+    "unjoined_count",  # feedback that gave up waiting for its inference
+    "labeled_count",
+    "correct_count",  # label == prediction, compared as trimmed strings
+    "thumbs_up",
+    "thumbs_down",
+    "rating_count",
+    "rating_sum",
+    "rating_high_count",  # ratings >= 4 (CSAT numerator)
+    "reward_count",
+    "reward_sum",
+    "reward_sumsq",
+    "clicks",  # click feedback with value true
+    "conversions",  # conversion feedback with value true
+    "dwell_count",
+    "dwell_sum",
+    "preference_count",
+    "report_count",
+    "report_amount_sum",
+)
+INFERENCE_FIELDS = (
+    "inference_count",
+    "confidence_count",
+    "confidence_sum",
+)
+CSAT_THRESHOLD = 4.0
+
+
+@dataclass(frozen=True)
+class MainLayout:
+    """Column positions of the main family's field vector (histogram bins last)."""
+
+    confidence_bins: int
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        bins = tuple(f"confidence_bin_{i}" for i in range(self.confidence_bins))
+        return FEEDBACK_FIELDS + INFERENCE_FIELDS + bins
+
+    @property
+    def width(self) -> int:
+        return len(self.names)
+
+    def index(self, name: str) -> int:
+        return self.names.index(name)
+
+    @property
+    def first_bin(self) -> int:
+        return len(FEEDBACK_FIELDS) + len(INFERENCE_FIELDS)
+
+
+# Fixed positions of the named fields (the bins follow them).
+F = {name: i for i, name in enumerate(FEEDBACK_FIELDS + INFERENCE_FIELDS)}
+I_FEEDBACK = F["feedback_count"]
+I_UNJOINED = F["unjoined_count"]
+I_LABELED = F["labeled_count"]
+I_CORRECT = F["correct_count"]
+I_THUMBS_UP = F["thumbs_up"]
+I_THUMBS_DOWN = F["thumbs_down"]
+I_RATING_COUNT = F["rating_count"]
+I_RATING_SUM = F["rating_sum"]
+I_RATING_HIGH = F["rating_high_count"]
+I_REWARD_COUNT = F["reward_count"]
+I_REWARD_SUM = F["reward_sum"]
+I_REWARD_SUMSQ = F["reward_sumsq"]
+I_CLICKS = F["clicks"]
+I_CONVERSIONS = F["conversions"]
+I_DWELL_COUNT = F["dwell_count"]
+I_DWELL_SUM = F["dwell_sum"]
+I_PREFERENCE = F["preference_count"]
+I_REPORT_COUNT = F["report_count"]
+I_REPORT_AMOUNT = F["report_amount_sum"]
+I_INFERENCE = F["inference_count"]
+I_CONFIDENCE_COUNT = F["confidence_count"]
+I_CONFIDENCE_SUM = F["confidence_sum"]
+
+
+def as_label(value: Any) -> str | None:
+    """Labels and predictions compare as trimmed strings (1 and 1.0 are the same)."""
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
+def is_correct(label: Any, prediction: str | None) -> bool | None:
+    """A label's verdict on its inference's prediction; None when there is none."""
+    if prediction is None:
+        return None
+    return as_label(label) == prediction
+
+
+def add_feedback(acc: list[float], kind: str, value: Any, correct: bool | None) -> None:
+    """Add one (deduplicated, on-time) feedback event to a main-family vector."""
+    acc[I_FEEDBACK] += 1
+    if kind == "label":
+        acc[I_LABELED] += 1
+        if correct:
+            acc[I_CORRECT] += 1
+    elif kind == "thumbs":
+        acc[I_THUMBS_UP if value else I_THUMBS_DOWN] += 1
+    elif kind == "rating":
+        acc[I_RATING_COUNT] += 1
+        acc[I_RATING_SUM] += value
+        if value >= CSAT_THRESHOLD:
+            acc[I_RATING_HIGH] += 1
+    elif kind == "reward":
+        acc[I_REWARD_COUNT] += 1
+        acc[I_REWARD_SUM] += value
+        acc[I_REWARD_SUMSQ] += value * value
+    elif kind == "click":
+        if value:
+            acc[I_CLICKS] += 1
+    elif kind == "conversion":
+        if value:
+            acc[I_CONVERSIONS] += 1
+    elif kind == "dwell":
+        acc[I_DWELL_COUNT] += 1
+        acc[I_DWELL_SUM] += value
+    elif kind == "preference":
+        acc[I_PREFERENCE] += 1
+    elif kind == "report":
+        acc[I_REPORT_COUNT] += 1
+        amount = value.get("amount")
+        if amount is not None:
+            acc[I_REPORT_AMOUNT] += amount
+
+
+def add_inference(acc: list[float], confidence: float | None, first_bin: int, bins: int) -> None:
+    """Add one (deduplicated, on-time) inference to a main-family vector."""
+    acc[I_INFERENCE] += 1
+    if confidence is not None:
+        acc[I_CONFIDENCE_COUNT] += 1
+        acc[I_CONFIDENCE_SUM] += confidence
+        acc[first_bin + min(int(confidence * bins), bins - 1)] += 1
+
+
+# ---- published metrics, derived per emitted row ---------------------------------------
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def _sample_stddev(n: np.ndarray, total: np.ndarray, sumsq: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        safe_n = np.where(n > 1, n, 2.0)
+        variance = (sumsq - total * total / safe_n) / (safe_n - 1)
+        return np.where(n > 1, np.sqrt(np.maximum(variance, 0.0)), np.nan)
+
+
+Derivation = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def _col(name: str) -> Derivation:
+    index = F[name]
+    return lambda fields, _seconds: fields[:, index]
+
+
+def _rate_of(name: str, den: str) -> Derivation:
+    i, j = F[name], F[den]
+    return lambda fields, _seconds: _ratio(fields[:, i], fields[:, j])
+
+
+def _per_second(name: str) -> Derivation:
+    i = F[name]
+    return lambda fields, seconds: fields[:, i] / seconds
+
+
+# Published metric -> (ClickHouse type, derivation from the field matrix and window seconds).
+# Order is the column order of the `metrics` table.
+METRICS: dict[str, tuple[str, Derivation]] = {
+    "feedback_count": ("UInt64", _col("feedback_count")),
+    "unjoined_count": ("UInt64", _col("unjoined_count")),
+    "labeled_count": ("UInt64", _col("labeled_count")),
+    "correct_count": ("UInt64", _col("correct_count")),
+    "accuracy": ("Nullable(Float64)", _rate_of("correct_count", "labeled_count")),
+    "error_rate": (
+        "Nullable(Float64)",
+        lambda f, s: 1.0 - _ratio(f[:, I_CORRECT], f[:, I_LABELED]),
+    ),
+    "thumbs_up": ("UInt64", _col("thumbs_up")),
+    "thumbs_down": ("UInt64", _col("thumbs_down")),
+    "thumbs_down_rate": (
+        "Nullable(Float64)",
+        lambda f, s: _ratio(f[:, I_THUMBS_DOWN], f[:, I_THUMBS_UP] + f[:, I_THUMBS_DOWN]),
+    ),
+    "rating_count": ("UInt64", _col("rating_count")),
+    "rating_mean": ("Nullable(Float64)", _rate_of("rating_sum", "rating_count")),
+    "csat": ("Nullable(Float64)", _rate_of("rating_high_count", "rating_count")),
+    "reward_count": ("UInt64", _col("reward_count")),
+    "reward_sum": ("Float64", _col("reward_sum")),
+    "reward_mean": ("Nullable(Float64)", _rate_of("reward_sum", "reward_count")),
+    "reward_stddev": (
+        "Nullable(Float64)",
+        lambda f, s: _sample_stddev(f[:, I_REWARD_COUNT], f[:, I_REWARD_SUM], f[:, I_REWARD_SUMSQ]),
+    ),
+    "impressions": ("UInt64", _col("inference_count")),
+    "clicks": ("UInt64", _col("clicks")),
+    "ctr": ("Nullable(Float64)", _rate_of("clicks", "inference_count")),
+    "conversions": ("UInt64", _col("conversions")),
+    "conversion_rate": ("Nullable(Float64)", _rate_of("conversions", "inference_count")),
+    "dwell_mean": ("Nullable(Float64)", _rate_of("dwell_sum", "dwell_count")),
+    "preference_count": ("UInt64", _col("preference_count")),
+    "report_count": ("UInt64", _col("report_count")),
+    "report_amount_sum": ("Float64", _col("report_amount_sum")),
+    "inference_count": ("UInt64", _col("inference_count")),
+    "confidence_mean": ("Nullable(Float64)", _rate_of("confidence_sum", "confidence_count")),
+    "feedback_per_s": ("Float64", _per_second("feedback_count")),
+    "inference_per_s": ("Float64", _per_second("inference_count")),
+    "errors_per_s": ("Float64", lambda f, s: (f[:, I_LABELED] - f[:, I_CORRECT]) / s),
+}
+# Metrics computed elsewhere than from the main field vector.
+LATENCY_METRICS = ("latency_p50", "latency_p95", "latency_p99")  # operators.sketch
+HISTOGRAM_METRIC = "confidence_hist"  # Array(UInt64), bins of equal width over [0, 1]
+
+
+def derive(fields: np.ndarray, window_seconds: np.ndarray | float) -> dict[str, np.ndarray]:
+    """Every published metric for a matrix of field vectors (one row per cell)."""
+    seconds = np.asarray(window_seconds, dtype=np.float64)
+    return {name: derivation(fields, seconds) for name, (_, derivation) in METRICS.items()}

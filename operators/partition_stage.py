@@ -1,0 +1,451 @@
+"""The partition stage: everything one source partition needs, with no exchange.
+
+Inferences and their feedback share a partition number (both topics are keyed by
+`request_id`), so one ``op.stateful`` logic per partition can, batch-at-a-time:
+decode → validate → order the two streams by time (:mod:`operators.stream_merge`) →
+deduplicate → join → pre-aggregate into per-slice deltas, with its own watermark
+(:mod:`operators.clock`) and timers. It emits rows for the raw tables as they are
+produced and, once per `emit_interval` tick, one :class:`PartialBatch` of slice deltas
+with its watermark for the merge stage.
+
+State per partition stays small: dedup ids, recent inferences, feedback waiting to
+join, not-yet-ordered events, one tick of deltas, the clock.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+from bytewax.operators import StatefulLogic
+
+from operators.batches import STREAMS, RawBatch, TableRows
+from operators.cells import Cell, CellIndex, unknown_cell
+from operators.clock import PartitionClock
+from operators.decode import BatchDecoder
+from operators.dedup import RecentIds
+from operators.join import InferenceCache, InferenceContext, PendingFeedback
+from operators.metrics import (
+    I_UNJOINED,
+    MainLayout,
+    add_feedback,
+    add_inference,
+    as_label,
+    is_correct,
+)
+from operators.partitioning import partition_for
+from operators.rows import EventRows, InferenceRows, LateRows, dead_letter_rows
+from operators.sketch import bucket_of
+from operators.slices import LATENCY, MAIN, FamilyAccumulator, PartialBatch
+from operators.stats import FlowStats
+from operators.stream_merge import StreamMerge
+from operators.windows import WindowSpec, slice_length
+
+
+@dataclass(frozen=True)
+class PartitionConfig:
+    """Plain values the partition stage needs (built from settings by the dataflow)."""
+
+    partitions: int
+    specs: tuple[WindowSpec, ...]
+    grouping_sets: tuple[tuple[str, ...], ...]
+    allowed_lateness: int
+    max_out_of_orderness: int
+    idle_timeout: int
+    emit_interval: int
+    bounded: bool
+    join_ttl: int
+    join_max_entries: int
+    join_wait: int
+    dedup_horizon: int
+    dedup_max_entries: int
+    extra_dims: tuple[str, ...]
+    confidence_bins: int
+    max_event_bytes: int
+    min_ts: int
+    max_ts: int
+    routing_check_every: int = 64
+
+    @property
+    def slice_len(self) -> int:
+        return slice_length(self.specs)
+
+
+def now_ms() -> float:
+    return time.time() * 1000.0
+
+
+Output = TableRows | PartialBatch
+
+
+class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
+    """One source partition's decode, dedup, join and slice pre-aggregation."""
+
+    _SNAPSHOT_FIELDS = (
+        "partition",
+        "clock",
+        "merge",
+        "dedup",
+        "inferences",
+        "pending",
+        "main",
+        "latency",
+        "sent_watermark",
+        "next_tick",
+        "ended",
+        "sampled",
+    )
+
+    def __init__(
+        self,
+        config: PartitionConfig,
+        stats: FlowStats,
+        resume: bytes | None = None,
+        clock: Callable[[], float] = now_ms,
+    ) -> None:
+        # Bytewax builds the logic without its key: the partition comes with the first batch.
+        self.partition = -1
+        self.config = config
+        self.stats = stats
+        self._now = clock
+        self._slice = config.slice_len
+        self._decoder = BatchDecoder(config.max_event_bytes, config.min_ts, config.max_ts)
+        self._cells = CellIndex(config.grouping_sets, config.extra_dims)
+        self._rollups: dict[Cell, list[Cell]] = {}
+        self._earliest_end: dict[int, int] = {}
+        self._unknown = unknown_cell(len(config.extra_dims))
+        self._bins = config.confidence_bins
+        self._first_bin = MainLayout(config.confidence_bins).first_bin
+        self._inference_rows = InferenceRows()
+        self._event_rows = EventRows()
+        self._late_rows = LateRows(config.extra_dims)
+        if resume is not None:
+            self.__dict__.update(pickle.loads(resume))
+            return
+        now = self._now()
+        self.clock = PartitionClock(
+            max_out_of_orderness=config.max_out_of_orderness,
+            join_wait=config.join_wait,
+            idle_timeout=config.idle_timeout,
+            bounded=config.bounded,
+            last_data=now,
+        )
+        self.merge = StreamMerge(config.idle_timeout, config.bounded, now)
+        self.dedup = RecentIds(config.dedup_horizon, config.dedup_max_entries)
+        self.inferences = InferenceCache(config.join_ttl, config.join_max_entries)
+        self.pending = PendingFeedback()
+        self.main = FamilyAccumulator(MainLayout(config.confidence_bins).width)
+        self.latency = FamilyAccumulator(1)
+        self.sent_watermark = -float("inf")
+        self.next_tick = now + config.emit_interval
+        self.ended = False
+        self.sampled = 0
+
+    # ---- bytewax hooks -----------------------------------------------------------------
+
+    def on_item(self, value: RawBatch) -> tuple[list[Output], bool]:
+        self.partition = value.partition
+        now = self._now()
+        out: list[Output] = []
+        events: list[dict[str, Any]] = []
+        offsets: list[int] = []
+        if value.lines:
+            self.clock.touch(now)
+            decoded = self._decoder.decode(value.topic, self.partition, value.lines, value.offsets)
+            if decoded.dead_letters:
+                self.stats.dead_letters += len(decoded.dead_letters)
+                out.append(dead_letter_rows(decoded.dead_letters))
+            events, offsets = decoded.events, decoded.offsets
+        self.merge.push(
+            value.stream,
+            events,
+            offsets,
+            caught_up=value.caught_up,
+            ended=value.end_of_input,
+            now=now,
+        )
+        self._process(now)
+        self._collect_rows(out)
+        if self.ended:
+            out.append(self._partial())
+        return out, StatefulLogic.RETAIN
+
+    def on_notify(self) -> tuple[list[Output], bool]:
+        now = self._now()
+        out: list[Output] = []
+        self._process(now)
+        self.clock.advance(now)
+        self._release_due()
+        self._collect_rows(out)
+        if len(self.main) or len(self.latency) or self.clock.emitted != self.sent_watermark:
+            out.append(self._partial())
+        self.next_tick = now + self.config.emit_interval
+        return out, StatefulLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[Output], bool]:
+        out: list[Output] = []
+        self._collect_rows(out)
+        if len(self.main) or len(self.latency):
+            out.append(self._partial())
+        return out, StatefulLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        if self.ended:
+            return None
+        return datetime.fromtimestamp(self.next_tick / 1000.0, tz=UTC)
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps({name: getattr(self, name) for name in self._SNAPSHOT_FIELDS})
+
+    # ---- event processing --------------------------------------------------------------
+
+    def _process(self, now: float) -> None:
+        """Process what the stream merge releases; close the partition when all ended."""
+        if self.ended:
+            return
+        self._expire()
+        for events, offsets in self.merge.runs(now):
+            start = 0
+            # A run is from one stream; split it where the event type changes.
+            for i in range(1, len(events) + 1):
+                if i == len(events) or events[i]["type"] != events[start]["type"]:
+                    if events[start]["type"] == "inference":
+                        self._on_inferences(events[start:i], offsets[start:i])
+                    else:
+                        self._on_feedback(events[start:i], offsets[start:i])
+                    start = i
+        if all(self.merge.ended(name) for name in STREAMS):
+            for name in STREAMS:
+                self.clock.end(name, len(STREAMS))
+            self._release_due()
+            self.ended = True
+
+    def _on_inferences(self, events: list[dict[str, Any]], offsets: list[int]) -> None:
+        clock = self.clock
+        ooo, wait = clock.max_out_of_orderness, clock.join_wait
+        smax, watermark = clock.max_ts, clock.watermark
+        deadline = self.pending.next_deadline()
+        g, lateness = self._slice, self.config.allowed_lateness
+        bins, first_bin = self._bins, self._first_bin
+        extra_names = self.config.extra_dims
+        cache, pending, rows, stats = (
+            self.inferences,
+            self.pending,
+            self._inference_rows,
+            self.stats,
+        )
+        partition = self.partition
+        main_vector, latency_vector = self.main.vector, self.latency.vector
+        stats.inferences += len(events)
+        for event, offset in zip(events, offsets, strict=True):
+            ts = event["ts"]
+            if ts > smax:
+                smax = ts
+                if ts - ooo > watermark:
+                    watermark = ts - ooo
+                    if deadline is not None and deadline <= watermark:
+                        clock.max_ts, clock.watermark = smax, watermark
+                        self._release_due()
+                        deadline = pending.next_deadline()
+            request_id = event["request_id"]
+            if extra_names:
+                attributes = event.get("attributes") or {}
+                extras = tuple(attributes.get(name, "") for name in extra_names)
+            else:
+                extras = ()
+            cell = (
+                event["tenant"],
+                event["model_id"],
+                event["deployment"],
+                event["model_version"],
+                event["segment"],
+                event["endpoint"],
+                *extras,
+            )
+            confidence = event.get("confidence")
+            latency = event.get("latency_ms")
+            context = InferenceContext(
+                ts, cell, as_label(event.get("prediction")), confidence, latency
+            )
+            if not cache.add(request_id, context):
+                stats.duplicate_inferences += 1
+                continue
+            self._check_routing(request_id)
+            cutoff = watermark - wait
+            slice_start = ts - ts % g
+            late = self._window_end_floor(slice_start) + lateness <= cutoff
+            rows.add(event, partition, offset, late)
+            if not late:
+                add_inference(main_vector(slice_start, cell), confidence, first_bin, bins)
+                if latency is not None:
+                    latency_vector(slice_start, cell, bucket_of(latency))[0] += 1
+            else:
+                self._late(
+                    slice_start,
+                    cell,
+                    cutoff,
+                    "inference",
+                    request_id,
+                    ts,
+                    partial(add_inference, confidence=confidence, first_bin=first_bin, bins=bins),
+                    None if latency is None else bucket_of(latency),
+                )
+            if pending:
+                for waiting_event, waiting_offset, waiting_cutoff in pending.take(request_id):
+                    self._count_feedback(waiting_event, waiting_offset, context, waiting_cutoff)
+        clock.max_ts, clock.watermark = smax, watermark
+        self._release_due()
+
+    def _on_feedback(self, events: list[dict[str, Any]], offsets: list[int]) -> None:
+        clock = self.clock
+        ooo, wait = clock.max_out_of_orderness, clock.join_wait
+        smax, watermark = clock.max_ts, clock.watermark
+        dedup, cache, pending, stats = self.dedup, self.inferences, self.pending, self.stats
+        stats.feedback += len(events)
+        for event, offset in zip(events, offsets, strict=True):
+            ts = event["ts"]
+            if ts > smax:
+                smax = ts
+                if ts - ooo > watermark:
+                    watermark = ts - ooo
+            if not dedup.add(event["event_id"], ts):
+                stats.duplicate_feedback += 1
+                continue
+            request_id = event["request_id"]
+            cutoff = watermark - wait
+            context = cache.get(request_id)
+            if context is None:
+                pending.add(request_id, (event, offset, cutoff), ts + wait)
+            else:
+                self._count_feedback(event, offset, context, cutoff)
+        clock.max_ts, clock.watermark = smax, watermark
+        # No inference comes inside a feedback run, so releasing once at its end gives
+        # the same joins as releasing at every watermark step.
+        self._release_due()
+
+    def _count_feedback(
+        self,
+        event: dict[str, Any],
+        offset: int,
+        context: InferenceContext | None,
+        cutoff: float,
+    ) -> None:
+        ts = event["ts"]
+        kind = event["kind"]
+        value = event["value"]
+        if context is None:
+            cell = self._unjoined_cell(event)
+            correct = None
+        else:
+            cell = context.cell
+            correct = is_correct(value, context.prediction) if kind == "label" else None
+        slice_start = ts - ts % self._slice
+        late = self._window_end_floor(slice_start) + self.config.allowed_lateness <= cutoff
+        self._event_rows.add(event, context, cell, self.partition, offset, late, correct)
+        unjoined = context is None
+
+        def apply(acc: list[float]) -> None:
+            add_feedback(acc, kind, value, correct)
+            if unjoined:
+                acc[I_UNJOINED] += 1
+
+        if not late:
+            apply(self.main.vector(slice_start, cell))
+        else:
+            self._late(slice_start, cell, cutoff, "feedback", event["event_id"], ts, apply, None)
+
+    def _unjoined_cell(self, event: dict[str, Any]) -> Cell:
+        names = self.config.extra_dims
+        if not names:
+            return self._unknown
+        attributes = event.get("attributes") or {}
+        base = self._unknown[: len(self._unknown) - len(names)]
+        return base + tuple(attributes.get(name, "") for name in names)
+
+    def _late(
+        self,
+        slice_start: int,
+        cell: Cell,
+        cutoff: float,
+        stream: str,
+        event_id: str,
+        ts: int,
+        apply: Callable[[list[float]], None],
+        latency_bucket: int | None,
+    ) -> None:
+        """An event late for some windows: rows in metrics_late; the rest get a cutoff delta."""
+        self.stats.late_events += 1
+        g, lateness = self._slice, self.config.allowed_lateness
+        still_open = False
+        rollups = self._rollups.get(cell)
+        if rollups is None:
+            rollups = self._rollups[cell] = self._cells.rollups_of(cell)
+        for spec in self.config.specs:
+            for start in spec.starts_containing_slice(slice_start, g):
+                end = start + spec.length
+                if end + lateness <= cutoff:
+                    self._late_rows.add(spec.name, start, end, rollups, stream, event_id, ts)
+                else:
+                    still_open = True
+        if still_open:
+            apply(self.main.restricted_vector(slice_start, cell, 0, cutoff))
+            if latency_bucket is not None:
+                self.latency.restricted_vector(slice_start, cell, latency_bucket, cutoff)[0] += 1
+
+    def _window_end_floor(self, slice_start: int) -> int:
+        """The earliest end among the windows that contain this slice."""
+        end = self._earliest_end.get(slice_start)
+        if end is None:
+            if len(self._earliest_end) > 4096:
+                self._earliest_end.clear()
+            g = self._slice
+            end = min(
+                -((-(slice_start + g - spec.length)) // spec.slide) * spec.slide + spec.length
+                for spec in self.config.specs
+            )
+            self._earliest_end[slice_start] = end
+        return end
+
+    def _release_due(self) -> None:
+        """Feedback whose wait is over proceeds unjoined."""
+        if not self.pending:
+            return
+        for event, offset, cutoff in self.pending.due(self.clock.watermark):
+            self.stats.unjoined += 1
+            self._count_feedback(event, offset, None, cutoff)
+
+    def _expire(self) -> None:
+        watermark = self.clock.watermark
+        self.inferences.expire(watermark)
+        self.dedup.expire(watermark)
+
+    def _check_routing(self, request_id: str) -> None:
+        """Sampled check that producers key by request_id with Kafka's partitioner."""
+        self.sampled += 1
+        if self.sampled % self.config.routing_check_every:
+            return
+        if partition_for(request_id, self.config.partitions) != self.partition:
+            self.stats.misrouted += 1
+
+    # ---- output ------------------------------------------------------------------------
+
+    def _collect_rows(self, out: list[Output]) -> None:
+        for builder in (self._inference_rows, self._event_rows, self._late_rows):
+            rows = builder.take()
+            if rows is not None:
+                out.append(rows)
+
+    def _partial(self) -> PartialBatch:
+        watermark = float("inf") if self.ended else self.clock.emitted
+        batch = PartialBatch(self.partition, watermark, self.ended)
+        for name, family in ((MAIN, self.main), (LATENCY, self.latency)):
+            delta = family.drain()
+            if delta is not None:
+                batch.families[name] = delta
+        self.sent_watermark = watermark
+        return batch

@@ -1,0 +1,35 @@
+"""Process-wide counters behind the live status line (`pulse up`, `pulse run`).
+
+Informational only: they count what this process did since it started (not restored
+from snapshots). The steps update them; the status printer reads them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class FlowStats:
+    inferences: int = 0
+    feedback: int = 0
+    dead_letters: int = 0
+    duplicate_inferences: int = 0
+    duplicate_feedback: int = 0
+    unjoined: int = 0
+    late_events: int = 0
+    misrouted: int = 0  # sampled events whose request_id hashes to another partition
+    windows_final: int = 0
+    metric_rows: int = 0
+    rows_written: int = 0
+    after_final: int = 0  # contributions to a window already final at the merge (should be 0)
+
+    @property
+    def events_in(self) -> int:
+        return self.inferences + self.feedback + self.dead_letters
+
+    def as_dict(self) -> dict[str, int]:
+        return {**asdict(self), "events_in": self.events_in}
+
+
+STATS = FlowStats()

@@ -1,0 +1,58 @@
+"""Event-time windows built from slices (stream slicing, as in Scotty / Flink's slicing).
+
+Every tumbling and sliding window is a union of *slices* of one common length: the gcd
+of all window lengths and slides. The partition stage updates one accumulator per event
+(its slice); the merge stage adds each slice's values into the few windows that contain
+it. Windows align to the epoch in UTC: a window starts at a multiple of its slide.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSpec:
+    """A tumbling (slide == length) or sliding window, all times in epoch ms."""
+
+    name: str
+    length: int
+    slide: int
+
+    @classmethod
+    def tumbling(cls, name: str, length: int) -> WindowSpec:
+        return cls(name, length, length)
+
+    def starts_containing_slice(self, slice_start: int, slice_len: int) -> Iterator[int]:
+        """Starts of the windows that contain the slice [slice_start, slice_start + slice_len)."""
+        start = slice_start - slice_start % self.slide
+        lowest = slice_start + slice_len - self.length
+        while start >= lowest:
+            yield start
+            start -= self.slide
+
+    def starts_containing(self, ts: int) -> Iterator[int]:
+        """Starts of the windows that contain the instant `ts`."""
+        return self.starts_containing_slice(ts, 1)
+
+
+def slice_length(specs: Iterable[WindowSpec]) -> int:
+    """The largest slice length every window is a whole number of slices of."""
+    length = 0
+    for spec in specs:
+        length = math.gcd(length, spec.length, spec.slide)
+    if length <= 0:
+        raise ValueError("at least one window is needed")
+    return length
+
+
+@dataclass(frozen=True, slots=True)
+class WindowClock:
+    """When windows become final: watermark >= end + allowed_lateness."""
+
+    allowed_lateness: int
+
+    def is_final(self, window_end: int, watermark: float) -> bool:
+        return window_end + self.allowed_lateness <= watermark
