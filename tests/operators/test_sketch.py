@@ -1,0 +1,38 @@
+import random
+from collections import Counter
+
+import numpy as np
+from ddsketch import DDSketch
+
+from operators.sketch import QUANTILES, bucket_of, segment_quantiles
+
+
+def test_quantiles_equal_the_ddsketch_library_for_many_cells_at_once() -> None:
+    rng = random.Random(5)
+    starts, buckets, counts, expected = [], [], [], []
+    for _ in range(300):
+        values = [rng.lognormvariate(3, 1.2) for _ in range(rng.randint(1, 400))]
+        values += [0.0] * rng.randint(0, 3)
+        library = DDSketch(0.01)
+        for v in values:
+            library.add(v)
+        expected.append([library.get_quantile_value(q) for q in QUANTILES])
+        starts.append(len(buckets))
+        for bucket, n in sorted(Counter(bucket_of(v) for v in values).items()):
+            buckets.append(bucket)
+            counts.append(float(n))
+    got = segment_quantiles(np.array(starts), np.array(buckets), np.array(counts))
+    assert np.allclose(got, np.array(expected), rtol=1e-12, atol=1e-12)
+
+
+def test_relative_error_is_within_one_percent() -> None:
+    rng = random.Random(9)
+    values = sorted(rng.lognormvariate(4, 0.7) for _ in range(10_001))
+    counts = Counter(bucket_of(v) for v in values)
+    keys = sorted(counts)
+    got = segment_quantiles(
+        np.array([0]), np.array(keys), np.array([counts[k] for k in keys], float)
+    )
+    for j, q in enumerate(QUANTILES):
+        true = values[round(q * (len(values) - 1))]
+        assert abs(got[0, j] - true) / true <= 0.01 + 1e-9
