@@ -66,13 +66,22 @@ class Store:
         self.target = Target(f"chdb://{home / 'olap'}", database)
         self.client: Any = None
 
-    def rows(self, sql: str) -> list[tuple[Any, ...]]:
+    def open(self) -> Any:
         if self.client is None:
             self.client = connect(self.target)
-        return [
-            tuple(r)
-            for r in self.client.query(sql.replace("{db}", self.target.database)).result_rows
-        ]
+        return self.client
+
+    def _query(self, sql: str) -> Any:
+        return self.open().query(sql.replace("{db}", self.target.database))
+
+    def rows(self, sql: str) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self._query(sql).result_rows]
+
+    def dicts(self, sql: str) -> list[dict[str, Any]]:
+        return list(self._query(sql).named_results())
+
+    def scalar(self, sql: str) -> Any:
+        return self.rows(sql)[0][0]
 
     def close(self) -> None:
         if self.client is not None:

@@ -1,0 +1,80 @@
+"""The ClickHouse connector against the real engine (chDB)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from connectors.clickhouse import describe, migrate, migrations, to_arrow
+from operators.metrics import HISTOGRAM_METRIC, LATENCY_METRICS, METRICS
+from operators.rows import EventRows, InferenceRows, LateRows
+from tests.conftest import Store
+
+
+def test_migrations_are_idempotent_and_create_every_table(store: Store) -> None:
+    client = store.open()
+    migrate(client, "pulse")
+    assert migrate(client, "pulse") == []
+    tables = {r[0] for r in store.rows("SHOW TABLES FROM pulse")}
+    assert {"inferences", "events", "dead_letters", "metrics", "metrics_late", "late_counts",
+            "schema_migrations"} <= tables  # fmt: skip
+    assert [v for v, _, _ in migrations()] == sorted(v for v, _, _ in migrations())
+
+
+def test_metrics_table_has_a_column_for_every_catalogue_metric(store: Store) -> None:
+    migrate(store.open(), "pulse")
+    columns = [name for name, _ in describe(store.client, "pulse", "metrics")]
+    catalogue = [*METRICS, *LATENCY_METRICS, HISTOGRAM_METRIC]
+    assert columns[columns.index("version") + 1 :] == catalogue
+
+
+def test_rows_of_every_raw_table_convert_to_their_column_types(store: Store) -> None:
+    client = store.open()
+    migrate(client, "pulse")
+    inference = {"request_id": "r", "ts": 1_767_225_600_123, "tenant": "t", "model_id": "m",
+                 "model_version": "v", "deployment": "primary", "segment": "s", "endpoint": "e",
+                 "prediction": 1.0, "confidence": None, "attributes": {"k": "v"}}  # fmt: skip
+    rows = InferenceRows()
+    rows.add(inference, 2, 17, late=False)
+    client.insert_arrow(
+        "pulse.inferences", to_arrow(rows.take().columns, describe(client, "pulse", "inferences"))
+    )
+    assert store.rows(
+        "SELECT request_id, toUnixTimestamp64Milli(ts), prediction, attributes, version FROM pulse.inferences"
+    ) == [("r", 1_767_225_600_123, "1", {"k": "v"}, (1 << 63) - 1 - 17)]
+    late = LateRows(())
+    late.add("1m", 60_000, 120_000, [("t", "m", "p", "v", "*", "*")], "feedback", "e1", 61_000)
+    client.insert_arrow(
+        "pulse.metrics_late",
+        to_arrow(late.take().columns, describe(client, "pulse", "metrics_late")),
+    )
+    assert store.rows(
+        "SELECT window, model_version, segment, late_count FROM pulse.late_counts"
+    ) == [("1m", "v", "*", 1)]
+    events = EventRows()
+    feedback = {"event_id": "e", "request_id": "r", "ts": 5_000, "kind": "report", "user_id": "u",
+                "value": {"category": "fraud", "amount": None}}  # fmt: skip
+    events.add(feedback, None, ("unknown",) * 6, 0, 3, late=True, correct=None)
+    client.insert_arrow(
+        "pulse.events", to_arrow(events.take().columns, describe(client, "pulse", "events"))
+    )
+    assert store.rows("SELECT kind, value, value_num, joined, late FROM pulse.events") == [
+        ("report", '{"category":"fraud","amount":null}', None, 0, 1)
+    ]
+
+
+def test_numpy_metric_columns_keep_nulls_and_arrays(store: Store) -> None:
+    client = store.open()
+    migrate(client, "pulse")
+    schema = describe(client, "pulse", "metrics")
+    n = 2
+    columns: dict = {name: np.zeros(n) for name, _ in schema}
+    columns.update({name: ["x"] * n for name in ("window", "tenant", "model_id", "deployment",
+                                                   "model_version", "segment", "endpoint", "extra_dims")})  # fmt: skip
+    columns["window_start"] = np.array([0, 60_000])
+    columns["window_end"] = np.array([60_000, 120_000])
+    columns["accuracy"] = np.array([0.5, np.nan])
+    columns[HISTOGRAM_METRIC] = np.array([[1.0, 2.0], [0.0, 3.0]])
+    client.insert_arrow("pulse.metrics", to_arrow(columns, schema))
+    assert store.rows(
+        "SELECT accuracy, confidence_hist FROM pulse.metrics ORDER BY window_start"
+    ) == [(0.5, [1, 2]), (None, [0, 3])]

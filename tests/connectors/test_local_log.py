@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from connectors.local_log import LocalLog, LogError
+from connectors.local_log_source import LocalLogSource
+
+
+def lines(n: int, start: int = 0) -> list[bytes]:
+    return [f'{{"i":{i},"pad":"{"x" * (i % 9)}"}}'.encode() for i in range(start, start + n)]
+
+
+def read_all(
+    log: LocalLog, stream: str, partition: int, position: int = 0, size: int = 37
+) -> tuple[list[bytes], list[int]]:
+    reader = log.reader(stream, partition, position)
+    got, offsets = [], []
+    while True:
+        result = reader.read(size)
+        got += result.lines
+        offsets += result.offsets
+        if result.caught_up and not result.lines:
+            return got, offsets
+
+
+def test_append_and_read_back_across_segments_with_stable_positions(tmp_path: Path) -> None:
+    log = LocalLog(tmp_path, partitions=2, segment_bytes=64)
+    for i in range(0, 40, 5):
+        log.append("feedback", 1, lines(5, i))
+    assert len(log.segments("feedback", 1)) > 3
+    got, offsets = read_all(log, "feedback", 1)
+    assert got == lines(40)
+    assert offsets[0] == 0 and offsets == sorted(offsets)
+    assert log.end_position("feedback", 1) == offsets[-1] + len(got[-1]) + 1
+    # Resume from any line's position.
+    again, _ = read_all(log, "feedback", 1, position=offsets[17])
+    assert again == lines(40)[17:]
+
+
+def test_a_partial_last_line_is_not_read_until_complete(tmp_path: Path) -> None:
+    log = LocalLog(tmp_path, partitions=1)
+    log.append("inferences", 0, [b'{"a":1}'])
+    segment = log.segments("inferences", 0)[0][1]
+    with segment.open("ab") as f:
+        f.write(b'{"b":')
+    reader = log.reader("inferences", 0)
+    first = reader.read(1024)
+    assert first.lines == [b'{"a":1}'] and first.caught_up
+    assert log.end_position("inferences", 0) == 8
+    with segment.open("ab") as f:
+        f.write(b"2}\n")
+    assert reader.read(1024).lines == [b'{"b":2}']
+
+
+def test_lines_longer_than_a_read_are_read_whole(tmp_path: Path) -> None:
+    log = LocalLog(tmp_path, partitions=1)
+    log.append("feedback", 0, [b"a" * 100_000, b"b"])
+    got, _ = read_all(log, "feedback", 0, size=1000)
+    assert [len(x) for x in got] == [100_000, 1]
+
+
+def test_limits_and_errors(tmp_path: Path) -> None:
+    log = LocalLog(tmp_path, partitions=3)
+    with pytest.raises(LogError, match="has 3 partitions"):
+        LocalLog(tmp_path, partitions=4)
+    assert LocalLog(tmp_path).partitions == 3
+    with pytest.raises(LogError, match="newline"):
+        log.append("feedback", 0, [b"a\nb"])
+    with pytest.raises(LogError, match="out of range"):
+        log.append("feedback", 3, [b"x"])
+
+
+def test_bounded_source_reads_what_was_there_when_built_then_stops(tmp_path: Path) -> None:
+    log = LocalLog(tmp_path, partitions=1)
+    log.append("inferences", 0, lines(10))
+    log.append("feedback", 0, lines(3))
+    source = LocalLogSource(tmp_path, read_bytes=50, poll_interval_ms=10, bounded=True)
+    part = source.build_part("events", "0", None)
+    log.append("inferences", 0, lines(5, 100))  # after the start: not part of this run
+    got: dict[str, list[bytes]] = {"inferences": [], "feedback": []}
+    ended = set()
+    with pytest.raises(StopIteration):
+        for _ in range(1000):
+            for batch in part.next_batch():
+                got[batch.stream] += batch.lines
+                if batch.end_of_input:
+                    ended.add(batch.stream)
+    assert got == {"inferences": lines(10), "feedback": lines(3)}
+    assert ended == {"inferences", "feedback"}
+    resumed = source.build_part("events", "0", part.snapshot())
+    assert resumed.snapshot() == part.snapshot()
