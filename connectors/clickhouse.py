@@ -23,6 +23,8 @@ import numpy as np
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
+from operators.batches import Categorical
+
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _MIGRATION_FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
@@ -142,7 +144,11 @@ def _unwrap(ch_type: str) -> tuple[str, bool]:
 
 
 def to_arrow_column(values: Any, ch_type: str) -> pa.Array:
-    """Python list or numpy array -> Arrow array that ClickHouse reads as `ch_type`."""
+    """Python list, numpy array or Categorical -> Arrow array ClickHouse reads as `ch_type`."""
+    if isinstance(values, Categorical):
+        return pa.DictionaryArray.from_arrays(
+            pa.array(values.codes, pa.int32()), pa.array(values.categories, pa.string())
+        )
     base, nullable = _unwrap(ch_type)
     if base.startswith("DateTime64"):
         ints = pa.array(values, pa.int64())

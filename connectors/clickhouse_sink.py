@@ -10,13 +10,18 @@
 * Backpressure: while `max_pending_rows` wait, ``write_batch`` blocks, so an outage
   slows the flow down instead of dropping rows or growing memory without bound.
 * Failed inserts are retried with exponential backoff (tenacity) for as long as the
-  failure looks transient (connection refused, timeouts, overload); other errors (a
-  schema mismatch) stop the flow with the error.
+  failure looks transient (connection refused, timeouts, overload). Any other error (a
+  schema mismatch) ends the process with exit code 3 and the cause in the log: raising
+  inside a Bytewax sink makes Bytewax panic while unwinding, and the abort that follows
+  hangs in chDB's fatal-signal handler. Nothing is lost: the snapshot that would have
+  covered the failed rows is never committed, so a restart rewrites them.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -42,6 +47,7 @@ log = logging.getLogger("pulse.clickhouse")
 # ClickHouse error codes worth retrying: timeouts, overload, too many parts, memory,
 # network and replica trouble.
 RETRYABLE_CODES = {159, 164, 202, 203, 209, 210, 241, 242, 252, 285, 319, 425, 999}
+EXIT_WRITE_FAILED = 3
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -69,8 +75,10 @@ class _Writer:
         retry_backoff_max: float,
         stats: FlowStats,
         client_factory: Callable[[Target], Any] = connect,
+        exit_on_failure: bool = True,
     ) -> None:
         self.target = target
+        self.exit_on_failure = exit_on_failure
         self.block_rows = block_rows
         self.flush_interval = flush_interval
         self.max_pending_rows = max_pending_rows
@@ -156,11 +164,8 @@ class _Writer:
             try:
                 for table, chunks in due:
                     self._write(table, chunks)
-            except BaseException as exc:  # not transient: hand it to the dataflow
-                log.error("ClickHouse write failed permanently: %s", exc)
-                with self._cond:
-                    self._error = exc
-                    self._cond.notify_all()
+            except BaseException as exc:  # not transient
+                self._fail(exc)
                 return
             finally:
                 with self._cond:
@@ -168,6 +173,20 @@ class _Writer:
                     self._cond.notify_all()
 
     _interval_passed = False
+
+    def _fail(self, exc: BaseException) -> None:
+        log.critical(
+            "ClickHouse write failed permanently, stopping (exit %d): %s: %s",
+            EXIT_WRITE_FAILED, type(exc).__name__, exc,
+        )  # fmt: skip
+        with self._cond:
+            self._error = exc
+            self._cond.notify_all()
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        sys.stderr.flush()
+        if self.exit_on_failure:
+            os._exit(EXIT_WRITE_FAILED)
 
     def _ready(self, last: float) -> bool:
         if not self._pending:
@@ -201,7 +220,8 @@ class _Writer:
         schema = self._schemas.get(table)
         if schema is None:
             schema = self._schemas[table] = describe(self._client, self.target.database, table)
-        arrow = pa.concat_tables([to_arrow(c.columns, schema) for c in chunks])
+        # Batches carry their own dictionaries (Categorical columns); one block needs one.
+        arrow = pa.concat_tables([to_arrow(c.columns, schema) for c in chunks]).unify_dictionaries()
         for start in range(0, arrow.num_rows, self.block_rows):
             block = arrow.slice(start, self.block_rows)
             try:

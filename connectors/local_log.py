@@ -198,8 +198,8 @@ class LogReader:
             start += len(line) + 1
         self.position += cut + 1
         at_limit = limit is not None and self.position >= limit
-        # Nothing complete is left when the read came up short (or only a partial line
-        # follows) in the newest segment.
-        short = len(chunk) < want or cut + 1 < len(chunk)
-        caught_up = at_limit or (short and self._file_end is None)
+        # Caught up: this read reached the end of the newest segment (a partial line a
+        # writer is still appending may follow). A full read that merely stops inside a
+        # line is not the end.
+        caught_up = at_limit or (len(chunk) < want and self._file_end is None)
         return ReadResult(lines, offsets, self.position, caught_up)

@@ -91,7 +91,7 @@ def event_source(settings: Settings) -> tuple[Source[RawBatch], int]:
     return kafka_source, partitions
 
 
-def build_flow(settings: Settings, stats: FlowStats = STATS) -> Dataflow:
+def build_flow(settings: Settings, stats: FlowStats = STATS, recovery: bool = False) -> Dataflow:
     target = prepare_store(settings)
     source, partitions = event_source(settings)
     specs = window_specs(settings)
@@ -117,6 +117,7 @@ def build_flow(settings: Settings, stats: FlowStats = STATS) -> Dataflow:
         max_event_bytes=settings.validation.max_event_bytes,
         min_ts=settings.validation.min_ts,
         max_ts=settings.validation.max_ts,
+        snapshots=recovery,
     )
     merge_config = MergeConfig(
         partitions=partitions,
@@ -126,6 +127,8 @@ def build_flow(settings: Settings, stats: FlowStats = STATS) -> Dataflow:
         allowed_lateness=t.allowed_lateness,
         emit_interval=t.emit_interval,
         confidence_bins=settings.aggregation.confidence_bins,
+        early_rows=not settings.run.bounded,
+        snapshots=recovery,
     )
 
     flow = Dataflow("feedback_pulse")

@@ -48,6 +48,17 @@ class DeadLetter:
 
 
 @dataclass(slots=True)
+class Categorical:
+    """A dictionary-encoded column: row i holds categories[codes[i]]."""
+
+    codes: Any  # numpy int32 array
+    categories: list[str]
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+
+@dataclass(slots=True)
 class TableRows:
     """Rows for one ClickHouse table, column-oriented (name -> values)."""
 

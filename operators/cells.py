@@ -1,11 +1,15 @@
-"""Dims, rollups and the dictionary of aggregation cells.
+"""Dims, rollups and the dictionaries of aggregation cells.
 
 A *cell* is one combination of dim values, as it appears in a `metrics` row:
 ``(tenant, model_id, deployment, model_version, segment, endpoint, *extra_dims)``.
-Events carry their finest cell; every grouping set maps it to a rollup cell in which
-the dims it drops read ``"*"``. `tenant`, `model_id`, `deployment` and the configured
-extra dims are never rolled up (they stay filterable). Cells get dense integer ids so
-the merge stage can key numpy arrays by them.
+Events carry their finest cell; every grouping set maps it to a rollup cell in which the
+dims it drops read ``"*"``. `tenant`, `model_id`, `deployment` and the configured extra
+dims are never rolled up (they stay filterable).
+
+Cells travel and aggregate as dense integer ids: a partition numbers its cells
+(:class:`LocalCells`) and announces new ones with its deltas; the merge stage maps them
+to global ids (:class:`CellIndex`), whose dims are dictionary-encoded so rows of
+thousands of cells are built with numpy takes.
 """
 
 from __future__ import annotations
@@ -14,13 +18,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from operators.batches import Categorical
+
 ALL = "*"
 UNKNOWN = "unknown"
 KEPT_DIMS = ("tenant", "model_id", "deployment")
 ROLLUP_DIMS = ("model_version", "segment", "endpoint")
 BASE_DIMS = KEPT_DIMS + ROLLUP_DIMS
 _ROLLUP_POSITIONS = {name: BASE_DIMS.index(name) for name in ROLLUP_DIMS}
-EXTRA_KEY_BITS = 24  # a cell's key in keyed sums is cell_id << EXTRA_KEY_BITS | extra_id
+EXTRA_KEY_BITS = 24  # a row's key in keyed sums is cell_id << EXTRA_KEY_BITS | extra_id
 
 Cell = tuple[str, ...]
 
@@ -38,62 +44,108 @@ def rollup_cell(cell: Cell, kept: frozenset[str]) -> Cell:
     return tuple(values)
 
 
+def format_extra_dims(names: Sequence[str], values: Sequence[str]) -> str:
+    """Extra dims as one sortable string, `name=value` joined by `;` ('' when none)."""
+    return ";".join(f"{n}={v}" for n, v in zip(names, values, strict=True))
+
+
+class LocalCells:
+    """A partition's cell ids; the cells not yet announced to the merge stage."""
+
+    __slots__ = ("announced", "cells", "ids")
+
+    def __init__(self) -> None:
+        self.ids: dict[Cell, int] = {}
+        self.cells: list[Cell] = []
+        self.announced = 0
+
+    def id_of(self, cell: Cell) -> int:
+        cell_id = self.ids.get(cell)
+        if cell_id is None:
+            cell_id = self.ids[cell] = len(self.cells)
+            self.cells.append(cell)
+        return cell_id
+
+    def take_new(self) -> list[Cell]:
+        new = self.cells[self.announced :]
+        self.announced = len(self.cells)
+        return new
+
+
 class CellIndex:
-    """Ids for cells; for each finest cell, the ids of its rollup cells."""
+    """Global cell ids with dictionary-encoded dims, and each finest cell's rollups."""
 
     def __init__(self, grouping_sets: Sequence[Sequence[str]], extra_dims: Sequence[str]) -> None:
         self.grouping_sets = [frozenset(g) for g in grouping_sets]
         self.extra_dims = tuple(extra_dims)
+        self.columns = (*BASE_DIMS, "extra_dims")
         self._ids: dict[Cell, int] = {}
         self._cells: list[Cell] = []
+        self._codes = np.zeros((0, len(self.columns)), dtype=np.int32)
+        self._categories: list[list[str]] = [[] for _ in self.columns]
+        self._code_of: list[dict[str, int]] = [{} for _ in self.columns]
         self._finest: dict[Cell, int] = {}  # finest cell -> row of _rollups
         self._rollups = np.zeros((0, len(self.grouping_sets)), dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self._cells)
 
-    @property
-    def dim_names(self) -> tuple[str, ...]:
-        return BASE_DIMS + self.extra_dims
-
-    def _cell_id(self, cell: Cell) -> int:
-        cell_id = self._ids.get(cell)
-        if cell_id is None:
-            cell_id = len(self._cells)
-            self._ids[cell] = cell_id
-            self._cells.append(cell)
-        return cell_id
-
-    def rollup_ids(self, cells: Sequence[Cell]) -> np.ndarray:
-        """[len(cells), grouping sets] rollup cell ids of each finest cell."""
-        finest = self._finest
-        rows = np.empty(len(cells), dtype=np.int64)
-        for i, cell in enumerate(cells):
-            row = finest.get(cell)
-            if row is None:
-                row = self._register(cell)
-            rows[i] = row
-        return self._rollups[rows]
-
-    def _register(self, cell: Cell) -> int:
-        row = len(self._finest)
-        self._finest[cell] = row
-        if row >= len(self._rollups):
-            grown = np.zeros((max(64, 2 * len(self._rollups)), len(self.grouping_sets)), np.int64)
-            grown[: len(self._rollups)] = self._rollups
-            self._rollups = grown
-        self._rollups[row] = [self._cell_id(rollup_cell(cell, kept)) for kept in self.grouping_sets]
-        return row
-
     def cell(self, cell_id: int) -> Cell:
         return self._cells[cell_id]
 
-    def columns(self, cell_ids: np.ndarray) -> dict[str, list[str]]:
-        """Dim name -> values, for each cell id (one row per id)."""
-        cells = [self._cells[i] for i in cell_ids.tolist()]
-        names = self.dim_names
-        return {name: [cell[j] for cell in cells] for j, name in enumerate(names)}
+    def _cell_id(self, cell: Cell) -> int:
+        cell_id = self._ids.get(cell)
+        if cell_id is not None:
+            return cell_id
+        cell_id = self._ids[cell] = len(self._cells)
+        self._cells.append(cell)
+        if cell_id >= len(self._codes):
+            self._codes = _grown(self._codes)
+        base = len(BASE_DIMS)
+        values = (*cell[:base], format_extra_dims(self.extra_dims, cell[base:]))
+        for j, value in enumerate(values):
+            code = self._code_of[j].get(value)
+            if code is None:
+                code = self._code_of[j][value] = len(self._categories[j])
+                self._categories[j].append(value)
+            self._codes[cell_id, j] = code
+        return cell_id
+
+    def finest_ids(self, cells: Sequence[Cell]) -> np.ndarray:
+        """Rows of the rollup table for finest cells (registering new ones)."""
+        rows = np.empty(len(cells), dtype=np.int64)
+        finest = self._finest
+        for i, cell in enumerate(cells):
+            row = finest.get(cell)
+            if row is None:
+                row = len(finest)
+                finest[cell] = row
+                if row >= len(self._rollups):
+                    self._rollups = _grown(self._rollups)
+                self._rollups[row] = [
+                    self._cell_id(rollup_cell(cell, g)) for g in self.grouping_sets
+                ]
+            rows[i] = row
+        return rows
+
+    def rollups(self, finest: np.ndarray) -> np.ndarray:
+        """[len(finest), grouping sets] cell ids of each finest cell's rollups."""
+        return self._rollups[finest]
+
+    def dim_columns(self, cell_ids: np.ndarray) -> dict[str, Categorical]:
+        """Dim name -> dictionary-encoded values, one per cell id."""
+        codes = self._codes[cell_ids]
+        return {
+            name: Categorical(codes[:, j], list(self._categories[j]))
+            for j, name in enumerate(self.columns)
+        }
 
     def rollups_of(self, cell: Cell) -> list[Cell]:
         """The rollup cells of one finest cell (for per-event rows such as late events)."""
-        return [rollup_cell(cell, kept) for kept in self.grouping_sets]
+        return list(dict.fromkeys(rollup_cell(cell, g) for g in self.grouping_sets))
+
+
+def _grown(array: np.ndarray) -> np.ndarray:
+    grown = np.zeros((max(64, 2 * len(array)), array.shape[1]), dtype=array.dtype)
+    grown[: len(array)] = array
+    return grown

@@ -13,9 +13,9 @@ Unknown top-level fields are allowed by the models and moved into ``attributes``
 from __future__ import annotations
 
 import math
-from datetime import datetime
 from typing import Annotated, Any, Literal, NotRequired
 
+import msgspec
 from pydantic import (
     AfterValidator,
     ConfigDict,
@@ -29,6 +29,8 @@ from pydantic import (
     with_config,
 )
 from typing_extensions import TypedDict
+
+from operators.events import parse_instant
 
 CONTRACT_VERSION = 1
 FEEDBACK_KINDS = (
@@ -49,12 +51,9 @@ def _epoch_ms(value: int | str) -> int:
     if isinstance(value, int):
         return value
     try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError("not an RFC 3339 timestamp") from None
-    if parsed.tzinfo is None or "T" not in value.upper():
-        raise ValueError("RFC 3339 timestamp needs a date, a time and a zone")
-    return int(parsed.timestamp() * 1000)
+        return parse_instant(value)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"not an RFC 3339 timestamp with a zone ({exc})") from None
 
 
 def _finite(value: float) -> float:

@@ -13,17 +13,12 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
-from typing import Any, NamedTuple
+from typing import Any
 
-
-class InferenceContext(NamedTuple):
-    """What feedback takes from its inference."""
-
-    ts: int
-    cell: tuple[str, ...]  # finest dims, see operators.cells
-    prediction: str | None  # as a trimmed string, for label comparison
-    confidence: float | None
-    latency_ms: float | None
+# What feedback takes from its inference: (ts, the partition's id of its finest cell
+# (operators.cells.LocalCells), prediction as a trimmed string for label comparison,
+# confidence, latency_ms). A plain tuple: one is built per inference on the hot path.
+InferenceContext = tuple[int, int, str | None, float | None, float | None]
 
 
 class InferenceCache:
@@ -57,8 +52,7 @@ class InferenceCache:
         entries = self._entries
         cutoff = watermark - self.ttl
         while entries:
-            context = next(iter(entries.values()))
-            if context.ts > cutoff:
+            if next(iter(entries.values()))[0] > cutoff:
                 break
             entries.popitem(last=False)
 

@@ -1,17 +1,21 @@
 """Vectors of sums by int64 key, merged a whole batch at a time with numpy.
 
-The merge stage adds every partition's slice deltas into each window they belong to,
-once per grouping set: thousands of keys per tick. A Python dict per key would cost a
-lookup per key and window; here a batch is sorted once and merged into sorted arrays
-(``searchsorted``), so the work per tick is a few vectorized passes.
+The merge stage adds every partition's slice deltas into panes, once per grouping set:
+thousands of keys per tick. A Python dict per key would cost a lookup per key; here a
+batch is sorted once (:func:`sum_by_key`) and kept as a sorted *run*. Runs are merged
+size-tiered, as an LSM tree does (a run merges into the one before it once it is at least
+half its size), so a pane that keeps growing for an hour copies each row O(log n) times
+rather than once per tick, and there are at most O(log n) runs to read.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+Run = tuple[np.ndarray, np.ndarray]  # sorted unique int64 keys, float64 [rows, width]
 
-def sum_by_key(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+
+def sum_by_key(keys: np.ndarray, values: np.ndarray) -> Run:
     """Sorted unique keys and the sum of the value rows of each."""
     if len(keys) == 0:
         return keys.astype(np.int64), values
@@ -19,45 +23,105 @@ def sum_by_key(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.nda
     keys = keys[order]
     values = values[order]
     starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+    if len(starts) == len(keys):
+        return keys, values
     return keys[starts], np.add.reduceat(values, starts, axis=0)
 
 
-class KeyedSums:
-    """Sorted keys with one float64 vector each."""
+def merge_runs(older: Run, newer: Run) -> Run:
+    """Two sorted runs as one, in O(n + m): shared keys are summed."""
+    keys, values = older
+    add_keys, add_values = newer
+    n = len(keys)
+    pos = np.searchsorted(keys, add_keys)
+    found = pos < n
+    found[found] = keys[pos[found]] == add_keys[found]
+    values = values.copy()
+    if found.any():
+        values[pos[found]] += add_values[found]
+    if found.all():
+        return keys, values
+    new = ~found
+    new_keys = add_keys[new]
+    # Both sides are sorted: the i-th new key lands at its insertion point + i.
+    at = pos[new] + np.arange(len(new_keys))
+    total = n + len(new_keys)
+    old = np.ones(total, dtype=bool)
+    old[at] = False
+    merged_keys = np.empty(total, dtype=np.int64)
+    merged_keys[at] = new_keys
+    merged_keys[old] = keys
+    merged_values = np.empty((total, values.shape[1]), dtype=np.float64)
+    merged_values[at] = add_values[new]
+    merged_values[old] = values
+    return merged_keys, merged_values
 
-    __slots__ = ("keys", "values")
+
+def rows_in(keys: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Row indices of the sorted keys in [low[i], high[i]) for every i, in key order."""
+    start = np.searchsorted(keys, low)
+    stop = np.searchsorted(keys, high)
+    lengths = stop - start
+    total = int(lengths.sum())
+    if total == 0:
+        return np.empty(0, dtype=np.int64)
+    offsets = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    return np.arange(total) - np.repeat(offsets - start, lengths)
+
+
+class KeyedSums:
+    """Sums of float64 vectors by int64 key, kept as a few sorted runs."""
+
+    __slots__ = ("runs", "width")
 
     def __init__(self, width: int) -> None:
-        self.keys = np.empty(0, dtype=np.int64)
-        self.values = np.empty((0, width), dtype=np.float64)
+        self.width = width
+        self.runs: list[Run] = []
 
     def __len__(self) -> int:
-        return len(self.keys)
-
-    @property
-    def width(self) -> int:
-        return int(self.values.shape[1])
+        """Rows stored (a key in several runs counts once per run)."""
+        return sum(len(keys) for keys, _ in self.runs)
 
     def add(self, keys: np.ndarray, values: np.ndarray) -> None:
         """Add value rows by key (keys may repeat)."""
+        if len(keys):
+            self.add_unique(*sum_by_key(keys, values))
+
+    def add_unique(self, keys: np.ndarray, values: np.ndarray) -> None:
+        """Add value rows whose keys are sorted and unique (as `sum_by_key` returns them)."""
         if len(keys) == 0:
             return
-        keys, values = sum_by_key(keys, values)
-        if len(self.keys) == 0:
-            self.keys, self.values = keys, values.copy()
-            return
-        pos = np.searchsorted(self.keys, keys)
-        in_range = pos < len(self.keys)
-        found = np.zeros(len(keys), dtype=bool)
-        found[in_range] = self.keys[pos[in_range]] == keys[in_range]
-        self.values[pos[found]] += values[found]
-        if not found.all():
-            new = ~found
-            merged_keys = np.concatenate((self.keys, keys[new]))
-            merged_values = np.concatenate((self.values, values[new]))
-            order = np.argsort(merged_keys, kind="stable")
-            self.keys, self.values = merged_keys[order], merged_values[order]
+        runs = self.runs
+        runs.append((keys, values))
+        while len(runs) > 1 and 2 * len(runs[-1][0]) >= len(runs[-2][0]):
+            newer = runs.pop()
+            runs[-1] = merge_runs(runs[-1], newer)
 
-    def range_of(self, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Row bounds [start, stop) of the keys in [low, high) for each pair of bounds."""
-        return np.searchsorted(self.keys, low), np.searchsorted(self.keys, high)
+    def compacted(self) -> Run:
+        """Everything as one sorted run (and keep it that way)."""
+        if not self.runs:
+            return np.empty(0, dtype=np.int64), np.empty((0, self.width))
+        while len(self.runs) > 1:
+            newer = self.runs.pop()
+            self.runs[-1] = merge_runs(self.runs[-1], newer)
+        return self.runs[0]
+
+    @property
+    def keys(self) -> np.ndarray:
+        return self.compacted()[0]
+
+    @property
+    def values(self) -> np.ndarray:
+        return self.compacted()[1]
+
+    def gather(self, low: np.ndarray, high: np.ndarray) -> Run:
+        """(keys, values) of the rows with keys in the ranges, from every run (unmerged:
+        a key may appear once per run; sum with `sum_by_key`)."""
+        keys_chunks, value_chunks = [], []
+        for keys, values in self.runs:
+            rows = rows_in(keys, low, high)
+            keys_chunks.append(keys[rows])
+            value_chunks.append(values[rows])
+        if not keys_chunks:
+            return np.empty(0, dtype=np.int64), np.empty((0, self.width))
+        return np.concatenate(keys_chunks), np.concatenate(value_chunks)

@@ -1,12 +1,13 @@
 """The merge stage: partial slice deltas from every partition become window rows.
 
-Low volume by design: it receives one :class:`PartialBatch` per partition per tick. Each
-slice delta is added (vectorized, :mod:`operators.keyed_sums`) into every window that
-contains the slice, once per grouping set. A window is final when every partition's
-watermark has passed its end + allowed lateness; until then its changed cells are
-emitted every `emit_interval` as early rows (``final = 0``, ``version`` = emission
-time), then once as the final row (``final = 1``, ``version`` = :data:`FINAL_VERSION`)
-that ``ReplacingMergeTree(version)`` keeps over all early ones, also after a replay.
+Low volume by design: one :class:`PartialBatch` per partition per tick. Each slice delta
+is expanded to its rollup cells once and added (vectorized, :mod:`operators.keyed_sums`)
+to one pane per window spec (:mod:`operators.panes`). A window is final when every
+partition's watermark has passed its end + allowed lateness; until then its changed
+cells are emitted every `emit_interval` as early rows (``final = 0``, ``version`` =
+emission time in ms), then once as the final row (``final = 1``, ``version`` =
+:data:`FINAL_VERSION`) that ``ReplacingMergeTree(version)`` keeps over every early one,
+also after a replay.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ from typing import Any
 import numpy as np
 from bytewax.operators import StatefulLogic
 
-from operators.batches import TableRows
-from operators.cells import BASE_DIMS, EXTRA_KEY_BITS, CellIndex
-from operators.keyed_sums import KeyedSums
+from operators.batches import Categorical, TableRows
+from operators.cells import EXTRA_KEY_BITS, CellIndex
+from operators.keyed_sums import sum_by_key
 from operators.metrics import HISTOGRAM_METRIC, LATENCY_METRICS, MainLayout, derive
-from operators.rows import format_extra_dims
+from operators.panes import PaneLayout, SpecState, window_sums
 from operators.sketch import segment_quantiles
-from operators.slices import MAIN, NO_CUTOFF, FamilyDelta, PartialBatch
+from operators.slices import LATENCY, MAIN, NO_CUTOFF, FamilyDelta, PartialBatch
 from operators.stats import FlowStats
 from operators.windows import WindowSpec, slice_length
 
@@ -44,34 +45,23 @@ class MergeConfig:
     allowed_lateness: int
     emit_interval: int
     confidence_bins: int
-
-
-class WindowState:
-    """Sums of one window instance: main fields and latency buckets by cell."""
-
-    __slots__ = ("end", "latency", "main", "spec_index", "start", "touched")
-
-    def __init__(self, spec_index: int, start: int, end: int, width: int) -> None:
-        self.spec_index = spec_index
-        self.start = start
-        self.end = end
-        self.main = KeyedSums(width)
-        self.latency = KeyedSums(1)
-        self.touched: list[np.ndarray] = []
-
-    def family(self, name: str) -> KeyedSums:
-        return self.main if name == MAIN else self.latency
-
-    def all_cells(self) -> np.ndarray:
-        return np.union1d(self.main.keys >> EXTRA_KEY_BITS, self.latency.keys >> EXTRA_KEY_BITS)
+    # Early rows feed live dashboards; a bounded run (replay, backfill) writes final rows only.
+    early_rows: bool = True
+    # Without recovery Bytewax still asks for snapshots every epoch; skip the pickling.
+    snapshots: bool = True
 
 
 def _now_ms() -> float:
     return time.time() * 1000.0
 
 
+Emitted = tuple[SpecState, int, np.ndarray | None]  # (spec, window start, cells or all)
+
+
 class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
-    """Sums partials per window and cell, decides finality, emits `metrics` rows."""
+    """Sums partials per pane and cell, decides finality, emits `metrics` rows."""
+
+    _SNAPSHOT_FIELDS = ("cells", "local_cells", "specs", "watermarks", "ended", "next_tick")
 
     def __init__(
         self,
@@ -87,21 +77,24 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         self._layout = MainLayout(config.confidence_bins)
         if resume is not None:
             self.__dict__.update(pickle.loads(resume))
-        else:
-            self.cells = CellIndex(config.grouping_sets, config.extra_dims)
-            self.windows: dict[tuple[int, int], WindowState] = {}
-            self.watermarks: dict[int, float] = {}
-            self.ended: set[int] = set()
-            self.final_before = [-float("inf")] * len(config.specs)
-            self.next_tick = self._now() + config.emit_interval
-
-    _SNAPSHOT_FIELDS = ("cells", "windows", "watermarks", "ended", "final_before", "next_tick")
+            return
+        self.cells = CellIndex(config.grouping_sets, config.extra_dims)
+        # Per partition: its cell id -> our finest-cell row (see CellIndex.finest_ids).
+        self.local_cells: dict[int, np.ndarray] = {}
+        self.specs = [SpecState(PaneLayout(spec), self._layout.width) for spec in config.specs]
+        self.watermarks: dict[int, float] = {}
+        self.ended: set[int] = set()
+        self.next_tick = self._now() + config.emit_interval
 
     # ---- bytewax hooks -----------------------------------------------------------------
 
     def on_item(self, value: PartialBatch) -> tuple[list[TableRows], bool]:
+        if value.new_cells:
+            known = self.local_cells.get(value.partition, np.empty(0, dtype=np.int64))
+            added = self.cells.finest_ids(value.new_cells)
+            self.local_cells[value.partition] = np.concatenate((known, added))
         for name, delta in value.families.items():
-            self._apply(name, delta)
+            self._apply(value.partition, name, delta)
         previous = self.watermarks.get(value.partition, -float("inf"))
         self.watermarks[value.partition] = max(previous, value.watermark)
         if value.ended:
@@ -122,7 +115,9 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
     def notify_at(self) -> datetime:
         return datetime.fromtimestamp(self.next_tick / 1000.0, tz=UTC)
 
-    def snapshot(self) -> bytes:
+    def snapshot(self) -> bytes | None:  # type: ignore[override]
+        if not self.config.snapshots:
+            return None
         return pickle.dumps({name: getattr(self, name) for name in self._SNAPSHOT_FIELDS})
 
     # ---- merging -----------------------------------------------------------------------
@@ -134,100 +129,107 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
             return -float("inf")
         return min(self.watermarks.values())
 
-    def _apply(self, name: str, delta: FamilyDelta) -> None:
-        rolled = self.cells.rollup_ids(delta.cells)  # [rows, grouping sets]
+    def _apply(self, partition: int, family: str, delta: FamilyDelta) -> None:
+        finest = self.local_cells[partition][delta.cell_ids]
+        rolled = self.cells.rollups(finest)  # [rows, grouping sets]
         sets = rolled.shape[1]
         keys = (rolled << EXTRA_KEY_BITS) | delta.extras[:, None]
         g, lateness = self._slice, self.config.allowed_lateness
         for (slice_start, cutoff), rows in _groups(delta.slice_starts, delta.cutoffs):
-            group_keys = keys[rows].ravel()
-            group_values = np.repeat(delta.values[rows], sets, axis=0)
-            touched = np.unique(rolled[rows])
-            for spec_index, spec in enumerate(self.config.specs):
+            # Sum the group's rollup rows once; each spec adds them to one pane.
+            group_keys, group_values = sum_by_key(
+                keys[rows].ravel(), np.repeat(delta.values[rows], sets, axis=0)
+            )
+            touched = np.unique(group_keys >> EXTRA_KEY_BITS)
+            for state in self.specs:
+                spec = state.layout.spec
+                if cutoff == NO_CUTOFF:
+                    pane = state.layout.pane_of(slice_start)
+                    if state.layout.first_end_of_pane(pane) <= state.final_before:
+                        self.stats.after_final += len(rows)  # should not happen: see README
+                        continue
+                    state.pane(pane).add(family, group_keys, group_values, touched)
+                    continue
+                # Late for some windows: only the ones still open at the cutoff get it.
                 for start in spec.starts_containing_slice(slice_start, g):
                     end = start + spec.length
                     if end + lateness <= cutoff:
-                        continue  # late for this window: counted in metrics_late
-                    if end <= self.final_before[spec_index]:
+                        continue  # counted in metrics_late by the partition
+                    if end <= state.final_before:
                         self.stats.after_final += len(rows)
                         continue
-                    window = self.windows.get((spec_index, start))
-                    if window is None:
-                        window = WindowState(spec_index, start, end, self._layout.width)
-                        self.windows[(spec_index, start)] = window
-                    window.family(name).add(group_keys, group_values)
-                    window.touched.append(touched)
+                    state.extra(start).add(family, group_keys, group_values, touched)
 
     def _emit(self) -> list[TableRows]:
         """Final rows for windows the watermark has passed, early rows for changed ones."""
         watermark = self.watermark
         lateness = self.config.allowed_lateness
-        finals: list[tuple[WindowState, np.ndarray]] = []
-        early: list[tuple[WindowState, np.ndarray]] = []
-        for key in sorted(self.windows, key=lambda k: self.windows[k].end):
-            window = self.windows[key]
-            if window.end + lateness <= watermark:
-                finals.append((window, window.all_cells()))
-                del self.windows[key]
-                spec_final = self.final_before[window.spec_index]
-                self.final_before[window.spec_index] = max(spec_final, window.end)
-            elif window.touched:
-                early.append((window, np.unique(np.concatenate(window.touched))))
-                window.touched = []
+        finals: list[Emitted] = []
+        early: list[Emitted] = []
+        for state in self.specs:
+            length = state.layout.spec.length
+            for start in sorted(state.window_starts()):
+                end = start + length
+                if end <= state.final_before:
+                    continue
+                if end + lateness <= watermark:
+                    finals.append((state, start, None))
+                elif self.config.early_rows:
+                    cells = state.touched(start)
+                    if cells is not None:
+                        early.append((state, start, cells))
         out = []
         if finals:
             self.stats.windows_final += len(finals)
             out.append(self._rows(finals, final=True, version=FINAL_VERSION))
         if early:
             out.append(self._rows(early, final=False, version=int(self._now())))
+        for state in self.specs:
+            state.clear_touched()
+        for state, start, _ in finals:
+            state.final_before = max(state.final_before, start + state.layout.spec.length)
+        for state in self.specs:
+            state.evict_final()
         for rows in out:
             self.stats.metric_rows += len(rows)
-        return out
+        return [rows for rows in out if len(rows)]
 
-    def _rows(
-        self, parts: list[tuple[WindowState, np.ndarray]], final: bool, version: int
-    ) -> TableRows:
-        specs = self.config.specs
+    def _rows(self, parts: list[Emitted], final: bool, version: int) -> TableRows:
         width = self._layout.width
-        cell_chunks, field_chunks, latency_chunks = [], [], []
         names: list[str] = []
-        starts, ends = [], []
-        for window, cells in parts:
+        chunks: dict[str, list[np.ndarray]] = {
+            k: [] for k in ("cells", "fields", "latency", "start", "end")
+        }
+        for state, start, only in parts:
+            spec = state.layout.spec
+            pieces = state.parts(start)
+            main_keys, main_values = window_sums(pieces, MAIN, only)
+            latency_keys, latency_values = window_sums(pieces, LATENCY, only)
+            cells = np.union1d(main_keys >> EXTRA_KEY_BITS, latency_keys >> EXTRA_KEY_BITS)
             n = len(cells)
-            cell_chunks.append(cells)
-            field_chunks.append(_rows_of(window.main, cells, width))
-            latency_chunks.append(_latency_quantiles(window.latency, cells))
-            names.extend([specs[window.spec_index].name] * n)
-            starts.append(np.full(n, window.start, dtype=np.int64))
-            ends.append(np.full(n, window.end, dtype=np.int64))
-        cell_ids = np.concatenate(cell_chunks)
-        fields = np.concatenate(field_chunks)
-        latency = np.concatenate(latency_chunks)
-        window_start = np.concatenate(starts)
-        window_end = np.concatenate(ends)
+            chunks["cells"].append(cells)
+            chunks["fields"].append(_vectors_of(main_keys, main_values, cells, width))
+            chunks["latency"].append(_latency_quantiles(latency_keys, latency_values, cells))
+            chunks["start"].append(np.full(n, start, dtype=np.int64))
+            chunks["end"].append(np.full(n, start + spec.length, dtype=np.int64))
+            names.extend([spec.name] * n)
+        cell_ids = np.concatenate(chunks["cells"])
+        fields = np.concatenate(chunks["fields"])
+        latency = np.concatenate(chunks["latency"])
+        window_start = np.concatenate(chunks["start"])
+        window_end = np.concatenate(chunks["end"])
         n = len(cell_ids)
-
+        window_names = sorted(set(names))
+        window_codes = np.array([window_names.index(name) for name in names], dtype=np.int32)
         columns: dict[str, Any] = {
-            "window": names,
+            "window": Categorical(window_codes, window_names),
             "window_start": window_start,
             "window_end": window_end,
         }
-        dims = self.cells.columns(cell_ids)
-        for name in BASE_DIMS:
-            columns[name] = dims[name]
-        extra_names = self.config.extra_dims
-        columns["extra_dims"] = (
-            [
-                format_extra_dims(extra_names, values)
-                for values in zip(*(dims[name] for name in extra_names), strict=True)
-            ]
-            if extra_names
-            else [""] * n
-        )
+        columns.update(self.cells.dim_columns(cell_ids))
         columns["final"] = np.full(n, 1 if final else 0, dtype=np.uint8)
         columns["version"] = np.full(n, version, dtype=np.uint64)
-        seconds = (window_end - window_start) / 1000.0
-        columns.update(derive(fields, seconds))
+        columns.update(derive(fields, (window_end - window_start) / 1000.0))
         for j, name in enumerate(LATENCY_METRICS):
             columns[name] = latency[:, j]
         first_bin = self._layout.first_bin
@@ -239,46 +241,39 @@ def _groups(
     slice_starts: np.ndarray, cutoffs: np.ndarray
 ) -> list[tuple[tuple[int, float], np.ndarray]]:
     """Row indices grouped by (slice start, cutoff)."""
-    on_time = cutoffs == NO_CUTOFF
-    groups = []
-    if on_time.all():
+    if (cutoffs == NO_CUTOFF).all():
         uniques, inverse = np.unique(slice_starts, return_inverse=True)
-        for i, slice_start in enumerate(uniques.tolist()):
-            groups.append(((slice_start, NO_CUTOFF), np.flatnonzero(inverse == i)))
-        return groups
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.searchsorted(inverse[order], np.arange(len(uniques) + 1))
+        return [
+            ((int(s), NO_CUTOFF), order[bounds[i] : bounds[i + 1]])
+            for i, s in enumerate(uniques.tolist())
+        ]
     by_key: dict[tuple[int, float], list[int]] = {}
     for i, key in enumerate(zip(slice_starts.tolist(), cutoffs.tolist(), strict=True)):
         by_key.setdefault(key, []).append(i)
     return [(key, np.array(rows, dtype=np.int64)) for key, rows in by_key.items()]
 
 
-def _rows_of(sums: KeyedSums, cells: np.ndarray, width: int) -> np.ndarray:
+def _vectors_of(keys: np.ndarray, values: np.ndarray, cells: np.ndarray, width: int) -> np.ndarray:
     """Main-family vectors of `cells` (zeros for a cell with no main row)."""
     out = np.zeros((len(cells), width))
-    if len(sums) == 0:
+    if len(keys) == 0:
         return out
-    keys = cells << EXTRA_KEY_BITS
-    pos = np.searchsorted(sums.keys, keys)
-    found = pos < len(sums.keys)
-    found[found] = sums.keys[pos[found]] == keys[found]
-    out[found] = sums.values[pos[found]]
+    wanted = cells << EXTRA_KEY_BITS
+    pos = np.searchsorted(keys, wanted)
+    found = pos < len(keys)
+    found[found] = keys[pos[found]] == wanted[found]
+    out[found] = values[pos[found]]
     return out
 
 
-def _latency_quantiles(sums: KeyedSums, cells: np.ndarray) -> np.ndarray:
+def _latency_quantiles(keys: np.ndarray, values: np.ndarray, cells: np.ndarray) -> np.ndarray:
     out = np.full((len(cells), len(LATENCY_METRICS)), np.nan)
-    if len(sums) == 0:
+    if len(keys) == 0:
         return out
-    low, high = sums.range_of(cells << EXTRA_KEY_BITS, (cells + 1) << EXTRA_KEY_BITS)
-    lengths = high - low
-    present = lengths > 0
-    if not present.any():
-        return out
-    low, lengths = low[present], lengths[present]
-    # Row indices of every present cell's bucket range, concatenated in cell order.
-    segment_starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-    rows = np.arange(lengths.sum()) - np.repeat(segment_starts - low, lengths)
-    buckets = sums.keys[rows] & _EXTRA_MASK
-    counts = sums.values[rows, 0]
-    out[present] = segment_quantiles(segment_starts, buckets, counts)
+    owners = keys >> EXTRA_KEY_BITS
+    present, segment_starts = np.unique(owners, return_index=True)
+    quantiles = segment_quantiles(segment_starts, keys & _EXTRA_MASK, values[:, 0])
+    out[np.searchsorted(cells, present)] = quantiles
     return out

@@ -20,15 +20,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
 
 from bytewax.operators import StatefulLogic
 
 from operators.batches import STREAMS, RawBatch, TableRows
-from operators.cells import Cell, CellIndex, unknown_cell
+from operators.cells import Cell, CellIndex, LocalCells, unknown_cell
 from operators.clock import PartitionClock
 from operators.decode import BatchDecoder
 from operators.dedup import RecentIds
+from operators.events import Event, Feedback, Inference
 from operators.join import InferenceCache, InferenceContext, PendingFeedback
 from operators.metrics import (
     I_UNJOINED,
@@ -70,6 +70,8 @@ class PartitionConfig:
     min_ts: int
     max_ts: int
     routing_check_every: int = 64
+    # Without recovery Bytewax still asks for snapshots every epoch; skip the pickling.
+    snapshots: bool = True
 
     @property
     def slice_len(self) -> int:
@@ -115,8 +117,9 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         self._now = clock
         self._slice = config.slice_len
         self._decoder = BatchDecoder(config.max_event_bytes, config.min_ts, config.max_ts)
-        self._cells = CellIndex(config.grouping_sets, config.extra_dims)
-        self._rollups: dict[Cell, list[Cell]] = {}
+        # Only for the rollup cells of late rows (the merge stage owns the real index).
+        self._index = CellIndex(config.grouping_sets, config.extra_dims)
+        self._rollups: dict[int, list[Cell]] = {}
         self._earliest_end: dict[int, int] = {}
         self._unknown = unknown_cell(len(config.extra_dims))
         self._bins = config.confidence_bins
@@ -136,6 +139,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
             last_data=now,
         )
         self.merge = StreamMerge(config.idle_timeout, config.bounded, now)
+        self.cells = LocalCells()
         self.dedup = RecentIds(config.dedup_horizon, config.dedup_max_entries)
         self.inferences = InferenceCache(config.join_ttl, config.join_max_entries)
         self.pending = PendingFeedback()
@@ -152,7 +156,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         self.partition = value.partition
         now = self._now()
         out: list[Output] = []
-        events: list[dict[str, Any]] = []
+        events: list[Event] = []
         offsets: list[int] = []
         if value.lines:
             self.clock.touch(now)
@@ -199,7 +203,9 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
             return None
         return datetime.fromtimestamp(self.next_tick / 1000.0, tz=UTC)
 
-    def snapshot(self) -> bytes:
+    def snapshot(self) -> bytes | None:  # type: ignore[override]
+        if not self.config.snapshots:
+            return None
         return pickle.dumps({name: getattr(self, name) for name in self._SNAPSHOT_FIELDS})
 
     # ---- event processing --------------------------------------------------------------
@@ -213,11 +219,11 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
             start = 0
             # A run is from one stream; split it where the event type changes.
             for i in range(1, len(events) + 1):
-                if i == len(events) or events[i]["type"] != events[start]["type"]:
-                    if events[start]["type"] == "inference":
-                        self._on_inferences(events[start:i], offsets[start:i])
+                if i == len(events) or type(events[i]) is not type(events[start]):
+                    if type(events[start]) is Inference:
+                        self._on_inferences(events[start:i], offsets[start:i])  # type: ignore[arg-type]
                     else:
-                        self._on_feedback(events[start:i], offsets[start:i])
+                        self._on_feedback(events[start:i], offsets[start:i])  # type: ignore[arg-type]
                     start = i
         if all(self.merge.ended(name) for name in STREAMS):
             for name in STREAMS:
@@ -225,7 +231,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
             self._release_due()
             self.ended = True
 
-    def _on_inferences(self, events: list[dict[str, Any]], offsets: list[int]) -> None:
+    def _on_inferences(self, events: list[Inference], offsets: list[int]) -> None:
         clock = self.clock
         ooo, wait = clock.max_out_of_orderness, clock.join_wait
         smax, watermark = clock.max_ts, clock.watermark
@@ -241,9 +247,11 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         )
         partition = self.partition
         main_vector, latency_vector = self.main.vector, self.latency.vector
+        window_end_floor = self._window_end_floor
+        cell_id_of = self.cells.id_of
         stats.inferences += len(events)
         for event, offset in zip(events, offsets, strict=True):
-            ts = event["ts"]
+            ts = event.ts
             if ts > smax:
                 smax = ts
                 if ts - ooo > watermark:
@@ -252,77 +260,66 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
                         clock.max_ts, clock.watermark = smax, watermark
                         self._release_due()
                         deadline = pending.next_deadline()
-            request_id = event["request_id"]
+            request_id = event.request_id
             if extra_names:
-                attributes = event.get("attributes") or {}
-                extras = tuple(attributes.get(name, "") for name in extra_names)
+                extras = tuple(event.attributes.get(name, "") for name in extra_names)
+                cell: Cell = (event.tenant, event.model_id, event.deployment, event.model_version,
+                              event.segment, event.endpoint, *extras)  # fmt: skip
             else:
-                extras = ()
-            cell = (
-                event["tenant"],
-                event["model_id"],
-                event["deployment"],
-                event["model_version"],
-                event["segment"],
-                event["endpoint"],
-                *extras,
-            )
-            confidence = event.get("confidence")
-            latency = event.get("latency_ms")
-            context = InferenceContext(
-                ts, cell, as_label(event.get("prediction")), confidence, latency
-            )
+                cell = (event.tenant, event.model_id, event.deployment, event.model_version,
+                        event.segment, event.endpoint)  # fmt: skip
+            cell_id = cell_id_of(cell)
+            confidence = event.confidence
+            latency = event.latency_ms
+            prediction = as_label(event.prediction)
+            context = (ts, cell_id, prediction, confidence, latency)
             if not cache.add(request_id, context):
                 stats.duplicate_inferences += 1
                 continue
             self._check_routing(request_id)
             cutoff = watermark - wait
             slice_start = ts - ts % g
-            late = self._window_end_floor(slice_start) + lateness <= cutoff
-            rows.add(event, partition, offset, late)
+            late = window_end_floor(slice_start) + lateness <= cutoff
+            rows.add(event, prediction, partition, offset, late)
             if not late:
-                add_inference(main_vector(slice_start, cell), confidence, first_bin, bins)
+                add_inference(main_vector(slice_start, cell_id), confidence, first_bin, bins)
                 if latency is not None:
-                    latency_vector(slice_start, cell, bucket_of(latency))[0] += 1
+                    latency_vector(slice_start, cell_id, bucket_of(latency))[0] += 1
             else:
                 self._late(
-                    slice_start,
-                    cell,
-                    cutoff,
-                    "inference",
-                    request_id,
-                    ts,
+                    slice_start, cell_id, cutoff, "inference", request_id, ts,
                     partial(add_inference, confidence=confidence, first_bin=first_bin, bins=bins),
                     None if latency is None else bucket_of(latency),
-                )
+                )  # fmt: skip
             if pending:
                 for waiting_event, waiting_offset, waiting_cutoff in pending.take(request_id):
                     self._count_feedback(waiting_event, waiting_offset, context, waiting_cutoff)
         clock.max_ts, clock.watermark = smax, watermark
         self._release_due()
 
-    def _on_feedback(self, events: list[dict[str, Any]], offsets: list[int]) -> None:
+    def _on_feedback(self, events: list[Feedback], offsets: list[int]) -> None:
         clock = self.clock
         ooo, wait = clock.max_out_of_orderness, clock.join_wait
         smax, watermark = clock.max_ts, clock.watermark
         dedup, cache, pending, stats = self.dedup, self.inferences, self.pending, self.stats
+        count_feedback = self._count_feedback
         stats.feedback += len(events)
         for event, offset in zip(events, offsets, strict=True):
-            ts = event["ts"]
+            ts = event.ts
             if ts > smax:
                 smax = ts
                 if ts - ooo > watermark:
                     watermark = ts - ooo
-            if not dedup.add(event["event_id"], ts):
+            if not dedup.add(event.event_id, ts):
                 stats.duplicate_feedback += 1
                 continue
-            request_id = event["request_id"]
+            request_id = event.request_id
             cutoff = watermark - wait
             context = cache.get(request_id)
             if context is None:
                 pending.add(request_id, (event, offset, cutoff), ts + wait)
             else:
-                self._count_feedback(event, offset, context, cutoff)
+                count_feedback(event, offset, context, cutoff)
         clock.max_ts, clock.watermark = smax, watermark
         # No inference comes inside a feedback run, so releasing once at its end gives
         # the same joins as releasing at every watermark step.
@@ -330,47 +327,50 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
 
     def _count_feedback(
         self,
-        event: dict[str, Any],
+        event: Feedback,
         offset: int,
         context: InferenceContext | None,
         cutoff: float,
     ) -> None:
-        ts = event["ts"]
-        kind = event["kind"]
-        value = event["value"]
+        ts = event.ts
+        kind = event.kind
+        value = event.value
         if context is None:
-            cell = self._unjoined_cell(event)
+            cell_id = self.cells.id_of(self._unjoined_cell(event))
             correct = None
         else:
-            cell = context.cell
-            correct = is_correct(value, context.prediction) if kind == "label" else None
+            cell_id = context[1]
+            correct = is_correct(value, context[2]) if kind == "label" else None
         slice_start = ts - ts % self._slice
         late = self._window_end_floor(slice_start) + self.config.allowed_lateness <= cutoff
+        cell = self.cells.cells[cell_id]
         self._event_rows.add(event, context, cell, self.partition, offset, late, correct)
-        unjoined = context is None
-
-        def apply(acc: list[float]) -> None:
-            add_feedback(acc, kind, value, correct)
-            if unjoined:
-                acc[I_UNJOINED] += 1
-
         if not late:
-            apply(self.main.vector(slice_start, cell))
+            acc = self.main.vector(slice_start, cell_id)
+            add_feedback(acc, kind, value, correct)
+            if context is None:
+                acc[I_UNJOINED] += 1
         else:
-            self._late(slice_start, cell, cutoff, "feedback", event["event_id"], ts, apply, None)
+            unjoined = context is None
 
-    def _unjoined_cell(self, event: dict[str, Any]) -> Cell:
+            def apply(acc: list[float]) -> None:
+                add_feedback(acc, kind, value, correct)
+                if unjoined:
+                    acc[I_UNJOINED] += 1
+
+            self._late(slice_start, cell_id, cutoff, "feedback", event.event_id, ts, apply, None)
+
+    def _unjoined_cell(self, event: Feedback) -> Cell:
         names = self.config.extra_dims
         if not names:
             return self._unknown
-        attributes = event.get("attributes") or {}
         base = self._unknown[: len(self._unknown) - len(names)]
-        return base + tuple(attributes.get(name, "") for name in names)
+        return base + tuple(event.attributes.get(name, "") for name in names)
 
     def _late(
         self,
         slice_start: int,
-        cell: Cell,
+        cell_id: int,
         cutoff: float,
         stream: str,
         event_id: str,
@@ -382,9 +382,9 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         self.stats.late_events += 1
         g, lateness = self._slice, self.config.allowed_lateness
         still_open = False
-        rollups = self._rollups.get(cell)
+        rollups = self._rollups.get(cell_id)
         if rollups is None:
-            rollups = self._rollups[cell] = self._cells.rollups_of(cell)
+            rollups = self._rollups[cell_id] = self._index.rollups_of(self.cells.cells[cell_id])
         for spec in self.config.specs:
             for start in spec.starts_containing_slice(slice_start, g):
                 end = start + spec.length
@@ -393,9 +393,9 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
                 else:
                     still_open = True
         if still_open:
-            apply(self.main.restricted_vector(slice_start, cell, 0, cutoff))
+            apply(self.main.restricted_vector(slice_start, cell_id, 0, cutoff))
             if latency_bucket is not None:
-                self.latency.restricted_vector(slice_start, cell, latency_bucket, cutoff)[0] += 1
+                self.latency.restricted_vector(slice_start, cell_id, latency_bucket, cutoff)[0] += 1
 
     def _window_end_floor(self, slice_start: int) -> int:
         """The earliest end among the windows that contain this slice."""
@@ -442,7 +442,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
 
     def _partial(self) -> PartialBatch:
         watermark = float("inf") if self.ended else self.clock.emitted
-        batch = PartialBatch(self.partition, watermark, self.ended)
+        batch = PartialBatch(self.partition, watermark, self.ended, new_cells=self.cells.take_new())
         for name, family in ((MAIN, self.main), (LATENCY, self.latency)):
             delta = family.drain()
             if delta is not None:

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from operators.batches import STREAMS
+from operators.events import Event
 
 
 @dataclass(slots=True)
 class StreamBuffer:
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
     head: int = 0
     caught_up: bool = False
@@ -38,7 +39,7 @@ class StreamBuffer:
             self.head = 0
 
 
-Run = tuple[list[dict[str, Any]], list[int]]
+Run = tuple[list[Event], list[int]]
 
 
 class StreamMerge:
@@ -55,7 +56,7 @@ class StreamMerge:
     def push(
         self,
         stream: str,
-        events: list[dict[str, Any]],
+        events: list[Event],
         offsets: list[int],
         *,
         caught_up: bool,
@@ -81,8 +82,8 @@ class StreamMerge:
         while True:
             has_first, has_second = len(first) > 0, len(second) > 0
             if has_first and has_second:
-                first_ts = first.events[first.head]["ts"]
-                second_ts = second.events[second.head]["ts"]
+                first_ts = first.events[first.head].ts
+                second_ts = second.events[second.head].ts
                 if first_ts <= second_ts:
                     yield self._take_while(first, lambda ts, t=second_ts: ts <= t)
                 else:
@@ -106,7 +107,7 @@ class StreamMerge:
         events, start = buffer.events, buffer.head
         end = start + 1
         stop = len(events)
-        while end < stop and keep(events[end]["ts"]):
+        while end < stop and keep(events[end].ts):
             end += 1
         buffer.head = end
         return events[start:end], buffer.offsets[start:end]

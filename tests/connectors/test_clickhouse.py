@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from connectors.clickhouse import describe, migrate, migrations, to_arrow
-from operators.metrics import HISTOGRAM_METRIC, LATENCY_METRICS, METRICS
+from operators.events import Feedback, Inference
+from operators.metrics import HISTOGRAM_METRIC, LATENCY_METRICS, METRICS, as_label
 from operators.rows import EventRows, InferenceRows, LateRows
 from tests.conftest import Store
 
@@ -30,11 +31,11 @@ def test_metrics_table_has_a_column_for_every_catalogue_metric(store: Store) -> 
 def test_rows_of_every_raw_table_convert_to_their_column_types(store: Store) -> None:
     client = store.open()
     migrate(client, "pulse")
-    inference = {"request_id": "r", "ts": 1_767_225_600_123, "tenant": "t", "model_id": "m",
-                 "model_version": "v", "deployment": "primary", "segment": "s", "endpoint": "e",
-                 "prediction": 1.0, "confidence": None, "attributes": {"k": "v"}}  # fmt: skip
+    inference = Inference(request_id="r", ts=1_767_225_600_123, tenant="t", model_id="m",
+                          model_version="v", deployment="primary", segment="s", endpoint="e",
+                          prediction=1.0, confidence=None, attributes={"k": "v"})  # fmt: skip
     rows = InferenceRows()
-    rows.add(inference, 2, 17, late=False)
+    rows.add(inference, as_label(inference.prediction), 2, 17, late=False)
     client.insert_arrow(
         "pulse.inferences", to_arrow(rows.take().columns, describe(client, "pulse", "inferences"))
     )
@@ -51,8 +52,8 @@ def test_rows_of_every_raw_table_convert_to_their_column_types(store: Store) -> 
         "SELECT window, model_version, segment, late_count FROM pulse.late_counts"
     ) == [("1m", "v", "*", 1)]
     events = EventRows()
-    feedback = {"event_id": "e", "request_id": "r", "ts": 5_000, "kind": "report", "user_id": "u",
-                "value": {"category": "fraud", "amount": None}}  # fmt: skip
+    feedback = Feedback(event_id="e", request_id="r", ts=5_000, kind="report", user_id="u",
+                        value={"category": "fraud", "amount": None})  # fmt: skip
     events.add(feedback, None, ("unknown",) * 6, 0, 3, late=True, correct=None)
     client.insert_arrow(
         "pulse.events", to_arrow(events.take().columns, describe(client, "pulse", "events"))
@@ -78,3 +79,29 @@ def test_numpy_metric_columns_keep_nulls_and_arrays(store: Store) -> None:
     assert store.rows(
         "SELECT accuracy, confidence_hist FROM pulse.metrics ORDER BY window_start"
     ) == [(0.5, [1, 2]), (None, [0, 3])]
+
+
+def test_the_sink_writes_batches_with_different_dictionaries_in_one_block(store: Store) -> None:
+    from connectors.clickhouse_sink import ClickHouseSink
+    from operators.batches import Categorical, TableRows
+    from operators.stats import FlowStats
+
+    migrate(store.open(), "pulse")
+    schema = describe(store.client, "pulse", "metrics_late")
+
+    def batch(window: str, event_id: str) -> TableRows:
+        columns: dict = {name: [""] for name, _ in schema}
+        columns.update(window=Categorical(np.array([0], dtype=np.int32), [window]),
+                       window_start=[0], window_end=[60_000], ts=[1], event_id=[event_id])  # fmt: skip
+        return TableRows("metrics_late", columns)
+
+    sink = ClickHouseSink(store.target, block_rows=1000, flush_interval_ms=60_000,
+                          max_pending_rows=1000, retry_backoff_max_ms=100, stats=FlowStats())  # fmt: skip
+    part = sink.build_part("clickhouse", "clickhouse", None)
+    part.write_batch([batch("1m", "a"), batch("5m", "b")])
+    part.snapshot()  # flushes: both batches in one insert
+    part.close()
+    assert store.rows("SELECT window, event_id FROM pulse.metrics_late ORDER BY event_id") == [
+        ("1m", "a"),
+        ("5m", "b"),
+    ]

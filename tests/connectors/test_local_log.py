@@ -91,3 +91,17 @@ def test_bounded_source_reads_what_was_there_when_built_then_stops(tmp_path: Pat
     assert ended == {"inferences", "feedback"}
     resumed = source.build_part("events", "0", part.snapshot())
     assert resumed.snapshot() == part.snapshot()
+
+
+def test_caught_up_only_at_the_end_of_the_newest_segment(tmp_path: Path) -> None:
+    log = LocalLog(tmp_path, partitions=1)
+    log.append("feedback", 0, lines(200))
+    reader = log.reader("feedback", 0)
+    flags = []
+    while True:
+        result = reader.read(100)  # reads end inside lines
+        flags.append(result.caught_up)
+        if result.caught_up:
+            break
+    assert flags.count(True) == 1 and len(flags) > 10
+    assert reader.position == log.end_position("feedback", 0)

@@ -108,3 +108,16 @@ def test_bad_configuration_fails_at_start_naming_the_field(home: Path) -> None:
     result = run_pulse(["run", "--bounded"], pulse_env(home, PULSE_JOIN_WAIT="later"), check=False)
     assert result.returncode == 2
     assert "join.wait (from PULSE_JOIN_WAIT)" in result.stderr
+
+
+def test_a_permanent_write_failure_stops_the_flow_with_exit_3_and_the_cause(
+    home: Path, store: Store
+) -> None:
+    env = pulse_env(home)
+    run_pulse(["generate", "--seed", "1", "--duration", "30", "--rate", "20"], env)
+    run_pulse(["migrate"], env)
+    store.open().command("ALTER TABLE pulse.events ADD COLUMN bogus String")
+    store.close()
+    result = run_pulse(["run", "--bounded", "--quiet"], env, timeout=120, check=False)
+    assert result.returncode == 3
+    assert "ClickHouse write failed permanently" in result.stderr and "bogus" in result.stderr

@@ -1,6 +1,6 @@
 import numpy as np
 
-from operators.keyed_sums import KeyedSums
+from operators.keyed_sums import KeyedSums, rows_in, sum_by_key
 
 
 def test_adds_by_key_across_batches_keeping_keys_sorted() -> None:
@@ -24,8 +24,24 @@ def test_matches_a_dict_on_random_batches() -> None:
     assert np.allclose(sums.values, np.array([reference[k] for k in sorted(reference)]))
 
 
-def test_range_of_finds_key_ranges() -> None:
-    sums = KeyedSums(1)
-    sums.add(np.array([10, 11, 20, 35]), np.ones((4, 1)))
-    low, high = sums.range_of(np.array([10, 20, 30]), np.array([20, 30, 40]))
-    assert low.tolist() == [0, 2, 3] and high.tolist() == [2, 3, 4]
+def test_rows_in_finds_the_rows_of_key_ranges() -> None:
+    keys = np.array([10, 11, 20, 35])
+    assert rows_in(keys, np.array([10, 20, 30]), np.array([20, 30, 40])).tolist() == [0, 1, 2, 3]
+    assert rows_in(keys, np.array([12, 21]), np.array([21, 35])).tolist() == [2]
+    assert rows_in(keys, np.array([0]), np.array([5])).tolist() == []
+
+
+def test_runs_stay_few_and_gather_sees_every_run() -> None:
+    rng = np.random.default_rng(8)
+    sums, reference = KeyedSums(1), {}
+    for _ in range(300):
+        keys = np.unique(rng.integers(0, 5000, size=rng.integers(1, 40)))
+        sums.add_unique(keys, np.ones((len(keys), 1)))
+        for k in keys.tolist():
+            reference[k] = reference.get(k, 0) + 1
+        assert len(sums.runs) <= 2 + int(np.log2(max(len(reference), 2)))
+    keys, values = sum_by_key(*sums.gather(np.array([0]), np.array([2500])))
+    assert dict(zip(keys.tolist(), values[:, 0].tolist(), strict=True)) == {
+        k: v for k, v in reference.items() if k < 2500
+    }
+    assert len(sums.compacted()[0]) == len(reference) and len(sums.runs) == 1

@@ -1,0 +1,145 @@
+"""Window state as panes (Li et al., "No pane, no gain"; Flink's window slicing).
+
+Per window spec, state is kept per *pane* of gcd(length, slide): a tumbling window is one
+pane, a 5-minute window sliding every 30 s is ten. Each slice delta is added to exactly
+one pane per spec, however many windows overlap it; a window's values are the sum of its
+panes, taken when the window is emitted. A contribution that must reach only some of the
+windows over a pane (an event late for the older ones) goes to those windows' own
+`extra` sums instead.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from operators.cells import EXTRA_KEY_BITS
+from operators.keyed_sums import KeyedSums, sum_by_key
+from operators.slices import LATENCY, MAIN
+from operators.windows import WindowSpec
+
+
+@dataclass(frozen=True)
+class PaneLayout:
+    spec: WindowSpec
+
+    @property
+    def pane(self) -> int:
+        return math.gcd(self.spec.length, self.spec.slide)
+
+    def pane_of(self, slice_start: int) -> int:
+        return slice_start - slice_start % self.pane
+
+    def windows_of_pane(self, pane_start: int) -> Iterator[int]:
+        return self.spec.starts_containing_slice(pane_start, self.pane)
+
+    def panes_of_window(self, start: int) -> range:
+        return range(start, start + self.spec.length, self.pane)
+
+    def first_end_of_pane(self, pane_start: int) -> int:
+        """End of the earliest window that contains the pane."""
+        spec = self.spec
+        lowest = -((-(pane_start + self.pane - spec.length)) // spec.slide) * spec.slide
+        return lowest + spec.length
+
+    def last_end_of_pane(self, pane_start: int) -> int:
+        """End of the latest window that contains the pane."""
+        return pane_start - pane_start % self.spec.slide + self.spec.length
+
+
+@dataclass
+class Sums:
+    """One pane's (or one window's extra) sums per family, and cells touched this tick."""
+
+    families: dict[str, KeyedSums]
+    touched: list[np.ndarray] = field(default_factory=list)
+
+    @classmethod
+    def empty(cls, width: int) -> Sums:
+        return cls({MAIN: KeyedSums(width), LATENCY: KeyedSums(1)})
+
+    def add(self, family: str, keys: np.ndarray, values: np.ndarray, touched: np.ndarray) -> None:
+        self.families[family].add_unique(keys, values)
+        self.touched.append(touched)
+
+
+@dataclass
+class SpecState:
+    """Panes, per-window extras, and how far this spec's windows are final."""
+
+    layout: PaneLayout
+    width: int
+    panes: dict[int, Sums] = field(default_factory=dict)
+    extras: dict[int, Sums] = field(default_factory=dict)  # by window start
+    final_before: float = -math.inf  # windows ending at or before this were emitted final
+
+    def pane(self, pane_start: int) -> Sums:
+        sums = self.panes.get(pane_start)
+        if sums is None:
+            sums = self.panes[pane_start] = Sums.empty(self.width)
+        return sums
+
+    def extra(self, window_start: int) -> Sums:
+        sums = self.extras.get(window_start)
+        if sums is None:
+            sums = self.extras[window_start] = Sums.empty(self.width)
+        return sums
+
+    def window_starts(self) -> set[int]:
+        """Starts of the windows that have any state."""
+        starts = set(self.extras)
+        for pane_start in self.panes:
+            starts.update(self.layout.windows_of_pane(pane_start))
+        return starts
+
+    def parts(self, window_start: int) -> list[Sums]:
+        parts = [
+            self.panes[p] for p in self.layout.panes_of_window(window_start) if p in self.panes
+        ]
+        extra = self.extras.get(window_start)
+        return [*parts, extra] if extra is not None else parts
+
+    def touched(self, window_start: int) -> np.ndarray | None:
+        chunks = [t for part in self.parts(window_start) for t in part.touched]
+        return np.unique(np.concatenate(chunks)) if chunks else None
+
+    def clear_touched(self) -> None:
+        for sums in (*self.panes.values(), *self.extras.values()):
+            sums.touched = []
+
+    def evict_final(self) -> None:
+        """Drop panes and extras no open window needs."""
+        self.panes = {
+            p: s
+            for p, s in self.panes.items()
+            if self.layout.last_end_of_pane(p) > self.final_before
+        }
+        self.extras = {
+            w: s for w, s in self.extras.items() if w + self.layout.spec.length > self.final_before
+        }
+
+
+def window_sums(
+    parts: list[Sums], family: str, cells: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A window's (keys, values) of one family: the sum of its parts, only `cells` if given."""
+    keys_chunks, value_chunks = [], []
+    for part in parts:
+        sums = part.families[family]
+        if len(sums) == 0:
+            continue
+        if cells is None:
+            keys, values = sums.compacted()
+        else:
+            keys, values = sums.gather(cells << EXTRA_KEY_BITS, (cells + 1) << EXTRA_KEY_BITS)
+        keys_chunks.append(keys)
+        value_chunks.append(values)
+    width = parts[0].families[family].width if parts else 1
+    if not keys_chunks:
+        return np.empty(0, dtype=np.int64), np.empty((0, width))
+    if len(keys_chunks) == 1 and cells is None:
+        return keys_chunks[0], value_chunks[0]
+    return sum_by_key(np.concatenate(keys_chunks), np.concatenate(value_chunks))

@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""Throughput of the bounded flow, as a ratio to a reference measured in the same run.
+
+    python scripts/bench.py [--events 1000000] [--dims 10000] [--kafka 127.0.0.1:19092 | --no-kafka]
+
+1. Generates N events (synthetic cube of about --dims dims combinations) into a fresh
+   local log (not timed).
+2. Reference rate: read every line of that log and ``msgspec.json.decode`` it (untyped) —
+   the least work any implementation must do.
+3. The full bounded flow (`pulse run --bounded`, its own process, all default windows and
+   rollups) from the local log to chDB; then from Kafka (the same events loaded into
+   topics) to chDB. Wall time includes start-up and the final flush.
+
+Prints events/s, the ratio to the reference, and each process's peak RSS. Not a test:
+figures go in notes, never in assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import msgspec
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from connectors.event_writer import KafkaWriter, LogWriter, route  # noqa: E402
+from connectors.kafka import KafkaTarget, ensure_topics  # noqa: E402
+from connectors.local_log import LocalLog  # noqa: E402
+from operators.batches import STREAMS  # noqa: E402
+from operators.synthetic import TrafficGenerator, TrafficProfile  # noqa: E402
+
+
+def generate(log: LocalLog, events: int, dims: int, seed: int) -> int:
+    rate = 2000.0  # inferences per second of event time
+    profile = TrafficProfile(seed=seed, duration_s=events / (rate * 1.85), rate=rate, dims=dims)
+    writer = LogWriter(log)
+    batch, written = [], 0
+    for event in TrafficGenerator(profile).events():
+        batch.append((event.stream, event.key, event.line))
+        if len(batch) >= 50_000:
+            written += writer.write(batch)
+            batch = []
+    return written + writer.write(batch)
+
+
+def log_lines(log: LocalLog):
+    for stream in STREAMS:
+        for partition in range(log.partitions):
+            for _, path in log.segments(stream, partition):
+                with path.open("rb") as f:
+                    yield from f
+
+
+def reference_rate(log: LocalLog) -> tuple[int, float]:
+    decode, error = msgspec.json.decode, msgspec.DecodeError
+    start = time.perf_counter()
+    n = 0
+    for line in log_lines(log):
+        with contextlib.suppress(error):  # the injected invalid events
+            decode(line)
+        n += 1
+    return n, n / (time.perf_counter() - start)
+
+
+def run_flow(home: Path, env_extra: dict[str, str]) -> tuple[float, int]:
+    """Seconds and peak RSS (KiB) of one bounded flow process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
+    env.update({"PULSE_HOME": str(home), **env_extra})
+    shutil.rmtree(home / "olap", ignore_errors=True)
+    start = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dataflows.cli", "run", "--bounded", "--quiet"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - start
+    if status != 0:
+        errors = process.stderr.read().decode()[-3000:] if process.stderr else ""
+        sys.exit(f"bench: the flow failed:\n{errors}")
+    return elapsed, usage.ru_maxrss
+
+
+def report(label: str, events: int, seconds: float, reference: float, rss_kib: int) -> None:
+    rate = events / seconds
+    print(
+        f"{label:<36} {rate:12,.0f} events/s  ratio {rate / reference:.3f}  "
+        f"{seconds:6.1f} s  peak RSS {rss_kib / 1024:,.0f} MiB"
+    )
+
+
+def load_kafka(log: LocalLog, bootstrap: str, prefix: str) -> None:
+    target = KafkaTarget(bootstrap, prefix, {})
+    ensure_topics(target, log.partitions, 1)
+    writer = KafkaWriter(target)
+    batch = []
+    for line in log_lines(log):
+        batch.append(route(line.rstrip(b"\n")))
+        if len(batch) >= 50_000:
+            writer.write(batch)
+            batch = []
+    writer.write(batch)
+    writer.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--dims", type=int, default=10_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--kafka",
+        default=os.environ.get("PULSE_TEST_KAFKA"),
+        help="bootstrap servers of a running broker (default: skip Kafka)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the bench home")
+    args = parser.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="pulse-bench-"))
+    try:
+        log = LocalLog(home / "log", args.partitions)
+        t = time.perf_counter()
+        n = generate(log, args.events, args.dims, args.seed)
+        took = time.perf_counter() - t
+        print(f"generated {n:,} events ({args.dims:,} dims combinations) in {took:.0f} s")
+
+        _, ref = reference_rate(log)
+        print(f"{'reference (msgspec untyped decode):':<36} {ref:12,.0f} events/s")
+
+        seconds, rss = run_flow(home, {"PULSE_LOG_PARTITIONS": str(args.partitions)})
+        report("local log -> chDB (bounded flow):", n, seconds, ref, rss)
+        if args.kafka:
+            prefix = f"bench{uuid.uuid4().hex[:8]}"
+            load_kafka(log, args.kafka, prefix)
+            kafka_env = {
+                "PULSE_LOG_BACKEND": "kafka",
+                "PULSE_KAFKA_BOOTSTRAP_SERVERS": args.kafka,
+                "PULSE_KAFKA_TOPIC_PREFIX": prefix,
+            }
+            seconds, rss = run_flow(home, kafka_env)
+            report("Kafka -> chDB (bounded flow):", n, seconds, ref, rss)
+        else:
+            print("Kafka: skipped (pass --kafka HOST:PORT)")
+        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"bench process peak RSS {own:,.0f} MiB")
+    finally:
+        if args.keep:
+            print(f"kept {home}")
+        else:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
