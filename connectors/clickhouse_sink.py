@@ -48,6 +48,9 @@ log = logging.getLogger("pulse.clickhouse")
 # network and replica trouble.
 RETRYABLE_CODES = {159, 164, 202, 203, 209, 210, 241, 242, 252, 285, 319, 425, 999}
 EXIT_WRITE_FAILED = 3
+# Keyed tables are deduplicated when parts merge and by FINAL at read time; doing it again
+# for every inserted block (optimize_on_insert) made metrics inserts ~2.6x slower here.
+INSERT_SETTINGS = {"optimize_on_insert": 0}
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -225,7 +228,9 @@ class _Writer:
         for start in range(0, arrow.num_rows, self.block_rows):
             block = arrow.slice(start, self.block_rows)
             try:
-                self._client.insert_arrow(f"{self.target.database}.{table}", block)
+                self._client.insert_arrow(
+                    f"{self.target.database}.{table}", block, settings=INSERT_SETTINGS
+                )
             except BaseException:
                 if not self.target.embedded:
                     self._client = None  # reconnect on the next attempt

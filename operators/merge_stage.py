@@ -1,8 +1,10 @@
 """The merge stage: partial slice deltas from every partition become window rows.
 
 Low volume by design: one :class:`PartialBatch` per partition per tick. Each slice delta
-is expanded to its rollup cells once and added (vectorized, :mod:`operators.keyed_sums`)
-to one pane per window spec (:mod:`operators.panes`). A window is final when every
+is added (vectorized, :mod:`operators.keyed_sums`) to one pane per window spec
+(:mod:`operators.panes`), at its finest cells; rollups are summed only when a window is
+emitted (once when final, once per tick while open), not on every tick a pane receives
+deltas — far less work when panes are fed many times. A window is final when every
 partition's watermark has passed its end + allowed lateness; until then its changed
 cells are emitted every `emit_interval` as early rows (``final = 0``, ``version`` =
 emission time in ms), then once as the final row (``final = 1``, ``version`` =
@@ -131,15 +133,10 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
 
     def _apply(self, partition: int, family: str, delta: FamilyDelta) -> None:
         finest = self.local_cells[partition][delta.cell_ids]
-        rolled = self.cells.rollups(finest)  # [rows, grouping sets]
-        sets = rolled.shape[1]
-        keys = (rolled << EXTRA_KEY_BITS) | delta.extras[:, None]
+        keys = (finest << EXTRA_KEY_BITS) | delta.extras
         g, lateness = self._slice, self.config.allowed_lateness
         for (slice_start, cutoff), rows in _groups(delta.slice_starts, delta.cutoffs):
-            # Sum the group's rollup rows once; each spec adds them to one pane.
-            group_keys, group_values = sum_by_key(
-                keys[rows].ravel(), np.repeat(delta.values[rows], sets, axis=0)
-            )
+            group_keys, group_values = sum_by_key(keys[rows], delta.values[rows])
             touched = np.unique(group_keys >> EXTRA_KEY_BITS)
             for state in self.specs:
                 spec = state.layout.spec
@@ -194,18 +191,29 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
             self.stats.metric_rows += len(rows)
         return [rows for rows in out if len(rows)]
 
+    def _rollup(self, keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Finest-cell rows -> rows of every rollup cell they belong to, summed."""
+        if len(keys) == 0:
+            return keys, values
+        rolled = self.cells.rollups(keys >> EXTRA_KEY_BITS)  # [rows, grouping sets]
+        expanded = (rolled << EXTRA_KEY_BITS) | (keys & _EXTRA_MASK)[:, None]
+        return sum_by_key(expanded.ravel(), np.repeat(values, rolled.shape[1], axis=0))
+
     def _rows(self, parts: list[Emitted], final: bool, version: int) -> TableRows:
         width = self._layout.width
         names: list[str] = []
         chunks: dict[str, list[np.ndarray]] = {
             k: [] for k in ("cells", "fields", "latency", "start", "end")
         }
-        for state, start, only in parts:
+        for state, start, touched in parts:
             spec = state.layout.spec
             pieces = state.parts(start)
-            main_keys, main_values = window_sums(pieces, MAIN, only)
-            latency_keys, latency_values = window_sums(pieces, LATENCY, only)
+            main_keys, main_values = self._rollup(*window_sums(pieces, MAIN, None))
+            latency_keys, latency_values = self._rollup(*window_sums(pieces, LATENCY, None))
             cells = np.union1d(main_keys >> EXTRA_KEY_BITS, latency_keys >> EXTRA_KEY_BITS)
+            if touched is not None:
+                # Early rows: only the rollup cells of the finest cells that changed.
+                cells = np.intersect1d(cells, np.unique(self.cells.rollups(touched)))
             n = len(cells)
             chunks["cells"].append(cells)
             chunks["fields"].append(_vectors_of(main_keys, main_values, cells, width))
@@ -275,5 +283,8 @@ def _latency_quantiles(keys: np.ndarray, values: np.ndarray, cells: np.ndarray) 
     owners = keys >> EXTRA_KEY_BITS
     present, segment_starts = np.unique(owners, return_index=True)
     quantiles = segment_quantiles(segment_starts, keys & _EXTRA_MASK, values[:, 0])
-    out[np.searchsorted(cells, present)] = quantiles
+    at = np.asarray(np.searchsorted(cells, present))
+    wanted = at < len(cells)
+    wanted[wanted] = cells[at[wanted]] == present[wanted]
+    out[at[wanted]] = quantiles[wanted]
     return out

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from operators.contract import FEEDBACK_KINDS
+
 # ---- additive fields of the main family (one vector per window × dims cell) ----------
 FEEDBACK_FIELDS = (
     "feedback_count",  # distinct feedback events (after dedup by event_id)
@@ -111,49 +113,71 @@ def is_correct(label: Any, prediction: str | None) -> bool | None:
     return as_label(label) == prediction
 
 
-def add_feedback(acc: list[float], kind: str, value: Any, correct: bool | None) -> None:
-    """Add one (deduplicated, on-time) feedback event to a main-family vector."""
-    acc[I_FEEDBACK] += 1
-    if kind == "label":
-        acc[I_LABELED] += 1
-        if correct:
-            acc[I_CORRECT] += 1
-    elif kind == "thumbs":
-        acc[I_THUMBS_UP if value else I_THUMBS_DOWN] += 1
-    elif kind == "rating":
-        acc[I_RATING_COUNT] += 1
-        acc[I_RATING_SUM] += value
-        if value >= CSAT_THRESHOLD:
-            acc[I_RATING_HIGH] += 1
-    elif kind == "reward":
-        acc[I_REWARD_COUNT] += 1
-        acc[I_REWARD_SUM] += value
-        acc[I_REWARD_SUMSQ] += value * value
-    elif kind == "click":
-        if value:
-            acc[I_CLICKS] += 1
-    elif kind == "conversion":
-        if value:
-            acc[I_CONVERSIONS] += 1
-    elif kind == "dwell":
-        acc[I_DWELL_COUNT] += 1
-        acc[I_DWELL_SUM] += value
-    elif kind == "preference":
-        acc[I_PREFERENCE] += 1
-    elif kind == "report":
-        acc[I_REPORT_COUNT] += 1
-        amount = value.get("amount")
-        if amount is not None:
-            acc[I_REPORT_AMOUNT] += amount
+KIND_CODES = {kind: code for code, kind in enumerate(FEEDBACK_KINDS)}
+_LABEL, _THUMBS, _RATING, _REWARD, _CLICK, _CONVERSION, _DWELL, _PREFERENCE, _REPORT = range(9)
 
 
-def add_inference(acc: list[float], confidence: float | None, first_bin: int, bins: int) -> None:
-    """Add one (deduplicated, on-time) inference to a main-family vector."""
-    acc[I_INFERENCE] += 1
-    if confidence is not None:
-        acc[I_CONFIDENCE_COUNT] += 1
-        acc[I_CONFIDENCE_SUM] += confidence
-        acc[first_bin + min(int(confidence * bins), bins - 1)] += 1
+def feedback_number(kind: str, value: Any) -> float:
+    """The number a feedback value contributes: the value itself for numeric kinds, 1/0
+    for boolean ones, a report's amount (0 when none), 0 for labels and preferences."""
+    if kind in ("rating", "reward", "dwell"):
+        return float(value)
+    if kind in ("thumbs", "click", "conversion"):
+        return 1.0 if value else 0.0
+    if kind == "report":
+        return float(value.get("amount") or 0.0)
+    return 0.0
+
+
+def feedback_fields(
+    kinds: np.ndarray, numbers: np.ndarray, correct: np.ndarray, unjoined: np.ndarray, width: int
+) -> np.ndarray:
+    """Field vectors [n, width] of n counted feedback events.
+
+    `kinds`: KIND_CODES; `numbers`: feedback_number(); `correct`: label == prediction.
+    """
+    out = np.zeros((len(kinds), width))
+    out[:, I_FEEDBACK] = 1.0
+    out[:, I_UNJOINED] = unjoined
+    label = kinds == _LABEL
+    out[:, I_LABELED] = label
+    out[:, I_CORRECT] = label & correct
+    thumbs = kinds == _THUMBS
+    out[:, I_THUMBS_UP] = thumbs & (numbers > 0)
+    out[:, I_THUMBS_DOWN] = thumbs & (numbers <= 0)
+    rating = kinds == _RATING
+    out[:, I_RATING_COUNT] = rating
+    out[:, I_RATING_SUM] = np.where(rating, numbers, 0.0)
+    out[:, I_RATING_HIGH] = rating & (numbers >= CSAT_THRESHOLD)
+    reward = kinds == _REWARD
+    rewards = np.where(reward, numbers, 0.0)
+    out[:, I_REWARD_COUNT] = reward
+    out[:, I_REWARD_SUM] = rewards
+    out[:, I_REWARD_SUMSQ] = rewards * rewards
+    out[:, I_CLICKS] = (kinds == _CLICK) & (numbers > 0)
+    out[:, I_CONVERSIONS] = (kinds == _CONVERSION) & (numbers > 0)
+    dwell = kinds == _DWELL
+    out[:, I_DWELL_COUNT] = dwell
+    out[:, I_DWELL_SUM] = np.where(dwell, numbers, 0.0)
+    out[:, I_PREFERENCE] = kinds == _PREFERENCE
+    report = kinds == _REPORT
+    out[:, I_REPORT_COUNT] = report
+    out[:, I_REPORT_AMOUNT] = np.where(report, numbers, 0.0)
+    return out
+
+
+def inference_fields(confidence: np.ndarray, width: int, bins: int) -> np.ndarray:
+    """Field vectors [n, width] of n counted inferences (`confidence` NaN when absent)."""
+    out = np.zeros((len(confidence), width))
+    out[:, I_INFERENCE] = 1.0
+    present = ~np.isnan(confidence)
+    out[:, I_CONFIDENCE_COUNT] = present
+    out[:, I_CONFIDENCE_SUM] = np.where(present, confidence, 0.0)
+    first_bin = width - bins
+    rows = np.flatnonzero(present)
+    columns = first_bin + np.minimum((confidence[rows] * bins).astype(np.int64), bins - 1)
+    out[rows, columns] = 1.0
+    return out
 
 
 # ---- published metrics, derived per emitted row ---------------------------------------

@@ -8,40 +8,43 @@ deduplicate → join → pre-aggregate into per-slice deltas, with its own water
 produced and, once per `emit_interval` tick, one :class:`PartialBatch` of slice deltas
 with its watermark for the merge stage.
 
-State per partition stays small: dedup ids, recent inferences, feedback waiting to
-join, not-yet-ordered events, one tick of deltas, the clock.
+Per event, only what depends on order runs in Python (watermark, dedup, join,
+lateness); the event is then *recorded*, and the metric fields and slice sums of the
+whole batch are computed at once with numpy (:func:`operators.metrics.feedback_fields`).
+State per partition stays small: dedup ids, recent inferences, feedback waiting to join,
+not-yet-ordered events, one tick of deltas, the clock.
 """
 
 from __future__ import annotations
 
 import pickle
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
+from typing import Any
 
+import numpy as np
 from bytewax.operators import StatefulLogic
 
 from operators.batches import STREAMS, RawBatch, TableRows
-from operators.cells import Cell, CellIndex, LocalCells, unknown_cell
+from operators.cells import EXTRA_KEY_BITS, Cell, CellIndex, LocalCells, unknown_cell
 from operators.clock import PartitionClock
 from operators.decode import BatchDecoder
 from operators.dedup import RecentIds
 from operators.events import Event, Feedback, Inference
 from operators.join import InferenceCache, InferenceContext, PendingFeedback
 from operators.metrics import (
-    I_UNJOINED,
+    KIND_CODES,
     MainLayout,
-    add_feedback,
-    add_inference,
     as_label,
-    is_correct,
+    feedback_fields,
+    feedback_number,
+    inference_fields,
 )
 from operators.partitioning import partition_for
 from operators.rows import EventRows, InferenceRows, LateRows, dead_letter_rows
-from operators.sketch import bucket_of
-from operators.slices import LATENCY, MAIN, FamilyAccumulator, PartialBatch
+from operators.sketch import buckets_of
+from operators.slices import LATENCY, MAIN, PartialBatch, SliceDeltas
 from operators.stats import FlowStats
 from operators.stream_merge import StreamMerge
 from operators.windows import WindowSpec, slice_length
@@ -85,33 +88,37 @@ def now_ms() -> float:
 Output = TableRows | PartialBatch
 
 
+@dataclass
+class _Counted:
+    """Events counted on time in the current batch, one entry each, by kind of event."""
+
+    inference_slices: list[int] = field(default_factory=list)
+    inference_cells: list[int] = field(default_factory=list)
+    confidences: list[float | None] = field(default_factory=list)
+    latencies: list[float | None] = field(default_factory=list)
+    feedback_slices: list[int] = field(default_factory=list)
+    feedback_cells: list[int] = field(default_factory=list)
+    kinds: list[int] = field(default_factory=list)
+    numbers: list[float] = field(default_factory=list)
+    correct: list[bool] = field(default_factory=list)
+    unjoined: list[bool] = field(default_factory=list)
+
+
 class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
     """One source partition's decode, dedup, join and slice pre-aggregation."""
 
     _SNAPSHOT_FIELDS = (
-        "partition",
-        "clock",
-        "merge",
-        "dedup",
-        "inferences",
-        "pending",
-        "main",
-        "latency",
-        "sent_watermark",
-        "next_tick",
-        "ended",
-        "sampled",
-    )
+        "partition", "cells", "clock", "merge", "dedup", "inferences", "pending", "main",
+        "latency", "sent_watermark", "next_tick", "ended", "sampled",
+    )  # fmt: skip
 
     def __init__(
         self,
         config: PartitionConfig,
         stats: FlowStats,
         resume: bytes | None = None,
-        clock: Callable[[], float] = now_ms,
+        clock: Any = now_ms,
     ) -> None:
-        # Bytewax builds the logic without its key: the partition comes with the first batch.
-        self.partition = -1
         self.config = config
         self.stats = stats
         self._now = clock
@@ -122,11 +129,13 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         self._rollups: dict[int, list[Cell]] = {}
         self._earliest_end: dict[int, int] = {}
         self._unknown = unknown_cell(len(config.extra_dims))
-        self._bins = config.confidence_bins
-        self._first_bin = MainLayout(config.confidence_bins).first_bin
+        self._width = MainLayout(config.confidence_bins).width
         self._inference_rows = InferenceRows()
         self._event_rows = EventRows()
         self._late_rows = LateRows(config.extra_dims)
+        self._counted = _Counted()
+        # Bytewax builds the logic without its key: the partition comes with the first batch.
+        self.partition = -1
         if resume is not None:
             self.__dict__.update(pickle.loads(resume))
             return
@@ -143,8 +152,8 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         self.dedup = RecentIds(config.dedup_horizon, config.dedup_max_entries)
         self.inferences = InferenceCache(config.join_ttl, config.join_max_entries)
         self.pending = PendingFeedback()
-        self.main = FamilyAccumulator(MainLayout(config.confidence_bins).width)
-        self.latency = FamilyAccumulator(1)
+        self.main = SliceDeltas(self._width)
+        self.latency = SliceDeltas(1)
         self.sent_watermark = -float("inf")
         self.next_tick = now + config.emit_interval
         self.ended = False
@@ -166,14 +175,11 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
                 out.append(dead_letter_rows(decoded.dead_letters))
             events, offsets = decoded.events, decoded.offsets
         self.merge.push(
-            value.stream,
-            events,
-            offsets,
-            caught_up=value.caught_up,
-            ended=value.end_of_input,
-            now=now,
-        )
+            value.stream, events, offsets,
+            caught_up=value.caught_up, ended=value.end_of_input, now=now,
+        )  # fmt: skip
         self._process(now)
+        self._accumulate()
         self._collect_rows(out)
         if self.ended:
             out.append(self._partial())
@@ -185,6 +191,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         self._process(now)
         self.clock.advance(now)
         self._release_due()
+        self._accumulate()
         self._collect_rows(out)
         if len(self.main) or len(self.latency) or self.clock.emitted != self.sent_watermark:
             out.append(self._partial())
@@ -193,6 +200,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
 
     def on_eof(self) -> tuple[list[Output], bool]:
         out: list[Output] = []
+        self._accumulate()
         self._collect_rows(out)
         if len(self.main) or len(self.latency):
             out.append(self._partial())
@@ -208,7 +216,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
             return None
         return pickle.dumps({name: getattr(self, name) for name in self._SNAPSHOT_FIELDS})
 
-    # ---- event processing --------------------------------------------------------------
+    # ---- per event: what depends on order ----------------------------------------------
 
     def _process(self, now: float) -> None:
         """Process what the stream merge releases; close the partition when all ended."""
@@ -237,18 +245,15 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         smax, watermark = clock.max_ts, clock.watermark
         deadline = self.pending.next_deadline()
         g, lateness = self._slice, self.config.allowed_lateness
-        bins, first_bin = self._bins, self._first_bin
         extra_names = self.config.extra_dims
-        cache, pending, rows, stats = (
-            self.inferences,
-            self.pending,
-            self._inference_rows,
-            self.stats,
-        )
+        cache, pending, stats = self.inferences, self.pending, self.stats
+        add_row = self._inference_rows.add
         partition = self.partition
-        main_vector, latency_vector = self.main.vector, self.latency.vector
-        window_end_floor = self._window_end_floor
-        cell_id_of = self.cells.id_of
+        ends = self._earliest_end
+        cell_ids = self.cells.ids
+        counted = self._counted
+        slices, cells = counted.inference_slices, counted.inference_cells
+        confidences, latencies = counted.confidences, counted.latencies
         stats.inferences += len(events)
         for event, offset in zip(events, offsets, strict=True):
             ts = event.ts
@@ -260,7 +265,6 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
                         clock.max_ts, clock.watermark = smax, watermark
                         self._release_due()
                         deadline = pending.next_deadline()
-            request_id = event.request_id
             if extra_names:
                 extras = tuple(event.attributes.get(name, "") for name in extra_names)
                 cell: Cell = (event.tenant, event.model_id, event.deployment, event.model_version,
@@ -268,29 +272,41 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
             else:
                 cell = (event.tenant, event.model_id, event.deployment, event.model_version,
                         event.segment, event.endpoint)  # fmt: skip
-            cell_id = cell_id_of(cell)
-            confidence = event.confidence
-            latency = event.latency_ms
-            prediction = as_label(event.prediction)
-            context = (ts, cell_id, prediction, confidence, latency)
+            cell_id = cell_ids.get(cell)
+            if cell_id is None:
+                cell_id = self.cells.id_of(cell)
+            prediction = event.prediction
+            label = prediction.strip() if type(prediction) is str else as_label(prediction)
+            confidence, latency = event.confidence, event.latency_ms
+            context = (ts, cell_id, label, confidence, latency)
+            request_id = event.request_id
             if not cache.add(request_id, context):
                 stats.duplicate_inferences += 1
                 continue
-            self._check_routing(request_id)
+            self.sampled += 1
+            if self.sampled % self.config.routing_check_every == 0:
+                self._check_routing(request_id)
             cutoff = watermark - wait
             slice_start = ts - ts % g
-            late = window_end_floor(slice_start) + lateness <= cutoff
-            rows.add(event, prediction, partition, offset, late)
+            end = ends.get(slice_start)
+            if end is None:
+                end = self._window_end_floor(slice_start)
+            late = end + lateness <= cutoff
+            add_row(event, label, partition, offset, late)
             if not late:
-                add_inference(main_vector(slice_start, cell_id), confidence, first_bin, bins)
-                if latency is not None:
-                    latency_vector(slice_start, cell_id, bucket_of(latency))[0] += 1
+                slices.append(slice_start)
+                cells.append(cell_id)
+                confidences.append(confidence)
+                latencies.append(latency)
             else:
+                vector = inference_fields(
+                    np.array([np.nan if confidence is None else confidence]), self._width,
+                    self.config.confidence_bins,
+                )[0]  # fmt: skip
+                bucket = None if latency is None else int(buckets_of(np.array([latency]))[0])
                 self._late(
-                    slice_start, cell_id, cutoff, "inference", request_id, ts,
-                    partial(add_inference, confidence=confidence, first_bin=first_bin, bins=bins),
-                    None if latency is None else bucket_of(latency),
-                )  # fmt: skip
+                    slice_start, cell_id, cutoff, "inference", request_id, ts, vector, bucket
+                )
             if pending:
                 for waiting_event, waiting_offset, waiting_cutoff in pending.take(request_id):
                     self._count_feedback(waiting_event, waiting_offset, context, waiting_cutoff)
@@ -335,30 +351,37 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         ts = event.ts
         kind = event.kind
         value = event.value
+        correct: bool | None = None
         if context is None:
             cell_id = self.cells.id_of(self._unjoined_cell(event))
-            correct = None
         else:
             cell_id = context[1]
-            correct = is_correct(value, context[2]) if kind == "label" else None
+            if kind == "label" and context[2] is not None:
+                label = value.strip() if type(value) is str else as_label(value)
+                correct = label == context[2]
         slice_start = ts - ts % self._slice
-        late = self._window_end_floor(slice_start) + self.config.allowed_lateness <= cutoff
-        cell = self.cells.cells[cell_id]
-        self._event_rows.add(event, context, cell, self.partition, offset, late, correct)
+        end = self._earliest_end.get(slice_start)
+        if end is None:
+            end = self._window_end_floor(slice_start)
+        late = end + self.config.allowed_lateness <= cutoff
+        self._event_rows.add(
+            event, context, self.cells.cells[cell_id], self.partition, offset, late, correct
+        )
+        number = feedback_number(kind, value)
         if not late:
-            acc = self.main.vector(slice_start, cell_id)
-            add_feedback(acc, kind, value, correct)
-            if context is None:
-                acc[I_UNJOINED] += 1
+            counted = self._counted
+            counted.feedback_slices.append(slice_start)
+            counted.feedback_cells.append(cell_id)
+            counted.kinds.append(KIND_CODES[kind])
+            counted.numbers.append(number)
+            counted.correct.append(bool(correct))
+            counted.unjoined.append(context is None)
         else:
-            unjoined = context is None
-
-            def apply(acc: list[float]) -> None:
-                add_feedback(acc, kind, value, correct)
-                if unjoined:
-                    acc[I_UNJOINED] += 1
-
-            self._late(slice_start, cell_id, cutoff, "feedback", event.event_id, ts, apply, None)
+            vector = feedback_fields(
+                np.array([KIND_CODES[kind]]), np.array([number]), np.array([bool(correct)]),
+                np.array([context is None]), self._width,
+            )[0]  # fmt: skip
+            self._late(slice_start, cell_id, cutoff, "feedback", event.event_id, ts, vector, None)
 
     def _unjoined_cell(self, event: Feedback) -> Cell:
         names = self.config.extra_dims
@@ -375,7 +398,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         stream: str,
         event_id: str,
         ts: int,
-        apply: Callable[[list[float]], None],
+        vector: np.ndarray,
         latency_bucket: int | None,
     ) -> None:
         """An event late for some windows: rows in metrics_late; the rest get a cutoff delta."""
@@ -393,22 +416,22 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
                 else:
                     still_open = True
         if still_open:
-            apply(self.main.restricted_vector(slice_start, cell_id, 0, cutoff))
+            self.main.add_restricted(slice_start, cell_id, 0, cutoff, vector)
             if latency_bucket is not None:
-                self.latency.restricted_vector(slice_start, cell_id, latency_bucket, cutoff)[0] += 1
+                self.latency.add_restricted(
+                    slice_start, cell_id, latency_bucket, cutoff, np.ones(1)
+                )
 
     def _window_end_floor(self, slice_start: int) -> int:
         """The earliest end among the windows that contain this slice."""
-        end = self._earliest_end.get(slice_start)
-        if end is None:
-            if len(self._earliest_end) > 4096:
-                self._earliest_end.clear()
-            g = self._slice
-            end = min(
-                -((-(slice_start + g - spec.length)) // spec.slide) * spec.slide + spec.length
-                for spec in self.config.specs
-            )
-            self._earliest_end[slice_start] = end
+        if len(self._earliest_end) > 4096:
+            self._earliest_end.clear()
+        g = self._slice
+        end = min(
+            -((-(slice_start + g - spec.length)) // spec.slide) * spec.slide + spec.length
+            for spec in self.config.specs
+        )
+        self._earliest_end[slice_start] = end
         return end
 
     def _release_due(self) -> None:
@@ -426,13 +449,33 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
 
     def _check_routing(self, request_id: str) -> None:
         """Sampled check that producers key by request_id with Kafka's partitioner."""
-        self.sampled += 1
-        if self.sampled % self.config.routing_check_every:
-            return
         if partition_for(request_id, self.config.partitions) != self.partition:
             self.stats.misrouted += 1
 
-    # ---- output ------------------------------------------------------------------------
+    # ---- per batch: vectorized ---------------------------------------------------------
+
+    def _accumulate(self) -> None:
+        """Add the batch's counted events to the slice deltas, all at once."""
+        counted, self._counted = self._counted, _Counted()
+        if counted.inference_cells:
+            slices = np.array(counted.inference_slices, dtype=np.int64)
+            cells = np.array(counted.inference_cells, dtype=np.int64)
+            confidence = np.array(counted.confidences, dtype=np.float64)
+            fields = inference_fields(confidence, self._width, self.config.confidence_bins)
+            self.main.add(slices, cells << EXTRA_KEY_BITS, fields)
+            latency = np.array(counted.latencies, dtype=np.float64)
+            present = ~np.isnan(latency)
+            if present.any():
+                keys = cells[present] << EXTRA_KEY_BITS | buckets_of(latency[present])
+                self.latency.add(slices[present], keys, np.ones((int(present.sum()), 1)))
+        if counted.feedback_cells:
+            slices = np.array(counted.feedback_slices, dtype=np.int64)
+            cells = np.array(counted.feedback_cells, dtype=np.int64)
+            fields = feedback_fields(
+                np.array(counted.kinds), np.array(counted.numbers), np.array(counted.correct),
+                np.array(counted.unjoined), self._width,
+            )  # fmt: skip
+            self.main.add(slices, cells << EXTRA_KEY_BITS, fields)
 
     def _collect_rows(self, out: list[Output]) -> None:
         for builder in (self._inference_rows, self._event_rows, self._late_rows):
@@ -443,8 +486,8 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
     def _partial(self) -> PartialBatch:
         watermark = float("inf") if self.ended else self.clock.emitted
         batch = PartialBatch(self.partition, watermark, self.ended, new_cells=self.cells.take_new())
-        for name, family in ((MAIN, self.main), (LATENCY, self.latency)):
-            delta = family.drain()
+        for name, deltas in ((MAIN, self.main), (LATENCY, self.latency)):
+            delta = deltas.drain()
             if delta is not None:
                 batch.families[name] = delta
         self.sent_watermark = watermark

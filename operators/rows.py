@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from operators.batches import DeadLetter, TableRows
-from operators.cells import BASE_DIMS, Cell
+from operators.cells import BASE_DIMS, Cell, format_extra_dims
 from operators.events import Feedback, Inference
 from operators.metrics import as_label
 
@@ -23,39 +23,48 @@ MAX_VERSION = (1 << 63) - 1
 DEAD_LETTER_RAW_LIMIT = 1 << 20  # raw payloads above this are stored truncated
 
 
-class _RowBuilder:
-    TABLE = ""
-    NAMES: tuple[str, ...] = ()
-    __slots__ = ("rows",)
+class InferenceRows:
+    """Inferences: a small record per row now, the columns at `take()` (one comprehension
+    per column beats building a wide tuple per event on the hot path)."""
+
+    __slots__ = ("records",)
 
     def __init__(self) -> None:
-        self.rows: list[tuple[Any, ...]] = []
-
-    def take(self) -> TableRows | None:
-        if not self.rows:
-            return None
-        columns = dict(zip(self.NAMES, map(list, zip(*self.rows, strict=True)), strict=True))
-        self.rows = []
-        return TableRows(self.TABLE, columns)
-
-
-class InferenceRows(_RowBuilder):
-    TABLE = "inferences"
-    NAMES = (
-        "request_id", "ts", "tenant", "model_id", "model_version", "deployment", "segment",
-        "endpoint", "prediction", "confidence", "latency_ms", "attributes", "late",
-        "source_partition", "source_offset", "version",
-    )  # fmt: skip
-    __slots__ = ()
+        self.records: list[tuple[Inference, str | None, int, int, bool]] = []
 
     def add(
         self, e: Inference, prediction: str | None, partition: int, offset: int, late: bool
     ) -> None:
-        self.rows.append(
-            (e.request_id, e.ts, e.tenant, e.model_id, e.model_version, e.deployment, e.segment,
-             e.endpoint, prediction, e.confidence, e.latency_ms, e.attributes, 1 if late else 0,
-             partition, offset, MAX_VERSION - offset)
-        )  # fmt: skip
+        self.records.append((e, prediction, partition, offset, late))
+
+    def take(self) -> TableRows | None:
+        records = self.records
+        if not records:
+            return None
+        self.records = []
+        events = [r[0] for r in records]
+        offsets = [r[3] for r in records]
+        return TableRows(
+            "inferences",
+            {
+                "request_id": [e.request_id for e in events],
+                "ts": [e.ts for e in events],
+                "tenant": [e.tenant for e in events],
+                "model_id": [e.model_id for e in events],
+                "model_version": [e.model_version for e in events],
+                "deployment": [e.deployment for e in events],
+                "segment": [e.segment for e in events],
+                "endpoint": [e.endpoint for e in events],
+                "prediction": [r[1] for r in records],
+                "confidence": [e.confidence for e in events],
+                "latency_ms": [e.latency_ms for e in events],
+                "attributes": [e.attributes for e in events],
+                "late": [1 if r[4] else 0 for r in records],
+                "source_partition": [r[2] for r in records],
+                "source_offset": offsets,
+                "version": [MAX_VERSION - o for o in offsets],
+            },
+        )
 
 
 def _value_num(kind: str, value: Any) -> float | None:
@@ -71,16 +80,13 @@ def _value_num(kind: str, value: Any) -> float | None:
     return None
 
 
-class EventRows(_RowBuilder):
-    """Enriched feedback: the event, joined to its inference's fields."""
+class EventRows:
+    """Enriched feedback: the event, joined to its inference's fields (see InferenceRows)."""
 
-    TABLE = "events"
-    NAMES = (
-        "event_id", "request_id", "ts", "kind", "value", "value_num", "label", "correct",
-        "user_id", "session_id", "attributes", "joined", "late", "inference_ts",
-        *BASE_DIMS, "prediction", "confidence", "latency_ms", "source_partition", "source_offset",
-    )  # fmt: skip
-    __slots__ = ()
+    __slots__ = ("records",)
+
+    def __init__(self) -> None:
+        self.records: list[tuple[Feedback, Any, Cell, int, int, bool, bool | None]] = []
 
     def add(
         self,
@@ -92,19 +98,40 @@ class EventRows(_RowBuilder):
         late: bool,
         correct: bool | None,
     ) -> None:
-        kind, value = e.kind, e.value
-        if context is None:
-            inference_ts = prediction = confidence = latency = None
-        else:
-            inference_ts, _, prediction, confidence, latency = context
-        label = as_label(value) if kind == "label" else None
-        verdict = None if correct is None else int(correct)
-        self.rows.append(
-            (e.event_id, e.request_id, e.ts, kind, _encode(value).decode(), _value_num(kind, value),
-             label, verdict, e.user_id, e.session_id, e.attributes, 0 if context is None else 1,
-             1 if late else 0, inference_ts, *cell[:6], prediction, confidence, latency,
-             partition, offset)
-        )  # fmt: skip
+        self.records.append((e, context, cell, partition, offset, late, correct))
+
+    def take(self) -> TableRows | None:
+        records = self.records
+        if not records:
+            return None
+        self.records = []
+        events = [r[0] for r in records]
+        contexts = [r[1] for r in records]
+        cells = [r[2] for r in records]
+        columns: dict[str, list[Any]] = {
+            "event_id": [e.event_id for e in events],
+            "request_id": [e.request_id for e in events],
+            "ts": [e.ts for e in events],
+            "kind": [e.kind for e in events],
+            "value": [_encode(e.value) for e in events],
+            "value_num": [_value_num(e.kind, e.value) for e in events],
+            "label": [as_label(e.value) if e.kind == "label" else None for e in events],
+            "correct": [None if r[6] is None else int(r[6]) for r in records],
+            "user_id": [e.user_id for e in events],
+            "session_id": [e.session_id for e in events],
+            "attributes": [e.attributes for e in events],
+            "joined": [0 if c is None else 1 for c in contexts],
+            "late": [1 if r[5] else 0 for r in records],
+            "inference_ts": [None if c is None else c[0] for c in contexts],
+        }
+        for i, name in enumerate(BASE_DIMS):
+            columns[name] = [cell[i] for cell in cells]
+        columns["prediction"] = [None if c is None else c[2] for c in contexts]
+        columns["confidence"] = [None if c is None else c[3] for c in contexts]
+        columns["latency_ms"] = [None if c is None else c[4] for c in contexts]
+        columns["source_partition"] = [r[3] for r in records]
+        columns["source_offset"] = [r[4] for r in records]
+        return TableRows("events", columns)
 
 
 def dead_letter_rows(dead: list[DeadLetter]) -> TableRows:
@@ -122,16 +149,15 @@ def dead_letter_rows(dead: list[DeadLetter]) -> TableRows:
     )
 
 
-class LateRows(_RowBuilder):
+class LateRows:
     """One row per late event × window it missed × grouping cell (`metrics_late`)."""
 
-    TABLE = "metrics_late"
     NAMES = ("window", "window_start", "window_end", *BASE_DIMS, "extra_dims", "stream",
              "event_id", "ts")  # fmt: skip
-    __slots__ = ("extra_dims",)
+    __slots__ = ("extra_dims", "rows")
 
     def __init__(self, extra_dims: tuple[str, ...]) -> None:
-        super().__init__()
+        self.rows: list[tuple[Any, ...]] = []
         self.extra_dims = extra_dims
 
     def add(
@@ -149,7 +175,9 @@ class LateRows(_RowBuilder):
             extra = format_extra_dims(self.extra_dims, cell[base:])
             self.rows.append((window, start, end, *cell[:base], extra, stream, event_id, ts))
 
-
-def format_extra_dims(names: tuple[str, ...], values: tuple[str, ...] | Cell) -> str:
-    """Extra dims as one sortable string, `name=value` joined by `;` ('' when none)."""
-    return ";".join(f"{n}={v}" for n, v in zip(names, values, strict=True))
+    def take(self) -> TableRows | None:
+        if not self.rows:
+            return None
+        columns = dict(zip(self.NAMES, map(list, zip(*self.rows, strict=True)), strict=True))
+        self.rows = []
+        return TableRows("metrics_late", columns)

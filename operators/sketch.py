@@ -30,6 +30,18 @@ def bucket_of(value: float) -> int:
     return ZERO_BUCKET
 
 
+_LN2 = np.log(2.0)
+
+
+def buckets_of(values: np.ndarray) -> np.ndarray:
+    """Bucket ids of non-negative values, vectorized with the library's arithmetic
+    (``ceil(log(v, 2) * multiplier)``, i.e. ln(v) / ln(2)), so ids equal `bucket_of`'s."""
+    positive = values > _MIN_POSSIBLE
+    safe = np.where(positive, values, 1.0)
+    keys = np.ceil(np.log(safe) / _LN2 * MAPPING._multiplier).astype(np.int64) + _BUCKET_OFFSET
+    return np.where(positive, keys, ZERO_BUCKET)
+
+
 def bucket_values(buckets: np.ndarray) -> np.ndarray:
     """The representative value of each bucket id (0 for the zero bucket)."""
     keys = buckets.astype(np.float64) - _BUCKET_OFFSET

@@ -1,9 +1,10 @@
 """Per-slice deltas: what a partition accumulated since its last tick.
 
-A partition updates one accumulator per event: the (slice, cell id, extra key) it falls
-in, per *family* of fields (``main``: the catalogue's counters and sums; ``latency``:
-sketch bucket counts, extra key = bucket). Once per tick the deltas travel to the merge
-stage as a :class:`PartialBatch` and are reset, so a partition holds one tick of them.
+A partition adds each batch of counted events to the (slice, cell id, extra key) they
+fall in, per *family* of fields (``main``: the catalogue's counters and sums;
+``latency``: sketch bucket counts, extra key = bucket). Once per tick the deltas travel to
+the merge stage as a :class:`PartialBatch` and are reset, so a partition holds one tick
+of them.
 
 An event that is late for some of the windows containing its slice (sliding windows
 overlap) carries a *cutoff*: the partition's emitted watermark when it arrived. The merge
@@ -18,7 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from operators.cells import Cell
+from operators.cells import EXTRA_KEY_BITS, Cell
+from operators.keyed_sums import KeyedSums
 
 NO_CUTOFF = -math.inf
 MAIN = "main"
@@ -57,49 +59,76 @@ class PartialBatch:
     new_cells: list[Cell] = field(default_factory=list)
 
 
-class FamilyAccumulator:
-    """Deltas of one family, keyed (slice, cell id, extra) -> vector; cutoff rows apart."""
+class SliceDeltas:
+    """One family's deltas since the last tick: per slice, sums by cell_id << 24 | extra.
+
+    On-time contributions arrive a batch at a time (vectorized); contributions with a
+    cutoff (late for some windows) are rare and kept one by one.
+    """
 
     __slots__ = ("on_time", "restricted", "width")
 
     def __init__(self, width: int) -> None:
         self.width = width
-        self.on_time: dict[tuple[int, int, int], list[float]] = {}
-        self.restricted: dict[tuple[int, int, int, float], list[float]] = {}
+        self.on_time: dict[int, KeyedSums] = {}
+        self.restricted: dict[tuple[int, int, int, float], np.ndarray] = {}
 
     def __len__(self) -> int:
-        return len(self.on_time) + len(self.restricted)
+        return sum(len(s) for s in self.on_time.values()) + len(self.restricted)
 
-    def vector(self, slice_start: int, cell_id: int, extra: int = 0) -> list[float]:
-        key = (slice_start, cell_id, extra)
-        acc = self.on_time.get(key)
-        if acc is None:
-            acc = self.on_time[key] = [0.0] * self.width
-        return acc
+    def add(self, slice_starts: np.ndarray, keys: np.ndarray, values: np.ndarray) -> None:
+        if len(keys) == 0:
+            return
+        first = int(slice_starts[0])
+        if (slice_starts == first).all():
+            self._sums(first).add(keys, values)
+            return
+        uniques, inverse = np.unique(slice_starts, return_inverse=True)
+        for i, slice_start in enumerate(uniques.tolist()):
+            rows = inverse == i
+            self._sums(slice_start).add(keys[rows], values[rows])
 
-    def restricted_vector(
-        self, slice_start: int, cell_id: int, extra: int, cutoff: float
-    ) -> list[float]:
+    def _sums(self, slice_start: int) -> KeyedSums:
+        sums = self.on_time.get(slice_start)
+        if sums is None:
+            sums = self.on_time[slice_start] = KeyedSums(self.width)
+        return sums
+
+    def add_restricted(
+        self, slice_start: int, cell_id: int, extra: int, cutoff: float, vector: np.ndarray
+    ) -> None:
         key = (slice_start, cell_id, extra, cutoff)
-        acc = self.restricted.get(key)
-        if acc is None:
-            acc = self.restricted[key] = [0.0] * self.width
-        return acc
+        previous = self.restricted.get(key)
+        self.restricted[key] = vector if previous is None else previous + vector
 
     def drain(self) -> FamilyDelta | None:
         """The deltas as columns, leaving this accumulator empty."""
-        n = len(self)
-        if n == 0:
-            return None
-        keys = np.array(list(self.on_time), dtype=np.int64).reshape(-1, 3)
-        vectors = list(self.on_time.values())
-        cutoffs = np.full(n, NO_CUTOFF)
+        starts, keys, values = [], [], []
+        for slice_start, sums in self.on_time.items():
+            run_keys, run_values = sums.compacted()
+            starts.append(np.full(len(run_keys), slice_start, dtype=np.int64))
+            keys.append(run_keys)
+            values.append(run_values)
+        cutoffs = [np.full(sum(len(k) for k in keys), NO_CUTOFF)]
         if self.restricted:
-            restricted = list(self.restricted)
-            keys = np.concatenate((keys, np.array([k[:3] for k in restricted], dtype=np.int64)))
-            cutoffs[len(self.on_time) :] = [k[3] for k in restricted]
-            vectors.extend(self.restricted.values())
+            entries = list(self.restricted.items())
+            starts.append(np.array([k[0] for k, _ in entries], dtype=np.int64))
+            keys.append(
+                np.array([k[1] << EXTRA_KEY_BITS | k[2] for k, _ in entries], dtype=np.int64)
+            )
+            cutoffs.append(np.array([k[3] for k, _ in entries]))
+            values.append(np.array([v for _, v in entries]).reshape(len(entries), self.width))
         self.on_time = {}
         self.restricted = {}
-        values = np.array(vectors, dtype=np.float64).reshape(n, self.width)
-        return FamilyDelta(keys[:, 0], cutoffs, keys[:, 1], keys[:, 2], values)
+        if not keys:
+            return None
+        all_keys = np.concatenate(keys)
+        if len(all_keys) == 0:
+            return None
+        return FamilyDelta(
+            np.concatenate(starts),
+            np.concatenate(cutoffs),
+            all_keys >> EXTRA_KEY_BITS,
+            all_keys & ((1 << EXTRA_KEY_BITS) - 1),
+            np.concatenate(values),
+        )

@@ -36,3 +36,11 @@ def test_relative_error_is_within_one_percent() -> None:
     for j, q in enumerate(QUANTILES):
         true = values[round(q * (len(values) - 1))]
         assert abs(got[0, j] - true) / true <= 0.01 + 1e-9
+
+
+def test_vectorized_buckets_equal_the_library_mapping() -> None:
+    from operators.sketch import buckets_of
+
+    rng = np.random.default_rng(4)
+    values = np.concatenate((rng.lognormal(3, 2, 200_000), [0.0, 1e-320, 1.0, 2.0, 1e9]))
+    assert buckets_of(values).tolist() == [bucket_of(v) for v in values.tolist()]
