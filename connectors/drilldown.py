@@ -12,10 +12,10 @@ import re
 from dataclasses import dataclass, field
 
 from operators.cells import ALL, KEPT_DIMS, ROLLUP_DIMS
-from operators.metrics import HISTOGRAM_METRIC, LATENCY_METRICS, METRICS
+from operators.metrics import METRIC_COLUMNS
 
 LATE_METRICS = ("late_count", "late_inference_count")
-QUERYABLE = (*METRICS, *LATENCY_METRICS, HISTOGRAM_METRIC, *LATE_METRICS)
+QUERYABLE = (*METRIC_COLUMNS, *LATE_METRICS)
 DIMS = (*KEPT_DIMS, *ROLLUP_DIMS)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

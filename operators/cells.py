@@ -7,14 +7,16 @@ dims it drops read ``"*"``. `tenant`, `model_id`, `deployment` and the configure
 dims are never rolled up (they stay filterable).
 
 Cells travel and aggregate as dense integer ids: a partition numbers its cells
-(:class:`LocalCells`) and announces new ones with its deltas; the merge stage maps them
+(:class:`LocalIds`) and announces new ones with its deltas; the merge stage maps them
 to global ids (:class:`CellIndex`), whose dims are dictionary-encoded so rows of
-thousands of cells are built with numpy takes.
+thousands of cells are built with numpy takes. The keys of the keyed families (label
+classes, policy pairs, report categories) are numbered the same way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -29,6 +31,7 @@ _ROLLUP_POSITIONS = {name: BASE_DIMS.index(name) for name in ROLLUP_DIMS}
 EXTRA_KEY_BITS = 24  # a row's key in keyed sums is cell_id << EXTRA_KEY_BITS | extra_id
 
 Cell = tuple[str, ...]
+K = TypeVar("K", bound=Hashable)
 
 
 def unknown_cell(extra_dims: int) -> Cell:
@@ -49,27 +52,51 @@ def format_extra_dims(names: Sequence[str], values: Sequence[str]) -> str:
     return ";".join(f"{n}={v}" for n, v in zip(names, values, strict=True))
 
 
-class LocalCells:
-    """A partition's cell ids; the cells not yet announced to the merge stage."""
+class LocalIds(Generic[K]):
+    """A partition's dense ids for values (cells, classes, ...); those not yet announced
+    to the merge stage."""
 
-    __slots__ = ("announced", "cells", "ids")
+    __slots__ = ("announced", "ids", "values")
 
     def __init__(self) -> None:
-        self.ids: dict[Cell, int] = {}
-        self.cells: list[Cell] = []
+        self.ids: dict[K, int] = {}
+        self.values: list[K] = []
         self.announced = 0
 
-    def id_of(self, cell: Cell) -> int:
-        cell_id = self.ids.get(cell)
-        if cell_id is None:
-            cell_id = self.ids[cell] = len(self.cells)
-            self.cells.append(cell)
-        return cell_id
+    def id_of(self, value: K) -> int:
+        value_id = self.ids.get(value)
+        if value_id is None:
+            value_id = self.ids[value] = len(self.values)
+            self.values.append(value)
+        return value_id
 
-    def take_new(self) -> list[Cell]:
-        new = self.cells[self.announced :]
-        self.announced = len(self.cells)
+    def take_new(self) -> list[K]:
+        new = self.values[self.announced :]
+        self.announced = len(self.values)
         return new
+
+
+class GlobalIds(Generic[K]):
+    """The merge stage's ids for a keyed family's values, and each partition's mapping."""
+
+    def __init__(self) -> None:
+        self.ids: dict[K, int] = {}
+        self.values: list[K] = []
+        self.local: dict[int, np.ndarray] = {}
+
+    def announce(self, partition: int, new: Sequence[K]) -> None:
+        mapped = []
+        for value in new:
+            value_id = self.ids.get(value)
+            if value_id is None:
+                value_id = self.ids[value] = len(self.values)
+                self.values.append(value)
+            mapped.append(value_id)
+        known = self.local.get(partition, np.empty(0, dtype=np.int64))
+        self.local[partition] = np.concatenate((known, np.array(mapped, dtype=np.int64)))
+
+    def to_global(self, partition: int, local_ids: np.ndarray) -> np.ndarray:
+        return self.local[partition][local_ids]
 
 
 class CellIndex:

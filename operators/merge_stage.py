@@ -25,12 +25,25 @@ import numpy as np
 from bytewax.operators import StatefulLogic
 
 from operators.batches import Categorical, TableRows
-from operators.cells import EXTRA_KEY_BITS, CellIndex
+from operators.cells import EXTRA_KEY_BITS, CellIndex, GlobalIds
+from operators.families import (
+    CLASSES,
+    KEYED,
+    LATENCY,
+    MAIN,
+    PREFERENCES,
+    REPORTS,
+    class_metrics,
+    macro_f1,
+    preference_metrics,
+    report_metrics,
+    widths,
+)
 from operators.keyed_sums import sum_by_key
-from operators.metrics import HISTOGRAM_METRIC, LATENCY_METRICS, MainLayout, derive
+from operators.metrics import HISTOGRAM_METRIC, LATENCY_METRICS, MACRO_F1, MainLayout, derive
 from operators.panes import PaneLayout, SpecState, window_sums
 from operators.sketch import segment_quantiles
-from operators.slices import LATENCY, MAIN, NO_CUTOFF, FamilyDelta, PartialBatch
+from operators.slices import NO_CUTOFF, FamilyDelta, PartialBatch
 from operators.stats import FlowStats
 from operators.windows import WindowSpec, slice_length
 
@@ -63,7 +76,9 @@ Emitted = tuple[SpecState, int, np.ndarray | None]  # (spec, window start, cells
 class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
     """Sums partials per pane and cell, decides finality, emits `metrics` rows."""
 
-    _SNAPSHOT_FIELDS = ("cells", "local_cells", "specs", "watermarks", "ended", "next_tick")
+    _SNAPSHOT_FIELDS = (
+        "cells", "local_cells", "keys", "specs", "watermarks", "ended", "next_tick",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -77,13 +92,15 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         self._now = clock
         self._slice = slice_length(config.specs)
         self._layout = MainLayout(config.confidence_bins)
+        self._widths = widths(self._layout.width)
         if resume is not None:
             self.__dict__.update(pickle.loads(resume))
             return
         self.cells = CellIndex(config.grouping_sets, config.extra_dims)
         # Per partition: its cell id -> our finest-cell row (see CellIndex.finest_ids).
         self.local_cells: dict[int, np.ndarray] = {}
-        self.specs = [SpecState(PaneLayout(spec), self._layout.width) for spec in config.specs]
+        self.keys: dict[str, GlobalIds[Any]] = {family: GlobalIds() for family in KEYED}
+        self.specs = [SpecState(PaneLayout(spec), self._widths) for spec in config.specs]
         self.watermarks: dict[int, float] = {}
         self.ended: set[int] = set()
         self.next_tick = self._now() + config.emit_interval
@@ -95,6 +112,8 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
             known = self.local_cells.get(value.partition, np.empty(0, dtype=np.int64))
             added = self.cells.finest_ids(value.new_cells)
             self.local_cells[value.partition] = np.concatenate((known, added))
+        for family, new in value.new_keys.items():
+            self.keys[family].announce(value.partition, new)
         for name, delta in value.families.items():
             self._apply(value.partition, name, delta)
         previous = self.watermarks.get(value.partition, -float("inf"))
@@ -133,7 +152,10 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
 
     def _apply(self, partition: int, family: str, delta: FamilyDelta) -> None:
         finest = self.local_cells[partition][delta.cell_ids]
-        keys = (finest << EXTRA_KEY_BITS) | delta.extras
+        extras = delta.extras
+        if family in self.keys:
+            extras = self.keys[family].to_global(partition, extras)
+        keys = (finest << EXTRA_KEY_BITS) | extras
         g, lateness = self._slice, self.config.allowed_lateness
         for (slice_start, cutoff), rows in _groups(delta.slice_starts, delta.cutoffs):
             group_keys, group_values = sum_by_key(keys[rows], delta.values[rows])
@@ -175,12 +197,12 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
                     cells = state.touched(start)
                     if cells is not None:
                         early.append((state, start, cells))
-        out = []
+        out: list[TableRows] = []
         if finals:
             self.stats.windows_final += len(finals)
-            out.append(self._rows(finals, final=True, version=FINAL_VERSION))
+            out.extend(self._tables(finals, final=True, version=FINAL_VERSION))
         if early:
-            out.append(self._rows(early, final=False, version=int(self._now())))
+            out.extend(self._tables(early, final=False, version=int(self._now())))
         for state in self.specs:
             state.clear_touched()
         for state, start, _ in finals:
@@ -188,7 +210,8 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         for state in self.specs:
             state.evict_final()
         for rows in out:
-            self.stats.metric_rows += len(rows)
+            if rows.table == "metrics":
+                self.stats.metric_rows += len(rows)
         return [rows for rows in out if len(rows)]
 
     def _rollup(self, keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -199,50 +222,94 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         expanded = (rolled << EXTRA_KEY_BITS) | (keys & _EXTRA_MASK)[:, None]
         return sum_by_key(expanded.ravel(), np.repeat(values, rolled.shape[1], axis=0))
 
-    def _rows(self, parts: list[Emitted], final: bool, version: int) -> TableRows:
+    def _tables(self, parts: list[Emitted], final: bool, version: int) -> list[TableRows]:
+        """Rows of `metrics` and the keyed families' tables for the given windows."""
         width = self._layout.width
-        names: list[str] = []
-        chunks: dict[str, list[np.ndarray]] = {
-            k: [] for k in ("cells", "fields", "latency", "start", "end")
-        }
+        chunks: dict[str, dict[str, list[np.ndarray]]] = {}
+
+        def put(table: str, **columns: np.ndarray) -> None:
+            target = chunks.setdefault(table, {})
+            for name, column in columns.items():
+                target.setdefault(name, []).append(column)
+
+        names = [spec.name for spec in self.config.specs]
         for state, start, touched in parts:
             spec = state.layout.spec
             pieces = state.parts(start)
-            main_keys, main_values = self._rollup(*window_sums(pieces, MAIN, None))
-            latency_keys, latency_values = self._rollup(*window_sums(pieces, LATENCY, None))
+            rolled = {f: self._rollup(*window_sums(pieces, f, None)) for f in self._widths}
+            main_keys, main_values = rolled[MAIN]
+            latency_keys, latency_values = rolled[LATENCY]
             cells = np.union1d(main_keys >> EXTRA_KEY_BITS, latency_keys >> EXTRA_KEY_BITS)
             if touched is not None:
                 # Early rows: only the rollup cells of the finest cells that changed.
                 cells = np.intersect1d(cells, np.unique(self.cells.rollups(touched)))
-            n = len(cells)
-            chunks["cells"].append(cells)
-            chunks["fields"].append(_vectors_of(main_keys, main_values, cells, width))
-            chunks["latency"].append(_latency_quantiles(latency_keys, latency_values, cells))
-            chunks["start"].append(np.full(n, start, dtype=np.int64))
-            chunks["end"].append(np.full(n, start + spec.length, dtype=np.int64))
-            names.extend([spec.name] * n)
-        cell_ids = np.concatenate(chunks["cells"])
-        fields = np.concatenate(chunks["fields"])
-        latency = np.concatenate(chunks["latency"])
-        window_start = np.concatenate(chunks["start"])
-        window_end = np.concatenate(chunks["end"])
-        n = len(cell_ids)
-        window_names = sorted(set(names))
-        window_codes = np.array([window_names.index(name) for name in names], dtype=np.int32)
+            window = np.full(len(cells), names.index(spec.name), dtype=np.int32)
+            class_keys, class_values = rolled[CLASSES]
+            put(
+                "metrics",
+                cells=cells,
+                window=window,
+                fields=_vectors_of(main_keys, main_values, cells, width),
+                latency=_latency_quantiles(latency_keys, latency_values, cells),
+                macro_f1=macro_f1(class_keys >> EXTRA_KEY_BITS, class_values, cells),
+                start=np.full(len(cells), start, dtype=np.int64),
+                end=np.full(len(cells), start + spec.length, dtype=np.int64),
+            )
+            for family in KEYED:
+                keys, values = rolled[family]
+                owners = keys >> EXTRA_KEY_BITS
+                keep = np.isin(owners, cells) if touched is not None else slice(None)
+                keys, values, owners = keys[keep], values[keep], owners[keep]
+                put(
+                    family,
+                    cells=owners,
+                    window=np.full(len(keys), names.index(spec.name), dtype=np.int32),
+                    extras=keys & _EXTRA_MASK,
+                    values=values,
+                    start=np.full(len(keys), start, dtype=np.int64),
+                    end=np.full(len(keys), start + spec.length, dtype=np.int64),
+                )
+        out = []
+        for family, columns in chunks.items():
+            merged = {name: np.concatenate(parts) for name, parts in columns.items()}
+            out.append(self._table_rows(family, merged, names, final, version))
+        return out
+
+    def _table_rows(
+        self, family: str, c: dict[str, np.ndarray], names: list[str], final: bool, version: int
+    ) -> TableRows:
+        n = len(c["cells"])
         columns: dict[str, Any] = {
-            "window": Categorical(window_codes, window_names),
-            "window_start": window_start,
-            "window_end": window_end,
+            "window": Categorical(c["window"], names),
+            "window_start": c["start"],
+            "window_end": c["end"],
         }
-        columns.update(self.cells.dim_columns(cell_ids))
+        columns.update(self.cells.dim_columns(c["cells"]))
         columns["final"] = np.full(n, 1 if final else 0, dtype=np.uint8)
         columns["version"] = np.full(n, version, dtype=np.uint64)
-        columns.update(derive(fields, (window_end - window_start) / 1000.0))
-        for j, name in enumerate(LATENCY_METRICS):
-            columns[name] = latency[:, j]
-        first_bin = self._layout.first_bin
-        columns[HISTOGRAM_METRIC] = fields[:, first_bin : first_bin + self.config.confidence_bins]
-        return TableRows("metrics", columns)
+        if family == "metrics":
+            fields = c["fields"]
+            columns.update(derive(fields, (c["end"] - c["start"]) / 1000.0))
+            columns[MACRO_F1] = c["macro_f1"]
+            for j, name in enumerate(LATENCY_METRICS):
+                columns[name] = c["latency"][:, j]
+            first_bin = self._layout.first_bin
+            bins = fields[:, first_bin : first_bin + self.config.confidence_bins]
+            columns[HISTOGRAM_METRIC] = bins
+            return TableRows("metrics", columns)
+        values = self.keys[family].values
+        extras = c["extras"].tolist()
+        if family == CLASSES:
+            columns["class"] = [values[e] for e in extras]
+            columns.update(class_metrics(c["values"]))
+        elif family == PREFERENCES:
+            columns["policy_a"] = [values[e][0] for e in extras]
+            columns["policy_b"] = [values[e][1] for e in extras]
+            columns.update(preference_metrics(c["values"]))
+        elif family == REPORTS:
+            columns["category"] = [values[e] for e in extras]
+            columns.update(report_metrics(c["values"]))
+        return TableRows(f"metrics_{family}", columns)
 
 
 def _groups(

@@ -259,6 +259,16 @@ METRICS: dict[str, tuple[str, Derivation]] = {
 # Metrics computed elsewhere than from the main field vector.
 LATENCY_METRICS = ("latency_p50", "latency_p95", "latency_p99")  # operators.sketch
 HISTOGRAM_METRIC = "confidence_hist"  # Array(UInt64), bins of equal width over [0, 1]
+MACRO_F1 = "macro_f1"  # mean per-class F1 over the classes seen (operators.families)
+# Column order of the `metrics` table after its key columns (migrations 0001, 0002).
+_names = list(METRICS)
+METRIC_COLUMNS = (
+    *_names[: _names.index("error_rate") + 1],
+    MACRO_F1,
+    *_names[_names.index("error_rate") + 1 :],
+    *LATENCY_METRICS,
+    HISTOGRAM_METRIC,
+)
 
 
 def derive(fields: np.ndarray, window_seconds: np.ndarray | float) -> dict[str, np.ndarray]:

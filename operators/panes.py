@@ -18,7 +18,6 @@ import numpy as np
 
 from operators.cells import EXTRA_KEY_BITS
 from operators.keyed_sums import KeyedSums, sum_by_key
-from operators.slices import LATENCY, MAIN
 from operators.windows import WindowSpec
 
 
@@ -58,8 +57,8 @@ class Sums:
     touched: list[np.ndarray] = field(default_factory=list)
 
     @classmethod
-    def empty(cls, width: int) -> Sums:
-        return cls({MAIN: KeyedSums(width), LATENCY: KeyedSums(1)})
+    def empty(cls, widths: dict[str, int]) -> Sums:
+        return cls({name: KeyedSums(width) for name, width in widths.items()})
 
     def add(self, family: str, keys: np.ndarray, values: np.ndarray, touched: np.ndarray) -> None:
         self.families[family].add_unique(keys, values)
@@ -71,7 +70,7 @@ class SpecState:
     """Panes, per-window extras, and how far this spec's windows are final."""
 
     layout: PaneLayout
-    width: int
+    widths: dict[str, int]
     panes: dict[int, Sums] = field(default_factory=dict)
     extras: dict[int, Sums] = field(default_factory=dict)  # by window start
     final_before: float = -math.inf  # windows ending at or before this were emitted final
@@ -79,13 +78,13 @@ class SpecState:
     def pane(self, pane_start: int) -> Sums:
         sums = self.panes.get(pane_start)
         if sums is None:
-            sums = self.panes[pane_start] = Sums.empty(self.width)
+            sums = self.panes[pane_start] = Sums.empty(self.widths)
         return sums
 
     def extra(self, window_start: int) -> Sums:
         sums = self.extras.get(window_start)
         if sums is None:
-            sums = self.extras[window_start] = Sums.empty(self.width)
+            sums = self.extras[window_start] = Sums.empty(self.widths)
         return sums
 
     def window_starts(self) -> set[int]:

@@ -27,11 +27,26 @@ import numpy as np
 from bytewax.operators import StatefulLogic
 
 from operators.batches import STREAMS, RawBatch, TableRows
-from operators.cells import EXTRA_KEY_BITS, Cell, CellIndex, LocalCells, unknown_cell
+from operators.cells import EXTRA_KEY_BITS, Cell, CellIndex, LocalIds, unknown_cell
 from operators.clock import PartitionClock
 from operators.decode import BatchDecoder
 from operators.dedup import RecentIds
 from operators.events import Event, Feedback, Inference
+from operators.families import (
+    CLASSES,
+    FN,
+    FP,
+    KEYED,
+    LATENCY,
+    MAIN,
+    PREFERENCES,
+    REPORT_AMOUNT,
+    REPORT_COUNT,
+    REPORTS,
+    TP,
+    WINNER_CODES,
+    widths,
+)
 from operators.join import InferenceCache, InferenceContext, PendingFeedback
 from operators.metrics import (
     KIND_CODES,
@@ -44,7 +59,7 @@ from operators.metrics import (
 from operators.partitioning import partition_for
 from operators.rows import EventRows, InferenceRows, LateRows, dead_letter_rows
 from operators.sketch import buckets_of
-from operators.slices import LATENCY, MAIN, PartialBatch, SliceDeltas
+from operators.slices import PartialBatch, SliceDeltas
 from operators.stats import FlowStats
 from operators.stream_merge import StreamMerge
 from operators.windows import WindowSpec, slice_length
@@ -102,14 +117,18 @@ class _Counted:
     numbers: list[float] = field(default_factory=list)
     correct: list[bool] = field(default_factory=list)
     unjoined: list[bool] = field(default_factory=list)
+    # keyed families: (slice, cell, key id, family-specific value)
+    classes: list[tuple[int, int, int, int]] = field(default_factory=list)  # pred class id
+    preferences: list[tuple[int, int, int, int]] = field(default_factory=list)  # winner
+    reports: list[tuple[int, int, int, float]] = field(default_factory=list)  # amount
 
 
 class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
     """One source partition's decode, dedup, join and slice pre-aggregation."""
 
     _SNAPSHOT_FIELDS = (
-        "partition", "cells", "clock", "merge", "dedup", "inferences", "pending", "main",
-        "latency", "sent_watermark", "next_tick", "ended", "sampled",
+        "partition", "cells", "keys", "clock", "merge", "dedup", "inferences", "pending",
+        "deltas", "sent_watermark", "next_tick", "ended", "sampled",
     )  # fmt: skip
 
     def __init__(
@@ -148,12 +167,12 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
             last_data=now,
         )
         self.merge = StreamMerge(config.idle_timeout, config.bounded, now)
-        self.cells = LocalCells()
+        self.cells: LocalIds[Cell] = LocalIds()
+        self.keys: dict[str, LocalIds[Any]] = {family: LocalIds() for family in KEYED}
         self.dedup = RecentIds(config.dedup_horizon, config.dedup_max_entries)
         self.inferences = InferenceCache(config.join_ttl, config.join_max_entries)
         self.pending = PendingFeedback()
-        self.main = SliceDeltas(self._width)
-        self.latency = SliceDeltas(1)
+        self.deltas = {name: SliceDeltas(w) for name, w in widths(self._width).items()}
         self.sent_watermark = -float("inf")
         self.next_tick = now + config.emit_interval
         self.ended = False
@@ -193,7 +212,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         self._release_due()
         self._accumulate()
         self._collect_rows(out)
-        if len(self.main) or len(self.latency) or self.clock.emitted != self.sent_watermark:
+        if self._has_deltas() or self.clock.emitted != self.sent_watermark:
             out.append(self._partial())
         self.next_tick = now + self.config.emit_interval
         return out, StatefulLogic.RETAIN
@@ -202,7 +221,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         out: list[Output] = []
         self._accumulate()
         self._collect_rows(out)
-        if len(self.main) or len(self.latency):
+        if self._has_deltas():
             out.append(self._partial())
         return out, StatefulLogic.RETAIN
 
@@ -303,10 +322,11 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
                     np.array([np.nan if confidence is None else confidence]), self._width,
                     self.config.confidence_bins,
                 )[0]  # fmt: skip
-                bucket = None if latency is None else int(buckets_of(np.array([latency]))[0])
-                self._late(
-                    slice_start, cell_id, cutoff, "inference", request_id, ts, vector, bucket
-                )
+                late_parts = [(MAIN, 0, vector)]
+                if latency is not None:
+                    bucket = int(buckets_of(np.array([latency]))[0])
+                    late_parts.append((LATENCY, bucket, np.ones(1)))
+                self._late(slice_start, cell_id, cutoff, "inference", request_id, ts, late_parts)
             if pending:
                 for waiting_event, waiting_offset, waiting_cutoff in pending.take(request_id):
                     self._count_feedback(waiting_event, waiting_offset, context, waiting_cutoff)
@@ -352,22 +372,33 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         kind = event.kind
         value = event.value
         correct: bool | None = None
+        classes: tuple[int, int] | None = None  # (true, predicted) class ids
         if context is None:
             cell_id = self.cells.id_of(self._unjoined_cell(event))
         else:
             cell_id = context[1]
-            if kind == "label" and context[2] is not None:
+            prediction = context[2]
+            if kind == "label" and prediction is not None:
                 label = value.strip() if type(value) is str else as_label(value)
-                correct = label == context[2]
+                correct = label == prediction
+                if type(value) is str or type(value) is int:  # categorical labels
+                    ids = self.keys[CLASSES]
+                    classes = (ids.id_of(label), ids.id_of(prediction))
         slice_start = ts - ts % self._slice
         end = self._earliest_end.get(slice_start)
         if end is None:
             end = self._window_end_floor(slice_start)
         late = end + self.config.allowed_lateness <= cutoff
         self._event_rows.add(
-            event, context, self.cells.cells[cell_id], self.partition, offset, late, correct
+            event, context, self.cells.values[cell_id], self.partition, offset, late, correct
         )
         number = feedback_number(kind, value)
+        keyed: tuple[str, int, int | float] | None = None  # (family, key id, value)
+        if kind == "preference":
+            pair = self.keys[PREFERENCES].id_of((value["policy_a"], value["policy_b"]))
+            keyed = (PREFERENCES, pair, WINNER_CODES[value["winner"]])
+        elif kind == "report":
+            keyed = (REPORTS, self.keys[REPORTS].id_of(value["category"]), number)
         if not late:
             counted = self._counted
             counted.feedback_slices.append(slice_start)
@@ -376,12 +407,22 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
             counted.numbers.append(number)
             counted.correct.append(bool(correct))
             counted.unjoined.append(context is None)
-        else:
-            vector = feedback_fields(
-                np.array([KIND_CODES[kind]]), np.array([number]), np.array([bool(correct)]),
-                np.array([context is None]), self._width,
-            )[0]  # fmt: skip
-            self._late(slice_start, cell_id, cutoff, "feedback", event.event_id, ts, vector, None)
+            if classes is not None:
+                counted.classes.append((slice_start, cell_id, classes[0], classes[1]))
+            if keyed is not None:
+                records = counted.preferences if keyed[0] == PREFERENCES else counted.reports
+                records.append((slice_start, cell_id, keyed[1], keyed[2]))  # type: ignore[arg-type]
+            return
+        vector = feedback_fields(
+            np.array([KIND_CODES[kind]]), np.array([number]), np.array([bool(correct)]),
+            np.array([context is None]), self._width,
+        )[0]  # fmt: skip
+        parts = [(MAIN, 0, vector)]
+        if classes is not None:
+            parts.extend(_class_parts(*classes))
+        if keyed is not None:
+            parts.append(_keyed_part(*keyed))
+        self._late(slice_start, cell_id, cutoff, "feedback", event.event_id, ts, parts)
 
     def _unjoined_cell(self, event: Feedback) -> Cell:
         names = self.config.extra_dims
@@ -398,16 +439,18 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         stream: str,
         event_id: str,
         ts: int,
-        vector: np.ndarray,
-        latency_bucket: int | None,
+        parts: list[tuple[str, int, np.ndarray]],
     ) -> None:
-        """An event late for some windows: rows in metrics_late; the rest get a cutoff delta."""
+        """An event late for some windows: rows in metrics_late; the rest get a cutoff delta.
+
+        `parts` are its contributions: (family, extra key, field vector).
+        """
         self.stats.late_events += 1
         g, lateness = self._slice, self.config.allowed_lateness
         still_open = False
         rollups = self._rollups.get(cell_id)
         if rollups is None:
-            rollups = self._rollups[cell_id] = self._index.rollups_of(self.cells.cells[cell_id])
+            rollups = self._rollups[cell_id] = self._index.rollups_of(self.cells.values[cell_id])
         for spec in self.config.specs:
             for start in spec.starts_containing_slice(slice_start, g):
                 end = start + spec.length
@@ -416,11 +459,8 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
                 else:
                     still_open = True
         if still_open:
-            self.main.add_restricted(slice_start, cell_id, 0, cutoff, vector)
-            if latency_bucket is not None:
-                self.latency.add_restricted(
-                    slice_start, cell_id, latency_bucket, cutoff, np.ones(1)
-                )
+            for family, extra, vector in parts:
+                self.deltas[family].add_restricted(slice_start, cell_id, extra, cutoff, vector)
 
     def _window_end_floor(self, slice_start: int) -> int:
         """The earliest end among the windows that contain this slice."""
@@ -457,17 +497,18 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
     def _accumulate(self) -> None:
         """Add the batch's counted events to the slice deltas, all at once."""
         counted, self._counted = self._counted, _Counted()
+        deltas = self.deltas
         if counted.inference_cells:
             slices = np.array(counted.inference_slices, dtype=np.int64)
             cells = np.array(counted.inference_cells, dtype=np.int64)
             confidence = np.array(counted.confidences, dtype=np.float64)
             fields = inference_fields(confidence, self._width, self.config.confidence_bins)
-            self.main.add(slices, cells << EXTRA_KEY_BITS, fields)
+            deltas[MAIN].add(slices, cells << EXTRA_KEY_BITS, fields)
             latency = np.array(counted.latencies, dtype=np.float64)
             present = ~np.isnan(latency)
             if present.any():
                 keys = cells[present] << EXTRA_KEY_BITS | buckets_of(latency[present])
-                self.latency.add(slices[present], keys, np.ones((int(present.sum()), 1)))
+                deltas[LATENCY].add(slices[present], keys, np.ones((int(present.sum()), 1)))
         if counted.feedback_cells:
             slices = np.array(counted.feedback_slices, dtype=np.int64)
             cells = np.array(counted.feedback_cells, dtype=np.int64)
@@ -475,7 +516,33 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
                 np.array(counted.kinds), np.array(counted.numbers), np.array(counted.correct),
                 np.array(counted.unjoined), self._width,
             )  # fmt: skip
-            self.main.add(slices, cells << EXTRA_KEY_BITS, fields)
+            deltas[MAIN].add(slices, cells << EXTRA_KEY_BITS, fields)
+        if counted.classes:
+            slices, cells, true, predicted = np.array(counted.classes, dtype=np.int64).T
+            hit = true == predicted
+            # A hit is a tp of its class; a miss an fn of the true class and fp of the other.
+            keys = np.concatenate((true, predicted[~hit]))
+            values = np.zeros((len(keys), 3))
+            values[: len(true), TP] = hit
+            values[: len(true), FN] = ~hit
+            values[len(true) :, FP] = 1.0
+            rows = np.concatenate((np.arange(len(true)), np.flatnonzero(~hit)))
+            deltas[CLASSES].add(slices[rows], cells[rows] << EXTRA_KEY_BITS | keys, values)
+        if counted.preferences:
+            slices, cells, pairs, winners = np.array(counted.preferences, dtype=np.int64).T
+            values = np.zeros((len(pairs), 3))
+            values[np.arange(len(pairs)), winners] = 1.0
+            deltas[PREFERENCES].add(slices, cells << EXTRA_KEY_BITS | pairs, values)
+        if counted.reports:
+            records = np.array(counted.reports, dtype=np.float64)
+            slices, cells, categories = records[:, :3].astype(np.int64).T
+            values = np.zeros((len(records), 2))
+            values[:, REPORT_COUNT] = 1.0
+            values[:, REPORT_AMOUNT] = records[:, 3]
+            deltas[REPORTS].add(slices, cells << EXTRA_KEY_BITS | categories, values)
+
+    def _has_deltas(self) -> bool:
+        return any(len(d) for d in self.deltas.values())
 
     def _collect_rows(self, out: list[Output]) -> None:
         for builder in (self._inference_rows, self._event_rows, self._late_rows):
@@ -486,9 +553,31 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
     def _partial(self) -> PartialBatch:
         watermark = float("inf") if self.ended else self.clock.emitted
         batch = PartialBatch(self.partition, watermark, self.ended, new_cells=self.cells.take_new())
-        for name, deltas in ((MAIN, self.main), (LATENCY, self.latency)):
+        for family, ids in self.keys.items():
+            new = ids.take_new()
+            if new:
+                batch.new_keys[family] = new
+        for name, deltas in self.deltas.items():
             delta = deltas.drain()
             if delta is not None:
                 batch.families[name] = delta
         self.sent_watermark = watermark
         return batch
+
+
+def _class_parts(true: int, predicted: int) -> list[tuple[str, int, np.ndarray]]:
+    """Confusion contributions of one label: (family, class id, [tp, fp, fn])."""
+    if true == predicted:
+        return [(CLASSES, true, np.array([1.0, 0.0, 0.0]))]
+    return [
+        (CLASSES, true, np.array([0.0, 0.0, 1.0])),
+        (CLASSES, predicted, np.array([0.0, 1.0, 0.0])),
+    ]
+
+
+def _keyed_part(family: str, key: int, value: float) -> tuple[str, int, np.ndarray]:
+    if family == PREFERENCES:
+        vector = np.zeros(3)
+        vector[int(value)] = 1.0
+        return family, key, vector
+    return family, key, np.array([1.0, value])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -23,8 +24,6 @@ from operators.cells import EXTRA_KEY_BITS, Cell
 from operators.keyed_sums import KeyedSums
 
 NO_CUTOFF = -math.inf
-MAIN = "main"
-LATENCY = "latency"
 
 
 @dataclass(slots=True)
@@ -48,8 +47,9 @@ class FamilyDelta:
 class PartialBatch:
     """One partition's tick: deltas plus its emitted watermark (ms; +inf when ended).
 
-    `new_cells` are the cells the partition numbered since its previous batch, in id
-    order (the merge stage keeps the partition's id -> cell mapping).
+    `new_cells` (and `new_keys` of the keyed families) are the values the partition
+    numbered since its previous batch, in id order (the merge stage keeps the partition's
+    id -> value mappings).
     """
 
     partition: int
@@ -57,6 +57,7 @@ class PartialBatch:
     ended: bool
     families: dict[str, FamilyDelta] = field(default_factory=dict)
     new_cells: list[Cell] = field(default_factory=list)
+    new_keys: dict[str, list[Any]] = field(default_factory=dict)
 
 
 class SliceDeltas:

@@ -180,3 +180,43 @@ def late_keys(rows: Iterable[dict[str, Any]]) -> set[tuple[str, int, tuple[str, 
         (r["window"], int(r["window_start"]), tuple(r[d] for d in DIMS), r["stream"], r["event_id"])
         for r in rows
     }
+
+
+KEYED_TABLES = {
+    "classes": ("metrics_classes", ("class",)),
+    "preferences": ("metrics_preferences", ("policy_a", "policy_b")),
+    "reports": ("metrics_reports", ("category",)),
+}
+
+
+def final_keyed_rows(
+    rows: Iterable[dict[str, Any]], key_columns: tuple[str, ...]
+) -> dict[tuple[Any, ...], dict[str, Any]]:
+    best: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in rows:
+        key = (
+            row["window"],
+            int(row["window_start"]),
+            tuple(row[d] for d in DIMS),
+            *(row[k] for k in key_columns),
+        )
+        if key not in best or row["version"] >= best[key]["version"]:
+            best[key] = row
+    return best
+
+
+def assert_keyed_match(rows_of: Any, result: ref.Result) -> None:
+    """`rows_of(table)` gives a table's rows; compare every keyed family with the reference."""
+    expected = ref.keyed_rows(result)
+    for family, (table, key_columns) in KEYED_TABLES.items():
+        got = final_keyed_rows(rows_of(table), key_columns)
+        want = expected[family]
+        assert want, f"the traffic should produce {table} rows"
+        assert set(got) == set(want), (
+            f"{table}: {len(set(want) - set(got))} missing, {len(set(got) - set(want))} unexpected"
+        )
+        problems = [f"{key} {name}: expected {value!r}, got {got[key][name]!r}"
+                    for key, values in want.items() for name, value in values.items()
+                    if not ref.close(value, got[key][name])]  # fmt: skip
+        assert not problems, f"{table}: {len(problems)} differences:\n" + "\n".join(problems[:10])
+        assert all(row["final"] for row in got.values())

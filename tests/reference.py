@@ -77,12 +77,15 @@ class Cell:
     clicks: int = 0
     conversions: int = 0
     dwells: list[float] = field(default_factory=list)
-    preferences: int = 0
-    reports: int = 0
+    preference_count: int = 0
+    report_count: int = 0
     report_amount: float = 0.0
     inferences: int = 0
     confidences: list[float] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
+    classes: dict[str, list[int]] = field(default_factory=dict)  # class -> [tp, fp, fn]
+    preferences: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # -> [a, b, tie]
+    reports: dict[str, list[float]] = field(default_factory=dict)  # category -> [count, amount]
 
 
 def parse_ts(value: int | str) -> int:
@@ -193,6 +196,13 @@ def _run_partition(events: list[dict[str, Any]], sem: Semantics, result: Result)
             if kind == "label":
                 cell.labeled += 1
                 cell.correct += bool(correct)
+                if prediction is not None and type(value) in (str, int):  # categorical
+                    true = label_text(value)
+                    if true == prediction:
+                        cell.classes.setdefault(true, [0, 0, 0])[0] += 1
+                    else:
+                        cell.classes.setdefault(true, [0, 0, 0])[2] += 1
+                        cell.classes.setdefault(prediction, [0, 0, 0])[1] += 1
             elif kind == "thumbs":
                 cell.thumbs_up += value is True
                 cell.thumbs_down += value is False
@@ -207,10 +217,17 @@ def _run_partition(events: list[dict[str, Any]], sem: Semantics, result: Result)
             elif kind == "dwell":
                 cell.dwells.append(value)
             elif kind == "preference":
-                cell.preferences += 1
+                cell.preference_count += 1
+                pair = cell.preferences.setdefault(
+                    (value["policy_a"], value["policy_b"]), [0, 0, 0]
+                )
+                pair[{"a": 0, "b": 1, "tie": 2}[value["winner"]]] += 1
             elif kind == "report":
-                cell.reports += 1
+                cell.report_count += 1
                 cell.report_amount += value.get("amount") or 0.0
+                report = cell.reports.setdefault(value["category"], [0, 0.0])
+                report[0] += 1
+                report[1] += value.get("amount") or 0.0
 
         late = count(event, arrival_wm, "feedback", dims, add)
         result.events[event["event_id"]] = {
@@ -287,6 +304,7 @@ def metrics(cell: Cell, seconds: float, bins: int = 10) -> dict[str, Any]:
     for confidence in cell.confidences:
         hist[min(int(confidence * bins), bins - 1)] += 1
     accuracy = _ratio(cell.correct, cell.labeled)
+    f1s = [2 * tp / (2 * tp + fp + fn) for tp, fp, fn in cell.classes.values() if tp + fp + fn]
     return {
         "feedback_count": cell.feedback,
         "unjoined_count": cell.unjoined,
@@ -294,6 +312,7 @@ def metrics(cell: Cell, seconds: float, bins: int = 10) -> dict[str, Any]:
         "correct_count": cell.correct,
         "accuracy": accuracy,
         "error_rate": None if accuracy is None else 1 - accuracy,
+        "macro_f1": statistics.fmean(f1s) if f1s else None,
         "thumbs_up": cell.thumbs_up,
         "thumbs_down": cell.thumbs_down,
         "thumbs_down_rate": _ratio(cell.thumbs_down, thumbs),
@@ -310,8 +329,8 @@ def metrics(cell: Cell, seconds: float, bins: int = 10) -> dict[str, Any]:
         "conversions": cell.conversions,
         "conversion_rate": _ratio(cell.conversions, cell.inferences),
         "dwell_mean": statistics.fmean(cell.dwells) if cell.dwells else None,
-        "preference_count": cell.preferences,
-        "report_count": cell.reports,
+        "preference_count": cell.preference_count,
+        "report_count": cell.report_count,
         "report_amount_sum": cell.report_amount,
         "inference_count": cell.inferences,
         "confidence_mean": statistics.fmean(cell.confidences) if cell.confidences else None,
@@ -349,3 +368,42 @@ def close(a: Any, b: Any, rel: float = 1e-9) -> bool:
     if isinstance(a, float) or isinstance(b, float):
         return math.isclose(float(a), float(b), rel_tol=rel, abs_tol=1e-9)
     return a == b
+
+
+def wilson(successes: float, n: float, z: float = 1.959963984540054) -> tuple[float, float, float]:
+    """Rate and Wilson score interval, written out plainly."""
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return p, centre - half, centre + half
+
+
+def keyed_rows(result: Result) -> dict[str, dict[tuple[Any, ...], dict[str, Any]]]:
+    """Expected rows of metrics_classes / metrics_preferences / metrics_reports, keyed by
+    (window, start, dims, key...)."""
+    out: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = {
+        "classes": {},
+        "preferences": {},
+        "reports": {},
+    }
+    for (window, start, dims), cell in result.cells.items():
+        for name, (tp, fp, fn) in cell.classes.items():
+            out["classes"][(window, start, dims, name)] = {
+                "tp": tp, "fp": fp, "fn": fn, "support": tp + fn,
+                "precision": _ratio(tp, tp + fp), "recall": _ratio(tp, tp + fn),
+                "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+            }  # fmt: skip
+        for (a, b), (wins_a, wins_b, ties) in cell.preferences.items():
+            n = wins_a + wins_b + ties
+            rate, low, high = wilson(wins_a + 0.5 * ties, n)
+            out["preferences"][(window, start, dims, a, b)] = {
+                "wins_a": wins_a, "wins_b": wins_b, "ties": ties, "comparisons": n,
+                "win_rate_a": rate, "win_rate_a_low": low, "win_rate_a_high": high,
+            }  # fmt: skip
+        for category, (count, amount) in cell.reports.items():
+            out["reports"][(window, start, dims, category)] = {
+                "report_count": count,
+                "report_amount_sum": amount,
+            }
+    return out

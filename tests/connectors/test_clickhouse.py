@@ -6,7 +6,7 @@ import numpy as np
 
 from connectors.clickhouse import describe, migrate, migrations, to_arrow
 from operators.events import Feedback, Inference
-from operators.metrics import HISTOGRAM_METRIC, LATENCY_METRICS, METRICS, as_label
+from operators.metrics import HISTOGRAM_METRIC, LATENCY_METRICS, METRIC_COLUMNS, METRICS, as_label
 from operators.rows import EventRows, InferenceRows, LateRows
 from tests.conftest import Store
 
@@ -17,15 +17,15 @@ def test_migrations_are_idempotent_and_create_every_table(store: Store) -> None:
     assert migrate(client, "pulse") == []
     tables = {r[0] for r in store.rows("SHOW TABLES FROM pulse")}
     assert {"inferences", "events", "dead_letters", "metrics", "metrics_late", "late_counts",
-            "schema_migrations"} <= tables  # fmt: skip
+            "metrics_classes", "metrics_preferences", "metrics_reports", "schema_migrations"} <= tables  # fmt: skip
     assert [v for v, _, _ in migrations()] == sorted(v for v, _, _ in migrations())
 
 
 def test_metrics_table_has_a_column_for_every_catalogue_metric(store: Store) -> None:
     migrate(store.open(), "pulse")
     columns = [name for name, _ in describe(store.client, "pulse", "metrics")]
-    catalogue = [*METRICS, *LATENCY_METRICS, HISTOGRAM_METRIC]
-    assert columns[columns.index("version") + 1 :] == catalogue
+    assert columns[columns.index("version") + 1 :] == list(METRIC_COLUMNS)
+    assert set(METRIC_COLUMNS) >= set(METRICS) | set(LATENCY_METRICS) | {HISTOGRAM_METRIC}
 
 
 def test_rows_of_every_raw_table_convert_to_their_column_types(store: Store) -> None:

@@ -7,7 +7,13 @@ from collections import Counter
 from operators.synthetic import GeneratedEvent
 from tests import reference as ref
 from tests.conftest import Store
-from tests.harness import assert_metrics_match, final_metric_rows, late_keys, semantics
+from tests.harness import (
+    assert_keyed_match,
+    assert_metrics_match,
+    final_metric_rows,
+    late_keys,
+    semantics,
+)
 
 DEFAULT_SEMANTICS = semantics(partitions=4)
 
@@ -61,6 +67,13 @@ def assert_store_matches_truth(
     assert {k: bool(v) for k, v in inference_rows.items()} == {
         k: v["late"] for k, v in expected.inferences.items()
     }
+
+    assert_keyed_match(
+        lambda table: store.dicts(
+            f"SELECT * REPLACE (toUnixTimestamp64Milli(window_start) AS window_start) FROM {{db}}.{table} FINAL"
+        ),
+        expected,
+    )
 
     late_rows = store.dicts(
         "SELECT * REPLACE (toUnixTimestamp64Milli(window_start) AS window_start) FROM {db}.metrics_late FINAL"

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from operators.synthetic import TrafficGenerator, TrafficProfile
 from tests import reference as ref
-from tests.harness import assert_metrics_match, final_metric_rows, late_keys, run_stages, semantics
+from tests.harness import (
+    assert_keyed_match,
+    assert_metrics_match,
+    final_metric_rows,
+    late_keys,
+    run_stages,
+    semantics,
+)
 
 
 def _valid(events):  # (stream, key, line) of the events the reference sees
@@ -25,6 +32,7 @@ def test_generated_traffic_matches_the_reference_for_any_batching() -> None:
             final_metric_rows(out.column_rows("metrics", final_only=True)),
             ref.expected_rows(expected, sem),
         )
+        assert_keyed_match(out.column_rows, expected)
         assert late_keys(out.column_rows("metrics_late")) == expected.late
         assert expected.late, "the traffic should contain late events"
         events_rows = {r["event_id"]: r for r in out.column_rows("events")}
