@@ -173,6 +173,7 @@ class AggregationSettings(Section):
         default_factory=list
     )
     confidence_bins: int = Field(10, ge=1, le=100)
+    session_shards: int = Field(4, ge=1, le=1024)
 
     @model_validator(mode="after")
     def _grouping_sets_use_dims(self) -> AggregationSettings:

@@ -113,6 +113,33 @@ def migrate(client: Client, database: str) -> list[str]:
     return applied
 
 
+SESSION_ROLLUP_DIMS = ("model_version", "segment", "endpoint")
+
+
+def session_view_sql(database: str, grouping_sets: list[tuple[str, ...]]) -> str:
+    """`session_metrics`: sessions aggregated by dims and rollups, per hour of closing."""
+    configured = {d for g in grouping_sets for d in g}
+    base = "window, hour, tenant, model_id, deployment, extra_dims"
+    # Group by renamed columns: an output alias equal to a grouped column would shadow it.
+    sets = ", ".join(f"({', '.join([base, *(f'{d}_' for d in g)])})" for g in grouping_sets)
+    dims = ", ".join(
+        f"if(grouping({d}_) = 1, '*', {d}_) AS {d}" if d in configured else f"'*' AS {d}"
+        for d in SESSION_ROLLUP_DIMS
+    )
+    renamed = ", ".join(f"{d} AS {d}_" for d in SESSION_ROLLUP_DIMS)
+    return (
+        f"CREATE OR REPLACE VIEW {database}.session_metrics AS SELECT {base}, {dims}, "
+        "count() AS sessions, avg(session_events) AS session_events_mean, "
+        "avg(session_duration_s) AS session_duration_s_mean, "
+        "avgIf(rating_mean, ratings > 0) AS session_rating_mean, "
+        "avgIf(thumbs_up_rate, thumbs > 0) AS session_thumbs_up_rate, "
+        "countIf(late = 1) AS late_sessions "
+        f"FROM (SELECT *, {renamed}, toStartOfHour(closes_at) AS hour "
+        f"FROM {database}.sessions FINAL) "
+        f"GROUP BY GROUPING SETS ({sets})"
+    )
+
+
 def describe(client: Client, database: str, table: str) -> list[tuple[str, str]]:
     """(column, ClickHouse type) of a table, skipping columns with a DEFAULT."""
     rows = client.query(f"DESCRIBE TABLE {database}.{table}").result_rows

@@ -20,10 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from clickhouse_connect.driver.exceptions import Error as DriverError
 
 from connectors.clickhouse import Target, connect
 
 log = logging.getLogger("pulse.query")
+
+
+class QueryError(RuntimeError):
+    pass
 
 
 @dataclass
@@ -46,7 +51,10 @@ def _json_default(value: Any) -> Any:
 
 
 def _execute(client: Any, sql: str, parameters: dict[str, Any] | None) -> QueryResult:
-    result = client.query(sql, parameters=parameters or {})
+    try:
+        result = client.query(sql, parameters=parameters or {})
+    except DriverError as exc:
+        raise QueryError(str(exc).splitlines()[0]) from exc
     return QueryResult(list(result.column_names), [list(row) for row in result.result_rows])
 
 
@@ -132,10 +140,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-class QueryError(RuntimeError):
-    pass
 
 
 def run_query(target: Target, sql: str, parameters: dict[str, Any] | None = None) -> QueryResult:

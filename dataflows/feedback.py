@@ -2,8 +2,9 @@
 
     event log (local log | Kafka), one source partition per partition number
       └─ partition_stage   decode, validate, order by time, dedup, join, slice deltas
-           ├─ rows ────────────────────────────────┐  inferences, events, dead letters, late
-           └─ partials ─ merge_stage ─ metric rows ┴─ ClickHouse (one buffered writer)
+           ├─ rows ──────────────────────────────────┐  inferences, events, dead letters, late
+           ├─ partials ─ merge_stage ─ metric rows ──┤
+           └─ by user shard ─ session_stage ─ rows ──┴─ ClickHouse (one buffered writer)
                                               dead letters also to <prefix>.dead-letters (Kafka)
 
 Settings come from config/pulse.yaml and PULSE_* variables (config/settings.py).
@@ -19,7 +20,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 
 from config.settings import Settings, load_settings
-from connectors.clickhouse import Target, connect, migrate
+from connectors.clickhouse import Target, connect, migrate, session_view_sql
 from connectors.clickhouse_sink import ClickHouseSink
 from connectors.kafka import DeadLetterTopicSink, KafkaEventSource, KafkaTarget, ensure_topics
 from connectors.local_log import LocalLog
@@ -28,11 +29,18 @@ from connectors.query_server import QueryServer
 from operators.batches import RawBatch, TableRows
 from operators.merge_stage import MergeConfig, MergeStage
 from operators.partition_stage import PartitionConfig, PartitionStage
+from operators.sessions import SessionBatch, SessionConfig, SessionSpec, SessionStage
 from operators.slices import PartialBatch
 from operators.stats import STATS, FlowStats
 from operators.windows import WindowSpec
 
 MERGE_KEY = "merge"
+
+
+def session_specs(settings: Settings) -> tuple[SessionSpec, ...]:
+    return tuple(
+        SessionSpec(w.name, w.gap) for w in settings.windows if w.kind == "session" and w.gap
+    )
 
 
 def window_specs(settings: Settings) -> tuple[WindowSpec, ...]:
@@ -57,11 +65,14 @@ def kafka_target(settings: Settings) -> KafkaTarget:
 
 
 def prepare_store(settings: Settings) -> Target:
-    """Create the database and tables (numbered migrations, idempotent)."""
+    """Create the database and tables (numbered migrations, idempotent) and the views that
+    follow the settings."""
     target = clickhouse_target(settings)
     client = connect(target)
     try:
         migrate(client, target.database)
+        grouping_sets = settings.aggregation.grouping_set_tuples()
+        client.command(session_view_sql(target.database, grouping_sets))
     finally:
         client.close()
     return target
@@ -95,6 +106,7 @@ def build_flow(settings: Settings, stats: FlowStats = STATS, recovery: bool = Fa
     target = prepare_store(settings)
     source, partitions = event_source(settings)
     specs = window_specs(settings)
+    sessions = session_specs(settings)
     grouping_sets = tuple(settings.aggregation.grouping_set_tuples())
     extra_dims = tuple(settings.aggregation.extra_dims)
     t = settings.time
@@ -117,6 +129,7 @@ def build_flow(settings: Settings, stats: FlowStats = STATS, recovery: bool = Fa
         max_event_bytes=settings.validation.max_event_bytes,
         min_ts=settings.validation.min_ts,
         max_ts=settings.validation.max_ts,
+        session_shards=settings.aggregation.session_shards if sessions else 0,
         snapshots=recovery,
     )
     merge_config = MergeConfig(
@@ -145,7 +158,22 @@ def build_flow(settings: Settings, stats: FlowStats = STATS, recovery: bool = Fa
         "merge_stage", partials, lambda resume: MergeStage(merge_config, stats, resume)
     )
     metric_rows = op.map("metric_rows", merged, lambda kv: (kv[1].table, kv[1]))
-    to_store = op.merge("to_store", rows, metric_rows)
+    outputs = [rows, metric_rows]
+    if sessions:
+        session_config = SessionConfig(
+            specs=sessions,
+            partitions=partitions,
+            shards=settings.aggregation.session_shards,
+            allowed_lateness=t.allowed_lateness,
+            extra_dims=extra_dims,
+            snapshots=recovery,
+        )
+        batches = op.filter_map("session_batches", staged, _session_batches)
+        closed = op.stateful(
+            "session_stage", batches, lambda resume: SessionStage(session_config, resume)
+        )
+        outputs.append(op.map("session_rows", closed, lambda kv: (kv[1].table, kv[1])))
+    to_store = op.merge("to_store", *outputs)
     op.output(
         "clickhouse",
         to_store,
@@ -170,6 +198,11 @@ def build_flow(settings: Settings, stats: FlowStats = STATS, recovery: bool = Fa
 def _rows(item: tuple[str, Any]) -> tuple[str, TableRows] | None:
     value = item[1]
     return (value.table, value) if isinstance(value, TableRows) else None
+
+
+def _session_batches(item: tuple[str, Any]) -> tuple[str, SessionBatch] | None:
+    value = item[1]
+    return (f"shard-{value.shard}", value) if isinstance(value, SessionBatch) else None
 
 
 def _partials(item: tuple[str, Any]) -> tuple[str, PartialBatch] | None:

@@ -58,6 +58,7 @@ from operators.metrics import (
 )
 from operators.partitioning import partition_for
 from operators.rows import EventRows, InferenceRows, LateRows, dead_letter_rows
+from operators.sessions import SessionBatch, SessionRecord, shard_of
 from operators.sketch import buckets_of
 from operators.slices import PartialBatch, SliceDeltas
 from operators.stats import FlowStats
@@ -88,6 +89,7 @@ class PartitionConfig:
     min_ts: int
     max_ts: int
     routing_check_every: int = 64
+    session_shards: int = 0  # 0: no session windows configured
     # Without recovery Bytewax still asks for snapshots every epoch; skip the pickling.
     snapshots: bool = True
 
@@ -100,7 +102,7 @@ def now_ms() -> float:
     return time.time() * 1000.0
 
 
-Output = TableRows | PartialBatch
+Output = TableRows | PartialBatch | SessionBatch
 
 
 @dataclass
@@ -128,7 +130,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
 
     _SNAPSHOT_FIELDS = (
         "partition", "cells", "keys", "clock", "merge", "dedup", "inferences", "pending",
-        "deltas", "sent_watermark", "next_tick", "ended", "sampled",
+        "deltas", "session_records", "sent_watermark", "next_tick", "ended", "sampled",
     )  # fmt: skip
 
     def __init__(
@@ -173,6 +175,8 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         self.inferences = InferenceCache(config.join_ttl, config.join_max_entries)
         self.pending = PendingFeedback()
         self.deltas = {name: SliceDeltas(w) for name, w in widths(self._width).items()}
+        # Counted feedback for the session shards, sent with the next tick.
+        self.session_records: list[list[SessionRecord]] = [[] for _ in range(config.session_shards)]
         self.sent_watermark = -float("inf")
         self.next_tick = now + config.emit_interval
         self.ended = False
@@ -201,7 +205,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         self._accumulate()
         self._collect_rows(out)
         if self.ended:
-            out.append(self._partial())
+            self._tick(out)
         return out, StatefulLogic.RETAIN
 
     def on_notify(self) -> tuple[list[Output], bool]:
@@ -213,7 +217,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         self._accumulate()
         self._collect_rows(out)
         if self._has_deltas() or self.clock.emitted != self.sent_watermark:
-            out.append(self._partial())
+            self._tick(out)
         self.next_tick = now + self.config.emit_interval
         return out, StatefulLogic.RETAIN
 
@@ -221,8 +225,8 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         out: list[Output] = []
         self._accumulate()
         self._collect_rows(out)
-        if self._has_deltas():
-            out.append(self._partial())
+        if self._has_deltas() or any(self.session_records):
+            self._tick(out)
         return out, StatefulLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
@@ -393,6 +397,12 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
             event, context, self.cells.values[cell_id], self.partition, offset, late, correct
         )
         number = feedback_number(kind, value)
+        shards = self.config.session_shards
+        if shards:
+            cell = self.cells.values[cell_id]
+            self.session_records[shard_of(event.user_id, shards)].append(
+                (event.user_id, ts, cell, kind, number)
+            )
         keyed: tuple[str, int, int | float] | None = None  # (family, key id, value)
         if kind == "preference":
             pair = self.keys[PREFERENCES].id_of((value["policy_a"], value["policy_b"]))
@@ -549,6 +559,14 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
             rows = builder.take()
             if rows is not None:
                 out.append(rows)
+
+    def _tick(self, out: list[Output]) -> None:
+        """What goes downstream once per tick: the partial, and a batch for every shard."""
+        partial = self._partial()
+        out.append(partial)
+        for shard, records in enumerate(self.session_records):
+            out.append(SessionBatch(self.partition, shard, partial.watermark, records))
+        self.session_records = [[] for _ in self.session_records]
 
     def _partial(self) -> PartialBatch:
         watermark = float("inf") if self.ended else self.clock.emitted

@@ -15,6 +15,7 @@ from operators.batches import STREAMS, Categorical, RawBatch, TableRows
 from operators.merge_stage import MergeConfig, MergeStage
 from operators.partition_stage import PartitionConfig, PartitionStage
 from operators.partitioning import partition_for
+from operators.sessions import SessionBatch, SessionConfig, SessionSpec, SessionStage
 from operators.slices import PartialBatch
 from operators.stats import FlowStats
 from operators.windows import WindowSpec
@@ -62,6 +63,17 @@ def _plain(column: Any) -> list[Any]:
     return column.tolist() if isinstance(column, np.ndarray) else list(column)
 
 
+SESSION_SHARDS = 3
+
+
+def session_config(sem: ref.Semantics) -> SessionConfig:
+    return SessionConfig(
+        specs=tuple(SessionSpec(name, gap) for name, gap in sem.sessions),
+        partitions=sem.partitions, shards=SESSION_SHARDS,
+        allowed_lateness=sem.allowed_lateness, extra_dims=(),
+    )  # fmt: skip
+
+
 def configs(sem: ref.Semantics, bounded: bool = True) -> tuple[PartitionConfig, MergeConfig]:
     specs = tuple(WindowSpec(w.name, w.length, w.slide) for w in sem.windows)
     partition = PartitionConfig(
@@ -71,6 +83,7 @@ def configs(sem: ref.Semantics, bounded: bool = True) -> tuple[PartitionConfig, 
         join_max_entries=1_000_000, join_wait=sem.join_wait, dedup_horizon=86_400_000,
         dedup_max_entries=1_000_000, extra_dims=(), confidence_bins=sem.confidence_bins,
         max_event_bytes=65_536, min_ts=0, max_ts=1 << 62,
+        session_shards=SESSION_SHARDS if sem.sessions else 0,
     )  # fmt: skip
     merge = MergeConfig(
         partitions=sem.partitions, specs=specs, grouping_sets=sem.grouping_sets, extra_dims=(),
@@ -100,11 +113,14 @@ def run_stages(
     stages = {p: PartitionStage(partition_config, out.stats, clock=lambda: clock[0])
               for p in range(sem.partitions)}  # fmt: skip
     merge = MergeStage(merge_config, out.stats, clock=lambda: clock[0])
+    shards = {s: SessionStage(session_config(sem)) for s in range(SESSION_SHARDS)}
 
     def handle(items: Iterable[Any]) -> None:
         for item in items:
             if isinstance(item, PartialBatch):
                 handle(merge.on_item(item)[0])
+            elif isinstance(item, SessionBatch):
+                handle(shards[item.shard].on_item(item)[0])
             else:
                 out.tables[item.table].append(item)
 
@@ -134,6 +150,8 @@ def run_stages(
     for stage in stages.values():
         handle(stage.on_eof()[0])
     handle(merge.on_eof()[0])
+    for shard in shards.values():
+        handle(shard.on_eof()[0])
     return out
 
 
@@ -220,3 +238,39 @@ def assert_keyed_match(rows_of: Any, result: ref.Result) -> None:
                     if not ref.close(value, got[key][name])]  # fmt: skip
         assert not problems, f"{table}: {len(problems)} differences:\n" + "\n".join(problems[:10])
         assert all(row["final"] for row in got.values())
+
+
+def assert_sessions_match(
+    rows: Iterable[dict[str, Any]], result: ref.Result, sem: ref.Semantics
+) -> None:
+    expected: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for name, gap in sem.sessions:
+        expected.update(ref.sessions(result, gap, name))
+    got = {(r["window"], r["user_id"], int(r["session_start"])): r for r in rows}
+    assert expected, "the traffic should produce sessions"
+    assert set(got) == set(expected), (
+        f"{len(set(expected) - set(got))} sessions missing, {len(set(got) - set(expected))} unexpected"
+    )
+    problems = []
+    for key, want in expected.items():
+        row = got[key]
+        if (
+            tuple(row[d] for d in DIMS) != want["dims"]
+            or int(row["session_end"]) != want["session_end"]
+        ):
+            problems.append(
+                f"{key}: dims/end {tuple(row[d] for d in DIMS)}, {row['session_end']} != {want['dims']}, {want['session_end']}"
+            )
+        for name in (
+            "session_events",
+            "session_duration_s",
+            "ratings",
+            "rating_mean",
+            "thumbs",
+            "thumbs_up_rate",
+        ):
+            if not ref.close(want[name], row[name]):
+                problems.append(f"{key} {name}: expected {want[name]!r}, got {row[name]!r}")
+        if row["late"]:
+            problems.append(f"{key} marked late")
+    assert not problems, f"{len(problems)} differences:\n" + "\n".join(problems[:10])

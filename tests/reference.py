@@ -60,6 +60,7 @@ class Semantics:
     allowed_lateness: int = 0
     join_wait: int = 30_000
     confidence_bins: int = 10
+    sessions: tuple[tuple[str, int], ...] = (("session_30m", 1_800_000),)
 
 
 @dataclass
@@ -105,6 +106,9 @@ def label_text(value: Any) -> str | None:
 @dataclass
 class Result:
     cells: dict[tuple[str, int, tuple[str, ...]], Cell]
+    feedback_log: list[
+        tuple[str, int, tuple[str, ...], str, Any]
+    ]  # counted: user, ts, dims, kind, value
     late: set[tuple[str, int, tuple[str, ...], str, str]]  # (window, start, dims, stream, id)
     events: dict[str, dict[str, Any]]  # event_id -> what the events table should say
     inferences: dict[str, dict[str, Any]]
@@ -134,7 +138,7 @@ def compute(lines: Iterable[tuple[str, str, bytes]], sem: Semantics) -> Result:
         event["ts"] = parse_ts(event["ts"])
         per_partition[partition_for(key, sem.partitions)][stream].append(event)
 
-    result = Result(defaultdict(Cell), set(), {}, {})
+    result = Result(defaultdict(Cell), [], set(), {}, {})
     for streams in per_partition.values():
         _run_partition(_merge_streams(streams["inferences"], streams["feedback"]), sem, result)
     return result
@@ -230,6 +234,9 @@ def _run_partition(events: list[dict[str, Any]], sem: Semantics, result: Result)
                 report[1] += value.get("amount") or 0.0
 
         late = count(event, arrival_wm, "feedback", dims, add)
+        result.feedback_log.append(
+            (event["user_id"], event["ts"], tuple(dims[d] for d in (*KEPT, *ROLLUP)), kind, value)
+        )
         result.events[event["event_id"]] = {
             "joined": inference is not None,
             "late": late,
@@ -405,5 +412,36 @@ def keyed_rows(result: Result) -> dict[str, dict[tuple[Any, ...], dict[str, Any]
             out["reports"][(window, start, dims, category)] = {
                 "report_count": count,
                 "report_amount_sum": amount,
+            }
+    return out
+
+
+def sessions(result: Result, gap: int, window: str) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """Expected `sessions` rows: per user, counted feedback sorted by time, split where two
+    consecutive events are `gap` or more apart. Keyed by (window, user_id, session_start)."""
+    by_user: dict[str, list[tuple[int, tuple[str, ...], str, Any]]] = defaultdict(list)
+    for user, ts, dims, kind, value in result.feedback_log:
+        by_user[user].append((ts, dims, kind, value))
+    out = {}
+    for user, events in by_user.items():
+        events.sort(key=lambda e: (e[0], e[1]))
+        groups: list[list[tuple[int, tuple[str, ...], str, Any]]] = []
+        for event in events:
+            if groups and event[0] - groups[-1][-1][0] < gap:
+                groups[-1].append(event)
+            else:
+                groups.append([event])
+        for group in groups:
+            ratings = [float(v) for _, _, k, v in group if k == "rating"]
+            thumbs = [v for _, _, k, v in group if k == "thumbs"]
+            out[(window, user, group[0][0])] = {
+                "session_end": group[-1][0],
+                "dims": group[0][1],
+                "session_events": len(group),
+                "session_duration_s": (group[-1][0] - group[0][0]) / 1000.0,
+                "ratings": len(ratings),
+                "rating_mean": statistics.fmean(ratings) if ratings else None,
+                "thumbs": len(thumbs),
+                "thumbs_up_rate": sum(thumbs) / len(thumbs) if thumbs else None,
             }
     return out

@@ -10,6 +10,7 @@ from tests.conftest import Store
 from tests.harness import (
     assert_keyed_match,
     assert_metrics_match,
+    assert_sessions_match,
     final_metric_rows,
     late_keys,
     semantics,
@@ -74,6 +75,12 @@ def assert_store_matches_truth(
         ),
         expected,
     )
+
+    sessions = store.dicts(
+        "SELECT * REPLACE (toUnixTimestamp64Milli(session_start) AS session_start, "
+        "toUnixTimestamp64Milli(session_end) AS session_end) FROM {db}.sessions FINAL"
+    )
+    assert_sessions_match(sessions, expected, sem)
 
     late_rows = store.dicts(
         "SELECT * REPLACE (toUnixTimestamp64Milli(window_start) AS window_start) FROM {db}.metrics_late FINAL"

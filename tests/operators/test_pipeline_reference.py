@@ -7,6 +7,7 @@ from tests import reference as ref
 from tests.harness import (
     assert_keyed_match,
     assert_metrics_match,
+    assert_sessions_match,
     final_metric_rows,
     late_keys,
     run_stages,
@@ -33,6 +34,7 @@ def test_generated_traffic_matches_the_reference_for_any_batching() -> None:
             ref.expected_rows(expected, sem),
         )
         assert_keyed_match(out.column_rows, expected)
+        assert_sessions_match(out.column_rows("sessions"), expected, sem)
         assert late_keys(out.column_rows("metrics_late")) == expected.late
         assert expected.late, "the traffic should contain late events"
         events_rows = {r["event_id"]: r for r in out.column_rows("events")}

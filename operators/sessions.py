@@ -1,0 +1,215 @@
+"""Session windows per `user_id`: a user's feedback events closer than `gap` apart.
+
+A user's feedback spans request ids and so partitions, so sessions are the exception to
+partition-locality: each partition sends, once per tick, every session *shard* a
+:class:`SessionBatch` of the feedback it counted for that shard's users (shard = a stable
+hash of user_id) and its watermark. A shard's state is the open sessions of its users;
+events merge sessions on either side (disorder is fine), and a session is final when the
+minimum watermark over all partitions passes its last event + gap + allowed lateness.
+An event that arrives after its session would have been final starts a session of its own,
+marked late (never dropped). Each final session is one row of the `sessions` table;
+`session_metrics` (a view) aggregates them by dims and rollups per hour of closing.
+
+Deterministic for a log whose disorder stays within bounds: a session is closed only when
+no on-time event can extend it any more.
+"""
+
+from __future__ import annotations
+
+import bisect
+import pickle
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from bytewax.operators import StatefulLogic
+
+from operators.batches import TableRows
+from operators.cells import BASE_DIMS, Cell, format_extra_dims
+
+RATING, THUMBS = "rating", "thumbs"
+
+
+def shard_of(user_id: str, shards: int) -> int:
+    return zlib.crc32(user_id.encode()) % shards
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    name: str
+    gap: int
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    specs: tuple[SessionSpec, ...]
+    partitions: int
+    shards: int
+    allowed_lateness: int
+    extra_dims: tuple[str, ...]
+    snapshots: bool = True
+
+
+# One counted feedback event: (user_id, ts, cell, kind, number).
+SessionRecord = tuple[str, int, Cell, str, float]
+
+
+@dataclass(slots=True)
+class SessionBatch:
+    partition: int
+    shard: int
+    watermark: float
+    records: list[SessionRecord] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Session:
+    start: int
+    last: int
+    cell: Cell  # of the first event (the smallest cell among events at the same first ts)
+    events: int = 0
+    rating_sum: float = 0.0
+    ratings: int = 0
+    thumbs_up: int = 0
+    thumbs: int = 0
+    late: bool = False
+
+    def add(self, ts: int, kind: str, number: float) -> None:
+        self.events += 1
+        if kind == RATING:
+            self.ratings += 1
+            self.rating_sum += number
+        elif kind == THUMBS:
+            self.thumbs += 1
+            self.thumbs_up += number > 0
+
+    def absorb(self, other: Session) -> None:
+        if (other.start, other.cell) < (self.start, self.cell):
+            self.cell = other.cell
+        self.start = min(self.start, other.start)
+        self.last = max(self.last, other.last)
+        self.events += other.events
+        self.rating_sum += other.rating_sum
+        self.ratings += other.ratings
+        self.thumbs_up += other.thumbs_up
+        self.thumbs += other.thumbs
+        self.late = self.late or other.late
+
+
+class UserSessions:
+    """One user's open sessions for one spec, sorted by start."""
+
+    __slots__ = ("sessions",)
+
+    def __init__(self) -> None:
+        self.sessions: list[Session] = []
+
+    def add(self, ts: int, cell: Cell, kind: str, number: float, gap: int, late: bool) -> None:
+        """Add an event; `late`: its own window [ts, ts + gap) is already final."""
+        session = Session(ts, ts, cell)
+        session.add(ts, kind, number)
+        # Windows [ts, ts + gap) that overlap merge (Flink's merging session windows), so
+        # events exactly `gap` apart are in different sessions.
+        keep, merged = [], False
+        for other in self.sessions:
+            if not other.late and other.start - gap < ts < other.last + gap:
+                session.absorb(other)
+                merged = True
+            else:
+                keep.append(other)
+        # A late event that no open session takes is a session of its own, marked late.
+        session.late = late and not merged
+        keep.insert(bisect.bisect([s.start for s in keep], session.start), session)
+        self.sessions = keep
+
+    def close(self, watermark: float, gap: int, lateness: int) -> list[Session]:
+        closed = [s for s in self.sessions if s.last + gap + lateness <= watermark]
+        if closed:
+            self.sessions = [s for s in self.sessions if s.last + gap + lateness > watermark]
+        return closed
+
+
+class SessionStage(StatefulLogic[SessionBatch, TableRows, bytes]):
+    """One shard of users: open sessions, closed when the watermark passes them."""
+
+    _SNAPSHOT_FIELDS = ("users", "watermarks")
+
+    def __init__(self, config: SessionConfig, resume: bytes | None = None) -> None:
+        self.config = config
+        if resume is not None:
+            self.__dict__.update(pickle.loads(resume))
+            return
+        # (spec index, user_id) -> open sessions
+        self.users: dict[tuple[int, str], UserSessions] = {}
+        self.watermarks: dict[int, float] = {}
+
+    @property
+    def watermark(self) -> float:
+        if len(self.watermarks) < self.config.partitions:
+            return -float("inf")
+        return min(self.watermarks.values())
+
+    def on_item(self, value: SessionBatch) -> tuple[list[TableRows], bool]:
+        watermark = self.watermark
+        lateness = self.config.allowed_lateness
+        for user_id, ts, cell, kind, number in value.records:
+            for i, spec in enumerate(self.config.specs):
+                sessions = self.users.get((i, user_id))
+                if sessions is None:
+                    sessions = self.users[(i, user_id)] = UserSessions()
+                late = ts + spec.gap + lateness <= watermark
+                sessions.add(ts, cell, kind, number, spec.gap, late)
+        previous = self.watermarks.get(value.partition, -float("inf"))
+        self.watermarks[value.partition] = max(previous, value.watermark)
+        rows = self._close()
+        return ([rows] if rows is not None else []), StatefulLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[TableRows], bool]:
+        rows = self._close()
+        return ([rows] if rows is not None else []), StatefulLogic.RETAIN
+
+    def snapshot(self) -> bytes | None:  # type: ignore[override]
+        if not self.config.snapshots:
+            return None
+        return pickle.dumps({name: getattr(self, name) for name in self._SNAPSHOT_FIELDS})
+
+    def _close(self) -> TableRows | None:
+        watermark = self.watermark
+        lateness = self.config.allowed_lateness
+        closed: list[tuple[SessionSpec, str, Session]] = []
+        for (i, user_id), sessions in list(self.users.items()):
+            spec = self.config.specs[i]
+            for session in sessions.close(watermark, spec.gap, lateness):
+                closed.append((spec, user_id, session))
+            if not sessions.sessions:
+                del self.users[(i, user_id)]
+        return session_rows(closed, self.config.extra_dims) if closed else None
+
+
+def session_rows(
+    closed: list[tuple[SessionSpec, str, Session]], extra_dims: tuple[str, ...]
+) -> TableRows:
+    """Rows of the `sessions` table (one per final session window)."""
+    base = len(BASE_DIMS)
+    columns: dict[str, list[Any]] = {
+        "window": [spec.name for spec, _, _ in closed],
+        "user_id": [user for _, user, _ in closed],
+        "session_start": [s.start for _, _, s in closed],
+        "session_end": [s.last for _, _, s in closed],
+        "closes_at": [s.last + spec.gap for spec, _, s in closed],
+    }
+    for j, name in enumerate(BASE_DIMS):
+        columns[name] = [s.cell[j] for _, _, s in closed]
+    columns["extra_dims"] = [format_extra_dims(extra_dims, s.cell[base:]) for _, _, s in closed]
+    columns.update(
+        {
+            "session_events": [s.events for _, _, s in closed],
+            "session_duration_s": [(s.last - s.start) / 1000.0 for _, _, s in closed],
+            "ratings": [s.ratings for _, _, s in closed],
+            "rating_mean": [s.rating_sum / s.ratings if s.ratings else None for _, _, s in closed],
+            "thumbs": [s.thumbs for _, _, s in closed],
+            "thumbs_up_rate": [s.thumbs_up / s.thumbs if s.thumbs else None for _, _, s in closed],
+            "late": [1 if s.late else 0 for _, _, s in closed],
+        }
+    )
+    return TableRows("sessions", columns)
