@@ -1,0 +1,248 @@
+"""Aggregation semantics: random streams against the reference (hypothesis), and the edge
+cases named in the aggregation issue, each with its expected numbers."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests import reference as ref
+from tests.harness import (
+    DIMS,
+    assert_keyed_match,
+    assert_metrics_match,
+    assert_sessions_match,
+    final_metric_rows,
+    late_keys,
+    run_stages,
+    semantics,
+)
+
+T0 = 1_767_225_600_000  # a multiple of every window length
+SEM = semantics(partitions=2)
+
+
+def inference(
+    rid: str, ts: int, version: str = "v1", prediction: str = "cat", **extra: Any
+) -> dict[str, Any]:
+    return {"type": "inference", "request_id": rid, "ts": ts, "model_id": "m", "model_version": version,
+            "endpoint": "/p", "segment": "web", "prediction": prediction, "confidence": 0.75,
+            "latency_ms": 20.0, **extra}  # fmt: skip
+
+
+def feedback(
+    eid: str, rid: str, ts: int, kind: str = "label", value: Any = "cat", user: str = "u1"
+) -> dict[str, Any]:
+    return {"type": "feedback", "event_id": eid, "request_id": rid, "ts": ts, "kind": kind, "value": value,
+            "user_id": user}  # fmt: skip
+
+
+def lines(events: list[dict[str, Any]]) -> list[tuple[str, str, bytes]]:
+    return [("inferences" if e["type"] == "inference" else "feedback", e["request_id"], json.dumps(e).encode())
+            for e in events]  # fmt: skip
+
+
+def check(
+    events: list[dict[str, Any]], sem: ref.Semantics = SEM, seed: int = 0, max_batch: int = 3
+) -> tuple[Any, Any]:
+    """Run the stages and compare everything with the reference; returns both."""
+    stream = lines(events)
+    expected = ref.compute(stream, sem)
+    out = run_stages(stream, sem, seed=seed, max_batch=max_batch)
+    assert_metrics_match(
+        final_metric_rows(out.column_rows("metrics", final_only=True)),
+        ref.expected_rows(expected, sem),
+    )
+    assert late_keys(out.column_rows("metrics_late")) == expected.late
+    events_rows = {r["event_id"]: r for r in out.column_rows("events")}
+    assert {k: (bool(r["joined"]), bool(r["late"])) for k, r in events_rows.items()} == {
+        k: (v["joined"], v["late"]) for k, v in expected.events.items()
+    }
+    if expected.feedback_log:
+        assert_sessions_match(out.column_rows("sessions"), expected, sem)
+    return out, expected
+
+
+def total_row(out: Any, window: str, start: int) -> dict[str, Any]:
+    rows = final_metric_rows(out.column_rows("metrics", final_only=True))
+    return rows[(window, start, ("default", "m", "primary", "*", "*", "*"))]
+
+
+# ---- random streams -----------------------------------------------------------------------
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Events emitted in time order with jitter inside the disorder bound; some duplicated,
+    some feedback with no inference, some emitted far too late."""
+    timed: list[tuple[int, dict[str, Any]]] = []
+    n = draw(st.integers(1, 25))
+    for i in range(n):
+        ts = T0 + draw(st.integers(0, 400_000))
+        version = draw(st.sampled_from(["v1", "v2"]))
+        rid = f"r{i}" if draw(st.integers(0, 9)) else f"r{i % 3}"  # sometimes a duplicate id
+        emit = ts + (250_000 if draw(st.integers(0, 14)) == 0 else 0)  # now and then far too late
+        timed.append((emit, inference(rid, ts, version, draw(st.sampled_from(["cat", "dog"])),
+                                      segment=draw(st.sampled_from(["web", "ios"])))))  # fmt: skip
+        for j in range(draw(st.integers(0, 2))):
+            fts = ts + draw(st.integers(0, 90_000))
+            kind = draw(
+                st.sampled_from(
+                    ["label", "thumbs", "rating", "reward", "click", "preference", "report"]
+                )
+            )
+            value = {
+                "label": draw(st.sampled_from(["cat", "dog", "owl"])), "thumbs": draw(st.booleans()),
+                "rating": draw(st.integers(1, 5)), "reward": draw(st.floats(-2, 2)), "click": draw(st.booleans()),
+                "preference": {"winner": draw(st.sampled_from(["a", "b", "tie"])), "policy_a": "p", "policy_b": "q"},
+                "report": {"category": draw(st.sampled_from(["fraud", "spam"])), "amount": draw(st.sampled_from([None, 5.0]))},
+            }[kind]  # fmt: skip
+            target = rid if draw(st.integers(0, 7)) else f"ghost{i}"
+            fb = feedback(
+                f"e{i}-{j}",
+                target,
+                fts,
+                kind,
+                value,
+                user=draw(st.sampled_from(["u1", "u2", "u3"])),
+            )
+            emit = fts + (
+                draw(st.sampled_from([0, 250_000])) if draw(st.integers(0, 9)) == 0 else 0
+            )
+            timed.append((emit, fb))
+            if draw(st.integers(0, 6)) == 0:
+                timed.append(
+                    (emit + draw(st.integers(0, 120_000)), fb)
+                )  # a duplicate, maybe after its window
+    jitter = [draw(st.integers(0, SEM.max_out_of_orderness)) for _ in timed]
+    order = sorted(range(len(timed)), key=lambda k: (timed[k][0] + jitter[k], k))
+    return [timed[k][1] for k in order]
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(streams(), st.integers(0, 10**6), st.integers(1, 6))
+def test_random_streams_equal_the_reference_for_any_batching(
+    events: list[dict[str, Any]], seed: int, max_batch: int
+) -> None:
+    check(events, seed=seed, max_batch=max_batch)
+
+
+# ---- the named edge cases -----------------------------------------------------------------
+
+
+def test_feedback_before_its_inference_joins() -> None:
+    out, expected = check(
+        [feedback("e1", "r1", T0 + 5_000, value="cat"), inference("r1", T0 + 1_000)]
+    )
+    row = total_row(out, "1m", T0)
+    assert (
+        row["feedback_count"],
+        row["unjoined_count"],
+        row["labeled_count"],
+        row["correct_count"],
+    ) == (1, 0, 1, 1)
+    assert expected.events["e1"]["joined"]
+
+
+def test_inference_never_arrives_then_feedback_gives_up_as_unknown() -> None:
+    out, expected = check([feedback("e1", "lost", T0 + 5_000), inference("r2", T0 + 100_000)])
+    rows = final_metric_rows(out.column_rows("metrics", final_only=True))
+    unknown = rows[("1m", T0, ("unknown",) * 6)]
+    assert (unknown["feedback_count"], unknown["unjoined_count"], unknown["accuracy"]) == (
+        1,
+        1,
+        0.0,
+    )
+    assert not expected.events["e1"]["joined"]
+
+
+def test_a_duplicate_after_its_window_closed_counts_once_and_is_not_late() -> None:
+    events = [inference("r1", T0 + 1_000), feedback("e1", "r1", T0 + 2_000),
+              inference("r2", T0 + 200_000), feedback("e1", "r1", T0 + 2_000)]  # fmt: skip
+    out, expected = check(events)
+    assert total_row(out, "1m", T0)["feedback_count"] == 1
+    assert expected.late == set() and out.stats.duplicate_feedback == 1
+
+
+def test_an_event_exactly_on_a_window_boundary_belongs_to_the_next_window() -> None:
+    out, _ = check([inference("r1", T0 + 60_000)])
+    rows = final_metric_rows(out.column_rows("metrics", final_only=True))
+    total = ("default", "m", "primary", "*", "*", "*")
+    assert ("1m", T0 + 60_000, total) in rows and ("1m", T0, total) not in rows
+    assert len([k for k in rows if k[0] == "5m_30s" and k[2] == total]) == 10
+
+
+def test_a_late_event_beyond_lateness_is_counted_late_not_in_its_window() -> None:
+    # Lateness is within a stream (the two streams are merged by time): feedback at 130 s
+    # moves the watermark past 1m + ooo + wait before feedback at 5 s arrives.
+    events = [inference("r1", T0 + 1_000), feedback("e0", "r1", T0 + 130_000, "thumbs", False),
+              feedback("e1", "r1", T0 + 5_000, "thumbs", True)]  # fmt: skip
+    out, expected = check(events)
+    assert expected.events["e1"]["late"] and not expected.events["e0"]["late"]
+    row = total_row(out, "1m", T0)
+    assert row["thumbs_up"] == 0 and row["inference_count"] == 1
+    missed = {
+        (w, s)
+        for w, s, d, stream, _ in late_keys(out.column_rows("metrics_late"))
+        if d == ("default", "m", "primary", "*", "*", "*")
+    }
+    assert ("1m", T0) in missed
+    # still open then: the 1h window and the newest sliding windows count it
+    assert total_row(out, "1h", T0)["thumbs_up"] == 1
+
+
+def test_a_window_is_final_exactly_when_the_watermark_reaches_its_end() -> None:
+    # held-back watermark = max ts - ooo - wait; 1m window [T0, T0 + 60 s) ends at T0 + 60 s.
+    edge = T0 + 60_000 + SEM.max_out_of_orderness + SEM.join_wait
+    for moved_to, late in ((edge, True), (edge - 1, False)):
+        events = [inference("r1", T0 + 1_000), feedback("e0", "r1", moved_to, "click", False),
+                  feedback("e1", "r1", T0 + 59_999, "click", True)]  # fmt: skip
+        out, expected = check(events)
+        assert expected.events["e1"]["late"] is late
+        assert total_row(out, "1m", T0)["clicks"] == (0 if late else 1)
+
+
+def test_sessions_split_by_a_gap_of_exactly_gap() -> None:
+    gap = 1_800_000
+    events = [
+        inference("r1", T0),
+        feedback("e1", "r1", T0 + 1_000, "rating", 5),
+        inference("r2", T0 + gap),
+        feedback("e2", "r2", T0 + 1_000 + gap, "rating", 3),  # exactly gap later
+        inference("r3", T0 + 2 * gap),
+        feedback("e3", "r3", T0 + 2 * gap, "rating", 4),
+    ]  # 1 ms inside
+    out, _ = check(events)
+    sessions = sorted(
+        (int(r["session_start"]), r["session_events"], r["rating_mean"])
+        for r in out.column_rows("sessions")
+    )
+    assert sessions == [(T0 + 1_000, 1, 5.0), (T0 + 1_000 + gap, 2, 3.5)]
+
+
+def test_keyed_families_per_class_preference_and_report() -> None:
+    events = [inference("r1", T0, prediction="cat"), feedback("e1", "r1", T0 + 1, value="cat"),
+              inference("r2", T0, prediction="cat"), feedback("e2", "r2", T0 + 2, value="dog"),
+              inference("r3", T0, prediction="dog"), feedback("e3", "r3", T0 + 3, value="dog"),
+              feedback("e4", "r1", T0 + 4, "preference", {"winner": "a", "policy_a": "p", "policy_b": "q"}),
+              feedback("e5", "r2", T0 + 5, "preference", {"winner": "tie", "policy_a": "p", "policy_b": "q"}),
+              feedback("e6", "r3", T0 + 6, "report", {"category": "fraud", "amount": 12.5})]  # fmt: skip
+    out, expected = check(events)
+    assert_keyed_match(out.column_rows, expected)
+    # r2 predicted cat, the label says dog: an fp for cat and an fn for dog; F1 = 2/3 each.
+    assert total_row(out, "1m", T0)["macro_f1"] == (2 / 3 + 2 / 3) / 2
+    classes = {r["class"]: r for r in out.column_rows("metrics_classes")
+               if r["final"] and r["window"] == "1m" and tuple(r[d] for d in DIMS)[3:] == ("*", "*", "*")}  # fmt: skip
+    assert (classes["cat"]["tp"], classes["cat"]["fp"], classes["cat"]["fn"]) == (1, 1, 0)
+    assert (classes["dog"]["tp"], classes["dog"]["fp"], classes["dog"]["fn"]) == (1, 0, 1)
+    pair = next(r for r in out.column_rows("metrics_preferences") if r["final"] and r["window"] == "1m"
+                and tuple(r[d] for d in DIMS)[3:] == ("*", "*", "*"))  # fmt: skip
+    assert (pair["wins_a"], pair["ties"], pair["win_rate_a"]) == (1, 1, 0.75)
+    assert 0 < pair["win_rate_a_low"] < 0.75 < pair["win_rate_a_high"] < 1
