@@ -22,6 +22,7 @@ import clickhouse_connect
 import numpy as np
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
 from operators.batches import Categorical
 
@@ -31,6 +32,24 @@ _MIGRATION_FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 class ClickHouseError(RuntimeError):
     pass
+
+
+# ClickHouse error codes worth retrying: timeouts, overload, too many parts, memory,
+# network and replica trouble.
+RETRYABLE_CODES = {159, 164, 202, 203, 209, 210, 241, 242, 252, 285, 319, 425, 999}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth retrying: the server is unreachable, overloaded or timing out."""
+    if isinstance(exc, OperationalError | ConnectionError | TimeoutError | OSError):
+        return True
+    if isinstance(exc, DatabaseError):
+        code = getattr(exc, "code", None)
+        if code in RETRYABLE_CODES:
+            return True
+        text = str(exc)
+        return any(f"Code: {c}." in text for c in RETRYABLE_CODES)
+    return False
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,6 @@ from typing import Any
 
 import pyarrow as pa
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
-from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -38,31 +37,16 @@ from tenacity import (
     wait_exponential,
 )
 
-from connectors.clickhouse import Target, connect, describe, to_arrow
+from connectors.clickhouse import Target, connect, describe, is_transient, to_arrow
 from operators.batches import TableRows
 from operators.stats import FlowStats
 
 log = logging.getLogger("pulse.clickhouse")
 
-# ClickHouse error codes worth retrying: timeouts, overload, too many parts, memory,
-# network and replica trouble.
-RETRYABLE_CODES = {159, 164, 202, 203, 209, 210, 241, 242, 252, 285, 319, 425, 999}
 EXIT_WRITE_FAILED = 3
 # Keyed tables are deduplicated when parts merge and by FINAL at read time; doing it again
 # for every inserted block (optimize_on_insert) made metrics inserts ~2.6x slower here.
 INSERT_SETTINGS = {"optimize_on_insert": 0}
-
-
-def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, OperationalError | ConnectionError | TimeoutError | OSError):
-        return True
-    if isinstance(exc, DatabaseError):
-        code = getattr(exc, "code", None)
-        if code in RETRYABLE_CODES:
-            return True
-        text = str(exc)
-        return any(f"Code: {c}." in text for c in RETRYABLE_CODES)
-    return False
 
 
 class _Writer:

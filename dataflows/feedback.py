@@ -22,6 +22,7 @@ from bytewax.inputs import Source
 from config.settings import Settings, load_settings
 from connectors.clickhouse import Target, connect, migrate, session_view_sql
 from connectors.clickhouse_sink import ClickHouseSink
+from connectors.inference_lookup import ClickHouseInferenceLookup
 from connectors.kafka import DeadLetterTopicSink, KafkaEventSource, KafkaTarget, ensure_topics
 from connectors.local_log import LocalLog
 from connectors.local_log_source import LocalLogSource
@@ -147,10 +148,11 @@ def build_flow(settings: Settings, stats: FlowStats = STATS, recovery: bool = Fa
     flow = Dataflow("feedback_pulse")
     raw = op.input("events", flow, source)
     by_partition = op.key_on("by_partition", raw, lambda batch: str(batch.partition))
+    lookup = ClickHouseInferenceLookup(target, settings.clickhouse.retry_backoff_max)
     staged = op.stateful(
         "partition_stage",
         by_partition,
-        lambda resume: PartitionStage(partition_config, stats, resume),
+        lambda resume: PartitionStage(partition_config, stats, resume, lookup=lookup),
     )
     rows = op.filter_map("rows", staged, _rows)
     partials = op.filter_map("partials", staged, _partials)

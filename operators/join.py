@@ -6,19 +6,34 @@ Either side may come first (an interval join, as in Flink):
   at most `join.max_entries` (oldest evicted first, counted). The first inference of a
   `request_id` wins; later ones are duplicates.
 * :class:`PendingFeedback` holds feedback whose inference has not been seen, until the
-  watermark passes `ts + join.wait`; then it proceeds unjoined.
+  watermark passes `ts + join.wait`. Then an :class:`InferenceLookup` (ClickHouse
+  `inferences`, where every inference is stored) is asked for all of it in one batch:
+  labels and chargebacks arrive hours after their inference, and after a restart the
+  memory holds nothing. What is still not found proceeds unjoined.
 """
 
 from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Protocol
 
 # What feedback takes from its inference: (ts, the partition's id of its finest cell
 # (operators.cells.LocalCells), prediction as a trimmed string for label comparison,
 # confidence, latency_ms). A plain tuple: one is built per inference on the hot path.
 InferenceContext = tuple[int, int, str | None, float | None, float | None]
+
+# A stored inference: (ts, tenant, model_id, deployment, model_version, segment, endpoint,
+# prediction as a trimmed string, confidence, latency_ms, attributes).
+StoredInference = tuple[
+    int, str, str, str, str, str, str, str | None, float | None, float | None, dict[str, str]
+]
+
+
+class InferenceLookup(Protocol):
+    """Finds stored inferences by request_id (the first of each, as the store keeps it)."""
+
+    def __call__(self, request_ids: list[str]) -> dict[str, StoredInference]: ...
 
 
 class InferenceCache:

@@ -47,7 +47,13 @@ from operators.families import (
     WINNER_CODES,
     widths,
 )
-from operators.join import InferenceCache, InferenceContext, PendingFeedback
+from operators.join import (
+    InferenceCache,
+    InferenceContext,
+    InferenceLookup,
+    PendingFeedback,
+    StoredInference,
+)
 from operators.metrics import (
     KIND_CODES,
     MainLayout,
@@ -139,10 +145,12 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         stats: FlowStats,
         resume: bytes | None = None,
         clock: Any = now_ms,
+        lookup: InferenceLookup | None = None,
     ) -> None:
         self.config = config
         self.stats = stats
         self._now = clock
+        self._lookup = lookup
         self._slice = config.slice_len
         self._decoder = BatchDecoder(config.max_event_bytes, config.min_ts, config.max_ts)
         # Only for the rollup cells of late rows (the merge stage owns the real index).
@@ -155,6 +163,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         self._event_rows = EventRows()
         self._late_rows = LateRows(config.extra_dims)
         self._counted = _Counted()
+        self._join_evictions = self._dedup_evictions = 0
         # Bytewax builds the logic without its key: the partition comes with the first batch.
         self.partition = -1
         if resume is not None:
@@ -485,17 +494,48 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         return end
 
     def _release_due(self) -> None:
-        """Feedback whose wait is over proceeds unjoined."""
+        """Feedback whose wait is over: joined to a stored inference if the store has it,
+        else unjoined."""
         if not self.pending:
             return
-        for event, offset, cutoff in self.pending.due(self.clock.watermark):
-            self.stats.unjoined += 1
-            self._count_feedback(event, offset, None, cutoff)
+        due = self.pending.due(self.clock.watermark)
+        if not due:
+            return
+        found: dict[str, StoredInference] = {}
+        if self._lookup is not None:
+            wanted = list(dict.fromkeys(event.request_id for event, _, _ in due))
+            found = self._lookup(wanted)
+            self.stats.looked_up += len(wanted)
+            self.stats.found_in_store += len(found)
+        for event, offset, cutoff in due:
+            stored = found.get(event.request_id)
+            if stored is None:
+                self.stats.unjoined += 1
+                self._count_feedback(event, offset, None, cutoff)
+                continue
+            context = self.inferences.get(event.request_id) or self._remember(
+                event.request_id, stored
+            )
+            self._count_feedback(event, offset, context, cutoff)
+
+    def _remember(self, request_id: str, stored: StoredInference) -> InferenceContext:
+        """Hold a stored inference like a fresh one (its later feedback needs no lookup)."""
+        ts, tenant, model_id, deployment, model_version, segment, endpoint = stored[:7]
+        prediction, confidence, latency, attributes = stored[7:]
+        extras = tuple(attributes.get(name, "") for name in self.config.extra_dims)
+        cell = (tenant, model_id, deployment, model_version, segment, endpoint, *extras)
+        context = (ts, self.cells.id_of(cell), prediction, confidence, latency)
+        self.inferences.add(request_id, context)
+        return context
 
     def _expire(self) -> None:
         watermark = self.clock.watermark
         self.inferences.expire(watermark)
         self.dedup.expire(watermark)
+        # Report evictions as increments (several partitions share the stats).
+        self.stats.join_evictions += self.inferences.evicted - self._join_evictions
+        self.stats.dedup_evictions += self.dedup.evicted - self._dedup_evictions
+        self._join_evictions, self._dedup_evictions = self.inferences.evicted, self.dedup.evicted
 
     def _check_routing(self, request_id: str) -> None:
         """Sampled check that producers key by request_id with Kafka's partitioner."""

@@ -19,6 +19,10 @@ class FlowStats:
     unjoined: int = 0
     late_events: int = 0
     misrouted: int = 0  # sampled events whose request_id hashes to another partition
+    looked_up: int = 0  # feedback whose inference was asked of the store
+    found_in_store: int = 0
+    join_evictions: int = 0  # inferences dropped by join.max_entries before their TTL
+    dedup_evictions: int = 0  # event ids dropped by dedup.max_entries before the horizon
     windows_final: int = 0
     metric_rows: int = 0
     rows_written: int = 0

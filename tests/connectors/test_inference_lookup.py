@@ -1,0 +1,78 @@
+"""Feedback whose inference is not in memory joins through ClickHouse `inferences`."""
+
+from __future__ import annotations
+
+import json
+
+from connectors.clickhouse import describe, migrate, to_arrow
+from connectors.inference_lookup import ClickHouseInferenceLookup
+from operators.batches import RawBatch
+from operators.events import Inference
+from operators.metrics import as_label
+from operators.partition_stage import PartitionStage
+from operators.rows import InferenceRows
+from operators.stats import FlowStats
+from tests.conftest import Store
+from tests.harness import configs, semantics
+
+T0 = 1_767_225_600_000
+
+
+def _store_inferences(store: Store) -> None:
+    client = store.open()
+    migrate(client, "pulse")
+    rows = InferenceRows()
+    first = Inference(request_id="r1", ts=T0, model_id="m", model_version="v1", endpoint="/p",
+                      segment="web", prediction="cat", attributes={"country": "fr"})  # fmt: skip
+    later = Inference(request_id="r1", ts=T0 + 5, model_id="m", model_version="v2", endpoint="/p")
+    other = Inference(request_id="r2", ts=T0 + 9, model_id="m", model_version="v1", endpoint="/q")
+    for offset, event in ((10, first), (99, later), (11, other)):
+        rows.add(event, as_label(event.prediction), 0, offset, late=False)
+    client.insert_arrow(
+        "pulse.inferences", to_arrow(rows.take().columns, describe(client, "pulse", "inferences"))
+    )
+
+
+def test_lookup_finds_the_first_inference_of_each_request(store: Store) -> None:
+    _store_inferences(store)
+    found = ClickHouseInferenceLookup(store.target)(["r1", "r2", "r3"])
+    assert set(found) == {"r1", "r2"}
+    assert found["r1"] == (
+        T0,
+        "default",
+        "m",
+        "primary",
+        "v1",
+        "web",
+        "/p",
+        "cat",
+        None,
+        None,
+        {"country": "fr"},
+    )
+
+
+def test_feedback_beyond_the_join_ttl_joins_through_the_store(store: Store) -> None:
+    _store_inferences(store)
+    config, _ = configs(semantics(partitions=1))
+    stats = FlowStats()
+    stage = PartitionStage(
+        config, stats, clock=lambda: 0.0, lookup=ClickHouseInferenceLookup(store.target)
+    )
+    feedback = [{"type": "feedback", "event_id": f"e{i}", "request_id": rid, "ts": T0 + 3_600_000 + i,
+                 "kind": "label", "value": "cat", "user_id": "u"} for i, rid in enumerate(["r1", "r3", "r1"])]  # fmt: skip
+    lines = [json.dumps(f).encode() for f in feedback]
+    stage.on_item(RawBatch(0, "inferences", "inferences", caught_up=True, end_of_input=True))
+    out, _ = stage.on_item(
+        RawBatch(0, "feedback", "feedback", lines, [0, 1, 2], caught_up=True, end_of_input=True)
+    )
+    events = next(rows for rows in out if getattr(rows, "table", "") == "events").columns
+    joined = dict(
+        zip(
+            events["event_id"],
+            zip(events["joined"], events["model_version"], events["correct"], strict=True),
+            strict=True,
+        )
+    )
+    assert joined == {"e0": (1, "v1", 1), "e1": (0, "unknown", None), "e2": (1, "v1", 1)}
+    assert (stats.looked_up, stats.found_in_store, stats.unjoined) == (2, 1, 1)
