@@ -6,11 +6,14 @@ time seen minus `max_out_of_orderness`. Merging two streams whose disorder is wi
 bound keeps the merged disorder within it, so no on-time event is ever late.
 
 Quiet partitions (unbounded runs only): when no stream has delivered data for
-`idle_timeout` of processing time, the watermark advances with processing time from
-where it was, so the last windows of a stream that stops still become final. A
-partition that has never seen an event follows the wall clock once idle, so it never
-holds the other partitions back. Ended streams (bounded runs) put it at +infinity once
-all have ended. The watermark never goes back.
+`idle_timeout` of processing time, nothing is in flight any more, so the allowances for
+disorder and for the join's wait are dropped: the watermark passed downstream jumps to
+the largest event time seen and then advances with processing time (feedback still waiting
+for its inference gives up as it passes). A stream that stops at 03:00 has its window
+ending at 03:00 final `idle_timeout` later. A partition that has never seen an event
+follows the wall clock once idle, so it never holds the other partitions back. Ended
+streams (bounded runs) put it at +infinity once all have ended. The watermark never goes
+back.
 
 The join holds the watermark passed downstream back by `join.wait`
 (:attr:`PartitionClock.emitted`), so feedback still waiting for its inference cannot
@@ -70,7 +73,8 @@ class PartitionClock:
         if self.idle(now):
             if self.max_ts > NEG_INF:
                 quiet_for = now - self.last_data - self.idle_timeout
-                candidate = self.max_ts - self.max_out_of_orderness + quiet_for
+                # emitted (watermark - join_wait) = max_ts + quiet_for
+                candidate = self.max_ts + self.join_wait + quiet_for
             else:
                 candidate = now - self.max_out_of_orderness
             if candidate > self.watermark:

@@ -1,0 +1,133 @@
+"""Unbounded runs: quiet partitions still close their windows; state stays bounded on an
+endless stream (counted in entries, not time)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+from operators.batches import RawBatch
+from operators.merge_stage import MergeStage
+from operators.partition_stage import PartitionStage
+from operators.partitioning import partition_for
+from operators.sessions import SessionBatch
+from operators.slices import PartialBatch
+from operators.stats import FlowStats
+from operators.synthetic import TrafficGenerator, TrafficProfile
+from tests.harness import configs, semantics
+
+T0 = 1_767_225_600_000
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _line(event: dict) -> bytes:
+    return json.dumps(event).encode()
+
+
+def test_a_stream_that_stops_has_its_last_window_final_an_idle_timeout_later() -> None:
+    partition_config, merge_config = configs(semantics(partitions=1), bounded=False)
+    clock, stats = Clock(), FlowStats()
+    stage = PartitionStage(partition_config, stats, clock=clock)
+    merge = MergeStage(merge_config, stats, clock=clock)
+    # Traffic up to 03:00 (T0 + 60 s) exactly, then nothing.
+    inferences = [_line({"type": "inference", "request_id": f"r{i}", "ts": T0 + i * 1000, "model_id": "m",
+                         "model_version": "v", "endpoint": "/e"}) for i in range(61)]  # fmt: skip
+    waiting = _line({"type": "feedback", "event_id": "e1", "request_id": "never", "ts": T0 + 59_000,
+                     "kind": "thumbs", "value": True, "user_id": "u"})  # fmt: skip
+    out = stage.on_item(RawBatch(0, "feedback", "feedback", [waiting], [0], caught_up=True))[0]
+    out += stage.on_item(
+        RawBatch(0, "inferences", "inferences", inferences, list(range(61)), caught_up=True)
+    )[0]
+
+    stopped = clock.now
+
+    def final_1m_windows(quiet_for: float) -> set[int]:
+        clock.now = stopped + quiet_for
+        items = out + stage.on_notify()[0]
+        out.clear()
+        rows = []
+        for item in items:
+            if isinstance(item, PartialBatch):
+                rows += merge.on_item(item)[0]
+        rows += merge.on_notify()[0]
+        return {int(s) for r in rows if r.table == "metrics" for s, w, f in
+                zip(r.columns["window_start"], r.columns["window"].codes, r.columns["final"], strict=True)
+                if f and r.columns["window"].categories[w] == "1m"}  # fmt: skip
+
+    idle = partition_config.idle_timeout
+    assert T0 not in final_1m_windows(1000)  # traffic just stopped: [T0, T0 + 60 s) is open
+    assert T0 not in final_1m_windows(idle - 1)  # still inside idle_timeout
+    assert T0 in final_1m_windows(idle)  # idle_timeout after the last event, no new event
+    assert stats.unjoined == 1  # the feedback that waited gave up on the way
+
+
+def test_state_stays_bounded_on_an_endless_stream() -> None:
+    sem = semantics(partitions=2)
+    partition_config, merge_config = configs(sem, bounded=False)
+    partition_config = replace(partition_config, dedup_horizon=900_000, join_ttl=600_000)
+    clock, stats = Clock(), FlowStats()
+    stages = {p: PartitionStage(partition_config, stats, clock=clock) for p in range(2)}
+    merge = MergeStage(merge_config, stats, clock=clock)
+    # 3 hours of event time at 3 inferences/s, fed in 60-second steps, one tick per step.
+    events = TrafficGenerator(
+        TrafficProfile(seed=3, duration_s=3 * 3600, rate=3, late_rate=0)
+    ).events()
+    sizes = []
+    step, batch, next_step = (
+        60_000,
+        {(p, s): [] for p in range(2) for s in ("inferences", "feedback")},
+        T0 + 60_000,
+    )
+    offsets = dict.fromkeys(batch, 0)
+
+    def feed() -> None:
+        for (p, s), lines in batch.items():
+            out = stages[p].on_item(RawBatch(p, s, s, lines, list(range(offsets[(p, s)], offsets[(p, s)] + len(lines))),
+                                             caught_up=True))[0]  # fmt: skip
+            offsets[(p, s)] += len(lines)
+            lines.clear()
+            route(out)
+        clock.now += 1000
+        for stage in stages.values():
+            route(stage.on_notify()[0])
+        merge.on_notify()
+
+    def route(items: list) -> None:
+        for item in items:
+            if isinstance(item, PartialBatch):
+                merge.on_item(item)
+            assert not isinstance(item, SessionBatch) or item.records is not None
+
+    for event in events:
+        while event.emit_ms >= next_step:
+            feed()
+            next_step += step
+            if (next_step - T0) % 1_800_000 == 0:
+                sizes.append(_state_entries(stages, merge))
+        batch[(partition_for(event.key, 2), event.stream)].append(event.line)
+    feed()
+    # Half an hour of state after warm-up; it must not grow with the stream.
+    warm = sizes[len(sizes) // 3 :]
+    assert max(warm) <= 1.25 * min(warm), sizes
+    assert stats.windows_final > 300
+
+
+def _state_entries(stages: dict[int, PartitionStage], merge: MergeStage) -> int:
+    partition_state = sum(
+        len(s.inferences)
+        + len(s.dedup)
+        + len(s.pending)
+        + len(s.merge)
+        + sum(len(d) for d in s.deltas.values())
+        for s in stages.values()
+    )
+    merge_state = sum(len(sums) for state in merge.specs for part in (*state.panes.values(), *state.extras.values())
+                      for sums in part.families.values())  # fmt: skip
+    return partition_state + merge_state
