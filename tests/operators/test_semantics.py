@@ -9,6 +9,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from operators.batches import RawBatch
 from tests import reference as ref
 from tests.harness import (
     DIMS,
@@ -246,3 +247,52 @@ def test_keyed_families_per_class_preference_and_report() -> None:
                 and tuple(r[d] for d in DIMS)[3:] == ("*", "*", "*"))  # fmt: skip
     assert (pair["wins_a"], pair["ties"], pair["win_rate_a"]) == (1, 1, 0.75)
     assert 0 < pair["win_rate_a_low"] < 0.75 < pair["win_rate_a_high"] < 1
+
+
+def test_configured_grouping_sets_are_the_only_rollups() -> None:
+    sem = semantics(
+        partitions=2, grouping_sets=(("model_version", "segment", "endpoint"), ("model_version",))
+    )
+    events = [inference("r1", T0, "v1", segment="web"), inference("r2", T0, "v1", segment="ios"),
+              feedback("e1", "r1", T0 + 1, value="cat")]  # fmt: skip
+    out, _ = check(events, sem=sem)
+    cells = {key[2][3:] for key in final_metric_rows(out.column_rows("metrics", final_only=True))}
+    assert cells == {("v1", "web", "/p"), ("v1", "ios", "/p"), ("v1", "*", "*")}
+
+
+def test_extra_dims_come_from_attributes_and_are_never_rolled_up() -> None:
+    from dataclasses import replace
+
+    from operators.merge_stage import MergeStage
+    from operators.partition_stage import PartitionStage
+    from operators.stats import FlowStats
+    from tests.harness import configs
+
+    partition_config, merge_config = configs(semantics(partitions=1))
+    partition_config = replace(partition_config, extra_dims=("country",))
+    merge_config = replace(merge_config, extra_dims=("country",))
+    stats = FlowStats()
+    stage, merge = PartitionStage(partition_config, stats), MergeStage(merge_config, stats)
+    inferences = [json.dumps(inference("r1", T0, attributes={"country": "fr"})).encode(),
+                  json.dumps(inference("r2", T0, country="de")).encode(),  # an unknown field: attributes
+                  json.dumps(inference("r3", T0)).encode()]  # fmt: skip
+    ghost = [
+        json.dumps({**feedback("e1", "ghost", T0 + 1), "attributes": {"country": "it"}}).encode()
+    ]
+    items = stage.on_item(
+        RawBatch(0, "inferences", "inferences", inferences, [0, 1, 2], True, True)
+    )[0]
+    items += stage.on_item(RawBatch(0, "feedback", "feedback", ghost, [0], True, True))[0]
+    rows = []
+    for item in items:
+        if type(item).__name__ == "PartialBatch":
+            rows += merge.on_item(item)[0]
+    metrics = [r for r in rows if r.table == "metrics"]
+    seen = set()
+    for chunk in metrics:
+        extra = chunk.columns["extra_dims"]
+        version = chunk.columns["model_version"]
+        for e, v in zip(extra.codes.tolist(), version.codes.tolist(), strict=True):
+            seen.add((version.categories[v], extra.categories[e]))
+    assert seen == {("v1", "country=fr"), ("v1", "country=de"), ("v1", "country="), ("*", "country=fr"),
+                    ("*", "country=de"), ("*", "country="), ("unknown", "country=it"), ("*", "country=it")}  # fmt: skip
