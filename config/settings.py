@@ -201,6 +201,7 @@ class AggregationSettings(Section):
 class RunSettings(Section):
     bounded: bool = False
     recovery: bool = True
+    recovery_dir: Path | None = None  # default <home>/recovery
     snapshot_interval: PositiveDuration = 10_000
     backup_interval: Duration = 0
     status_interval: PositiveDuration = 1_000
@@ -232,6 +233,10 @@ class Settings(Section):
     @property
     def home_dir(self) -> Path:
         return self.home.expanduser().resolve()
+
+    @property
+    def recovery_dir(self) -> Path:
+        return (self.run.recovery_dir or self.home / "recovery").expanduser().resolve()
 
     @property
     def clickhouse_dsn(self) -> str:

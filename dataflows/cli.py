@@ -40,6 +40,7 @@ from connectors.kafka import KafkaSetupError, ensure_topics
 from connectors.live_traffic import TrafficThread
 from connectors.local_log import LocalLog, LogError
 from connectors.query_server import QueryError, QueryResult, run_query
+from connectors.recovery import RecoveryStore, RecoveryStoreError, fingerprint
 from connectors.run_control import STOP
 from operators.contract import json_schema
 from operators.stats import STATS
@@ -123,25 +124,40 @@ def _install_stop_handlers(duration: float | None) -> None:
 def _run_flow(settings: Settings, duration: float | None, status: bool) -> None:
     from bytewax.run import cli_main
 
-    from dataflows.feedback import build_flow
+    from dataflows.feedback import build
 
-    flow = build_flow(settings, STATS)
+    built = build(settings, STATS, recovery=settings.run.recovery)
+    store, recovery_config = None, None
+    if settings.run.recovery:
+        store = RecoveryStore(settings.recovery_dir)
+        backup = timedelta(milliseconds=settings.run.backup_interval)
+        recovery_config = store.open(fingerprint(built.flow, built.shape), backup)
+        log.info("recovery store: %s", settings.recovery_dir)
     _install_stop_handlers(duration)
     printer = (
         StatusPrinter(STATS, settings.run.status_interval / 1000.0).start() if status else None
     )
     try:
-        cli_main(flow, epoch_interval=timedelta(milliseconds=settings.run.snapshot_interval))
+        cli_main(
+            built.flow,
+            epoch_interval=timedelta(milliseconds=settings.run.snapshot_interval),
+            recovery_config=recovery_config,
+        )
     finally:
         if printer is not None:
             printer.stop()
+    if store is not None and settings.run.bounded and not STOP.is_set():
+        # Complete: everything is written and every window closed. A later run starts over
+        # (resuming an ended run would ignore what was appended since).
+        store.reset()
+        log.info("bounded run complete; recovery store cleared")
 
 
 # ---- commands --------------------------------------------------------------------------
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = _settings(args, run={"recovery": False}) if args.no_recovery else _settings(args)
     profile = TrafficProfile(
         seed=args.seed if args.seed is not None else int(time.time()),
         start_ms=int(time.time() * 1000),
@@ -168,9 +184,12 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    overrides: dict[str, Any] = {}
+    run: dict[str, Any] = {}
     if args.bounded:
-        overrides["run"] = {"bounded": True}
+        run["bounded"] = True
+    if args.no_recovery:
+        run["recovery"] = False
+    overrides: dict[str, Any] = {"run": run} if run else {}
     settings = _settings(args, **overrides)
     _run_flow(settings, args.duration, status=not args.quiet)
     return 0
@@ -325,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=50.0, help="inferences per second")
     p.add_argument("--seed", type=int)
     p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--no-recovery", action="store_true", help="no snapshots (start over each time)")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("run", help="run the flow on the configured event log")
@@ -335,6 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--quiet", action="store_true", help="no status line")
+    p.add_argument(
+        "--no-recovery", action="store_true",
+        help="no snapshots: a restart replays the log from the beginning",
+    )  # fmt: skip
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("generate", help="synthetic traffic to the log, Kafka or a file")
@@ -390,6 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except (
+        RecoveryStoreError,
         SettingsError,
         CliError,
         LogError,

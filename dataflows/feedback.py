@@ -13,6 +13,7 @@ Settings come from config/pulse.yaml and PULSE_* variables (config/settings.py).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import bytewax.operators as op
@@ -22,7 +23,7 @@ from bytewax.inputs import Source
 from config.settings import Settings, load_settings
 from connectors.clickhouse import Target, connect, migrate, session_view_sql
 from connectors.clickhouse_sink import ClickHouseSink
-from connectors.inference_lookup import ClickHouseInferenceLookup
+from connectors.join_store import ClickHouseJoinStore
 from connectors.kafka import DeadLetterTopicSink, KafkaEventSource, KafkaTarget, ensure_topics
 from connectors.local_log import LocalLog
 from connectors.local_log_source import LocalLogSource
@@ -103,7 +104,18 @@ def event_source(settings: Settings) -> tuple[Source[RawBatch], int]:
     return kafka_source, partitions
 
 
-def build_flow(settings: Settings, stats: FlowStats = STATS, recovery: bool = False) -> Dataflow:
+@dataclass(frozen=True)
+class Built:
+    flow: Dataflow
+    shape: dict[str, Any]  # what shapes the state: a recovery store must match it
+
+
+def build_flow(settings: Settings, stats: FlowStats = STATS, recovery: bool = True) -> Dataflow:
+    return build(settings, stats, recovery).flow
+
+
+def build(settings: Settings, stats: FlowStats = STATS, recovery: bool = True) -> Built:
+    """The flow; `recovery=False` skips pickling state for snapshots nobody keeps."""
     target = prepare_store(settings)
     source, partitions = event_source(settings)
     specs = window_specs(settings)
@@ -148,11 +160,11 @@ def build_flow(settings: Settings, stats: FlowStats = STATS, recovery: bool = Fa
     flow = Dataflow("feedback_pulse")
     raw = op.input("events", flow, source)
     by_partition = op.key_on("by_partition", raw, lambda batch: str(batch.partition))
-    lookup = ClickHouseInferenceLookup(target, settings.clickhouse.retry_backoff_max)
+    store = ClickHouseJoinStore(target, settings.clickhouse.retry_backoff_max)
     staged = op.stateful(
         "partition_stage",
         by_partition,
-        lambda resume: PartitionStage(partition_config, stats, resume, lookup=lookup),
+        lambda resume: PartitionStage(partition_config, stats, resume, store=store),
     )
     rows = op.filter_map("rows", staged, _rows)
     partials = op.filter_map("partials", staged, _partials)
@@ -194,7 +206,18 @@ def build_flow(settings: Settings, stats: FlowStats = STATS, recovery: bool = Fa
             "dead_letter_rows", rows, lambda kv: kv[1] if kv[0] == "dead_letters" else None
         )
         op.output("dead_letter_topic", dead, DeadLetterTopicSink(kafka_target(settings)))
-    return flow
+    shape = {
+        "source": settings.log.backend,
+        "topics": settings.kafka.topic_prefix if settings.log.backend == "kafka" else None,
+        "partitions": partitions,
+        "windows": [w.model_dump(mode="json") for w in settings.windows],
+        "grouping_sets": [list(g) for g in grouping_sets],
+        "extra_dims": list(extra_dims),
+        "confidence_bins": settings.aggregation.confidence_bins,
+        "session_shards": settings.aggregation.session_shards,
+        "database": settings.clickhouse.database,
+    }
+    return Built(flow, shape)
 
 
 def _rows(item: tuple[str, Any]) -> tuple[str, TableRows] | None:

@@ -30,10 +30,26 @@ StoredInference = tuple[
 ]
 
 
-class InferenceLookup(Protocol):
-    """Finds stored inferences by request_id (the first of each, as the store keeps it)."""
+class JoinStore(Protocol):
+    """Where every inference and every counted feedback event is stored (ClickHouse)."""
 
-    def __call__(self, request_ids: list[str]) -> dict[str, StoredInference]: ...
+    def lookup(self, request_ids: list[str]) -> dict[str, StoredInference]:
+        """The first stored inference of each request id found."""
+        ...
+
+    def recent_inferences(
+        self, partition: int, up_to_offset: int, since_ts: float, limit: int
+    ) -> list[tuple[str, StoredInference]]:
+        """The last `limit` inferences of a partition with source offset <= `up_to_offset`
+        and ts > `since_ts`, in offset order: the join's memory at a snapshot."""
+        ...
+
+    def recent_feedback(
+        self, partition: int, up_to_offset: int, since_ts: float, limit: int
+    ) -> list[tuple[str, int]]:
+        """(event_id, ts) of the last `limit` counted feedback events of a partition with
+        source offset <= `up_to_offset` and ts > `since_ts`, in offset order."""
+        ...
 
 
 class InferenceCache:
@@ -97,6 +113,10 @@ class PendingFeedback:
         """Everything waiting for `request_id` (its inference just arrived)."""
         items = self._by_request.pop(request_id, None)
         return [item for _, item in items] if items else []
+
+    def items(self) -> list[Any]:
+        """Everything waiting, in no particular order."""
+        return [item for items in self._by_request.values() for _, item in items]
 
     def next_deadline(self) -> int | None:
         while self._deadlines:

@@ -6,6 +6,12 @@ derived from the fields when a row is emitted; ratios are null where their denom
 is 0. The README's metric reference is written from this module.
 
 Event time: feedback fields use the feedback's `ts`, inference fields the inference's.
+
+Exact sums: every summed value (reward, dwell seconds, report amount, confidence, ...) is
+first rounded to a multiple of :data:`QUANTUM` (2^-20, about 1e-6). Float64 addition of
+such numbers is exact while a cell's sum stays below 2^33 (about 8.6e9), hence independent
+of the order of addition: the same events give bit-identical rows however they were
+batched, ticked, partitioned or replayed after a crash.
 """
 
 from __future__ import annotations
@@ -46,6 +52,12 @@ INFERENCE_FIELDS = (
     "confidence_sum",
 )
 CSAT_THRESHOLD = 4.0
+QUANTUM = 2.0**-20
+
+
+def quantized(values: np.ndarray) -> np.ndarray:
+    """Values rounded to multiples of QUANTUM (half to even), so that their sums are exact."""
+    return np.round(values / QUANTUM) * QUANTUM
 
 
 @dataclass(frozen=True)
@@ -118,14 +130,14 @@ _LABEL, _THUMBS, _RATING, _REWARD, _CLICK, _CONVERSION, _DWELL, _PREFERENCE, _RE
 
 
 def feedback_number(kind: str, value: Any) -> float:
-    """The number a feedback value contributes: the value itself for numeric kinds, 1/0
-    for boolean ones, a report's amount (0 when none), 0 for labels and preferences."""
+    """The number a feedback value contributes, rounded to QUANTUM: the value itself for
+    numeric kinds, 1/0 for boolean ones, a report's amount (0 when none), 0 otherwise."""
     if kind in ("rating", "reward", "dwell"):
-        return float(value)
+        return round(float(value) / QUANTUM) * QUANTUM
     if kind in ("thumbs", "click", "conversion"):
         return 1.0 if value else 0.0
     if kind == "report":
-        return float(value.get("amount") or 0.0)
+        return round(float(value.get("amount") or 0.0) / QUANTUM) * QUANTUM
     return 0.0
 
 
@@ -145,6 +157,7 @@ def feedback_fields(
     thumbs = kinds == _THUMBS
     out[:, I_THUMBS_UP] = thumbs & (numbers > 0)
     out[:, I_THUMBS_DOWN] = thumbs & (numbers <= 0)
+    numbers = quantized(numbers)
     rating = kinds == _RATING
     out[:, I_RATING_COUNT] = rating
     out[:, I_RATING_SUM] = np.where(rating, numbers, 0.0)
@@ -153,7 +166,7 @@ def feedback_fields(
     rewards = np.where(reward, numbers, 0.0)
     out[:, I_REWARD_COUNT] = reward
     out[:, I_REWARD_SUM] = rewards
-    out[:, I_REWARD_SUMSQ] = rewards * rewards
+    out[:, I_REWARD_SUMSQ] = quantized(rewards * rewards)
     out[:, I_CLICKS] = (kinds == _CLICK) & (numbers > 0)
     out[:, I_CONVERSIONS] = (kinds == _CONVERSION) & (numbers > 0)
     dwell = kinds == _DWELL
@@ -172,7 +185,7 @@ def inference_fields(confidence: np.ndarray, width: int, bins: int) -> np.ndarra
     out[:, I_INFERENCE] = 1.0
     present = ~np.isnan(confidence)
     out[:, I_CONFIDENCE_COUNT] = present
-    out[:, I_CONFIDENCE_SUM] = np.where(present, confidence, 0.0)
+    out[:, I_CONFIDENCE_SUM] = np.where(present, quantized(np.nan_to_num(confidence)), 0.0)
     first_bin = width - bins
     rows = np.flatnonzero(present)
     columns = first_bin + np.minimum((confidence[rows] * bins).astype(np.int64), bins - 1)

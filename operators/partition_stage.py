@@ -11,12 +11,18 @@ with its watermark for the merge stage.
 Per event, only what depends on order runs in Python (watermark, dedup, join,
 lateness); the event is then *recorded*, and the metric fields and slice sums of the
 whole batch are computed at once with numpy (:func:`operators.metrics.feedback_fields`).
-State per partition stays small: dedup ids, recent inferences, feedback waiting to join,
-not-yet-ordered events, one tick of deltas, the clock.
+State per partition stays small in snapshots: Bytewax serializes a changed key's whole
+state at every snapshot, so the two bulky parts, the recent-inference cache and the
+dedup ids, are not in it. The stage records the last source offset it processed per
+stream; after a restart it rebuilds both from the rows it had written up to those offsets
+(:class:`~operators.join.JoinStore`; the sink flushes before a snapshot commits). The
+snapshot holds the clock, not-yet-ordered events, feedback waiting to join, one tick of
+deltas and the cell dictionary.
 """
 
 from __future__ import annotations
 
+import logging
 import pickle
 import time
 from dataclasses import dataclass, field
@@ -50,7 +56,7 @@ from operators.families import (
 from operators.join import (
     InferenceCache,
     InferenceContext,
-    InferenceLookup,
+    JoinStore,
     PendingFeedback,
     StoredInference,
 )
@@ -104,6 +110,9 @@ class PartitionConfig:
         return slice_length(self.specs)
 
 
+log = logging.getLogger("pulse.partition")
+
+
 def now_ms() -> float:
     return time.time() * 1000.0
 
@@ -135,7 +144,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
     """One source partition's decode, dedup, join and slice pre-aggregation."""
 
     _SNAPSHOT_FIELDS = (
-        "partition", "cells", "keys", "clock", "merge", "dedup", "inferences", "pending",
+        "partition", "cells", "keys", "clock", "merge", "pending", "processed",
         "deltas", "session_records", "sent_watermark", "next_tick", "ended", "sampled",
     )  # fmt: skip
 
@@ -145,12 +154,12 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         stats: FlowStats,
         resume: bytes | None = None,
         clock: Any = now_ms,
-        lookup: InferenceLookup | None = None,
+        store: JoinStore | None = None,
     ) -> None:
         self.config = config
         self.stats = stats
         self._now = clock
-        self._lookup = lookup
+        self._store = store
         self._slice = config.slice_len
         self._decoder = BatchDecoder(config.max_event_bytes, config.min_ts, config.max_ts)
         # Only for the rollup cells of late rows (the merge stage owns the real index).
@@ -166,6 +175,9 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         self._join_evictions = self._dedup_evictions = 0
         # Bytewax builds the logic without its key: the partition comes with the first batch.
         self.partition = -1
+        self.dedup = RecentIds(config.dedup_horizon, config.dedup_max_entries)
+        self.inferences = InferenceCache(config.join_ttl, config.join_max_entries)
+        self._rebuild_pending = resume is not None
         if resume is not None:
             self.__dict__.update(pickle.loads(resume))
             return
@@ -180,9 +192,8 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         self.merge = StreamMerge(config.idle_timeout, config.bounded, now)
         self.cells: LocalIds[Cell] = LocalIds()
         self.keys: dict[str, LocalIds[Any]] = {family: LocalIds() for family in KEYED}
-        self.dedup = RecentIds(config.dedup_horizon, config.dedup_max_entries)
-        self.inferences = InferenceCache(config.join_ttl, config.join_max_entries)
         self.pending = PendingFeedback()
+        self.processed: dict[str, int] = dict.fromkeys(STREAMS, -1)  # last offset processed
         self.deltas = {name: SliceDeltas(w) for name, w in widths(self._width).items()}
         # Counted feedback for the session shards, sent with the next tick.
         self.session_records: list[list[SessionRecord]] = [[] for _ in range(config.session_shards)]
@@ -254,8 +265,12 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         """Process what the stream merge releases; close the partition when all ended."""
         if self.ended:
             return
+        if self._rebuild_pending:
+            self._rebuild()
         self._expire()
-        for events, offsets in self.merge.runs(now):
+        for stream, events, offsets in self.merge.runs(now):
+            if offsets:
+                self.processed[stream] = max(self.processed[stream], offsets[-1])
             start = 0
             # A run is from one stream; split it where the event type changes.
             for i in range(1, len(events) + 1):
@@ -502,9 +517,9 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         if not due:
             return
         found: dict[str, StoredInference] = {}
-        if self._lookup is not None:
+        if self._store is not None:
             wanted = list(dict.fromkeys(event.request_id for event, _, _ in due))
-            found = self._lookup(wanted)
+            found = self._store.lookup(wanted)
             self.stats.looked_up += len(wanted)
             self.stats.found_in_store += len(found)
         for event, offset, cutoff in due:
@@ -517,6 +532,31 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
                 event.request_id, stored
             )
             self._count_feedback(event, offset, context, cutoff)
+
+    def _rebuild(self) -> None:
+        """After a restart: the cache and dedup ids as they were at the snapshot."""
+        self._rebuild_pending = False
+        if self._store is None or self.partition < 0:
+            return
+        config, watermark = self.config, self.clock.watermark
+        recent = self._store.recent_inferences(
+            self.partition, self.processed["inferences"], watermark - config.join_ttl,
+            config.join_max_entries,
+        )  # fmt: skip
+        for request_id, stored in recent:
+            self._remember(request_id, stored)
+        seen = self._store.recent_feedback(
+            self.partition, self.processed["feedback"], watermark - config.dedup_horizon,
+            config.dedup_max_entries,
+        )  # fmt: skip
+        for event_id, ts in seen:
+            self.dedup.add(event_id, ts)
+        for event, _, _ in self.pending.items():  # waiting: deduplicated, not yet stored
+            self.dedup.add(event.event_id, event.ts)
+        log.info(
+            "partition %d resumed: %d recent inferences and %d feedback ids rebuilt from the store",
+            self.partition, len(recent), len(seen),
+        )  # fmt: skip
 
     def _remember(self, request_id: str, stored: StoredInference) -> InferenceContext:
         """Hold a stored inference like a fresh one (its later feedback needs no lookup)."""

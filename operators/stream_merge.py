@@ -39,7 +39,7 @@ class StreamBuffer:
             self.head = 0
 
 
-Run = tuple[list[Event], list[int]]
+Run = tuple[str, list[Event], list[int]]  # (stream, events, offsets)
 
 
 class StreamMerge:
@@ -78,20 +78,22 @@ class StreamMerge:
 
     def runs(self, now: float) -> Iterator[Run]:
         """Runs of consecutive events of one stream, in merged timestamp order."""
-        first, second = (self.buffers[name] for name in STREAMS)
+        (first_name, first), (second_name, second) = (
+            (name, self.buffers[name]) for name in STREAMS
+        )
         while True:
             has_first, has_second = len(first) > 0, len(second) > 0
             if has_first and has_second:
                 first_ts = first.events[first.head].ts
                 second_ts = second.events[second.head].ts
                 if first_ts <= second_ts:
-                    yield self._take_while(first, lambda ts, t=second_ts: ts <= t)
+                    yield first_name, *self._take_while(first, lambda ts, t=second_ts: ts <= t)
                 else:
-                    yield self._take_while(second, lambda ts, t=first_ts: ts < t)
+                    yield second_name, *self._take_while(second, lambda ts, t=first_ts: ts < t)
             elif has_first and self._not_blocking(second, now):
-                yield self._take_all(first)
+                yield first_name, *self._take_all(first)
             elif has_second and self._not_blocking(first, now):
-                yield self._take_all(second)
+                yield second_name, *self._take_all(second)
             else:
                 break
         first.compact()
@@ -103,7 +105,7 @@ class StreamMerge:
         return not self.bounded and now - buffer.last_data >= self.idle_timeout
 
     @staticmethod
-    def _take_while(buffer: StreamBuffer, keep: Any) -> Run:
+    def _take_while(buffer: StreamBuffer, keep: Any) -> tuple[list[Event], list[int]]:
         events, start = buffer.events, buffer.head
         end = start + 1
         stop = len(events)
@@ -113,7 +115,7 @@ class StreamMerge:
         return events[start:end], buffer.offsets[start:end]
 
     @staticmethod
-    def _take_all(buffer: StreamBuffer) -> Run:
+    def _take_all(buffer: StreamBuffer) -> tuple[list[Event], list[int]]:
         start = buffer.head
         buffer.head = len(buffer.events)
         return buffer.events[start:], buffer.offsets[start:]

@@ -33,6 +33,7 @@ from typing import Any
 
 from ddsketch import DDSketch
 
+from operators.metrics import QUANTUM
 from operators.partitioning import partition_for
 
 ROLLUP = ("model_version", "segment", "endpoint")
@@ -82,11 +83,17 @@ class Cell:
     report_count: int = 0
     report_amount: float = 0.0
     inferences: int = 0
-    confidences: list[float] = field(default_factory=list)
+    confidences: list[float] = field(default_factory=list)  # rounded, for the mean
+    confidence_bins: list[float] = field(default_factory=list)  # as sent, for the histogram
     latencies: list[float] = field(default_factory=list)
     classes: dict[str, list[int]] = field(default_factory=dict)  # class -> [tp, fp, fn]
     preferences: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # -> [a, b, tie]
     reports: dict[str, list[float]] = field(default_factory=dict)  # category -> [count, amount]
+
+
+def q(value: float) -> float:
+    """The documented rounding of summed values: to a multiple of QUANTUM, half to even."""
+    return round(value / QUANTUM) * QUANTUM
 
 
 def parse_ts(value: int | str) -> int:
@@ -211,15 +218,15 @@ def _run_partition(events: list[dict[str, Any]], sem: Semantics, result: Result)
                 cell.thumbs_up += value is True
                 cell.thumbs_down += value is False
             elif kind == "rating":
-                cell.ratings.append(value)
+                cell.ratings.append(q(value))
             elif kind == "reward":
-                cell.rewards.append(value)
+                cell.rewards.append(q(value))
             elif kind == "click":
                 cell.clicks += value is True
             elif kind == "conversion":
                 cell.conversions += value is True
             elif kind == "dwell":
-                cell.dwells.append(value)
+                cell.dwells.append(q(value))
             elif kind == "preference":
                 cell.preference_count += 1
                 pair = cell.preferences.setdefault(
@@ -228,10 +235,10 @@ def _run_partition(events: list[dict[str, Any]], sem: Semantics, result: Result)
                 pair[{"a": 0, "b": 1, "tie": 2}[value["winner"]]] += 1
             elif kind == "report":
                 cell.report_count += 1
-                cell.report_amount += value.get("amount") or 0.0
+                cell.report_amount += q(value.get("amount") or 0.0)
                 report = cell.reports.setdefault(value["category"], [0, 0.0])
                 report[0] += 1
-                report[1] += value.get("amount") or 0.0
+                report[1] += q(value.get("amount") or 0.0)
 
         late = count(event, arrival_wm, "feedback", dims, add)
         result.feedback_log.append(
@@ -268,7 +275,8 @@ def _run_partition(events: list[dict[str, Any]], sem: Semantics, result: Result)
             def add_inference(cell: Cell, e: dict[str, Any] = event) -> None:
                 cell.inferences += 1
                 if e.get("confidence") is not None:
-                    cell.confidences.append(e["confidence"])
+                    cell.confidences.append(q(e["confidence"]))
+                    cell.confidence_bins.append(e["confidence"])
                 if e.get("latency_ms") is not None:
                     cell.latencies.append(e["latency_ms"])
 
@@ -308,7 +316,7 @@ def metrics(cell: Cell, seconds: float, bins: int = 10) -> dict[str, Any]:
     for latency in cell.latencies:
         sketch.add(latency)
     hist = [0] * bins
-    for confidence in cell.confidences:
+    for confidence in cell.confidence_bins:
         hist[min(int(confidence * bins), bins - 1)] += 1
     accuracy = _ratio(cell.correct, cell.labeled)
     f1s = [2 * tp / (2 * tp + fp + fn) for tp, fp, fn in cell.classes.values() if tp + fp + fn]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from connectors.clickhouse import describe, migrate, to_arrow
-from connectors.inference_lookup import ClickHouseInferenceLookup
+from connectors.join_store import ClickHouseJoinStore
 from operators.batches import RawBatch
 from operators.events import Inference
 from operators.metrics import as_label
@@ -35,7 +35,7 @@ def _store_inferences(store: Store) -> None:
 
 def test_lookup_finds_the_first_inference_of_each_request(store: Store) -> None:
     _store_inferences(store)
-    found = ClickHouseInferenceLookup(store.target)(["r1", "r2", "r3"])
+    found = ClickHouseJoinStore(store.target).lookup(["r1", "r2", "r3"])
     assert set(found) == {"r1", "r2"}
     assert found["r1"] == (
         T0,
@@ -57,7 +57,7 @@ def test_feedback_beyond_the_join_ttl_joins_through_the_store(store: Store) -> N
     config, _ = configs(semantics(partitions=1))
     stats = FlowStats()
     stage = PartitionStage(
-        config, stats, clock=lambda: 0.0, lookup=ClickHouseInferenceLookup(store.target)
+        config, stats, clock=lambda: 0.0, store=ClickHouseJoinStore(store.target)
     )
     feedback = [{"type": "feedback", "event_id": f"e{i}", "request_id": rid, "ts": T0 + 3_600_000 + i,
                  "kind": "label", "value": "cat", "user_id": "u"} for i, rid in enumerate(["r1", "r3", "r1"])]  # fmt: skip

@@ -1,0 +1,119 @@
+"""The join's view of ClickHouse: stored inferences and feedback ids.
+
+* ``lookup``: inferences by request_id, for feedback whose inference is not in memory; a
+  whole batch at once (one query per 10 000 ids). `inferences` keeps the first inference
+  of a request with the highest `version`, so ``argMax(..., version)`` reads it even before
+  parts are merged.
+* ``recent_inferences`` / ``recent_feedback``: after a restart, the partition stage rebuilds
+  its recent-inference cache and its dedup ids from the rows it had written up to its
+  snapshot, instead of carrying them in every snapshot.
+
+While the store is unreachable, queries retry with backoff and the flow waits (as the sink
+does): answering "not found" would turn joinable feedback into unjoined feedback.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_never,
+    wait_exponential,
+)
+
+from connectors.clickhouse import Target, connect, is_transient
+from operators.join import StoredInference
+from operators.metrics import as_label
+
+log = logging.getLogger("pulse.lookup")
+CHUNK = 10_000
+_COLUMNS = (
+    "toUnixTimestamp64Milli(ts)", "tenant", "model_id", "deployment", "model_version", "segment",
+    "endpoint", "prediction", "confidence", "latency_ms", "attributes",
+)  # fmt: skip
+
+
+class ClickHouseJoinStore:
+    def __init__(self, target: Target, retry_backoff_max_ms: int = 30_000) -> None:
+        self.target = target
+        self.retry_backoff_max = retry_backoff_max_ms / 1000.0
+        self._client: Any = None
+
+    def lookup(self, request_ids: list[str]) -> dict[str, StoredInference]:
+        found: dict[str, StoredInference] = {}
+        picked = ", ".join(f"argMax({c}, version)" for c in _COLUMNS)
+        sql = (
+            f"SELECT request_id, {picked} FROM {self.target.database}.inferences "
+            "WHERE request_id IN %(ids)s GROUP BY request_id"
+        )
+        for start in range(0, len(request_ids), CHUNK):
+            rows = self._rows(sql, {"ids": request_ids[start : start + CHUNK]})
+            found.update((row[0], _stored(row[1:])) for row in rows)
+        return found
+
+    def recent_inferences(
+        self, partition: int, up_to_offset: int, since_ts: float, limit: int
+    ) -> list[tuple[str, StoredInference]]:
+        columns = ", ".join(_COLUMNS)
+        sql = (
+            f"SELECT request_id, {columns}, source_offset FROM {self.target.database}.inferences "
+            "WHERE source_partition = %(p)s AND source_offset <= %(upto)s "
+            "AND toUnixTimestamp64Milli(ts) > %(since)s "
+            "ORDER BY source_offset DESC LIMIT 1 BY request_id LIMIT %(limit)s"
+        )
+        rows = self._rows(sql, self._window(partition, up_to_offset, since_ts, limit))
+        return [(row[0], _stored(row[1:-1])) for row in reversed(rows)]
+
+    def recent_feedback(
+        self, partition: int, up_to_offset: int, since_ts: float, limit: int
+    ) -> list[tuple[str, int]]:
+        sql = (
+            f"SELECT event_id, toUnixTimestamp64Milli(ts), min(source_offset) AS offset "
+            f"FROM {self.target.database}.events "
+            "WHERE source_partition = %(p)s AND source_offset <= %(upto)s "
+            "AND toUnixTimestamp64Milli(ts) > %(since)s "
+            "GROUP BY event_id, ts ORDER BY offset DESC LIMIT %(limit)s"
+        )
+        rows = self._rows(sql, self._window(partition, up_to_offset, since_ts, limit))
+        return [(row[0], int(row[1])) for row in reversed(rows)]
+
+    @staticmethod
+    def _window(partition: int, up_to_offset: int, since_ts: float, limit: int) -> dict[str, Any]:
+        since = int(since_ts) if since_ts > -(2**62) else -(2**62)
+        return {"p": partition, "upto": up_to_offset, "since": since, "limit": limit}
+
+    def _rows(self, sql: str, parameters: dict[str, Any]) -> list[Any]:
+        retrying = Retrying(
+            retry=retry_if_exception(is_transient),
+            wait=wait_exponential(multiplier=0.1, max=self.retry_backoff_max),
+            stop=stop_never,
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                if self._client is None:
+                    self._client = connect(self.target)
+                try:
+                    return list(self._client.query(sql, parameters=parameters).result_rows)
+                except BaseException:
+                    if not self.target.embedded:
+                        self._client = None
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _log_retry(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning("inference lookup failed (attempt %d, %s); retrying", state.attempt_number, exc)
+
+
+def _stored(row: Any) -> StoredInference:
+    ts, tenant, model_id, deployment, version, segment, endpoint, prediction = row[:8]
+    confidence, latency, attributes = row[8:11]
+    dims = (tenant, model_id, deployment, version, segment, endpoint)
+    return (int(ts), *dims, as_label(prediction), confidence, latency, dict(attributes))

@@ -1,0 +1,128 @@
+"""Bytewax recovery partitions, guarded.
+
+Bytewax resumes whatever state its SQLite partitions hold under the step ids it finds:
+a flow whose step ids changed would silently restart those steps from zero while its
+sources resume (losing or double-counting), a damaged file fails with a bare SQLite error.
+This module keeps, next to the partitions, a fingerprint of what wrote them — the step ids
+and everything that shapes state (source partitions, windows, grouping sets, ...) — and
+refuses to start on a mismatch or a damaged store, telling the operator what to do. It
+never restarts from zero on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from bytewax.dataflow import Dataflow
+from bytewax.recovery import RecoveryConfig, init_db_dir
+
+FINGERPRINT_FILE = "feedback-pulse.json"
+_SQLITE_HEADER = b"SQLite format 3\x00"
+_MOVE_AWAY = (
+    "move the directory away to start over from the beginning of the event log (the outputs "
+    "are idempotent, so a replay rewrites the same rows)"
+)
+
+
+class RecoveryStoreError(RuntimeError):
+    pass
+
+
+def step_ids(flow: Dataflow) -> list[str]:
+    return [step.step_id for step in flow.substeps]
+
+
+def fingerprint(flow: Dataflow, shape: dict[str, Any]) -> dict[str, Any]:
+    return {"flow_id": flow.flow_id, "steps": step_ids(flow), **shape}
+
+
+class RecoveryStore:
+    def __init__(self, directory: Path, partitions: int = 1) -> None:
+        self.directory = Path(directory)
+        self.partitions = partitions
+
+    @property
+    def _fingerprint_file(self) -> Path:
+        return self.directory / FINGERPRINT_FILE
+
+    def _part_files(self) -> list[Path]:
+        return sorted(self.directory.glob("part-*.sqlite3")) if self.directory.exists() else []
+
+    def open(self, expected: dict[str, Any], backup_interval: timedelta) -> RecoveryConfig:
+        """Create the store, or check it belongs to this flow; the config to run with."""
+        parts = self._part_files()
+        if not parts:
+            if self.directory.exists() and any(self.directory.iterdir()):
+                raise RecoveryStoreError(
+                    f"{self.directory} is not empty but holds no recovery partitions "
+                    "(part-*.sqlite3); point run.recovery_dir elsewhere or clear it"
+                )
+            self.directory.mkdir(parents=True, exist_ok=True)
+            init_db_dir(self.directory, self.partitions)
+            self._write(expected)
+        else:
+            self.check(expected)
+        return RecoveryConfig(str(self.directory), backup_interval)
+
+    def check(self, expected: dict[str, Any]) -> None:
+        """Raise unless the store is intact and was written by a flow like `expected`."""
+        parts = self._part_files()
+        used = False
+        for part in parts:
+            used = self._used(part) or used
+        if not self._fingerprint_file.exists():
+            if used:
+                raise RecoveryStoreError(
+                    f"the recovery store {self.directory} holds snapshots but no "
+                    f"{FINGERPRINT_FILE}: it was not written by Feedback Pulse or was damaged. "
+                    f"Restore it from a backup, or {_MOVE_AWAY}."
+                )
+            self._write(expected)
+            return
+        try:
+            stored = json.loads(self._fingerprint_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise RecoveryStoreError(
+                f"{self._fingerprint_file} is unreadable ({exc}); restore it, or {_MOVE_AWAY}."
+            ) from None
+        changed = sorted(k for k in set(stored) | set(expected) if stored.get(k) != expected.get(k))
+        if changed:
+            details = "; ".join(
+                f"{k}: stored {stored.get(k)!r}, now {expected.get(k)!r}" for k in changed
+            )
+            raise RecoveryStoreError(
+                f"the recovery store {self.directory} was written by a different flow ({details}). "
+                "Resuming would restart the changed state from zero while the sources resume. "
+                f"Run the version and settings that wrote it, or {_MOVE_AWAY}."
+            )
+
+    def _used(self, part: Path) -> bool:
+        with part.open("rb") as f:
+            header = f.read(len(_SQLITE_HEADER))
+        if header != _SQLITE_HEADER:
+            raise RecoveryStoreError(
+                f"the recovery store {self.directory} is damaged: {part.name} is not a SQLite "
+                f"database. Restore it from a backup, or {_MOVE_AWAY}."
+            )
+        try:
+            with sqlite3.connect(f"file:{part}?mode=ro", uri=True) as db:
+                return bool(db.execute("SELECT count(*) FROM exs").fetchone()[0])
+        except sqlite3.DatabaseError as exc:
+            raise RecoveryStoreError(
+                f"the recovery store {self.directory} is damaged: {part.name}: {exc}. "
+                f"Restore it from a backup, or {_MOVE_AWAY}."
+            ) from None
+
+    def _write(self, expected: dict[str, Any]) -> None:
+        tmp = self._fingerprint_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(expected, indent=1, sort_keys=True))
+        tmp.replace(self._fingerprint_file)
+
+    def reset(self) -> None:
+        """Forget everything (after a bounded run completed: the next run starts over)."""
+        shutil.rmtree(self.directory, ignore_errors=True)
