@@ -2,12 +2,13 @@
 
 Used by ``pulse load`` and ``pulse generate``. Events are placed exactly as producers
 must place them: by stream (inference or feedback topic) and by Kafka's partitioner on
-`request_id`. A line that cannot be parsed goes to the feedback stream, keyed by its
-own bytes, so it still reaches dead letters with its position.
+`request_id`. A line that cannot be parsed, or has no request_id, goes to the feedback
+stream keyed by a digest of its bytes, so it still reaches dead letters with its position.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,17 +23,21 @@ from operators.partitioning import partition_for
 Routed = tuple[str, str | bytes, bytes]  # (stream, key, line)
 
 
+def _digest(line: bytes) -> str:
+    return hashlib.blake2b(line, digest_size=16).hexdigest()
+
+
 def route(line: bytes) -> Routed:
     """Stream and key of a raw line, as a producer would choose them."""
     try:
         obj = msgspec.json.decode(line)
     except (msgspec.DecodeError, RecursionError):
-        return "feedback", line, line
+        return "feedback", _digest(line), line
     if not isinstance(obj, dict):
-        return "feedback", line, line
+        return "feedback", _digest(line), line
     stream = "inferences" if obj.get("type") == "inference" else "feedback"
     key = obj.get("request_id")
-    return stream, key if isinstance(key, str) and key else line, line
+    return stream, key if isinstance(key, str) and key else _digest(line), line
 
 
 class EventWriter(Protocol):

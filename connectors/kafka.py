@@ -36,6 +36,30 @@ from connectors.run_control import STOP
 from operators.batches import STREAMS, RawBatch, TableRows
 
 log = logging.getLogger("pulse.kafka")
+
+
+class _OncePerInterval(logging.Filter):
+    """Let a repeated message through once per `interval` seconds (librdkafka logs every
+    reconnect attempt of every client)."""
+
+    def __init__(self, interval: float) -> None:
+        super().__init__()
+        self.interval = interval
+        self.last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = str(record.msg).split("]: ", 1)[-1][:120]
+        now = time.monotonic()
+        if now - self.last.get(key, -self.interval) < self.interval:
+            return False
+        self.last[key] = now
+        return True
+
+
+librdkafka_log = logging.getLogger("pulse.kafka.librdkafka")
+librdkafka_log.setLevel(logging.ERROR)
+librdkafka_log.addFilter(_OncePerInterval(10.0))
+OUTAGE_CONFIRMATION = 2.0  # seconds of messages after an error before "consuming again"
 DEAD_LETTERS = "dead-letters"
 Positions = dict[str, int]
 
@@ -54,7 +78,9 @@ class KafkaTarget:
         return f"{self.topic_prefix}.{stream}"
 
     def config(self, **extra: Any) -> dict[str, Any]:
-        return {"bootstrap.servers": self.bootstrap_servers, **self.client_config, **extra}
+        # librdkafka's own log lines go through Python logging, not straight to stderr.
+        return {"bootstrap.servers": self.bootstrap_servers, "logger": librdkafka_log,
+                **self.client_config, **extra}  # fmt: skip
 
 
 def partition_counts(target: KafkaTarget, timeout: float = 10.0) -> dict[str, int]:
@@ -159,6 +185,8 @@ class KafkaPartition(StatefulSourcePartition[RawBatch, Positions]):
         self.topics = {stream: target.topic(stream) for stream in STREAMS}
         self.streams = {topic: stream for stream, topic in self.topics.items()}
         self.positions: Positions = {s: positions.get(s, OFFSET_BEGINNING) for s in STREAMS}
+        self._outage_logged = False
+        self._outage_since = 0.0
         self.consumer = Consumer(
             target.config(
                 **{
@@ -167,6 +195,7 @@ class KafkaPartition(StatefulSourcePartition[RawBatch, Positions]):
                     "enable.partition.eof": True,
                     "auto.offset.reset": "earliest",
                     "fetch.wait.max.ms": 50,
+                    "error_cb": self._on_error,
                 }
             )
         )
@@ -185,7 +214,15 @@ class KafkaPartition(StatefulSourcePartition[RawBatch, Positions]):
         self._awake: datetime | None = None
         self._announced = False
         self._done = False
-        self._outage_logged = False
+
+    def _on_error(self, error: KafkaError) -> None:
+        """Client-level errors (broker down, all brokers down): librdkafka keeps retrying."""
+        if error.fatal():
+            log.error("Kafka: fatal client error: %s", error)
+        elif not self._outage_logged:
+            log.warning("Kafka partition %d: %s (waiting for the broker)", self.partition, error)
+            self._outage_logged = True
+            self._outage_since = time.monotonic()
 
     def _position(self, stream: str) -> int:
         position = self.positions[stream]
@@ -205,9 +242,8 @@ class KafkaPartition(StatefulSourcePartition[RawBatch, Positions]):
                     eof.add(stream)
                 elif error.fatal():
                     raise KafkaException(error)
-                elif not self._outage_logged:
-                    log.warning("Kafka: %s (waiting for the broker)", error)
-                    self._outage_logged = True
+                else:
+                    self._on_error(error)
                 continue
             if stream is None or stream in self.ended:
                 continue
@@ -217,8 +253,10 @@ class KafkaPartition(StatefulSourcePartition[RawBatch, Positions]):
             lines[stream].append(msg.value() or b"")
             offsets[stream].append(offset)
             self.positions[stream] = offset + 1
-            if self._outage_logged:
-                log.warning("Kafka: consuming again")
+            # Messages fetched before the outage keep arriving for a while: only later
+            # ones tell the broker is back.
+            if self._outage_logged and time.monotonic() - self._outage_since > OUTAGE_CONFIRMATION:
+                log.info("Kafka partition %d: consuming again", self.partition)
                 self._outage_logged = False
         out = []
         for stream in STREAMS:

@@ -8,8 +8,11 @@ import os
 import random
 import signal
 import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -91,3 +94,155 @@ def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(
     assert resumes > 0, "no kill landed after a committed snapshot: resume was not exercised"
     assert all(len(v) for v in a.values()), "every compared table should have rows"
     assert diff == dict.fromkeys(COMPARED, 0), report
+
+
+# ---- broker restart ---------------------------------------------------------------------
+
+KAFKA_SCRIPT = [sys.executable, str(ROOT / "scripts" / "local_kafka.py")]
+
+
+def _broker(command: str, port: int, *extra: str) -> None:
+    subprocess.run([*KAFKA_SCRIPT, command, "--port", str(port), *extra], check=True, timeout=600,
+                   capture_output=True)  # fmt: skip
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_a_broker_restart_mid_run_is_waited_out_and_loses_nothing(
+    tmp_path: Path, topic_prefix: str
+) -> None:
+    from operators.synthetic import TrafficGenerator, TrafficProfile
+    from tests.conftest import Store
+    from tests.e2e.checks import assert_store_matches_truth
+
+    port = 19592  # a broker of its own: stopping it must not disturb other tests
+    _broker("start", port, "--fresh")
+    home = tmp_path / "home"
+    home.mkdir()
+    try:
+        env = pulse_env(home, PULSE_LOG_BACKEND="kafka", PULSE_KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{port}",
+                        PULSE_KAFKA_TOPIC_PREFIX=topic_prefix, **FAST_SNAPSHOTS)  # fmt: skip
+        profile = TrafficProfile(seed=31, duration_s=700, rate=90, late_rate=0.01)
+        run_pulse(["generate", "--to", "kafka", "--seed", "31", "--duration", "700", "--rate", "90",
+                   "--late-rate", "0.01"], env)  # fmt: skip
+        # A small prefetch queue, so the consumer really needs the broker during the outage
+        # (by default librdkafka would have fetched this whole test's data already).
+        small_prefetch = {"queued.max.messages.kbytes": "256", "queued.min.messages": "500"}
+        env_run = {**env, "PULSE_KAFKA_CLIENT_CONFIG": json.dumps(small_prefetch),
+                   "PULSE_RUN_STATUS_INTERVAL": "200"}  # fmt: skip
+        errors = (tmp_path / "run.err").open("w")
+        process = subprocess.Popen([*PULSE, "run", "--bounded"], env=env_run, cwd=ROOT,
+                                   stdout=subprocess.PIPE, stderr=errors, text=True)  # fmt: skip
+        assert process.stdout is not None
+        for line in process.stdout:  # the status line: stop the broker once events flow
+            if "events in" in line and "events in 0 " not in line:
+                break
+        drain = threading.Thread(target=process.stdout.read, daemon=True)
+        drain.start()
+        _broker("stop", port)
+        time.sleep(8)
+        assert process.poll() is None, "the flow must wait for the broker, not exit"
+        _broker("start", port)
+        assert process.wait(timeout=600) == 0
+        log = (tmp_path / "run.err").read_text()
+        assert "waiting for the broker" in log and "consuming again" in log
+        store = Store(home)
+        try:
+            assert_store_matches_truth(store, list(TrafficGenerator(profile).events()))
+        finally:
+            store.close()
+    finally:
+        _broker("stop", port)
+
+
+# ---- poison input ----------------------------------------------------------------------------
+
+
+def _poison() -> list[tuple[bytes, str]]:
+    rng = random.Random(7)
+    noise = [bytes(b for b in rng.randbytes(200) if b != 10) for _ in range(3)]
+    base = {"type": "feedback", "event_id": "p", "request_id": "req-poison", "ts": 1_767_225_700_000,
+            "kind": "rating", "value": 4, "user_id": "u"}  # fmt: skip
+    return [
+        *((n, "malformed_json") for n in noise),
+        (json.dumps(base).encode()[:-9], "malformed_json"),  # truncated
+        (
+            b'{"type": "feedback", "event_id": "p2", "request_id": "r", "ts": 1767225700000, "kind": "reward", "value": NaN, "user_id": "u"}',
+            "malformed_json",
+        ),
+        (
+            b'{"type": "inference", "request_id": "r", "ts": 1767225700000, "model_id": "m", "model_version": "v", "endpoint": "e", "confidence": Infinity}',
+            "malformed_json",
+        ),
+        (b'{"a":' * 20_000 + b"1" + b"}" * 20_000, "oversize"),
+        (b'{"type": "feedback", "x": "' + b"A" * 10_000_000 + b'"}', "oversize"),  # 10 MB
+        (json.dumps({**base, "event_id": "p3", "value": "five"}).encode(), "invalid"),
+        (json.dumps({**base, "event_id": "p4", "kind": "confetti"}).encode(), "invalid"),
+        (json.dumps({**base, "event_id": "p5", "user_id": 42}).encode(), "invalid"),
+        (
+            json.dumps({**base, "event_id": "p6", "ts": "1000-01-01T00:00:00Z"}).encode(),
+            "ts_out_of_range",
+        ),
+        (
+            json.dumps({**base, "event_id": "p7", "ts": "3000-01-01T00:00:00Z"}).encode(),
+            "ts_out_of_range",
+        ),
+        (json.dumps({**base, "event_id": "p8", "ts": -5}).encode(), "ts_out_of_range"),
+        (json.dumps([base]).encode(), "not_object"),
+    ]
+
+
+def _with_poison(backend: str, env: dict[str, str], tmp_path: Path) -> list[Any]:
+    from connectors.event_writer import route
+    from operators.synthetic import GeneratedEvent, TrafficGenerator, TrafficProfile
+
+    events = list(
+        TrafficGenerator(TrafficProfile(seed=41, duration_s=240, rate=30, late_rate=0.01)).events()
+    )
+    poison = [
+        GeneratedEvent(0, *route(line)[:2], line, invalid=category) for line, category in _poison()
+    ]
+    step = len(events) // (len(poison) + 1)
+    mixed = []
+    for i, event in enumerate(events):
+        mixed.append(event)
+        if i % step == step - 1 and poison:
+            mixed.append(poison.pop())
+    file = tmp_path / "mixed.jsonl"
+    file.write_bytes(b"".join(e.line + b"\n" for e in mixed))
+    run_pulse(["load", str(file), "--to", backend], env)
+    return mixed
+
+
+@pytest.mark.parametrize("backend", ["log", pytest.param("kafka", marks=pytest.mark.kafka)])
+def test_poison_input_goes_to_dead_letters_and_nothing_else_changes(
+    backend: str, tmp_path: Path, request: Any
+) -> None:
+    from tests.conftest import Store
+    from tests.e2e.checks import assert_store_matches_truth
+
+    home = tmp_path / "home"
+    home.mkdir()
+    settings = {"PULSE_VALIDATION_MAX_EVENT_BYTES": "65536"}
+    if backend == "kafka":
+        bootstrap = request.getfixturevalue("kafka_bootstrap")
+        settings.update(PULSE_LOG_BACKEND="kafka", PULSE_KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+                        PULSE_KAFKA_TOPIC_PREFIX=request.getfixturevalue("topic_prefix"))  # fmt: skip
+    env = pulse_env(home, **settings)
+    mixed = _with_poison(backend, env, tmp_path)
+    run_pulse(["run", "--bounded", "--quiet"], env, timeout=600)
+    store = Store(home)
+    try:
+        assert_store_matches_truth(store, mixed)
+        sizes = dict(
+            store.rows(
+                "SELECT raw_size, length(raw) FROM {db}.dead_letters FINAL WHERE raw_size > 1000000"
+            )
+        )
+        assert sizes == {
+            10_000_029: 1 << 20
+        }  # the 10 MB event: kept whole in the log, 1 MiB stored
+        reasons = [r[0] for r in store.rows("SELECT reason FROM {db}.dead_letters FINAL")]
+        assert all(reasons)
+    finally:
+        store.close()
