@@ -180,6 +180,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         self._rebuild_pending = resume is not None
         if resume is not None:
             self.__dict__.update(pickle.loads(resume))
+            self._restarted(self._now())
             return
         now = self._now()
         self.clock = PartitionClock(
@@ -201,6 +202,15 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         self.next_tick = now + config.emit_interval
         self.ended = False
         self.sampled = 0
+
+    def _restarted(self, now: float) -> None:
+        """Processing time does not count while the flow is down: a restart is not
+        silence, and the sources have yet to say whether they are caught up. The run mode
+        is this run's, not the snapshot's."""
+        self.clock.bounded = self.merge.bounded = self.config.bounded
+        self.clock.touch(now)
+        self.merge.restart(now)
+        self.next_tick = now + self.config.emit_interval
 
     # ---- bytewax hooks -----------------------------------------------------------------
 

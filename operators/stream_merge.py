@@ -72,6 +72,12 @@ class StreamMerge:
         buffer.caught_up = caught_up
         buffer.ended = buffer.ended or ended
 
+    def restart(self, now: float) -> None:
+        """After a resume: no stream is idle or caught up until its source says so."""
+        for buffer in self.buffers.values():
+            buffer.last_data = now
+            buffer.caught_up = False
+
     def ended(self, stream: str) -> bool:
         buffer = self.buffers[stream]
         return buffer.ended and not len(buffer)

@@ -131,3 +131,33 @@ def _state_entries(stages: dict[int, PartitionStage], merge: MergeStage) -> int:
     merge_state = sum(len(sums) for state in merge.specs for part in (*state.panes.values(), *state.extras.values())
                       for sums in part.families.values())  # fmt: skip
     return partition_state + merge_state
+
+
+def test_downtime_before_a_resume_is_not_mistaken_for_quiet_streams() -> None:
+    """While the flow is down, processing time passes but no stream is quiet: after the
+    resume, feedback still waits for the inference stream (which was caught up before
+    the crash, and has a backlog now) instead of being joined against nothing."""
+    partition_config, _ = configs(semantics(partitions=1), bounded=False)
+    clock, stats = Clock(), FlowStats()
+    stage = PartitionStage(partition_config, stats, clock=clock)
+    inference = _line({"type": "inference", "request_id": "r1", "ts": T0, "model_id": "m",
+                       "model_version": "v", "endpoint": "/e"})  # fmt: skip
+    stage.on_item(RawBatch(0, "inferences", "inferences", [inference], [0], caught_up=True))
+    stage.on_item(RawBatch(0, "feedback", "feedback", [], [], caught_up=True))
+    watermark = stage.clock.watermark
+    snapshot = stage.snapshot()
+    assert snapshot is not None
+
+    clock.now += 100 * partition_config.idle_timeout  # the flow was down
+    resumed = PartitionStage(partition_config, stats, resume=snapshot, clock=clock)
+    feedback = _line({"type": "feedback", "event_id": "e2", "request_id": "r2", "ts": T0 + 5_000,
+                      "kind": "thumbs", "value": True, "user_id": "u"})  # fmt: skip
+    resumed.on_item(RawBatch(0, "feedback", "feedback", [feedback], [1], caught_up=False))
+    resumed.on_notify()
+    assert len(resumed.merge) == 1, "the feedback must wait for the inference stream"
+    assert resumed.clock.watermark == watermark, "a restart must not advance the watermark"
+    assert stats.unjoined == 0
+
+    clock.now += partition_config.idle_timeout  # really quiet now: it may go ahead
+    resumed.on_notify()
+    assert len(resumed.merge) == 0
