@@ -61,7 +61,7 @@ class _Writer:
         max_pending_rows: int,
         retry_backoff_max: float,
         stats: FlowStats,
-        client_factory: Callable[[Target], Any] = connect,
+        client_factory: Callable[[Target], Any] | None = None,
         exit_on_failure: bool = True,
     ) -> None:
         self.target = target
@@ -203,7 +203,7 @@ class _Writer:
 
     def _insert(self, table: str, chunks: list[TableRows]) -> None:
         if self._client is None:
-            self._client = self._client_factory(self.target)
+            self._client = (self._client_factory or connect)(self.target)
         schema = self._schemas.get(table)
         if schema is None:
             schema = self._schemas[table] = describe(self._client, self.target.database, table)

@@ -11,9 +11,13 @@ never restarts from zero on its own.
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import shutil
 import sqlite3
+from collections.abc import Mapping, Sequence
+from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -72,9 +76,18 @@ class RecoveryStore:
     def check(self, expected: dict[str, Any]) -> None:
         """Raise unless the store is intact and was written by a flow like `expected`."""
         parts = self._part_files()
-        used = False
+        used, counts, indices = False, set(), set()
         for part in parts:
-            used = self._used(part) or used
+            part_used, index, count = self._inspect(part)
+            used = used or part_used
+            counts.add(count)
+            indices.add(index)
+        if len(counts) > 1 or indices != set(range(max(counts))):
+            raise RecoveryStoreError(
+                f"the recovery store {self.directory} is incomplete or mixed: partition files "
+                f"{sorted(indices)} of a set of {sorted(counts)}. Every partition of the set "
+                f"must be present (restore the missing ones from a backup), or {_MOVE_AWAY}."
+            )
         if not self._fingerprint_file.exists():
             if used:
                 raise RecoveryStoreError(
@@ -101,7 +114,8 @@ class RecoveryStore:
                 f"Run the version and settings that wrote it, or {_MOVE_AWAY}."
             )
 
-    def _used(self, part: Path) -> bool:
+    def _inspect(self, part: Path) -> tuple[bool, int, int]:
+        """(holds snapshots, partition index, partition count) of one partition file."""
         with part.open("rb") as f:
             header = f.read(len(_SQLITE_HEADER))
         if header != _SQLITE_HEADER:
@@ -110,13 +124,26 @@ class RecoveryStore:
                 f"database. Restore it from a backup, or {_MOVE_AWAY}."
             )
         try:
-            with sqlite3.connect(f"file:{part}?mode=ro", uri=True) as db:
-                return bool(db.execute("SELECT count(*) FROM exs").fetchone()[0])
-        except sqlite3.DatabaseError as exc:
+            # Read-write, as Bytewax opens it: a read-only connection to a WAL database
+            # leaves -wal/-shm files behind; this one reads nothing but cleans up.
+            with closing(sqlite3.connect(part)) as db:
+                problems = [row[0] for row in db.execute("PRAGMA quick_check")]
+                if problems != ["ok"]:
+                    raise sqlite3.DatabaseError("; ".join(problems[:3]))
+                used = bool(db.execute("SELECT count(*) FROM exs").fetchone()[0])
+                index, count = db.execute("SELECT part_index, part_count FROM parts").fetchone()
+        except (sqlite3.DatabaseError, TypeError) as exc:
             raise RecoveryStoreError(
                 f"the recovery store {self.directory} is damaged: {part.name}: {exc}. "
                 f"Restore it from a backup, or {_MOVE_AWAY}."
             ) from None
+        return used, int(index), int(count)
+
+    def guard(self, expected: dict[str, Any]) -> None:
+        """For partitions made by ``python -m bytewax.recovery``: check them if present,
+        claim them if new. Missing partitions are left for Bytewax to report."""
+        if self._part_files():
+            self.check(expected)
 
     def _write(self, expected: dict[str, Any]) -> None:
         tmp = self._fingerprint_file.with_suffix(".tmp")
@@ -126,3 +153,14 @@ class RecoveryStore:
     def reset(self) -> None:
         """Forget everything (after a bounded run completed: the next run starts over)."""
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def bytewax_run_recovery_directory(
+    argv: Sequence[str], environ: Mapping[str, str] = os.environ
+) -> Path | None:
+    """The ``-r`` directory of a ``python -m bytewax.run`` command line, if any."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("-r", "--recovery-directory", type=Path)
+    known, _ = parser.parse_known_args(list(argv))
+    directory = known.recovery_directory or environ.get("BYTEWAX_RECOVERY_DIRECTORY")
+    return Path(directory) if directory else None

@@ -13,6 +13,7 @@ Settings come from config/pulse.yaml and PULSE_* variables (config/settings.py).
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,14 +21,26 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 
-from config.settings import Settings, load_settings
-from connectors.clickhouse import Target, connect, migrate, session_view_sql
+from config.settings import Settings, SettingsError, load_settings
+from connectors.clickhouse import ClickHouseError, Target, connect, migrate, session_view_sql
 from connectors.clickhouse_sink import ClickHouseSink
 from connectors.join_store import ClickHouseJoinStore
-from connectors.kafka import DeadLetterTopicSink, KafkaEventSource, KafkaTarget, ensure_topics
-from connectors.local_log import LocalLog
+from connectors.kafka import (
+    DeadLetterTopicSink,
+    KafkaEventSource,
+    KafkaSetupError,
+    KafkaTarget,
+    ensure_topics,
+)
+from connectors.local_log import LocalLog, LogError
 from connectors.local_log_source import LocalLogSource
 from connectors.query_server import QueryServer
+from connectors.recovery import (
+    RecoveryStore,
+    RecoveryStoreError,
+    bytewax_run_recovery_directory,
+    fingerprint,
+)
 from operators.batches import RawBatch, TableRows
 from operators.merge_stage import MergeConfig, MergeStage
 from operators.partition_stage import PartitionConfig, PartitionStage
@@ -236,8 +249,20 @@ def _partials(item: tuple[str, Any]) -> tuple[str, PartialBatch] | None:
 
 
 def flow() -> Dataflow:
-    """Entry point for ``python -m bytewax.run dataflows.feedback:flow``."""
+    """Entry point for ``python -m bytewax.run dataflows.feedback:flow``.
+
+    With ``-r DIR`` the recovery partitions are checked (or claimed) like ``pulse run``
+    does, so a changed flow or a damaged store stops here instead of restarting from zero.
+    """
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    return build_flow(load_settings())
+    try:
+        built = build(load_settings())
+        directory = bytewax_run_recovery_directory(sys.argv[1:])
+        if directory is not None:
+            RecoveryStore(directory).guard(fingerprint(built.flow, built.shape))
+    except (SettingsError, RecoveryStoreError, ClickHouseError, KafkaSetupError, LogError) as exc:
+        print(f"feedback-pulse: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return built.flow

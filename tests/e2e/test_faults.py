@@ -246,3 +246,109 @@ def test_poison_input_goes_to_dead_letters_and_nothing_else_changes(
         assert all(reasons)
     finally:
         store.close()
+
+
+# ---- ClickHouse outage -----------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_clickhouse_outage_is_retried_with_backpressure_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    from operators.synthetic import TrafficGenerator, TrafficProfile
+    from tests.conftest import Store
+    from tests.e2e.checks import assert_store_matches_truth
+
+    home = tmp_path / "home"
+    home.mkdir()
+    max_pending = 5000
+    env = pulse_env(home, PULSE_CLICKHOUSE_MAX_PENDING_ROWS=str(max_pending),
+                    PULSE_CLICKHOUSE_RETRY_BACKOFF_MAX="1s", **FAST_SNAPSHOTS)  # fmt: skip
+    profile = TrafficProfile(seed=53, duration_s=900, rate=90, late_rate=0.01)
+    run_pulse(["generate", "--to", "log", "--seed", "53", "--duration", "900", "--rate", "90",
+               "--late-rate", "0.01"], env)  # fmt: skip
+    report_file = tmp_path / "report.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.e2e.flaky_sink", str(report_file), "8", "--",
+         "run", "--bounded", "--quiet"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(report_file.read_text())
+    print(report)
+    assert report["failed_inserts"] >= 3, "the outage should have lasted several retries"
+    assert "retrying in" in done.stderr and "ClickHouse writes resumed after" in done.stderr
+    # Backpressure: the sink never held more than its bound (plus one hand-over), and the
+    # sources stopped reading while writes failed.
+    assert report["max_buffered_rows"] <= max_pending + report["largest_handover"]
+    read_during_outage = report["events_in_at_outage_end"] - report["events_in_at_outage_start"]
+    assert read_during_outage < report["events_in_total"] / 4, report
+    store = Store(home)
+    try:
+        assert_store_matches_truth(store, list(TrafficGenerator(profile).events()))
+    finally:
+        store.close()
+
+
+# ---- damaged or mismatched recovery store ------------------------------------------------
+
+
+def _digests(directory: Path) -> dict[str, str]:
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir())}
+
+
+@pytest.mark.slow
+def test_a_mismatched_or_damaged_recovery_store_stops_the_run_and_is_left_untouched(
+    tmp_path: Path,
+) -> None:
+    """`pulse run` and `python -m bytewax.run -r` both refuse a store written by a
+    differently-shaped flow or damaged, with what to do, and leave it as it was; the
+    unchanged flow resumes it (under Bytewax's own runner) to the right result."""
+    from operators.synthetic import TrafficGenerator, TrafficProfile
+    from tests.conftest import Store
+    from tests.e2e.checks import assert_store_matches_truth
+
+    home = tmp_path / "home"
+    home.mkdir()
+    recovery = home / "recovery"
+    env = pulse_env(home, **FAST_SNAPSHOTS)
+    profile = TrafficProfile(seed=61, duration_s=600, rate=60, late_rate=0.01)
+    run_pulse(["generate", "--to", "log", "--seed", "61", "--duration", "600", "--rate", "60",
+               "--late-rate", "0.01"], env)  # fmt: skip
+    run_pulse(["run", "--duration", "4", "--quiet"], env, timeout=300)  # unbounded: store kept
+    before = _digests(recovery)
+    assert "part-0.sqlite3" in before
+
+    changed = {**env, "PULSE_AGGREGATION_CONFIDENCE_BINS": "20"}
+    refused = run_pulse(["run", "--bounded", "--quiet"], changed, check=False)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "confidence_bins: stored 10, now 20" in refused.stderr
+    assert "move the directory away" in refused.stderr
+    bytewax_run = [sys.executable, "-m", "bytewax.run", "dataflows.feedback:flow",
+                   "-r", str(recovery), "-s", "1", "-b", "0"]  # fmt: skip
+    refused = subprocess.run(bytewax_run, env=changed, cwd=ROOT, capture_output=True, text=True,
+                             timeout=300)  # fmt: skip
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "confidence_bins: stored 10, now 20" in refused.stderr
+    assert _digests(recovery) == before, "a refused start must not touch the store"
+
+    resumed = subprocess.run(bytewax_run, env={**env, "PULSE_RUN_BOUNDED": "true"}, cwd=ROOT,
+                             capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    store = Store(home)
+    try:
+        assert_store_matches_truth(store, list(TrafficGenerator(profile).events()))
+    finally:
+        store.close()
+
+    part = recovery / "part-0.sqlite3"
+    data = bytearray(part.read_bytes())
+    data[4096:8192] = b"\xa5" * 4096
+    part.write_bytes(bytes(data))
+    damaged = _digests(recovery)
+    refused = run_pulse(["run", "--bounded", "--quiet"], env, check=False)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "is damaged: part-0.sqlite3" in refused.stderr
+    assert _digests(recovery) == damaged

@@ -1,0 +1,131 @@
+"""The recovery-store guard, on stores written by real Bytewax runs."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import bytewax.operators as op
+import pytest
+from bytewax.dataflow import Dataflow
+from bytewax.recovery import init_db_dir
+from bytewax.testing import TestingSink, TestingSource, run_main
+
+from connectors.recovery import (
+    FINGERPRINT_FILE,
+    RecoveryStore,
+    RecoveryStoreError,
+    bytewax_run_recovery_directory,
+    fingerprint,
+)
+
+
+def counting_flow(step: str = "count") -> Dataflow:
+    flow = Dataflow("recovery_test")
+    items = op.input("in", flow, TestingSource([("k", 1), ("k", 2), ("j", 5)]))
+    summed = op.stateful_map(step, items, lambda state, v: ((state or 0) + v, (state or 0) + v))
+    op.output("out", summed, TestingSink([]))
+    return flow
+
+
+def used_store(directory: Path, shape: dict[str, object] | None = None) -> dict[str, object]:
+    """A store that a real run has written snapshots to."""
+    flow = counting_flow()
+    expected = fingerprint(flow, shape or {"partitions": 4})
+    config = RecoveryStore(directory).open(expected, timedelta(0))
+    run_main(flow, epoch_interval=timedelta(0), recovery_config=config)
+    return expected
+
+
+def test_a_new_store_is_created_and_reopens(tmp_path: Path) -> None:
+    directory = tmp_path / "recovery"
+    expected = used_store(directory)
+    assert (directory / "part-0.sqlite3").exists()
+    assert json.loads((directory / FINGERPRINT_FILE).read_text()) == expected
+    RecoveryStore(directory).open(expected, timedelta(0))  # same flow: fine
+
+
+def test_changed_state_shape_is_refused_naming_the_field(tmp_path: Path) -> None:
+    directory = tmp_path / "recovery"
+    expected = used_store(directory)
+    with pytest.raises(
+        RecoveryStoreError, match=r"partitions: stored 4, now 8.*move the directory"
+    ):
+        RecoveryStore(directory).open({**expected, "partitions": 8}, timedelta(0))
+
+
+def test_changed_step_ids_are_refused(tmp_path: Path) -> None:
+    directory = tmp_path / "recovery"
+    used_store(directory)
+    renamed = fingerprint(counting_flow("count_v2"), {"partitions": 4})
+    with pytest.raises(RecoveryStoreError, match=r"steps: stored .*count'.*now .*count_v2"):
+        RecoveryStore(directory).open(renamed, timedelta(0))
+
+
+def test_a_partition_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
+    directory = tmp_path / "recovery"
+    expected = used_store(directory)
+    (directory / "part-0.sqlite3").write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(RecoveryStoreError, match=r"damaged: part-0\.sqlite3 is not a SQLite"):
+        RecoveryStore(directory).open(expected, timedelta(0))
+
+
+def test_a_partition_with_damaged_pages_is_refused(tmp_path: Path) -> None:
+    directory = tmp_path / "recovery"
+    expected = used_store(directory)
+    part = directory / "part-0.sqlite3"
+    data = bytearray(part.read_bytes())
+    assert len(data) > 8192
+    data[4096:8192] = b"\xa5" * 4096  # a page after the header, overwritten
+    part.write_bytes(bytes(data))
+    with pytest.raises(RecoveryStoreError, match=r"is damaged: part-0\.sqlite3"):
+        RecoveryStore(directory).open(expected, timedelta(0))
+
+
+def test_a_missing_partition_of_a_set_is_refused(tmp_path: Path) -> None:
+    directory = tmp_path / "recovery"
+    directory.mkdir()
+    init_db_dir(directory, 3)
+    (directory / "part-1.sqlite3").unlink()
+    with pytest.raises(RecoveryStoreError, match=r"partition files \[0, 2\] of a set of \[3\]"):
+        RecoveryStore(directory).open({"steps": []}, timedelta(0))
+
+
+def test_snapshots_without_a_fingerprint_are_refused(tmp_path: Path) -> None:
+    directory = tmp_path / "recovery"
+    expected = used_store(directory)
+    (directory / FINGERPRINT_FILE).unlink()
+    with pytest.raises(RecoveryStoreError, match=r"holds snapshots but no feedback-pulse\.json"):
+        RecoveryStore(directory).open(expected, timedelta(0))
+
+
+def test_an_unreadable_fingerprint_is_refused(tmp_path: Path) -> None:
+    directory = tmp_path / "recovery"
+    expected = used_store(directory)
+    (directory / FINGERPRINT_FILE).write_text("{not json")
+    with pytest.raises(RecoveryStoreError, match=r"feedback-pulse\.json is unreadable"):
+        RecoveryStore(directory).open(expected, timedelta(0))
+
+
+def test_partitions_made_by_bytewax_recovery_are_claimed_then_guarded(tmp_path: Path) -> None:
+    directory = tmp_path / "recovery"
+    directory.mkdir()
+    init_db_dir(directory, 2)  # what `python -m bytewax.recovery DIR 2` does
+    store = RecoveryStore(directory)
+    expected = fingerprint(counting_flow(), {"partitions": 4})
+    store.guard(expected)
+    assert json.loads((directory / FINGERPRINT_FILE).read_text()) == expected
+    with pytest.raises(RecoveryStoreError, match="different flow"):
+        store.guard({**expected, "partitions": 2})
+    RecoveryStore(tmp_path / "absent").guard(expected)  # left for Bytewax to report
+
+
+def test_the_bytewax_run_recovery_directory_is_found() -> None:
+    argv = ["dataflows.feedback:flow", "-w", "2", "-r", "/data/rec", "-s", "10", "-b", "0"]
+    assert bytewax_run_recovery_directory(argv, {}) == Path("/data/rec")
+    long_form = ["dataflows.feedback:flow", "--recovery-directory=/x"]
+    assert bytewax_run_recovery_directory(long_form, {}) == Path("/x")
+    env = {"BYTEWAX_RECOVERY_DIRECTORY": "/env"}
+    assert bytewax_run_recovery_directory(["flow"], env) == Path("/env")
+    assert bytewax_run_recovery_directory(["flow", "-w", "2"], {}) is None
