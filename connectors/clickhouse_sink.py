@@ -20,8 +20,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -38,12 +36,12 @@ from tenacity import (
 )
 
 from connectors.clickhouse import Target, connect, describe, is_transient, to_arrow
+from connectors.run_control import exit_write_failed
 from operators.batches import TableRows
 from operators.stats import FlowStats
 
 log = logging.getLogger("pulse.clickhouse")
 
-EXIT_WRITE_FAILED = 3
 # Keyed tables are deduplicated when parts merge and by FINAL at read time; doing it again
 # for every inserted block (optimize_on_insert) made metrics inserts ~2.6x slower here.
 INSERT_SETTINGS = {"optimize_on_insert": 0}
@@ -162,18 +160,14 @@ class _Writer:
     _interval_passed = False
 
     def _fail(self, exc: BaseException) -> None:
-        log.critical(
-            "ClickHouse write failed permanently, stopping (exit %d): %s: %s",
-            EXIT_WRITE_FAILED, type(exc).__name__, exc,
-        )  # fmt: skip
         with self._cond:
             self._error = exc
             self._cond.notify_all()
-        for handler in logging.getLogger().handlers:
-            handler.flush()
-        sys.stderr.flush()
         if self.exit_on_failure:
-            os._exit(EXIT_WRITE_FAILED)
+            exit_write_failed(
+                "ClickHouse write failed permanently, stopping: %s: %s", type(exc).__name__, exc
+            )
+        log.critical("ClickHouse write failed permanently: %s: %s", type(exc).__name__, exc)
 
     def _ready(self, last: float) -> bool:
         if not self._pending:

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
@@ -32,7 +32,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from connectors.run_control import STOP
+from connectors.run_control import STOP, exit_write_failed
 from operators.batches import STREAMS, RawBatch, TableRows
 
 log = logging.getLogger("pulse.kafka")
@@ -333,10 +333,24 @@ class KafkaEventSource(FixedPartitionedSource[RawBatch, Positions]):
         )
 
 
-class _DeadLetterPartition(StatelessSinkPartition[TableRows]):
+class _DeadLetterPartition(StatefulSinkPartition[TableRows, None]):
+    """Produces dead letters; every snapshot waits until all are acknowledged, so a
+    committed snapshot never covers a dead letter the broker does not have."""
+
     def __init__(self, target: KafkaTarget) -> None:
         self.topic = target.topic(DEAD_LETTERS)
-        self.producer = Producer(target.config(**{"linger.ms": 50, "message.max.bytes": 16 << 20}))
+        self.failed: KafkaError | None = None
+        self.producer = Producer(
+            target.config(
+                **{
+                    "linger.ms": 50,
+                    "message.max.bytes": 16 << 20,
+                    "enable.idempotence": True,  # no duplicates from librdkafka's own retries
+                    "message.timeout.ms": 0,  # retry through broker outages, like the source waits
+                    "error_cb": lambda error: log.warning("Kafka (dead letters): %s", error),
+                }
+            )
+        )
 
     def write_batch(self, items: list[TableRows]) -> None:
         for rows in items:
@@ -355,25 +369,47 @@ class _DeadLetterPartition(StatelessSinkPartition[TableRows]):
                 ).encode()
                 self._produce(f"{position[0]}:{position[1]}:{position[2]}", value)
         self.producer.poll(0)
+        self._raise_if_failed()
 
     def _produce(self, key: str, value: bytes) -> None:
         while True:
             try:
-                self.producer.produce(self.topic, key=key, value=value)
+                self.producer.produce(self.topic, key=key, value=value, on_delivery=self._delivered)
                 return
-            except BufferError:
+            except BufferError:  # the local queue is full: backpressure
                 self.producer.poll(0.05)
 
+    def _delivered(self, error: KafkaError | None, _msg: Any) -> None:
+        if error is not None and self.failed is None:
+            self.failed = error
+
+    def _raise_if_failed(self) -> None:
+        if self.failed is not None:
+            exit_write_failed("dead-letter topic %s: delivery failed: %s", self.topic, self.failed)
+
+    def snapshot(self) -> None:
+        while self.producer.flush(5.0):
+            log.warning("dead-letter topic %s: waiting for the broker to acknowledge", self.topic)
+        self._raise_if_failed()
+        return None
+
     def close(self) -> None:
-        self.producer.flush(30)
+        self.snapshot()
 
 
-class DeadLetterTopicSink(DynamicSink[TableRows]):
+class DeadLetterTopicSink(FixedPartitionedSink[TableRows, None]):
     """Dead letters also go to `<prefix>.dead-letters`, keyed by source position
-    (at least once: a replay may produce a position again; consumers dedup by key)."""
+    ``topic:partition:offset``. At least once: a replay after a crash may produce a
+    position again (consumers dedup by key, or compact the topic); never lost."""
 
     def __init__(self, target: KafkaTarget) -> None:
         self.target = target
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
+    def list_parts(self) -> list[str]:
+        return ["dead-letters"]
+
+    def part_fn(self, item_key: str) -> int:
+        return 0
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _DeadLetterPartition:
         return _DeadLetterPartition(self.target)

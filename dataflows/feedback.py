@@ -197,7 +197,7 @@ def build(settings: Settings, stats: FlowStats = STATS, recovery: bool = True) -
         )
         batches = op.filter_map("session_batches", staged, _session_batches)
         closed = op.stateful(
-            "session_stage", batches, lambda resume: SessionStage(session_config, resume)
+            "session_stage", batches, lambda resume: SessionStage(session_config, resume, stats)
         )
         outputs.append(op.map("session_rows", closed, lambda kv: (kv[1].table, kv[1])))
     to_store = op.merge("to_store", *outputs)
@@ -216,7 +216,7 @@ def build(settings: Settings, stats: FlowStats = STATS, recovery: bool = True) -
     )
     if settings.log.backend == "kafka":
         dead = op.filter_map(
-            "dead_letter_rows", rows, lambda kv: kv[1] if kv[0] == "dead_letters" else None
+            "dead_letter_rows", rows, lambda kv: kv if kv[0] == "dead_letters" else None
         )
         op.output("dead_letter_topic", dead, DeadLetterTopicSink(kafka_target(settings)))
     shape = {

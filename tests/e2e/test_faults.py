@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,15 @@ def table_contents(home: Path) -> dict[str, list[str]]:
     try:
         return {t: sorted(repr(r) for r in client.query(sql.replace("{db}", "pulse")).result_rows)
                 for t, sql in COMPARED.items()}  # fmt: skip
+    finally:
+        client.close()
+
+
+def _dead_letter_positions(home: Path) -> set[tuple[str, int, int]]:
+    client = connect(Target(f"chdb://{home / 'olap'}", "pulse"))
+    try:
+        sql = "SELECT topic, partition, offset FROM pulse.dead_letters FINAL"
+        return {(t, int(p), int(o)) for t, p, o in client.query(sql).result_rows}
     finally:
         client.close()
 
@@ -87,13 +97,26 @@ def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(
     a, b = table_contents(steady), table_contents(crashed)
     diff = differences(a, b)
     rows = sum(len(v) for v in a.values())
+    # The dead-letter topic is at least once: the steady run produced every position once,
+    # the crashed runs must have produced each at least once more.
+    from tests.e2e.test_kafka_pipeline import _read_topic
+
+    produced = Counter(
+        (d["topic"], d["partition"], d["offset"])
+        for d in map(json.loads, _read_topic(kafka_bootstrap, f"{topic_prefix}.dead-letters", 4))
+    )
+    stored = _dead_letter_positions(crashed)
+    lost = sorted(p for p in stored if produced[p] < 2)
     report = {"seed": seed, "kills": kills, "partition_resumes": resumes, "rows_compared": rows,
-              "differences": sum(diff.values()), "by_table": diff}  # fmt: skip
+              "differences": sum(diff.values()), "by_table": diff,
+              "dead_letter_topic_lost": len(lost),
+              "dead_letter_topic_replayed": sum(produced.values()) - 2 * len(stored)}  # fmt: skip
     print("crash test:", json.dumps(report))
     assert kills >= 5, f"the run finished before 5 kills ({kills}); make the input larger"
     assert resumes > 0, "no kill landed after a committed snapshot: resume was not exercised"
     assert all(len(v) for v in a.values()), "every compared table should have rows"
     assert diff == dict.fromkeys(COMPARED, 0), report
+    assert stored and not lost, f"dead letters missing from the topic: {lost[:5]}"
 
 
 # ---- broker restart ---------------------------------------------------------------------
