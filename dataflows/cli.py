@@ -146,6 +146,12 @@ def _run_flow(settings: Settings, duration: float | None, status: bool) -> None:
     finally:
         if printer is not None:
             printer.stop()
+    if STATS.snapshots:
+        log.info(
+            "state snapshots: %d, %.1f KiB and %.2f ms each on average",
+            STATS.snapshots, STATS.snapshot_bytes / STATS.snapshots / 1024,
+            STATS.snapshot_us / STATS.snapshots / 1000,
+        )  # fmt: skip
     if store is not None and settings.run.bounded and not STOP.is_set():
         # Complete: everything is written and every window closed. A later run starts over
         # (resuming an ended run would ignore what was appended since).

@@ -44,6 +44,7 @@ from operators.metrics import HISTOGRAM_METRIC, LATENCY_METRICS, MACRO_F1, MainL
 from operators.panes import PaneLayout, SpecState, window_sums
 from operators.sketch import segment_quantiles
 from operators.slices import NO_CUTOFF, FamilyDelta, PartialBatch
+from operators.snapshots import snapshot_fields
 from operators.stats import FlowStats
 from operators.windows import WindowSpec, slice_length
 
@@ -139,7 +140,7 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
     def snapshot(self) -> bytes | None:  # type: ignore[override]
         if not self.config.snapshots:
             return None
-        return pickle.dumps({name: getattr(self, name) for name in self._SNAPSHOT_FIELDS})
+        return snapshot_fields(self, self._SNAPSHOT_FIELDS, self.stats)
 
     # ---- merging -----------------------------------------------------------------------
 

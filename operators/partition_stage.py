@@ -73,6 +73,7 @@ from operators.rows import EventRows, InferenceRows, LateRows, dead_letter_rows
 from operators.sessions import SessionBatch, SessionRecord, shard_of
 from operators.sketch import buckets_of
 from operators.slices import PartialBatch, SliceDeltas
+from operators.snapshots import snapshot_fields
 from operators.stats import FlowStats
 from operators.stream_merge import StreamMerge
 from operators.windows import WindowSpec, slice_length
@@ -267,7 +268,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
     def snapshot(self) -> bytes | None:  # type: ignore[override]
         if not self.config.snapshots:
             return None
-        return pickle.dumps({name: getattr(self, name) for name in self._SNAPSHOT_FIELDS})
+        return snapshot_fields(self, self._SNAPSHOT_FIELDS, self.stats)
 
     # ---- per event: what depends on order ----------------------------------------------
 

@@ -26,6 +26,8 @@ from bytewax.operators import StatefulLogic
 
 from operators.batches import TableRows
 from operators.cells import BASE_DIMS, Cell, format_extra_dims
+from operators.snapshots import snapshot_fields
+from operators.stats import FlowStats
 
 RATING, THUMBS = "rating", "thumbs"
 
@@ -134,8 +136,11 @@ class SessionStage(StatefulLogic[SessionBatch, TableRows, bytes]):
 
     _SNAPSHOT_FIELDS = ("users", "watermarks")
 
-    def __init__(self, config: SessionConfig, resume: bytes | None = None) -> None:
+    def __init__(
+        self, config: SessionConfig, resume: bytes | None = None, stats: FlowStats | None = None
+    ) -> None:
         self.config = config
+        self.stats = stats
         if resume is not None:
             self.__dict__.update(pickle.loads(resume))
             return
@@ -171,7 +176,7 @@ class SessionStage(StatefulLogic[SessionBatch, TableRows, bytes]):
     def snapshot(self) -> bytes | None:  # type: ignore[override]
         if not self.config.snapshots:
             return None
-        return pickle.dumps({name: getattr(self, name) for name in self._SNAPSHOT_FIELDS})
+        return snapshot_fields(self, self._SNAPSHOT_FIELDS, self.stats)
 
     def _close(self) -> TableRows | None:
         watermark = self.watermark

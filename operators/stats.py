@@ -27,6 +27,9 @@ class FlowStats:
     metric_rows: int = 0
     rows_written: int = 0
     after_final: int = 0  # contributions to a window already final at the merge (should be 0)
+    snapshots: int = 0  # state snapshots taken by the stateful steps, their size and time
+    snapshot_bytes: int = 0
+    snapshot_us: int = 0
 
     @property
     def events_in(self) -> int:

@@ -8,8 +8,10 @@
 2. Reference rate: read every line of that log and ``msgspec.json.decode`` it (untyped) —
    the least work any implementation must do.
 3. The full bounded flow (`pulse run --bounded`, its own process, all default windows and
-   rollups) from the local log to chDB; then from Kafka (the same events loaded into
-   topics) to chDB. Wall time includes start-up and the final flush.
+   rollups) from the local log to chDB, with recovery snapshots every --snapshot-interval
+   (their count, size and time as the flow measured them), then again with
+   ``--no-recovery``: the difference is what recovery costs. Then from Kafka (the same
+   events loaded into topics) to chDB. Wall time includes start-up and the final flush.
 
 Prints events/s, the ratio to the reference, and each process's peak RSS. Not a test:
 figures go in notes, never in assertions.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -73,25 +76,33 @@ def reference_rate(log: LocalLog) -> tuple[int, float]:
     return n, n / (time.perf_counter() - start)
 
 
-def run_flow(home: Path, env_extra: dict[str, str]) -> tuple[float, int]:
-    """Seconds and peak RSS (KiB) of one bounded flow process."""
+SNAPSHOT_LINE = re.compile(rb"state snapshots: (\d+), ([\d.]+) KiB and ([\d.]+) ms each")
+
+
+def run_flow(
+    home: Path, env_extra: dict[str, str], *flags: str
+) -> tuple[float, int, tuple[int, float, float] | None]:
+    """Seconds, peak RSS (KiB) and (snapshots, KiB, ms each) of one bounded flow process."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
     env.update({"PULSE_HOME": str(home), **env_extra})
     shutil.rmtree(home / "olap", ignore_errors=True)
     start = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-m", "dataflows.cli", "run", "--bounded", "--quiet"],
+        [sys.executable, "-m", "dataflows.cli", "run", "--bounded", "--quiet", *flags],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    assert process.stderr is not None
+    errors = process.stderr.read()  # until the process closes it (it logs little)
     _, status, usage = os.wait4(process.pid, 0)
     elapsed = time.perf_counter() - start
     if status != 0:
-        errors = process.stderr.read().decode()[-3000:] if process.stderr else ""
-        sys.exit(f"bench: the flow failed:\n{errors}")
-    return elapsed, usage.ru_maxrss
+        sys.exit(f"bench: the flow failed:\n{errors.decode()[-3000:]}")
+    found = SNAPSHOT_LINE.search(errors)
+    snapshots = (int(found[1]), float(found[2]), float(found[3])) if found else None
+    return elapsed, usage.ru_maxrss, snapshots
 
 
 def report(label: str, events: int, seconds: float, reference: float, rss_kib: int) -> None:
@@ -128,6 +139,9 @@ def main() -> None:
         help="bootstrap servers of a running broker (default: skip Kafka)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the bench home")
+    parser.add_argument(
+        "--snapshot-interval", default="10s", help="run.snapshot_interval of the recovery runs"
+    )
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="pulse-bench-"))
@@ -141,8 +155,20 @@ def main() -> None:
         _, ref = reference_rate(log)
         print(f"{'reference (msgspec untyped decode):':<36} {ref:12,.0f} events/s")
 
-        seconds, rss = run_flow(home, {"PULSE_LOG_PARTITIONS": str(args.partitions)})
+        local = {
+            "PULSE_LOG_PARTITIONS": str(args.partitions),
+            "PULSE_RUN_SNAPSHOT_INTERVAL": args.snapshot_interval,
+        }
+        seconds, rss, snapshots = run_flow(home, local)
         report("local log -> chDB (bounded flow):", n, seconds, ref, rss)
+        if snapshots:
+            count, kib, ms = snapshots
+            print(f"  state snapshots (every {args.snapshot_interval}): {count} taken, "
+                  f"{kib:,.1f} KiB and {ms:.2f} ms each on average")  # fmt: skip
+        plain, rss, _ = run_flow(home, local, "--no-recovery")
+        report("  the same, --no-recovery:", n, plain, ref, rss)
+        print(f"  cost of recovery (snapshots + sink flushes): {1 - plain / seconds:.1%} "
+              "of throughput")  # fmt: skip
         if args.kafka:
             prefix = f"bench{uuid.uuid4().hex[:8]}"
             load_kafka(log, args.kafka, prefix)
@@ -151,7 +177,7 @@ def main() -> None:
                 "PULSE_KAFKA_BOOTSTRAP_SERVERS": args.kafka,
                 "PULSE_KAFKA_TOPIC_PREFIX": prefix,
             }
-            seconds, rss = run_flow(home, kafka_env)
+            seconds, rss, _ = run_flow(home, kafka_env)
             report("Kafka -> chDB (bounded flow):", n, seconds, ref, rss)
         else:
             print("Kafka: skipped (pass --kafka HOST:PORT)")
