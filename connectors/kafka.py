@@ -388,8 +388,12 @@ class _DeadLetterPartition(StatefulSinkPartition[TableRows, None]):
             exit_write_failed("dead-letter topic %s: delivery failed: %s", self.topic, self.failed)
 
     def snapshot(self) -> None:
+        waited = False
         while self.producer.flush(5.0):
             log.warning("dead-letter topic %s: waiting for the broker to acknowledge", self.topic)
+            waited = True
+        if waited:
+            log.info("dead-letter topic %s: the broker acknowledged; going on", self.topic)
         self._raise_if_failed()
         return None
 

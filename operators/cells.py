@@ -16,7 +16,7 @@ classes, policy pairs, report categories) are numbered the same way.
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -75,6 +75,15 @@ class LocalIds(Generic[K]):
         self.announced = len(self.values)
         return new
 
+    # Snapshots carry the values only: the dict is rebuilt on resume (half the bytes,
+    # and pickling a dict keyed by tuples is the slow part).
+    def __getstate__(self) -> tuple[list[K], int]:
+        return self.values, self.announced
+
+    def __setstate__(self, state: tuple[list[K], int]) -> None:
+        self.values, self.announced = state
+        self.ids = {value: i for i, value in enumerate(self.values)}
+
 
 class GlobalIds(Generic[K]):
     """The merge stage's ids for a keyed family's values, and each partition's mapping."""
@@ -98,6 +107,13 @@ class GlobalIds(Generic[K]):
     def to_global(self, partition: int, local_ids: np.ndarray) -> np.ndarray:
         return self.local[partition][local_ids]
 
+    def __getstate__(self) -> tuple[list[K], dict[int, np.ndarray]]:
+        return self.values, self.local
+
+    def __setstate__(self, state: tuple[list[K], dict[int, np.ndarray]]) -> None:
+        self.values, self.local = state
+        self.ids = {value: i for i, value in enumerate(self.values)}
+
 
 class CellIndex:
     """Global cell ids with dictionary-encoded dims, and each finest cell's rollups."""
@@ -116,6 +132,21 @@ class CellIndex:
 
     def __len__(self) -> int:
         return len(self._cells)
+
+    # Snapshots leave out the lookup dicts (rebuilt on resume from the lists they index).
+    _DERIVED = ("_ids", "_code_of", "_finest")
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k not in self._DERIVED}
+        state["_finest_cells"] = list(self._finest)  # in row order (insertion order)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        finest_cells = state.pop("_finest_cells")
+        self.__dict__.update(state)
+        self._ids = {cell: i for i, cell in enumerate(self._cells)}
+        self._code_of = [{v: i for i, v in enumerate(c)} for c in self._categories]
+        self._finest = {cell: row for row, cell in enumerate(finest_cells)}
 
     def cell(self, cell_id: int) -> Cell:
         return self._cells[cell_id]

@@ -32,7 +32,6 @@ WINNER_CODES = {"a": WINS_A, "b": WINS_B, "tie": TIES}
 REPORT_COUNT, REPORT_AMOUNT = 0, 1
 
 Z_95 = NormalDist().inv_cdf(0.975)  # 1.959964...
-F1_GRID = 2.0**40
 
 
 def widths(main_width: int) -> dict[str, int]:
@@ -64,14 +63,16 @@ def macro_f1(cell_of_row: np.ndarray, counts: np.ndarray, cells: np.ndarray) -> 
     `cell_of_row[i]` is the cell of class row i; `cells` are the cells to report (sorted).
     """
     f1 = _ratio(2 * counts[:, TP], 2 * counts[:, TP] + counts[:, FP] + counts[:, FN])
-    # Class ids follow arrival order; F1s on a 2^-40 grid sum exactly in any order.
-    f1 = np.round(f1 * F1_GRID) / F1_GRID
     seen = ~np.isnan(f1)
-    position = np.searchsorted(cells, cell_of_row[seen])
+    f1, position = f1[seen], np.searchsorted(cells, cell_of_row[seen])
     inside = position < len(cells)
     inside[inside] = cells[position[inside]] == cell_of_row[seen][inside]
-    total = np.bincount(position[inside], weights=f1[seen][inside], minlength=len(cells))
-    number = np.bincount(position[inside], minlength=len(cells))
+    f1, position = f1[inside], position[inside]
+    # Class rows follow arrival order, which a restart may change; summing each cell's F1s
+    # in ascending order makes the float total independent of it.
+    order = np.lexsort((f1, position))
+    total = np.bincount(position[order], weights=f1[order], minlength=len(cells))
+    number = np.bincount(position, minlength=len(cells))
     return _ratio(total, number.astype(np.float64))
 
 

@@ -11,7 +11,9 @@ Exact sums: every summed value (reward, dwell seconds, report amount, confidence
 first rounded to a multiple of :data:`QUANTUM` (2^-20, about 1e-6). Float64 addition of
 such numbers is exact while a cell's sum stays below 2^33 (about 8.6e9), hence independent
 of the order of addition: the same events give bit-identical rows however they were
-batched, ticked, partitioned or replayed after a crash.
+batched, ticked, partitioned or replayed after a crash. Squares of rewards (for the
+standard deviation, which cancels badly) are summed as two exact parts: rounded to QUANTUM,
+and the rest on a 2^-40 grid, so they carry no rounding of their own below |reward| < 90.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ FEEDBACK_FIELDS = (
     "rating_high_count",  # ratings >= 4 (CSAT numerator)
     "reward_count",
     "reward_sum",
-    "reward_sumsq",
+    "reward_sumsq",  # squares on the QUANTUM grid ...
+    "reward_sumsq_residual",  # ... plus what that rounding left out, on a 2^-40 grid
     "clicks",  # click feedback with value true
     "conversions",  # conversion feedback with value true
     "dwell_count",
@@ -53,11 +56,18 @@ INFERENCE_FIELDS = (
 )
 CSAT_THRESHOLD = 4.0
 QUANTUM = 2.0**-20
+RESIDUAL_QUANTUM = 2.0**-40
 
 
 def quantized(values: np.ndarray) -> np.ndarray:
     """Values rounded to multiples of QUANTUM (half to even), so that their sums are exact."""
     return np.round(values / QUANTUM) * QUANTUM
+
+
+def residual(values: np.ndarray, rounded: np.ndarray) -> np.ndarray:
+    """What quantized() took off, on the RESIDUAL_QUANTUM grid: below 2^-21 each, so a sum
+    of fewer than 2^34 of them stays exact."""
+    return np.round((values - rounded) / RESIDUAL_QUANTUM) * RESIDUAL_QUANTUM
 
 
 @dataclass(frozen=True)
@@ -97,6 +107,7 @@ I_RATING_HIGH = F["rating_high_count"]
 I_REWARD_COUNT = F["reward_count"]
 I_REWARD_SUM = F["reward_sum"]
 I_REWARD_SUMSQ = F["reward_sumsq"]
+I_REWARD_SUMSQ_RESIDUAL = F["reward_sumsq_residual"]
 I_CLICKS = F["clicks"]
 I_CONVERSIONS = F["conversions"]
 I_DWELL_COUNT = F["dwell_count"]
@@ -166,7 +177,9 @@ def feedback_fields(
     rewards = np.where(reward, numbers, 0.0)
     out[:, I_REWARD_COUNT] = reward
     out[:, I_REWARD_SUM] = rewards
-    out[:, I_REWARD_SUMSQ] = quantized(rewards * rewards)
+    squares = rewards * rewards  # exact while |reward| < 90: k^2 * 2^-40 fits 53 bits
+    out[:, I_REWARD_SUMSQ] = quantized(squares)
+    out[:, I_REWARD_SUMSQ_RESIDUAL] = residual(squares, out[:, I_REWARD_SUMSQ])
     out[:, I_CLICKS] = (kinds == _CLICK) & (numbers > 0)
     out[:, I_CONVERSIONS] = (kinds == _CONVERSION) & (numbers > 0)
     dwell = kinds == _DWELL
@@ -204,6 +217,8 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 def _sample_stddev(n: np.ndarray, total: np.ndarray, sumsq: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         safe_n = np.where(n > 1, n, 2.0)
+        # The textbook formula cancels when the spread is small against the mean; that costs
+        # relative precision of about 1e-16 * mean^2 / variance, not the sums' rounding.
         variance = (sumsq - total * total / safe_n) / (safe_n - 1)
         return np.where(n > 1, np.sqrt(np.maximum(variance, 0.0)), np.nan)
 
@@ -252,7 +267,11 @@ METRICS: dict[str, tuple[str, Derivation]] = {
     "reward_mean": ("Nullable(Float64)", _rate_of("reward_sum", "reward_count")),
     "reward_stddev": (
         "Nullable(Float64)",
-        lambda f, s: _sample_stddev(f[:, I_REWARD_COUNT], f[:, I_REWARD_SUM], f[:, I_REWARD_SUMSQ]),
+        lambda f, s: _sample_stddev(
+            f[:, I_REWARD_COUNT],
+            f[:, I_REWARD_SUM],
+            f[:, I_REWARD_SUMSQ] + f[:, I_REWARD_SUMSQ_RESIDUAL],
+        ),
     ),
     "impressions": ("UInt64", _col("inference_count")),
     "clicks": ("UInt64", _col("clicks")),
