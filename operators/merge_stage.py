@@ -39,7 +39,7 @@ from operators.families import (
     report_metrics,
     widths,
 )
-from operators.keyed_sums import sum_by_key
+from operators.keyed_sums import sum_by_key, sum_by_keys
 from operators.metrics import HISTOGRAM_METRIC, LATENCY_METRICS, MACRO_F1, MainLayout, derive
 from operators.panes import PaneLayout, SpecState, window_sums
 from operators.sketch import segment_quantiles
@@ -220,8 +220,7 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         if len(keys) == 0:
             return keys, values
         rolled = self.cells.rollups(keys >> EXTRA_KEY_BITS)  # [rows, grouping sets]
-        expanded = (rolled << EXTRA_KEY_BITS) | (keys & _EXTRA_MASK)[:, None]
-        return sum_by_key(expanded.ravel(), np.repeat(values, rolled.shape[1], axis=0))
+        return sum_by_keys((rolled << EXTRA_KEY_BITS) | (keys & _EXTRA_MASK)[:, None], values)
 
     def _tables(self, parts: list[Emitted], final: bool, version: int) -> list[TableRows]:
         """Rows of `metrics` and the keyed families' tables for the given windows."""

@@ -1,6 +1,6 @@
 import numpy as np
 
-from operators.keyed_sums import KeyedSums, rows_in, sum_by_key
+from operators.keyed_sums import BINCOUNT_FROM, KeyedSums, rows_in, sum_by_key, sum_by_keys
 
 
 def test_adds_by_key_across_batches_keeping_keys_sorted() -> None:
@@ -45,3 +45,25 @@ def test_runs_stay_few_and_gather_sees_every_run() -> None:
         k: v for k, v in reference.items() if k < 2500
     }
     assert len(sums.compacted()[0]) == len(reference) and len(sums.runs) == 1
+
+
+def test_both_summing_paths_equal_a_dict_bit_for_bit() -> None:
+    """Small inputs sort, large ones bincount per column; on the QUANTUM grid both sums are
+    exact, so they must agree to the last bit (and with a dict), row keys sorted."""
+    rng = np.random.default_rng(11)
+    for rows in (10, BINCOUNT_FROM - 1, BINCOUNT_FROM, 3 * BINCOUNT_FROM):
+        keys = rng.integers(0, rows // 3 + 1, size=(rows, 4)).astype(np.int64) << 20
+        values = np.round(rng.normal(size=(rows, 5)) / 2.0**-20) * 2.0**-20
+        reference: dict[int, np.ndarray] = {}
+        for row_keys, row in zip(keys.tolist(), values, strict=True):
+            for key in row_keys:
+                reference[key] = reference.get(key, 0) + row
+        expected_keys = sorted(reference)
+        expected = np.array([reference[k] for k in expected_keys])
+        for got_keys, got in (
+            sum_by_keys(keys, values),
+            sum_by_key(keys.ravel(), np.repeat(values, 4, axis=0)),
+        ):
+            assert got_keys.tolist() == expected_keys
+            assert np.array_equal(got, expected)
+            assert got.flags["C_CONTIGUOUS"]
