@@ -13,6 +13,7 @@ process that owns it serves queries for others (:mod:`connectors.query_server`).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_never, wait_exponential
 
 from operators.batches import Categorical
 
@@ -50,6 +52,20 @@ def is_transient(exc: BaseException) -> bool:
         text = str(exc)
         return any(f"Code: {c}." in text for c in RETRYABLE_CODES)
     return False
+
+
+def retrying_while_transient(
+    backoff_max_s: float, before_sleep: Callable[[RetryCallState], None]
+) -> Retrying:
+    """Retry transient failures forever with exponential backoff (0.1 s doubling up to
+    `backoff_max_s`): the flow waits for the store rather than drop or reorder rows."""
+    return Retrying(
+        retry=retry_if_exception(is_transient),
+        wait=wait_exponential(multiplier=0.1, max=backoff_max_s),
+        stop=stop_never,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
 
 
 @dataclass(frozen=True)

@@ -27,15 +27,9 @@ from typing import Any
 
 import pyarrow as pa
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception,
-    stop_never,
-    wait_exponential,
-)
+from tenacity import RetryCallState
 
-from connectors.clickhouse import Target, connect, describe, is_transient, to_arrow
+from connectors.clickhouse import Target, connect, describe, retrying_while_transient, to_arrow
 from connectors.run_control import exit_write_failed
 from operators.batches import TableRows
 from operators.stats import FlowStats
@@ -179,13 +173,7 @@ class _Writer:
         )
 
     def _write(self, table: str, chunks: list[TableRows]) -> None:
-        retrying = Retrying(
-            retry=retry_if_exception(is_transient),
-            wait=wait_exponential(multiplier=0.1, max=self.retry_backoff_max),
-            stop=stop_never,
-            before_sleep=self._log_retry,
-            reraise=True,
-        )
+        retrying = retrying_while_transient(self.retry_backoff_max, self._log_retry)
         for attempt in retrying:
             with attempt:
                 self._insert(table, chunks)

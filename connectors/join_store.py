@@ -17,15 +17,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception,
-    stop_never,
-    wait_exponential,
-)
+from tenacity import RetryCallState
 
-from connectors.clickhouse import Target, connect, is_transient
+from connectors.clickhouse import Target, connect, retrying_while_transient
 from operators.join import StoredInference
 from operators.metrics import as_label
 
@@ -87,13 +81,7 @@ class ClickHouseJoinStore:
         return {"p": partition, "upto": up_to_offset, "since": since, "limit": limit}
 
     def _rows(self, sql: str, parameters: dict[str, Any]) -> list[Any]:
-        retrying = Retrying(
-            retry=retry_if_exception(is_transient),
-            wait=wait_exponential(multiplier=0.1, max=self.retry_backoff_max),
-            stop=stop_never,
-            before_sleep=self._log_retry,
-            reraise=True,
-        )
+        retrying = retrying_while_transient(self.retry_backoff_max, self._log_retry)
         for attempt in retrying:
             with attempt:
                 if self._client is None:
