@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from operators.batches import Categorical
+from operators.snapshots import PickleCached
 
 ALL = "*"
 UNKNOWN = "unknown"
@@ -52,9 +53,13 @@ def format_extra_dims(names: Sequence[str], values: Sequence[str]) -> str:
     return ";".join(f"{n}={v}" for n, v in zip(names, values, strict=True))
 
 
-class LocalIds(Generic[K]):
+class LocalIds(PickleCached, Generic[K]):
     """A partition's dense ids for values (cells, classes, ...); those not yet announced
-    to the merge stage."""
+    to the merge stage.
+
+    Snapshots carry the values only (the dict is rebuilt on resume: half the bytes, and
+    pickling a dict keyed by tuples is the slow part), from a cache while no value is new.
+    """
 
     __slots__ = ("announced", "ids", "values")
 
@@ -62,38 +67,42 @@ class LocalIds(Generic[K]):
         self.ids: dict[K, int] = {}
         self.values: list[K] = []
         self.announced = 0
+        self._pickled = None
 
     def id_of(self, value: K) -> int:
         value_id = self.ids.get(value)
         if value_id is None:
             value_id = self.ids[value] = len(self.values)
             self.values.append(value)
+            self._pickled = None
         return value_id
 
     def take_new(self) -> list[K]:
         new = self.values[self.announced :]
-        self.announced = len(self.values)
+        if new:
+            self.announced = len(self.values)
+            self._pickled = None
         return new
 
-    # Snapshots carry the values only: the dict is rebuilt on resume (half the bytes,
-    # and pickling a dict keyed by tuples is the slow part).
-    def __getstate__(self) -> tuple[list[K], int]:
+    def _state(self) -> tuple[list[K], int]:
         return self.values, self.announced
 
-    def __setstate__(self, state: tuple[list[K], int]) -> None:
+    def _restore(self, state: tuple[list[K], int]) -> None:
         self.values, self.announced = state
         self.ids = {value: i for i, value in enumerate(self.values)}
 
 
-class GlobalIds(Generic[K]):
+class GlobalIds(PickleCached, Generic[K]):
     """The merge stage's ids for a keyed family's values, and each partition's mapping."""
 
     def __init__(self) -> None:
         self.ids: dict[K, int] = {}
         self.values: list[K] = []
         self.local: dict[int, np.ndarray] = {}
+        self._pickled = None
 
     def announce(self, partition: int, new: Sequence[K]) -> None:
+        self._pickled = None
         mapped = []
         for value in new:
             value_id = self.ids.get(value)
@@ -107,15 +116,15 @@ class GlobalIds(Generic[K]):
     def to_global(self, partition: int, local_ids: np.ndarray) -> np.ndarray:
         return self.local[partition][local_ids]
 
-    def __getstate__(self) -> tuple[list[K], dict[int, np.ndarray]]:
+    def _state(self) -> tuple[list[K], dict[int, np.ndarray]]:
         return self.values, self.local
 
-    def __setstate__(self, state: tuple[list[K], dict[int, np.ndarray]]) -> None:
+    def _restore(self, state: tuple[list[K], dict[int, np.ndarray]]) -> None:
         self.values, self.local = state
         self.ids = {value: i for i, value in enumerate(self.values)}
 
 
-class CellIndex:
+class CellIndex(PickleCached):
     """Global cell ids with dictionary-encoded dims, and each finest cell's rollups."""
 
     def __init__(self, grouping_sets: Sequence[Sequence[str]], extra_dims: Sequence[str]) -> None:
@@ -129,19 +138,20 @@ class CellIndex:
         self._code_of: list[dict[str, int]] = [{} for _ in self.columns]
         self._finest: dict[Cell, int] = {}  # finest cell -> row of _rollups
         self._rollups = np.zeros((0, len(self.grouping_sets)), dtype=np.int64)
+        self._pickled = None
 
     def __len__(self) -> int:
         return len(self._cells)
 
     # Snapshots leave out the lookup dicts (rebuilt on resume from the lists they index).
-    _DERIVED = ("_ids", "_code_of", "_finest")
+    _DERIVED = ("_ids", "_code_of", "_finest", "_pickled")
 
-    def __getstate__(self) -> dict[str, Any]:
+    def _state(self) -> dict[str, Any]:
         state = {k: v for k, v in self.__dict__.items() if k not in self._DERIVED}
         state["_finest_cells"] = list(self._finest)  # in row order (insertion order)
         return state
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
+    def _restore(self, state: dict[str, Any]) -> None:
         finest_cells = state.pop("_finest_cells")
         self.__dict__.update(state)
         self._ids = {cell: i for i, cell in enumerate(self._cells)}
@@ -157,6 +167,7 @@ class CellIndex:
             return cell_id
         cell_id = self._ids[cell] = len(self._cells)
         self._cells.append(cell)
+        self._pickled = None
         if cell_id >= len(self._codes):
             self._codes = _grown(self._codes)
         base = len(BASE_DIMS)
@@ -178,6 +189,7 @@ class CellIndex:
             if row is None:
                 row = len(finest)
                 finest[cell] = row
+                self._pickled = None
                 if row >= len(self._rollups):
                     self._rollups = _grown(self._rollups)
                 self._rollups[row] = [

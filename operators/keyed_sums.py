@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from operators.snapshots import PickleCached
+
 Run = tuple[np.ndarray, np.ndarray]  # sorted unique int64 keys, float64 [rows, width]
 
 
@@ -108,14 +110,22 @@ def rows_in(keys: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     return np.arange(total) - np.repeat(offsets - start, lengths)
 
 
-class KeyedSums:
-    """Sums of float64 vectors by int64 key, kept as a few sorted runs."""
+class KeyedSums(PickleCached):
+    """Sums of float64 vectors by int64 key, kept as a few sorted runs. Pickles from a
+    cache while unchanged: a pane of a past slice costs a snapshot only once."""
 
     __slots__ = ("runs", "width")
 
     def __init__(self, width: int) -> None:
         self.width = width
         self.runs: list[Run] = []
+        self._pickled = None
+
+    def _state(self) -> tuple[int, list[Run]]:
+        return self.width, self.runs
+
+    def _restore(self, state: tuple[int, list[Run]]) -> None:
+        self.width, self.runs = state
 
     def __len__(self) -> int:
         """Rows stored (a key in several runs counts once per run)."""
@@ -130,6 +140,7 @@ class KeyedSums:
         """Add value rows whose keys are sorted and unique (as `sum_by_key` returns them)."""
         if len(keys) == 0:
             return
+        self._pickled = None
         runs = self.runs
         runs.append((keys, values))
         while len(runs) > 1 and 2 * len(runs[-1][0]) >= len(runs[-2][0]):
@@ -140,6 +151,8 @@ class KeyedSums:
         """Everything as one sorted run (and keep it that way)."""
         if not self.runs:
             return np.empty(0, dtype=np.int64), np.empty((0, self.width))
+        if len(self.runs) > 1:
+            self._pickled = None
         while len(self.runs) > 1:
             newer = self.runs.pop()
             self.runs[-1] = merge_runs(self.runs[-1], newer)

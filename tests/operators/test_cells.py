@@ -55,3 +55,31 @@ def test_resumed_local_and_global_ids_keep_numbering() -> None:
     global_ids.announce(1, ["y", "z"])
     assert global_ids.to_global(1, np.array([0, 1])).tolist() == [1, 2]
     assert global_ids.to_global(0, np.array([1, 0])).tolist() == [1, 0]
+
+
+def test_a_change_after_a_snapshot_is_in_the_next_one() -> None:
+    """The pickled-state cache must be dropped by every mutation: a stale cache would
+    resume a flow from an older state than the one it snapshotted."""
+    local: LocalIds[str] = LocalIds()
+    local.id_of("a")
+    _resumed(local)
+    local.id_of("b")
+    assert _resumed(local).values == ["a", "b"]  # type: ignore[attr-defined]
+    local.take_new()
+    assert _resumed(local).take_new() == []  # type: ignore[attr-defined]
+
+    global_ids: GlobalIds[str] = GlobalIds()
+    global_ids.announce(0, ["x"])
+    _resumed(global_ids)
+    global_ids.announce(1, ["y"])
+    assert _resumed(global_ids).to_global(1, np.array([0])).tolist() == [1]  # type: ignore[attr-defined]
+
+    index = CellIndex(CUBE, ())
+    rng = random.Random(5)
+    index.finest_ids(_cells(rng, 5))
+    _resumed(index)
+    more = _cells(rng, 50)
+    rows = index.finest_ids(more)
+    resumed = _resumed(index)
+    assert len(resumed) == len(index)  # type: ignore[arg-type]
+    assert resumed.finest_ids(more).tolist() == rows.tolist()  # type: ignore[attr-defined]

@@ -1,3 +1,5 @@
+import pickle
+
 import numpy as np
 
 from operators.keyed_sums import BINCOUNT_FROM, KeyedSums, rows_in, sum_by_key, sum_by_keys
@@ -67,3 +69,21 @@ def test_both_summing_paths_equal_a_dict_bit_for_bit() -> None:
             assert got_keys.tolist() == expected_keys
             assert np.array_equal(got, expected)
             assert got.flags["C_CONTIGUOUS"]
+
+
+def test_a_snapshot_after_adding_or_compacting_holds_the_current_sums() -> None:
+    """KeyedSums pickles from a cache while unchanged; every change must drop it."""
+    sums = KeyedSums(1)
+    sums.add(np.array([1, 2]), np.ones((2, 1)))
+    pickle.dumps(sums)
+    sums.add(np.array([3]), np.ones((1, 1)))
+    sums.add(np.array([2]), np.ones((1, 1)))
+    assert len(sums.runs) > 1
+    resumed = pickle.loads(pickle.dumps(sums))
+    assert resumed.keys.tolist() == [1, 2, 3]
+    assert resumed.values.ravel().tolist() == [1.0, 2.0, 1.0]
+    sums.compacted()
+    resumed = pickle.loads(pickle.dumps(sums))
+    assert len(resumed.runs) == 1 and resumed.values.ravel().tolist() == [1.0, 2.0, 1.0]
+    resumed.add(np.array([9]), np.ones((1, 1)))  # a resumed one goes on changing
+    assert pickle.loads(pickle.dumps(resumed)).keys.tolist() == [1, 2, 3, 9]
