@@ -37,10 +37,10 @@ def sum_by_key(keys: np.ndarray, values: np.ndarray) -> Run:
 
 
 def _sum_by_key_bincount(keys: np.ndarray, values: np.ndarray) -> Run:
-    """Large inputs: group by hashing-free `unique` + one bincount per column. Gathering
+    """Large inputs: group ids from `np.unique`, then one bincount per column. Gathering
     whole rows in sorted order (what reduceat needs) is the costly part of the sort path;
-    bincount reads each column once, in place. Sums are equal: every value is on the
-    QUANTUM grid, so addition order does not matter (operators.metrics)."""
+    bincount reads each column once. Both paths give bit-identical sums: every value is
+    on an exact grid (:mod:`operators.metrics`), so the order of addition does not matter."""
     unique, inverse = np.unique(keys, return_inverse=True)
     if len(unique) == len(keys):
         order = np.argsort(keys)
