@@ -69,6 +69,18 @@ def sum_by_keys(keys: np.ndarray, values: np.ndarray) -> Run:
     return unique.astype(np.int64), np.ascontiguousarray(summed.T)
 
 
+def sum_by_dense_keys(keys: np.ndarray, values: np.ndarray, size: int) -> Run:
+    """:func:`sum_by_keys` for keys known to lie in [0, size) (cell ids): no sort at all,
+    a bincount per column over the whole id range, then the ids that occur."""
+    k = keys.shape[1]
+    flat = keys.T.ravel()
+    present = np.flatnonzero(np.bincount(flat, minlength=size))
+    summed = np.empty((values.shape[1], len(present)))
+    for j in range(values.shape[1]):
+        summed[j] = np.bincount(flat, weights=np.tile(values[:, j], k), minlength=size)[present]
+    return present.astype(np.int64), np.ascontiguousarray(summed.T)
+
+
 def merge_runs(older: Run, newer: Run) -> Run:
     """Two sorted runs as one, in O(n + m): shared keys are summed."""
     keys, values = older

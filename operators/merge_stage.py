@@ -39,7 +39,7 @@ from operators.families import (
     report_metrics,
     widths,
 )
-from operators.keyed_sums import sum_by_key, sum_by_keys
+from operators.keyed_sums import sum_by_dense_keys, sum_by_key, sum_by_keys
 from operators.metrics import HISTOGRAM_METRIC, LATENCY_METRICS, MACRO_F1, MainLayout, derive
 from operators.panes import PaneLayout, SpecState, window_sums
 from operators.sketch import segment_quantiles
@@ -49,6 +49,7 @@ from operators.stats import FlowStats
 from operators.windows import WindowSpec, slice_length
 
 FINAL_VERSION = 1 << 62
+DENSE_ROLLUP_LIMIT = 1 << 24  # ids (cells x distinct extra keys) for a bincount rollup
 _EXTRA_MASK = (1 << EXTRA_KEY_BITS) - 1
 
 
@@ -220,7 +221,16 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         if len(keys) == 0:
             return keys, values
         rolled = self.cells.rollups(keys >> EXTRA_KEY_BITS)  # [rows, grouping sets]
-        return sum_by_keys((rolled << EXTRA_KEY_BITS) | (keys & _EXTRA_MASK)[:, None], values)
+        extras = keys & _EXTRA_MASK
+        # Dense ids (cell, rank of the extra key) when they fit: no sort of rows * sets keys.
+        extra_values, extra_rank = np.unique(extras, return_inverse=True)
+        size = len(self.cells) * len(extra_values)
+        if size > DENSE_ROLLUP_LIMIT:
+            return sum_by_keys((rolled << EXTRA_KEY_BITS) | extras[:, None], values)
+        dense = rolled * len(extra_values) + extra_rank[:, None]
+        present, sums = sum_by_dense_keys(dense, values, size)
+        cells, rank = np.divmod(present, len(extra_values))
+        return (cells << EXTRA_KEY_BITS) | extra_values[rank], sums
 
     def _tables(self, parts: list[Emitted], final: bool, version: int) -> list[TableRows]:
         """Rows of `metrics` and the keyed families' tables for the given windows."""

@@ -2,7 +2,14 @@ import pickle
 
 import numpy as np
 
-from operators.keyed_sums import BINCOUNT_FROM, KeyedSums, rows_in, sum_by_key, sum_by_keys
+from operators.keyed_sums import (
+    BINCOUNT_FROM,
+    KeyedSums,
+    rows_in,
+    sum_by_dense_keys,
+    sum_by_key,
+    sum_by_keys,
+)
 
 
 def test_adds_by_key_across_batches_keeping_keys_sorted() -> None:
@@ -87,3 +94,13 @@ def test_a_snapshot_after_adding_or_compacting_holds_the_current_sums() -> None:
     assert len(resumed.runs) == 1 and resumed.values.ravel().tolist() == [1.0, 2.0, 1.0]
     resumed.add(np.array([9]), np.ones((1, 1)))  # a resumed one goes on changing
     assert pickle.loads(pickle.dumps(resumed)).keys.tolist() == [1, 2, 3, 9]
+
+
+def test_dense_keys_sum_like_any_keys() -> None:
+    rng = np.random.default_rng(12)
+    keys = rng.integers(0, 700, size=(3000, 8)).astype(np.int64)
+    values = np.round(rng.normal(size=(3000, 6)) / 2.0**-20) * 2.0**-20
+    dense_keys, dense = sum_by_dense_keys(keys, values, 1000)
+    any_keys, summed = sum_by_keys(keys, values)
+    assert dense_keys.tolist() == any_keys.tolist()
+    assert np.array_equal(dense, summed) and dense.flags["C_CONTIGUOUS"]

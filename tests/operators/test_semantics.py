@@ -308,3 +308,12 @@ def test_the_reward_stddev_of_close_rewards_does_not_cancel_away() -> None:
     out, _ = check(events)
     want = statistics.stdev(ref.q(r) for r in rewards)
     assert math.isclose(total_row(out, "1m", T0)["reward_stddev"], want, rel_tol=1e-9)
+
+
+def test_rollups_without_dense_ids_give_the_same_rows(monkeypatch: Any) -> None:
+    """Rollups sum by dense (cell, extra key) ids when they fit, else by sorting keys."""
+    import operators.merge_stage
+
+    monkeypatch.setattr(operators.merge_stage, "DENSE_ROLLUP_LIMIT", 0)
+    test_keyed_families_per_class_preference_and_report()
+    test_the_reward_stddev_of_close_rewards_does_not_cancel_away()
