@@ -26,7 +26,7 @@ def sum_by_key(keys: np.ndarray, values: np.ndarray) -> Run:
     if len(keys) == 0:
         return keys.astype(np.int64), values
     if len(keys) >= BINCOUNT_FROM:
-        return _sum_by_key_bincount(keys, values)
+        return sum_by_keys(keys[:, None], values)
     order = np.argsort(keys, kind="stable")
     keys = keys[order]
     values = values[order]
@@ -36,49 +36,42 @@ def sum_by_key(keys: np.ndarray, values: np.ndarray) -> Run:
     return keys[starts], np.add.reduceat(values, starts, axis=0)
 
 
-def _sum_by_key_bincount(keys: np.ndarray, values: np.ndarray) -> Run:
-    """Large inputs: group ids from `np.unique`, then one bincount per column. Gathering
-    whole rows in sorted order (what reduceat needs) is the costly part of the sort path;
-    bincount reads each column once. Both paths give bit-identical sums: every value is
-    on an exact grid (:mod:`operators.metrics`), so the order of addition does not matter."""
-    unique, inverse = np.unique(keys, return_inverse=True)
-    if len(unique) == len(keys):
-        order = np.argsort(keys)
-        return keys[order].astype(np.int64), values[order]
-    columns = np.ascontiguousarray(values.T)
-    summed = np.empty((values.shape[1], len(unique)))
-    for j, column in enumerate(columns):
-        summed[j] = np.bincount(inverse, weights=column, minlength=len(unique))
-    return unique.astype(np.int64), summed.T.copy()
-
-
 def sum_by_keys(keys: np.ndarray, values: np.ndarray) -> Run:
     """Like :func:`sum_by_key` for rows that each count under several keys: `keys` is
     [rows, k], and row i adds to all of keys[i] (a finest cell to each of its rollups).
 
-    Never materializes the k-fold repeated rows: each column is tiled (contiguous) and
-    summed by one bincount, which is several times cheaper than sorting k * rows wide rows.
+    Large inputs: group ids from `np.unique`, then one bincount per column, never the
+    k-fold repeated rows. Gathering whole rows in sorted order (what reduceat needs) is
+    the costly part of sorting. Both ways give bit-identical sums: every value is on an
+    exact grid (:mod:`operators.metrics`), so the order of addition does not matter.
     """
     rows, k = keys.shape
     if rows * k < BINCOUNT_FROM:
         return sum_by_key(keys.ravel(), np.repeat(values, k, axis=0))
     unique, inverse = np.unique(keys.T.ravel(), return_inverse=True)
-    summed = np.empty((values.shape[1], len(unique)))
-    for j in range(values.shape[1]):
-        summed[j] = np.bincount(inverse, weights=np.tile(values[:, j], k), minlength=len(unique))
-    return unique.astype(np.int64), np.ascontiguousarray(summed.T)
+    if k == 1 and len(unique) == rows:  # nothing to add up (a partition's own delta)
+        order = np.argsort(keys[:, 0])
+        return unique.astype(np.int64), values[order]
+    return unique.astype(np.int64), _column_sums(inverse, values, k, len(unique))
 
 
 def sum_by_dense_keys(keys: np.ndarray, values: np.ndarray, size: int) -> Run:
     """:func:`sum_by_keys` for keys known to lie in [0, size) (cell ids): no sort at all,
     a bincount per column over the whole id range, then the ids that occur."""
-    k = keys.shape[1]
     flat = keys.T.ravel()
     present = np.flatnonzero(np.bincount(flat, minlength=size))
-    summed = np.empty((values.shape[1], len(present)))
+    return present.astype(np.int64), _column_sums(flat, values, keys.shape[1], size, present)
+
+
+def _column_sums(
+    ids: np.ndarray, values: np.ndarray, k: int, size: int, keep: np.ndarray | None = None
+) -> np.ndarray:
+    """[size (or len(keep)), width]: the rows of `values`, tiled k times, summed at `ids`."""
+    summed = np.empty((values.shape[1], size if keep is None else len(keep)))
     for j in range(values.shape[1]):
-        summed[j] = np.bincount(flat, weights=np.tile(values[:, j], k), minlength=size)[present]
-    return present.astype(np.int64), np.ascontiguousarray(summed.T)
+        column = np.bincount(ids, weights=np.tile(values[:, j], k), minlength=size)
+        summed[j] = column if keep is None else column[keep]
+    return np.ascontiguousarray(summed.T)
 
 
 def merge_runs(older: Run, newer: Run) -> Run:
