@@ -11,20 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from operators.contract import FEEDBACK_KINDS
 from operators.decode import BatchDecoder, decode_contract, decode_fast
 
-KINDS = [
-    "label",
-    "thumbs",
-    "rating",
-    "reward",
-    "click",
-    "conversion",
-    "dwell",
-    "preference",
-    "report",
-    "emoji",
-]
+KINDS = [*FEEDBACK_KINDS, "emoji"]  # the contract's kinds and one it does not know
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-10, 10), st.integers(-(2**63), 2**63 - 1),
     st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=6), st.text(min_size=120, max_size=140),
