@@ -602,7 +602,8 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
     # ---- per batch: vectorized ---------------------------------------------------------
 
     def _accumulate(self) -> None:
-        """Add the batch's counted events to the slice deltas, all at once."""
+        """Add the batch's counted events to the slice deltas, all at once (first the
+        released feedback's store lookup, which counts it)."""
         self._resolve_released()
         counted, self._counted = self._counted, _Counted()
         deltas = self.deltas
