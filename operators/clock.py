@@ -5,11 +5,12 @@ order (:mod:`operators.stream_merge`), so one watermark covers both: the largest
 time seen minus `max_out_of_orderness`. Merging two streams whose disorder is within the
 bound keeps the merged disorder within it, so no on-time event is ever late.
 
-Quiet partitions (unbounded runs only): when no stream has delivered data for
-`idle_timeout` of processing time, nothing is in flight any more, so the allowances for
-disorder and for the join's wait are dropped: the watermark passed downstream jumps to
-the largest event time seen and then advances with processing time (feedback still waiting
-for its inference gives up as it passes). A stream that stops at 03:00 has its window
+Quiet partitions (unbounded runs only): when every stream is caught up (its source has
+nothing more to read) and none has delivered data for `idle_timeout` of processing time,
+nothing is in flight any more, so the allowances for disorder and for the join's wait are
+dropped: the watermark passed downstream jumps to the largest event time seen and then
+advances with processing time (feedback still waiting for its inference gives up as it
+passes). A stream that stops at 03:00 has its window
 ending at 03:00 final `idle_timeout` later. A partition that has never seen an event
 follows the wall clock once idle, so it never holds the other partitions back. Ended
 streams (bounded runs) put it at +infinity once all have ended. The watermark never goes
@@ -69,7 +70,9 @@ class PartitionClock:
         return not self.bounded and now - self.last_data >= self.idle_timeout
 
     def advance(self, now: float) -> float:
-        """Let an idle partition's watermark follow processing time; returns it."""
+        """Let an idle partition's watermark follow processing time; returns it. Only for
+        a partition whose sources are caught up: silence while a backlog waits to be read
+        is a busy worker, not a quiet stream."""
         if self.idle(now):
             if self.max_ts > NEG_INF:
                 quiet_for = now - self.last_data - self.idle_timeout

@@ -192,7 +192,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
             bounded=config.bounded,
             last_data=now,
         )
-        self.merge = StreamMerge(config.idle_timeout, config.bounded, now)
+        self.merge = StreamMerge()
         self.cells: LocalIds[Cell] = LocalIds()
         self.keys: dict[str, LocalIds[Any]] = {family: LocalIds() for family in KEYED}
         self.pending = PendingFeedback()
@@ -209,9 +209,9 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         """Processing time does not count while the flow is down: a restart is not
         silence, and the sources have yet to say whether they are caught up. The run mode
         is this run's, not the snapshot's."""
-        self.clock.bounded = self.merge.bounded = self.config.bounded
+        self.clock.bounded = self.config.bounded
         self.clock.touch(now)
-        self.merge.restart(now)
+        self.merge.restart()
         self.next_tick = now + self.config.emit_interval
 
     # ---- bytewax hooks -----------------------------------------------------------------
@@ -230,10 +230,9 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
                 out.append(dead_letter_rows(decoded.dead_letters))
             events, offsets = decoded.events, decoded.offsets
         self.merge.push(
-            value.stream, events, offsets,
-            caught_up=value.caught_up, ended=value.end_of_input, now=now,
-        )  # fmt: skip
-        self._process(now)
+            value.stream, events, offsets, caught_up=value.caught_up, ended=value.end_of_input
+        )
+        self._process()
         self._accumulate()
         self._collect_rows(out)
         if self.ended:
@@ -243,8 +242,9 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
     def on_notify(self) -> tuple[list[Output], bool]:
         now = self._now()
         out: list[Output] = []
-        self._process(now)
-        self.clock.advance(now)
+        self._process()
+        if self.merge.caught_up():  # quiet, not merely unpolled: see operators.stream_merge
+            self.clock.advance(now)
         self._release_due()
         self._accumulate()
         self._collect_rows(out)
@@ -273,14 +273,14 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
 
     # ---- per event: what depends on order ----------------------------------------------
 
-    def _process(self, now: float) -> None:
+    def _process(self) -> None:
         """Process what the stream merge releases; close the partition when all ended."""
         if self.ended:
             return
         if self._rebuild_pending:
             self._rebuild()
         self._expire()
-        for stream, events, offsets in self.merge.runs(now):
+        for stream, events, offsets in self.merge.runs():
             if offsets:
                 self.processed[stream] = max(self.processed[stream], offsets[-1])
             start = 0

@@ -5,9 +5,12 @@ the reader has got in each depends on fetch sizes and timing. Processing them in
 whatever order they arrive would make joins and lateness depend on that. Like a Kafka
 Streams task, the partition stage instead buffers each stream and always takes the
 event with the smaller timestamp from the two heads (inferences first on ties). It waits
-for a stream only while the source says more of it is already there to read: a stream
-that is caught up, ended, or (unbounded runs) silent for `idle_timeout` does not block
-the other. Within each stream, log order is kept.
+for a stream only while the source says more of it is there to read: a stream that is
+caught up or ended does not block the other. Silence alone does not count: a worker busy
+with a backlog (or held by a slow sink) polls its sources late, and taking that for a
+quiet stream would join and close windows without the events it has yet to read (as
+Kafka Streams since KIP-695 waits for partitions that still have lag). Within each
+stream, log order is kept.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ class StreamBuffer:
     head: int = 0
     caught_up: bool = False
     ended: bool = False
-    last_data: float = 0.0
 
     def __len__(self) -> int:
         return len(self.events) - self.head
@@ -43,46 +45,32 @@ Run = tuple[str, list[Event], list[int]]  # (stream, events, offsets)
 
 
 class StreamMerge:
-    def __init__(self, idle_timeout: int, bounded: bool, now: float) -> None:
-        self.idle_timeout = idle_timeout
-        self.bounded = bounded
-        self.buffers: dict[str, StreamBuffer] = {
-            name: StreamBuffer(last_data=now) for name in STREAMS
-        }
+    def __init__(self) -> None:
+        self.buffers: dict[str, StreamBuffer] = {name: StreamBuffer() for name in STREAMS}
 
     def __len__(self) -> int:
         return sum(len(b) for b in self.buffers.values())
 
     def push(
-        self,
-        stream: str,
-        events: list[Event],
-        offsets: list[int],
-        *,
-        caught_up: bool,
-        ended: bool,
-        now: float,
+        self, stream: str, events: list[Event], offsets: list[int], *, caught_up: bool, ended: bool
     ) -> None:
         buffer = self.buffers[stream]
         if events:
             buffer.events.extend(events)
             buffer.offsets.extend(offsets)
-        if events or caught_up or ended:
-            buffer.last_data = now
         buffer.caught_up = caught_up
         buffer.ended = buffer.ended or ended
 
-    def restart(self, now: float) -> None:
-        """After a resume: no stream is idle or caught up until its source says so."""
+    def restart(self) -> None:
+        """After a resume: no stream is caught up until its source says so."""
         for buffer in self.buffers.values():
-            buffer.last_data = now
             buffer.caught_up = False
 
     def ended(self, stream: str) -> bool:
         buffer = self.buffers[stream]
         return buffer.ended and not len(buffer)
 
-    def runs(self, now: float) -> Iterator[Run]:
+    def runs(self) -> Iterator[Run]:
         """Runs of consecutive events of one stream, in merged timestamp order."""
         (first_name, first), (second_name, second) = (
             (name, self.buffers[name]) for name in STREAMS
@@ -96,19 +84,22 @@ class StreamMerge:
                     yield first_name, *self._take_while(first, lambda ts, t=second_ts: ts <= t)
                 else:
                     yield second_name, *self._take_while(second, lambda ts, t=first_ts: ts < t)
-            elif has_first and self._not_blocking(second, now):
+            elif has_first and self._not_blocking(second):
                 yield first_name, *self._take_all(first)
-            elif has_second and self._not_blocking(first, now):
+            elif has_second and self._not_blocking(first):
                 yield second_name, *self._take_all(second)
             else:
                 break
         first.compact()
         second.compact()
 
-    def _not_blocking(self, buffer: StreamBuffer, now: float) -> bool:
-        if buffer.ended or buffer.caught_up:
-            return True
-        return not self.bounded and now - buffer.last_data >= self.idle_timeout
+    @staticmethod
+    def _not_blocking(buffer: StreamBuffer) -> bool:
+        return buffer.ended or buffer.caught_up
+
+    def caught_up(self) -> bool:
+        """Every stream has nothing more to read now (or has ended)."""
+        return all(b.ended or b.caught_up for b in self.buffers.values())
 
     @staticmethod
     def _take_while(buffer: StreamBuffer, keep: Any) -> tuple[list[Event], list[int]]:

@@ -158,6 +158,35 @@ def test_downtime_before_a_resume_is_not_mistaken_for_quiet_streams() -> None:
     assert resumed.clock.watermark == watermark, "a restart must not advance the watermark"
     assert stats.unjoined == 0
 
-    clock.now += partition_config.idle_timeout  # really quiet now: it may go ahead
+    clock.now += partition_config.idle_timeout  # silence is not enough: still waiting
     resumed.on_notify()
+    assert len(resumed.merge) == 1
+    # The inference source has read its backlog (here: nothing new) and says so.
+    resumed.on_item(RawBatch(0, "inferences", "inferences", [], [], caught_up=True))
     assert len(resumed.merge) == 0
+
+
+def test_a_worker_too_busy_to_poll_is_not_a_quiet_stream() -> None:
+    """Sources with a backlog, not polled for many idle timeouts (the worker was held by
+    a slow sink or a long emission): nothing gives up waiting, the watermark stays."""
+    partition_config, _ = configs(semantics(partitions=1), bounded=False)
+    clock, stats = Clock(), FlowStats()
+    stage = PartitionStage(partition_config, stats, clock=clock)
+    stage.on_item(RawBatch(0, "inferences", "inferences", [], [], caught_up=False))
+    feedback = _line({"type": "feedback", "event_id": "e1", "request_id": "r1", "ts": T0 + 1_000,
+                      "kind": "thumbs", "value": True, "user_id": "u"})  # fmt: skip
+    stage.on_item(RawBatch(0, "feedback", "feedback", [feedback], [0], caught_up=False))
+    watermark = stage.clock.watermark
+
+    clock.now += 10 * partition_config.idle_timeout
+    stage.on_notify()
+    assert stage.clock.watermark == watermark
+    assert len(stage.merge) == 1, "the feedback must wait for the inference stream's backlog"
+
+    inference = _line({"type": "inference", "request_id": "r1", "ts": T0, "model_id": "m",
+                       "model_version": "v", "endpoint": "/e"})  # fmt: skip
+    stage.on_item(RawBatch(0, "inferences", "inferences", [inference], [0], caught_up=True))
+    stage.on_item(RawBatch(0, "feedback", "feedback", [], [], caught_up=True))
+    stage.on_eof()
+    assert stats.unjoined == 0 and stats.late_events == 0
+    assert len(stage.pending) == 0  # joined
