@@ -126,6 +126,7 @@ class TimeSettings(Section):
     allowed_lateness: Duration = 0
     idle_timeout: PositiveDuration = 5_000
     emit_interval: PositiveDuration = 1_000
+    early_emit_budget: float = Field(0.25, gt=0, le=1)
 
 
 class JoinSettings(Section):

@@ -167,6 +167,7 @@ def build(settings: Settings, stats: FlowStats = STATS, recovery: bool = True) -
         emit_interval=t.emit_interval,
         confidence_bins=settings.aggregation.confidence_bins,
         early_rows=not settings.run.bounded,
+        early_emit_budget=t.early_emit_budget,
         snapshots=recovery,
     )
 

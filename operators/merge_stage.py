@@ -10,10 +10,19 @@ cells are emitted every `emit_interval` as early rows (``final = 0``, ``version`
 emission time in ms), then once as the final row (``final = 1``, ``version`` =
 :data:`FINAL_VERSION`) that ``ReplacingMergeTree(version)`` keeps over every early one,
 also after a replay.
+
+Early rows cost the merge stage a rollup of every open window, which grows with the
+number of cells. They get at most `early_emit_budget` of processing time: when one
+emission takes longer than its share of the interval, the next waits (the interval
+stretches, never shrinks), so a flow catching up, or one with a very large cube, keeps
+ingesting instead of spending its time on rows that will soon be replaced. Final rows
+never wait.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import pickle
 import time
 from collections.abc import Callable
@@ -66,6 +75,12 @@ class MergeConfig:
     early_rows: bool = True
     # Without recovery Bytewax still asks for snapshots every epoch; skip the pickling.
     snapshots: bool = True
+    # At most this share of processing time goes to early rows (see the module docstring).
+    early_emit_budget: float = 0.25
+
+
+log = logging.getLogger("pulse.merge")
+DEFERRAL_LOG_EVERY_MS = 60_000
 
 
 def _now_ms() -> float:
@@ -95,6 +110,9 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         self._slice = slice_length(config.specs)
         self._layout = MainLayout(config.confidence_bins)
         self._widths = widths(self._layout.width)
+        # Processing-time pacing of early rows: not state (a restart starts afresh).
+        self._early_not_before = -math.inf
+        self._deferral_logged_at = -math.inf
         if resume is not None:
             self.__dict__.update(pickle.loads(resume))
             return
@@ -182,9 +200,11 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
                     state.extra(start).add(family, group_keys, group_values, touched)
 
     def _emit(self) -> list[TableRows]:
-        """Final rows for windows the watermark has passed, early rows for changed ones."""
+        """Final rows for windows the watermark has passed, early rows for changed ones
+        (unless the early-row budget defers them: then their changed cells wait)."""
         watermark = self.watermark
         lateness = self.config.allowed_lateness
+        early_due = self.config.early_rows and self._now() >= self._early_not_before
         finals: list[Emitted] = []
         early: list[Emitted] = []
         for state in self.specs:
@@ -195,7 +215,7 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
                     continue
                 if end + lateness <= watermark:
                     finals.append((state, start, None))
-                elif self.config.early_rows:
+                elif early_due:
                     cells = state.touched(start)
                     if cells is not None:
                         early.append((state, start, cells))
@@ -204,9 +224,14 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
             self.stats.windows_final += len(finals)
             out.extend(self._tables(finals, final=True, version=FINAL_VERSION))
         if early:
-            out.extend(self._tables(early, final=False, version=int(self._now())))
-        for state in self.specs:
-            state.clear_touched()
+            started = self._now()
+            out.extend(self._tables(early, final=False, version=int(started)))
+            self._pace_early_rows(len(early), started, self._now())
+        if early_due or not self.config.early_rows:
+            for state in self.specs:
+                state.clear_touched()
+        else:
+            self.stats.early_deferred += 1
         for state, start, _ in finals:
             state.final_before = max(state.final_before, start + state.layout.spec.length)
         for state in self.specs:
@@ -215,6 +240,23 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
             if rows.table == "metrics":
                 self.stats.metric_rows += len(rows)
         return [rows for rows in out if len(rows)]
+
+    def _pace_early_rows(self, windows: int, started: float, ended: float) -> None:
+        """Keep early rows within their budget: after an emission that took `took`, the
+        next may start `took * (1 - budget) / budget` later."""
+        budget = self.config.early_emit_budget
+        took = max(ended - started, 0.0)
+        pause = took * (1.0 - budget) / budget
+        self._early_not_before = ended + pause
+        if pause > self.config.emit_interval and (
+            ended - self._deferral_logged_at >= DEFERRAL_LOG_EVERY_MS
+        ):
+            self._deferral_logged_at = ended
+            log.info(
+                "early rows of %d open windows took %.0f ms; the next come %.1f s later "
+                "(time.early_emit_budget = %.0f%%)",
+                windows, took, pause / 1000.0, budget * 100,
+            )  # fmt: skip
 
     def _rollup(self, keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Finest-cell rows -> rows of every rollup cell they belong to, summed."""

@@ -26,6 +26,7 @@ class FlowStats:
     windows_final: int = 0
     metric_rows: int = 0
     rows_written: int = 0
+    early_deferred: int = 0  # merge ticks whose early rows waited for their budget
     after_final: int = 0  # contributions to a window already final at the merge (should be 0)
     snapshots: int = 0  # state snapshots taken by the stateful steps, their size and time
     snapshot_bytes: int = 0

@@ -1,0 +1,122 @@
+"""Early rows in unbounded runs: paced to their share of processing time, never at the
+cost of a final row or of a changed cell."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+from operators.batches import RawBatch, TableRows
+from operators.merge_stage import MergeStage
+from operators.partition_stage import PartitionStage
+from operators.slices import PartialBatch
+from operators.stats import FlowStats
+from tests.harness import Output, configs, semantics
+
+T0 = 1_767_225_600_000  # a minute boundary
+
+
+class Clock:
+    """Processing time that a test moves by hand. Each reading through `costly` also
+    moves it by `cost` ms: the merge stage reads it before and after an emission, so
+    every emission takes `cost` ms for the pacing."""
+
+    def __init__(self, cost: float) -> None:
+        self.now = 1_000_000.0
+        self.cost = cost
+
+    def __call__(self) -> float:
+        return self.now
+
+    def costly(self) -> float:
+        self.now += self.cost
+        return self.now
+
+
+def _inference(request_id: str, ts: int, segment: str) -> bytes:
+    return json.dumps({"type": "inference", "request_id": request_id, "ts": ts, "model_id": "m",
+                       "model_version": "v1", "endpoint": "/e", "segment": segment}).encode()  # fmt: skip
+
+
+class Flow:
+    def __init__(self, cost: float, budget: float) -> None:
+        partition_config, merge_config = configs(semantics(partitions=1), bounded=False)
+        self.clock, self.stats = Clock(cost), FlowStats()
+        self.stage = PartitionStage(partition_config, self.stats, clock=self.clock)
+        self.merge = MergeStage(
+            replace(merge_config, early_emit_budget=budget), self.stats, clock=self.clock.costly
+        )
+        self.offset = 0
+        # No feedback at all: the stream says it is caught up, so inferences need not wait.
+        self.stage.on_item(RawBatch(0, "feedback", "feedback", caught_up=True))
+
+    def send(self, *lines: bytes) -> None:
+        """Lines into the partition, its tick through the merge (no merge tick)."""
+        offsets = list(range(self.offset, self.offset + len(lines)))
+        self.offset += len(lines)
+        items = self.stage.on_item(RawBatch(0, "inferences", "inferences", list(lines), offsets,
+                                            caught_up=True))[0]  # fmt: skip
+        items += self.stage.on_notify()[0]
+        for item in items:
+            if isinstance(item, PartialBatch):
+                assert self.merge.on_item(item)[0] == []
+
+    def tick(self, after_ms: float) -> list[dict[str, Any]]:
+        """A merge tick `after_ms` later: the 1m window's metrics rows it emitted."""
+        self.clock.now += after_ms
+        return _rows_1m(self.merge.on_notify()[0])
+
+
+def _rows_1m(tables: list[TableRows]) -> list[dict[str, Any]]:
+    out = Output()
+    out.tables["metrics"] = [t for t in tables if t.table == "metrics"]
+    return [
+        {"segment": r["segment"], "final": r["final"], "start": r["window_start"],
+         "inferences": r["inference_count"]}
+        for r in out.column_rows("metrics") if r["window"] == "1m"
+    ]  # fmt: skip
+
+
+def _segments(rows: list[dict[str, Any]], start: int = T0) -> set[str]:
+    return {r["segment"] for r in rows if r["start"] == start and r["segment"] != "*"}
+
+
+def test_cheap_early_rows_come_every_tick() -> None:
+    flow = Flow(cost=1.0, budget=0.25)  # an emission takes 1 ms: 3 ms pause < emit_interval
+    flow.send(_inference("r1", T0, "a"))
+    assert _segments(flow.tick(1000)) == {"a"}
+    flow.send(_inference("r2", T0 + 1000, "b"))
+    assert _segments(flow.tick(1000)) == {"b"}  # only the changed cell (and its rollups)
+    assert flow.stats.early_deferred == 0
+
+
+def test_costly_early_rows_wait_for_their_budget_and_lose_no_changed_cell() -> None:
+    # Each emission takes 2 s; with a 10 % budget the next may start 18 s after it ended
+    # (a tick's reading of the clock costs 2 s too: each tick below is 3 s).
+    flow = Flow(cost=2000.0, budget=0.1)
+    flow.send(_inference("r1", T0, "a"))
+    assert _segments(flow.tick(1000)) == {"a"}
+    flow.send(_inference("r2", T0 + 1000, "b"))
+    assert flow.tick(1000) == []  # 1 s later: deferred
+    flow.send(_inference("r3", T0 + 2000, "c"))
+    assert flow.tick(1000) == []
+    assert flow.stats.early_deferred == 2
+    rows = flow.tick(20_000)  # past the pause: both cells changed meanwhile come now
+    assert _segments(rows) == {"b", "c"}
+    assert all(r["final"] == 0 for r in rows)
+    total = next(r for r in rows if r["segment"] == "*")
+    assert total["inferences"] == 3.0  # the running value includes everything so far
+
+
+def test_final_rows_do_not_wait_for_the_early_budget() -> None:
+    flow = Flow(cost=2000.0, budget=0.1)
+    flow.send(_inference("r1", T0, "a"))
+    assert _segments(flow.tick(1000)) == {"a"}  # early row; the next early rows wait 18 s
+    # Event time moves 2 minutes on: the watermark passes the end of [T0, T0 + 1 min).
+    flow.send(_inference("r2", T0 + 130_000, "b"))
+    rows = flow.tick(1000)
+    finals = [r for r in rows if r["final"]]
+    assert _segments(finals) == {"a"}
+    assert [r for r in rows if not r["final"]] == []  # the early rows still wait
+    assert flow.stats.early_deferred == 1
