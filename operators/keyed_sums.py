@@ -11,9 +11,10 @@ rather than once per tick, and there are at most O(log n) runs to read.
 
 from __future__ import annotations
 
-import numpy as np
+import pickle
+from typing import Any
 
-from operators.snapshots import PickleCached
+import numpy as np
 
 Run = tuple[np.ndarray, np.ndarray]  # sorted unique int64 keys, float64 [rows, width]
 
@@ -115,22 +116,28 @@ def rows_in(keys: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     return np.arange(total) - np.repeat(offsets - start, lengths)
 
 
-class KeyedSums(PickleCached):
-    """Sums of float64 vectors by int64 key, kept as a few sorted runs. Pickles from a
-    cache while unchanged: a pane of a past slice costs a snapshot only once."""
+class KeyedSums:
+    """Sums of float64 vectors by int64 key, kept as a few sorted runs.
 
-    __slots__ = ("runs", "width")
+    Each run keeps its pickled bytes until it changes, so a snapshot pickles only the
+    runs merged since the last one and copies the rest: a growing pane (the hour window's)
+    rewrites its big run O(log n) times in its life, not at every snapshot.
+    """
+
+    __slots__ = ("_blobs", "runs", "width")
 
     def __init__(self, width: int) -> None:
         self.width = width
         self.runs: list[Run] = []
-        self._pickled = None
+        self._blobs: list[bytes | None] = []  # runs[i] pickled, None until asked
 
-    def _state(self) -> tuple[int, list[Run]]:
-        return self.width, self.runs
-
-    def _restore(self, state: tuple[int, list[Run]]) -> None:
-        self.width, self.runs = state
+    def __reduce__(self) -> tuple[Any, tuple[int, list[bytes]]]:
+        ready: list[bytes] = []
+        for i, blob in enumerate(self._blobs):
+            if blob is None:
+                blob = self._blobs[i] = pickle.dumps(self.runs[i], pickle.HIGHEST_PROTOCOL)
+            ready.append(blob)
+        return _keyed_sums_from_blobs, (self.width, ready)
 
     def __len__(self) -> int:
         """Rows stored (a key in several runs counts once per run)."""
@@ -145,22 +152,24 @@ class KeyedSums(PickleCached):
         """Add value rows whose keys are sorted and unique (as `sum_by_key` returns them)."""
         if len(keys) == 0:
             return
-        self._pickled = None
-        runs = self.runs
+        runs, blobs = self.runs, self._blobs
         runs.append((keys, values))
+        blobs.append(None)
         while len(runs) > 1 and 2 * len(runs[-1][0]) >= len(runs[-2][0]):
-            newer = runs.pop()
-            runs[-1] = merge_runs(runs[-1], newer)
+            self._merge_last_two()
+
+    def _merge_last_two(self) -> None:
+        newer = self.runs.pop()
+        self._blobs.pop()
+        self.runs[-1] = merge_runs(self.runs[-1], newer)
+        self._blobs[-1] = None
 
     def compacted(self) -> Run:
         """Everything as one sorted run (and keep it that way)."""
         if not self.runs:
             return np.empty(0, dtype=np.int64), np.empty((0, self.width))
-        if len(self.runs) > 1:
-            self._pickled = None
         while len(self.runs) > 1:
-            newer = self.runs.pop()
-            self.runs[-1] = merge_runs(self.runs[-1], newer)
+            self._merge_last_two()
         return self.runs[0]
 
     @property
@@ -182,3 +191,10 @@ class KeyedSums(PickleCached):
         if not keys_chunks:
             return np.empty(0, dtype=np.int64), np.empty((0, self.width))
         return np.concatenate(keys_chunks), np.concatenate(value_chunks)
+
+
+def _keyed_sums_from_blobs(width: int, blobs: list[bytes]) -> KeyedSums:
+    sums = KeyedSums(width)
+    sums.runs = [pickle.loads(blob) for blob in blobs]
+    sums._blobs = list(blobs)  # still what it holds
+    return sums

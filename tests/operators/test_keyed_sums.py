@@ -79,7 +79,8 @@ def test_both_summing_paths_equal_a_dict_bit_for_bit() -> None:
 
 
 def test_a_snapshot_after_adding_or_compacting_holds_the_current_sums() -> None:
-    """KeyedSums pickles from a cache while unchanged; every change must drop it."""
+    """KeyedSums pickles each run from a cache while it is unchanged; every change to a
+    run must drop its cache."""
     sums = KeyedSums(1)
     sums.add(np.array([1, 2]), np.ones((2, 1)))
     pickle.dumps(sums)
@@ -104,3 +105,18 @@ def test_dense_keys_sum_like_any_keys() -> None:
     any_keys, summed = sum_by_keys(keys, values)
     assert dense_keys.tolist() == any_keys.tolist()
     assert np.array_equal(dense, summed) and dense.flags["C_CONTIGUOUS"]
+
+
+def test_a_snapshot_pickles_only_the_runs_that_changed() -> None:
+    sums = KeyedSums(1)
+    sums.add(np.arange(1000), np.ones((1000, 1)))
+    pickle.dumps(sums)
+    big = sums._blobs[0]
+    sums.add(np.array([5000]), np.ones((1, 1)))  # a small run: the big one stays
+    resumed = pickle.loads(pickle.dumps(sums))
+    assert sums._blobs[0] is big and len(sums.runs) == 2
+    assert resumed.keys.tolist() == [*range(1000), 5000]
+    sums.add(np.arange(2000, 4000), np.ones((2000, 1)))  # merges into the big run
+    assert sums._blobs[0] is None
+    resumed = pickle.loads(pickle.dumps(sums))
+    assert len(resumed) == 3001 and resumed.values.sum() == 3001.0
