@@ -58,6 +58,10 @@ class PartitionClock:
     def touch(self, now: float) -> None:
         self.last_data = now
 
+    def pause(self, ms: float) -> None:
+        """The stage could not run for `ms` (the worker was busy): not quiet time."""
+        self.last_data += ms
+
     def end(self, stream: str, streams: int) -> bool:
         """`stream` has ended; True once all `streams` have (the watermark is then +inf)."""
         self.ended.add(stream)

@@ -180,6 +180,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         self.dedup = RecentIds(config.dedup_horizon, config.dedup_max_entries)
         self.inferences = InferenceCache(config.join_ttl, config.join_max_entries)
         self._rebuild_pending = resume is not None
+        self._last_run = self._now()  # processing time this logic last ran (not state)
         if resume is not None:
             self.__dict__.update(pickle.loads(resume))
             self._restarted(self._now())
@@ -218,7 +219,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
 
     def on_item(self, value: RawBatch) -> tuple[list[Output], bool]:
         self.partition = value.partition
-        now = self._now()
+        now = self._ran(self._now())
         out: list[Output] = []
         events: list[Event] = []
         offsets: list[int] = []
@@ -240,7 +241,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         return out, StatefulLogic.RETAIN
 
     def on_notify(self) -> tuple[list[Output], bool]:
-        now = self._now()
+        now = self._ran(self._now())
         out: list[Output] = []
         self._process()
         if self.merge.caught_up():  # quiet, not merely unpolled: see operators.stream_merge
@@ -270,6 +271,18 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         if not self.config.snapshots:
             return None
         return snapshot_fields(self, self._SNAPSHOT_FIELDS, self.stats)
+
+    def _ran(self, now: float) -> float:
+        """Time in which this logic did not run although its tick was due (the worker
+        was held by a long emission, a slow sink, another partition's backlog) is not
+        quiet time: the idle clock pauses for it, as Flink's pausable idleness clock
+        does for backpressure. Sources polled late would otherwise look quiet."""
+        expected = self.config.emit_interval
+        gap = now - self._last_run
+        if gap > 2 * expected:
+            self.clock.pause(gap - expected)
+        self._last_run = now
+        return now
 
     # ---- per event: what depends on order ----------------------------------------------
 

@@ -49,9 +49,11 @@ def test_a_stream_that_stops_has_its_last_window_final_an_idle_timeout_later() -
     stopped = clock.now
 
     def final_1m_windows(quiet_for: float) -> set[int]:
-        clock.now = stopped + quiet_for
-        items = out + stage.on_notify()[0]
+        items = list(out)
         out.clear()
+        while clock.now < stopped + quiet_for:  # ticks every second, as Bytewax calls them
+            clock.now = min(clock.now + 1000, stopped + quiet_for)
+            items += stage.on_notify()[0]
         rows = []
         for item in items:
             if isinstance(item, PartialBatch):
@@ -190,3 +192,25 @@ def test_a_worker_too_busy_to_poll_is_not_a_quiet_stream() -> None:
     stage.on_eof()
     assert stats.unjoined == 0 and stats.late_events == 0
     assert len(stage.pending) == 0  # joined
+
+
+def test_time_the_worker_was_held_elsewhere_is_not_quiet_time() -> None:
+    """Caught-up sources, then the worker is held for many idle timeouts (one long
+    emission, a slow sink): the stage's first tick after that does not take the gap for
+    silence; ticks on time afterwards do."""
+    partition_config, _ = configs(semantics(partitions=1), bounded=False)
+    clock, stats = Clock(), FlowStats()
+    stage = PartitionStage(partition_config, stats, clock=clock)
+    inference = _line({"type": "inference", "request_id": "r1", "ts": T0, "model_id": "m",
+                       "model_version": "v", "endpoint": "/e"})  # fmt: skip
+    stage.on_item(RawBatch(0, "inferences", "inferences", [inference], [0], caught_up=True))
+    stage.on_item(RawBatch(0, "feedback", "feedback", [], [], caught_up=True))
+    watermark = stage.clock.watermark
+
+    clock.now += 10 * partition_config.idle_timeout  # held: no tick ran meanwhile
+    stage.on_notify()
+    assert stage.clock.watermark == watermark, "a held worker is not a quiet partition"
+    for _ in range(partition_config.idle_timeout // 1000):
+        clock.now += 1000
+        stage.on_notify()
+    assert stage.clock.watermark > watermark  # quiet for idle_timeout of running time
