@@ -46,6 +46,7 @@ from operators.merge_stage import MergeConfig, MergeStage
 from operators.partition_stage import PartitionConfig, PartitionStage
 from operators.sessions import SessionBatch, SessionConfig, SessionSpec, SessionStage
 from operators.slices import PartialBatch
+from operators.snapshots import STATE_FORMAT
 from operators.stats import STATS, FlowStats
 from operators.windows import WindowSpec
 
@@ -230,6 +231,7 @@ def build(settings: Settings, stats: FlowStats = STATS, recovery: bool = True) -
         "confidence_bins": settings.aggregation.confidence_bins,
         "session_shards": settings.aggregation.session_shards,
         "database": settings.clickhouse.database,
+        "state_format": STATE_FORMAT,
     }
     return Built(flow, shape)
 

@@ -18,6 +18,11 @@ from typing import Any, TypeVar
 
 from operators.stats import FlowStats
 
+# The layout of what the stateful steps pickle. Bump it whenever that changes: the
+# recovery guard then refuses a store written by the old layout with a clear message
+# instead of failing to unpickle it (or misreading it) on resume.
+STATE_FORMAT = 2
+
 
 def snapshot_fields(owner: Any, names: Iterable[str], stats: FlowStats | None) -> bytes:
     start = time.perf_counter()
