@@ -9,6 +9,10 @@ Bytewax source and the dead-letter sink. Kafka's quirks live here.
 * The source is one Bytewax partition per partition number, one consumer assigned to
   that partition of both data topics (no consumer group: Bytewax snapshots the offsets).
   A broker outage is logged and waited out: librdkafka reconnects by itself.
+* Reading a backlog, the consumer pauses the topic partition that runs ahead of the other
+  in event time (:func:`operators.stream_merge.reads_ahead`) and, on resuming it, seeks to
+  the next offset not yet delivered (whatever librdkafka dropped from its fetch queue
+  while paused is fetched again; nothing is skipped).
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from connectors.run_control import STOP, exit_write_failed
 from operators.batches import STREAMS, RawBatch, TableRows
+from operators.events import peek_ts
+from operators.stream_merge import reads_ahead
 
 log = logging.getLogger("pulse.kafka")
 
@@ -211,6 +217,8 @@ class KafkaPartition(StatefulSourcePartition[RawBatch, Positions]):
                 self.ends[stream] = high
         self.ended: set[str] = set()
         self.caught_up: dict[str, bool | None] = dict.fromkeys(STREAMS)
+        self.read_ts: dict[str, int | None] = dict.fromkeys(STREAMS)  # of the last line read
+        self.paused: set[str] = set()
         self._awake: datetime | None = None
         self._announced = False
         self._done = False
@@ -285,11 +293,34 @@ class KafkaPartition(StatefulSourcePartition[RawBatch, Positions]):
                 )
                 self.caught_up[stream] = caught_up
         self._announced = True
+        self._align(lines)
         if self.ends is not None and len(self.ended) == len(STREAMS):
             self._done = True
         idle = not any(lines.values())
         self._awake = datetime.now(UTC) + self.poll_interval if idle else None
         return out
+
+    def _align(self, lines: dict[str, list[bytes]]) -> None:
+        """Pause the stream read ahead of the other in event time; resume it (from the
+        next offset not delivered) once the other caught up with it."""
+        for stream in STREAMS:
+            if lines[stream]:
+                ts = peek_ts(lines[stream][-1])
+                if ts is not None:
+                    self.read_ts[stream] = ts
+        reading = [s for s in STREAMS if s not in self.ended and not self.caught_up[s]]
+        for stream in STREAMS:
+            ahead = stream not in self.ended and reads_ahead(stream, self.read_ts, reading)
+            tp = TopicPartition(self.topics[stream], self.partition)
+            if ahead and stream not in self.paused:
+                self.consumer.pause([tp])
+                self.paused.add(stream)
+            elif not ahead and stream in self.paused:
+                self.consumer.resume([tp])
+                self.consumer.seek(
+                    TopicPartition(self.topics[stream], self.partition, self.positions[stream])
+                )
+                self.paused.discard(stream)
 
     def next_awake(self) -> datetime | None:
         return self._awake

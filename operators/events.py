@@ -12,7 +12,7 @@ After decoding, `ts` is epoch milliseconds and a feedback's `value` is typed by 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 import msgspec
 from msgspec import Meta
@@ -110,3 +110,20 @@ VALUE_TYPES: dict[str, Any] = {
     "report": Report,
 }
 STRUCT_VALUES = ("preference", "report")  # kept as dicts on events
+
+
+class _Stamp(msgspec.Struct):
+    ts: Timestamp
+
+
+_stamp_decoder = msgspec.json.Decoder(_Stamp)
+
+
+def peek_ts(line: bytes) -> int | None:
+    """The event time of a raw line (epoch ms), or None when it has no valid `ts`: for
+    sources that keep their streams aligned in event time without decoding them."""
+    try:
+        ts = _stamp_decoder.decode(line).ts
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return None
+    return ts if type(ts) is int else epoch_ms(cast(datetime, ts))

@@ -15,7 +15,7 @@ stream, log order is kept.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,3 +116,21 @@ class StreamMerge:
         start = buffer.head
         buffer.head = len(buffer.events)
         return buffer.events[start:], buffer.offsets[start:]
+
+
+def reads_ahead(stream: str, read_ts: Mapping[str, int | None], reading: Iterable[str]) -> bool:
+    """Whether `stream` was read past, in event time, another stream that still has lines
+    to read (`reading`: neither caught up nor ended). Its source should read the others
+    first (as Flink's watermark alignment pauses splits that run ahead): what one stream
+    is read ahead of the other waits in this merge, in memory and in every snapshot.
+    `read_ts` is the event time of the last line read per stream; a stream with lines to
+    read but none read yet counts as behind (a consumer's first fetch may bring one topic
+    long before the other)."""
+    mine = read_ts.get(stream)
+    if mine is None:
+        return False
+    for other in reading:
+        theirs = read_ts.get(other)
+        if other != stream and (theirs is None or theirs < mine):
+            return True
+    return False

@@ -6,6 +6,7 @@ import pytest
 
 from connectors.local_log import LocalLog, LogError
 from connectors.local_log_source import LocalLogSource
+from tests.connectors.alignment import FEEDBACK, INFERENCES, read_aligned
 
 
 def lines(n: int, start: int = 0) -> list[bytes]:
@@ -105,3 +106,15 @@ def test_caught_up_only_at_the_end_of_the_newest_segment(tmp_path: Path) -> None
             break
     assert flags.count(True) == 1 and len(flags) > 10
     assert reader.position == log.end_position("feedback", 0)
+
+
+def test_a_backlog_is_read_aligned_in_event_time(tmp_path: Path) -> None:
+    """Equal byte reads would deliver inferences 10x ahead of feedback in event time (all
+    of that waiting in the partition stage); the source reads the stream that is behind."""
+    log = LocalLog(tmp_path, partitions=1)
+    log.append("inferences", 0, INFERENCES)
+    log.append("feedback", 0, FEEDBACK)
+    source = LocalLogSource(tmp_path, read_bytes=400, poll_interval_ms=10, bounded=True)
+    got, gap = read_aligned(source.build_part("events", "0", None).next_batch)
+    assert got == {"inferences": INFERENCES, "feedback": FEEDBACK}  # all, once, in order
+    assert gap <= 15_000  # a read of inferences covers ~10 s; unaligned this reaches ~500 s
