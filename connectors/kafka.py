@@ -317,9 +317,14 @@ class KafkaPartition(StatefulSourcePartition[RawBatch, Positions]):
                 self.paused.add(stream)
             elif not ahead and stream in self.paused:
                 self.consumer.resume([tp])
-                self.consumer.seek(
-                    TopicPartition(self.topics[stream], self.partition, self.positions[stream])
-                )
+                try:
+                    self.consumer.seek(
+                        TopicPartition(self.topics[stream], self.partition, self.positions[stream])
+                    )
+                except KafkaException as exc:  # e.g. mid-outage: stay paused, try next poll
+                    self.consumer.pause([tp])
+                    log.info("Kafka partition %d: %s stays paused: %s", self.partition, stream, exc)
+                    continue
                 self.paused.discard(stream)
 
     def next_awake(self) -> datetime | None:
