@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from operators.batches import RawBatch
 from operators.merge_stage import MergeStage
-from operators.partition_stage import PartitionStage
+from operators.partition_stage import PartitionConfig, PartitionStage
 from operators.partitioning import partition_for
 from operators.sessions import SessionBatch
 from operators.slices import PartialBatch
@@ -135,10 +135,8 @@ def _state_entries(stages: dict[int, PartitionStage], merge: MergeStage) -> int:
     return partition_state + merge_state
 
 
-def test_downtime_before_a_resume_is_not_mistaken_for_quiet_streams() -> None:
-    """While the flow is down, processing time passes but no stream is quiet: after the
-    resume, feedback still waits for the inference stream (which was caught up before
-    the crash, and has a backlog now) instead of being joined against nothing."""
+def _caught_up_after_one_inference() -> tuple[PartitionConfig, Clock, FlowStats, PartitionStage]:
+    """An unbounded partition that read one inference; both sources say they are caught up."""
     partition_config, _ = configs(semantics(partitions=1), bounded=False)
     clock, stats = Clock(), FlowStats()
     stage = PartitionStage(partition_config, stats, clock=clock)
@@ -146,6 +144,14 @@ def test_downtime_before_a_resume_is_not_mistaken_for_quiet_streams() -> None:
                        "model_version": "v", "endpoint": "/e"})  # fmt: skip
     stage.on_item(RawBatch(0, "inferences", "inferences", [inference], [0], caught_up=True))
     stage.on_item(RawBatch(0, "feedback", "feedback", [], [], caught_up=True))
+    return partition_config, clock, stats, stage
+
+
+def test_downtime_before_a_resume_is_not_mistaken_for_quiet_streams() -> None:
+    """While the flow is down, processing time passes but no stream is quiet: after the
+    resume, feedback still waits for the inference stream (which was caught up before
+    the crash, and has a backlog now) instead of being joined against nothing."""
+    partition_config, clock, stats, stage = _caught_up_after_one_inference()
     watermark = stage.clock.watermark
     snapshot = stage.snapshot()
     assert snapshot is not None
@@ -198,13 +204,7 @@ def test_time_the_worker_was_held_elsewhere_is_not_quiet_time() -> None:
     """Caught-up sources, then the worker is held for many idle timeouts (one long
     emission, a slow sink): the stage's first tick after that does not take the gap for
     silence; ticks on time afterwards do."""
-    partition_config, _ = configs(semantics(partitions=1), bounded=False)
-    clock, stats = Clock(), FlowStats()
-    stage = PartitionStage(partition_config, stats, clock=clock)
-    inference = _line({"type": "inference", "request_id": "r1", "ts": T0, "model_id": "m",
-                       "model_version": "v", "endpoint": "/e"})  # fmt: skip
-    stage.on_item(RawBatch(0, "inferences", "inferences", [inference], [0], caught_up=True))
-    stage.on_item(RawBatch(0, "feedback", "feedback", [], [], caught_up=True))
+    partition_config, clock, _, stage = _caught_up_after_one_inference()
     watermark = stage.clock.watermark
 
     clock.now += 10 * partition_config.idle_timeout  # held: no tick ran meanwhile
