@@ -118,11 +118,17 @@ class StreamMerge:
         return buffer.events[start:], buffer.offsets[start:]
 
 
+ALIGNMENT_SLACK_MS = 1_000
+
+
 def reads_ahead(stream: str, read_ts: Mapping[str, int | None], reading: Iterable[str]) -> bool:
-    """Whether `stream` was read past, in event time, another stream that still has lines
-    to read (`reading`: neither caught up nor ended). Its source should read the others
-    first (as Flink's watermark alignment pauses splits that run ahead): what one stream
-    is read ahead of the other waits in this merge, in memory and in every snapshot.
+    """Whether `stream` was read more than :data:`ALIGNMENT_SLACK_MS` past, in event time,
+    another stream that still has lines to read (`reading`: neither caught up nor ended).
+    Its source should read the others first (as Flink's watermark alignment pauses splits
+    that run ahead): what one stream is read ahead of the other waits in this merge, in
+    memory and in every snapshot. The slack keeps live streams, whose latest events are
+    about equally recent, from being paused and resumed at every poll.
+
     `read_ts` is the event time of the last line read per stream; a stream with lines to
     read but none read yet counts as behind (a consumer's first fetch may bring one topic
     long before the other)."""
@@ -131,6 +137,6 @@ def reads_ahead(stream: str, read_ts: Mapping[str, int | None], reading: Iterabl
         return False
     for other in reading:
         theirs = read_ts.get(other)
-        if other != stream and (theirs is None or theirs < mine):
+        if other != stream and (theirs is None or theirs + ALIGNMENT_SLACK_MS < mine):
             return True
     return False
