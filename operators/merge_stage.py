@@ -291,7 +291,9 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
             rolled = {f: self._rollup(*window_sums(pieces, f, None)) for f in self._widths}
             main_keys, main_values = rolled[MAIN]
             latency_keys, latency_values = rolled[LATENCY]
-            cells = np.union1d(main_keys >> EXTRA_KEY_BITS, latency_keys >> EXTRA_KEY_BITS)
+            # Every event adds a main row (its latency and keyed rows come with it), so the
+            # main keys (extra key 0: sorted, unique) are the window's cells.
+            cells = main_keys >> EXTRA_KEY_BITS
             if touched is not None:
                 # Early rows: only the rollup cells of the finest cells that changed.
                 cells = np.intersect1d(cells, np.unique(self.cells.rollups(touched)))
