@@ -10,11 +10,11 @@ nothing more to read) and none has delivered data for `idle_timeout` of processi
 nothing is in flight any more, so the allowances for disorder and for the join's wait are
 dropped: the watermark passed downstream jumps to the largest event time seen and then
 advances with processing time (feedback still waiting for its inference gives up as it
-passes). A stream that stops at 03:00 has its window
-ending at 03:00 final `idle_timeout` later. A partition that has never seen an event
-follows the wall clock once idle, so it never holds the other partitions back. Ended
-streams (bounded runs) put it at +infinity once all have ended. The watermark never goes
-back.
+passes). A stream that stops at 03:00 has its window ending at 03:00 final `idle_timeout`
+later. Time in which the stage could not run (the worker held elsewhere) does not count
+as quiet (:meth:`PartitionClock.pause`). A partition that has never seen an event follows
+the wall clock once idle, so it never holds the other partitions back. Ended streams
+(bounded runs) put it at +infinity once all have ended. The watermark never goes back.
 
 The join holds the watermark passed downstream back by `join.wait`
 (:attr:`PartitionClock.emitted`), so feedback still waiting for its inference cannot
