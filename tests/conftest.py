@@ -19,11 +19,16 @@ ROOT = Path(__file__).resolve().parent.parent
 PULSE = [sys.executable, "-m", "dataflows.cli"]
 
 
+# What the suite itself reads (not flow settings): a broker to use, the jar cache, the
+# crash test's seed.
+_TEST_SETTINGS = ("PULSE_TEST_KAFKA", "PULSE_KAFKA_CACHE", "PULSE_CRASH_SEED")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No PULSE_* setting of the developer's shell leaks into a test."""
     for name in list(os.environ):
-        if name.startswith("PULSE_") and name not in ("PULSE_TEST_KAFKA", "PULSE_KAFKA_CACHE"):
+        if name.startswith("PULSE_") and name not in _TEST_SETTINGS:
             monkeypatch.delenv(name)
 
 
