@@ -70,14 +70,15 @@ class PartitionClock:
             return True
         return False
 
-    def idle(self, now: float) -> bool:
-        return not self.bounded and now - self.last_data >= self.idle_timeout
+    def idle(self, now: float, caught_up: bool) -> bool:
+        """Quiet: the sources have nothing more to read (`caught_up`) and have delivered
+        nothing for `idle_timeout`. Silence while a backlog waits to be read is a busy
+        worker, not a quiet stream."""
+        return not self.bounded and caught_up and now - self.last_data >= self.idle_timeout
 
-    def advance(self, now: float) -> float:
-        """Let an idle partition's watermark follow processing time; returns it. Only for
-        a partition whose sources are caught up: silence while a backlog waits to be read
-        is a busy worker, not a quiet stream."""
-        if self.idle(now):
+    def advance(self, now: float, caught_up: bool) -> float:
+        """Let an idle partition's watermark follow processing time; returns it."""
+        if self.idle(now, caught_up):
             if self.max_ts > NEG_INF:
                 quiet_for = now - self.last_data - self.idle_timeout
                 # emitted (watermark - join_wait) = max_ts + quiet_for

@@ -244,8 +244,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         now = self._ran(self._now())
         out: list[Output] = []
         self._process()
-        if self.merge.caught_up():  # quiet, not merely unpolled: see operators.stream_merge
-            self.clock.advance(now)
+        self.clock.advance(now, caught_up=self.merge.caught_up())
         self._release_due()
         self._accumulate()
         self._collect_rows(out)
