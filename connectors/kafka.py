@@ -9,10 +9,10 @@ Bytewax source and the dead-letter sink. Kafka's quirks live here.
 * The source is one Bytewax partition per partition number, one consumer assigned to
   that partition of both data topics (no consumer group: Bytewax snapshots the offsets).
   A broker outage is logged and waited out: librdkafka reconnects by itself.
-* Reading a backlog, the consumer pauses the topic partition that runs ahead of the other
-  in event time (:func:`operators.stream_merge.reads_ahead`) and, on resuming it, seeks to
-  the next offset not yet delivered (whatever librdkafka dropped from its fetch queue
-  while paused is fetched again; nothing is skipped).
+* Reading a backlog, the consumer pauses the topic partition that runs ahead of the
+  other in event time (:class:`operators.stream_merge.ReadAlignment`) and, on resuming
+  it, seeks to the next offset not yet delivered (whatever librdkafka dropped from its
+  fetch queue while paused is fetched again; nothing is skipped).
 """
 
 from __future__ import annotations
@@ -38,8 +38,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from connectors.run_control import STOP, exit_write_failed
 from operators.batches import STREAMS, RawBatch, TableRows
-from operators.events import peek_ts
-from operators.stream_merge import reads_ahead
+from operators.stream_merge import ReadAlignment
 
 log = logging.getLogger("pulse.kafka")
 
@@ -217,7 +216,7 @@ class KafkaPartition(StatefulSourcePartition[RawBatch, Positions]):
                 self.ends[stream] = high
         self.ended: set[str] = set()
         self.caught_up: dict[str, bool | None] = dict.fromkeys(STREAMS)
-        self.read_ts: dict[str, int | None] = dict.fromkeys(STREAMS)  # of the last line read
+        self.alignment = ReadAlignment()
         self.paused: set[str] = set()
         self._awake: datetime | None = None
         self._announced = False
@@ -304,13 +303,9 @@ class KafkaPartition(StatefulSourcePartition[RawBatch, Positions]):
         """Pause the stream read ahead of the other in event time; resume it (from the
         next offset not delivered) once the other caught up with it."""
         for stream in STREAMS:
-            if lines[stream]:
-                ts = peek_ts(lines[stream][-1])
-                if ts is not None:
-                    self.read_ts[stream] = ts
-        reading = [s for s in STREAMS if s not in self.ended and not self.caught_up[s]]
+            self.alignment.read(stream, lines[stream])
         for stream in STREAMS:
-            ahead = stream not in self.ended and reads_ahead(stream, self.read_ts, reading)
+            ahead = self.alignment.ahead(stream, self.ended, self.caught_up)
             tp = TopicPartition(self.topics[stream], self.partition)
             if ahead and stream not in self.paused:
                 self.consumer.pause([tp])

@@ -6,11 +6,11 @@ end when it is built ("everything in the log now"), delivers up to it, marks the
 ended, and stops once both have.
 
 Reading a backlog, the two streams are kept aligned in event time
-(:func:`operators.stream_merge.reads_ahead`): a stream whose last line read is ahead of
-the other's is not read until the other catches up (or is caught up). Equal byte reads
-of both cover different spans of event time (inference and feedback lines differ in size
-and rate), so without this the gap, which waits in the partition stage, grows with the
-backlog.
+(:class:`operators.stream_merge.ReadAlignment`): a stream whose last line read is ahead
+of the other's is not read until the other catches up (or is caught up). Equal byte
+reads of both cover different spans of event time (inference and feedback lines differ
+in size and rate), so without this the gap, which waits in the partition stage, grows
+with the backlog.
 """
 
 from __future__ import annotations
@@ -23,8 +23,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from connectors.local_log import LocalLog, LogReader
 from connectors.run_control import STOP
 from operators.batches import STREAMS, RawBatch
-from operators.events import peek_ts
-from operators.stream_merge import reads_ahead
+from operators.stream_merge import ReadAlignment
 
 Positions = dict[str, int]
 
@@ -50,7 +49,7 @@ class LocalLogPartition(StatefulSourcePartition[RawBatch, Positions]):
         }
         self.ended: set[str] = set()
         self.caught_up: dict[str, bool | None] = dict.fromkeys(STREAMS)  # None: not told yet
-        self.read_ts: dict[str, int | None] = dict.fromkeys(STREAMS)  # of the last line read
+        self.alignment = ReadAlignment()
         self._awake: datetime | None = None
         self._done = False
 
@@ -60,16 +59,14 @@ class LocalLogPartition(StatefulSourcePartition[RawBatch, Positions]):
         out = []
         idle = True
         for stream in STREAMS:
-            if stream in self.ended or self._ahead(stream):
+            if stream in self.ended or self.alignment.ahead(stream, self.ended, self.caught_up):
                 continue
             limit = self.limits[stream]
             result = self.readers[stream].read(self.read_bytes, limit)
             ended = limit is not None and result.position >= limit
             if result.lines:
                 idle = False
-                ts = peek_ts(result.lines[-1])
-                if ts is not None:
-                    self.read_ts[stream] = ts
+                self.alignment.read(stream, result.lines)
             if result.lines or ended or result.caught_up != self.caught_up[stream]:
                 out.append(
                     RawBatch(
@@ -89,10 +86,6 @@ class LocalLogPartition(StatefulSourcePartition[RawBatch, Positions]):
             self._done = True
         self._awake = datetime.now(UTC) + self.poll_interval if idle and not out else None
         return out
-
-    def _ahead(self, stream: str) -> bool:
-        reading = [s for s in STREAMS if s not in self.ended and not self.caught_up[s]]
-        return reads_ahead(stream, self.read_ts, reading)
 
     def next_awake(self) -> datetime | None:
         return self._awake

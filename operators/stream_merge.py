@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from operators.batches import STREAMS
-from operators.events import Event
+from operators.events import Event, peek_ts
 
 
 @dataclass(slots=True)
@@ -140,3 +140,26 @@ def reads_ahead(stream: str, read_ts: Mapping[str, int | None], reading: Iterabl
         if other != stream and (theirs is None or theirs + ALIGNMENT_SLACK_MS < mine):
             return True
     return False
+
+
+class ReadAlignment:
+    """A source's side of the alignment: the event time of the last line it read per
+    stream, and which stream to hold back (:func:`reads_ahead`)."""
+
+    __slots__ = ("read_ts",)
+
+    def __init__(self) -> None:
+        self.read_ts: dict[str, int | None] = dict.fromkeys(STREAMS)
+
+    def read(self, stream: str, lines: list[bytes]) -> None:
+        if lines:
+            ts = peek_ts(lines[-1])
+            if ts is not None:
+                self.read_ts[stream] = ts
+
+    def ahead(self, stream: str, ended: set[str], caught_up: Mapping[str, bool | None]) -> bool:
+        """Hold `stream` back: it was read ahead of one that still has lines to read."""
+        if stream in ended:
+            return False
+        reading = [s for s in STREAMS if s not in ended and not caught_up[s]]
+        return reads_ahead(stream, self.read_ts, reading)
