@@ -3,10 +3,11 @@
 Bytewax serializes each changed key's whole state at every snapshot, so what a step
 snapshots is its cost at every epoch; the counters let the bench report it.
 
-Most of a big state does not change between two snapshots (panes of past slices, the cell
-dictionary once every cell is known). Such parts keep their pickled bytes until they
-change (:class:`PickleCached`): a snapshot then copies those bytes (~20 GB/s) instead of
-pickling them again (~1.5 GB/s for numpy runs, far slower for tuples of strings).
+Most of a big state does not change between two snapshots (the cell dictionary once
+every cell is known, the older runs of a pane). Such parts keep their pickled bytes until
+they change (:class:`PickleCached` for whole objects; :class:`~operators.keyed_sums.KeyedSums`
+per sorted run): a snapshot then copies those bytes (~20 GB/s) instead of pickling them
+again (~1.5 GB/s for numpy runs, far slower for tuples of strings).
 """
 
 from __future__ import annotations
