@@ -7,12 +7,20 @@ This module keeps, next to the partitions, a fingerprint of what wrote them — 
 and everything that shapes state (source partitions, windows, grouping sets, ...) — and
 refuses to start on a mismatch or a damaged store, telling the operator what to do. It
 never restarts from zero on its own.
+
+It also discards, before each execution, the snapshots an interrupted execution wrote
+for epochs it never committed (:meth:`RecoveryStore.discard_uncommitted`). Bytewax 0.21
+keeps them: a later execution overwrites only the keys it touches in those epochs, and a
+key it leaves alone there (a step woken only by some items) would resume, one crash
+later, from the dead execution's state rather than its own — counting that stretch of
+input twice.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -24,6 +32,8 @@ from typing import Any
 
 from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
+
+log = logging.getLogger("pulse.recovery")
 
 FINGERPRINT_FILE = "feedback-pulse.json"
 _SQLITE_HEADER = b"SQLite format 3\x00"
@@ -71,6 +81,7 @@ class RecoveryStore:
             self._write(expected)
         else:
             self.check(expected)
+            self.discard_uncommitted()
         return RecoveryConfig(str(self.directory), backup_interval)
 
     def check(self, expected: dict[str, Any]) -> None:
@@ -144,6 +155,54 @@ class RecoveryStore:
         claim them if new. Missing partitions are left for Bytewax to report."""
         if self._part_files():
             self.check(expected)
+            self.discard_uncommitted()
+
+    def resume_epoch(self) -> int:
+        """The epoch Bytewax will resume from: the smallest frontier any worker of the
+        last execution recorded (the execution's start epoch for a worker that recorded
+        none), as Bytewax's own `resume_from` computes it over all partitions."""
+        executions: dict[int, tuple[int, int]] = {}
+        fronts: dict[tuple[int, int], int] = {}
+        for part in self._part_files():
+            with closing(sqlite3.connect(part)) as db:
+                for ex_num, workers, start in db.execute(
+                    "SELECT ex_num, worker_count, resume_epoch FROM exs"
+                ):
+                    executions[ex_num] = (workers, start)
+                for ex_num, worker, frontier in db.execute(
+                    "SELECT ex_num, worker_index, worker_frontier FROM fronts"
+                ):
+                    key = (ex_num, worker)
+                    fronts[key] = max(frontier, fronts.get(key, frontier))
+        if not executions:
+            return 1  # Bytewax's default: nothing ran, nothing to resume
+        last = max(executions)
+        workers, start = executions[last]
+        return min(max(start, fronts.get((last, w), start)) for w in range(workers))
+
+    def discard_uncommitted(self) -> int:
+        """Delete snapshots at or after the resume epoch; how many there were.
+
+        Only an execution that died before committing those epochs wrote them. Bytewax
+        never loads them for this resume (it loads the latest snapshot *before* the
+        resume epoch) but keeps them, and the next execution overwrites only the keys it
+        touches in those epochs: a key it leaves alone would, after one more crash,
+        resume from the dead execution's state while its inputs resume from this one's.
+        """
+        epoch = self.resume_epoch()
+        discarded = 0
+        for part in self._part_files():
+            with closing(sqlite3.connect(part)) as db, db:
+                discarded += db.execute(
+                    "DELETE FROM snaps WHERE snap_epoch >= ?", (epoch,)
+                ).rowcount
+        if discarded:
+            log.info(
+                "discarded %d snapshots an interrupted run wrote at or after epoch %d, which "
+                "it never committed; resuming from epoch %d",
+                discarded, epoch, epoch,
+            )  # fmt: skip
+        return discarded
 
     def _write(self, expected: dict[str, Any]) -> None:
         tmp = self._fingerprint_file.with_suffix(".tmp")

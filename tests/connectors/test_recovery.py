@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import pickle
+import sqlite3
+from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
 
@@ -129,3 +132,65 @@ def test_the_bytewax_run_recovery_directory_is_found() -> None:
     env = {"BYTEWAX_RECOVERY_DIRECTORY": "/env"}
     assert bytewax_run_recovery_directory(["flow"], env) == Path("/env")
     assert bytewax_run_recovery_directory(["flow", "-w", "2"], {}) is None
+
+
+def test_snapshots_an_interrupted_execution_never_committed_are_not_resumed(
+    tmp_path: Path,
+) -> None:
+    """Execution 2 starts at epoch R, snapshots key `a` there (state 100) and is killed
+    before committing R. Execution 3 resumes from R, commits later epochs without touching
+    `a`, and crashes too. Execution 4 then loads the latest `a` before its resume epoch:
+    the dead execution 2's, unless the store discarded it (Bytewax keeps it)."""
+    b = ("b", 1)
+    items = [("a", 1), b, TestingSource.EOF(), b, b, b, b, TestingSource.ABORT(), ("a", 1)]
+    out: list[tuple[str, int]] = []
+    flow = Dataflow("zombie_test")
+    summed = op.stateful_map(
+        "sum",
+        op.input("in", flow, TestingSource(items)),
+        lambda state, v: ((state or 0) + v, (state or 0) + v),
+    )
+    op.output("out", summed, TestingSink(out))
+    expected = fingerprint(flow, {})
+    store = RecoveryStore(tmp_path)
+
+    def execute() -> None:
+        config = store.open(expected, timedelta(0))
+        run_main(flow, epoch_interval=timedelta(0), recovery_config=config)
+
+    execute()  # a = 1, b = 1, committed
+    resume = store.resume_epoch()
+    with closing(sqlite3.connect(tmp_path / "part-0.sqlite3")) as db, db:
+        step, last_ex = db.execute(
+            "SELECT step_id, (SELECT max(ex_num) FROM exs) FROM snaps WHERE state_key = 'a'"
+        ).fetchone()
+        # What the killed execution 2 left behind: its start, and `a` at its first epoch.
+        db.execute("INSERT INTO exs (ex_num, worker_count, resume_epoch) VALUES (?, 1, ?)",
+                   (last_ex + 1, resume))  # fmt: skip
+        db.execute("INSERT INTO snaps (step_id, state_key, snap_epoch, ser_change) "
+                   "VALUES (?, 'a', ?, ?)", (step, resume, pickle.dumps(100)))  # fmt: skip
+
+    execute()  # execution 3: b = 2..5 over several epochs, `a` untouched; aborts
+    assert store.resume_epoch() > resume, "execution 3 should have committed epochs"
+    execute()  # execution 4
+    assert out[-1] == ("a", 2), out
+
+
+def test_the_resume_epoch_is_the_smallest_worker_frontier_of_the_last_execution(
+    tmp_path: Path,
+) -> None:
+    init_db_dir(tmp_path, 2)
+    store = RecoveryStore(tmp_path)
+    assert store.resume_epoch() == 1  # nothing ran
+    with closing(sqlite3.connect(tmp_path / "part-0.sqlite3")) as a, a:
+        a.execute("INSERT INTO exs (ex_num, worker_count, resume_epoch) VALUES (0, 1, 1)")
+        a.execute("INSERT INTO fronts (ex_num, worker_index, worker_frontier) VALUES (0, 0, 9)")
+        a.execute("INSERT INTO exs (ex_num, worker_count, resume_epoch) VALUES (1, 3, 9)")
+        a.execute("INSERT INTO fronts (ex_num, worker_index, worker_frontier) VALUES (1, 0, 14)")
+    with closing(sqlite3.connect(tmp_path / "part-1.sqlite3")) as b, b:
+        b.execute("INSERT INTO fronts (ex_num, worker_index, worker_frontier) VALUES (1, 1, 12)")
+    # Worker 2 of execution 1 recorded no frontier: it is still at the start, epoch 9.
+    assert store.resume_epoch() == 9
+    with closing(sqlite3.connect(tmp_path / "part-1.sqlite3")) as b, b:
+        b.execute("INSERT INTO fronts (ex_num, worker_index, worker_frontier) VALUES (1, 2, 13)")
+    assert store.resume_epoch() == 12
