@@ -37,6 +37,7 @@ log = logging.getLogger("pulse.recovery")
 
 FINGERPRINT_FILE = "feedback-pulse.json"
 _SQLITE_HEADER = b"SQLite format 3\x00"
+_DISCARDED_SUFFIX = ".discarded"
 _MOVE_AWAY = (
     "move the directory away to start over from the beginning of the event log (the outputs "
     "are idempotent, so a replay rewrites the same rows)"
@@ -210,8 +211,17 @@ class RecoveryStore:
         tmp.replace(self._fingerprint_file)
 
     def reset(self) -> None:
-        """Forget everything (after a bounded run completed: the next run starts over)."""
-        shutil.rmtree(self.directory, ignore_errors=True)
+        """Forget everything (after a bounded run completed: the next run starts over).
+
+        The directory is renamed away first, atomically: a crash halfway through deleting
+        it in place would leave a fingerprint without partitions (or the reverse), which
+        the next start refuses as damaged although the run had completed."""
+        if not self.directory.exists():
+            return
+        doomed = self.directory.with_name(f"{self.directory.name}{_DISCARDED_SUFFIX}")
+        shutil.rmtree(doomed, ignore_errors=True)  # left by a crash during a previous reset
+        self.directory.rename(doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
 
 
 def bytewax_run_recovery_directory(

@@ -194,3 +194,16 @@ def test_the_resume_epoch_is_the_smallest_worker_frontier_of_the_last_execution(
     with closing(sqlite3.connect(tmp_path / "part-1.sqlite3")) as b, b:
         b.execute("INSERT INTO fronts (ex_num, worker_index, worker_frontier) VALUES (1, 2, 13)")
     assert store.resume_epoch() == 12
+
+
+def test_a_reset_leaves_nothing_behind_even_after_an_interrupted_one(tmp_path: Path) -> None:
+    directory = tmp_path / "recovery"
+    expected = used_store(directory)
+    # What a crash in the middle of an earlier reset left: a half-deleted renamed store.
+    leftover = tmp_path / "recovery.discarded"
+    leftover.mkdir()
+    (leftover / "part-0.sqlite3").write_bytes(b"half")
+    RecoveryStore(directory).reset()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    RecoveryStore(directory).open(expected, timedelta(0))  # starts afresh
+    assert RecoveryStore(directory).resume_epoch() == 1
