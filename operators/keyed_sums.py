@@ -60,7 +60,11 @@ def sum_by_dense_keys(keys: np.ndarray, values: np.ndarray, size: int) -> Run:
     """:func:`sum_by_keys` for keys known to lie in [0, size) (cell ids): no sort at all,
     a bincount per column over the whole id range, then the ids that occur."""
     flat = keys.T.ravel()
-    present = np.flatnonzero(np.bincount(flat, minlength=size))
+    if values.shape[1] == 1 and (values > 0).all():  # counts: a key is present iff its sum is
+        sums = np.bincount(flat, weights=np.tile(values[:, 0], keys.shape[1]), minlength=size)
+        present = np.flatnonzero(sums > 0)
+        return present.astype(np.int64), sums[present][:, None]
+    present = np.flatnonzero(np.bincount(flat, minlength=size) > 0)  # via bool: ~2x faster
     return present.astype(np.int64), _column_sums(flat, values, keys.shape[1], size, present)
 
 

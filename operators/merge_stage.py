@@ -59,6 +59,9 @@ from operators.windows import WindowSpec, slice_length
 
 FINAL_VERSION = 1 << 62
 DENSE_ROLLUP_LIMIT = 1 << 24  # ids (cells x distinct extra keys) for a bincount rollup
+# Ids (cells x span of extra keys) for offsets instead of ranks: a wide span costs memory
+# (8 bytes per id, twice) but saves sorting the extra keys.
+DENSE_OFFSET_LIMIT = 1 << 23
 _EXTRA_MASK = (1 << EXTRA_KEY_BITS) - 1
 
 
@@ -264,12 +267,19 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
             return keys, values
         rolled = self.cells.rollups(keys >> EXTRA_KEY_BITS)  # [rows, grouping sets]
         extras = keys & _EXTRA_MASK
-        # Dense ids (cell, rank of the extra key) when they fit: no sort of rows * sets keys.
-        extra_values, extra_rank = np.unique(extras, return_inverse=True)
+        # Dense ids (cell, extra key) when they fit: no sort of rows * sets keys. The extra
+        # keys are small ids (classes, pairs, categories) or latency buckets, usually in a
+        # narrow range: offsets from the smallest need no sort either; ranks do.
+        low = int(extras.min())
+        span = int(extras.max()) - low + 1
+        if len(self.cells) * span <= min(DENSE_OFFSET_LIMIT, DENSE_ROLLUP_LIMIT):
+            extra_values, extra_ids = np.arange(low, low + span), extras - low
+        else:
+            extra_values, extra_ids = np.unique(extras, return_inverse=True)
         size = len(self.cells) * len(extra_values)
         if size > DENSE_ROLLUP_LIMIT:
             return sum_by_keys((rolled << EXTRA_KEY_BITS) | extras[:, None], values)
-        dense = rolled * len(extra_values) + extra_rank[:, None]
+        dense = rolled * len(extra_values) + extra_ids[:, None]
         present, sums = sum_by_dense_keys(dense, values, size)
         cells, rank = np.divmod(present, len(extra_values))
         return (cells << EXTRA_KEY_BITS) | extra_values[rank], sums

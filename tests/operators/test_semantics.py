@@ -317,3 +317,41 @@ def test_rollups_without_dense_ids_give_the_same_rows(monkeypatch: Any) -> None:
     monkeypatch.setattr(operators.merge_stage, "DENSE_ROLLUP_LIMIT", 0)
     test_keyed_families_per_class_preference_and_report()
     test_the_reward_stddev_of_close_rewards_does_not_cancel_away()
+
+
+def test_rollups_sum_alike_by_offsets_ranks_or_sorting(monkeypatch: Any) -> None:
+    """`_rollup` takes dense ids from extra-key offsets when the span fits (latency buckets
+    are ~2^15 apart from the zero bucket), else from ranks, else sorts: all three, and
+    the count-only shortcut for width-1 families, must equal a plain dict of sums."""
+    from itertools import combinations
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    import operators.merge_stage
+    from operators.cells import EXTRA_KEY_BITS, CellIndex
+    from operators.merge_stage import MergeStage
+
+    dims = ("model_version", "segment", "endpoint")
+    index = CellIndex([c for r in range(4) for c in combinations(dims, r)], ())
+    finest = index.finest_ids(
+        [("t", "m", "d", f"v{a}", f"s{b}", "e") for a in range(3) for b in range(4)]
+    )
+    rng = np.random.default_rng(5)
+    rows = rng.integers(0, len(finest), 400)
+    extras = rng.choice([0, 32768, 32769, 32790, 33000], 400)
+    keys = np.unique((finest[rows] << EXTRA_KEY_BITS) | extras)
+    owner = SimpleNamespace(cells=index)
+    for values in (rng.integers(1, 9, (len(keys), 1)).astype(float),
+                   rng.integers(0, 3, (len(keys), 3)).astype(float)):  # fmt: skip
+        want: dict[int, np.ndarray] = {}
+        for key, vector in zip(keys.tolist(), values, strict=True):
+            for cell in set(index.rollups(np.array([key >> EXTRA_KEY_BITS]))[0].tolist()):
+                rolled = (cell << EXTRA_KEY_BITS) | (key & ((1 << EXTRA_KEY_BITS) - 1))
+                want[rolled] = want.get(rolled, 0) + vector
+        # Default (offsets fit), ranks only (offsets do not fit), neither (sorting).
+        for limit in (operators.merge_stage.DENSE_ROLLUP_LIMIT, len(index) * 5, 0):
+            monkeypatch.setattr(operators.merge_stage, "DENSE_ROLLUP_LIMIT", limit)
+            got_keys, got = MergeStage._rollup(owner, keys, values)  # type: ignore[arg-type]
+            assert got_keys.tolist() == sorted(want)
+            assert np.array_equal(got, np.array([want[k] for k in sorted(want)]))
