@@ -19,13 +19,14 @@ input twice.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import logging
 import os
 import shutil
 import sqlite3
-from collections.abc import Mapping, Sequence
-from contextlib import closing
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import closing, contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 log = logging.getLogger("pulse.recovery")
 
 FINGERPRINT_FILE = "feedback-pulse.json"
+LOCK_FILE = ".lock"
 _SQLITE_HEADER = b"SQLite format 3\x00"
 _DISCARDED_SUFFIX = ".discarded"
 _MOVE_AWAY = (
@@ -72,7 +74,9 @@ class RecoveryStore:
         """Create the store, or check it belongs to this flow; the config to run with."""
         parts = self._part_files()
         if not parts:
-            if self.directory.exists() and any(self.directory.iterdir()):
+            if self.directory.exists() and any(
+                p.name != LOCK_FILE for p in self.directory.iterdir()
+            ):
                 raise RecoveryStoreError(
                     f"{self.directory} is not empty but holds no recovery partitions "
                     "(part-*.sqlite3); point run.recovery_dir elsewhere or clear it"
@@ -84,6 +88,27 @@ class RecoveryStore:
             self.check(expected)
             self.discard_uncommitted()
         return RecoveryConfig(str(self.directory), backup_interval)
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the store for one run (`pulse run`). Two runs on one store would interleave
+        their snapshots, and each would discard the other's newest as uncommitted."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with (self.directory / LOCK_FILE).open("a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.seek(0)
+                holder = lock.read().strip() or "unknown"
+                raise RecoveryStoreError(
+                    f"the recovery store {self.directory} is in use by another run (pid "
+                    f"{holder}); stop that run first, or give this one its own PULSE_HOME or "
+                    "run.recovery_dir"
+                ) from None
+            lock.truncate(0)
+            lock.write(str(os.getpid()))
+            lock.flush()
+            yield
 
     def check(self, expected: dict[str, Any]) -> None:
         """Raise unless the store is intact and was written by a flow like `expected`."""

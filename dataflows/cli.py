@@ -12,6 +12,7 @@ pulse schema    print or write the event JSON Schema
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import logging
@@ -128,35 +129,37 @@ def _run_flow(settings: Settings, duration: float | None, status: bool) -> None:
 
     built = build(settings, STATS, recovery=settings.run.recovery)
     store, recovery_config = None, None
-    if settings.run.recovery:
-        store = RecoveryStore(settings.recovery_dir)
-        backup = timedelta(milliseconds=settings.run.backup_interval)
-        recovery_config = store.open(fingerprint(built.flow, built.shape), backup)
-        log.info("recovery store: %s", settings.recovery_dir)
-    _install_stop_handlers(duration)
-    printer = (
-        StatusPrinter(STATS, settings.run.status_interval / 1000.0).start() if status else None
-    )
-    try:
-        cli_main(
-            built.flow,
-            epoch_interval=timedelta(milliseconds=settings.run.snapshot_interval),
-            recovery_config=recovery_config,
+    with contextlib.ExitStack() as held:
+        if settings.run.recovery:
+            store = RecoveryStore(settings.recovery_dir)
+            held.enter_context(store.exclusive())
+            backup = timedelta(milliseconds=settings.run.backup_interval)
+            recovery_config = store.open(fingerprint(built.flow, built.shape), backup)
+            log.info("recovery store: %s", settings.recovery_dir)
+        _install_stop_handlers(duration)
+        printer = (
+            StatusPrinter(STATS, settings.run.status_interval / 1000.0).start() if status else None
         )
-    finally:
-        if printer is not None:
-            printer.stop()
-    if STATS.snapshots:
-        log.info(
-            "state snapshots: %d, %.1f KiB and %.2f ms each on average",
-            STATS.snapshots, STATS.snapshot_bytes / STATS.snapshots / 1024,
-            STATS.snapshot_us / STATS.snapshots / 1000,
-        )  # fmt: skip
-    if store is not None and settings.run.bounded and not STOP.is_set():
-        # Complete: everything is written and every window closed. A later run starts over
-        # (resuming an ended run would ignore what was appended since).
-        store.reset()
-        log.info("bounded run complete; recovery store cleared")
+        try:
+            cli_main(
+                built.flow,
+                epoch_interval=timedelta(milliseconds=settings.run.snapshot_interval),
+                recovery_config=recovery_config,
+            )
+        finally:
+            if printer is not None:
+                printer.stop()
+        if STATS.snapshots:
+            log.info(
+                "state snapshots: %d, %.1f KiB and %.2f ms each on average",
+                STATS.snapshots, STATS.snapshot_bytes / STATS.snapshots / 1024,
+                STATS.snapshot_us / STATS.snapshots / 1000,
+            )  # fmt: skip
+        if store is not None and settings.run.bounded and not STOP.is_set():
+            # Complete: everything is written and every window closed. A later run starts
+            # over (resuming an ended run would ignore what was appended since).
+            store.reset()
+            log.info("bounded run complete; recovery store cleared")
 
 
 # ---- commands --------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import sqlite3
 from contextlib import closing
@@ -207,3 +208,19 @@ def test_a_reset_leaves_nothing_behind_even_after_an_interrupted_one(tmp_path: P
     assert sorted(p.name for p in tmp_path.iterdir()) == []
     RecoveryStore(directory).open(expected, timedelta(0))  # starts afresh
     assert RecoveryStore(directory).resume_epoch() == 1
+
+
+def test_a_store_in_use_by_another_run_is_refused_naming_its_pid(tmp_path: Path) -> None:
+    """Two runs on one store would interleave snapshots and discard each other's."""
+    store = RecoveryStore(tmp_path / "recovery")
+    with store.exclusive():
+        store.open(fingerprint(counting_flow(), {}), timedelta(0))  # the lock file is no obstacle
+        with (
+            pytest.raises(
+                RecoveryStoreError, match=rf"in use by another run \(pid {os.getpid()}\)"
+            ),
+            RecoveryStore(tmp_path / "recovery").exclusive(),
+        ):
+            pass
+    with RecoveryStore(tmp_path / "recovery").exclusive():  # released with the run
+        pass
