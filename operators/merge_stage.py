@@ -48,7 +48,7 @@ from operators.families import (
     report_metrics,
     widths,
 )
-from operators.keyed_sums import sum_by_dense_keys, sum_by_key, sum_by_keys
+from operators.keyed_sums import Run, merge_runs, sum_by_dense_keys, sum_by_key, sum_by_keys
 from operators.metrics import HISTOGRAM_METRIC, LATENCY_METRICS, MACRO_F1, MainLayout, derive
 from operators.panes import PaneLayout, SpecState, window_sums
 from operators.sketch import segment_quantiles
@@ -284,6 +284,28 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         cells, rank = np.divmod(present, len(extra_values))
         return (cells << EXTRA_KEY_BITS) | extra_values[rank], sums
 
+    def _rolled(self, state: SpecState, start: int, keep: bool) -> dict[str, Run]:
+        """The window's sums per family, rolled up: from its cache plus the deltas it got
+        since (early rows every tick cost only those), else in full. `keep`: cache the
+        result (an early emission; every window it covers takes its fresh deltas now)."""
+        cached = state.rolled.get(start)
+        if cached is None:
+            parts = state.parts(start)
+            rolled = {f: self._rollup(*window_sums(parts, f, None)) for f in self._widths}
+        else:
+            rolled = {}
+            for family, run in cached.items():
+                fresh = state.fresh(start, family)
+                if fresh:
+                    delta = sum_by_key(
+                        np.concatenate([k for k, _ in fresh]), np.concatenate([v for _, v in fresh])
+                    )
+                    run = merge_runs(run, self._rollup(*delta))
+                rolled[family] = run
+        if keep:
+            state.rolled[start] = rolled
+        return rolled
+
     def _tables(self, parts: list[Emitted], final: bool, version: int) -> list[TableRows]:
         """Rows of `metrics` and the keyed families' tables for the given windows."""
         width = self._layout.width
@@ -297,8 +319,7 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         names = [spec.name for spec in self.config.specs]
         for state, start, touched in parts:
             spec = state.layout.spec
-            pieces = state.parts(start)
-            rolled = {f: self._rollup(*window_sums(pieces, f, None)) for f in self._widths}
+            rolled = self._rolled(state, start, keep=touched is not None)
             main_keys, main_values = rolled[MAIN]
             latency_keys, latency_values = rolled[LATENCY]
             # Every event adds a main row (its latency and keyed rows come with it), so the

@@ -6,6 +6,12 @@ one pane per spec, however many windows overlap it; a window's values are the su
 panes, taken when the window is emitted. A contribution that must reach only some of the
 windows over a pane (an event late for the older ones) goes to those windows' own
 `extra` sums instead.
+
+Early rows re-read open windows every tick. Each window's rollups from its last early
+emission are cached (not snapshotted; rebuilt in full after a restart), and every part
+keeps the deltas it received since (`fresh`): the next emission rolls up only those and
+adds them to the cache. Sums stay exact in any order (operators.metrics keeps every value
+on a grid), so a cached window's rows equal a full recomputation's.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from operators.cells import EXTRA_KEY_BITS
-from operators.keyed_sums import KeyedSums, sum_by_key
+from operators.keyed_sums import KeyedSums, Run, sum_by_key
 from operators.windows import WindowSpec
 
 
@@ -51,10 +57,14 @@ class PaneLayout:
 
 @dataclass
 class Sums:
-    """One pane's (or one window's extra) sums per family, and cells touched this tick."""
+    """One pane's (or one window's extra) sums per family, and cells touched this tick.
+
+    `fresh`: the deltas added since the touched cells were last cleared, per family (for
+    the windows' cached rollups; not part of a snapshot)."""
 
     families: dict[str, KeyedSums]
     touched: list[np.ndarray] = field(default_factory=list)
+    fresh: dict[str, list[Run]] = field(default_factory=dict)
 
     @classmethod
     def empty(cls, widths: dict[str, int]) -> Sums:
@@ -63,6 +73,14 @@ class Sums:
     def add(self, family: str, keys: np.ndarray, values: np.ndarray, touched: np.ndarray) -> None:
         self.families[family].add_unique(keys, values)
         self.touched.append(touched)
+        self.fresh.setdefault(family, []).append((keys, values))
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"families": self.families, "touched": self.touched}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self.fresh = {}
 
 
 @dataclass
@@ -74,6 +92,15 @@ class SpecState:
     panes: dict[int, Sums] = field(default_factory=dict)
     extras: dict[int, Sums] = field(default_factory=dict)  # by window start
     final_before: float = -math.inf  # windows ending at or before this were emitted final
+    # Window start -> family -> rolled-up sums as of the last early emission (a cache).
+    rolled: dict[int, dict[str, Run]] = field(default_factory=dict)
+
+    def __getstate__(self) -> dict[str, object]:
+        return {k: v for k, v in self.__dict__.items() if k != "rolled"}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self.rolled = {}
 
     def pane(self, pane_start: int) -> Sums:
         sums = self.panes.get(pane_start)
@@ -105,9 +132,16 @@ class SpecState:
         chunks = [t for part in self.parts(window_start) for t in part.touched]
         return np.unique(np.concatenate(chunks)) if chunks else None
 
+    def fresh(self, window_start: int, family: str) -> list[Run]:
+        """Deltas of one family that reached the window since its touched cells were
+        last cleared."""
+        return [run for part in self.parts(window_start) for run in part.fresh.get(family, ())]
+
     def clear_touched(self) -> None:
+        """After an early emission: every window with fresh deltas has taken them."""
         for sums in (*self.panes.values(), *self.extras.values()):
             sums.touched = []
+            sums.fresh = {}
 
     def evict_final(self) -> None:
         """Drop panes and extras no open window needs."""
@@ -118,6 +152,9 @@ class SpecState:
         }
         self.extras = {
             w: s for w, s in self.extras.items() if w + self.layout.spec.length > self.final_before
+        }
+        self.rolled = {
+            w: r for w, r in self.rolled.items() if w + self.layout.spec.length > self.final_before
         }
 
 
