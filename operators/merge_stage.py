@@ -48,7 +48,14 @@ from operators.families import (
     report_metrics,
     widths,
 )
-from operators.keyed_sums import Run, merge_runs, sum_by_dense_keys, sum_by_key, sum_by_keys
+from operators.keyed_sums import (
+    Run,
+    merge_runs,
+    rows_in,
+    sum_by_dense_keys,
+    sum_by_key,
+    sum_by_keys,
+)
 from operators.metrics import HISTOGRAM_METRIC, LATENCY_METRICS, MACRO_F1, MainLayout, derive
 from operators.panes import PaneLayout, SpecState, window_sums
 from operators.sketch import segment_quantiles
@@ -62,6 +69,7 @@ DENSE_ROLLUP_LIMIT = 1 << 24  # ids (cells x distinct extra keys) for a bincount
 # Ids (cells x span of extra keys) for offsets instead of ranks: a wide span costs memory
 # (8 bytes per id, twice) but saves sorting the extra keys.
 DENSE_OFFSET_LIMIT = 1 << 23
+SORT_OVER_DENSE = 16  # sort rows x sets keys when they are this many times fewer than ids
 _EXTRA_MASK = (1 << EXTRA_KEY_BITS) - 1
 
 
@@ -277,7 +285,9 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         else:
             extra_values, extra_ids = np.unique(extras, return_inverse=True)
         size = len(self.cells) * len(extra_values)
-        if size > DENSE_ROLLUP_LIMIT:
+        # A bincount costs the whole id range; a few rows (an early emission's deltas) sort
+        # faster than that.
+        if size > DENSE_ROLLUP_LIMIT or rolled.size * SORT_OVER_DENSE < size:
             return sum_by_keys((rolled << EXTRA_KEY_BITS) | extras[:, None], values)
         dense = rolled * len(extra_values) + extra_ids[:, None]
         present, sums = sum_by_dense_keys(dense, values, size)
@@ -429,9 +439,14 @@ def _vectors_of(keys: np.ndarray, values: np.ndarray, cells: np.ndarray, width: 
 
 
 def _latency_quantiles(keys: np.ndarray, values: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """Quantiles of the (sorted, unique) `cells` from their (cell, bucket) rows."""
     out = np.full((len(cells), len(LATENCY_METRICS)), np.nan)
     if len(keys) == 0:
         return out
+    # Only the cells' own rows (early rows want a few cells of a window's many).
+    rows = rows_in(keys, cells << EXTRA_KEY_BITS, (cells + 1) << EXTRA_KEY_BITS)
+    if len(rows) < len(keys):
+        keys, values = keys[rows], values[rows]
     owners = keys >> EXTRA_KEY_BITS
     present, segment_starts = np.unique(owners, return_index=True)
     quantiles = segment_quantiles(segment_starts, keys & _EXTRA_MASK, values[:, 0])
