@@ -11,12 +11,13 @@ emission time in ms), then once as the final row (``final = 1``, ``version`` =
 :data:`FINAL_VERSION`) that ``ReplacingMergeTree(version)`` keeps over every early one,
 also after a replay.
 
-Early rows cost the merge stage a rollup of every open window, which grows with the
-number of cells. They get at most `early_emit_budget` of processing time: when one
-emission takes longer than its share of the interval, the next waits (the interval
-stretches, never shrinks), so a flow catching up, or one with a very large cube, keeps
-ingesting instead of spending its time on rows that will soon be replaced. Final rows
-never wait.
+Early rows roll up only the deltas each open window got since its last early emission,
+onto that window's cached rollups (:mod:`operators.panes`); their cost still grows with
+the number of changed cells. They get at most `early_emit_budget` of processing time:
+when one emission takes longer than its share of the interval, the next waits (the
+interval stretches, never shrinks), so a flow catching up, or one with a very large cube,
+keeps ingesting instead of spending its time on rows that will soon be replaced. Final
+rows never wait.
 """
 
 from __future__ import annotations
