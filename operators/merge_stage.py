@@ -189,9 +189,11 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
             extras = self.keys[family].to_global(partition, extras)
         keys = (finest << EXTRA_KEY_BITS) | extras
         g, lateness = self._slice, self.config.allowed_lateness
+        early = self.config.early_rows
         for (slice_start, cutoff), rows in _groups(delta.slice_starts, delta.cutoffs):
             group_keys, group_values = sum_by_key(keys[rows], delta.values[rows])
-            touched = np.unique(group_keys >> EXTRA_KEY_BITS)
+            # Cells changed, for early rows (keys are sorted: no sort needed for unique).
+            touched = _distinct_sorted(group_keys >> EXTRA_KEY_BITS) if early else _NONE
             for state in self.specs:
                 spec = state.layout.spec
                 if cutoff == NO_CUTOFF:
@@ -424,6 +426,16 @@ def _groups(
     for i, key in enumerate(zip(slice_starts.tolist(), cutoffs.tolist(), strict=True)):
         by_key.setdefault(key, []).append(i)
     return [(key, np.array(rows, dtype=np.int64)) for key, rows in by_key.items()]
+
+
+_NONE = np.empty(0, dtype=np.int64)
+
+
+def _distinct_sorted(values: np.ndarray) -> np.ndarray:
+    """np.unique of an already sorted array, in one pass."""
+    if len(values) == 0:
+        return values
+    return values[np.concatenate(([True], values[1:] != values[:-1]))]
 
 
 def _vectors_of(keys: np.ndarray, values: np.ndarray, cells: np.ndarray, width: int) -> np.ndarray:
