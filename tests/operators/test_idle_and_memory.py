@@ -130,9 +130,15 @@ def _state_entries(stages: dict[int, PartitionStage], merge: MergeStage) -> int:
         + sum(len(d) for d in s.deltas.values())
         for s in stages.values()
     )
-    merge_state = sum(len(sums) for state in merge.specs for part in (*state.panes.values(), *state.extras.values())
-                      for sums in part.families.values())  # fmt: skip
-    return partition_state + merge_state
+    parts = [
+        part for state in merge.specs for part in (*state.panes.values(), *state.extras.values())
+    ]
+    merge_state = sum(len(sums) for part in parts for sums in part.families.values())
+    # The early rows' caches: each open window's rollups, each part's deltas since.
+    cached = sum(len(keys) for state in merge.specs for window in state.rolled.values()
+                 for keys, _ in window.values())  # fmt: skip
+    fresh = sum(len(keys) for part in parts for runs in part.fresh.values() for keys, _ in runs)
+    return partition_state + merge_state + cached + fresh
 
 
 def _caught_up_after_one_inference() -> tuple[PartitionConfig, Clock, FlowStats, PartitionStage]:
