@@ -193,7 +193,7 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         for (slice_start, cutoff), rows in _groups(delta.slice_starts, delta.cutoffs):
             group_keys, group_values = sum_by_key(keys[rows], delta.values[rows])
             # Cells changed, for early rows (keys are sorted: no sort needed for unique).
-            touched = _distinct_sorted(group_keys >> EXTRA_KEY_BITS) if early else _NONE
+            touched = _distinct_sorted(group_keys >> EXTRA_KEY_BITS) if early else None
             for state in self.specs:
                 spec = state.layout.spec
                 if cutoff == NO_CUTOFF:
@@ -348,7 +348,9 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
                 cells=cells,
                 window=window,
                 fields=_vectors_of(main_keys, main_values, cells, width),
-                latency=_latency_quantiles(latency_keys, latency_values, cells),
+                latency=_latency_quantiles(
+                    latency_keys, latency_values, cells, some=touched is not None
+                ),
                 macro_f1=macro_f1(class_keys >> EXTRA_KEY_BITS, class_values, cells),
                 start=np.full(len(cells), start, dtype=np.int64),
                 end=np.full(len(cells), start + spec.length, dtype=np.int64),
@@ -428,9 +430,6 @@ def _groups(
     return [(key, np.array(rows, dtype=np.int64)) for key, rows in by_key.items()]
 
 
-_NONE = np.empty(0, dtype=np.int64)
-
-
 def _distinct_sorted(values: np.ndarray) -> np.ndarray:
     """np.unique of an already sorted array, in one pass."""
     if len(values) == 0:
@@ -451,14 +450,16 @@ def _vectors_of(keys: np.ndarray, values: np.ndarray, cells: np.ndarray, width: 
     return out
 
 
-def _latency_quantiles(keys: np.ndarray, values: np.ndarray, cells: np.ndarray) -> np.ndarray:
-    """Quantiles of the (sorted, unique) `cells` from their (cell, bucket) rows."""
+def _latency_quantiles(
+    keys: np.ndarray, values: np.ndarray, cells: np.ndarray, some: bool
+) -> np.ndarray:
+    """Quantiles of the (sorted, unique) `cells` from their (cell, bucket) rows; `some`:
+    the cells are a few of the window's (early rows), so pick their rows first."""
     out = np.full((len(cells), len(LATENCY_METRICS)), np.nan)
     if len(keys) == 0:
         return out
-    # Only the cells' own rows (early rows want a few cells of a window's many).
-    rows = rows_in(keys, cells << EXTRA_KEY_BITS, (cells + 1) << EXTRA_KEY_BITS)
-    if len(rows) < len(keys):
+    if some:
+        rows = rows_in(keys, cells << EXTRA_KEY_BITS, (cells + 1) << EXTRA_KEY_BITS)
         keys, values = keys[rows], values[rows]
     owners = keys >> EXTRA_KEY_BITS
     present, segment_starts = np.unique(owners, return_index=True)

@@ -72,10 +72,15 @@ class Sums:
     def empty(cls, widths: dict[str, int]) -> Sums:
         return cls({name: KeyedSums(width) for name, width in widths.items()})
 
-    def add(self, family: str, keys: np.ndarray, values: np.ndarray, touched: np.ndarray) -> None:
+    def add(
+        self, family: str, keys: np.ndarray, values: np.ndarray, touched: np.ndarray | None
+    ) -> None:
+        """`touched`: the cells changed, or None when nobody emits early rows (then
+        neither they nor the fresh deltas are kept)."""
         self.families[family].add_unique(keys, values)
-        self.touched.append(touched)
-        self.fresh.setdefault(family, []).append((keys, values))
+        if touched is not None:
+            self.touched.append(touched)
+            self.fresh.setdefault(family, []).append((keys, values))
 
     def __getstate__(self) -> dict[str, object]:
         return {"families": self.families, "touched": self.touched}
