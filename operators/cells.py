@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from operators.batches import Categorical
-from operators.snapshots import PickleCached
+from operators.snapshots import ChunkedList, PickleCached
 
 ALL = "*"
 UNKNOWN = "unknown"
@@ -58,15 +58,17 @@ class LocalIds(PickleCached, Generic[K]):
     to the merge stage.
 
     Snapshots carry the values only (the dict is rebuilt on resume: half the bytes, and
-    pickling a dict keyed by tuples is the slow part), from a cache while no value is new.
+    pickling a dict keyed by tuples is the slow part), from a cache while no value is new,
+    and by chunks, so a new value re-pickles only the last chunk.
     """
 
-    __slots__ = ("announced", "ids", "values")
+    __slots__ = ("_chunks", "announced", "ids", "values")
 
     def __init__(self) -> None:
         self.ids: dict[K, int] = {}
         self.values: list[K] = []
         self.announced = 0
+        self._chunks: ChunkedList[K] = ChunkedList()
         self._pickled = None
 
     def id_of(self, value: K) -> int:
@@ -84,11 +86,12 @@ class LocalIds(PickleCached, Generic[K]):
             self._pickled = None
         return new
 
-    def _state(self) -> tuple[list[K], int]:
-        return self.values, self.announced
+    def _state(self) -> tuple[list[bytes], int]:
+        return self._chunks.pack(self.values), self.announced
 
-    def _restore(self, state: tuple[list[K], int]) -> None:
-        self.values, self.announced = state
+    def _restore(self, state: tuple[list[bytes], int]) -> None:
+        chunks, self.announced = state
+        self.values, self._chunks = ChunkedList.unpack(chunks)
         self.ids = {value: i for i, value in enumerate(self.values)}
 
 
@@ -138,21 +141,28 @@ class CellIndex(PickleCached):
         self._code_of: list[dict[str, int]] = [{} for _ in self.columns]
         self._finest: dict[Cell, int] = {}  # finest cell -> row of _rollups
         self._rollups = np.zeros((0, len(self.grouping_sets)), dtype=np.int64)
+        self._cell_chunks: ChunkedList[Cell] = ChunkedList()
+        self._finest_chunks: ChunkedList[Cell] = ChunkedList()
         self._pickled = None
 
     def __len__(self) -> int:
         return len(self._cells)
 
-    # Snapshots leave out the lookup dicts (rebuilt on resume from the lists they index).
-    _DERIVED = ("_ids", "_code_of", "_finest", "_pickled")
+    # Snapshots leave out the lookup dicts (rebuilt on resume from the lists they index);
+    # the two cell lists, append-only, go by chunks.
+    _DERIVED = ("_ids", "_code_of", "_finest", "_pickled", "_cells", "_cell_chunks",
+                "_finest_chunks")  # fmt: skip
 
     def _state(self) -> dict[str, Any]:
         state = {k: v for k, v in self.__dict__.items() if k not in self._DERIVED}
-        state["_finest_cells"] = list(self._finest)  # in row order (insertion order)
+        state["_cells"] = self._cell_chunks.pack(self._cells)
+        # In row order (a dict keeps insertion order).
+        state["_finest_cells"] = self._finest_chunks.pack(list(self._finest))
         return state
 
     def _restore(self, state: dict[str, Any]) -> None:
-        finest_cells = state.pop("_finest_cells")
+        self._cells, self._cell_chunks = ChunkedList.unpack(state.pop("_cells"))
+        finest_cells, self._finest_chunks = ChunkedList.unpack(state.pop("_finest_cells"))
         self.__dict__.update(state)
         self._ids = {cell: i for i, cell in enumerate(self._cells)}
         self._code_of = [{v: i for i, v in enumerate(c)} for c in self._categories]

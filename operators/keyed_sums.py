@@ -11,10 +11,11 @@ rather than once per tick, and there are at most O(log n) runs to read.
 
 from __future__ import annotations
 
-import pickle
 from typing import Any
 
 import numpy as np
+
+from operators.snapshots import pack, unpack
 
 Run = tuple[np.ndarray, np.ndarray]  # sorted unique int64 keys, float64 [rows, width]
 
@@ -123,9 +124,10 @@ def rows_in(keys: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
 class KeyedSums:
     """Sums of float64 vectors by int64 key, kept as a few sorted runs.
 
-    Each run keeps its pickled bytes until it changes, so a snapshot pickles only the
-    runs merged since the last one and copies the rest: a growing pane (the hour window's)
-    rewrites its big run O(log n) times in its life, not at every snapshot.
+    Each run keeps its packed bytes (:func:`operators.snapshots.pack`) until it changes,
+    so a snapshot packs only the runs merged since the last one and copies the rest: a
+    growing pane (the hour window's) repacks its big run O(log n) times in its life, not
+    at every snapshot.
     """
 
     __slots__ = ("_blobs", "runs", "width")
@@ -139,7 +141,7 @@ class KeyedSums:
         ready: list[bytes] = []
         for i, blob in enumerate(self._blobs):
             if blob is None:
-                blob = self._blobs[i] = pickle.dumps(self.runs[i], pickle.HIGHEST_PROTOCOL)
+                blob = self._blobs[i] = pack(self.runs[i])
             ready.append(blob)
         return _keyed_sums_from_blobs, (self.width, ready)
 
@@ -199,6 +201,6 @@ class KeyedSums:
 
 def _keyed_sums_from_blobs(width: int, blobs: list[bytes]) -> KeyedSums:
     sums = KeyedSums(width)
-    sums.runs = [pickle.loads(blob) for blob in blobs]
+    sums.runs = [unpack(blob) for blob in blobs]
     sums._blobs = list(blobs)  # still what it holds
     return sums

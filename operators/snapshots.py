@@ -7,22 +7,56 @@ Most of a big state does not change between two snapshots (the cell dictionary o
 every cell is known, the older runs of a pane). Such parts keep their pickled bytes until
 they change (:class:`PickleCached` for whole objects; :class:`~operators.keyed_sums.KeyedSums`
 per sorted run): a snapshot then copies those bytes (~20 GB/s) instead of pickling them
-again (~1.5 GB/s for numpy runs, far slower for tuples of strings).
+again (~1.5 GB/s for numpy runs, far slower for tuples of strings). Append-only lists
+(the cell dictionaries) are kept as chunks (:class:`ChunkedList`), so a new cell
+re-pickles only the last chunk, not the whole dictionary.
+
+Cached bytes are zstd-compressed (level 1, python-zstandard). Sums are small integers
+and sparse rows stored as float64, so the merge stage's panes shrink ~12x (88 → 7 MB
+at 10k dims); Bytewax writes every snapshot into SQLite (~0.4 s for 88 MB here), and
+compressing a changed run once (~500 MB/s) costs less than writing it uncompressed.
+Measured over alternating bounded runs of the bench log: recovery cost 9.7 % of the
+run's time uncompressed, 4.7 % compressing whole snapshots, before the caches did.
 """
 
 from __future__ import annotations
 
 import pickle
+import threading
 import time
-from collections.abc import Iterable
-from typing import Any, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import Any, Generic, TypeVar
+
+import zstandard
 
 from operators.stats import FlowStats
 
 # The layout of what the stateful steps pickle. Bump it whenever that changes: the
 # recovery guard then refuses a store written by the old layout with a clear message
 # instead of failing to unpickle it (or misreading it) on resume.
-STATE_FORMAT = 2
+STATE_FORMAT = 3
+
+ZSTD_LEVEL = 1
+_codecs = threading.local()  # zstd contexts are not thread-safe (workers are threads)
+
+
+def _codec() -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
+    codec = getattr(_codecs, "pair", None)
+    if codec is None:
+        codec = _codecs.pair = (
+            zstandard.ZstdCompressor(level=ZSTD_LEVEL),
+            zstandard.ZstdDecompressor(),
+        )
+    return codec
+
+
+def pack(obj: Any) -> bytes:
+    """`obj` pickled and compressed: the form every cached part of a snapshot takes."""
+    return _codec()[0].compress(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL))
+
+
+def unpack(data: bytes) -> Any:
+    return pickle.loads(_codec()[1].decompress(data))
 
 
 def snapshot_fields(owner: Any, names: Iterable[str], stats: FlowStats | None) -> bytes:
@@ -55,12 +89,45 @@ class PickleCached:
     def __reduce__(self) -> tuple[Any, tuple[type, bytes]]:
         data = getattr(self, "_pickled", None)
         if data is None:
-            data = self._pickled = pickle.dumps(self._state(), pickle.HIGHEST_PROTOCOL)
+            data = self._pickled = pack(self._state())
         return _from_pickled, (type(self), data)
 
 
 def _from_pickled(cls: type[T], data: bytes) -> T:
     obj = cls.__new__(cls)
-    obj._restore(pickle.loads(data))
+    obj._restore(unpack(data))
     obj._pickled = data  # still what it holds
     return obj
+
+
+V = TypeVar("V")
+
+
+class ChunkedList(Generic[V]):
+    """Packed bytes of an append-only list, a chunk at a time: full chunks are packed once
+    and kept, only the growing last one is packed again."""
+
+    CHUNK = 4096
+
+    def __init__(self, full: Sequence[bytes] = ()) -> None:
+        self._full: list[bytes] = list(full)
+
+    def pack(self, values: Sequence[V]) -> list[bytes]:
+        size = self.CHUNK
+        done = len(values) // size
+        for i in range(len(self._full), done):
+            self._full.append(pack(list(values[i * size : (i + 1) * size])))
+        tail = values[done * size :]
+        return [*self._full, pack(list(tail))] if tail else list(self._full)
+
+    @classmethod
+    def unpack(cls, chunks: Sequence[bytes]) -> tuple[list[V], ChunkedList[V]]:
+        """The list, and a cache that already holds its full chunks."""
+        values: list[V] = []
+        full: list[bytes] = []
+        for chunk in chunks:
+            part = unpack(chunk)
+            values.extend(part)
+            if len(part) == cls.CHUNK:
+                full.append(chunk)
+        return values, cls(full)

@@ -7,8 +7,10 @@ import pickle
 import random
 
 import numpy as np
+import pytest
 
 from operators.cells import CellIndex, GlobalIds, LocalIds
+from operators.snapshots import ChunkedList
 from tests.harness import CUBE
 
 
@@ -83,3 +85,44 @@ def test_a_change_after_a_snapshot_is_in_the_next_one() -> None:
     resumed = _resumed(index)
     assert len(resumed) == len(index)  # type: ignore[arg-type]
     assert resumed.finest_ids(more).tolist() == rows.tolist()  # type: ignore[attr-defined]
+
+
+def test_id_tables_resume_exactly_across_chunk_boundaries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cell lists are snapshotted by chunks, full ones from a cache that a resumed
+    table takes over: snapshot, resume, grow, snapshot again must never lose, repeat or
+    reorder a value, wherever the chunk boundaries fall."""
+    monkeypatch.setattr(ChunkedList, "CHUNK", 4)
+    rng = random.Random(11)
+    kept, resumed = CellIndex(CUBE, ()), CellIndex(CUBE, ())
+    local_kept: LocalIds[tuple[str, ...]] = LocalIds()
+    local_resumed: LocalIds[tuple[str, ...]] = LocalIds()
+    for _ in range(8):
+        batch = _cells(rng, rng.randint(0, 9))
+        kept.finest_ids(batch)
+        resumed.finest_ids(batch)
+        for cell in batch:
+            local_kept.id_of(cell)
+            local_resumed.id_of(cell)
+        resumed = _resumed(resumed)  # type: ignore[assignment]
+        local_resumed = _resumed(local_resumed)  # type: ignore[assignment]
+        assert resumed._cells == kept._cells
+        assert list(resumed._finest.items()) == list(kept._finest.items())
+        assert local_resumed.values == local_kept.values
+        assert local_resumed.ids == local_kept.ids
+    assert len(kept) > 4 * ChunkedList.CHUNK  # many chunks were crossed
+
+
+def test_a_new_value_repacks_only_the_last_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ChunkedList, "CHUNK", 4)
+    chunks: ChunkedList[int] = ChunkedList()
+    values = list(range(10))
+    first = chunks.pack(values)
+    values.append(10)
+    second = chunks.pack(values)
+    assert len(first) == len(second) == 3
+    assert second[0] is first[0] and second[1] is first[1] and second[2] != first[2]
+    restored, cache = ChunkedList.unpack(second)
+    assert restored == values
+    values.extend([11, 12])  # fills the third chunk
+    third = cache.pack(values)
+    assert third[0] == first[0] and ChunkedList.unpack(third)[0] == values
