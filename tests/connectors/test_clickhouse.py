@@ -63,6 +63,31 @@ def test_rows_of_every_raw_table_convert_to_their_column_types(store: Store) -> 
     ]
 
 
+def test_attribute_maps_keep_every_row_s_own_pairs(store: Store) -> None:
+    """Maps are built from flattened keys and values and offsets: an offset off by one
+    would hand a row its neighbour's attributes."""
+    client = store.open()
+    migrate(client, "pulse")
+    attributes = [
+        {},
+        {"country": "de", "exp": "b"},
+        {},
+        {"k": ""},
+        {"é": "ü", "a": "1", "b": "2"},
+        {},
+    ]
+    rows = InferenceRows()
+    for i, attrs in enumerate(attributes):
+        inference = Inference(request_id=f"r{i}", ts=1_767_225_600_000 + i, model_id="m",
+                              model_version="v", endpoint="e", attributes=attrs)  # fmt: skip
+        rows.add(inference, None, 0, i, late=False)
+    client.insert_arrow(
+        "pulse.inferences", to_arrow(rows.take().columns, describe(client, "pulse", "inferences"))
+    )
+    stored = store.rows("SELECT attributes FROM pulse.inferences ORDER BY request_id")
+    assert [row[0] for row in stored] == attributes
+
+
 def test_numpy_metric_columns_keep_nulls_and_arrays(store: Store) -> None:
     client = store.open()
     migrate(client, "pulse")
