@@ -1,12 +1,15 @@
-"""Graceful stop for this process's sources (first Ctrl-C, or `--duration`).
+"""Process-wide controls of a flow process: graceful stop, exit on a failed output, and
+how often Python collects garbage.
 
-Sources poll :data:`STOP`; once set, they end their input, the flow drains (partition and
-merge stages emit what they hold, the sink flushes) and Bytewax returns normally.
-Windows are not closed by a stop: only a bounded run's end of input closes them.
+Sources poll :data:`STOP` (first Ctrl-C, or `--duration`); once set, they end their input,
+the flow drains (partition and merge stages emit what they hold, the sink flushes) and
+Bytewax returns normally. Windows are not closed by a stop: only a bounded run's end of
+input closes them.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -29,3 +32,24 @@ def exit_write_failed(message: str, *args: object) -> None:
         handler.flush()
     sys.stderr.flush()
     os._exit(EXIT_WRITE_FAILED)
+
+
+# Python's defaults (700, 10, 10) suit small heaps; a flow's heap holds millions of
+# objects (cell dictionaries, the recent-inference cache, the dedup ids), and its older
+# generations were traversed again and again.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_garbage_collection() -> None:
+    """Collect young objects less often, and never walk what start-up built.
+
+    Call once the flow is built. `gc.freeze()` moves everything alive then (modules,
+    pyarrow, chDB, the flow) to the permanent generation: it lives as long as the process
+    anyway. Cycles are still collected, only in larger steps. On the bench log (1M events,
+    10k dims) the collector's own time fell from 2.6-2.7 s to 1.5 s a run (gen0 ~1.3 s
+    either way: every long-lived object is walked once while young; the older
+    generations' 1.3-1.5 s fell to 0.25 s). Best of 4 alternating bounded runs with
+    recovery: 34.3 s against 36.7 s (each pair was faster).
+    """
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)

@@ -42,7 +42,7 @@ from connectors.live_traffic import TrafficThread
 from connectors.local_log import LocalLog, LogError
 from connectors.query_server import QueryError, QueryResult, run_query
 from connectors.recovery import RecoveryStore, RecoveryStoreError, fingerprint
-from connectors.run_control import STOP
+from connectors.run_control import STOP, tune_garbage_collection
 from operators.contract import json_schema
 from operators.stats import STATS
 from operators.synthetic import DEFAULT_START_MS, TrafficGenerator, TrafficProfile
@@ -128,6 +128,7 @@ def _run_flow(settings: Settings, duration: float | None, status: bool) -> None:
     from dataflows.feedback import build
 
     built = build(settings, STATS, recovery=settings.run.recovery)
+    tune_garbage_collection()
     store, recovery_config = None, None
     with contextlib.ExitStack() as held:
         if settings.run.recovery:

@@ -41,6 +41,7 @@ from connectors.recovery import (
     bytewax_run_recovery_directory,
     fingerprint,
 )
+from connectors.run_control import tune_garbage_collection
 from operators.batches import RawBatch, TableRows
 from operators.merge_stage import MergeConfig, MergeStage
 from operators.partition_stage import PartitionConfig, PartitionStage
@@ -265,6 +266,7 @@ def flow() -> Dataflow:
         directory = bytewax_run_recovery_directory(sys.argv[1:])
         if directory is not None:
             RecoveryStore(directory).guard(fingerprint(built.flow, built.shape))
+        tune_garbage_collection()
     except (SettingsError, RecoveryStoreError, ClickHouseError, KafkaSetupError, LogError) as exc:
         print(f"feedback-pulse: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
