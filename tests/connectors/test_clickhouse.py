@@ -64,8 +64,8 @@ def test_rows_of_every_raw_table_convert_to_their_column_types(store: Store) -> 
 
 
 def test_attribute_maps_keep_every_row_s_own_pairs(store: Store) -> None:
-    """Maps are built from flattened keys and values and offsets: an offset off by one
-    would hand a row its neighbour's attributes."""
+    """Every row keeps its own attributes through the Arrow conversion and chDB: empty
+    maps between full ones, several keys, unicode, empty values."""
     client = store.open()
     migrate(client, "pulse")
     attributes = [
