@@ -309,11 +309,9 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
             rolled = {}
             for family, run in cached.items():
                 fresh = state.fresh(start, family)
-                if fresh:
-                    delta = sum_by_key(
-                        np.concatenate([k for k, _ in fresh]), np.concatenate([v for _, v in fresh])
-                    )
-                    run = merge_runs(run, self._rollup(*delta))
+                if fresh:  # the rollup sums repeated keys itself: no need to sum them first
+                    keys = np.concatenate([k for k, _ in fresh])
+                    run = merge_runs(run, self._rollup(keys, np.concatenate([v for _, v in fresh])))
                 rolled[family] = run
         if keep:
             state.rolled[start] = rolled
