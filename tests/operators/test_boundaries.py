@@ -1,0 +1,308 @@
+"""The core rules at their exact boundaries, each where it lives (stage or operator).
+
+Each test pins one behaviour that a plausible one-line change of the lateness, join,
+dedup or finality code would break without the rest of the suite noticing (issue 14;
+`make mutate` plants such changes one at a time). They drive the stages through their
+public hooks (`on_item`, `on_notify`, `snapshot`/resume) and read what they emit, so a
+rewrite of the stages' insides keeps them meaningful.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+import pytest
+
+from operators.batches import STREAMS, RawBatch, TableRows
+from operators.join import PendingFeedback, StoredInference
+from operators.merge_stage import MergeStage
+from operators.partition_stage import PartitionStage
+from operators.sessions import SessionBatch
+from operators.slices import PartialBatch
+from tests.harness import CUBE, DIMS, Output, configs, final_metric_rows, semantics
+from tests.operators.test_semantics import T0, feedback, inference
+
+SEM = semantics(partitions=1)
+OOO, WAIT = SEM.max_out_of_orderness, SEM.join_wait
+TOTAL = ("default", "m", "primary", "*", "*", "*")  # the cell rolled up over every dim
+
+
+class MemoryJoinStore:
+    """The :class:`~operators.join.JoinStore` protocol over the rows the stage wrote (what
+    ClickHouse `inferences` / `events` would hold), for stage tests without a database."""
+
+    def __init__(self) -> None:
+        self.inferences: list[dict[str, Any]] = []
+        self.feedback: list[dict[str, Any]] = []
+
+    def write(self, rows: TableRows) -> None:
+        table = {"inferences": self.inferences, "events": self.feedback}.get(rows.table)
+        if table is not None:
+            names = list(rows.columns)
+            table.extend(
+                dict(zip(names, values, strict=True))
+                for values in zip(*rows.columns.values(), strict=True)
+            )
+
+    @staticmethod
+    def _stored(row: dict[str, Any]) -> StoredInference:
+        return (int(row["ts"]), row["tenant"], row["model_id"], row["deployment"], row["model_version"],
+                row["segment"], row["endpoint"], row["prediction"], row["confidence"], row["latency_ms"],
+                dict(row["attributes"]))  # fmt: skip
+
+    def lookup(self, request_ids: list[str]) -> dict[str, StoredInference]:
+        found: dict[str, StoredInference] = {}
+        for row in sorted(self.inferences, key=lambda r: r["source_offset"]):
+            if row["request_id"] in request_ids and row["request_id"] not in found:
+                found[row["request_id"]] = self._stored(row)
+        return found
+
+    def recent_inferences(
+        self, partition: int, up_to_offset: int, since_ts: float, limit: int
+    ) -> list[tuple[str, StoredInference]]:
+        rows = self._recent(self.inferences, partition, up_to_offset, since_ts, limit)
+        return [(row["request_id"], self._stored(row)) for row in rows]
+
+    def recent_feedback(
+        self, partition: int, up_to_offset: int, since_ts: float, limit: int
+    ) -> list[tuple[str, int]]:
+        rows = self._recent(self.feedback, partition, up_to_offset, since_ts, limit)
+        return [(row["event_id"], int(row["ts"])) for row in rows]
+
+    @staticmethod
+    def _recent(
+        rows: list[dict[str, Any]], partition: int, up_to_offset: int, since_ts: float, limit: int
+    ) -> list[dict[str, Any]]:
+        kept = [r for r in rows if r["source_partition"] == partition
+                and r["source_offset"] <= up_to_offset and r["ts"] > since_ts]  # fmt: skip
+        return sorted(kept, key=lambda r: r["source_offset"])[-limit:]
+
+
+class Flow:
+    """Partition stages and the merge stage, driven by hand: batches in, ticks when asked;
+    every table row they emit is collected (and written to the store, if any)."""
+
+    def __init__(
+        self,
+        partitions: int = 1,
+        *,
+        bounded: bool = True,
+        store: MemoryJoinStore | None = None,
+        grouping_sets: tuple[tuple[str, ...], ...] = CUBE,
+    ) -> None:
+        sem = semantics(partitions=partitions, grouping_sets=grouping_sets)
+        self.partition_config, merge_config = configs(sem, bounded)
+        self.now = 1_000_000.0
+        self.store = store
+        self.out = Output()
+        self.stages = {p: self._stage(p) for p in range(partitions)}
+        self.merge = MergeStage(merge_config, self.out.stats, clock=self.clock)
+        self.offsets: dict[tuple[int, str], int] = defaultdict(int)
+
+    def clock(self) -> float:
+        return self.now
+
+    def _stage(self, partition: int, resume: bytes | None = None) -> PartitionStage:
+        return PartitionStage(self.partition_config, self.out.stats, resume=resume,
+                              clock=self.clock, store=self.store)  # fmt: skip
+
+    def restart(self, partition: int) -> None:
+        """Snapshot the partition's stage and resume a new one from it (a crash after the
+        snapshot committed)."""
+        snapshot = self.stages[partition].snapshot()
+        assert snapshot is not None
+        self.stages[partition] = self._stage(partition, resume=snapshot)
+
+    def send(
+        self,
+        stream: str,
+        events: Iterable[dict[str, Any]],
+        *,
+        partition: int = 0,
+        ended: bool = False,
+    ) -> None:
+        """A batch of one stream; its source is caught up after it (ended: for good)."""
+        lines = [json.dumps(e).encode() for e in events]
+        start = self.offsets[(partition, stream)]
+        self.offsets[(partition, stream)] += len(lines)
+        batch = RawBatch(partition, stream, stream, lines, list(range(start, start + len(lines))),  # type: ignore[arg-type]
+                         caught_up=True, end_of_input=ended)  # fmt: skip
+        self._route(self.stages[partition].on_item(batch)[0])
+
+    def tick(self, *partitions: int) -> None:
+        """One second of processing time: a tick of the given partitions, then the merge's."""
+        self.now += 1_000
+        for p in partitions:
+            self._route(self.stages[p].on_notify()[0])
+        self._route(self.merge.on_notify()[0])
+
+    def end(self) -> Output:
+        """End every stream (a bounded run's end of input) and flush; the rows emitted."""
+        for p in self.stages:
+            for stream in STREAMS:
+                self.send(stream, [], partition=p, ended=True)
+        for stage in self.stages.values():
+            self._route(stage.on_eof()[0])
+        self._route(self.merge.on_eof()[0])
+        return self.out
+
+    def _route(self, items: Iterable[Any]) -> None:
+        for item in items:
+            if isinstance(item, PartialBatch):
+                self._route(self.merge.on_item(item)[0])
+            elif isinstance(item, TableRows):
+                self.out.tables[item.table].append(item)
+                if self.store is not None:
+                    self.store.write(item)
+            else:
+                assert isinstance(item, SessionBatch)
+
+    def finals(self, window: str = "1m") -> dict[tuple[int, tuple[str, ...]], dict[str, Any]]:
+        """Final metrics rows of `window` so far, by (start, dims)."""
+        rows = final_metric_rows(self.out.column_rows("metrics", final_only=True))
+        return {(start, dims): row for (name, start, dims), row in rows.items() if name == window}
+
+    def rows(self, table: str, **where: Any) -> list[dict[str, Any]]:
+        return [r for r in self.out.column_rows(table) if all(r[k] == v for k, v in where.items())]
+
+
+# ---- 1. inference lateness: window end + allowed lateness == cutoff is late ---------------
+
+
+@pytest.mark.parametrize("short_of_edge", [0, 1])
+def test_an_inference_whose_window_ends_exactly_at_the_cutoff_is_late(short_of_edge: int) -> None:
+    # r0 moves the cutoff (watermark - join wait) to T0 + 60 s - short_of_edge; r1, still in
+    # [T0, T0 + 60 s), arrives after it. At equality the 1m window is closed to it.
+    edge = T0 + 60_000 + OOO + WAIT
+    flow = Flow()
+    flow.send("feedback", [], ended=True)
+    flow.send("inferences", [inference("r0", edge - short_of_edge), inference("r1", T0 + 59_999)])
+    out = flow.end()
+    late = short_of_edge == 0
+    assert [r["late"] for r in flow.rows("inferences", request_id="r1")] == [int(late)]
+    missed = {(r["window"], r["window_start"]) for r in flow.rows("metrics_late", event_id="r1")}
+    counted = flow.finals().get((T0, TOTAL))
+    if late:
+        assert ("1m", T0) in missed and counted is None  # r1 is the window's only inference
+    else:
+        assert not missed and counted is not None and counted["inference_count"] == 1
+    assert out.stats.late_events == int(late)
+
+
+# ---- 2. join give-up: watermark == ts + join.wait releases the feedback unjoined ---------
+
+
+def test_pending_feedback_gives_up_when_the_watermark_reaches_ts_plus_wait_exactly() -> None:
+    pending = PendingFeedback()
+    pending.add("r1", "waiting", give_up_at=T0 + WAIT)
+    assert pending.due(T0 + WAIT - 1) == []
+    assert pending.due(T0 + WAIT) == ["waiting"]
+    assert not pending
+
+
+@pytest.mark.parametrize("short_of_edge", [0, 1])
+def test_an_inference_after_the_give_up_does_not_join_its_feedback(short_of_edge: int) -> None:
+    # rX moves the watermark (max ts - ooo) to e1's ts + wait - short_of_edge; r1's
+    # inference comes right after rX in its log (out of order: only the join is tested).
+    fts = T0 + 5_000
+    flow = Flow()
+    flow.send("feedback", [feedback("e1", "r1", fts, "thumbs", True)], ended=True)
+    flow.send("inferences", [inference("rX", fts + WAIT + OOO - short_of_edge),
+                             inference("r1", fts - 1_000)])  # fmt: skip
+    out = flow.end()
+    gave_up = short_of_edge == 0
+    [row] = flow.rows("events", event_id="e1")
+    assert row["joined"] == int(not gave_up)
+    assert out.stats.unjoined == int(gave_up)
+    unknown = flow.finals().get((T0, ("unknown",) * len(DIMS)))
+    if gave_up:
+        assert unknown is not None and unknown["unjoined_count"] == 1
+    else:
+        assert unknown is None
+
+
+# ---- 3. label correctness across types --------------------------------------------------
+
+
+CORRECTNESS = [  # (prediction, label, correct): compared as trimmed strings, 1 == 1.0
+    ("1", 1, True), ("1", 1.0, True), ("1", " 1 ", True), ("cat", " cat ", True),
+    (" cat", "cat", True), (1, "1", True), (1.0, 1, True), (2.5, "2.5", True),
+    ("1", 1.5, False), ("1", 2, False), ("cat", "Cat", False), ("cat", "dog", False),
+]  # fmt: skip
+
+
+def test_a_label_is_correct_when_it_equals_the_prediction_as_a_trimmed_string() -> None:
+    flow = Flow()
+    infs = [inference(f"r{i}", T0 + i, prediction=p) for i, (p, _, _) in enumerate(CORRECTNESS)]
+    fbs = [feedback(f"e{i}", f"r{i}", T0 + 1_000 + i, "label", label)
+           for i, (_, label, _) in enumerate(CORRECTNESS)]  # fmt: skip
+    flow.send("inferences", infs)
+    flow.send("feedback", fbs)
+    flow.end()
+    verdicts = {r["event_id"]: r["correct"] for r in flow.rows("events")}
+    assert verdicts == {f"e{i}": int(ok) for i, (_, _, ok) in enumerate(CORRECTNESS)}
+    total = flow.finals()[(T0, TOTAL)]
+    assert total["labeled_count"] == len(CORRECTNESS)
+    assert total["correct_count"] == sum(ok for _, _, ok in CORRECTNESS)
+
+
+# ---- 4. feedback waiting for its inference across a restart ------------------------------
+
+
+def test_a_resent_event_id_that_was_waiting_at_the_snapshot_counts_once() -> None:
+    store = MemoryJoinStore()
+    flow = Flow(bounded=False, store=store)
+    waiting = feedback("e1", "r1", T0 + 5_000, "thumbs", True)
+    flow.send("inferences", [inference("r0", T0)])
+    flow.send("feedback", [waiting])  # r1's inference not seen yet: e1 waits
+    flow.tick(0)
+    assert flow.rows("events", event_id="e1") == []
+    flow.restart(0)
+    flow.send("feedback", [waiting])  # the producer sends it again after the resume
+    flow.send("inferences", [inference("r1", T0 + 1_000)])
+    out = flow.end()
+    assert len(flow.rows("events", event_id="e1")) == 1
+    assert flow.finals()[(T0, TOTAL)]["feedback_count"] == 1
+    assert out.stats.duplicate_feedback == 1
+
+
+# ---- 5. finality waits for every partition -----------------------------------------------
+
+
+def test_no_window_is_final_until_every_partition_has_passed_its_end() -> None:
+    flow = Flow(partitions=2, bounded=False)
+    past_end = T0 + 60_000 + OOO + WAIT + 1_000  # emitted watermark past the 1m window's end
+    flow.send("feedback", [], partition=0)
+    flow.send("inferences", [inference("r0", T0 + 1_000), inference("r1", past_end)], partition=0)
+    flow.tick(0)
+    assert flow.finals() == {}, "partition 1 has not reported: nothing may be final"
+    flow.send("feedback", [], partition=1)
+    flow.send("inferences", [inference("r2", T0 + 2_000)], partition=1)
+    flow.tick(0, 1)
+    assert flow.finals() == {}, "partition 1 is still before the window's end"
+    flow.send("inferences", [inference("r3", past_end)], partition=1)
+    flow.tick(0, 1)
+    total = flow.finals()[(T0, TOTAL)]
+    assert total["inference_count"] == 2  # both partitions' events, in one final row
+
+
+# ---- 6. one metrics_late row per distinct rollup cell ------------------------------------
+
+
+def test_a_late_event_has_one_late_row_per_distinct_rollup_cell() -> None:
+    # The cube, and (endpoint, segment) again: two grouping sets give the same cell. (The
+    # settings drop such repeats, and "*" is not a valid dim value; the stage must not
+    # rely on either.)
+    flow = Flow(grouping_sets=(*CUBE, ("endpoint", "segment")))
+    flow.send("inferences", [inference("r1", T0 + 1_000, segment="web")])
+    flow.send("feedback", [feedback("e0", "r1", T0 + 130_000, "thumbs", False),
+                           feedback("e1", "r1", T0 + 5_000, "thumbs", True)])  # fmt: skip
+    flow.end()
+    late = [(r["window"], r["window_start"], tuple(r[d] for d in DIMS))
+            for r in flow.rows("metrics_late", event_id="e1")]  # fmt: skip
+    assert len(late) == len(set(late)), "a cell listed twice for the same window"
+    cells = {dims[3:] for window, start, dims in late if (window, start) == ("1m", T0)}
+    assert len(cells) == len(CUBE) and ("*", "web", "/p") in cells
