@@ -22,6 +22,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from operators.errors import PulseError
+
 DEFAULTS_FILE = Path(__file__).with_name("pulse.yaml")
 ENV_PREFIX = "PULSE_"
 # Variables with the prefix that are not settings.
@@ -31,7 +33,7 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
-class SettingsError(ValueError):
+class SettingsError(PulseError):
     """A setting is missing, malformed or out of range; the message names it."""
 
 
@@ -89,14 +91,15 @@ class KafkaSettings(Section):
     topic_prefix: str = Field("pulse", pattern=r"^[A-Za-z0-9._-]+$")
     replication_factor: int = Field(1, ge=1)
     consumer_batch_size: int = Field(5000, ge=1)
-    client_config: dict[str, str] = Field(default_factory=dict)
+    # librdkafka properties, credentials among them: kept out of reprs and messages.
+    client_config: dict[str, str] = Field(default_factory=dict, repr=False)
 
     def topic(self, stream: str) -> str:
         return f"{self.topic_prefix}.{stream}"
 
 
 class ClickHouseSettings(Section):
-    dsn: str | None = None
+    dsn: str | None = Field(None, repr=False)  # may hold a password
     database: str = Field("pulse", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     insert_block_rows: int = Field(100_000, ge=1)
     flush_interval: PositiveDuration = 1000
@@ -162,13 +165,12 @@ class WindowSettings(Section):
         return self
 
 
-DEFAULT_DIMS = ("model_version", "segment", "endpoint")
+Dim = Literal["model_version", "segment", "endpoint"]
+DEFAULT_DIMS: tuple[Dim, ...] = ("model_version", "segment", "endpoint")
 
 
 class AggregationSettings(Section):
-    dims: list[Literal["model_version", "segment", "endpoint"]] = Field(
-        default_factory=lambda: list(DEFAULT_DIMS)
-    )
+    dims: list[Dim] = Field(default_factory=lambda: list(DEFAULT_DIMS))
     grouping_sets: Literal["cube"] | list[list[str]] = "cube"
     extra_dims: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]] = Field(
         default_factory=list
@@ -305,6 +307,21 @@ def _validate(
         raise SettingsError("; ".join(problems)) from None
 
 
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise SettingsError(f"config file {path} cannot be read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SettingsError(
+            f"config file {path} is not valid YAML{where}: {problem}; fix the file "
+            "(config/pulse.yaml shows every key)"
+        ) from None
+
+
 def load_settings(
     config_file: str | Path | None = None,
     environ: Mapping[str, str] | None = None,
@@ -317,7 +334,7 @@ def load_settings(
         path = Path(config_file)
         if not path.is_file():
             raise SettingsError(f"config file {path} does not exist")
-        overlay = yaml.safe_load(path.read_text()) or {}
+        overlay = _read_yaml(path) or {}
         if not isinstance(overlay, Mapping):
             raise SettingsError(f"config file {path} must hold a mapping")
         data = _deep_merge(data, overlay)

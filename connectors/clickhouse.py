@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -27,13 +27,14 @@ from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_never, wait_exponential
 
 from operators.batches import Categorical
+from operators.errors import PulseError
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _MIGRATION_FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
-class ClickHouseError(RuntimeError):
-    pass
+class ClickHouseError(PulseError):
+    """ClickHouse cannot be reached or used as configured; the message names the target."""
 
 
 # ClickHouse error codes worth retrying: timeouts, overload, too many parts, memory,
@@ -72,7 +73,7 @@ def retrying_while_transient(
 class Target:
     """Where the OLAP store is: a DSN and the database Feedback Pulse owns in it."""
 
-    dsn: str
+    dsn: str = field(repr=False)  # may hold a password: show it with redact.mask_dsn
     database: str
 
     @property

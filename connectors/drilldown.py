@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from operators.cells import ALL, KEPT_DIMS, ROLLUP_DIMS
+from operators.errors import PulseError
 from operators.metrics import METRIC_COLUMNS
 
 LATE_METRICS = ("late_count", "late_inference_count")
@@ -20,8 +21,8 @@ DIMS = (*KEPT_DIMS, *ROLLUP_DIMS)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class DrilldownError(ValueError):
-    pass
+class DrilldownError(PulseError):
+    """A drill-down option is wrong; the message names it."""
 
 
 @dataclass

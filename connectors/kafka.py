@@ -20,9 +20,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
@@ -38,6 +38,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from connectors.run_control import STOP, exit_write_failed
 from operators.batches import STREAMS, RawBatch, TableRows
+from operators.errors import PulseError
 from operators.stream_merge import ReadAlignment
 
 log = logging.getLogger("pulse.kafka")
@@ -69,15 +70,15 @@ DEAD_LETTERS = "dead-letters"
 Positions = dict[str, int]
 
 
-class KafkaSetupError(RuntimeError):
-    pass
+class KafkaSetupError(PulseError):
+    """Kafka cannot be reached or used as configured; the message says what to change."""
 
 
 @dataclass(frozen=True)
 class KafkaTarget:
     bootstrap_servers: str
     topic_prefix: str
-    client_config: dict[str, str]
+    client_config: dict[str, str] = field(repr=False)  # credentials: never in a repr
 
     def topic(self, stream: str) -> str:
         return f"{self.topic_prefix}.{stream}"
@@ -88,9 +89,24 @@ class KafkaTarget:
                 **self.client_config, **extra}  # fmt: skip
 
 
+_Client = TypeVar("_Client", AdminClient, Producer, Consumer)
+
+
+def kafka_client(kind: type[_Client], config: dict[str, Any]) -> _Client:
+    """A librdkafka client; a property it does not take is named, not a traceback."""
+    try:
+        return kind(config)
+    except (KafkaException, ValueError, TypeError) as exc:
+        reason = exc.args[0].str() if isinstance(exc, KafkaException) else str(exc)
+        raise KafkaSetupError(
+            f"the Kafka client refused its configuration: {reason}; check kafka.client_config "
+            "(PULSE_KAFKA_CLIENT_CONFIG) against librdkafka's property names"
+        ) from None
+
+
 def partition_counts(target: KafkaTarget, timeout: float = 10.0) -> dict[str, int]:
     """Partition count of each existing topic of ours (stream -> count)."""
-    admin = AdminClient(target.config())
+    admin = kafka_client(AdminClient, target.config())
     try:
         metadata = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
@@ -110,7 +126,7 @@ def ensure_topics(
     counts = partition_counts(target)
     missing = [s for s in (*STREAMS, DEAD_LETTERS) if s not in counts]
     if missing:
-        admin = AdminClient(target.config())
+        admin = kafka_client(AdminClient, target.config())
         new = [NewTopic(target.topic(s), partitions, replication_factor) for s in missing]
         for topic, future in admin.create_topics(new, request_timeout=timeout).items():
             try:
@@ -138,7 +154,8 @@ class EventProducer:
 
     def __init__(self, target: KafkaTarget) -> None:
         self.target = target
-        self.producer = Producer(
+        self.producer = kafka_client(
+            Producer,
             target.config(
                 **{
                     "partitioner": "murmur2_random",
@@ -147,7 +164,7 @@ class EventProducer:
                     "compression.type": "lz4",
                     "message.max.bytes": 16 * 1024 * 1024,
                 }
-            )
+            ),
         )
         self.failed: list[str] = []
 
@@ -192,7 +209,8 @@ class KafkaPartition(StatefulSourcePartition[RawBatch, Positions]):
         self.positions: Positions = {s: positions.get(s, OFFSET_BEGINNING) for s in STREAMS}
         self._outage_logged = False
         self._outage_since = 0.0
-        self.consumer = Consumer(
+        self.consumer = kafka_client(
+            Consumer,
             target.config(
                 **{
                     "group.id": "feedback-pulse",  # required by librdkafka; never committed
@@ -202,7 +220,7 @@ class KafkaPartition(StatefulSourcePartition[RawBatch, Positions]):
                     "fetch.wait.max.ms": 50,
                     "error_cb": self._on_error,
                 }
-            )
+            ),
         )
         self.consumer.assign(
             [TopicPartition(self.topics[s], partition, self.positions[s]) for s in STREAMS]
@@ -371,7 +389,8 @@ class _DeadLetterPartition(StatefulSinkPartition[TableRows, None]):
     def __init__(self, target: KafkaTarget) -> None:
         self.topic = target.topic(DEAD_LETTERS)
         self.failed: KafkaError | None = None
-        self.producer = Producer(
+        self.producer = kafka_client(
+            Producer,
             target.config(
                 **{
                     "linger.ms": 50,
@@ -380,7 +399,7 @@ class _DeadLetterPartition(StatefulSinkPartition[TableRows, None]):
                     "message.timeout.ms": 0,  # retry through broker outages, like the source waits
                     "error_cb": lambda error: log.warning("Kafka (dead letters): %s", error),
                 }
-            )
+            ),
         )
 
     def write_batch(self, items: list[TableRows]) -> None:

@@ -20,14 +20,15 @@ from pathlib import Path
 from typing import BinaryIO
 
 from operators.batches import STREAMS
+from operators.errors import PulseError
 
 META_FILE = "meta.json"
 SEGMENT_SUFFIX = ".jsonl"
 LOCK_FILE = ".lock"
 
 
-class LogError(RuntimeError):
-    pass
+class LogError(PulseError):
+    """The local log cannot be used as configured, or a line cannot be appended."""
 
 
 def _segment_name(base: int) -> str:

@@ -23,12 +23,13 @@ import httpx
 from clickhouse_connect.driver.exceptions import Error as DriverError
 
 from connectors.clickhouse import Target, connect
+from operators.errors import PulseError
 
 log = logging.getLogger("pulse.query")
 
 
-class QueryError(RuntimeError):
-    pass
+class QueryError(PulseError):
+    """The query failed; the message is ClickHouse's, first line."""
 
 
 @dataclass

@@ -19,20 +19,22 @@ input twice. And `pulse run` holds the store exclusively (:meth:`RecoveryStore.e
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import logging
 import os
 import shutil
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import closing, contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, closing
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
+
+from connectors.locks import held_exclusively
+from operators.errors import PulseError
 
 log = logging.getLogger("pulse.recovery")
 
@@ -46,8 +48,8 @@ _MOVE_AWAY = (
 )
 
 
-class RecoveryStoreError(RuntimeError):
-    pass
+class RecoveryStoreError(PulseError):
+    """The recovery store cannot be used as it is; the message says what to do."""
 
 
 def step_ids(flow: Dataflow) -> list[str]:
@@ -89,26 +91,17 @@ class RecoveryStore:
             self.discard_uncommitted()
         return RecoveryConfig(str(self.directory), backup_interval)
 
-    @contextmanager
-    def exclusive(self) -> Iterator[None]:
-        """Hold the store for one run (`pulse run`). Two runs on one store would interleave
-        their snapshots, and each would discard the other's newest as uncommitted."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        with (self.directory / LOCK_FILE).open("a+") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                lock.seek(0)
-                holder = lock.read().strip() or "unknown"
-                raise RecoveryStoreError(
-                    f"the recovery store {self.directory} is in use by another run (pid "
-                    f"{holder}); stop that run first, or give this one its own PULSE_HOME or "
-                    "run.recovery_dir"
-                ) from None
-            lock.truncate(0)
-            lock.write(str(os.getpid()))
-            lock.flush()
-            yield
+    def exclusive(self) -> AbstractContextManager[None]:
+        """Hold the store for one run. Two runs on one store would interleave their
+        snapshots, and each would discard the other's newest as uncommitted."""
+
+        def busy(holder: str) -> RecoveryStoreError:
+            return RecoveryStoreError(
+                f"the recovery store {self.directory} is in use by another run (pid {holder}); "
+                "stop that run first, or give this one its own PULSE_HOME or run.recovery_dir"
+            )
+
+        return held_exclusively(self.directory / LOCK_FILE, busy)
 
     def check(self, expected: dict[str, Any]) -> None:
         """Raise unless the store is intact and was written by a flow like `expected`."""
