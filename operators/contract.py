@@ -7,17 +7,19 @@ schema as ``BaseModel`` (no model instances are built), and the hot path wants p
 ``config/event-schema.json``.
 
 Unknown top-level fields are allowed by the models and moved into ``attributes`` by
-:mod:`operators.decode`; everything else invalid is a dead letter.
+:mod:`operators.decode`; everything else invalid is a dead letter. Numeric bounds and
+reserved dim values come from :mod:`operators.limits` (why these bounds: there);
+:data:`FIELD_RULES` says each field's rule in words, for dead-letter reasons.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any, Literal, NotRequired
 
 import msgspec
 from pydantic import (
     AfterValidator,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -28,9 +30,19 @@ from pydantic import (
     WithJsonSchema,
     with_config,
 )
+from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
 from operators.events import parse_instant
+from operators.limits import (
+    DIMS,
+    INT64_MAX,
+    INT64_MIN,
+    MAX_MAGNITUDE,
+    MAX_MAGNITUDE_TEXT,
+    RESERVED_DIM_VALUES,
+    reserved_reason,
+)
 
 CONTRACT_VERSION = 1
 FEEDBACK_KINDS = (
@@ -56,9 +68,9 @@ def _epoch_ms(value: int | str) -> int:
         raise ValueError(f"not an RFC 3339 timestamp with a zone ({exc})") from None
 
 
-def _finite(value: float) -> float:
-    if not math.isfinite(value):
-        raise ValueError("number must be finite")
+def _not_reserved(value: str) -> str:
+    if value in RESERVED_DIM_VALUES:
+        raise ValueError(reserved_reason(value))
     return value
 
 
@@ -76,7 +88,42 @@ Timestamp = Annotated[
 ]
 Id = Annotated[StrictStr, Field(min_length=1, max_length=128)]
 Name = Annotated[StrictStr, Field(min_length=1, max_length=256)]
-Number = Annotated[StrictInt | StrictFloat, AfterValidator(_finite)]
+Dim = Annotated[
+    Name,
+    AfterValidator(_not_reserved),
+    Field(json_schema_extra={"not": {"enum": sorted(RESERVED_DIM_VALUES)}}),
+]
+
+
+def _float_only(value: Any) -> Any:
+    # pydantic's strict float still takes ints: an int out of its own range would pass
+    # as a float, where the msgspec fast path (and the aggregates) reject it.
+    if type(value) is not float:
+        raise PydanticCustomError("float_type", "Input should be a valid number")
+    return value
+
+
+# Constraints go on StrictFloat itself (not around the validator), so that the JSON
+# Schema shows them as minimum/maximum.
+_FLOAT_ONLY = BeforeValidator(_float_only)
+Float = Annotated[StrictFloat, Field(allow_inf_nan=False), _FLOAT_ONLY]
+# A bounded number: ints stay ints (JSON has no NaN or Infinity).
+Magnitude = (
+    Annotated[StrictInt, Field(ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE)]
+    | Annotated[StrictFloat, Field(ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE), _FLOAT_ONLY]
+)
+NonNegative = (
+    Annotated[StrictInt, Field(ge=0, le=MAX_MAGNITUDE)]
+    | Annotated[StrictFloat, Field(ge=0, le=MAX_MAGNITUDE), _FLOAT_ONLY]
+)
+Probability = (
+    Annotated[StrictInt, Field(ge=0, le=1)] | Annotated[StrictFloat, Field(ge=0, le=1), _FLOAT_ONLY]
+)
+Rating = (
+    Annotated[StrictInt, Field(ge=1, le=5)] | Annotated[StrictFloat, Field(ge=1, le=5), _FLOAT_ONLY]
+)
+# Labels and predictions: compared and stored, never summed.
+Scalar = StrictStr | Annotated[StrictInt, Field(ge=INT64_MIN, le=INT64_MAX)] | Float
 Attributes = dict[
     Annotated[StrictStr, Field(max_length=256)], Annotated[StrictStr, Field(max_length=4096)]
 ]
@@ -92,15 +139,15 @@ class Inference(TypedDict):
     type: Literal["inference"]
     request_id: Id
     ts: Timestamp
-    model_id: Name
-    model_version: Name
-    endpoint: Name
-    segment: NotRequired[Name]
-    tenant: NotRequired[Name]
-    prediction: NotRequired[StrictStr | Number | None]
-    confidence: NotRequired[Annotated[Number, Field(ge=0, le=1)] | None]
-    latency_ms: NotRequired[Annotated[Number, Field(ge=0)] | None]
-    deployment: NotRequired[Name]
+    model_id: Dim
+    model_version: Dim
+    endpoint: Dim
+    segment: NotRequired[Dim]
+    tenant: NotRequired[Dim]
+    prediction: NotRequired[Scalar | None]
+    confidence: NotRequired[Probability | None]
+    latency_ms: NotRequired[NonNegative | None]
+    deployment: NotRequired[Dim]
     attributes: NotRequired[Attributes]
 
 
@@ -114,7 +161,7 @@ class Preference(TypedDict):
 @with_config(_STRICT_CONFIG)
 class Report(TypedDict):
     category: Name
-    amount: NotRequired[Number | None]
+    amount: NotRequired[Magnitude | None]
 
 
 @with_config(_EVENT_CONFIG)
@@ -133,7 +180,7 @@ class LabelFeedback(_FeedbackCommon):
     """The true label; `correct` when it equals the prediction (as trimmed strings)."""
 
     kind: Literal["label"]
-    value: StrictStr | Number
+    value: Scalar
 
 
 @with_config(_EVENT_CONFIG)
@@ -147,13 +194,13 @@ class ThumbsFeedback(_FeedbackCommon):
 @with_config(_EVENT_CONFIG)
 class RatingFeedback(_FeedbackCommon):
     kind: Literal["rating"]
-    value: Annotated[Number, Field(ge=1, le=5)]
+    value: Rating
 
 
 @with_config(_EVENT_CONFIG)
 class RewardFeedback(_FeedbackCommon):
     kind: Literal["reward"]
-    value: Number
+    value: Magnitude
 
 
 @with_config(_EVENT_CONFIG)
@@ -173,7 +220,7 @@ class DwellFeedback(_FeedbackCommon):
     """Seconds spent on the output."""
 
     kind: Literal["dwell"]
-    value: Annotated[Number, Field(ge=0)]
+    value: NonNegative
 
 
 @with_config(_EVENT_CONFIG)
@@ -207,6 +254,44 @@ Event = Annotated[Inference | Feedback, Field(discriminator="type")]
 EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Event)
 EVENT_LIST_ADAPTER: TypeAdapter[list[Any]] = TypeAdapter(list[Event])
 
+# Each field's rule in words, for dead-letter reasons (:mod:`operators.reasons`); keys
+# are field paths, and `value` is worded per feedback kind.
+_ID = "must be a string of 1-128 characters"
+_DIM = 'must be a string of 1-256 characters, not "*" or "unknown"'
+_NAME = "must be a string of 1-256 characters"
+_MAGNITUDE = f"a number between -{MAX_MAGNITUDE_TEXT} and {MAX_MAGNITUDE_TEXT}"
+_SCALAR = "a string or a finite number (integers within int64)"
+FIELD_RULES: dict[str, str] = {
+    "type": 'must be "inference" or "feedback"',
+    "kind": "must be one of " + ", ".join(FEEDBACK_KINDS),
+    "ts": "must be an RFC 3339 timestamp with a zone, or epoch milliseconds (an integer)",
+    "request_id": _ID,
+    "event_id": _ID,
+    "user_id": _ID,
+    "session_id": _ID + ", or null",
+    **dict.fromkeys(DIMS, _DIM),
+    "prediction": f"must be {_SCALAR}, or null",
+    "confidence": "must be between 0 and 1, or null",
+    "latency_ms": f"must be between 0 and {MAX_MAGNITUDE_TEXT} (milliseconds), or null",
+    "attributes": "must map strings of at most 256 characters to strings of at most 4096",
+    "value.winner": 'must be "a", "b" or "tie"',
+    "value.policy_a": _NAME,
+    "value.policy_b": _NAME,
+    "value.category": _NAME,
+    "value.amount": f"must be {_MAGNITUDE}, or null",
+}
+VALUE_RULES: dict[str, str] = {
+    "label": f"label must be {_SCALAR}",
+    "thumbs": "thumbs must be true or false",
+    "rating": "rating must be a number between 1 and 5",
+    "reward": f"reward must be {_MAGNITUDE}",
+    "click": "click must be true or false",
+    "conversion": "conversion must be true or false",
+    "dwell": f"dwell must be between 0 and {MAX_MAGNITUDE_TEXT} seconds",
+    "preference": 'preference must be an object {"winner", "policy_a", "policy_b"}',
+    "report": 'report must be an object {"category", "amount"}',
+}
+
 INFERENCE_FIELDS = frozenset(Inference.__annotations__)
 FEEDBACK_FIELDS = frozenset(_FeedbackCommon.__annotations__) | {"kind", "value"}
 INFERENCE_DEFAULTS = {"segment": "default", "tenant": "default", "deployment": "primary"}
@@ -220,6 +305,10 @@ def json_schema() -> dict[str, Any]:
     schema["description"] = (
         "One JSON object per event: an inference (type=inference) or feedback on it "
         "(type=feedback), linked by request_id. Unknown top-level fields are kept in "
-        "attributes."
+        "attributes. Dims (tenant, model_id, deployment, model_version, segment, endpoint, "
+        'and the attributes configured as extra dims) may not be "*" (the rollup marker) or '
+        '"unknown" (the dims of unjoined feedback). Numbers are finite; reward, dwell, a '
+        f"report's amount and latency_ms are within +-{MAX_MAGNITUDE_TEXT} so that every "
+        "aggregate stays finite; integer labels and predictions are within int64."
     )
     return schema

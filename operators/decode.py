@@ -20,13 +20,14 @@ from pydantic import ValidationError
 from operators.batches import DeadLetter
 from operators.contract import EVENT_LIST_ADAPTER, FEEDBACK_FIELDS, INFERENCE_FIELDS
 from operators.events import STRUCT_VALUES, VALUE_TYPES, Event, Feedback, Inference, epoch_ms
+from operators.limits import RESERVED_DIM_VALUES, reserved_reason
+from operators.reasons import describe
 
 _event_decoder = msgspec.json.Decoder(Event)
 _value_decoders = {kind: msgspec.json.Decoder(t) for kind, t in VALUE_TYPES.items()}
 _untyped = msgspec.json.Decoder()
 _encode = msgspec.json.encode
 _FastErrors = (msgspec.ValidationError, msgspec.DecodeError, RecursionError)
-MAX_REASON_ERRORS = 3
 
 
 @dataclass(slots=True)
@@ -36,16 +37,6 @@ class DecodedBatch:
     events: list[Event] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
-
-
-def _describe(errors: list[Any]) -> str:
-    parts = []
-    for err in errors[:MAX_REASON_ERRORS]:
-        # loc[0] is the batch index; the rest names the union branch and the field.
-        loc = ".".join(str(p) for p in err["loc"][1:]) or "event"
-        parts.append(f"{loc}: {err['msg']}")
-    more = len(errors) - MAX_REASON_ERRORS
-    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
 def _keep_unknown_fields(event: dict[str, Any], known: frozenset[str]) -> None:
@@ -91,13 +82,27 @@ def _from_contract(event: dict[str, Any]) -> Event:
     return Feedback(**event)
 
 
+def _reserved_extra_dim(event: Event, names: tuple[str, ...]) -> str | None:
+    """The reason when a configured extra dim (an attribute) holds a reserved value."""
+    attributes = event.attributes
+    for name in names:
+        value = attributes.get(name)
+        if value in RESERVED_DIM_VALUES:
+            event_type = "inference" if type(event) is Inference else "feedback"
+            return f"{event_type}.attributes.{name}: {reserved_reason(value)}, in an extra dim"
+    return None
+
+
 class BatchDecoder:
     """Turns raw lines into validated events; one instance per partition stage."""
 
-    def __init__(self, max_event_bytes: int, min_ts: int, max_ts: int) -> None:
+    def __init__(
+        self, max_event_bytes: int, min_ts: int, max_ts: int, extra_dims: tuple[str, ...] = ()
+    ) -> None:
         self.max_event_bytes = max_event_bytes
         self.min_ts = min_ts
         self.max_ts = max_ts
+        self.extra_dims = extra_dims  # attributes that are dims: no reserved values
 
     def decode(
         self, topic: str, partition: int, lines: list[bytes], offsets: list[int]
@@ -120,7 +125,7 @@ class BatchDecoder:
                 slow.append(i)
         if slow:
             self._contract_path(slow, decoded, topic, partition, lines, offsets, dead)
-        min_ts, max_ts = self.min_ts, self.max_ts
+        min_ts, max_ts, extra_dims = self.min_ts, self.max_ts, self.extra_dims
         for i, maybe in enumerate(decoded):
             if maybe is None:
                 continue
@@ -129,6 +134,9 @@ class BatchDecoder:
                     DeadLetter(topic, partition, offsets[i], lines[i], "ts_out_of_range",
                                f"ts {maybe.ts} is outside [{min_ts}, {max_ts}) epoch ms")
                 )  # fmt: skip
+                continue
+            if extra_dims and (reason := _reserved_extra_dim(maybe, extra_dims)) is not None:
+                dead.append(DeadLetter(topic, partition, offsets[i], lines[i], "invalid", reason))
                 continue
             out.events.append(maybe)
             out.offsets.append(offsets[i])
@@ -173,7 +181,7 @@ class BatchDecoder:
             for k, errors in by_item.items():
                 i = positions[k]
                 dead.append(
-                    DeadLetter(topic, partition, offsets[i], lines[i], "invalid", _describe(errors))
+                    DeadLetter(topic, partition, offsets[i], lines[i], "invalid", describe(errors))
                 )
             keep = [k for k in range(len(objects)) if k not in by_item]
             valid = EVENT_LIST_ADAPTER.validate_python([objects[k] for k in keep])

@@ -7,6 +7,8 @@ or invalid events (pydantic writes the dead-letter reason). A property test chec
 that whatever these accept, the contract accepts the same way.
 
 After decoding, `ts` is epoch milliseconds and a feedback's `value` is typed by its kind.
+Bounds and reserved dim values are :mod:`operators.limits`'; here they are msgspec
+`Meta` range constraints (checked in C) and one set test per dim in `__post_init__`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 import msgspec
 from msgspec import Meta
+
+from operators.limits import INT64_MAX, INT64_MIN, MAX_MAGNITUDE, RESERVED_DIM_VALUES
 
 Id = Annotated[str, Meta(min_length=1, max_length=128)]
 Name = Annotated[str, Meta(min_length=1, max_length=256)]
@@ -29,11 +33,18 @@ else:
     FeedbackValue = msgspec.Raw  # validated by kind in a second step
 AttributeKey = Annotated[str, Meta(max_length=256)]
 AttributeValue = Annotated[str, Meta(max_length=4096)]
-Number = int | float
 # msgspec puts range constraints on one numeric type, so a bounded number is a union;
-# ints stay ints, as in the contract.
+# ints stay ints, as in the contract. JSON has no NaN or Infinity: floats are finite.
+Int64 = Annotated[int, Meta(ge=INT64_MIN, le=INT64_MAX)]
+Scalar = str | Int64 | float  # labels and predictions: compared and stored, never summed
+Magnitude = (
+    Annotated[int, Meta(ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE)]
+    | Annotated[float, Meta(ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE)]
+)
+NonNegative = (
+    Annotated[int, Meta(ge=0, le=MAX_MAGNITUDE)] | Annotated[float, Meta(ge=0, le=MAX_MAGNITUDE)]
+)
 Probability = Annotated[int, Meta(ge=0, le=1)] | Annotated[float, Meta(ge=0, le=1)]
-NonNegative = Annotated[int, Meta(ge=0)] | Annotated[float, Meta(ge=0)]
 Rating = Annotated[int, Meta(ge=1, le=5)] | Annotated[float, Meta(ge=1, le=5)]
 Kind = Literal[
     "label", "thumbs", "rating", "reward", "click", "conversion", "dwell", "preference", "report"
@@ -63,11 +74,24 @@ class Inference(
     endpoint: Name
     segment: Name = "default"
     tenant: Name = "default"
-    prediction: str | int | float | None = None
+    prediction: Scalar | None = None
     confidence: Probability | None = None
     latency_ms: NonNegative | None = None
     deployment: Name = "primary"
     attributes: dict[AttributeKey, AttributeValue] = {}
+
+    def __post_init__(self) -> None:
+        # A ValueError makes msgspec reject the line: the contract then writes the reason.
+        reserved = RESERVED_DIM_VALUES
+        if (
+            self.model_version in reserved
+            or self.segment in reserved
+            or self.endpoint in reserved
+            or self.model_id in reserved
+            or self.tenant in reserved
+            or self.deployment in reserved
+        ):
+            raise ValueError("a dim value is reserved")
 
 
 class Feedback(
@@ -94,15 +118,15 @@ class Preference(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 class Report(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     category: Name
-    amount: Number | None = None
+    amount: Magnitude | None = None
 
 
 # The type of `value` for each kind.
 VALUE_TYPES: dict[str, Any] = {
-    "label": str | int | float,
+    "label": Scalar,
     "thumbs": bool,
     "rating": Rating,
-    "reward": Number,
+    "reward": Magnitude,
     "click": bool,
     "conversion": bool,
     "dwell": NonNegative,
