@@ -76,7 +76,7 @@ from operators.slices import PartialBatch, SliceDeltas
 from operators.snapshots import snapshot_fields
 from operators.stats import FlowStats
 from operators.stream_merge import StreamMerge
-from operators.windows import WindowSpec, slice_length
+from operators.windows import WindowSpec, is_final, slice_length
 
 
 @dataclass(frozen=True)
@@ -312,8 +312,8 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
 
     def _on_inferences(self, events: list[Inference], offsets: list[int]) -> None:
         clock = self.clock
-        ooo, wait = clock.max_out_of_orderness, clock.join_wait
-        smax, watermark = clock.max_ts, clock.watermark
+        observe = clock.observe  # the watermark rule, per event (cost: see its docstring)
+        watermark, cutoff = clock.watermark, clock.emitted
         deadline = self.pending.next_deadline()
         g, lateness = self._slice, self.config.allowed_lateness
         extra_names = self.config.extra_dims
@@ -328,14 +328,12 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         stats.inferences += len(events)
         for event, offset in zip(events, offsets, strict=True):
             ts = event.ts
-            if ts > smax:
-                smax = ts
-                if ts - ooo > watermark:
-                    watermark = ts - ooo
-                    if deadline is not None and deadline <= watermark:
-                        clock.max_ts, clock.watermark = smax, watermark
-                        self._release_due()
-                        deadline = pending.next_deadline()
+            mark = observe(ts)
+            if mark != watermark:
+                watermark, cutoff = mark, clock.emitted
+                if deadline is not None and deadline <= watermark:
+                    self._release_due()
+                    deadline = pending.next_deadline()
             if extra_names:
                 extras = tuple(event.attributes.get(name, "") for name in extra_names)
                 cell: Cell = (event.tenant, event.model_id, event.deployment, event.model_version,
@@ -357,12 +355,11 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
             self.sampled += 1
             if self.sampled % self.config.routing_check_every == 0:
                 self._check_routing(request_id)
-            cutoff = watermark - wait
             slice_start = ts - ts % g
             end = ends.get(slice_start)
             if end is None:
                 end = self._window_end_floor(slice_start)
-            late = end + lateness <= cutoff
+            late = is_final(end, cutoff, lateness)
             add_row(event, label, partition, offset, late)
             if not late:
                 slices.append(slice_start)
@@ -382,33 +379,29 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
             if pending:
                 for waiting_event, waiting_offset, waiting_cutoff in pending.take(request_id):
                     self._count_feedback(waiting_event, waiting_offset, context, waiting_cutoff)
-        clock.max_ts, clock.watermark = smax, watermark
         self._release_due()
 
     def _on_feedback(self, events: list[Feedback], offsets: list[int]) -> None:
         clock = self.clock
-        ooo, wait = clock.max_out_of_orderness, clock.join_wait
-        smax, watermark = clock.max_ts, clock.watermark
+        observe, wait = clock.observe, clock.join_wait
+        watermark, cutoff = clock.watermark, clock.emitted
         dedup, cache, pending, stats = self.dedup, self.inferences, self.pending, self.stats
         count_feedback = self._count_feedback
         stats.feedback += len(events)
         for event, offset in zip(events, offsets, strict=True):
             ts = event.ts
-            if ts > smax:
-                smax = ts
-                if ts - ooo > watermark:
-                    watermark = ts - ooo
+            mark = observe(ts)
+            if mark != watermark:
+                watermark, cutoff = mark, clock.emitted
             if not dedup.add(event.event_id, ts):
                 stats.duplicate_feedback += 1
                 continue
             request_id = event.request_id
-            cutoff = watermark - wait
             context = cache.get(request_id)
             if context is None:
                 pending.add(request_id, (event, offset, cutoff), ts + wait)
             else:
                 count_feedback(event, offset, context, cutoff)
-        clock.max_ts, clock.watermark = smax, watermark
         # No inference comes inside a feedback run, so releasing once at its end gives
         # the same joins as releasing at every watermark step.
         self._release_due()
@@ -440,7 +433,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         end = self._earliest_end.get(slice_start)
         if end is None:
             end = self._window_end_floor(slice_start)
-        late = end + self.config.allowed_lateness <= cutoff
+        late = is_final(end, cutoff, self.config.allowed_lateness)
         self._event_rows.add(
             event, context, self.cells.values[cell_id], self.partition, offset, late, correct
         )
@@ -512,7 +505,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         for spec in self.config.specs:
             for start in spec.starts_containing_slice(slice_start, g):
                 end = start + spec.length
-                if end + lateness <= cutoff:
+                if is_final(end, cutoff, lateness):
                     self._late_rows.add(spec.name, start, end, rollups, stream, event_id, ts)
                 else:
                     still_open = True

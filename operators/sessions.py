@@ -5,7 +5,8 @@ partition-locality: each partition sends, once per tick, every session *shard* a
 :class:`SessionBatch` of the feedback it counted for that shard's users (shard = a stable
 hash of user_id) and its watermark. A shard's state is the open sessions of its users;
 events merge sessions on either side (disorder is fine), and a session is final when the
-minimum watermark over all partitions passes its last event + gap + allowed lateness.
+minimum watermark over all partitions passes its last event + gap + allowed lateness
+(:func:`~operators.windows.is_final` of a window ending `gap` after its last event).
 An event that arrives after its session would have been final starts a session of its own,
 marked late (never dropped). Each final session is one row of the `sessions` table;
 `session_metrics` (a view) aggregates them by dims and rollups per hour of closing.
@@ -28,6 +29,7 @@ from operators.batches import TableRows
 from operators.cells import BASE_DIMS, Cell, format_extra_dims
 from operators.snapshots import snapshot_fields
 from operators.stats import FlowStats
+from operators.windows import is_final
 
 RATING, THUMBS = "rating", "thumbs"
 
@@ -125,9 +127,14 @@ class UserSessions:
         self.sessions = keep
 
     def close(self, watermark: float, gap: int, lateness: int) -> list[Session]:
-        closed = [s for s in self.sessions if s.last + gap + lateness <= watermark]
+        """Remove and return the final sessions (a session's window ends `gap` after its
+        last event)."""
+        closed: list[Session] = []
+        kept: list[Session] = []
+        for session in self.sessions:
+            (closed if is_final(session.last + gap, watermark, lateness) else kept).append(session)
         if closed:
-            self.sessions = [s for s in self.sessions if s.last + gap + lateness > watermark]
+            self.sessions = kept
         return closed
 
 
@@ -162,7 +169,7 @@ class SessionStage(StatefulLogic[SessionBatch, TableRows, bytes]):
                 sessions = self.users.get((i, user_id))
                 if sessions is None:
                     sessions = self.users[(i, user_id)] = UserSessions()
-                late = ts + spec.gap + lateness <= watermark
+                late = is_final(ts + spec.gap, watermark, lateness)
                 sessions.add(ts, cell, kind, number, spec.gap, late)
         previous = self.watermarks.get(value.partition, -float("inf"))
         self.watermarks[value.partition] = max(previous, value.watermark)
