@@ -5,11 +5,11 @@ is added (vectorized, :mod:`operators.keyed_sums`) to one pane per window spec
 (:mod:`operators.panes`), at its finest cells; rollups are summed only when a window is
 emitted (once when final, once per tick while open), not on every tick a pane receives
 deltas — far less work when panes are fed many times. A window is final when every
-partition's watermark has passed its end + allowed lateness; until then its changed
-cells are emitted every `emit_interval` as early rows (``final = 0``, ``version`` =
-emission time in ms), then once as the final row (``final = 1``, ``version`` =
-:data:`FINAL_VERSION`) that ``ReplacingMergeTree(version)`` keeps over every early one,
-also after a replay.
+partition's watermark has passed its end + allowed lateness
+(:func:`~operators.windows.is_final`); until then its changed cells are emitted every
+`emit_interval` as early rows (``final = 0``, ``version`` = emission time in ms), then
+once as the final row (``final = 1``, ``version`` = :data:`FINAL_VERSION`) that
+``ReplacingMergeTree(version)`` keeps over every early one, also after a replay.
 
 Early rows roll up only the deltas each open window got since its last early emission,
 onto that window's cached rollups (:mod:`operators.panes`); their cost still grows with
@@ -63,7 +63,7 @@ from operators.sketch import segment_quantiles
 from operators.slices import NO_CUTOFF, FamilyDelta, PartialBatch
 from operators.snapshots import snapshot_fields
 from operators.stats import FlowStats
-from operators.windows import WindowSpec, slice_length
+from operators.windows import WindowSpec, is_final, slice_length
 
 FINAL_VERSION = 1 << 62
 DENSE_ROLLUP_LIMIT = 1 << 24  # ids (cells x distinct extra keys) for a bincount rollup
@@ -206,7 +206,7 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
                 # Late for some windows: only the ones still open at the cutoff get it.
                 for start in spec.starts_containing_slice(slice_start, g):
                     end = start + spec.length
-                    if end + lateness <= cutoff:
+                    if is_final(end, cutoff, lateness):
                         continue  # counted in metrics_late by the partition
                     if end <= state.final_before:
                         self.stats.after_final += len(rows)
@@ -227,7 +227,7 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
                 end = start + length
                 if end <= state.final_before:
                     continue
-                if end + lateness <= watermark:
+                if is_final(end, watermark, lateness):
                     finals.append((state, start, None))
                 elif early_due:
                     cells = state.touched(start)
