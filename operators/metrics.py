@@ -14,6 +14,8 @@ of the order of addition: the same events give bit-identical rows however they w
 batched, ticked, partitioned or replayed after a crash. Squares of rewards (for the
 standard deviation, which cancels badly) are summed as two exact parts: rounded to QUANTUM,
 and the rest on a 2^-40 grid, so they carry no rounding of their own below |reward| < 90.
+The contract bounds every summed value to +-1e9 (:mod:`operators.limits`), so fields stay
+finite (squares <= 1e18); past 2^33 a cell's sums round as float64 does.
 """
 
 from __future__ import annotations
@@ -121,19 +123,14 @@ I_CONFIDENCE_SUM = F["confidence_sum"]
 
 
 def as_label(value: Any) -> str | None:
-    """Labels and predictions compare as trimmed strings (1 and 1.0 are the same)."""
+    """Labels and predictions compare as trimmed strings (1 and 1.0 are the same): a
+    label is correct when ``as_label(label) == as_label(prediction)``. The partition stage
+    applies this rule inline on its hot path (strings trimmed without the call)."""
     if value is None:
         return None
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     return str(value).strip()
-
-
-def is_correct(label: Any, prediction: str | None) -> bool | None:
-    """A label's verdict on its inference's prediction; None when there is none."""
-    if prediction is None:
-        return None
-    return as_label(label) == prediction
 
 
 KIND_CODES = {kind: code for code, kind in enumerate(FEEDBACK_KINDS)}
@@ -142,7 +139,9 @@ _LABEL, _THUMBS, _RATING, _REWARD, _CLICK, _CONVERSION, _DWELL, _PREFERENCE, _RE
 
 def feedback_number(kind: str, value: Any) -> float:
     """The number a feedback value contributes, rounded to QUANTUM: the value itself for
-    numeric kinds, 1/0 for boolean ones, a report's amount (0 when none), 0 otherwise."""
+    numeric kinds, 1/0 for boolean ones, a report's amount (0 when none), 0 otherwise.
+    Finite for every valid event: the contract bounds these values to +-1e9
+    (:mod:`operators.limits`), where 1e308 would overflow the division by QUANTUM."""
     if kind in ("rating", "reward", "dwell"):
         return round(float(value) / QUANTUM) * QUANTUM
     if kind in ("thumbs", "click", "conversion"):
