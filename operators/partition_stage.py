@@ -162,7 +162,9 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         self._now = clock
         self._store = store
         self._slice = config.slice_len
-        self._decoder = BatchDecoder(config.max_event_bytes, config.min_ts, config.max_ts)
+        self._decoder = BatchDecoder(
+            config.max_event_bytes, config.min_ts, config.max_ts, config.extra_dims
+        )
         # Only for the rollup cells of late rows (the merge stage owns the real index).
         self._index = CellIndex(config.grouping_sets, config.extra_dims)
         self._rollups: dict[int, list[Cell]] = {}
@@ -425,7 +427,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
             prediction = context[2]
             if kind == "label" and prediction is not None:
                 label = value.strip() if type(value) is str else as_label(value)
-                correct = label == prediction
+                correct = label == prediction  # the rule: metrics.as_label, inlined
                 if type(value) is str or type(value) is int:  # categorical labels
                     ids = self.keys[CLASSES]
                     classes = (ids.id_of(label), ids.id_of(prediction))
