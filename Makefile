@@ -8,7 +8,7 @@ TEST_KAFKA_PORT ?= 19292
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: install run test lint bench kafka-start kafka-stop clean
+.PHONY: install run test lint bench mutate kafka-start kafka-stop clean
 
 install: $(VENV)/.installed
 
@@ -34,6 +34,11 @@ lint: install
 
 bench: install
 	$(BIN)/python scripts/bench.py $(ARGS)
+
+# Plants one-line bugs in the core rules one at a time (in a copy of the tree) and reports
+# which the fast suite catches; ARGS="-k join" for a subset, ARGS="--list" to see them.
+mutate: install
+	$(BIN)/python scripts/mutate.py $(ARGS)
 
 kafka-start: install
 	$(BIN)/python scripts/local_kafka.py start
