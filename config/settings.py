@@ -53,10 +53,13 @@ def parse_duration_ms(value: Any) -> int:
 
 
 def format_duration(ms: int) -> str:
-    for unit in ("d", "h", "m", "s"):
-        if ms and ms % _UNIT_MS[unit] == 0:
-            return f"{ms // _UNIT_MS[unit]}{unit}"
-    return f"{ms}ms"
+    """Milliseconds as the units people read: 100000 -> '1m40s', 0 -> '0s'."""
+    parts = []
+    for unit in ("d", "h", "m", "s", "ms"):
+        count, ms = divmod(ms, _UNIT_MS[unit])
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"
 
 
 def _parse_instant_ms(value: Any) -> int:

@@ -1,7 +1,9 @@
-"""The live one-line status of a running flow (`pulse up`, `pulse run`)."""
+"""What the user's terminal shows: the log format, the live one-line status of a running
+flow (`pulse up`, `pulse run`) and its summary at the end."""
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
@@ -9,26 +11,52 @@ from typing import TextIO
 
 from operators.stats import FlowStats
 
+# Libraries that log every request at INFO (httpx: one line per query sent to a running
+# flow); their warnings still show.
+QUIET_LIBRARIES = ("httpx", "httpcore", "urllib3", "clickhouse_connect")
 
-def status_line(stats: FlowStats, elapsed: float) -> str:
+
+def configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def status_line(stats: FlowStats, elapsed: float, pending_final: str = "") -> str:
+    """The counters; `pending_final` says why no window is final yet (while none is)."""
     s = stats
     rate = s.events_in / elapsed if elapsed > 0 else 0.0
+    waiting = f" ({pending_final})" if pending_final and not s.windows_final else ""
     return (
         f"[{elapsed:7.1f}s] events in {s.events_in:,} ({rate:,.0f}/s: "
         f"{s.inferences:,} inferences, {s.feedback:,} feedback) | "
         f"dead letters {s.dead_letters:,} | "
         f"duplicates {s.duplicate_inferences + s.duplicate_feedback:,} | "
-        f"unjoined {s.unjoined:,} | late {s.late_events:,} | windows final {s.windows_final:,} | "
-        f"rows written {s.rows_written:,}"
+        f"unjoined {s.unjoined:,} | late {s.late_events:,} | "
+        f"windows final {s.windows_final:,}{waiting} | rows written {s.rows_written:,}"
     )
 
 
-class StatusPrinter:
-    """Prints the status every `interval` seconds: in place on a terminal, else as lines."""
+def print_summary(stats: FlowStats, elapsed: float, out: TextIO = sys.stdout) -> None:
+    """The counters once more when a run ends, however it was started."""
+    out.write(status_line(stats, elapsed) + "\n")
+    out.flush()
 
-    def __init__(self, stats: FlowStats, interval: float, out: TextIO = sys.stdout) -> None:
+
+class StatusPrinter:
+    """Prints the status every `interval` seconds: in place on a terminal, else as lines.
+    Stopping clears an in-place line (the summary follows)."""
+
+    def __init__(
+        self, stats: FlowStats, interval: float, pending_final: str = "", out: TextIO = sys.stdout
+    ) -> None:
         self.stats = stats
         self.interval = interval
+        self.pending_final = pending_final
         self.out = out
         self.started = time.monotonic()
         self._stop = threading.Event()
@@ -41,17 +69,13 @@ class StatusPrinter:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            self._print(final=False)
-
-    def _print(self, final: bool) -> None:
-        line = status_line(self.stats, time.monotonic() - self.started)
-        if self._tty and not final:
-            self.out.write("\r\x1b[K" + line)
-        else:
-            self.out.write(("\r\x1b[K" if self._tty else "") + line + "\n")
-        self.out.flush()
+            line = status_line(self.stats, time.monotonic() - self.started, self.pending_final)
+            self.out.write("\r\x1b[K" + line if self._tty else line + "\n")
+            self.out.flush()
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        self._print(final=True)
+        if self._tty:
+            self.out.write("\r\x1b[K")
+            self.out.flush()

@@ -36,8 +36,38 @@ class Drilldown:
     where: dict[str, str] = field(default_factory=dict)
     final_only: bool = False
     limit: int = 10_000
+    windows: tuple[str, ...] = ()  # the configured windows with metric rows (if known)
+
+    def _check(self) -> None:
+        """Options that would silently select nothing, or the wrong rows, are refused."""
+        if self.windows and self.window not in self.windows:
+            raise DrilldownError(
+                f"--window {self.window!r} is not a configured window; choose from "
+                f"{', '.join(self.windows)} (config `windows`)"
+            )
+        if self.start_ms is not None and self.end_ms is not None and self.start_ms >= self.end_ms:
+            raise DrilldownError(
+                "--start is at or after --end, so nothing can match (the window starts "
+                "selected are those in [start, end))"
+            )
+        if self.limit < 1:
+            raise DrilldownError(f"--limit must be at least 1, got {self.limit}")
+
+    def coverage_sql(self, database: str) -> tuple[str, dict[str, object]]:
+        """The window starts the store holds for this window, to say so when none match."""
+        table = f"{database}.late_counts" if self._late() else f"{database}.metrics"
+        sql = (
+            "SELECT count() AS n, formatDateTime(min(window_start), '%%F %%T') AS first, "
+            f"formatDateTime(max(window_start), '%%F %%T') AS last FROM {table} "
+            "WHERE window = %(window)s"
+        )
+        return sql, {"window": self.window}
+
+    def _late(self) -> bool:
+        return any(m in LATE_METRICS for m in self.metrics)
 
     def sql(self, database: str) -> tuple[str, dict[str, object]]:
+        self._check()
         for metric in self.metrics:
             if metric not in QUERYABLE:
                 raise DrilldownError(

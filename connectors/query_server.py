@@ -3,7 +3,8 @@
 chDB lets one process open a data directory. The process that owns it (the running
 flow) starts a :class:`QueryServer` on 127.0.0.1 and records its port next to the
 directory (``<olap dir>.endpoint.json``); :func:`run_query` asks that process when it is
-alive, and opens the directory itself when it is not. A server DSN needs neither.
+alive, and opens the directory itself when it is not. A server DSN needs neither. A run
+holds the directory exclusively (:func:`owned`, ``<olap dir>.lock``) from before it opens it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import logging
 import os
 import threading
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import date, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,7 +24,8 @@ from typing import Any
 import httpx
 from clickhouse_connect.driver.exceptions import Error as DriverError
 
-from connectors.clickhouse import Target, connect
+from connectors.clickhouse import ClickHouseError, Target, connect
+from connectors.locks import held_exclusively
 from operators.errors import PulseError
 
 log = logging.getLogger("pulse.query")
@@ -57,6 +60,24 @@ def _execute(client: Any, sql: str, parameters: dict[str, Any] | None) -> QueryR
     except DriverError as exc:
         raise QueryError(str(exc).splitlines()[0]) from exc
     return QueryResult(list(result.column_names), [list(row) for row in result.result_rows])
+
+
+def owned(target: Target) -> AbstractContextManager[None]:
+    """Hold an embedded store for this process, before chDB opens it (chDB lets one process
+    open a directory, and its own refusal names no one): a second run is told which pid
+    holds it. `pulse query` takes no lock: it asks the holder."""
+    path = target.chdb_path
+    if path is None:
+        return nullcontext()
+
+    def busy(holder: str) -> ClickHouseError:
+        return ClickHouseError(
+            f"the ClickHouse store {path} is in use by another run (pid {holder}); stop that "
+            "run first, or give this one its own PULSE_HOME (`pulse query` works meanwhile: "
+            "it asks the running process)"
+        )
+
+    return held_exclusively(path.with_name(path.name + ".lock"), busy)
 
 
 class QueryServer:

@@ -87,8 +87,7 @@ class RecoveryStore:
             init_db_dir(self.directory, self.partitions)
             self._write(expected)
         else:
-            self.check(expected)
-            self.discard_uncommitted()
+            self.guard(expected)
         return RecoveryConfig(str(self.directory), backup_interval)
 
     def exclusive(self) -> AbstractContextManager[None]:
@@ -170,11 +169,16 @@ class RecoveryStore:
         return used, int(index), int(count)
 
     def guard(self, expected: dict[str, Any]) -> None:
-        """For partitions made by ``python -m bytewax.recovery``: check them if present,
-        claim them if new. Missing partitions are left for Bytewax to report."""
-        if self._part_files():
-            self.check(expected)
-            self.discard_uncommitted()
+        """For partitions made by ``python -m bytewax.recovery`` (Bytewax's runner, ``-r``):
+        check them, or claim them if new. Without partitions, say how to make them."""
+        if not self._part_files():
+            raise RecoveryStoreError(
+                f"the recovery directory {self.directory} holds no recovery partitions "
+                "(part-*.sqlite3); create them once (one partition set per cluster) with "
+                f"`python -m bytewax.recovery {self.directory} 1`, or run without -r"
+            )
+        self.check(expected)
+        self.discard_uncommitted()
 
     def resume_epoch(self) -> int:
         """The epoch Bytewax will resume from: the smallest frontier any worker of the
@@ -228,18 +232,24 @@ class RecoveryStore:
         tmp.write_text(json.dumps(expected, indent=1, sort_keys=True))
         tmp.replace(self._fingerprint_file)
 
-    def reset(self) -> None:
+    def reset(self, keep_partitions: bool = False) -> None:
         """Forget everything (after a bounded run completed: the next run starts over).
 
         The directory is renamed away first, atomically: a crash halfway through deleting
         it in place would leave a fingerprint without partitions (or the reverse), which
-        the next start refuses as damaged although the run had completed."""
+        the next start refuses as damaged although the run had completed. With
+        `keep_partitions` an empty partition set of the same size is made again (Bytewax's
+        runner needs one; `pulse run` creates its own)."""
         if not self.directory.exists():
             return
+        count = len(self._part_files())
         doomed = self.directory.with_name(f"{self.directory.name}{_DISCARDED_SUFFIX}")
         shutil.rmtree(doomed, ignore_errors=True)  # left by a crash during a previous reset
         self.directory.rename(doomed)
         shutil.rmtree(doomed, ignore_errors=True)
+        if keep_partitions and count:
+            self.directory.mkdir()
+            init_db_dir(self.directory, count)
 
 
 def bytewax_run_recovery_directory(

@@ -12,23 +12,23 @@ pulse schema    print or write the event JSON Schema
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import json
 import logging
+import shutil
 import signal
 import sys
 import threading
 import time
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from config.settings import Settings, SettingsError, load_settings, parse_duration_ms
-from connectors.clickhouse import ClickHouseError
-from connectors.console import StatusPrinter
-from connectors.drilldown import QUERYABLE, Drilldown, DrilldownError, parse_where
+from config.settings import Settings, load_settings, parse_duration_ms
+from connectors.clickhouse import Target
+from connectors.console import StatusPrinter, configure_logging
+from connectors.drilldown import QUERYABLE, Drilldown, parse_where
 from connectors.event_writer import (
     EventWriter,
     FileWriter,
@@ -37,13 +37,14 @@ from connectors.event_writer import (
     read_lines,
     route,
 )
-from connectors.kafka import KafkaSetupError, ensure_topics
+from connectors.kafka import ensure_topics
 from connectors.live_traffic import TrafficThread
-from connectors.local_log import LocalLog, LogError
-from connectors.query_server import QueryError, QueryResult, run_query
-from connectors.recovery import RecoveryStore, RecoveryStoreError, fingerprint
-from connectors.run_control import STOP, tune_garbage_collection
+from connectors.local_log import LocalLog
+from connectors.query_server import QueryError, QueryResult, owned, run_query
+from connectors.redact import mask_dsn
+from connectors.run_control import STOP
 from operators.contract import json_schema
+from operators.errors import PulseError
 from operators.stats import STATS
 from operators.synthetic import DEFAULT_START_MS, TrafficGenerator, TrafficProfile
 
@@ -51,8 +52,8 @@ SCHEMA_FILE = Path(__file__).resolve().parent.parent / "config" / "event-schema.
 log = logging.getLogger("pulse")
 
 
-class CliError(RuntimeError):
-    """An error the user can fix; printed without a traceback."""
+class CliError(PulseError):
+    """A command-line option is wrong; the message names it."""
 
 
 # ---- helpers ---------------------------------------------------------------------------
@@ -82,12 +83,20 @@ def _parse_start(value: str | None, seed: int | None) -> int:
     if value is None:
         # Deterministic with a seed; live-looking without one.
         return DEFAULT_START_MS if seed is not None else int(time.time() * 1000)
+    return _parse_time(value, "--start")
+
+
+def _parse_time(value: str, option: str) -> int:
+    """RFC 3339 (UTC when no zone is given) or 'now', in epoch milliseconds."""
     if value == "now":
         return int(time.time() * 1000)
     try:
-        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise CliError(f"--start takes an RFC 3339 time or 'now', got {value!r}") from None
+        raise CliError(f"{option} takes an RFC 3339 time or 'now', got {value!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
 
 
 def _profile(args: argparse.Namespace, start_ms: int) -> TrafficProfile:
@@ -103,6 +112,26 @@ def _profile(args: argparse.Namespace, start_ms: int) -> TrafficProfile:
         jitter_ms=args.jitter_ms,
         dims=args.dims,
     )
+
+
+def _pulse_command() -> str:
+    """How to call this command from the user's shell: `pulse` if that is on PATH and is
+    this one, else the path it was started by (e.g. `.venv/bin/pulse` after `make run`)."""
+    started = Path(sys.argv[0])
+    if started.name != "pulse":  # python -m dataflows.cli
+        return f"{_shell_path(Path(sys.executable))} -m dataflows.cli"
+    on_path = shutil.which("pulse")
+    if on_path is not None and Path(on_path).resolve() == started.resolve():
+        return "pulse"
+    return _shell_path(started)
+
+
+def _shell_path(path: Path) -> str:
+    absolute, here = path.absolute(), Path.cwd()
+    if not absolute.is_relative_to(here):
+        return str(absolute)
+    relative = str(absolute.relative_to(here))
+    return relative if "/" in relative else f"./{relative}"
 
 
 def _install_stop_handlers(duration: float | None) -> None:
@@ -125,42 +154,31 @@ def _install_stop_handlers(duration: float | None) -> None:
 def _run_flow(settings: Settings, duration: float | None, status: bool) -> None:
     from bytewax.run import cli_main
 
-    from dataflows.feedback import build
+    from dataflows.running import FlowRun, first_final_within
 
-    built = build(settings, STATS, recovery=settings.run.recovery)
-    tune_garbage_collection()
-    store, recovery_config = None, None
-    with contextlib.ExitStack() as held:
-        if settings.run.recovery:
-            store = RecoveryStore(settings.recovery_dir)
-            held.enter_context(store.exclusive())
-            backup = timedelta(milliseconds=settings.run.backup_interval)
-            recovery_config = store.open(fingerprint(built.flow, built.shape), backup)
-            log.info("recovery store: %s", settings.recovery_dir)
+    recovery_dir = settings.recovery_dir if settings.run.recovery else None
+    run = FlowRun(settings, recovery_dir, create_store=True)
+    flow = run.start()
+    completed = False
+    try:
         _install_stop_handlers(duration)
-        printer = (
-            StatusPrinter(STATS, settings.run.status_interval / 1000.0).start() if status else None
-        )
+        printer = None
+        if status:
+            hint = "" if settings.run.bounded else f"first within {first_final_within(settings)}"
+            interval = settings.run.status_interval / 1000.0
+            printer = StatusPrinter(STATS, interval, pending_final=hint).start()
         try:
             cli_main(
-                built.flow,
+                flow,
                 epoch_interval=timedelta(milliseconds=settings.run.snapshot_interval),
-                recovery_config=recovery_config,
+                recovery_config=run.recovery_config,
             )
+            completed = True
         finally:
             if printer is not None:
                 printer.stop()
-        if STATS.snapshots:
-            log.info(
-                "state snapshots: %d, %.1f KiB and %.2f ms each on average",
-                STATS.snapshots, STATS.snapshot_bytes / STATS.snapshots / 1024,
-                STATS.snapshot_us / STATS.snapshots / 1000,
-            )  # fmt: skip
-        if store is not None and settings.run.bounded and not STOP.is_set():
-            # Complete: everything is written and every window closed. A later run starts
-            # over (resuming an ended run would ignore what was appended since).
-            store.reset()
-            log.info("bounded run complete; recovery store cleared")
+    finally:
+        run.finish(completed)
 
 
 # ---- commands --------------------------------------------------------------------------
@@ -178,11 +196,15 @@ def cmd_up(args: argparse.Namespace) -> int:
         TrafficGenerator(profile).events(),
         _writer(settings, "log" if settings.log.backend == "local" else "kafka"),
     )
+    from dataflows.running import final_delay, first_final_within
+
     print(
         f"Feedback Pulse: embedded demo, {args.rate:g} inferences/s of synthetic traffic into "
-        f"{settings.log.backend} log, ClickHouse at {settings.clickhouse_dsn}.\n"
-        "Try `pulse query --metric accuracy,feedback_count --by model_version --since 10m` "
-        "in another terminal. Ctrl-C stops.",
+        f"{settings.log.backend} log, ClickHouse at {mask_dsn(settings.clickhouse_dsn)}.\n"
+        f"Windows turn final after they end + {final_delay(settings)}: the first within "
+        f"{first_final_within(settings)}; early rows (final = 0) show meanwhile.\n"
+        f"Try `{_pulse_command()} query --metric accuracy,feedback_count --by model_version "
+        "--since 10m` in another terminal. Ctrl-C stops.",
         flush=True,
     )
     traffic.start()
@@ -268,31 +290,83 @@ def _print_result(result: QueryResult, fmt: str) -> None:
         print(f"({len(text)} rows)", file=sys.stderr)
 
 
+def _since_seconds(value: str | None) -> int | None:
+    if value in (None, "all"):
+        return None
+    try:
+        return parse_duration_ms(value) // 1000
+    except ValueError:
+        raise CliError(
+            f"--since takes a duration (e.g. 10m, 1h, 2d) or 'all', got {value!r}"
+        ) from None
+
+
+def _no_data(settings: Settings, target: Target) -> CliError:
+    where = settings.home_dir if target.embedded else f"database {target.database}"
+    pulse = _pulse_command()
+    return CliError(
+        f"no data yet: {where} holds no Feedback Pulse tables. Run `{pulse} up` (the demo), "
+        f"or put events in the log (`{pulse} generate` or `{pulse} load FILE`) and run "
+        f"`{pulse} run --bounded`"
+    )
+
+
+def _query(settings: Settings, target: Target, sql: str, params: dict[str, Any]) -> QueryResult:
+    path = target.chdb_path
+    if path is not None and not path.exists():
+        raise _no_data(settings, target)  # and opening it would create it
+    try:
+        return run_query(target, sql, params)
+    except QueryError as exc:
+        if f"Database {target.database} does not exist" in str(exc):
+            raise _no_data(settings, target) from None
+        raise
+
+
+def _say_what_the_data_covers(
+    settings: Settings, target: Target, drill: Drilldown, args: argparse.Namespace
+) -> None:
+    """After a drill-down found nothing: which window starts the store does hold."""
+    sql, params = drill.coverage_sql(target.database)
+    count, first, last = _query(settings, target, sql, params).rows[0]
+    if not count:
+        note = f"the store holds no rows of window {drill.window} yet"
+    else:
+        asked = "--start/--end" if args.start or args.end else f"--since {args.since}"
+        note = (
+            f"window {drill.window} has rows from {first} to {last} UTC (window starts), none "
+            f"within {asked}: try --since all, or --start {first.replace(' ', 'T')}Z"
+        )
+    print(f"nothing found: {note}", file=sys.stderr)
+
+
 def cmd_query(args: argparse.Namespace) -> int:
     from dataflows.feedback import clickhouse_target
 
     settings = _settings(args)
     target = clickhouse_target(settings)
     if args.sql:
-        sql, params = args.sql, {}
-    else:
-        if not args.metric:
-            raise CliError("give --metric NAME[,NAME] (or --sql)")
-        drill = Drilldown(
-            metrics=[m.strip() for m in args.metric.split(",") if m.strip()],
-            by=[d.strip() for d in (args.by or "").split(",") if d.strip()],
-            window=args.window,
-            since_seconds=None
-            if args.since in (None, "all")
-            else parse_duration_ms(args.since) // 1000,
-            start_ms=_parse_start(args.start, None) if args.start else None,
-            end_ms=_parse_start(args.end, None) if args.end else None,
-            where=parse_where(args.where or []),
-            final_only=args.final_only,
-            limit=args.limit,
-        )
-        sql, params = drill.sql(target.database)
-    _print_result(run_query(target, sql, params), args.format)
+        _print_result(_query(settings, target, args.sql, {}), args.format)
+        return 0
+    if not args.metric:
+        raise CliError("give --metric NAME[,NAME] (or --sql)")
+    drill = Drilldown(
+        metrics=[m.strip() for m in args.metric.split(",") if m.strip()],
+        by=[d.strip() for d in (args.by or "").split(",") if d.strip()],
+        window=args.window,
+        since_seconds=_since_seconds(args.since),
+        start_ms=_parse_time(args.start, "--start") if args.start else None,
+        end_ms=_parse_time(args.end, "--end") if args.end else None,
+        where=parse_where(args.where or []),
+        final_only=args.final_only,
+        limit=args.limit,
+        windows=tuple(w.name for w in settings.windows if w.kind != "session"),
+    )
+    sql, params = drill.sql(target.database)
+    result = _query(settings, target, sql, params)
+    _print_result(result, args.format)
+    if not result.rows:
+        _say_what_the_data_covers(settings, target, drill, args)
     return 0
 
 
@@ -301,11 +375,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from dataflows.feedback import clickhouse_target
 
     target = clickhouse_target(_settings(args))
-    client = connect(target)
-    try:
-        applied = migrate(client, target.database)
-    finally:
-        client.close()
+    with owned(target):
+        client = connect(target)
+        try:
+            applied = migrate(client, target.database)
+        finally:
+            client.close()
     print(f"applied: {', '.join(applied) or 'nothing (up to date)'}", file=sys.stderr)
     return 0
 
@@ -416,25 +491,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.verbose)
     try:
         return int(args.func(args))
-    except (
-        RecoveryStoreError,
-        SettingsError,
-        CliError,
-        LogError,
-        ClickHouseError,
-        KafkaSetupError,
-        DrilldownError,
-        QueryError,
-    ) as exc:
+    except PulseError as exc:
         print(f"pulse: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except KeyboardInterrupt:
         print("pulse: aborted", file=sys.stderr)
         return 130

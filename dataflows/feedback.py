@@ -12,37 +12,32 @@ Settings come from config/pulse.yaml and PULSE_* variables (config/settings.py).
 
 from __future__ import annotations
 
-import logging
 import sys
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 
-from config.settings import Settings, SettingsError, load_settings
-from connectors.clickhouse import ClickHouseError, Target, connect, migrate, session_view_sql
+from config.settings import Settings, load_settings
+from connectors.clickhouse import Target, connect, migrate, session_view_sql
 from connectors.clickhouse_sink import ClickHouseSink
+from connectors.console import configure_logging
 from connectors.join_store import ClickHouseJoinStore
 from connectors.kafka import (
     DeadLetterTopicSink,
     KafkaEventSource,
-    KafkaSetupError,
     KafkaTarget,
     ensure_topics,
 )
-from connectors.local_log import LocalLog, LogError
+from connectors.local_log import LocalLog
 from connectors.local_log_source import LocalLogSource
 from connectors.query_server import QueryServer
-from connectors.recovery import (
-    RecoveryStore,
-    RecoveryStoreError,
-    bytewax_run_recovery_directory,
-    fingerprint,
-)
-from connectors.run_control import tune_garbage_collection
+from connectors.recovery import bytewax_run_recovery_directory
 from operators.batches import RawBatch, TableRows
+from operators.errors import PulseError
 from operators.merge_stage import MergeConfig, MergeStage
 from operators.partition_stage import PartitionConfig, PartitionStage
 from operators.sessions import SessionBatch, SessionConfig, SessionSpec, SessionStage
@@ -214,7 +209,7 @@ def build(settings: Settings, stats: FlowStats = STATS, recovery: bool = True) -
             max_pending_rows=settings.clickhouse.max_pending_rows,
             retry_backoff_max_ms=settings.clickhouse.retry_backoff_max,
             stats=stats,
-            on_open=(lambda: QueryServer.ensure_running(target)) if target.embedded else None,
+            on_open=partial(_serve_queries, target) if target.embedded else None,
         ),
     )
     if settings.log.backend == "kafka":
@@ -237,6 +232,11 @@ def build(settings: Settings, stats: FlowStats = STATS, recovery: bool = True) -
     return Built(flow, shape)
 
 
+def _serve_queries(target: Target) -> None:
+    """Once the sink holds the embedded store, answer other processes' queries."""
+    QueryServer.ensure_running(target)
+
+
 def _rows(item: tuple[str, Any]) -> tuple[str, TableRows] | None:
     value = item[1]
     return (value.table, value) if isinstance(value, TableRows) else None
@@ -255,19 +255,20 @@ def _partials(item: tuple[str, Any]) -> tuple[str, PartialBatch] | None:
 def flow() -> Dataflow:
     """Entry point for ``python -m bytewax.run dataflows.feedback:flow``.
 
-    With ``-r DIR`` the recovery partitions are checked (or claimed) like ``pulse run``
-    does, so a changed flow or a damaged store stops here instead of restarting from zero.
+    The run path is `pulse run`'s (:class:`dataflows.running.FlowRun`): with ``-r DIR`` the
+    recovery partitions are checked (or claimed), so a changed flow or a damaged store
+    stops here instead of restarting from zero; the summary is printed at exit.
     """
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from dataflows.running import FlowRun
+
+    configure_logging(verbose=False)
     try:
-        built = build(load_settings())
-        directory = bytewax_run_recovery_directory(sys.argv[1:])
-        if directory is not None:
-            RecoveryStore(directory).guard(fingerprint(built.flow, built.shape))
-        tune_garbage_collection()
-    except (SettingsError, RecoveryStoreError, ClickHouseError, KafkaSetupError, LogError) as exc:
+        run = FlowRun(
+            load_settings(), bytewax_run_recovery_directory(sys.argv[1:]), create_store=False
+        )
+        built = run.start()
+    except PulseError as exc:
         print(f"feedback-pulse: error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    return built.flow
+        raise SystemExit(exc.exit_code) from None
+    run.finish_at_exit()
+    return built

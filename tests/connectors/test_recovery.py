@@ -122,7 +122,8 @@ def test_partitions_made_by_bytewax_recovery_are_claimed_then_guarded(tmp_path: 
     assert json.loads((directory / FINGERPRINT_FILE).read_text()) == expected
     with pytest.raises(RecoveryStoreError, match="different flow"):
         store.guard({**expected, "partitions": 2})
-    RecoveryStore(tmp_path / "absent").guard(expected)  # left for Bytewax to report
+    with pytest.raises(RecoveryStoreError, match=r"python -m bytewax\.recovery .*absent 1"):
+        RecoveryStore(tmp_path / "absent").guard(expected)
 
 
 def test_the_bytewax_run_recovery_directory_is_found() -> None:

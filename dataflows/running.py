@@ -1,0 +1,120 @@
+"""One run of the flow, whoever drives Bytewax.
+
+`pulse run` and `pulse up` call Bytewax's `cli_main` themselves; ``python -m bytewax.run
+dataflows.feedback:flow`` has Bytewax's runner call it on what `flow()` returns. The rest is
+:class:`FlowRun`, for both: the embedded store's lock (before chDB opens it), the recovery
+store's lock and check, the collector's tuning, and at the end the summary and, after a
+bounded run that completed, clearing the recovery store.
+
+The one difference is who makes the recovery partitions: `pulse run` creates its store
+under ``run.recovery_dir``; Bytewax's runner takes ``-r DIR`` made by
+``python -m bytewax.recovery`` (the store keeps its partition count when cleared).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from types import TracebackType
+
+from bytewax.dataflow import Dataflow
+from bytewax.recovery import RecoveryConfig
+
+from config.settings import Settings, format_duration
+from connectors.console import print_summary
+from connectors.query_server import owned
+from connectors.recovery import RecoveryStore, fingerprint
+from connectors.run_control import STOP, tune_garbage_collection
+from dataflows.feedback import build, clickhouse_target
+from operators.stats import STATS
+
+log = logging.getLogger("pulse")
+
+
+def final_delay(settings: Settings) -> str:
+    """Why a window turns final only a while after it ends (live runs)."""
+    t = settings.time
+    return (
+        f"time.max_out_of_orderness {format_duration(t.max_out_of_orderness)} + join.wait "
+        f"{format_duration(settings.join.wait)} + time.allowed_lateness "
+        f"{format_duration(t.allowed_lateness)}"
+    )
+
+
+def first_final_within(settings: Settings) -> str:
+    """How long after start a live run's first window is final at the latest: the shortest
+    window, then the delay of :func:`final_delay`."""
+    t = settings.time
+    shortest = min(w.length for w in settings.windows if w.length)
+    delay = t.max_out_of_orderness + settings.join.wait + t.allowed_lateness
+    return format_duration(shortest + delay)
+
+
+class FlowRun:
+    """Start with :meth:`start`, end with :meth:`finish` (or :meth:`finish_at_exit`)."""
+
+    def __init__(self, settings: Settings, recovery_dir: Path | None, create_store: bool) -> None:
+        self.settings = settings
+        self.store = RecoveryStore(recovery_dir) if recovery_dir is not None else None
+        self.create_store = create_store
+        self.recovery_config: RecoveryConfig | None = None
+        self._held = contextlib.ExitStack()
+        self._started = time.monotonic()
+        self._failed = False
+
+    def start(self) -> Dataflow:
+        """Hold the stores, build the flow, check (or create) the recovery store."""
+        try:
+            self._held.enter_context(owned(clickhouse_target(self.settings)))
+            built = build(self.settings, STATS, recovery=self.store is not None)
+            if self.store is not None:
+                self._held.enter_context(self.store.exclusive())
+                expected = fingerprint(built.flow, built.shape)
+                if self.create_store:
+                    backup = timedelta(milliseconds=self.settings.run.backup_interval)
+                    self.recovery_config = self.store.open(expected, backup)
+                else:
+                    self.store.guard(expected)
+                log.info("recovery store: %s", self.store.directory)
+            tune_garbage_collection()
+        except BaseException:
+            self._held.close()
+            raise
+        self._started = time.monotonic()
+        return built.flow
+
+    def finish(self, completed: bool) -> None:
+        """The summary; a bounded run that `completed` clears its store; release."""
+        with self._held:
+            print_summary(STATS, time.monotonic() - self._started)
+            if STATS.snapshots:
+                log.info(
+                    "state snapshots: %d, %.1f KiB and %.2f ms each on average",
+                    STATS.snapshots, STATS.snapshot_bytes / STATS.snapshots / 1024,
+                    STATS.snapshot_us / STATS.snapshots / 1000,
+                )  # fmt: skip
+            if self.settings.run.bounded and completed and not STOP.is_set():
+                if self.store is not None:
+                    # Every window closed and everything written. Resuming an ended run
+                    # would ignore what was appended since: the next run starts over.
+                    self.store.reset(keep_partitions=not self.create_store)
+                    log.info("bounded run complete; recovery store cleared")
+                else:
+                    log.info("bounded run complete")
+
+    def finish_at_exit(self) -> None:
+        """For Bytewax's runner, which runs the flow after `flow()` returns: finish when
+        the process exits, as failed if an exception ended it."""
+        previous = sys.excepthook
+
+        def failed(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+            self._failed = True
+            previous(kind, exc, tb)
+
+        sys.excepthook = failed
+        atexit.register(lambda: self.finish(completed=not self._failed))

@@ -1,0 +1,180 @@
+"""What a user sees when something is wrong: the real `pulse` command (and Bytewax's own
+runner) exits 2 with the reason and what to do, never a traceback; queries that find
+nothing say why."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PULSE, ROOT, pulse_env, run_pulse
+
+# Small windows so a short bounded run has final rows.
+FAST = {"PULSE_RUN_STATUS_INTERVAL": "200ms"}
+
+
+def _fails_with(result: subprocess.CompletedProcess[str], *phrases: str) -> str:
+    """Exit code 2, no traceback, and every phrase in the message."""
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "Traceback" not in output, output
+    for phrase in phrases:
+        assert phrase in output, f"{phrase!r} not in:\n{output}"
+    return output
+
+
+@pytest.fixture(scope="module")
+def filled_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home with the output of `pulse generate --seed 1` (event time 2026-01-01)."""
+    home = tmp_path_factory.mktemp("filled") / "home"
+    env = pulse_env(home, **FAST)
+    run_pulse(["generate", "--seed", "1", "--duration", "120"], env)
+    run_pulse(["run", "--bounded", "--quiet"], env)
+    return home
+
+
+# ---- settings --------------------------------------------------------------------------
+
+
+def test_malformed_yaml_in_config_names_the_file_and_line(home: Path, tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("time:\n  max_out_of_orderness: 5s\n join:\n  wait: [1s\n")
+    result = run_pulse(["--config", str(config), "run", "--bounded"], pulse_env(home), check=False)
+    _fails_with(result, str(config), "line ")
+
+
+def test_an_unknown_kafka_client_property_is_named(home: Path) -> None:
+    env = pulse_env(
+        home,
+        PULSE_LOG_BACKEND="kafka",
+        PULSE_KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1",
+        PULSE_KAFKA_CLIENT_CONFIG='{"sasl.pasword": "x"}',
+    )
+    result = run_pulse(["run", "--bounded"], env, check=False, timeout=120)
+    _fails_with(result, "sasl.pasword", "PULSE_KAFKA_CLIENT_CONFIG")
+
+
+# ---- pulse query -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "phrases"),
+    [
+        (["--since", "10x"], ["--since", "'10x'"]),
+        (["--window", "7m"], ["--window", "'7m'", "1m, 1h, 5m_30s"]),
+        (
+            ["--start", "2026-01-01T02:00:00Z", "--end", "2026-01-01T01:00:00Z"],
+            ["--start", "--end", "after"],
+        ),
+        (["--limit", "-1"], ["--limit", "-1"]),
+    ],
+)
+def test_query_rejects_options_that_would_silently_return_nothing(
+    filled_home: Path, args: list[str], phrases: list[str]
+) -> None:
+    result = run_pulse(
+        ["query", "--metric", "feedback_count", *args], pulse_env(filled_home), check=False
+    )
+    _fails_with(result, *phrases)
+
+
+def test_query_on_an_empty_home_says_there_is_no_data_and_what_to_run(home: Path) -> None:
+    result = run_pulse(["query", "--metric", "feedback_count"], pulse_env(home), check=False)
+    output = _fails_with(result, "no data", "run --bounded", "generate")
+    assert "does not exist" not in output
+
+
+def test_a_query_that_finds_nothing_says_what_time_range_the_data_covers(
+    filled_home: Path,
+) -> None:
+    # The seeded traffic is from 2026-01-01; the default --since 1h finds none of it.
+    result = run_pulse(["query", "--metric", "feedback_count"], pulse_env(filled_home))
+    assert "(0 rows)" in result.stderr
+    assert "2026-01-01 00:00:00" in result.stderr, result.stderr
+    assert "--since all" in result.stderr
+    found = run_pulse(
+        ["query", "--metric", "feedback_count", "--since", "all", "--format", "json"],
+        pulse_env(filled_home),
+    )
+    assert json.loads(found.stdout)
+
+
+# ---- a busy home -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def running_flow(filled_home: Path) -> Iterator[subprocess.Popen[str]]:
+    """An unbounded `pulse run` on the filled home, serving queries."""
+    env = pulse_env(filled_home, **FAST)
+    endpoint = filled_home / "olap.endpoint.json"
+    endpoint.unlink(missing_ok=True)
+    process = subprocess.Popen(
+        [*PULSE, "run", "--quiet", "--no-recovery"],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not endpoint.exists():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the flow never served queries"
+            time.sleep(0.2)
+        yield process
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_a_second_run_on_a_busy_home_names_the_pid_and_queries_still_work(
+    filled_home: Path, running_flow: subprocess.Popen[str]
+) -> None:
+    env = pulse_env(filled_home, **FAST)
+    second = run_pulse(["run", "--bounded", "--no-recovery"], env, check=False, timeout=120)
+    _fails_with(second, f"pid {running_flow.pid}", "in use")
+    # Queries go through the running flow, and the HTTP library keeps quiet about it.
+    query = run_pulse(["query", "--metric", "feedback_count", "--since", "all"], env)
+    assert query.stdout.count("\n") > 1
+    assert "httpx" not in query.stderr and "HTTP Request" not in query.stderr, query.stderr
+    assert running_flow.poll() is None
+
+
+# ---- Bytewax's own runner --------------------------------------------------------------
+
+
+def _bytewax_run(home: Path, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bytewax.run", "dataflows.feedback:flow", *args],
+        env=pulse_env(home, **settings), cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_bytewax_run_on_a_directory_without_partitions_says_how_to_create_them(
+    home: Path, tmp_path: Path
+) -> None:
+    directory = tmp_path / "recovery"
+    directory.mkdir()
+    result = _bytewax_run(home, "-r", str(directory), "-s", "10", "-b", "0")
+    _fails_with(result, str(directory), f"python -m bytewax.recovery {directory} 1")
+
+
+def test_a_bounded_bytewax_run_prints_the_summary_pulse_run_prints(home: Path) -> None:
+    env = pulse_env(home)
+    run_pulse(["generate", "--seed", "2", "--duration", "30"], env)
+    result = _bytewax_run(home, PULSE_RUN_BOUNDED="true")
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    for phrase in ("events in", "windows final", "rows written"):
+        assert phrase in output, output
+    assert "bounded run complete" in output
+    assert os.path.exists(home / "olap")
