@@ -306,3 +306,29 @@ def test_a_late_event_has_one_late_row_per_distinct_rollup_cell() -> None:
     assert len(late) == len(set(late)), "a cell listed twice for the same window"
     cells = {dims[3:] for window, start, dims in late if (window, start) == ("1m", T0)}
     assert len(cells) == len(CUBE) and ("*", "web", "/p") in cells
+
+
+# ---- a final row outranks every early row, also one a later replay writes ----------------
+
+
+def test_a_final_row_outranks_early_rows_a_replay_writes_later() -> None:
+    """`metrics` keeps the row with the highest version per key: a replay after a crash
+    (processing time has moved on) writes early rows again, which must not replace the
+    final row written before."""
+
+    def early_then(final: bool, now: float) -> list[dict[str, Any]]:
+        flow = Flow(bounded=False)
+        flow.now = now
+        flow.send("feedback", [])
+        flow.send("inferences", [inference("r1", T0 + 1_000)])
+        flow.tick(0)  # an early row of [T0, T0 + 1 min)
+        if final:
+            flow.send("inferences", [inference("r2", T0 + 60_000 + OOO + WAIT)])
+            flow.tick(0)
+        return flow.out.column_rows("metrics")
+
+    first = early_then(final=True, now=1_000_000.0)
+    assert any(not r["final"] for r in first) and any(r["final"] for r in first)
+    replayed = early_then(final=False, now=1_000_000.0 + 3_600_000)
+    kept = final_metric_rows(first + replayed)[("1m", T0, TOTAL)]
+    assert kept["final"] == 1 and kept["inference_count"] == 1

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from operators.batches import RawBatch
+from operators.partitioning import partition_for
 from tests import reference as ref
 from tests.harness import (
     DIMS,
@@ -77,21 +78,63 @@ def total_row(out: Any, window: str, start: int) -> dict[str, Any]:
 # ---- random streams -----------------------------------------------------------------------
 
 
+# The watermark a partition passes on trails its largest event time by this much: an event
+# is late for a window ending at E once an event at E + HOLD was seen in its stream, and
+# feedback waiting since ts gives up once one at ts + HOLD was.
+HOLD = SEM.max_out_of_orderness + SEM.join_wait
+GRID = 30_000  # every window starts and ends on a multiple of it
+
+
+def _request_near(key: str, name: str) -> str:
+    """A request id `name.N` in the same partition as `key` (only events of one partition
+    move each other's watermark)."""
+    n = 0
+    while partition_for(f"{name}.{n}", SEM.partitions) != partition_for(key, SEM.partitions):
+        n += 1
+    return f"{name}.{n}"
+
+
+def _pacer_ts(draw: st.DrawFn, boundary: int) -> int:
+    """The time of an event that puts `boundary` exactly on the cutoff, or 1 ms short."""
+    return boundary + HOLD - draw(st.sampled_from([0, 0, 1]))
+
+
+def _window_end(draw: st.DrawFn, ts: int) -> int:
+    """The end of a window containing `ts` (1m, or the first 5m_30s one to end)."""
+    length = draw(st.sampled_from([60_000, GRID]))
+    return ts - ts % length + length
+
+
 @st.composite
 def streams(draw: st.DrawFn) -> list[dict[str, Any]]:
     """Events emitted in time order with jitter inside the disorder bound; some duplicated,
-    some feedback with no inference, some emitted far too late."""
+    some feedback with no inference, some emitted far too late. Exact boundaries come
+    often: times on window edges, and *pacers* — an event of the same stream and
+    partition emitted just before another, whose time puts the cutoff exactly on the
+    other's window end (lateness) or the watermark exactly on a waiting feedback's
+    ts + join.wait (give-up), or 1 ms short of it."""
     timed: list[tuple[int, dict[str, Any]]] = []
+    ahead = SEM.max_out_of_orderness + 1  # emitted this much earlier: before, whatever the jitter
     n = draw(st.integers(1, 25))
     for i in range(n):
-        ts = T0 + draw(st.integers(0, 400_000))
+        offset = draw(
+            st.one_of(st.integers(0, 400_000), st.integers(0, 13).map(lambda k: k * GRID))
+        )
+        ts = T0 + offset
         version = draw(st.sampled_from(["v1", "v2"]))
         rid = f"r{i}" if draw(st.integers(0, 9)) else f"r{i % 3}"  # sometimes a duplicate id
         emit = ts + (250_000 if draw(st.integers(0, 14)) == 0 else 0)  # now and then far too late
+        at = len(timed)
         timed.append((emit, inference(rid, ts, version, draw(st.sampled_from(["cat", "dog"])),
                                       segment=draw(st.sampled_from(["web", "ios"])))))  # fmt: skip
+        if draw(st.integers(0, 7)) == 0:  # lateness at the edge of one of its windows
+            pacer = inference(
+                _request_near(rid, f"pace{i}"), _pacer_ts(draw, _window_end(draw, ts))
+            )
+            timed.append((emit - ahead, pacer))
+        give_up_edge = draw(st.integers(0, 7)) == 0  # its first feedback waits until the edge
         for j in range(draw(st.integers(0, 2))):
-            fts = ts + draw(st.integers(0, 90_000))
+            fts = ts + draw(st.one_of(st.integers(0, 90_000), st.sampled_from([0, SEM.join_wait])))
             kind = draw(
                 st.sampled_from(
                     ["label", "thumbs", "rating", "reward", "click", "preference", "report"]
@@ -116,6 +159,15 @@ def streams(draw: st.DrawFn) -> list[dict[str, Any]]:
                 draw(st.sampled_from([0, 250_000])) if draw(st.integers(0, 9)) == 0 else 0
             )
             timed.append((emit, fb))
+            if draw(st.integers(0, 7)) == 0:  # lateness at the edge of one of its windows
+                pacer_fb = feedback(f"pace{i}-{j}", target, _pacer_ts(draw, _window_end(draw, fts)),
+                                    "thumbs", True)  # fmt: skip
+                timed.append((emit - ahead, pacer_fb))
+            if give_up_edge and j == 0 and target == rid:
+                # An inference at fts + HOLD (or 1 ms short), then rid's own inference.
+                pacer = inference(_request_near(rid, f"wait{i}"), _pacer_ts(draw, fts))
+                timed.append((emit, pacer))
+                timed[at] = (emit + ahead, timed[at][1])
             if draw(st.integers(0, 6)) == 0:
                 timed.append(
                     (emit + draw(st.integers(0, 120_000)), fb)
