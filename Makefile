@@ -30,7 +30,7 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy operators connectors
+	$(BIN)/mypy operators connectors dataflows config
 
 bench: install
 	$(BIN)/python scripts/bench.py $(ARGS)
