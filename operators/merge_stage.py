@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import math
-import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,7 +60,8 @@ from operators.metrics import HISTOGRAM_METRIC, LATENCY_METRICS, MACRO_F1, MainL
 from operators.panes import PaneLayout, SpecState, window_sums
 from operators.sketch import segment_quantiles
 from operators.slices import NO_CUTOFF, FamilyDelta, PartialBatch
-from operators.snapshots import snapshot_fields
+from operators.snapshots import decode_state, encode_state
+from operators.stage_states import MergeState
 from operators.stats import FlowStats
 from operators.windows import WindowSpec, is_final, slice_length
 
@@ -105,10 +105,6 @@ Emitted = tuple[SpecState, int, np.ndarray | None]  # (spec, window start, cells
 class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
     """Sums partials per pane and cell, decides finality, emits `metrics` rows."""
 
-    _SNAPSHOT_FIELDS = (
-        "cells", "local_cells", "keys", "specs", "watermarks", "ended", "next_tick",
-    )  # fmt: skip
-
     def __init__(
         self,
         config: MergeConfig,
@@ -125,17 +121,43 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         # Processing-time pacing of early rows: not state (a restart starts afresh).
         self._early_not_before = -math.inf
         self._deferral_logged_at = -math.inf
-        if resume is not None:
-            self.__dict__.update(pickle.loads(resume))
-            return
-        self.cells = CellIndex(config.grouping_sets, config.extra_dims)
+        if resume is None:
+            self.from_state(
+                MergeState(
+                    cells=CellIndex(config.grouping_sets, config.extra_dims),
+                    local_cells={},
+                    keys={family: GlobalIds() for family in KEYED},
+                    specs=[SpecState(PaneLayout(spec), self._widths) for spec in config.specs],
+                    watermarks={},
+                    ended=set(),
+                    next_tick=self._now() + config.emit_interval,
+                )
+            )
+        else:
+            self.from_state(decode_state(MergeState, resume))
+
+    def to_state(self) -> MergeState:
+        """What a snapshot stores (:mod:`operators.stage_states`)."""
+        return MergeState(
+            cells=self.cells,
+            local_cells=self.local_cells,
+            keys=self.keys,
+            specs=self.specs,
+            watermarks=self.watermarks,
+            ended=self.ended,
+            next_tick=self.next_tick,
+        )
+
+    def from_state(self, state: MergeState) -> None:
+        """Take `state` (a fresh one, or a snapshot's) as this stage's own."""
+        self.cells = state.cells
         # Per partition: its cell id -> our finest-cell row (see CellIndex.finest_ids).
-        self.local_cells: dict[int, np.ndarray] = {}
-        self.keys: dict[str, GlobalIds[Any]] = {family: GlobalIds() for family in KEYED}
-        self.specs = [SpecState(PaneLayout(spec), self._widths) for spec in config.specs]
-        self.watermarks: dict[int, float] = {}
-        self.ended: set[int] = set()
-        self.next_tick = self._now() + config.emit_interval
+        self.local_cells = state.local_cells
+        self.keys = state.keys
+        self.specs = state.specs
+        self.watermarks = state.watermarks
+        self.ended = state.ended
+        self.next_tick = state.next_tick
 
     # ---- bytewax hooks -----------------------------------------------------------------
 
@@ -171,7 +193,7 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
     def snapshot(self) -> bytes | None:  # type: ignore[override]
         if not self.config.snapshots:
             return None
-        return snapshot_fields(self, self._SNAPSHOT_FIELDS, self.stats)
+        return encode_state(self.to_state(), self.stats)
 
     # ---- merging -----------------------------------------------------------------------
 

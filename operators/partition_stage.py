@@ -16,14 +16,13 @@ state at every snapshot, so the two bulky parts, the recent-inference cache and 
 dedup ids, are not in it. The stage records the last source offset it processed per
 stream; after a restart it rebuilds both from the rows it had written up to those offsets
 (:class:`~operators.join.JoinStore`; the sink flushes before a snapshot commits). The
-snapshot holds the clock, not-yet-ordered events, feedback waiting to join, one tick of
-deltas and the cell dictionary.
+snapshot (:class:`~operators.stage_states.PartitionState`) holds the clock, not-yet-ordered
+events, feedback waiting to join, one tick of deltas and the cell dictionary.
 """
 
 from __future__ import annotations
 
 import logging
-import pickle
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -70,10 +69,11 @@ from operators.metrics import (
 )
 from operators.partitioning import partition_for
 from operators.rows import EventRows, InferenceRows, LateRows, dead_letter_rows
-from operators.sessions import SessionBatch, SessionRecord, shard_of
+from operators.sessions import SessionBatch, shard_of
 from operators.sketch import buckets_of
 from operators.slices import PartialBatch, SliceDeltas
-from operators.snapshots import snapshot_fields
+from operators.snapshots import decode_state, encode_state
+from operators.stage_states import PartitionState
 from operators.stats import FlowStats
 from operators.stream_merge import StreamMerge
 from operators.windows import WindowSpec, is_final, slice_length
@@ -144,11 +144,6 @@ class _Counted:
 class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
     """One source partition's decode, dedup, join and slice pre-aggregation."""
 
-    _SNAPSHOT_FIELDS = (
-        "partition", "cells", "keys", "clock", "merge", "pending", "processed",
-        "deltas", "session_records", "sent_watermark", "next_tick", "ended", "sampled",
-    )  # fmt: skip
-
     def __init__(
         self,
         config: PartitionConfig,
@@ -177,36 +172,75 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         self._counted = _Counted()
         self._released: list[tuple[Feedback, int, float]] = []  # see _resolve_released
         self._join_evictions = self._dedup_evictions = 0
-        # Bytewax builds the logic without its key: the partition comes with the first batch.
-        self.partition = -1
+        # Rebuilt from the store after a resume (_rebuild), not snapshotted.
         self.dedup = RecentIds(config.dedup_horizon, config.dedup_max_entries)
         self.inferences = InferenceCache(config.join_ttl, config.join_max_entries)
         self._rebuild_pending = resume is not None
-        self._last_run = self._now()  # processing time this logic last ran (not state)
-        if resume is not None:
-            self.__dict__.update(pickle.loads(resume))
-            self._restarted(self._now())
-            return
         now = self._now()
-        self.clock = PartitionClock(
-            max_out_of_orderness=config.max_out_of_orderness,
-            join_wait=config.join_wait,
-            idle_timeout=config.idle_timeout,
-            bounded=config.bounded,
-            last_data=now,
+        self._last_run = now  # processing time this logic last ran (not state)
+        self.next_tick = now + config.emit_interval  # processing time (not state)
+        if resume is None:
+            self.from_state(self._initial_state(now))
+        else:
+            self.from_state(decode_state(PartitionState, resume))
+            self._restarted(now)
+
+    def _initial_state(self, now: float) -> PartitionState:
+        config = self.config
+        return PartitionState(
+            # Bytewax builds the logic without its key: the partition comes with the first batch.
+            partition=-1,
+            clock=PartitionClock(
+                max_out_of_orderness=config.max_out_of_orderness,
+                join_wait=config.join_wait,
+                idle_timeout=config.idle_timeout,
+                bounded=config.bounded,
+                last_data=now,
+            ),
+            merge=StreamMerge(),
+            pending=PendingFeedback(),
+            processed=dict.fromkeys(STREAMS, -1),
+            cells=LocalIds(),
+            keys={family: LocalIds() for family in KEYED},
+            deltas={name: SliceDeltas(w) for name, w in widths(self._width).items()},
+            session_records=[[] for _ in range(config.session_shards)],
+            sent_watermark=-float("inf"),
+            ended=False,
+            sampled=0,
         )
-        self.merge = StreamMerge()
-        self.cells: LocalIds[Cell] = LocalIds()
-        self.keys: dict[str, LocalIds[Any]] = {family: LocalIds() for family in KEYED}
-        self.pending = PendingFeedback()
-        self.processed: dict[str, int] = dict.fromkeys(STREAMS, -1)  # last offset processed
-        self.deltas = {name: SliceDeltas(w) for name, w in widths(self._width).items()}
+
+    def to_state(self) -> PartitionState:
+        """What a snapshot stores (:mod:`operators.stage_states`)."""
+        return PartitionState(
+            partition=self.partition,
+            clock=self.clock,
+            merge=self.merge,
+            pending=self.pending,
+            processed=self.processed,
+            cells=self.cells,
+            keys=self.keys,
+            deltas=self.deltas,
+            session_records=self.session_records,
+            sent_watermark=self.sent_watermark,
+            ended=self.ended,
+            sampled=self.sampled,
+        )
+
+    def from_state(self, state: PartitionState) -> None:
+        """Take `state` (a fresh one, or a snapshot's) as this stage's own."""
+        self.partition = state.partition
+        self.clock = state.clock
+        self.merge = state.merge
+        self.pending = state.pending
+        self.processed = state.processed  # last source offset processed, per stream
+        self.cells = state.cells
+        self.keys = state.keys
+        self.deltas = state.deltas
         # Counted feedback for the session shards, sent with the next tick.
-        self.session_records: list[list[SessionRecord]] = [[] for _ in range(config.session_shards)]
-        self.sent_watermark = -float("inf")
-        self.next_tick = now + config.emit_interval
-        self.ended = False
-        self.sampled = 0
+        self.session_records = state.session_records
+        self.sent_watermark = state.sent_watermark
+        self.ended = state.ended
+        self.sampled = state.sampled
 
     def _restarted(self, now: float) -> None:
         """Processing time does not count while the flow is down: a restart is not
@@ -215,7 +249,6 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         self.clock.bounded = self.config.bounded
         self.clock.touch(now)
         self.merge.restart()
-        self.next_tick = now + self.config.emit_interval
 
     # ---- bytewax hooks -----------------------------------------------------------------
 
@@ -271,7 +304,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
     def snapshot(self) -> bytes | None:  # type: ignore[override]
         if not self.config.snapshots:
             return None
-        return snapshot_fields(self, self._SNAPSHOT_FIELDS, self.stats)
+        return encode_state(self.to_state(), self.stats)
 
     def _ran(self, now: float) -> float:
         """Time in which this logic did not run although its tick was due (the worker

@@ -18,7 +18,6 @@ no on-time event can extend it any more.
 from __future__ import annotations
 
 import bisect
-import pickle
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +26,8 @@ from bytewax.operators import StatefulLogic
 
 from operators.batches import TableRows
 from operators.cells import BASE_DIMS, Cell, format_extra_dims
-from operators.snapshots import snapshot_fields
+from operators.snapshots import decode_state, encode_state
+from operators.stage_states import SessionShardState
 from operators.stats import FlowStats
 from operators.windows import is_final
 
@@ -141,19 +141,24 @@ class UserSessions:
 class SessionStage(StatefulLogic[SessionBatch, TableRows, bytes]):
     """One shard of users: open sessions, closed when the watermark passes them."""
 
-    _SNAPSHOT_FIELDS = ("users", "watermarks")
-
     def __init__(
         self, config: SessionConfig, resume: bytes | None = None, stats: FlowStats | None = None
     ) -> None:
         self.config = config
         self.stats = stats
-        if resume is not None:
-            self.__dict__.update(pickle.loads(resume))
-            return
-        # (spec index, user_id) -> open sessions
-        self.users: dict[tuple[int, str], UserSessions] = {}
-        self.watermarks: dict[int, float] = {}
+        if resume is None:
+            self.from_state(SessionShardState(users={}, watermarks={}))
+        else:
+            self.from_state(decode_state(SessionShardState, resume))
+
+    def to_state(self) -> SessionShardState:
+        """What a snapshot stores (:mod:`operators.stage_states`)."""
+        return SessionShardState(users=self.users, watermarks=self.watermarks)
+
+    def from_state(self, state: SessionShardState) -> None:
+        """Take `state` (a fresh one, or a snapshot's) as this shard's own."""
+        self.users = state.users  # (spec index, user_id) -> open sessions
+        self.watermarks = state.watermarks
 
     @property
     def watermark(self) -> float:
@@ -183,7 +188,7 @@ class SessionStage(StatefulLogic[SessionBatch, TableRows, bytes]):
     def snapshot(self) -> bytes | None:  # type: ignore[override]
         if not self.config.snapshots:
             return None
-        return snapshot_fields(self, self._SNAPSHOT_FIELDS, self.stats)
+        return encode_state(self.to_state(), self.stats)
 
     def _close(self) -> TableRows | None:
         watermark = self.watermark

@@ -1,4 +1,13 @@
-"""State snapshots of the stateful steps: a pickle of named fields, measured.
+"""State snapshots of the stateful steps: explicit, versioned state types, measured.
+
+Each stateful step names what it stores in a frozen dataclass (:mod:`operators.stage_states`)
+with a `KIND` and a `VERSION`, built by its `to_state()` and taken back by its
+`from_state()`. :func:`encode_state` and :func:`decode_state` are the one place that turns
+those into bytes and back: a readable header (``pulse-state <kind> v<version>``) then a
+pickle of the fields by name. The header is checked before anything is unpickled, so a
+snapshot of another version (or one written before states were versioned) fails with a
+:class:`StateFormatError` that says so, not with whatever unpickling it would raise; a
+renamed attribute of a step no longer changes what is stored.
 
 Bytewax serializes each changed key's whole state at every snapshot, so what a step
 snapshots is its cost at every epoch; the counters let the bench report it.
@@ -25,17 +34,19 @@ from __future__ import annotations
 import pickle
 import threading
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any, Generic, TypeVar
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Generic, TypeVar
 
 import zstandard
 
 from operators.stats import FlowStats
 
-# The layout of what the stateful steps pickle. Bump it whenever that changes: the
-# recovery guard then refuses a store written by the old layout with a clear message
-# instead of failing to unpickle it (or misreading it) on resume.
-STATE_FORMAT = 3
+# The layout of what the stateful steps store. Bump it whenever that changes (a state
+# type's VERSION, or anything pickled inside one): the recovery guard then refuses a
+# store written by the old layout with a clear message before anything is resumed.
+# 4: versioned state types (stage_states) instead of pickled attribute dicts.
+STATE_FORMAT = 4
 
 ZSTD_LEVEL = 1
 _codecs = threading.local()  # zstd contexts are not thread-safe (workers are threads)
@@ -60,14 +71,71 @@ def unpack(data: bytes) -> Any:
     return pickle.loads(_codec()[1].decompress(data))
 
 
-def snapshot_fields(owner: Any, names: Iterable[str], stats: FlowStats | None) -> bytes:
+class StateFormatError(ValueError):
+    """A snapshot this build cannot take back: another kind or version of state."""
+
+
+@dataclass(frozen=True)
+class VersionedState:
+    """Base of the state types: `KIND` names the step, `VERSION` the layout of its
+    fields. Change a field (name, meaning or type): bump `VERSION` and STATE_FORMAT."""
+
+    KIND: ClassVar[str]
+    VERSION: ClassVar[int]
+
+
+S = TypeVar("S", bound=VersionedState)
+
+_MAGIC = b"pulse-state "
+_MAX_HEADER = 128
+
+
+def _header(cls: type[VersionedState]) -> bytes:
+    return _MAGIC + f"{cls.KIND} v{cls.VERSION}\n".encode()
+
+
+def encode_state(state: VersionedState, stats: FlowStats | None) -> bytes:
+    """`state` as snapshot bytes: its header, then its fields by name (pickled; the
+    cached parts inside copy their packed bytes)."""
     start = time.perf_counter()
-    data = pickle.dumps({name: getattr(owner, name) for name in names}, pickle.HIGHEST_PROTOCOL)
+    values = {f.name: getattr(state, f.name) for f in fields(state)}
+    data = _header(type(state)) + pickle.dumps(values, pickle.HIGHEST_PROTOCOL)
     if stats is not None:
         stats.snapshots += 1
         stats.snapshot_bytes += len(data)
         stats.snapshot_us += int((time.perf_counter() - start) * 1e6)
     return data
+
+
+def decode_state(cls: type[S], data: bytes) -> S:
+    """The `cls` state `encode_state` wrote; :class:`StateFormatError` for a snapshot of
+    another kind or version, checked before its body is unpickled."""
+    end = data.find(b"\n", 0, _MAX_HEADER)
+    if not data.startswith(_MAGIC) or end < 0:
+        raise StateFormatError(
+            f"the {cls.KIND} snapshot has no state header: it was written before state "
+            f"formats were versioned (state format < 4) or is not a Feedback Pulse state. "
+            f"Resume it with the version that wrote it, or move the recovery directory "
+            f"away to start afresh"
+        )
+    kind, _, version = data[len(_MAGIC) : end].decode("ascii", "replace").rpartition(" v")
+    if kind != cls.KIND:
+        raise StateFormatError(f"a {kind!r} snapshot cannot resume the {cls.KIND} step")
+    if version != str(cls.VERSION):
+        raise StateFormatError(
+            f"{cls.KIND} state version {version!r} is unknown to this version of the flow "
+            f"(it reads version {cls.VERSION}). Resume it with the version that wrote it, "
+            f"or move the recovery directory away to start afresh"
+        )
+    values = pickle.loads(memoryview(data)[end + 1 :])
+    names = [f.name for f in fields(cls)]
+    if not isinstance(values, dict) or sorted(values) != sorted(names):
+        stored = sorted(values) if isinstance(values, dict) else type(values).__name__
+        raise StateFormatError(
+            f"{cls.KIND} state v{version} holds {stored}, this version expects {names}: "
+            f"its fields changed without a new VERSION"
+        )
+    return cls(**values)
 
 
 T = TypeVar("T", bound="PickleCached")
