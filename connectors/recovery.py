@@ -261,3 +261,13 @@ def bytewax_run_recovery_directory(
     known, _ = parser.parse_known_args(list(argv))
     directory = known.recovery_directory or environ.get("BYTEWAX_RECOVERY_DIRECTORY")
     return Path(directory) if directory else None
+
+
+def bytewax_run_clustered(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether a ``python -m bytewax.run`` command line runs one of several processes."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("-a", "--addresses")
+    parser.add_argument("-i", "--process-id")
+    known, _ = parser.parse_known_args(list(argv))
+    names = ("BYTEWAX_ADDRESSES", "BYTEWAX_PROCESS_ID", "BYTEWAX_HOSTFILE_PATH")
+    return bool(known.addresses or known.process_id or any(environ.get(n) for n in names))

@@ -15,23 +15,25 @@ import os
 import sys
 import threading
 
-STOP = threading.Event()
+from operators.errors import WriteFailedError
 
-EXIT_WRITE_FAILED = 3
+STOP = threading.Event()
 
 
 def exit_write_failed(message: str, *args: object) -> None:
-    """End the process at once after an output failed for good (exit code 3).
+    """End the process at once after an output failed for good (exit code 3, the
+    :class:`WriteFailedError` code).
 
     Raising inside a Bytewax sink makes Bytewax panic while unwinding, and the abort that
     follows hangs in chDB's fatal-signal handler. Nothing is lost: the snapshot that would
     have covered the failed output is never committed, so a restart rewrites it.
     """
-    logging.getLogger("pulse").critical(message + f" (exit {EXIT_WRITE_FAILED})", *args)
+    code = WriteFailedError.exit_code
+    logging.getLogger("pulse").critical(message + f" (exit {code})", *args)
     for handler in logging.getLogger().handlers:
         handler.flush()
     sys.stderr.flush()
-    os._exit(EXIT_WRITE_FAILED)
+    os._exit(code)
 
 
 # Python's defaults (700, 10, 10) suit small heaps; a flow's heap holds millions of

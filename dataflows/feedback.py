@@ -35,7 +35,7 @@ from connectors.kafka import (
 from connectors.local_log import LocalLog
 from connectors.local_log_source import LocalLogSource
 from connectors.query_server import QueryServer
-from connectors.recovery import bytewax_run_recovery_directory
+from connectors.recovery import bytewax_run_clustered, bytewax_run_recovery_directory
 from operators.batches import RawBatch, TableRows
 from operators.errors import PulseError
 from operators.merge_stage import MergeConfig, MergeStage
@@ -263,8 +263,12 @@ def flow() -> Dataflow:
 
     configure_logging(verbose=False)
     try:
+        argv = sys.argv[1:]
         run = FlowRun(
-            load_settings(), bytewax_run_recovery_directory(sys.argv[1:]), create_store=False
+            load_settings(),
+            bytewax_run_recovery_directory(argv),
+            create_store=False,
+            shared_store=bytewax_run_clustered(argv),
         )
         built = run.start()
     except PulseError as exc:

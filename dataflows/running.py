@@ -58,10 +58,19 @@ def first_final_within(settings: Settings) -> str:
 class FlowRun:
     """Start with :meth:`start`, end with :meth:`finish` (or :meth:`finish_at_exit`)."""
 
-    def __init__(self, settings: Settings, recovery_dir: Path | None, create_store: bool) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        recovery_dir: Path | None,
+        create_store: bool,
+        shared_store: bool = False,
+    ) -> None:
+        """`create_store`: `pulse run` makes its recovery store, Bytewax's runner is given
+        one. `shared_store`: other processes of a cluster use it too (never cleared here)."""
         self.settings = settings
         self.store = RecoveryStore(recovery_dir) if recovery_dir is not None else None
         self.create_store = create_store
+        self.shared_store = shared_store
         self.recovery_config: RecoveryConfig | None = None
         self._held = contextlib.ExitStack()
         self._started = time.monotonic()
@@ -99,7 +108,13 @@ class FlowRun:
                     STATS.snapshot_us / STATS.snapshots / 1000,
                 )  # fmt: skip
             if self.settings.run.bounded and completed and not STOP.is_set():
-                if self.store is not None:
+                if self.store is not None and self.shared_store:
+                    log.warning(
+                        "bounded run complete; the cluster shares %s: make its partitions "
+                        "again (python -m bytewax.recovery) before the next bounded run",
+                        self.store.directory,
+                    )
+                elif self.store is not None:
                     # Every window closed and everything written. Resuming an ended run
                     # would ignore what was appended since: the next run starts over.
                     self.store.reset(keep_partitions=not self.create_store)

@@ -178,3 +178,22 @@ def test_a_bounded_bytewax_run_prints_the_summary_pulse_run_prints(home: Path) -
         assert phrase in output, output
     assert "bounded run complete" in output
     assert os.path.exists(home / "olap")
+
+
+def test_a_bounded_bytewax_run_with_recovery_leaves_partitions_for_the_next(
+    home: Path, tmp_path: Path
+) -> None:
+    """A completed bounded run clears its store, as `pulse run` does, but keeps the
+    partition set Bytewax's runner needs: the next bounded run reads the log again."""
+    directory = tmp_path / "recovery"
+    directory.mkdir()
+    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(directory), "1"], check=True)
+    run_pulse(["generate", "--seed", "2", "--duration", "10"], pulse_env(home))
+    for _ in range(2):
+        result = _bytewax_run(
+            home, "-r", str(directory), "-s", "10", "-b", "0", PULSE_RUN_BOUNDED="true"
+        )
+        assert result.returncode == 0, result.stderr
+        assert "recovery store cleared" in result.stderr
+        assert "events in 0 " not in result.stdout and "events in" in result.stdout
+    assert (directory / "part-0.sqlite3").exists()
