@@ -3,6 +3,7 @@ from collections import Counter
 
 import numpy as np
 from ddsketch import DDSketch
+from ddsketch.mapping import LogarithmicMapping
 
 from operators.sketch import QUANTILES, bucket_of, segment_quantiles
 
@@ -44,3 +45,20 @@ def test_vectorized_buckets_equal_the_library_mapping() -> None:
     rng = np.random.default_rng(4)
     values = np.concatenate((rng.lognormal(3, 2, 200_000), [0.0, 1e-320, 1.0, 2.0, 1e9]))
     assert buckets_of(values).tolist() == [bucket_of(v) for v in values.tolist()]
+
+
+def test_bucket_ids_of_extreme_latencies_stay_in_the_key_space() -> None:
+    """Ids are positive and below 2^EXTRA_KEY_BITS (they share a key with the cell id) for
+    every latency the contract admits, and tiny ones land in the zero bucket, as 0 does."""
+    from operators.cells import EXTRA_KEY_BITS
+    from operators.sketch import MIN_TRACKED, ZERO_BUCKET, buckets_of
+
+    tiny = [0.0, -0.0, 5e-324, 2.2250738585072014e-308, 1e-300, MIN_TRACKED]
+    tracked = [MIN_TRACKED * 1.01, 1e-200, 1e-6, 1.0, 1e9]
+    ids = buckets_of(np.array(tiny + tracked)).tolist()
+    assert ids == [bucket_of(v) for v in tiny + tracked]
+    assert ids[: len(tiny)] == [ZERO_BUCKET] * len(tiny)
+    assert all(0 < i < 1 << EXTRA_KEY_BITS for i in ids[len(tiny) :])
+    mapping = LogarithmicMapping(0.01)
+    for v in tracked:  # above the zero bucket, the library's own keys (shifted)
+        assert bucket_of(v) - bucket_of(1.0) == mapping.key(v) - mapping.key(1.0)
