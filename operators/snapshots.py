@@ -40,6 +40,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import zstandard
 
+from operators.errors import PulseError
 from operators.stats import FlowStats
 
 # The layout of what the stateful steps store. Bump it whenever that changes (a state
@@ -71,8 +72,9 @@ def unpack(data: bytes) -> Any:
     return pickle.loads(_codec()[1].decompress(data))
 
 
-class StateFormatError(ValueError):
-    """A snapshot this build cannot take back: another kind or version of state."""
+class StateFormatError(PulseError, ValueError):
+    """A snapshot this build cannot take back: another kind or version of state (exit 2,
+    like a recovery store the guard refuses)."""
 
 
 @dataclass(frozen=True)
