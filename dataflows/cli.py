@@ -44,7 +44,7 @@ from connectors.query_server import QueryError, QueryResult, owned, run_query
 from connectors.redact import mask_dsn
 from connectors.run_control import STOP
 from operators.contract import json_schema
-from operators.errors import PulseError
+from operators.errors import PulseError, pulse_error_in
 from operators.stats import STATS
 from operators.synthetic import DEFAULT_START_MS, TrafficGenerator, TrafficProfile
 
@@ -174,6 +174,11 @@ def _run_flow(settings: Settings, duration: float | None, status: bool) -> None:
                 recovery_config=run.recovery_config,
             )
             completed = True
+        except Exception as exc:
+            error = pulse_error_in(exc)
+            if error is None or error is exc:
+                raise
+            raise error from None  # what the user can fix, not Bytewax's wrapping
         finally:
             if printer is not None:
                 printer.stop()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import os
 import sys
 import time
 from datetime import timedelta
@@ -31,6 +32,7 @@ from connectors.query_server import owned
 from connectors.recovery import RecoveryStore, fingerprint
 from connectors.run_control import STOP, tune_garbage_collection
 from dataflows.feedback import build, clickhouse_target
+from operators.errors import pulse_error_in
 from operators.stats import STATS
 
 log = logging.getLogger("pulse")
@@ -124,12 +126,22 @@ class FlowRun:
 
     def finish_at_exit(self) -> None:
         """For Bytewax's runner, which runs the flow after `flow()` returns: finish when
-        the process exits, as failed if an exception ended it."""
+        the process exits, as failed if an exception ended it (exit 2 and one line, not a
+        traceback, for an error the user can fix)."""
         previous = sys.excepthook
 
         def failed(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
             self._failed = True
-            previous(kind, exc, tb)
+            error = pulse_error_in(exc)
+            if error is None:
+                previous(kind, exc, tb)
+                return
+            # What the user can fix, as `pulse` prints it, with its exit code.
+            print(f"feedback-pulse: error: {error}", file=sys.stderr)
+            self.finish(completed=False)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(error.exit_code)
 
         sys.excepthook = failed
         atexit.register(lambda: self.finish(completed=not self._failed))

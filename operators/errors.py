@@ -24,3 +24,16 @@ class WriteFailedError(PulseError):
     """ClickHouse (or the dead-letter topic) refused writes for good (exit 3)."""
 
     exit_code = EXIT_WRITE_FAILED
+
+
+def pulse_error_in(exc: BaseException) -> PulseError | None:
+    """The PulseError behind `exc`, if any: Bytewax wraps an error raised inside the flow
+    (a source, a step resuming its state) in its own runtime errors."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, PulseError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None

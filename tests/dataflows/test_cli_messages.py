@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -105,6 +108,29 @@ def test_a_query_that_finds_nothing_says_what_time_range_the_data_covers(
         pulse_env(filled_home),
     )
     assert json.loads(found.stdout)
+
+
+# ---- errors raised inside the running flow -------------------------------------------
+
+
+def test_a_snapshot_a_step_cannot_resume_stops_the_run_with_exit_2_and_the_reason(
+    home: Path,
+) -> None:
+    """Bytewax wraps an error raised while a step resumes; the user still gets ours."""
+    env = pulse_env(home, PULSE_RUN_SNAPSHOT_INTERVAL="200ms")
+    run_pulse(["generate", "--seed", "1", "--duration", "30"], env)
+    run_pulse(["run", "--quiet", "--duration", "3"], env)  # stopped: the store is kept
+    with closing(sqlite3.connect(home / "recovery" / "part-0.sqlite3")) as db, db:
+        damaged = db.execute(
+            "UPDATE snaps SET ser_change = ? WHERE step_id LIKE '%partition_stage%' "
+            "AND ser_change IS NOT NULL",
+            (pickle.dumps(b"not a state"),),
+        ).rowcount
+    assert damaged
+    result = run_pulse(["run", "--quiet", "--bounded"], env, check=False)
+    assert result.returncode == 2, result.stderr
+    assert "pulse: error: the partition_stage snapshot has no state header" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 # ---- a busy home -----------------------------------------------------------------------
