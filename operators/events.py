@@ -8,7 +8,8 @@ that whatever these accept, the contract accepts the same way.
 
 After decoding, `ts` is epoch milliseconds and a feedback's `value` is typed by its kind.
 Bounds and reserved dim values are :mod:`operators.limits`'; here they are msgspec
-`Meta` range constraints (checked in C) and one set test per dim in `__post_init__`.
+`Meta` range constraints (checked in C) and a containment test of the dims in
+`Inference.__post_init__`.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ NonNegative = (
 )
 Probability = Annotated[int, Meta(ge=0, le=1)] | Annotated[float, Meta(ge=0, le=1)]
 Rating = Annotated[int, Meta(ge=1, le=5)] | Annotated[float, Meta(ge=1, le=5)]
+_RESERVED = tuple(sorted(RESERVED_DIM_VALUES))
 Kind = Literal[
     "label", "thumbs", "rating", "reward", "click", "conversion", "dwell", "preference", "report"
 ]
@@ -82,16 +84,12 @@ class Inference(
 
     def __post_init__(self) -> None:
         # A ValueError makes msgspec reject the line: the contract then writes the reason.
-        reserved = RESERVED_DIM_VALUES
-        if (
-            self.model_version in reserved
-            or self.segment in reserved
-            or self.endpoint in reserved
-            or self.model_id in reserved
-            or self.tenant in reserved
-            or self.deployment in reserved
-        ):
-            raise ValueError("a dim value is reserved")
+        # Tuple containment compares lengths before characters, no hashing (~0.3 µs).
+        dims = (self.model_version, self.segment, self.endpoint, self.model_id, self.tenant,
+                self.deployment)  # fmt: skip
+        for reserved in _RESERVED:
+            if reserved in dims:
+                raise ValueError("a dim value is reserved")
 
 
 class Feedback(
