@@ -9,7 +9,8 @@ meaning or type, or the layout of an object it holds): bump that type's `VERSION
 
 Not stored, by design: what a step rebuilds on resume (the partition stage's recent
 inferences and dedup ids come back from ClickHouse, the merge stage's cached rollups are
-recomputed) and processing-time pacing (a restart starts it afresh).
+recomputed), the partition stage's next tick and the merge stage's early-row pacing
+(processing time: a restart starts them afresh).
 """
 
 from __future__ import annotations
