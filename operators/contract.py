@@ -40,6 +40,7 @@ from operators.limits import (
     INT64_MIN,
     MAX_MAGNITUDE,
     MAX_MAGNITUDE_TEXT,
+    MAX_TEXT,
     RESERVED_DIM_VALUES,
     reserved_reason,
 )
@@ -123,12 +124,16 @@ Rating = (
     Annotated[StrictInt, Field(ge=1, le=5)] | Annotated[StrictFloat, Field(ge=1, le=5), _FLOAT_ONLY]
 )
 # Labels and predictions: compared and stored, never summed.
-Scalar = StrictStr | Annotated[StrictInt, Field(ge=INT64_MIN, le=INT64_MAX)] | Float
+Scalar = (
+    Annotated[StrictStr, Field(max_length=MAX_TEXT)]
+    | Annotated[StrictInt, Field(ge=INT64_MIN, le=INT64_MAX)]
+    | Float
+)
 Attributes = dict[
     Annotated[StrictStr, Field(max_length=256)], Annotated[StrictStr, Field(max_length=4096)]
 ]
 
-_EVENT_CONFIG = ConfigDict(extra="allow", allow_inf_nan=False, str_max_length=65_536)
+_EVENT_CONFIG = ConfigDict(extra="allow", allow_inf_nan=False, str_max_length=MAX_TEXT)
 _STRICT_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 

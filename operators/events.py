@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 import msgspec
 from msgspec import Meta
 
-from operators.limits import INT64_MAX, INT64_MIN, MAX_MAGNITUDE, RESERVED_DIM_VALUES
+from operators.limits import INT64_MAX, INT64_MIN, MAX_MAGNITUDE, MAX_TEXT, RESERVED_DIM_VALUES
 
 Id = Annotated[str, Meta(min_length=1, max_length=128)]
 Name = Annotated[str, Meta(min_length=1, max_length=256)]
@@ -37,7 +37,8 @@ AttributeValue = Annotated[str, Meta(max_length=4096)]
 # msgspec puts range constraints on one numeric type, so a bounded number is a union;
 # ints stay ints, as in the contract. JSON has no NaN or Infinity: floats are finite.
 Int64 = Annotated[int, Meta(ge=INT64_MIN, le=INT64_MAX)]
-Scalar = str | Int64 | float  # labels and predictions: compared and stored, never summed
+Text = Annotated[str, Meta(max_length=MAX_TEXT)]
+Scalar = Text | Int64 | float  # labels and predictions: compared and stored, never summed
 Magnitude = (
     Annotated[int, Meta(ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE)]
     | Annotated[float, Meta(ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE)]

@@ -24,6 +24,7 @@ from operators.cells import ALL, BASE_DIMS, UNKNOWN
 MAX_MAGNITUDE = 1_000_000_000  # |reward|, |report amount|, dwell seconds, latency_ms
 MAX_MAGNITUDE_TEXT = "1e9"  # as the contract's docs and reasons write it
 assert float(MAX_MAGNITUDE_TEXT) == MAX_MAGNITUDE
+MAX_TEXT = 65_536  # characters of any other string (a label, a prediction)
 INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
 RESERVED_DIM_VALUES = frozenset((ALL, UNKNOWN))

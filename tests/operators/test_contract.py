@@ -296,3 +296,15 @@ def test_the_partition_stage_dead_letters_reserved_values_of_its_extra_dims() ->
     (dead,) = [o for o in out if isinstance(o, TableRows) and o.table == "dead_letters"]
     assert dead.columns["offset"] == [1, 2]
     assert [r.split(":")[0] for r in dead.columns["reason"]] == ["inference.attributes.region"] * 2
+
+
+@pytest.mark.parametrize(("length", "ok"), [(65_536, True), (65_537, False)])
+def test_label_and_prediction_strings_have_one_limit_on_both_paths(length: int, ok: bool) -> None:
+    decoder = BatchDecoder(max_event_bytes=1 << 20, min_ts=0, max_ts=1 << 62)
+    lines = [{**FEEDBACK, "kind": "label", "value": "x" * length},
+             {**INFERENCE, "prediction": "y" * length}]  # fmt: skip
+    out = decoder.decode("t", 0, [json.dumps(o).encode() for o in lines], [0, 1])
+    assert len(out.events) == (2 if ok else 0)
+    assert [d.reason.split(":")[0] for d in out.dead_letters] == (
+        [] if ok else ["feedback.value", "inference.prediction"]
+    )
