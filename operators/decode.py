@@ -4,8 +4,10 @@ Fast path: msgspec decodes each line straight into the event Structs of
 :mod:`operators.events` (C speed, no intermediate dict). Lines it rejects — unknown
 fields, or anything invalid — go together through one pydantic ``TypeAdapter`` call over
 the contract (:mod:`operators.contract`), which keeps unknown fields in `attributes` and
-writes the reason of each dead letter. Invalid lines never raise: they become
-:class:`~operators.batches.DeadLetter` with the reason and the source position.
+finds what is wrong with the rest (worded by :mod:`operators.reasons`). Configured extra
+dims, which the contract cannot name, are checked for reserved values here. Invalid lines
+never raise: they become :class:`~operators.batches.DeadLetter` with the reason and the
+source position.
 """
 
 from __future__ import annotations
