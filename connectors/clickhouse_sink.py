@@ -7,8 +7,13 @@
   snapshot is committed — blocks until everything buffered is written. A committed
   snapshot therefore never points past rows that were lost in a crash; rows written
   after it are rewritten on replay under the same keys (see the migrations).
-* Backpressure: while `max_pending_rows` wait, ``write_batch`` blocks, so an outage
-  slows the flow down instead of dropping rows or growing memory without bound.
+* Backpressure: while `max_pending_rows` are unwritten (buffered or being inserted),
+  ``write_batch`` blocks, after each :class:`TableRows` it hands over: an outage slows
+  the flow down instead of dropping rows or growing memory without bound, and a large
+  batch (every window's final rows at the end of a bounded run) is not buffered whole
+  before the bound applies. The writer converts and inserts one block at a time and lets
+  go of each block's rows once written, so it holds one block's Arrow copy, not a
+  table's.
 * Failed inserts are retried with exponential backoff (tenacity) for as long as the
   failure looks transient (connection refused, timeouts, overload). Any other error (a
   schema mismatch) ends the process with exit code 3 and the cause in the log: raising
@@ -22,7 +27,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -80,17 +86,23 @@ class _Writer:
     # ---- called from the dataflow worker -----------------------------------------------
 
     def add(self, batch: list[TableRows]) -> None:
+        """Hand rows over; after each slice, wait while `max_pending_rows` are unwritten."""
         with self._cond:
-            self._raise_if_failed()
             for rows in batch:
+                self._raise_if_failed()
                 n = len(rows)
-                if n:
-                    self._buffers.setdefault(rows.table, []).append(rows)
-                    self._pending += n
-            self._cond.notify_all()
-            while self._pending >= self.max_pending_rows and self._error is None:
-                self._cond.wait(1.0)
+                if not n:
+                    continue
+                self._buffers.setdefault(rows.table, []).append(rows)
+                self._pending += n
+                self._cond.notify_all()
+                while self._unwritten >= self.max_pending_rows and self._error is None:
+                    self._cond.wait(1.0)
             self._raise_if_failed()
+
+    @property
+    def _unwritten(self) -> int:
+        return self._pending + self._in_flight
 
     def flush(self) -> None:
         """Block until every row handed over so far is written."""
@@ -142,7 +154,16 @@ class _Writer:
             last = time.monotonic()
             try:
                 for table, chunks in due:
-                    self._write(table, chunks)
+                    queue = deque(chunks)
+                    chunks.clear()  # the queue lets go of each chunk once it is taken
+                    for block in _blocks(queue, self.block_rows):
+                        written = sum(len(c) for c in block)
+                        self._write(table, block)
+                        del block  # written: its rows may go
+                        with self._cond:
+                            self._in_flight -= written
+                            in_flight -= written
+                            self._cond.notify_all()
             except BaseException as exc:  # not transient
                 self._fail(exc)
                 return
@@ -172,38 +193,35 @@ class _Writer:
             sum(len(c) for c in chunks) >= self.block_rows for chunks in self._buffers.values()
         )
 
-    def _write(self, table: str, chunks: list[TableRows]) -> None:
+    def _write(self, table: str, block: list[TableRows]) -> None:
         retrying = retrying_while_transient(self.retry_backoff_max, self._log_retry)
         for attempt in retrying:
             with attempt:
-                self._insert(table, chunks)
+                self._insert(table, block)
         if self._failing_since is not None:
             log.warning(
                 "ClickHouse writes resumed after %.1f s", time.monotonic() - self._failing_since
             )
             self._failing_since = None
 
-    def _insert(self, table: str, chunks: list[TableRows]) -> None:
+    def _insert(self, table: str, block: list[TableRows]) -> None:
+        """One INSERT of one block (at most `block_rows` rows)."""
         if self._client is None:
             self._client = (self._client_factory or connect)(self.target)
         schema = self._schemas.get(table)
         if schema is None:
             schema = self._schemas[table] = describe(self._client, self.target.database, table)
         # Batches carry their own dictionaries (Categorical columns); one block needs one.
-        arrow = pa.concat_tables([to_arrow(c.columns, schema) for c in chunks]).unify_dictionaries()
-        for start in range(0, arrow.num_rows, self.block_rows):
-            block = arrow.slice(start, self.block_rows)
-            try:
-                self._client.insert_arrow(
-                    f"{self.target.database}.{table}", block, settings=INSERT_SETTINGS
-                )
-            except BaseException:
-                if not self.target.embedded:
-                    self._client = None  # reconnect on the next attempt
-                raise
-            self.stats.rows_written += block.num_rows
-        # A retry after a partial failure rewrites earlier blocks: harmless, the tables
-        # are keyed (ReplacingMergeTree).
+        arrow = pa.concat_tables([to_arrow(c.columns, schema) for c in block]).unify_dictionaries()
+        try:
+            self._client.insert_arrow(
+                f"{self.target.database}.{table}", arrow, settings=INSERT_SETTINGS
+            )
+        except BaseException:
+            if not self.target.embedded:
+                self._client = None  # reconnect on the next attempt
+            raise
+        self.stats.rows_written += arrow.num_rows
 
     def _log_retry(self, state: RetryCallState) -> None:
         if self._failing_since is None:
@@ -216,6 +234,25 @@ class _Writer:
             exc,
             delay,
         )
+
+
+def _blocks(chunks: deque[TableRows], size: int) -> Iterator[list[TableRows]]:
+    """Consecutive blocks of at most `size` rows, slicing a chunk that crosses a block's
+    end. Chunks leave the deque as they are taken, so written rows are not kept."""
+    block: list[TableRows] = []
+    room = size
+    while chunks:
+        rows = chunks.popleft()
+        if len(rows) > room:
+            chunks.appendleft(rows.slice(room, len(rows)))
+            rows = rows.slice(0, room)
+        block.append(rows)
+        room -= len(rows)
+        if room == 0:
+            yield block
+            block, room = [], size
+    if block:
+        yield block
 
 
 class ClickHouseSinkPartition(StatefulSinkPartition[TableRows, None]):

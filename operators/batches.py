@@ -69,3 +69,13 @@ class TableRows:
         for values in self.columns.values():
             return len(values)
         return 0
+
+    def slice(self, start: int, stop: int) -> TableRows:
+        """Rows [start, stop): numpy columns as views, lists copied (references only)."""
+        columns: dict[str, Any] = {}
+        for name, values in self.columns.items():
+            if isinstance(values, Categorical):
+                columns[name] = Categorical(values.codes[start:stop], values.categories)
+            else:
+                columns[name] = values[start:stop]
+        return TableRows(self.table, columns)
