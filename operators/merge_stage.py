@@ -18,6 +18,15 @@ when one emission takes longer than its share of the interval, the next waits (t
 interval stretches, never shrinks), so a flow catching up, or one with a very large cube,
 keeps ingesting instead of spending its time on rows that will soon be replaced. Final
 rows never wait.
+
+Final rows go out in bounded slices: one window at a time (its rollups, then its rows,
+before the next window's), oldest end first, and at most `final_rows_per_call` rows per
+call. When more windows are final than that (the end of a bounded run closes every open
+window, ~1.3M rows on the bench log; a quiet partition's watermark jump closes many), the
+rest stay in state, still final by the same rule, and the next call (asked for at once)
+emits the next slice after the sink has taken the previous one. A snapshot between two
+slices holds the windows not yet emitted; a resume emits them. Only `on_eof` (Bytewax
+calls nothing after it) emits all that remain, still one window per slice.
 """
 
 from __future__ import annotations
@@ -89,6 +98,8 @@ class MergeConfig:
     snapshots: bool = True
     # At most this share of processing time goes to early rows (see the module docstring).
     early_emit_budget: float = 0.25
+    # Final rows per call, in whole windows (at least one): the rest wait for the next call.
+    final_rows_per_call: int = 200_000
 
 
 log = logging.getLogger("pulse.merge")
@@ -104,6 +115,9 @@ Emitted = tuple[SpecState, int, np.ndarray | None]  # (spec, window start, cells
 
 class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
     """Sums partials per pane and cell, decides finality, emits `metrics` rows."""
+
+    # Final windows left for the next call (not state: a resume finds them final again).
+    _finals_waiting = False
 
     def __init__(
         self,
@@ -179,16 +193,21 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         return [], StatefulLogic.RETAIN
 
     def on_notify(self) -> tuple[list[TableRows], bool]:
-        out = self._emit()
-        self.next_tick = self._now() + self.config.emit_interval
+        # Called early for final windows that waited: their slice only, no early rows.
+        tick = self._now() >= self.next_tick
+        out = self._emit(early=tick)
+        if tick:
+            self.next_tick = self._now() + self.config.emit_interval
         return out, StatefulLogic.RETAIN
 
     def on_eof(self) -> tuple[list[TableRows], bool]:
-        """End of this execution: a bounded run has ended every partition; flush the rest."""
-        return self._emit(), StatefulLogic.RETAIN
+        """End of this execution: a bounded run has ended every partition; flush the rest
+        (no call follows: every final window now, one window per slice)."""
+        return self._emit(final_rows=math.inf), StatefulLogic.RETAIN
 
     def notify_at(self) -> datetime:
-        return datetime.fromtimestamp(self.next_tick / 1000.0, tz=UTC)
+        at = self._now() if self._finals_waiting else self.next_tick
+        return datetime.fromtimestamp(at / 1000.0, tz=UTC)
 
     def snapshot(self) -> bytes | None:  # type: ignore[override]
         if not self.config.snapshots:
@@ -235,14 +254,15 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
                         continue
                     state.extra(start).add(family, group_keys, group_values, touched)
 
-    def _emit(self) -> list[TableRows]:
-        """Final rows for windows the watermark has passed, early rows for changed ones
-        (unless the early-row budget defers them: then their changed cells wait)."""
+    def _emit(self, final_rows: float | None = None, early: bool = True) -> list[TableRows]:
+        """Final rows for windows the watermark has passed (up to `final_rows`, default
+        `final_rows_per_call`), early rows for changed ones (unless the early-row budget
+        defers them: then their changed cells wait; `early` False: finals only)."""
         watermark = self.watermark
         lateness = self.config.allowed_lateness
-        early_due = self.config.early_rows and self._now() >= self._early_not_before
+        early_due = early and self.config.early_rows and self._now() >= self._early_not_before
         finals: list[Emitted] = []
-        early: list[Emitted] = []
+        early_rows: list[Emitted] = []
         for state in self.specs:
             length = state.layout.spec.length
             for start in sorted(state.window_starts()):
@@ -254,28 +274,46 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
                 elif early_due:
                     cells = state.touched(start)
                     if cells is not None:
-                        early.append((state, start, cells))
-        out: list[TableRows] = []
-        if finals:
-            self.stats.windows_final += len(finals)
-            out.extend(self._tables(finals, final=True, version=FINAL_VERSION))
-        if early:
+                        early_rows.append((state, start, cells))
+        limit = self.config.final_rows_per_call if final_rows is None else final_rows
+        out = self._final_slices(finals, limit)
+        if early_rows:
             started = self._now()
-            out.extend(self._tables(early, final=False, version=int(started)))
-            self._pace_early_rows(len(early), started, self._now())
+            out.extend(self._tables(early_rows, final=False, version=int(started)))
+            self._pace_early_rows(len(early_rows), started, self._now())
         if early_due or not self.config.early_rows:
             for state in self.specs:
                 state.clear_touched()
-        else:
+        elif early:
             self.stats.early_deferred += 1
-        for state, start, _ in finals:
-            state.final_before = max(state.final_before, start + state.layout.spec.length)
         for state in self.specs:
             state.evict_final()
         for rows in out:
             if rows.table == "metrics":
                 self.stats.metric_rows += len(rows)
         return [rows for rows in out if len(rows)]
+
+    def _final_slices(self, finals: list[Emitted], limit: float) -> list[TableRows]:
+        """Final rows of the given final windows, oldest end first, one window per slice,
+        until `limit` rows (at least one window). The windows left wait for the next call
+        (still in state; their cached rollups dropped: the early rows' fresh deltas that
+        kept them current are cleared below)."""
+        finals.sort(key=lambda f: f[1] + f[0].layout.spec.length)  # stable: per spec in order
+        out: list[TableRows] = []
+        rows = 0
+        for done, (state, start, _) in enumerate(finals):
+            if rows >= limit:
+                for waiting, waiting_start, _ in finals[done:]:
+                    waiting.rolled.pop(waiting_start, None)
+                self._finals_waiting = True
+                return out
+            tables = self._tables([(state, start, None)], final=True, version=FINAL_VERSION)
+            rows += sum(len(t) for t in tables)
+            out.extend(tables)
+            self.stats.windows_final += 1
+            state.final_before = max(state.final_before, start + state.layout.spec.length)
+        self._finals_waiting = False
+        return out
 
     def _pace_early_rows(self, windows: int, started: float, ended: float) -> None:
         """Keep early rows within their budget: after an emission that took `took`, the
