@@ -62,15 +62,21 @@ def _execute(client: Any, sql: str, parameters: dict[str, Any] | None) -> QueryR
     return QueryResult(list(result.column_names), [list(row) for row in result.result_rows])
 
 
-def owned(target: Target) -> AbstractContextManager[None]:
+def owned(target: Target, querying: bool = False) -> AbstractContextManager[None]:
     """Hold an embedded store for this process, before chDB opens it (chDB lets one process
     open a directory, and its own refusal names no one): a second run is told which pid
-    holds it. `pulse query` takes no lock: it asks the holder."""
+    holds it. `pulse query` asks the holder; it takes the lock only to open the directory
+    itself, when no process serves it."""
     path = target.chdb_path
     if path is None:
         return nullcontext()
 
     def busy(holder: str) -> ClickHouseError:
+        if querying:
+            return ClickHouseError(
+                f"the ClickHouse store {path} is held by pid {holder}, which does not serve "
+                "queries (yet: a run serves them once it has started); try again in a moment"
+            )
         return ClickHouseError(
             f"the ClickHouse store {path} is in use by another run (pid {holder}); stop that "
             "run first, or give this one its own PULSE_HOME (`pulse query` works meanwhile: "
@@ -188,8 +194,9 @@ def run_query(target: Target, sql: str, parameters: dict[str, Any] | None = None
                 if response.status_code != 200:
                     raise QueryError(body.get("error", response.text))
                 return QueryResult(body["columns"], body["rows"])
-    client = connect(target)
-    try:
-        return _execute(client, sql, parameters)
-    finally:
-        client.close()
+    with owned(target, querying=True):
+        client = connect(target)
+        try:
+            return _execute(client, sql, parameters)
+        finally:
+            client.close()
