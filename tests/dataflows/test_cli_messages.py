@@ -44,6 +44,30 @@ def filled_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home
 
 
+# ---- first five minutes ----------------------------------------------------------------
+
+
+def test_the_demo_banner_prints_a_query_command_that_works_and_when_windows_turn_final(
+    home: Path,
+) -> None:
+    """After `make run`, `pulse` is not on PATH: the banner names `.venv/bin/pulse`."""
+    script = Path(sys.executable).parent / "pulse"
+    env = pulse_env(home)
+    env["PATH"] = os.pathsep.join(
+        p for p in env.get("PATH", "").split(os.pathsep) if Path(p) != script.parent
+    )
+    result = subprocess.run(
+        [str(script), "up", "--duration", "2", "--no-recovery"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    command = os.path.relpath(script, ROOT)
+    assert f"Try `{command} query --metric" in result.stdout, result.stdout
+    # 1m windows + 10s out-of-orderness + 30s join wait (the defaults)
+    assert "first within 1m40s" in result.stdout
+    assert "join.wait 30s" in result.stdout
+
+
 # ---- settings --------------------------------------------------------------------------
 
 
