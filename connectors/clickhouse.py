@@ -26,6 +26,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_never, wait_exponential
 
+from connectors.redact import mask_dsn
 from operators.batches import Categorical
 from operators.errors import PulseError
 
@@ -95,7 +96,7 @@ def connect(target: Target) -> Client:
         path.mkdir(parents=True, exist_ok=True)
     elif target.embedded:
         raise ClickHouseError(
-            f"an embedded DSN needs an absolute path: chdb:///abs/path, got {target.dsn}"
+            f"an embedded DSN needs an absolute path: chdb:///abs/path, got {mask_dsn(target.dsn)}"
         )
     parsed = urlparse(target.dsn)
     try:
