@@ -13,7 +13,8 @@ for epochs it never committed (:meth:`RecoveryStore.discard_uncommitted`). Bytew
 keeps them: a later execution overwrites only the keys it touches in those epochs, and a
 key it leaves alone there (a step woken only by some items) would resume, one crash
 later, from the dead execution's state rather than its own — counting that stretch of
-input twice. And `pulse run` holds the store exclusively (:meth:`RecoveryStore.exclusive`).
+input twice. And a run (`pulse run` or Bytewax's runner) holds the store exclusively
+(:meth:`RecoveryStore.exclusive`).
 """
 
 from __future__ import annotations
