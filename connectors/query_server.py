@@ -78,9 +78,9 @@ def owned(target: Target, querying: bool = False) -> AbstractContextManager[None
                 "queries (yet: a run serves them once it has started); try again in a moment"
             )
         return ClickHouseError(
-            f"the ClickHouse store {path} is in use by another run (pid {holder}); stop that "
-            "run first, or give this one its own PULSE_HOME (`pulse query` works meanwhile: "
-            "it asks the running process)"
+            f"the ClickHouse store {path} is in use by another process (pid {holder}, a run "
+            "or a command opening it); stop that run first, or give this one its own "
+            "PULSE_HOME (`pulse query` works meanwhile: it asks the running process)"
         )
 
     return held_exclusively(path.with_name(path.name + ".lock"), busy)
