@@ -20,8 +20,24 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
+from config.rules import (
+    RULE_TYPES,
+    AlertingSettings,
+    NotifyTarget,
+    Rule,
+    rule_label,
+    rules_problems,
+)
 from operators.errors import PulseError
 
 DEFAULTS_FILE = Path(__file__).with_name("pulse.yaml")
@@ -35,6 +51,15 @@ _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 class SettingsError(PulseError):
     """A setting is missing, malformed or out of range; the message names it."""
+
+
+class _Inconsistent(Exception):
+    """Settings that are each valid but name each other wrongly (config.rules); carries
+    (location, problem) pairs for `_validate` to word like field errors."""
+
+    def __init__(self, problems: list[tuple[tuple[str | int, ...], str]]) -> None:
+        super().__init__(problems)
+        self.problems = problems
 
 
 def parse_duration_ms(value: Any) -> int:
@@ -226,6 +251,13 @@ class Settings(Section):
     windows: list[WindowSettings] = Field(default_factory=list)
     aggregation: AggregationSettings = Field(default_factory=AggregationSettings)
     run: RunSettings = Field(default_factory=RunSettings)
+    # Rules and alerts (config.rules); `rules_file` may hold `rules`, `notify`, `alerting`.
+    rules_file: Path | None = None
+    notify: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")], NotifyTarget] = Field(
+        default_factory=dict
+    )
+    rules: list[Rule] = Field(default_factory=list)
+    alerting: AlertingSettings = Field(default_factory=AlertingSettings)
 
     @model_validator(mode="after")
     def _windows_named_once(self) -> Settings:
@@ -234,6 +266,14 @@ class Settings(Section):
             raise ValueError("window names must be unique")
         if not any(w.kind != "session" for w in self.windows):
             raise ValueError("at least one tumbling or sliding window is needed")
+        return self
+
+    @model_validator(mode="after")
+    def _rules_consistent(self, info: ValidationInfo) -> Settings:
+        environ = (info.context or {}).get("environ", os.environ)
+        problems = rules_problems(self, environ)
+        if problems:
+            raise _Inconsistent(problems)
         return self
 
     @property
@@ -265,7 +305,7 @@ def env_names() -> dict[str, tuple[str, ...]]:
     names: dict[str, tuple[str, ...]] = {}
     for name, field in Settings.model_fields.items():
         annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, Section):
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             for sub in annotation.model_fields:
                 names[f"{ENV_PREFIX}{name}_{sub}".upper()] = (name, sub)
         else:
@@ -294,20 +334,43 @@ def _env_value(raw: str) -> Any:
     return raw
 
 
+def _where(loc: tuple[str | int, ...], data: Mapping[str, Any]) -> str:
+    """A field's path as the errors name it: ``join.wait``, ``rules[1] (accuracy-floor).for``
+    (a rule by index and name, without the `type` pydantic puts in the path)."""
+    rules = data.get("rules")
+    if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int) and isinstance(rules, list):
+        rest = list(loc[2:])
+        rule = rules[loc[1]] if loc[1] < len(rules) else None
+        if (
+            rest
+            and rest[0] in RULE_TYPES
+            and isinstance(rule, Mapping)
+            and rule.get("type") == rest[0]
+        ):
+            rest = rest[1:]
+        return ".".join([rule_label(loc[1], rules), *(str(p) for p in rest)])
+    return ".".join(str(p) for p in loc) or "settings"
+
+
 def _validate(
-    data: Mapping[str, Any], sources: Mapping[tuple[str, ...], str] | None = None
+    data: Mapping[str, Any],
+    sources: Mapping[tuple[str, ...], str] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Settings:
+    context = {"environ": os.environ if environ is None else environ}
     try:
-        return Settings.model_validate(data)
+        return Settings.model_validate(data, context=context)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            path = tuple(str(p) for p in err["loc"])
-            where = ".".join(path) or "settings"
-            origin = (sources or {}).get(path[:2]) or (sources or {}).get(path[:1])
-            suffix = f" (from {origin})" if origin else ""
-            problems.append(f"invalid setting {where}{suffix}: {err['msg']}")
-        raise SettingsError("; ".join(problems)) from None
+        located = [(tuple(err["loc"]), err["msg"]) for err in exc.errors()]
+    except _Inconsistent as exc:
+        located = list(exc.problems)
+    problems = []
+    for loc, msg in located:
+        path = tuple(str(p) for p in loc)
+        origin = (sources or {}).get(path[:2]) or (sources or {}).get(path[:1])
+        suffix = f" (from {origin})" if origin else ""
+        problems.append(f"invalid setting {_where(loc, data)}{suffix}: {msg}")
+    raise SettingsError("; ".join(problems)) from None
 
 
 def _read_yaml(path: Path) -> Any:
@@ -362,4 +425,36 @@ def load_settings(
             section = data.get(path_[0])
             data[path_[0]] = {**(section if isinstance(section, dict) else {}), path_[1]: value}
         sources[path_] = var
-    return _validate(data, sources)
+    if data.get("rules_file"):
+        data = _with_rules_file(data, Path(data["rules_file"]))
+    return _validate(data, sources, env)
+
+
+RULES_FILE_KEYS = ("rules", "notify", "alerting")
+
+
+def _with_rules_file(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """`rules`, `notify` and `alerting` read from `rules_file` (relative to the current
+    directory); `rules` or `notify` set in both places is an error, not an override."""
+    if not path.is_file():
+        raise SettingsError(f"invalid setting rules_file: {path} does not exist")
+    content = _read_yaml(path) or {}
+    if not isinstance(content, Mapping):
+        raise SettingsError(f"rules file {path} must hold a mapping")
+    unknown = sorted(set(content) - set(RULES_FILE_KEYS))
+    if unknown:
+        raise SettingsError(
+            f"rules file {path}: unknown key(s) {', '.join(map(str, unknown))}; it holds "
+            f"{', '.join(RULES_FILE_KEYS)}"
+        )
+    merged = dict(data)
+    for key, value in content.items():
+        if key != "alerting" and data.get(key):
+            raise SettingsError(
+                f"invalid setting {key}: set in the config and in rules file {path}; keep one"
+            )
+        base = data.get(key)
+        if key == "alerting" and isinstance(base, dict) and isinstance(value, Mapping):
+            value = _deep_merge(base, value)
+        merged[key] = value
+    return merged
