@@ -260,13 +260,14 @@ class CanaryTest:
         `not_worse`. Sides must have at least 2 observations."""
         n_c = np.asarray(canary_n, dtype=np.float64)
         n_b = np.asarray(baseline_n, dtype=np.float64)
-        mean_c, var_c = self._moments(n_c, canary_total, canary_squares)
-        mean_b, var_b = self._moments(n_b, baseline_total, baseline_squares)
-        f = self.factor
-        estimate = self.sign * (mean_c - f * mean_b) - self.absolute_margin
-        std_error = np.sqrt(var_c / n_c + f * f * var_b / n_b)
-        t = n_c + n_b
+        # A simulation's early looks have sides below 2 (nan here); `worse` ignores them.
         with np.errstate(divide="ignore", invalid="ignore"):
+            mean_c, var_c = self._moments(n_c, canary_total, canary_squares)
+            mean_b, var_b = self._moments(n_b, baseline_total, baseline_squares)
+            f = self.factor
+            estimate = self.sign * (mean_c - f * mean_b) - self.absolute_margin
+            std_error = np.sqrt(var_c / n_c + f * f * var_b / n_b)
+            t = n_c + n_b
             s = np.where(std_error > 0.0, estimate / std_error, 0.0) * np.sqrt(t)
         return estimate, std_error, log_e_value(s, t, self.rho), log_e_value(-s, t, self.rho)
 
