@@ -47,7 +47,9 @@ class Transition:
 
     rule: str
     fingerprint: str  # stable id of rule + dims (the same alert across episodes)
-    episode: int  # counts the alert's pending→…→resolved episodes, from 1
+    # One pending→…→resolved episode of the alert: the event time it began (lifecycle.py),
+    # so ids stay unique after a resolved alert's state is forgotten.
+    episode: int
     state: AlertState
     previous: AlertState
     severity: Severity
@@ -63,11 +65,15 @@ class Transition:
     reason: str  # for a person: what was seen against what
     targets: tuple[str, ...] = ()  # names in `notify`
     action: str | None = None  # e.g. "rollback": asked for once per episode, when firing
+    # Tells apart transitions of one state within an episode: a repeat notification while
+    # firing, a new spell of inconclusive results (their event time); 0 for the first.
+    sequence: int = 0
 
     @property
     def idempotency_key(self) -> str:
         """The same for a transition however often it is replayed or re-sent."""
-        return f"{self.fingerprint}:{self.episode}:{self.state.value}"
+        key = f"{self.fingerprint}:{self.episode}:{self.state.value}"
+        return f"{key}:{self.sequence}" if self.sequence else key
 
 
 @dataclass(frozen=True, slots=True)
