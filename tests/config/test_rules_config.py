@@ -12,6 +12,7 @@ import pytest
 from config.rules import CanaryRule, DriftRule, RatioRule, SpikeRule, ThresholdRule
 from config.settings import SettingsError, load_settings
 from operators.rules.alerts import Severity
+from operators.rules.selectors import selects_cell
 from tests.conftest import ROOT
 
 EXAMPLE = ROOT / "config" / "rules.example.yaml"
@@ -286,3 +287,22 @@ def test_the_defaults_have_no_rules_and_the_documented_alerting_defaults() -> No
         30_000, 4 * 3_600_000, 0, Severity.WARNING,
     )  # fmt: skip
     assert load_settings(environ={"PULSE_ALERTING_GROUP_WAIT": "1m"}).alerting.group_wait == 60_000
+
+
+def test_selectors_read_cells_like_query_by() -> None:
+    """`"*"` on a rollup dim: each value, not its rollup row; a rollup dim left out: its
+    rollup row; kept dims left out: every value."""
+    where = {"model_version": "*", "segment": "*", "endpoint": "*"}  # the accuracy-floor
+    cell = {"tenant": "t", "model_id": "m", "deployment": "primary", "model_version": "v1",
+            "segment": "eu", "endpoint": "e"}  # fmt: skip
+    assert selects_cell(where, cell)
+    assert not selects_cell(where, {**cell, "segment": "*"})  # a rollup row
+    assert not selects_cell({}, cell) and selects_cell(
+        {}, {**cell, "model_version": "*", "segment": "*", "endpoint": "*"}
+    )
+    per_segment = {"segment": ["eu", "us"], "deployment": "canary"}
+    rolled = {**cell, "model_version": "*", "endpoint": "*", "deployment": "canary"}
+    assert selects_cell(per_segment, rolled)
+    assert not selects_cell(per_segment, {**rolled, "segment": "asia"})
+    assert not selects_cell(per_segment, {**rolled, "deployment": "primary"})
+    assert not selects_cell({"region": "eu"}, rolled)  # an extra dim the cell lacks
