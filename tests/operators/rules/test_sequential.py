@@ -238,7 +238,7 @@ def test_a_15pct_rise_of_thumbs_down_at_10pct_is_detected_and_its_cost(alpha, sh
             f"\n15% rise at 10% base, alpha={alpha}, canary share {share:.0%}: fixed-horizon "
             f"z-test (80% power) needs {fixed:,.0f} events; the anytime test stops at median "
             f"{median:,.0f}, 80th percentile {p80:,.0f}, mean {mean:,.0f} over the "
-            f"{caught.mean():.1%} caught within {5 * fixed:,.0f} ({detected:.1%} within "
+            f"{caught.mean():.1%} caught in the run (~{5 * fixed:,.0f}) ({detected:.1%} within "
             f"{budget:,.0f})"
         )
     assert detected >= 0.8
