@@ -225,7 +225,7 @@ class CanaryTest:
             p_value=min(1.0, math.exp(-log_e)),
             reason=(
                 f"canary {value:.4g} (n={n_c}) vs baseline {base_value:.4g} (n={n_b}), "
-                f"worse {self.direction.value} than {threshold:.4g}: {outcome.value} "
+                f"worse if {self.direction.value} than {threshold:.4g}: {outcome.value} "
                 f"(excess {d_hat:+.4g}, {1 - self.alpha:.0%} anytime bounds "
                 f"[{lower:+.4g}, {upper:+.4g}])"
             ),

@@ -280,7 +280,8 @@ def test_a_worse_verdict_carries_what_a_transition_needs():
     assert verdict.baseline_value == pytest.approx(0.10)
     assert verdict.threshold == pytest.approx(0.11)
     assert verdict.estimate == pytest.approx(0.04)
-    assert verdict.lower is not None and 0 < verdict.lower < 0.04 < verdict.upper  # type: ignore[operator]
+    assert verdict.lower is not None and verdict.upper is not None
+    assert 0 < verdict.lower < 0.04 < verdict.upper
     assert verdict.p_value is not None and verdict.p_value < 0.01
     assert (verdict.canary_samples, verdict.baseline_samples) == (20_000, 20_000)
     assert "canary 0.15 (n=20000) vs baseline 0.1 (n=20000)" in verdict.reason
