@@ -9,7 +9,7 @@ implementations of the two classic tests, rather than hand-written ones.
   metric's own units: the defaults here (delta 0.01, λ 0.3, 10 points before a change
   can be reported) suit a rate in [0, 1] (accuracy, error or thumbs-down rate) whose
   per-window noise is about 0.02. Seeded simulation (the tests): no detection in 100
-  stationary series of 500 windows; a step of −0.05 is detected after ~8 windows (≤ 12).
+  stationary series of 500 windows; a step of −0.05 is detected after ~8 windows (≤ 13).
   For another scale set delta ≈ half the per-window noise and λ ≈ 15 × the noise.
   river's own defaults (delta 0.005, λ 50) are for raw-valued streams.
 * **ADWIN**: keeps a variable-length window of recent points and reports a change when
