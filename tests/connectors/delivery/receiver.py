@@ -46,6 +46,7 @@ class Receiver:
     def __init__(self, secret: str | None = SECRET) -> None:
         self.secret = secret
         self.script: deque[Answer] = deque()
+        self.script_for: dict[str, deque[Answer]] = {}  # by idempotency key, first
         self.requests: list[Received] = []
         self.accepted: Counter[str] = Counter()  # idempotency key -> 2xx answers it got
         self.duplicates: Counter[str] = Counter()  # re-sent after being accepted (deduped)
@@ -61,6 +62,11 @@ class Receiver:
     def answer(self, *answers: Answer) -> None:
         with self.lock:
             self.script.extend(answers)
+
+    def answer_for(self, key: str, *answers: Answer) -> None:
+        """Answers for requests under one idempotency key only (before `script`)."""
+        with self.lock:
+            self.script_for.setdefault(key, deque()).extend(answers)
 
     def start(self) -> Receiver:
         receiver = self
@@ -104,6 +110,9 @@ class Receiver:
                     self.bad_signatures += 1
                 return Answer(401, body=str(exc).encode())
         with self.lock:
+            own = self.script_for.get(headers.get("idempotency-key", ""))
+            if own:
+                return own.popleft()
             if self.script:
                 return self.script.popleft()
         return Answer(200)

@@ -170,13 +170,15 @@ def test_pagerduty_gets_trigger_then_resolve_for_the_same_dedup_key_and_skips_pe
     receiver: Receiver,
 ) -> None:
     receiver.secret = None
-    receiver.answer(Answer(500))  # the trigger is retried; the resolve must still follow it
+    firing = transition(AlertState.FIRING)
+    # The trigger is retried (twice, the second wait 0.3 s); the resolve must still follow it.
+    receiver.answer_for(firing.idempotency_key, Answer(500), Answer(503, {"Retry-After": "0.3"}))
     outcomes = Outcomes()
     pd = target(receiver.url, DeliveryFormat.PAGERDUTY)
     part = _partition({"ops": pd}, outcomes)
     pending = transition(AlertState.PENDING)
     part.write_batch([notification(pending)])
-    part.write_batch([notification(transition(AlertState.FIRING))])
+    part.write_batch([notification(firing)])
     part.write_batch([notification(transition(AlertState.RESOLVED))])
     part.close()
     events = receiver.bodies()
