@@ -206,7 +206,8 @@ class Loop:
         policies = [
             Policy("accuracy-floor", "1m", for_ms=M, keep_firing_for_ms=M,
                    repeat_interval_ms=20 * M, targets=("ops", "pager")),
-            Policy("canary-thumbs-down", "1m", targets=("ops",), action="rollback"),
+            Policy("canary-thumbs-down", "1m", keep_firing_for_ms=5 * M, targets=("ops",),
+                   action="rollback"),
         ]  # fmt: skip
         self.life = Lifecycle(policies, resolved_retention_ms=5 * M)
         inhibit = Inhibition(frozenset(), frozenset({"canary"}), frozenset(),
@@ -243,9 +244,10 @@ def test_a_replay_gives_the_same_transitions_and_a_pickled_state_resumes_exactly
     assert (AlertState.FIRING, AlertState.FIRING) in kinds  # repeats happened
     assert any(isinstance(n, Notification) and len(n.transitions) > 1 for n in uninterrupted)
 
-    half = len(evaluations) // 2
-    loop = Loop()
+    # Resume where every part has state: open alerts, a firing canary, an open group.
+    loop, half = Loop(), 1021
     resumed = run(loop, evaluations[:half])
+    assert loop.life.alerts and any(loop.muting.inhibitor.firing.values()) and loop.grouper.groups
     # A snapshot is the plain state of each part; a new process builds the parts from the
     # settings and hands the state back.
     snapshot = pickle.dumps((loop.life.alerts, loop.muting.inhibitor.firing, loop.grouper.groups))
