@@ -21,6 +21,12 @@ with a threshold:
   (`scipy.special.chdtrc`, what `scipy.stats.chi2.sf` calls). The tests check both
   against `scipy.stats.chi2_contingency(correction=False)`. Default level 0.01.
 
+A proportion metric (accuracy, thumbs-down rate, CTR) has a distribution in a window
+too: the Bernoulli one of its numerator and denominator, a 2-bin histogram
+(:func:`proportion_counts`), so the same checks and reference apply; the chi-square test
+is then the two-proportion test. PSI on two bins is small (0.9 → 0.8 is 0.08): for a
+proportion use the test alone (``psi_threshold=None``) or a lower PSI threshold.
+
 Each check is a fixed-sample comparison of one window: evaluated at every window, the
 chi-square test alone rejects a stationary stream in about `alpha` of the windows (the
 tests measure it). The combined verdict therefore asks for both by default (``require=
@@ -34,6 +40,7 @@ here; the flow should not pay it when no drift rule is configured).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -153,6 +160,15 @@ def chi2_homogeneity(
     from scipy.special import chdtrc  # lazily: see the module docstring
 
     return statistic, dof, float(chdtrc(dof, statistic))
+
+
+def proportion_counts(successes: float, trials: float) -> tuple[int, int]:
+    """A proportion metric (accuracy, thumbs-down rate, CTR, ...) as a 2-bin histogram
+    (successes, failures) of its own numerator and denominator: its distribution in a
+    window, which the same checks and the same reference compare."""
+    if not 0 <= successes <= trials or not math.isfinite(trials):
+        raise ValueError(f"a proportion needs 0 ≤ successes ≤ trials, got {successes}/{trials}")
+    return int(successes), int(trials) - int(successes)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,13 @@ from scipy.stats import chi2_contingency
 
 from operators.rules.alerts import Action, AlertState, Severity, Transition
 from operators.rules.change_detectors import DetectorSpec, SeriesChangeDetector
-from operators.rules.drift import DriftVerdict, HistogramDrift, chi2_homogeneity, psi
+from operators.rules.drift import (
+    DriftVerdict,
+    HistogramDrift,
+    chi2_homogeneity,
+    proportion_counts,
+    psi,
+)
 from operators.rules.drift_reference import (
     FixedPeriod,
     ReferenceHistogram,
@@ -159,6 +165,34 @@ def test_require_either_or_both() -> None:
     by_check = {part.check: part for part in both.parts}
     assert by_check["chi2"].drifted and not by_check["psi"].drifted
     assert both.verdict is DriftVerdict.STABLE and either.drifted
+
+
+def test_a_proportion_metric_drifts_as_its_two_bin_distribution() -> None:
+    """Accuracy of 500 labels per window against 5 trailing windows, by the chi-square
+    test alone: at most alpha + 3 standard errors of 500 stationary windows flagged; a drop
+    0.9 → 0.85 flagged in most windows, 0.9 → 0.8 in every one."""
+    rng = np.random.default_rng(4)
+    check = HistogramDrift(psi_threshold=None, alpha=0.05)
+
+    def flagged(rate: float, repetitions: int) -> int:
+        count = 0
+        for _ in range(repetitions):
+            reference = ReferenceHistogram(TrailingWindows(5), bins=2)
+            for i in range(5):
+                counts = proportion_counts(rng.binomial(500, 0.9), 500)
+                reference.absorb(i * MINUTE, (i + 1) * MINUTE, counts)
+            ref = reference.reference_for(5 * MINUTE)
+            assert ref is not None and ref.samples == 2500
+            recent = proportion_counts(rng.binomial(500, rate), 500)
+            count += check.check(recent, ref.counts).drifted
+        return count
+
+    bound = 0.05 + 3 * math.sqrt(0.05 * 0.95 / 500)
+    assert 0 < flagged(0.9, 500) / 500 <= bound
+    assert flagged(0.85, 100) >= 80  # power about 0.9 by the normal approximation
+    assert flagged(0.8, 100) == 100
+    with pytest.raises(ValueError, match="successes"):
+        proportion_counts(11, 10)
 
 
 def test_settings_are_checked_naming_the_field() -> None:
