@@ -101,6 +101,7 @@ class Flow:
         self.stages = {p: self._stage(p) for p in range(partitions)}
         self.merge = MergeStage(merge_config, self.out.stats, clock=self.clock)
         self.offsets: dict[tuple[int, str], int] = defaultdict(int)
+        self.watermarks: list[float] = []  # of every partial the partitions sent, in order
 
     def clock(self) -> float:
         return self.now
@@ -123,13 +124,15 @@ class Flow:
         *,
         partition: int = 0,
         ended: bool = False,
+        caught_up: bool = True,
     ) -> None:
-        """A batch of one stream; its source is caught up after it (ended: for good)."""
+        """A batch of one stream; its source is caught up after it unless told (ended: for
+        good)."""
         lines = [json.dumps(e).encode() for e in events]
         start = self.offsets[(partition, stream)]
         self.offsets[(partition, stream)] += len(lines)
         batch = RawBatch(partition, stream, stream, lines, list(range(start, start + len(lines))),  # type: ignore[arg-type]
-                         caught_up=True, end_of_input=ended)  # fmt: skip
+                         caught_up=caught_up, end_of_input=ended)  # fmt: skip
         self._route(self.stages[partition].on_item(batch)[0])
 
     def tick(self, *partitions: int) -> None:
@@ -152,6 +155,7 @@ class Flow:
     def _route(self, items: Iterable[Any]) -> None:
         for item in items:
             if isinstance(item, PartialBatch):
+                self.watermarks.append(item.watermark)
                 self._route(self.merge.on_item(item)[0])
             elif isinstance(item, TableRows):
                 self.out.tables[item.table].append(item)
@@ -227,7 +231,7 @@ def test_an_inference_after_the_give_up_does_not_join_its_feedback(short_of_edge
 # ---- 3. label correctness across types --------------------------------------------------
 
 
-CORRECTNESS = [  # (prediction, label, correct): compared as trimmed strings, 1 == 1.0
+CORRECTNESS: list[tuple[Any, Any, bool]] = [  # (prediction, label, correct): as trimmed strings, 1 == 1.0
     ("1", 1, True), ("1", 1.0, True), ("1", " 1 ", True), ("cat", " cat ", True),
     (" cat", "cat", True), (1, "1", True), (1.0, 1, True), (2.5, "2.5", True),
     ("1", 1.5, False), ("1", 2, False), ("cat", "Cat", False), ("cat", "dog", False),
@@ -332,3 +336,24 @@ def test_a_final_row_outranks_early_rows_a_replay_writes_later() -> None:
     replayed = early_then(final=False, now=1_000_000.0 + 3_600_000)
     kept = final_metric_rows(first + replayed)[("1m", T0, TOTAL)]
     assert kept["final"] == 1 and kept["inference_count"] == 1
+
+
+# ---- idleness needs caught-up sources ----------------------------------------------------
+
+
+@pytest.mark.parametrize("caught_up", [False, True])
+def test_a_silent_partition_with_a_backlog_is_never_idle(caught_up: bool) -> None:
+    """Ticks on time for three idle timeouts and no data: a partition whose inference
+    source says more is to be read keeps its watermark; a caught-up one goes idle and its
+    watermark follows processing time."""
+    flow = Flow(bounded=False)
+    flow.send("feedback", [])
+    flow.send("inferences", [inference("r1", T0)], caught_up=caught_up)
+    for _ in range(3 * flow.partition_config.idle_timeout // 1_000):
+        flow.tick(0)
+    held = T0 - OOO - WAIT
+    assert flow.watermarks and flow.watermarks[0] == held
+    if caught_up:
+        assert flow.watermarks[-1] > T0
+    else:
+        assert set(flow.watermarks) == {held}
