@@ -188,6 +188,10 @@ class CanaryRule(RuleBase):
     margin_type: Literal["relative", "absolute"] = "relative"
     alpha: float = Field(0.01, gt=0, lt=1)
     horizon: PositiveDuration | None = None  # evidence from at most this far back
+    # operators.rules.sequential.CanaryTest: samples on each side before a verdict, and
+    # the sample size at which the mixture's confidence sequence is tightest.
+    min_samples: int = Field(100, ge=0)
+    tightest_at: int = Field(20_000, ge=1)
 
     @model_validator(mode="after")
     def _shape(self) -> CanaryRule:
@@ -231,12 +235,23 @@ class FixedReference(Strict):
 
 
 class ChangeDetector(Strict):
-    """An online change detector (river) on the metric's series, one point per window."""
+    """An online change detector (river) on the metric's series, one point per window;
+    the fields of :class:`operators.rules.change_detectors.DetectorSpec` (None: the
+    kind's default)."""
 
     kind: Literal["adwin", "page_hinkley"]
-    delta: float = Field(0.002, gt=0)  # adwin: confidence; page_hinkley: magnitude allowed
-    threshold: float = Field(50.0, gt=0)  # page_hinkley: lambda
-    min_points: int = Field(30, ge=1)  # points before a change can be reported
+    delta: float | None = Field(None, gt=0)  # adwin: confidence in (0, 1); PH: magnitude
+    threshold: float | None = Field(None, gt=0)  # page_hinkley only: lambda
+    min_points: int = Field(10, ge=1)  # points before a change can be reported
+    mode: Literal["up", "down", "both"] = "both"  # page_hinkley only
+
+    @model_validator(mode="after")
+    def _kind(self) -> ChangeDetector:
+        if self.kind == "adwin" and self.threshold is not None:
+            raise ValueError("adwin has no threshold (its bound is set by delta)")
+        if self.kind == "adwin" and self.delta is not None and not self.delta < 1:
+            raise ValueError(f"adwin delta is a confidence in (0, 1), got {self.delta}")
+        return self
 
 
 class DriftRule(RuleBase):
@@ -246,9 +261,13 @@ class DriftRule(RuleBase):
     type: Literal["drift"]
     metric: DriftMetric = HISTOGRAM_METRIC
     reference: Annotated[TrailingReference | FixedReference, Field(discriminator="kind")]
-    psi: float | None = Field(0.2, gt=0)  # fire above this PSI
-    test: Literal["ks", "chi2"] | None = None  # two-sample test, fire below test_alpha
+    # The checks of operators.rules.drift (docs/drift.md): PSI above `psi`, the
+    # chi-square two-sample test below `test_alpha`; `require` both (default) or either.
+    psi: float | None = Field(0.2, gt=0)
+    test: Literal["chi2"] | None = "chi2"
     test_alpha: float = Field(0.01, gt=0, lt=1)
+    require: Literal["both", "either"] = "both"
+    min_samples: int = Field(200, ge=0)  # counts on each side, else inconclusive
     detector: ChangeDetector | None = None
 
     @model_validator(mode="after")

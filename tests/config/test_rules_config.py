@@ -183,8 +183,13 @@ def rules_yaml(*rules: str) -> str:
         ),
         (
             "{name: dr, type: drift, window: 1h, reference: {kind: trailing, windows: 3}, "
-            "psi: null}",
+            "psi: null, test: null}",
             "invalid setting rules[2] (dr): Value error, a drift rule needs psi, test or detector",
+        ),
+        (
+            "{name: dr, type: drift, window: 1h, reference: {kind: trailing, windows: 3}, "
+            "detector: {kind: adwin, threshold: 5}}",
+            "invalid setting rules[2] (dr).detector: Value error, adwin has no threshold",
         ),
         (
             "{name: ra, type: ratio, window: 1h, numerator: {metric: report_amount_sum}, "
