@@ -35,7 +35,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from operators.rules.alerts import AlertState, Dims, Severity, Transition
 
@@ -80,6 +80,9 @@ class Evaluation:
     samples: int = 0
     baseline_samples: int | None = None
     reason: str = ""
+    # What an action asked for by this alert carries (e.g. a rollback's canary and
+    # baseline versions and the test's figures); the stage copies it into the Action.
+    evidence: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
