@@ -161,6 +161,15 @@ def apply(mutant: Mutant, text: str) -> str | None:
     return None
 
 
+# Loaded into each suite run (`-p`): a failing hypothesis test would spend minutes
+# shrinking its example, which a verdict does not need.
+NO_SHRINK_PLUGIN = "_mutate_no_shrink"
+NO_SHRINK_SOURCE = """from hypothesis import Phase, settings
+
+settings.register_profile("mutate", phases=[p for p in Phase if p is not Phase.shrink])
+settings.load_profile("mutate")
+"""
+
 FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.MULTILINE)
 XPASS = re.compile(r"^XPASS\(strict\) (\S+)", re.MULTILINE)
 
@@ -173,7 +182,8 @@ def run_suite(
     env.update(PYTHONPATH=str(copy), PYTHONDONTWRITEBYTECODE="1",
                HYPOTHESIS_STORAGE_DIRECTORY=str(storage))  # fmt: skip
     command = [str(ROOT / ".venv" / "bin" / "python"), "-m", "pytest", "-x", "-q",
-               "-p", "no:cacheprovider", f"--hypothesis-seed={seed}", *suite]  # fmt: skip
+               "-p", "no:cacheprovider", "-p", NO_SHRINK_PLUGIN, f"--hypothesis-seed={seed}",
+               *suite]  # fmt: skip
     process = subprocess.Popen(
         command, cwd=copy, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, start_new_session=True,
@@ -238,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="pulse-mutate-") as tmp:
         copy = Path(tmp) / "repo"
         copy_repository(copy)
+        (copy / f"{NO_SHRINK_PLUGIN}.py").write_text(NO_SHRINK_SOURCE)
         check_imports_from(copy)
         storage = Path(tmp) / "hypothesis"
         print(f"fast suite: {' '.join(suite)}  (copy in {copy})", flush=True)
@@ -267,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
                 finally:
                     path.write_text(original)
                 took = time.monotonic() - started
-                if status is None:
+                if status is None:  # a rule broken so that the suite never ends is caught too
                     outcome = Outcome(mutant, "killed", f"timeout after {args.timeout:.0f} s", took)
                 elif status == 0:
                     outcome = Outcome(mutant, "survived", "", took)
