@@ -7,6 +7,7 @@ pulse load      append a JSONL file of events to the log or Kafka
 pulse query     drill down into metrics (or --sql)
 pulse migrate   create / upgrade the ClickHouse tables
 pulse schema    print or write the event JSON Schema
+pulse silence   mute alerts until an expiry (add, list, expire)
 """
 
 from __future__ import annotations
@@ -400,6 +401,58 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _matchers(given: list[str]) -> dict[str, str | list[str]]:
+    """`--match dim=value` options; a dim given twice matches either value."""
+    matchers: dict[str, list[str]] = {}
+    for item in given:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise CliError(f"--match takes dim=value (or rule=NAME), got {item!r}")
+        matchers.setdefault(name.strip(), []).append(value.strip())
+    return {k: v[0] if len(v) == 1 else v for k, v in matchers.items()}
+
+
+def cmd_silence(args: argparse.Namespace) -> int:
+    from config.rules import SilenceSettings
+    from connectors.silence_store import SilenceStore, rfc3339
+    from dataflows.feedback import clickhouse_target
+
+    store = SilenceStore(clickhouse_target(_settings(args)))
+    now_ms = int(time.time() * 1000)
+    if args.silence_command == "add":
+        if not args.match:
+            raise CliError("give at least one --match dim=value (or rule=NAME)")
+        try:
+            length = parse_duration_ms(args.duration)
+        except ValueError:
+            length = 0
+        if length <= 0:
+            raise CliError(f"--for takes a positive duration (e.g. 30m, 2h), got {args.duration!r}")
+        try:
+            valid = SilenceSettings(
+                matchers=_matchers(args.match), until=now_ms + length, comment=args.comment
+            )
+        except ValueError as exc:
+            raise CliError(f"--match: {exc}") from None
+        added = store.add(valid.matchers, valid.until, valid.comment, now_ms=now_ms)
+        print(added.id)
+        print(f"silence {added.id} active until {rfc3339(added.until)}", file=sys.stderr)
+    elif args.silence_command == "expire":
+        ended = store.expire(args.id, now_ms=now_ms)
+        print(f"silence {ended.id} expired at {rfc3339(ended.until)}", file=sys.stderr)
+    else:
+        listed = store.listed(now_ms, include_expired=args.all)
+        records = [s.record(now_ms) for s in listed]
+        if args.format == "json":
+            print(json.dumps(records, indent=1))
+        else:
+            columns = ["id", "until", "active", "matchers", "comment"]
+            rows = [[r[c] if c != "matchers" else json.dumps(r[c]) for c in columns]
+                    for r in records]  # fmt: skip
+            _print_result(QueryResult(columns, rows), "table")
+    return 0
+
+
 # ---- parser ----------------------------------------------------------------------------
 
 
@@ -491,6 +544,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schema", help="print the event JSON Schema (or --write it to config/)")
     p.add_argument("--write", action="store_true")
     p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("silence", help="mute alerts until an expiry: add, list, expire")
+    silence = p.add_subparsers(dest="silence_command", required=True)
+    s = silence.add_parser("add", help="mute alerts matching every --match for a while")
+    s.add_argument(
+        "--match", action="append", default=[], metavar="DIM=VALUE",
+        help="a dim (or rule=NAME) the alert must have; repeatable, a dim twice matches either",
+    )  # fmt: skip
+    s.add_argument("--for", dest="duration", required=True, help="how long, e.g. 30m, 2h")
+    s.add_argument("--comment", default="", help="why (shown by list)")
+    s = silence.add_parser("list", help="the active silences (--all: expired ones too)")
+    s.add_argument("--all", action="store_true")
+    s.add_argument("--format", choices=["table", "json"], default="table")
+    s = silence.add_parser("expire", help="end a silence now")
+    s.add_argument("id")
+    p.set_defaults(func=cmd_silence)
     return parser
 
 
