@@ -280,7 +280,8 @@ class DriftRule(RuleBase):
 
 
 class Quantity(Strict):
-    """A ratio's operand: a published metric, or the sum of a numeric inference attribute."""
+    """A ratio's operand: a published metric. (`attribute`, the sum of a numeric inference
+    attribute, is refused: nothing aggregates attribute sums yet.)"""
 
     metric: Metric | None = None
     attribute: str | None = Field(None, pattern=_NAME)
@@ -289,6 +290,11 @@ class Quantity(Strict):
     def _one(self) -> Quantity:
         if (self.metric is None) == (self.attribute is None):
             raise ValueError("give exactly one of metric or attribute")
+        if self.attribute is not None:
+            raise ValueError(
+                f"attribute {self.attribute!r}: sums of inference attributes are not "
+                "aggregated yet; use a metric (e.g. {metric: inference_count})"
+            )
         return self
 
 

@@ -230,9 +230,54 @@ def _col(name: str) -> Derivation:
     return lambda fields, _seconds: fields[:, index]
 
 
-def _rate_of(name: str, den: str) -> Derivation:
-    i, j = F[name], F[den]
-    return lambda fields, _seconds: _ratio(fields[:, i], fields[:, j])
+@dataclass(frozen=True)
+class Ratio:
+    """A ratio metric as fields: sum(numerator) / sum(denominator), or 1 minus it.
+
+    The one definition of a ratio: its derivation (below, in METRICS) and what rules read
+    of it (a threshold's sample size is its denominator; a canary's test reads a
+    proportion as trials and successes, a mean as count, sum and sum of squares).
+    """
+
+    numerator: tuple[str, ...]
+    denominator: tuple[str, ...]
+    kind: str  # "proportion" (numerator counts successes among the trials) or "mean"
+    complement: bool = False  # 1 - numerator / denominator (error_rate)
+    squares: tuple[str, ...] = ()  # a mean's sum of squares (its parts), when summed
+
+    def __call__(self, fields: np.ndarray, _seconds: np.ndarray) -> np.ndarray:
+        num, den = _summed(fields, self.numerator), _summed(fields, self.denominator)
+        ratio = _ratio(num, den)
+        return 1.0 - ratio if self.complement else ratio
+
+
+def _summed(fields: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+    if len(names) == 1:
+        return fields[:, F[names[0]]]
+    return fields[:, [F[n] for n in names]].sum(axis=1)
+
+
+def _proportion(num: str, *den: str, complement: bool = False) -> Ratio:
+    return Ratio((num,), den, "proportion", complement)
+
+
+def _mean(total: str, count: str, *squares: str) -> Ratio:
+    return Ratio((total,), (count,), "mean", squares=squares)
+
+
+# Every ratio metric. The complement's successes are denominator - numerator.
+RATIOS: dict[str, Ratio] = {
+    "accuracy": _proportion("correct_count", "labeled_count"),
+    "error_rate": _proportion("correct_count", "labeled_count", complement=True),
+    "thumbs_down_rate": _proportion("thumbs_down", "thumbs_up", "thumbs_down"),
+    "rating_mean": _mean("rating_sum", "rating_count"),  # no sum of squares kept
+    "csat": _proportion("rating_high_count", "rating_count"),
+    "reward_mean": _mean("reward_sum", "reward_count", "reward_sumsq", "reward_sumsq_residual"),
+    "ctr": _proportion("clicks", "inference_count"),
+    "conversion_rate": _proportion("conversions", "inference_count"),
+    "dwell_mean": _mean("dwell_sum", "dwell_count"),
+    "confidence_mean": _mean("confidence_sum", "confidence_count"),
+}
 
 
 def _per_second(name: str) -> Derivation:
@@ -247,23 +292,17 @@ METRICS: dict[str, tuple[str, Derivation]] = {
     "unjoined_count": ("UInt64", _col("unjoined_count")),
     "labeled_count": ("UInt64", _col("labeled_count")),
     "correct_count": ("UInt64", _col("correct_count")),
-    "accuracy": ("Nullable(Float64)", _rate_of("correct_count", "labeled_count")),
-    "error_rate": (
-        "Nullable(Float64)",
-        lambda f, s: 1.0 - _ratio(f[:, I_CORRECT], f[:, I_LABELED]),
-    ),
+    "accuracy": ("Nullable(Float64)", RATIOS["accuracy"]),
+    "error_rate": ("Nullable(Float64)", RATIOS["error_rate"]),
     "thumbs_up": ("UInt64", _col("thumbs_up")),
     "thumbs_down": ("UInt64", _col("thumbs_down")),
-    "thumbs_down_rate": (
-        "Nullable(Float64)",
-        lambda f, s: _ratio(f[:, I_THUMBS_DOWN], f[:, I_THUMBS_UP] + f[:, I_THUMBS_DOWN]),
-    ),
+    "thumbs_down_rate": ("Nullable(Float64)", RATIOS["thumbs_down_rate"]),
     "rating_count": ("UInt64", _col("rating_count")),
-    "rating_mean": ("Nullable(Float64)", _rate_of("rating_sum", "rating_count")),
-    "csat": ("Nullable(Float64)", _rate_of("rating_high_count", "rating_count")),
+    "rating_mean": ("Nullable(Float64)", RATIOS["rating_mean"]),
+    "csat": ("Nullable(Float64)", RATIOS["csat"]),
     "reward_count": ("UInt64", _col("reward_count")),
     "reward_sum": ("Float64", _col("reward_sum")),
-    "reward_mean": ("Nullable(Float64)", _rate_of("reward_sum", "reward_count")),
+    "reward_mean": ("Nullable(Float64)", RATIOS["reward_mean"]),
     "reward_stddev": (
         "Nullable(Float64)",
         lambda f, s: _sample_stddev(
@@ -274,15 +313,15 @@ METRICS: dict[str, tuple[str, Derivation]] = {
     ),
     "impressions": ("UInt64", _col("inference_count")),
     "clicks": ("UInt64", _col("clicks")),
-    "ctr": ("Nullable(Float64)", _rate_of("clicks", "inference_count")),
+    "ctr": ("Nullable(Float64)", RATIOS["ctr"]),
     "conversions": ("UInt64", _col("conversions")),
-    "conversion_rate": ("Nullable(Float64)", _rate_of("conversions", "inference_count")),
-    "dwell_mean": ("Nullable(Float64)", _rate_of("dwell_sum", "dwell_count")),
+    "conversion_rate": ("Nullable(Float64)", RATIOS["conversion_rate"]),
+    "dwell_mean": ("Nullable(Float64)", RATIOS["dwell_mean"]),
     "preference_count": ("UInt64", _col("preference_count")),
     "report_count": ("UInt64", _col("report_count")),
     "report_amount_sum": ("Float64", _col("report_amount_sum")),
     "inference_count": ("UInt64", _col("inference_count")),
-    "confidence_mean": ("Nullable(Float64)", _rate_of("confidence_sum", "confidence_count")),
+    "confidence_mean": ("Nullable(Float64)", RATIOS["confidence_mean"]),
     "feedback_per_s": ("Float64", _per_second("feedback_count")),
     "inference_per_s": ("Float64", _per_second("inference_count")),
     "errors_per_s": ("Float64", lambda f, s: (f[:, I_LABELED] - f[:, I_CORRECT]) / s),
@@ -291,6 +330,25 @@ METRICS: dict[str, tuple[str, Derivation]] = {
 LATENCY_METRICS = ("latency_p50", "latency_p95", "latency_p99")  # operators.sketch
 HISTOGRAM_METRIC = "confidence_hist"  # Array(UInt64), bins of equal width over [0, 1]
 MACRO_F1 = "macro_f1"  # mean per-class F1 over the classes seen (operators.families)
+
+# The events a metric is measured on (its own denominator), as fields summed: what a
+# rule's `min_samples` counts. A ratio's is its denominator; a count's, the count; a sum's
+# or a rate per second's, the events summed or counted.
+SAMPLE_FIELDS: dict[str, tuple[str, ...]] = {
+    **{name: ratio.denominator for name, ratio in RATIOS.items()},
+    **{name: (name,) for name in FEEDBACK_FIELDS + INFERENCE_FIELDS if name in METRICS},
+    "reward_sum": ("reward_count",),
+    "reward_stddev": ("reward_count",),
+    "impressions": ("inference_count",),
+    "report_amount_sum": ("report_count",),
+    "feedback_per_s": ("feedback_count",),
+    "inference_per_s": ("inference_count",),
+    "errors_per_s": ("labeled_count",),
+    MACRO_F1: ("labeled_count",),
+    # Latency is read from the inferences: their count bounds the observations (those
+    # without a latency are not counted apart).
+    **{name: ("inference_count",) for name in LATENCY_METRICS},
+}
 # Column order of the `metrics` table after its key columns (migrations 0001, 0002).
 _names = list(METRICS)
 METRIC_COLUMNS = (

@@ -92,8 +92,8 @@ def test_the_shipped_example_holds_the_issue_example_and_one_rule_of_each_type()
     kinds = [type(r) for r in s.rules]
     assert kinds == [CanaryRule, ThresholdRule, DriftRule, RatioRule, SpikeRule]
     ratio = s.rules[3]
-    assert isinstance(ratio, RatioRule) and ratio.scale == 100_000
-    assert ratio.denominator.attribute == "transaction_amount"
+    assert isinstance(ratio, RatioRule) and ratio.scale == 1000
+    assert ratio.denominator.metric == "inference_count"
     assert s.rules[4].severity is Severity.CRITICAL
     (inhibit,) = s.alerting.inhibit
     assert (inhibit.source.types, inhibit.target.types, inhibit.equal) == (
