@@ -72,6 +72,7 @@ from operators.slices import NO_CUTOFF, FamilyDelta, PartialBatch
 from operators.snapshots import decode_state, encode_state
 from operators.stage_states import MergeState
 from operators.stats import FlowStats
+from operators.window_metrics import WindowMetrics
 from operators.windows import WindowSpec, is_final, slice_length
 
 FINAL_VERSION = 1 << 62
@@ -454,7 +455,10 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
             first_bin = self._layout.first_bin
             bins = fields[:, first_bin : first_bin + self.config.confidence_bins]
             columns[HISTOGRAM_METRIC] = bins
-            return TableRows("metrics", columns)
+            # Typed for the rules too: final or early, the watermark, the field matrix.
+            return WindowMetrics(
+                "metrics", columns, final, self.watermark, self._layout.names, fields
+            )
         values = self.keys[family].values
         extras = c["extras"].tolist()
         if family == CLASSES:

@@ -47,7 +47,8 @@ from operators.stats import FlowStats
 # type's VERSION, or anything pickled inside one): the recovery guard then refuses a
 # store written by the old layout with a clear message before anything is resumed.
 # 4: versioned state types (stage_states) instead of pickled attribute dicts.
-STATE_FORMAT = 4
+# 5: the rules stage's state (RulesState).
+STATE_FORMAT = 5
 
 ZSTD_LEVEL = 1
 _codecs = threading.local()  # zstd contexts are not thread-safe (workers are threads)

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from operators.clock import PartitionClock
     from operators.join import PendingFeedback
     from operators.panes import SpecState
+    from operators.rules.evaluation import Evaluator
+    from operators.rules.grouping import OpenGroup
+    from operators.rules.lifecycle import AlertRecord
     from operators.sessions import SessionRecord, UserSessions
     from operators.slices import SliceDeltas
     from operators.stream_merge import StreamMerge
@@ -78,3 +81,20 @@ class SessionShardState(VersionedState):
 
     users: dict[tuple[int, str], UserSessions]  # (spec index, user_id) -> open sessions
     watermarks: dict[int, float]  # per partition
+
+
+@dataclass(frozen=True)
+class RulesState(VersionedState):
+    """The rules stage (:class:`~operators.rules.stage.RulesStage`): alerts, evaluators,
+    open notification groups and firing inhibition sources, in event time."""
+
+    KIND = "rules_stage"
+    VERSION = 1
+
+    alerts: dict[str, AlertRecord]  # fingerprint -> lifecycle record (Lifecycle.alerts)
+    # Rule name -> its evaluator, pickled whole: an evaluator's state (a canary's
+    # evidence, a drift reference) is plain data held by the object itself.
+    evaluators: dict[str, Evaluator]
+    groups: dict[str, OpenGroup]  # target -> open group (Grouper.groups)
+    inhibiting: dict[int, dict[tuple[str, ...], set[str]]]  # Inhibitor.firing
+    clock: float  # the latest event time the rules were evaluated at (-inf before any)

@@ -28,6 +28,13 @@ class FlowStats:
     rows_written: int = 0
     early_deferred: int = 0  # merge ticks whose early rows waited for their budget
     after_final: int = 0  # contributions to a window already final at the merge (should be 0)
+    alert_transitions: int = 0  # rules: transitions recorded (alerts rows)
+    notifications: int = 0  # rules: notifications handed to the outbox
+    actions: int = 0  # rules: actions asked for
+    deliveries_delivered: int = 0  # delivery outcomes (connectors.delivery), recorded or not
+    deliveries_failed: int = 0
+    deliveries_skipped: int = 0
+    deliveries_unrecorded: int = 0  # outcomes the deliveries table could not take (logged)
     snapshots: int = 0  # state snapshots taken by the stateful steps, their size and time
     snapshot_bytes: int = 0
     snapshot_us: int = 0

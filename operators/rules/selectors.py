@@ -40,17 +40,21 @@ def selects_cell(
     """Whether a rule with selector `where` reads this `metrics` cell (see the module doc):
     named dims match (``"*"`` on a rollup dim excludes its rollup row), unnamed rollup
     dims must be rolled up."""
-    for name in rollup_dims:
-        value = cell.get(name, ROLLUP)
-        pattern = where.get(name)
-        if pattern is None:
-            if value != ROLLUP:
-                return False
-        elif value == ROLLUP or not value_matches(pattern, value):
-            return False
     rollup = set(rollup_dims)
+    if not all(selects_value(where.get(name), cell.get(name, ROLLUP), True) for name in rollup):
+        return False
     return all(
-        name in cell and value_matches(pattern, cell[name])
+        name in cell and selects_value(pattern, cell[name], False)
         for name, pattern in where.items()
         if name not in rollup
     )
+
+
+def selects_value(pattern: Pattern | None, value: str, rollup_dim: bool) -> bool:
+    """One dim of :func:`selects_cell`: `pattern` None when the selector does not name the
+    dim. The rules stage applies it to each distinct value of a dims column at once."""
+    if not rollup_dim:
+        return pattern is None or value_matches(pattern, value)
+    if pattern is None:
+        return value == ROLLUP
+    return value != ROLLUP and value_matches(pattern, value)

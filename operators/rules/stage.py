@@ -1,0 +1,274 @@
+"""The rules stage: window emissions in, alert transitions, notifications and actions out.
+
+One stateful logic (one key, like the merge stage: rules are low volume) takes every
+:class:`~operators.window_metrics.WindowMetrics` the merge stage emits and, per window of
+the emission (oldest end first):
+
+1. fixes the event time of the evaluation: a final window at its end + allowed lateness
+   (the watermark that made it final: the same in a live run and a replay), early rows at
+   the emission's watermark; never earlier than the stage's last evaluation (`clock`);
+2. picks the rows some rule can read with numpy (:mod:`operators.rules.cell_windows`) and
+   builds :class:`~operators.rules.evaluation.CellWindow` records for those only;
+3. asks each rule of that window for its evaluations (its evaluator's `wants` picks the
+   cells), feeds them to the :class:`~operators.rules.lifecycle.Lifecycle`;
+4. routes the transitions through :class:`~operators.rules.silences.Muting` (silences and
+   inhibition) and the :class:`~operators.rules.grouping.Grouper` (group_wait in event
+   time) into :class:`~operators.rules.alerts.Notification` records; a firing transition
+   that carries an action becomes one :class:`~operators.rules.alerts.Action` (evidence
+   from the evaluation; `from_version`/`to_version` read from evidence keys of those
+   names), muted or not;
+5. writes every transition as an `alerts` row (:mod:`operators.rules.alert_rows`) and one
+   JSON log line (logger ``pulse.alerts``).
+
+At the end of the input (`on_eof`: a bounded run) every open group is drained, so each
+notification reaches the outbox sink, whose close delivers it before the run exits.
+
+State (:class:`~operators.stage_states.RulesState`): the lifecycle's alerts, the
+evaluators (pickled whole), the open groups, the firing inhibition sources and the
+clock; a resume goes on with identical transitions. Silences from the settings come
+back from the settings; silences added at run time come from `runtime_silences` (polled
+per emission with its event time).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from bytewax.operators import StatefulLogic
+
+from operators.batches import TableRows
+from operators.rules.alert_rows import alert_rows
+from operators.rules.alerts import Action, Notification, Transition
+from operators.rules.cell_windows import CellSelector, Selector, cell_windows
+from operators.rules.evaluation import Evaluator
+from operators.rules.grouping import Grouper
+from operators.rules.lifecycle import Evaluation, Lifecycle, Policy
+from operators.rules.silences import Inhibition, Inhibitor, Muting, Silence, Silences
+from operators.snapshots import decode_state, encode_state
+from operators.stage_states import RulesState
+from operators.stats import FlowStats
+from operators.window_metrics import WindowGroup, WindowMetrics
+
+if TYPE_CHECKING:
+    from config.rules import RuleBase
+    from config.settings import Settings
+
+log = logging.getLogger("pulse.alerts")
+
+RulesOutput = TableRows | Notification | Action
+RuntimeSilences = Callable[[int], Sequence[Silence]]
+
+
+@dataclass(frozen=True)
+class RulesConfig:
+    """The rules as the stage runs them; all but the evaluators come from the settings on
+    every start (a snapshot holds state, not configuration)."""
+
+    evaluators: Callable[[], Sequence[Evaluator]]  # fresh ones, one per rule, in order
+    reads: tuple[tuple[str, tuple[Selector, ...]], ...]  # per rule: window, cells read
+    policies: tuple[Policy, ...]  # per rule, in the same order
+    rule_types: Mapping[str, str]
+    inhibitions: tuple[Inhibition, ...] = ()
+    silences: tuple[Silence, ...] = ()
+    group_wait_ms: int = 30_000
+    group_wait_by_target: Mapping[str, int] = field(default_factory=dict)
+    resolved_retention_ms: int = 3_600_000
+    allowed_lateness: int = 0
+    extra_dims: tuple[str, ...] = ()
+    runtime_silences: RuntimeSilences | None = None  # `pulse silence` (connectors)
+    snapshots: bool = True
+
+    @classmethod
+    def of(
+        cls,
+        settings: Settings,
+        evaluator_for: Callable[[RuleBase], Evaluator],
+        runtime_silences: RuntimeSilences | None = None,
+        snapshots: bool = True,
+    ) -> RulesConfig:
+        rules = list(settings.rules)
+        alerting = settings.alerting
+        return cls(
+            evaluators=lambda: [evaluator_for(rule) for rule in rules],
+            reads=tuple((r.window, tuple(r.cells_read().values())) for r in rules),
+            policies=tuple(Policy.of(r, alerting) for r in rules),
+            rule_types={r.name: r.type for r in rules},
+            inhibitions=tuple(Inhibition.configured(i) for i in alerting.inhibit),
+            silences=tuple(Silence.configured(s) for s in alerting.silences),
+            group_wait_ms=alerting.group_wait,
+            group_wait_by_target={
+                name: t.group_wait
+                for name, t in settings.notify.items()
+                if t.group_wait is not None
+            },
+            resolved_retention_ms=alerting.resolved_retention,
+            allowed_lateness=settings.time.allowed_lateness,
+            extra_dims=tuple(settings.aggregation.extra_dims),
+            runtime_silences=runtime_silences,
+            snapshots=snapshots,
+        )
+
+
+class RulesStage(StatefulLogic[WindowMetrics, RulesOutput, bytes]):
+    """Evaluates the rules on each emission; see the module docstring."""
+
+    def __init__(self, config: RulesConfig, stats: FlowStats, resume: bytes | None = None) -> None:
+        self.config = config
+        self.stats = stats
+        self._selector = CellSelector(config.reads)
+        if resume is None:
+            self.from_state(
+                RulesState(alerts={}, evaluators={}, groups={}, inhibiting={}, clock=-math.inf)
+            )
+        else:
+            self.from_state(decode_state(RulesState, resume))
+
+    def to_state(self) -> RulesState:
+        return RulesState(
+            alerts=self.lifecycle.alerts,
+            evaluators={e.rule: e for e in self.evaluators},
+            groups=self.grouper.groups,
+            inhibiting=self.inhibitor.firing,
+            clock=self.clock,
+        )
+
+    def from_state(self, state: RulesState) -> None:
+        config = self.config
+        fresh = {e.rule: e for e in config.evaluators()}
+        kept = {**fresh, **{k: v for k, v in state.evaluators.items() if k in fresh}}
+        self.evaluators = [kept[p.rule] for p in config.policies]
+        self.lifecycle = Lifecycle(config.policies, config.resolved_retention_ms, state.alerts)
+        self.grouper = Grouper(config.group_wait_ms, config.group_wait_by_target, state.groups)
+        self.inhibitor = Inhibitor(config.inhibitions, config.rule_types, state.inhibiting)
+        self.clock = state.clock
+
+    # ---- bytewax hooks -----------------------------------------------------------------
+
+    def on_item(self, value: WindowMetrics) -> tuple[list[RulesOutput], bool]:
+        out: list[RulesOutput] = []
+        for group in value.groups():
+            at = value.event_time(group.end, self.config.allowed_lateness)
+            if at == -math.inf:
+                continue  # before every partition was heard from: no event time yet
+            self.clock = max(self.clock, at)
+            out.extend(self._evaluate(value, group, int(self.clock)))
+        return out, StatefulLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[RulesOutput], bool]:
+        """The end of the input: every open group goes out now."""
+        notifications = self.grouper.drain()
+        self.stats.notifications += len(notifications)
+        return list(notifications), StatefulLogic.RETAIN
+
+    def snapshot(self) -> bytes | None:  # type: ignore[override]
+        if not self.config.snapshots:
+            return None
+        return encode_state(self.to_state(), self.stats)
+
+    # ---- evaluation --------------------------------------------------------------------
+
+    def _evaluate(self, batch: WindowMetrics, group: WindowGroup, now: int) -> list[RulesOutput]:
+        masks = self._selector.masks(batch, group.window, group.rows)
+        present = [m for m in masks if m is not None]
+        if not present:
+            return self._emit([], [], now)
+        union = np.logical_or.reduce(present)
+        cells = cell_windows(batch, group.window, group.start, group.end, group.rows[union])
+        transitions: list[Transition] = []
+        actions: list[Action] = []
+        for evaluator, mask in zip(self.evaluators, masks, strict=True):
+            if mask is None:
+                continue
+            picked = [
+                cell
+                for cell, read in zip(cells, mask[union].tolist(), strict=True)
+                if read and evaluator.wants(cell.dims, cell.window)
+            ]
+            for evaluation in evaluator.evaluate(picked, now):
+                for transition in self.lifecycle.observe(evaluator.rule, evaluation):
+                    transitions.append(transition)
+                    if transition.action:
+                        actions.append(_action(transition, evaluation))
+        return self._emit(transitions, actions, now)
+
+    def _emit(
+        self, transitions: list[Transition], actions: list[Action], now: int
+    ) -> list[RulesOutput]:
+        """Mute, group and record the transitions of one evaluation; what goes out."""
+        silences = list(self.config.silences)
+        if self.config.runtime_silences is not None:
+            silences.extend(self.config.runtime_silences(now))
+        notify, muted = Muting(Silences(silences), self.inhibitor).split(transitions)
+        notifications = self.grouper.push(notify, now)
+        self.lifecycle.forget_expired(now)
+        out: list[RulesOutput] = []
+        if transitions:
+            muted_keys = {t.idempotency_key for t in muted}
+            out.append(alert_rows(transitions, muted_keys, self.config.extra_dims))
+            for transition in transitions:
+                _log_transition(transition, transition.idempotency_key in muted_keys)
+        out.extend(notifications)
+        out.extend(actions)
+        self.stats.alert_transitions += len(transitions)
+        self.stats.notifications += len(notifications)
+        self.stats.actions += len(actions)
+        return out
+
+
+def _action(transition: Transition, evaluation: Evaluation) -> Action:
+    evidence = dict(evaluation.evidence or {})
+    assert transition.action is not None
+    return Action(
+        kind=transition.action,
+        rule=transition.rule,
+        fingerprint=transition.fingerprint,
+        episode=transition.episode,
+        event_time=transition.event_time,
+        dims=transition.dims,
+        evidence=evidence,
+        from_version=_text(evidence.get("from_version")),
+        to_version=_text(evidence.get("to_version")),
+    )
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _log_transition(transition: Transition, muted: bool) -> None:
+    """One structured line per transition (the `alerts` row's identity and reason)."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    record = {
+        "alert": transition.state.value,
+        "previous": transition.previous.value,
+        "rule": transition.rule,
+        "fingerprint": transition.fingerprint,
+        "episode": transition.episode,
+        "sequence": transition.sequence,
+        "severity": transition.severity.value,
+        "event_time": transition.event_time,
+        "window": transition.window,
+        "window_start": transition.window_start,
+        "dims": dict(transition.dims),
+        "value": _finite(transition.value),
+        "threshold": _finite(transition.threshold),
+        "samples": transition.samples,
+        "reason": transition.reason,
+        "targets": list(transition.targets),
+        "muted": muted,
+        "action": transition.action,
+        "idempotency_key": transition.idempotency_key,
+    }
+    log.info(json.dumps(record, default=str))
+
+
+def _finite(value: float | None) -> float | None:
+    """JSON has no NaN or Infinity."""
+    return value if value is not None and math.isfinite(value) else None
