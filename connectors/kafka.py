@@ -1,8 +1,9 @@
 """Apache Kafka through confluent-kafka (librdkafka): topics, a keyed producer, the
 Bytewax source and the dead-letter sink. Kafka's quirks live here.
 
-* Topics ``<prefix>.inferences`` / ``<prefix>.feedback`` / ``<prefix>.dead-letters``;
-  the two data topics must have the same partition count (checked at start).
+* Topics ``<prefix>.inferences`` / ``<prefix>.feedback`` / ``<prefix>.dead-letters`` /
+  ``<prefix>.actions``; the two data topics must have the same partition count (checked
+  at start).
 * Producers key by `request_id` with ``partitioner=murmur2_random`` — librdkafka's
   default (crc32) does not match Kafka's Java default, and the flow relies on an
   inference and its feedback sharing a partition number.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -38,7 +40,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from connectors.run_control import STOP, exit_write_failed
 from operators.batches import STREAMS, RawBatch, TableRows
-from operators.errors import PulseError
+from operators.errors import PulseError, WriteFailedError
 from operators.stream_merge import ReadAlignment
 
 log = logging.getLogger("pulse.kafka")
@@ -67,6 +69,8 @@ librdkafka_log.setLevel(logging.ERROR)
 librdkafka_log.addFilter(_OncePerInterval(10.0))
 OUTAGE_CONFIRMATION = 2.0  # seconds of messages after an error before "consuming again"
 DEAD_LETTERS = "dead-letters"
+ACTIONS = "actions"  # machine-readable actions for controllers (connectors/actions.py)
+OUTPUT_STREAMS = (DEAD_LETTERS, ACTIONS)
 Positions = dict[str, int]
 
 
@@ -112,7 +116,7 @@ def partition_counts(target: KafkaTarget, timeout: float = 10.0) -> dict[str, in
     except KafkaException as exc:
         raise KafkaSetupError(f"cannot reach Kafka at {target.bootstrap_servers}: {exc}") from exc
     counts = {}
-    for stream in (*STREAMS, DEAD_LETTERS):
+    for stream in (*STREAMS, *OUTPUT_STREAMS):
         topic = metadata.topics.get(target.topic(stream))
         if topic is not None and topic.error is None:
             counts[stream] = len(topic.partitions)
@@ -124,7 +128,7 @@ def ensure_topics(
 ) -> int:
     """Create missing topics; returns the data topics' partition count (checked equal)."""
     counts = partition_counts(target)
-    missing = [s for s in (*STREAMS, DEAD_LETTERS) if s not in counts]
+    missing = [s for s in (*STREAMS, *OUTPUT_STREAMS) if s not in counts]
     if missing:
         admin = kafka_client(AdminClient, target.config())
         new = [NewTopic(target.topic(s), partitions, replication_factor) for s in missing]
@@ -382,12 +386,16 @@ class KafkaEventSource(FixedPartitionedSource[RawBatch, Positions]):
         )
 
 
-class _DeadLetterPartition(StatefulSinkPartition[TableRows, None]):
-    """Produces dead letters; every snapshot waits until all are acknowledged, so a
-    committed snapshot never covers a dead letter the broker does not have."""
+class AcknowledgedProducer:
+    """An idempotent producer to one topic of ours whose :meth:`confirm` returns once the
+    broker has acknowledged every message (the dead-letter and actions sinks call it from
+    their snapshot, so a committed snapshot never covers a message the broker lacks).
 
-    def __init__(self, target: KafkaTarget) -> None:
-        self.topic = target.topic(DEAD_LETTERS)
+    Broker outages are waited out (no message timeout); a message the broker refuses for
+    good raises :class:`WriteFailedError`."""
+
+    def __init__(self, target: KafkaTarget, stream: str) -> None:
+        self.topic = target.topic(stream)
         self.failed: KafkaError | None = None
         self.producer = kafka_client(
             Producer,
@@ -396,11 +404,60 @@ class _DeadLetterPartition(StatefulSinkPartition[TableRows, None]):
                     "linger.ms": 50,
                     "message.max.bytes": 16 << 20,
                     "enable.idempotence": True,  # no duplicates from librdkafka's own retries
+                    "acks": "all",
                     "message.timeout.ms": 0,  # retry through broker outages, like the source waits
-                    "error_cb": lambda error: log.warning("Kafka (dead letters): %s", error),
+                    "error_cb": lambda error: log.warning("Kafka (%s): %s", self.topic, error),
                 }
             ),
         )
+
+    def produce(self, key: str, value: bytes) -> None:
+        while True:
+            try:
+                self.producer.produce(self.topic, key=key, value=value, on_delivery=self._delivered)
+                return
+            except BufferError:  # the local queue is full: backpressure
+                self.producer.poll(0.05)
+
+    def _delivered(self, error: KafkaError | None, _msg: Any) -> None:
+        if error is not None and self.failed is None:
+            self.failed = error
+
+    def poll(self) -> None:
+        """Serve delivery reports; raise if a message failed for good."""
+        self.producer.poll(0)
+        self._raise_if_failed()
+
+    def _raise_if_failed(self) -> None:
+        if self.failed is not None:
+            raise WriteFailedError(f"topic {self.topic}: delivery failed: {self.failed}")
+
+    def confirm(self) -> None:
+        """Wait until the broker acknowledged every message produced."""
+        waited = False
+        while self.producer.flush(5.0):
+            log.warning("topic %s: waiting for the broker to acknowledge", self.topic)
+            waited = True
+        if waited:
+            log.info("topic %s: the broker acknowledged; going on", self.topic)
+        self._raise_if_failed()
+
+
+def exit_if_failed(step: Callable[[], None]) -> None:
+    """Run a sink's produce or confirm step; a permanent failure ends the process (exit 3:
+    raising inside a Bytewax sink would hang it, see `exit_write_failed`)."""
+    try:
+        step()
+    except WriteFailedError as exc:
+        exit_write_failed("%s", exc)
+
+
+class _DeadLetterPartition(StatefulSinkPartition[TableRows, None]):
+    """Produces dead letters; every snapshot waits until all are acknowledged, so a
+    committed snapshot never covers a dead letter the broker does not have."""
+
+    def __init__(self, target: KafkaTarget) -> None:
+        self.producer = AcknowledgedProducer(target, DEAD_LETTERS)
 
     def write_batch(self, items: list[TableRows]) -> None:
         for rows in items:
@@ -417,34 +474,11 @@ class _DeadLetterPartition(StatefulSinkPartition[TableRows, None]):
                         "raw": c["raw"][i].decode("utf-8", errors="replace"),
                     }
                 ).encode()
-                self._produce(f"{position[0]}:{position[1]}:{position[2]}", value)
-        self.producer.poll(0)
-        self._raise_if_failed()
-
-    def _produce(self, key: str, value: bytes) -> None:
-        while True:
-            try:
-                self.producer.produce(self.topic, key=key, value=value, on_delivery=self._delivered)
-                return
-            except BufferError:  # the local queue is full: backpressure
-                self.producer.poll(0.05)
-
-    def _delivered(self, error: KafkaError | None, _msg: Any) -> None:
-        if error is not None and self.failed is None:
-            self.failed = error
-
-    def _raise_if_failed(self) -> None:
-        if self.failed is not None:
-            exit_write_failed("dead-letter topic %s: delivery failed: %s", self.topic, self.failed)
+                self.producer.produce(f"{position[0]}:{position[1]}:{position[2]}", value)
+        exit_if_failed(self.producer.poll)
 
     def snapshot(self) -> None:
-        waited = False
-        while self.producer.flush(5.0):
-            log.warning("dead-letter topic %s: waiting for the broker to acknowledge", self.topic)
-            waited = True
-        if waited:
-            log.info("dead-letter topic %s: the broker acknowledged; going on", self.topic)
-        self._raise_if_failed()
+        exit_if_failed(self.producer.confirm)
         return None
 
     def close(self) -> None:

@@ -7,6 +7,8 @@ append whole lines under an exclusive ``flock`` per partition (``pulse load``, `
 generate`` and the demo may write concurrently); readers never lock and only consume up
 to the last complete line, so they can tail a partition that is being written.
 ``meta.json`` fixes the partition count: an existing log cannot be re-partitioned.
+Besides the two data streams, the log holds the flow's `actions` stream (partition 0,
+``connectors/actions.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from typing import BinaryIO
 from operators.batches import STREAMS
 from operators.errors import PulseError
 
+# Streams the flow does not read; the flow writes `actions` (to partition 0 only).
+OUTPUT_STREAMS = ("dead-letters", "actions")
 META_FILE = "meta.json"
 SEGMENT_SUFFIX = ".jsonl"
 LOCK_FILE = ".lock"
@@ -59,7 +63,7 @@ class LocalLog:
             os.replace(tmp, meta)
 
     def partition_dir(self, stream: str, partition: int) -> Path:
-        if stream not in STREAMS and stream != "dead-letters":
+        if stream not in (*STREAMS, *OUTPUT_STREAMS):
             raise LogError(f"unknown stream {stream!r}")
         if not 0 <= partition < self.partitions:
             raise LogError(f"partition {partition} out of range 0..{self.partitions - 1}")

@@ -26,7 +26,9 @@ def test_topics_are_created_once_with_the_configured_partitions(
 ) -> None:
     target = KafkaTarget(kafka_bootstrap, topic_prefix, {})
     assert ensure_topics(target, partitions=3, replication_factor=1) == 3
-    assert partition_counts(target) == {"inferences": 3, "feedback": 3, "dead-letters": 3}
+    assert partition_counts(target) == {
+        "inferences": 3, "feedback": 3, "dead-letters": 3, "actions": 3
+    }  # fmt: skip
     # Existing topics are kept, whatever the setting says now.
     assert ensure_topics(target, partitions=5, replication_factor=1) == 3
 
