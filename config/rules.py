@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from operators.metrics import HISTOGRAM_METRIC, LATENCY_METRICS, MACRO_F1, METRICS
+from operators.metrics import HISTOGRAM_METRIC, LATENCY_METRICS, MACRO_F1, METRICS, RATIOS
 from operators.rules.alerts import Severity
 from operators.rules.selectors import ANY, ROLLUP_DIMS
 
@@ -32,6 +32,14 @@ if TYPE_CHECKING:
 
 # Metrics a rule can read: every published number of a `metrics` row.
 NUMERIC_METRICS = (*METRICS, MACRO_F1, *LATENCY_METRICS)
+# Metrics a canary's test can read: proportions, and means with a sum of squares.
+CANARY_METRICS = tuple(name for name, r in RATIOS.items() if r.kind == "proportion" or r.squares)
+# Metrics with a distribution per window for a drift rule's PSI and chi-square test:
+# the confidence histogram, and proportions (successes and failures, 2 bins).
+DISTRIBUTION_METRICS = (
+    HISTOGRAM_METRIC,
+    *(name for name, r in RATIOS.items() if r.kind == "proportion"),
+)
 KEPT_DIMS = ("tenant", "model_id", "deployment")  # operators.cells.KEPT_DIMS
 BASE_DIMS = (*KEPT_DIMS, *ROLLUP_DIMS)
 RULE_TYPES = ("threshold", "canary", "drift", "ratio", "spike")
@@ -174,6 +182,23 @@ class ThresholdRule(RuleBase):
     value: float
 
 
+def canary_metric_problem(metric: str) -> str | None:
+    """Why a canary's sequential test cannot read `metric` (None: it can). It needs a
+    proportion's trials and successes, or a mean's count, sum and sum of squares."""
+    ratio = RATIOS.get(metric)
+    if ratio is None:
+        return (
+            f"metric {metric}: a canary compares a proportion or a mean "
+            f"({', '.join(CANARY_METRICS)}), not {metric}"
+        )
+    if ratio.kind == "mean" and not ratio.squares:
+        return (
+            f"metric {metric}: its sum of squares is not aggregated, so the canary test has "
+            f"no variance for it (choose from {', '.join(CANARY_METRICS)})"
+        )
+    return None
+
+
 class CanaryRule(RuleBase):
     """The canary cells against the baseline cells with the same `match` dims, on one
     metric, by an anytime-valid sequential test at level `alpha`."""
@@ -201,6 +226,8 @@ class CanaryRule(RuleBase):
             raise ValueError("canary and baseline each select at least one dim")
         if self.canary == self.baseline:
             raise ValueError("canary and baseline select the same cells")
+        if (problem := canary_metric_problem(self.metric)) is not None:
+            raise ValueError(problem)
         return self
 
     def selectors(self) -> dict[str, Selector]:
@@ -276,6 +303,12 @@ class DriftRule(RuleBase):
             raise ValueError("a drift rule needs psi, test or detector")
         if self.action not in (None, "retrain"):
             raise ValueError(f"a drift rule's action is retrain, not {self.action}")
+        if self.metric not in DISTRIBUTION_METRICS and (self.psi or self.test):
+            raise ValueError(
+                f"metric {self.metric} has no distribution per window for psi and test "
+                f"(only {', '.join(DISTRIBUTION_METRICS)}): set psi: null and test: null "
+                "and use a detector on its series"
+            )
         return self
 
 
@@ -435,6 +468,16 @@ def rules_problems(
                     )
                 )
         if isinstance(rule, CanaryRule):
+            if window is not None and window.kind == "sliding":
+                tumbling = [w.name for w in settings.windows if w.kind == "tumbling"]
+                problems.append(
+                    (
+                        ("rules", i, "window"),
+                        f"{rule.window!r} is a sliding window: a canary adds windows up, and "
+                        "overlapping ones would count an event several times (use a tumbling "
+                        f"window: {', '.join(tumbling)})",
+                    )
+                )
             for dim in rule.match:
                 if dim not in dims:
                     problems.append((("rules", i, "match"), f"unknown dim {dim!r}"))

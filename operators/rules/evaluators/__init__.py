@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from config.rules import RatioRule, ThresholdRule
+from config.rules import CanaryRule, RatioRule, ThresholdRule
 from operators.rules.evaluation import Evaluator
 from operators.rules.evaluators.threshold import ThresholdEvaluator
 
@@ -27,6 +27,10 @@ def evaluator_for(rule: RuleBase, settings: Settings, state: Any = None) -> Eval
         from operators.rules.evaluators.ratio import RatioEvaluator
 
         return RatioEvaluator(rule)
+    if isinstance(rule, CanaryRule):
+        from operators.rules.evaluators.canary import CanaryEvaluator
+
+        return CanaryEvaluator(rule, settings.aggregation.grouping_set_tuples(), state)
     raise TypeError(f"no evaluator for rule {rule.name!r} of type {type(rule).__name__}")
 
 

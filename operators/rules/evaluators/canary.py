@@ -1,0 +1,367 @@
+"""The canary rule: canary cells against baseline cells with the same `match` dims, in
+one window, by the anytime-valid sequential test of :mod:`operators.rules.sequential`.
+
+Evidence accumulates across windows (docs/canary-test.md), per *pair* (the `match`
+dims, e.g. one model_id), from the first window in which both sides have data:
+
+* the cumulative totals of a side are the sum over the FINAL windows seen since then
+  plus the latest EARLY totals of each window still open. A cell's early totals are
+  replaced by its later early totals, and by its final row, never added to them; a
+  window is folded into the closed sum once a later window's final rows arrive (the
+  merge stage emits final windows oldest first), and rows of a folded window (a replay)
+  are ignored. Only tumbling windows are read: sliding windows overlap, so adding them
+  would count an event several times (refused at config time).
+* A side may be several cells (a selector with a list of values, or each version): they
+  are disjoint cells of one grouping set, and are summed.
+* A rule's `horizon` restarts the evidence every `horizon` of event time (each stretch
+  is a test at level α).
+
+Proportions read trials and successes from the metric's own fields
+(:data:`operators.metrics.RATIOS`); means read count, sum and sum of squares, which only
+reward has (rating and latency are refused at config time). Successes are capped at the
+trials (more clicks than impressions in a window would not be a proportion).
+
+Outcomes: `worse` → TRUE, with the evidence a `rollback` action carries
+(`from_version` the canary's model_version, `to_version` the baseline's; None when a side
+spans several versions, which the reason says); `not_worse` and `undecided` → FALSE;
+no baseline (or canary) data, or too few samples → INCONCLUSIVE, never TRUE. A pair is
+evaluated when a cell of it is in the emission and the canary side has had data.
+
+Versions: a side that reads the rollup over `model_version` does not see it; the
+evaluator then also reads that side's per-version cells (the same selection with
+`model_version` set, when that grouping set is computed) for their versions only.
+
+Alert dims: the `match` dims' values and the canary selector (a list of values joined
+by ``|``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from config.rules import CanaryRule, canary_metric_problem
+from operators.metrics import RATIOS
+from operators.rules.evaluation import CellWindow
+from operators.rules.evaluators.reading import in_order
+from operators.rules.lifecycle import Dims, Evaluation, Outcome, dims_of
+from operators.rules.selectors import ANY, ROLLUP, ROLLUP_DIMS, Pattern, selects_cell
+from operators.rules.sequential import (
+    CanaryEvidence,
+    CanaryTest,
+    Direction,
+    MetricKind,
+    Totals,
+    Verdict,
+)
+from operators.rules.sequential import Outcome as TestOutcome
+
+CANARY, BASELINE = "canary", "baseline"
+SIDES = (CANARY, BASELINE)
+VERSION = "model_version"
+_ZERO = Totals(0)
+_OUTCOMES = {
+    TestOutcome.WORSE: Outcome.TRUE,
+    TestOutcome.NOT_WORSE: Outcome.FALSE,
+    TestOutcome.UNDECIDED: Outcome.FALSE,
+    TestOutcome.INCONCLUSIVE: Outcome.INCONCLUSIVE,
+}
+
+# (side, the cell's dims) -> (its latest totals in the window, whether they are final)
+WindowCells = dict[tuple[str, Dims], tuple[Totals, bool]]
+
+
+@dataclass(slots=True)
+class Pair:
+    """One canary/baseline pair's accumulated data and test state (plain, picklable)."""
+
+    start: int | None = None  # window start from which evidence counts (both sides had data)
+    closed: dict[str, Totals] = field(default_factory=lambda: {CANARY: _ZERO, BASELINE: _ZERO})
+    open: dict[int, WindowCells] = field(default_factory=dict)  # by window start
+    folded_before: int | None = None  # windows starting before this are in `closed`
+    evidence: CanaryEvidence = field(default_factory=CanaryEvidence)
+    stretch_start: int | None = None  # event time the current horizon stretch began
+    # model_version values with data on each side: of the folded windows, and by open window
+    versions: dict[str, set[str]] = field(default_factory=lambda: {CANARY: set(), BASELINE: set()})
+    open_versions: dict[int, set[tuple[str, str]]] = field(default_factory=dict)
+    canary_seen: bool = False
+
+
+@dataclass(slots=True)
+class CanaryState:
+    pairs: dict[Dims, Pair] = field(default_factory=dict)
+    last_final_start: int | None = None  # the latest window whose final rows arrived
+
+
+class CanaryEvaluator:
+    def __init__(
+        self,
+        rule: CanaryRule,
+        grouping_sets: Sequence[Sequence[str]] = (),
+        state: CanaryState | None = None,
+    ) -> None:
+        if (problem := canary_metric_problem(rule.metric)) is not None:
+            raise ValueError(f"rule {rule.name}: {problem}")
+        ratio = RATIOS[rule.metric]
+        self.config = rule
+        self.ratio = ratio
+        self.test = CanaryTest(
+            kind=MetricKind.PROPORTION if ratio.kind == "proportion" else MetricKind.MEAN,
+            direction=Direction(rule.worse),
+            alpha=rule.alpha,
+            relative_margin=rule.margin if rule.margin_type == "relative" else 0.0,
+            absolute_margin=rule.margin if rule.margin_type == "absolute" else 0.0,
+            min_samples=max(rule.min_samples, 2),
+            tightest_at=rule.tightest_at,
+        )
+        reads = rule.cells_read()
+        self.reads: dict[str, dict[str, Pattern]] = {side: dict(reads[side]) for side in SIDES}
+        computed = {frozenset(g) for g in grouping_sets}
+        self.version_reads: dict[str, dict[str, Pattern]] = {}
+        for side, where in self.reads.items():
+            rollups = {d for d in where if d in ROLLUP_DIMS}
+            if VERSION not in where and frozenset(rollups | {VERSION}) in computed:
+                self.version_reads[side] = {**where, VERSION: ANY}
+        self.label = {
+            dim: "|".join(p) if not isinstance(p, str) else p for dim, p in rule.canary.items()
+        }
+        self.state = state if state is not None else CanaryState()
+
+    @property
+    def rule(self) -> str:
+        return self.config.name
+
+    def wants(self, dims: Mapping[str, str], window: str) -> bool:
+        if window != self.config.window:
+            return False
+        return any(selects_cell(w, dims) for w in self.reads.values()) or any(
+            selects_cell(w, dims) for w in self.version_reads.values()
+        )
+
+    # --- reading cells ------------------------------------------------------------------
+
+    def _totals(self, fields: Mapping[str, float]) -> Totals:
+        ratio = self.ratio
+        n = int(sum(fields.get(name, 0.0) for name in ratio.denominator))
+        total = sum(fields.get(name, 0.0) for name in ratio.numerator)
+        if ratio.kind == "proportion":
+            successes = min(int(total), n)
+            return Totals.proportion(n, n - successes if ratio.complement else successes)
+        squares = sum(fields.get(name, 0.0) for name in ratio.squares)
+        return Totals(n, total, squares)
+
+    def _pair_key(self, dims: Mapping[str, str]) -> Dims:
+        return dims_of({**{m: dims.get(m, ROLLUP) for m in self.config.match}, **self.label})
+
+    def evaluate(self, cells: Sequence[CellWindow], event_time: int) -> list[Evaluation]:
+        touched: dict[Dims, tuple[int, int]] = {}  # pair -> its latest window in this call
+        state = self.state
+        for cell in in_order(cells):
+            if cell.window != self.config.window:
+                continue
+            side = next((s for s, w in self.reads.items() if selects_cell(w, cell.dims)), None)
+            version_side = None
+            if side is None:
+                version_side = next(
+                    (s for s, w in self.version_reads.items() if selects_cell(w, cell.dims)),
+                    None,
+                )
+                if version_side is None:
+                    continue
+            key = self._pair_key(cell.dims)
+            pair = state.pairs.get(key)
+            if pair is None:
+                pair = state.pairs[key] = Pair()
+            if pair.folded_before is not None and cell.window_start < pair.folded_before:
+                continue  # a window already in the closed sums (a replay)
+            totals = self._totals(cell.fields)
+            if cell.final and (
+                state.last_final_start is None or cell.window_start > state.last_final_start
+            ):
+                state.last_final_start = cell.window_start
+            touched[key] = (cell.window_start, cell.window_end)
+            if version_side is not None:
+                if totals.n > 0:
+                    pair.open_versions.setdefault(cell.window_start, set()).add(
+                        (version_side, cell.dims.get(VERSION, ROLLUP))
+                    )
+                continue
+            assert side is not None
+            window = pair.open.setdefault(cell.window_start, {})
+            slot = (side, dims_of(cell.dims))
+            known = window.get(slot)
+            if known is not None and known[1] and not cell.final:
+                continue  # an early row never replaces the final one
+            window[slot] = (totals, cell.final)
+            if side == CANARY and totals.n > 0:
+                pair.canary_seen = True
+            if cell.dims.get(VERSION, ROLLUP) != ROLLUP and totals.n > 0:
+                pair.open_versions.setdefault(cell.window_start, set()).add(
+                    (side, cell.dims[VERSION])
+                )
+        out = []
+        for key, (window_start, window_end) in touched.items():
+            pair = state.pairs[key]
+            self._fold(pair)
+            self._begin(pair)
+            if not pair.canary_seen:
+                continue
+            out.append(self._look(key, pair, window_start, window_end, event_time))
+        return out
+
+    # --- accumulating -------------------------------------------------------------------
+
+    def _fold(self, pair: Pair) -> None:
+        """Windows before the latest final one are complete: add them to `closed`."""
+        last = self.state.last_final_start
+        if last is None:
+            return
+        for start in sorted(s for s in pair.open.keys() | pair.open_versions if s < last):
+            window = pair.open.pop(start, {})
+            versions = pair.open_versions.pop(start, set())
+            if pair.start is not None and start >= pair.start:
+                for (side, _), (totals, _) in window.items():
+                    pair.closed[side] = _plus(pair.closed[side], totals)
+                for side, version in versions:
+                    pair.versions[side].add(version)
+        if pair.folded_before is None or last > pair.folded_before:
+            pair.folded_before = last
+
+    def _begin(self, pair: Pair) -> None:
+        """Evidence counts from the first window in which both sides have data."""
+        if pair.start is not None:
+            return
+        for start in sorted(pair.open):
+            sides = {side for (side, _), (totals, _) in pair.open[start].items() if totals.n}
+            if len(sides) == 2:
+                pair.start = start
+                for earlier in [s for s in pair.open if s < start]:
+                    del pair.open[earlier]
+                for earlier in [s for s in pair.open_versions if s < start]:
+                    del pair.open_versions[earlier]
+                return
+
+    def _side_totals(self, pair: Pair, side: str) -> Totals:
+        totals = pair.closed[side]
+        for start, window in pair.open.items():
+            if pair.start is not None and start >= pair.start:
+                for (cell_side, _), (cell_totals, _) in window.items():
+                    if cell_side == side:
+                        totals = _plus(totals, cell_totals)
+        return totals
+
+    def _look(
+        self, key: Dims, pair: Pair, window_start: int, window_end: int, event_time: int
+    ) -> Evaluation:
+        if pair.start is None:
+            canary = self._side_totals_unstarted(pair, CANARY)
+            baseline = self._side_totals_unstarted(pair, BASELINE)
+            missing = BASELINE if baseline.n == 0 else CANARY
+            return Evaluation(
+                dims=key, outcome=Outcome.INCONCLUSIVE, event_time=event_time,
+                window_start=window_start, window_end=window_end,
+                samples=canary.n, baseline_samples=baseline.n,
+                reason=f"inconclusive: no {missing} data yet for {self.config.metric}",
+            )  # fmt: skip
+        horizon = self.config.horizon
+        if pair.stretch_start is None:
+            pair.stretch_start = event_time
+        elif horizon is not None and event_time - pair.stretch_start >= horizon:
+            pair.evidence = pair.evidence.restart()
+            pair.stretch_start = event_time
+        canary = self._side_totals(pair, CANARY)
+        baseline = self._side_totals(pair, BASELINE)
+        try:
+            pair.evidence, verdict = self.test.look(pair.evidence, canary, baseline)
+        except ValueError as exc:  # totals that went back: start the evidence afresh
+            pair.evidence = CanaryEvidence(canary, baseline, canary, baseline)
+            pair.stretch_start = event_time
+            return Evaluation(
+                dims=key, outcome=Outcome.INCONCLUSIVE, event_time=event_time,
+                window_start=window_start, window_end=window_end, samples=canary.n,
+                baseline_samples=baseline.n, reason=f"inconclusive: evidence restarted ({exc})",
+            )  # fmt: skip
+        seen = self._versions(pair)
+        versions = {side: _one_version(seen[side]) for side in SIDES}
+        reason = verdict.reason
+        spans = [
+            f"the {side} spans versions {', '.join(sorted(seen[side]))}"
+            for side in SIDES
+            if len(seen[side]) > 1
+        ]
+        if spans:
+            reason += f"; {' and '.join(spans)}"
+        outcome = _OUTCOMES[verdict.outcome]
+        return Evaluation(
+            dims=key,
+            outcome=outcome,
+            event_time=event_time,
+            window_start=window_start,
+            window_end=window_end,
+            value=verdict.value,
+            threshold=verdict.threshold,
+            samples=verdict.canary_samples,
+            baseline_samples=verdict.baseline_samples,
+            reason=reason,
+            evidence=self._evidence(key, verdict, versions, seen, pair.start)
+            if outcome is Outcome.TRUE
+            else None,
+        )
+
+    def _side_totals_unstarted(self, pair: Pair, side: str) -> Totals:
+        totals = _ZERO
+        for window in pair.open.values():
+            for (cell_side, _), (cell_totals, _) in window.items():
+                if cell_side == side:
+                    totals = _plus(totals, cell_totals)
+        return totals
+
+    @staticmethod
+    def _versions(pair: Pair) -> dict[str, set[str]]:
+        """The versions with data on each side since the evidence began."""
+        seen = {side: set(pair.versions[side]) for side in SIDES}
+        for start, versions in pair.open_versions.items():
+            if pair.start is not None and start >= pair.start:
+                for side, version in versions:
+                    seen[side].add(version)
+        return seen
+
+    def _evidence(
+        self,
+        key: Dims,
+        verdict: Verdict,
+        versions: Mapping[str, str | None],
+        seen: Mapping[str, set[str]],
+        since: int | None,
+    ) -> dict[str, Any]:
+        return {
+            **dict(key),
+            "from_version": versions[CANARY],
+            "to_version": versions[BASELINE],
+            "canary_versions": sorted(seen[CANARY]),
+            "baseline_versions": sorted(seen[BASELINE]),
+            "metric": self.config.metric,
+            "worse": self.config.worse,
+            "alpha": self.config.alpha,
+            "canary_value": verdict.value,
+            "baseline_value": verdict.baseline_value,
+            "threshold": verdict.threshold,
+            "canary_samples": verdict.canary_samples,
+            "baseline_samples": verdict.baseline_samples,
+            "estimate": verdict.estimate,
+            "lower": verdict.lower,
+            "upper": verdict.upper,
+            "log_e_value": verdict.log_e_value,
+            "p_value": verdict.p_value,
+            "since_window_start": since,
+            "reason": verdict.reason,
+        }
+
+
+def _plus(a: Totals, b: Totals) -> Totals:
+    return Totals(a.n + b.n, a.total + b.total, a.total_squares + b.total_squares)
+
+
+def _one_version(versions: set[str]) -> str | None:
+    return next(iter(versions)) if len(versions) == 1 else None
