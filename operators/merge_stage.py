@@ -353,7 +353,9 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         # faster than that.
         if size > DENSE_ROLLUP_LIMIT or rolled.size * SORT_OVER_DENSE < size:
             return sum_by_keys((rolled << EXTRA_KEY_BITS) | extras[:, None], values)
-        dense = rolled * len(extra_values) + extra_ids[:, None]
+        dense = rolled  # a fresh int64 array (fancy indexing): dense ids in place, no copy
+        dense *= len(extra_values)
+        dense += extra_ids[:, None]
         present, sums = sum_by_dense_keys(dense, values, size)
         cells, rank = np.divmod(present, len(extra_values))
         return (cells << EXTRA_KEY_BITS) | extra_values[rank], sums
