@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from config.rules import CanaryRule, RatioRule, ThresholdRule
+from config.rules import CanaryRule, DriftRule, RatioRule, SpikeRule, ThresholdRule
 from operators.rules.evaluation import Evaluator
 from operators.rules.evaluators.threshold import ThresholdEvaluator
 
@@ -27,11 +27,27 @@ def evaluator_for(rule: RuleBase, settings: Settings, state: Any = None) -> Eval
         from operators.rules.evaluators.ratio import RatioEvaluator
 
         return RatioEvaluator(rule)
+    if isinstance(rule, SpikeRule):
+        from operators.rules.evaluators.spike import SpikeEvaluator
+
+        return SpikeEvaluator(rule, _overlapping(settings, rule.window), state)
     if isinstance(rule, CanaryRule):
         from operators.rules.evaluators.canary import CanaryEvaluator
 
         return CanaryEvaluator(rule, settings.aggregation.grouping_set_tuples(), state)
+    if isinstance(rule, DriftRule):
+        from operators.rules.evaluators.drift import DriftEvaluator
+
+        return DriftEvaluator(rule, settings.aggregation.confidence_bins, state)
     raise TypeError(f"no evaluator for rule {rule.name!r} of type {type(rule).__name__}")
+
+
+def _overlapping(settings: Settings, name: str) -> int:
+    """How many consecutive windows of `name` share events: ceil(length / slide)."""
+    window = next(w for w in settings.windows if w.name == name)
+    if window.kind != "sliding" or not window.length or not window.slide:
+        return 1
+    return -(-window.length // window.slide)
 
 
 __all__ = ["ThresholdEvaluator", "evaluator_for"]
