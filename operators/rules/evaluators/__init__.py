@@ -2,8 +2,11 @@
 
 :func:`evaluator_for` is the one place a configured rule becomes its
 :class:`~operators.rules.evaluation.Evaluator`. Stateful evaluators (canary, drift,
-spike) keep their state in a ``state`` attribute of plain picklable data; pass it back
-as ``state=`` to resume from a snapshot (the evaluator pickles whole as well).
+spike) keep their state in a ``state`` attribute of plain picklable data (None for the
+stateless threshold and ratio); pass it back as ``state=`` to resume from a snapshot
+(the evaluator pickles whole as well). Settings give what the rule alone does not: the
+grouping sets (a canary's per-version rows), the histogram's bins, a sliding window's
+overlap (a spike's baseline).
 """
 
 from __future__ import annotations

@@ -26,6 +26,8 @@ from operators.rules.lifecycle import Evaluation, Outcome, dims_of
 class RatioEvaluator:
     """Stateless: each cell's verdict depends on that cell's row only."""
 
+    state = None  # nothing to snapshot
+
     def __init__(self, rule: RatioRule) -> None:
         if rule.numerator.metric is None or rule.denominator.metric is None:
             raise ValueError(f"rule {rule.name}: a ratio of attribute sums is not supported")

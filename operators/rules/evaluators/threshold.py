@@ -25,6 +25,8 @@ from operators.rules.lifecycle import Evaluation, Outcome, dims_of
 class ThresholdEvaluator:
     """Stateless: each cell's verdict depends on that cell's row only."""
 
+    state = None  # nothing to snapshot
+
     def __init__(self, rule: ThresholdRule) -> None:
         self.config = rule
         self.cells = CellFilter(rule.window, rule.where)
