@@ -178,8 +178,12 @@ def run_query(target: Target, sql: str, parameters: dict[str, Any] | None = None
             info = json.loads(path.read_text())
         except ValueError:
             info = {}
-        if info.get("pid") == os.getpid() and QueryServer._instance is not None:
-            return _execute(QueryServer._instance.client, sql, parameters)
+        server = QueryServer._instance
+        if info.get("pid") == os.getpid() and server is not None:
+            # The owner itself (e.g. the rules stage polling silences): the server's client,
+            # under its lock, as the request threads use it.
+            with server._client_lock:
+                return _execute(server.client, sql, parameters)
         if info.get("pid") and _alive(int(info["pid"])):
             try:
                 response = httpx.post(
