@@ -169,7 +169,13 @@ class RuleBase(Strict):
         return {"where": self.where}
 
     def cells_read(self) -> dict[str, Selector]:
-        """The selection of `metrics` cells each side of the rule reads, by field."""
+        """Every selection of `metrics` cells the rule reads, by name: what the rules stage
+        picks rows by (`required_reads` and any read for context only)."""
+        return self.required_reads()
+
+    def required_reads(self) -> dict[str, Selector]:
+        """The selections the rule is evaluated on: aggregation.grouping_sets must compute
+        each one's grouping set."""
         return {"where": self.where}
 
 
@@ -233,10 +239,23 @@ class CanaryRule(RuleBase):
     def selectors(self) -> dict[str, Selector]:
         return {"where": self.where, "canary": self.canary, "baseline": self.baseline}
 
-    def cells_read(self) -> dict[str, Selector]:
+    def required_reads(self) -> dict[str, Selector]:
         return {
             "canary": {**self.where, **self.canary},
             "baseline": {**self.where, **self.baseline},
+        }
+
+    def cells_read(self) -> dict[str, Selector]:
+        return {**self.required_reads(), **self.version_reads()}
+
+    def version_reads(self) -> dict[str, Selector]:
+        """A side that reads the rollup over model_version also reads its per-version rows,
+        for the versions only (a rollback names them); none when that grouping set is not
+        computed, so it is not required."""
+        return {
+            f"{side}_versions": {**reads, "model_version": ANY}
+            for side, reads in self.required_reads().items()
+            if "model_version" not in reads
         }
 
 
@@ -457,7 +476,7 @@ def rules_problems(
                     problems.append(
                         (("rules", i, field_name, dim), 'a list of values, without "*", not empty')
                     )
-        for field_name, reads in rule.cells_read().items():
+        for field_name, reads in rule.required_reads().items():
             rollups = frozenset(d for d in reads if d in ROLLUP_DIMS)
             if rollups not in grouping_sets:
                 problems.append(

@@ -5,8 +5,7 @@
 spike) keep their state in a ``state`` attribute of plain picklable data (None for the
 stateless threshold and ratio); pass it back as ``state=`` to resume from a snapshot
 (the evaluator pickles whole as well). Settings give what the rule alone does not: the
-grouping sets (a canary's per-version rows), the histogram's bins, a sliding window's
-overlap (a spike's baseline).
+histogram's bins, a sliding window's overlap (a spike's baseline).
 """
 
 from __future__ import annotations
@@ -37,7 +36,7 @@ def evaluator_for(rule: RuleBase, settings: Settings, state: Any = None) -> Eval
     if isinstance(rule, CanaryRule):
         from operators.rules.evaluators.canary import CanaryEvaluator
 
-        return CanaryEvaluator(rule, settings.aggregation.grouping_set_tuples(), state)
+        return CanaryEvaluator(rule, state)
     if isinstance(rule, DriftRule):
         from operators.rules.evaluators.drift import DriftEvaluator
 

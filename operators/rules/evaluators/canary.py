@@ -28,8 +28,9 @@ no baseline (or canary) data, or too few samples → INCONCLUSIVE, never TRUE. A
 evaluated when a cell of it is in the emission and the canary side has had data.
 
 Versions: a side that reads the rollup over `model_version` does not see it; the
-evaluator then also reads that side's per-version cells (the same selection with
-`model_version` set, when that grouping set is computed) for their versions only.
+evaluator then also reads that side's per-version cells
+(:meth:`config.rules.CanaryRule.version_reads`: the same selection with `model_version`
+set, when that grouping set is computed) for their versions only.
 
 Alert dims: the `match` dims' values and the canary selector (a list of values joined
 by ``|``).
@@ -46,7 +47,7 @@ from operators.metrics import RATIOS
 from operators.rules.evaluation import CellWindow
 from operators.rules.evaluators.reading import in_order
 from operators.rules.lifecycle import Dims, Evaluation, Outcome, dims_of
-from operators.rules.selectors import ANY, ROLLUP, ROLLUP_DIMS, Pattern, selects_cell
+from operators.rules.selectors import ROLLUP, Pattern, selects_cell
 from operators.rules.sequential import (
     CanaryEvidence,
     CanaryTest,
@@ -95,12 +96,7 @@ class CanaryState:
 
 
 class CanaryEvaluator:
-    def __init__(
-        self,
-        rule: CanaryRule,
-        grouping_sets: Sequence[Sequence[str]] = (),
-        state: CanaryState | None = None,
-    ) -> None:
+    def __init__(self, rule: CanaryRule, state: CanaryState | None = None) -> None:
         if (problem := canary_metric_problem(rule.metric)) is not None:
             raise ValueError(f"rule {rule.name}: {problem}")
         ratio = RATIOS[rule.metric]
@@ -115,14 +111,14 @@ class CanaryEvaluator:
             min_samples=max(rule.min_samples, 2),
             tightest_at=rule.tightest_at,
         )
-        reads = rule.cells_read()
+        reads = rule.required_reads()
         self.reads: dict[str, dict[str, Pattern]] = {side: dict(reads[side]) for side in SIDES}
-        computed = {frozenset(g) for g in grouping_sets}
-        self.version_reads: dict[str, dict[str, Pattern]] = {}
-        for side, where in self.reads.items():
-            rollups = {d for d in where if d in ROLLUP_DIMS}
-            if VERSION not in where and frozenset(rollups | {VERSION}) in computed:
-                self.version_reads[side] = {**where, VERSION: ANY}
+        versions = rule.version_reads()
+        self.version_reads: dict[str, dict[str, Pattern]] = {
+            side: dict(versions[f"{side}_versions"])
+            for side in SIDES
+            if f"{side}_versions" in versions
+        }
         self.label = {
             dim: "|".join(p) if not isinstance(p, str) else p for dim, p in rule.canary.items()
         }

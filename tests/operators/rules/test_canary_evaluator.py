@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from config.rules import CanaryRule
+from config.settings import load_settings
 from operators.rules.evaluation import CellWindow
 from operators.rules.evaluators.canary import CanaryEvaluator
 from operators.rules.lifecycle import Evaluation, Outcome
 from tests.operators.rules.cell_windows import T0, M, cell, example_settings, rule_named
-
-CUBE = example_settings().aggregation.grouping_set_tuples()
 
 
 def canary(**fields: object) -> CanaryEvaluator:
@@ -25,7 +25,7 @@ def canary(**fields: object) -> CanaryEvaluator:
          "canary": {"deployment": "canary"}, "baseline": {"deployment": "primary"},
          "match": ["model_id"], "worse": "higher", "alpha": 0.01, **fields}
     )  # fmt: skip
-    return CanaryEvaluator(rule, CUBE)
+    return CanaryEvaluator(rule)
 
 
 def thumbs(n: int, down: int) -> dict[str, float]:
@@ -170,7 +170,7 @@ def test_a_snapshot_mid_stream_resumes_with_identical_evaluations() -> None:
     got = [resumed.evaluate(c, T0 + i * 30_000) for i, c in enumerate(calls[:9])]
     resumed = pickle.loads(pickle.dumps(resumed))
     state = pickle.loads(pickle.dumps(resumed.state))
-    from_state = CanaryEvaluator(resumed.config, CUBE, state)
+    from_state = CanaryEvaluator(resumed.config, state)
     rest = calls[9:]
     got_pickled = got + [resumed.evaluate(c, T0 + (9 + i) * 30_000) for i, c in enumerate(rest)]
     got_state = got + [from_state.evaluate(c, T0 + (9 + i) * 30_000) for i, c in enumerate(rest)]
@@ -188,7 +188,7 @@ def test_a_horizon_restarts_the_evidence() -> None:
 
 def test_the_example_canary_rule_and_a_mean_metric() -> None:
     settings = example_settings()
-    ev = CanaryEvaluator(rule_named(settings, "canary-thumbs-down"), CUBE)
+    ev = CanaryEvaluator(rule_named(settings, "canary-thumbs-down"))
     assert only(ev.evaluate(pair_cells(T0, (5000, 1000), (5000, 500)), T0 + M)).outcome is (
         Outcome.TRUE
     )
@@ -204,3 +204,26 @@ def test_the_example_canary_rule_and_a_mean_metric() -> None:
              cell(T0, reward_fields(1.0), deployment="primary")]  # fmt: skip
     e = only(rewards.evaluate(cells, T0 + M))
     assert e.outcome is Outcome.TRUE and e.value == pytest.approx(0.5, abs=0.1)
+
+
+def test_the_stage_is_asked_for_each_sides_per_version_rows_which_are_optional(
+    tmp_path: Path,
+) -> None:
+    settings = example_settings()
+    rule = rule_named(settings, "canary-thumbs-down")
+    assert rule.cells_read() == {
+        "canary": {"deployment": "canary"},
+        "baseline": {"deployment": "primary"},
+        "canary_versions": {"deployment": "canary", "model_version": "*"},
+        "baseline_versions": {"deployment": "primary", "model_version": "*"},
+    }
+    assert set(rule.required_reads()) == {"canary", "baseline"}
+    # Without the per-version grouping set the rule still loads (its versions are None).
+    file = tmp_path / "c.yaml"
+    file.write_text(
+        "aggregation: {grouping_sets: [[model_version, segment, endpoint], []]}\n"
+        "rules:\n  - {name: c, type: canary, window: 1m, metric: ctr, worse: lower,\n"
+        "     canary: {deployment: canary}, baseline: {deployment: primary}}\n"
+    )
+    (narrow,) = load_settings(file, environ={}).rules
+    assert "canary_versions" in narrow.cells_read()
