@@ -31,7 +31,7 @@ from operators.rules.change_detectors import DetectorSpec, SeriesChangeDetector
 from operators.rules.drift import DriftResult, DriftVerdict, HistogramDrift, proportion_counts
 from operators.rules.drift_reference import FixedPeriod, ReferenceHistogram, TrailingWindows
 from operators.rules.evaluation import CellWindow
-from operators.rules.evaluators.reading import CellFilter
+from operators.rules.evaluators.reading import CellFilter, in_order
 from operators.rules.lifecycle import Dims, Evaluation, Outcome, dims_of
 
 SERIES_OF_HISTOGRAM = "confidence_mean"
@@ -108,7 +108,7 @@ class DriftEvaluator:
 
     def evaluate(self, cells: Sequence[CellWindow], event_time: int) -> list[Evaluation]:
         out = []
-        for cell in self.cells.select(cells):
+        for cell in in_order(cells):
             key = dims_of(cell.dims)
             state = self._cell(key)
             results: list[DriftResult] = []

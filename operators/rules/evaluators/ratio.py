@@ -16,6 +16,7 @@ from operators.rules.evaluation import CellWindow
 from operators.rules.evaluators.reading import (
     COMPARISONS,
     CellFilter,
+    in_order,
     number,
     sample_label,
     samples,
@@ -45,7 +46,7 @@ class RatioEvaluator:
         return self.cells.wants(dims, window)
 
     def evaluate(self, cells: Sequence[CellWindow], event_time: int) -> list[Evaluation]:
-        return [self.judge(cell, event_time) for cell in self.cells.select(cells)]
+        return [self.judge(cell, event_time) for cell in in_order(cells)]
 
     def judge(self, cell: CellWindow, event_time: int) -> Evaluation:
         rule = self.config

@@ -5,12 +5,16 @@ The sample size of a metric is its own denominator (:data:`operators.metrics.SAM
 accuracy → labeled_count, thumbs_down_rate → thumbs_up + thumbs_down, ctr →
 impressions), read from the cell's additive fields, so `min_samples` means the same for
 every rule type.
+
+`evaluate` trusts its cells to be wanted (the stage has asked `wants` of each one, as the
+:class:`~operators.rules.evaluation.Evaluator` protocol says): no second selector pass per
+cell and rule on the stage's path.
 """
 
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 
 from operators.metrics import SAMPLE_FIELDS
 from operators.rules.evaluation import CellWindow
@@ -54,10 +58,6 @@ class CellFilter:
 
     def wants(self, dims: Mapping[str, str], window: str) -> bool:
         return window == self.window and selects_cell(self.where, dims)
-
-    def select(self, cells: Sequence[CellWindow]) -> list[CellWindow]:
-        """The cells of `cells` this rule reads, in evaluation order."""
-        return in_order(c for c in cells if self.wants(c.dims, c.window))
 
 
 def number(value: float | None) -> str:

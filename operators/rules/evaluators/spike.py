@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from config.rules import SpikeRule
 from operators.rules.evaluation import CellWindow
-from operators.rules.evaluators.reading import CellFilter, number, sample_label, samples
+from operators.rules.evaluators.reading import CellFilter, in_order, number, sample_label, samples
 from operators.rules.lifecycle import Dims, Evaluation, Outcome, dims_of
 
 # (window start, window end, value, samples) of one final window
@@ -53,7 +53,7 @@ class SpikeEvaluator:
 
     def evaluate(self, cells: Sequence[CellWindow], event_time: int) -> list[Evaluation]:
         out = []
-        for cell in self.cells.select(cells):
+        for cell in in_order(cells):
             key = dims_of(cell.dims)
             ring = self.state.rings.setdefault(key, [])
             out.append(self.judge(key, ring, cell, event_time))

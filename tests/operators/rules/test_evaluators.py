@@ -40,7 +40,9 @@ def test_threshold_true_false_and_inconclusive_per_cell_with_its_own_denominator
         cell(T0, {"labeled_count": 100, "correct_count": 0}),  # segment rollup: not read
         cell(T0, {"labeled_count": 100}, segment="eu", window="1h"),  # another window
     ]
-    out = {dict(e.dims)["segment"]: e for e in ev.evaluate(cells, T0 + M)}
+    wanted = [c for c in cells if ev.wants(c.dims, c.window)]  # as the stage picks them
+    assert len(wanted) == 4
+    out = {dict(e.dims)["segment"]: e for e in ev.evaluate(wanted, T0 + M)}
     assert {k: e.outcome for k, e in out.items()} == {
         "eu": Outcome.TRUE, "us": Outcome.FALSE, "ap": Outcome.INCONCLUSIVE,
         "sa": Outcome.INCONCLUSIVE,
