@@ -38,6 +38,20 @@ def status_line(stats: FlowStats, elapsed: float, pending_final: str = "") -> st
         f"duplicates {s.duplicate_inferences + s.duplicate_feedback:,} | "
         f"unjoined {s.unjoined:,} | late {s.late_events:,} | "
         f"windows final {s.windows_final:,}{waiting} | rows written {s.rows_written:,}"
+        f"{_alerting(s)}"
+    )
+
+
+def _alerting(s: FlowStats) -> str:
+    """The rules' counters, once there is something to count (a flow with rules)."""
+    delivered = s.deliveries_delivered + s.deliveries_failed + s.deliveries_skipped
+    if not (s.alert_transitions or s.notifications or s.actions or delivered):
+        return ""
+    unrecorded = f", {s.deliveries_unrecorded:,} unrecorded" if s.deliveries_unrecorded else ""
+    return (
+        f" | alert transitions {s.alert_transitions:,} | notifications {s.notifications:,} "
+        f"(delivered {s.deliveries_delivered:,}, failed {s.deliveries_failed:,}, skipped "
+        f"{s.deliveries_skipped:,}{unrecorded}) | actions {s.actions:,}"
     )
 
 

@@ -5,6 +5,7 @@ pulse run       the flow on the configured log (--bounded: process what is there
 pulse generate  synthetic traffic to the log, Kafka or a JSONL file
 pulse load      append a JSONL file of events to the log or Kafka
 pulse query     drill down into metrics (or --sql)
+pulse alerts    active alerts and recent transitions
 pulse migrate   create / upgrade the ClickHouse tables
 pulse schema    print or write the event JSON Schema
 pulse silence   mute alerts until an expiry (add, list, expire)
@@ -376,6 +377,45 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from connectors.alert_report import active_sql, transitions_sql
+    from dataflows.feedback import clickhouse_target
+
+    settings = _settings(args)
+    target = clickhouse_target(settings)
+    if args.limit < 1:
+        raise CliError(f"--limit must be at least 1, got {args.limit}")
+    since = None if args.since in (None, "all") else _since_seconds(args.since)
+    sql, params = transitions_sql(
+        target.database, None if since is None else since * 1000, args.limit
+    )
+    try:
+        active = _query(settings, target, active_sql(target.database), {})
+        recent = _query(settings, target, sql, params)
+    except QueryError as exc:
+        if "alerts" in str(exc) and "does not exist" in str(exc):
+            raise CliError(
+                f"no alerts table yet: run `{_pulse_command()} migrate`, or a flow with rules"
+            ) from None
+        raise
+    if args.format == "json":
+        print(
+            json.dumps(
+                {"active": _records(active), "transitions": _records(recent)}, default=str, indent=1
+            )
+        )
+        return 0
+    print(f"active alerts ({len(active.rows)})")
+    _print_result(active, "table")
+    print(f"\nrecent transitions ({len(recent.rows)}, latest first)")
+    _print_result(recent, "table")
+    return 0
+
+
+def _records(result: QueryResult) -> list[dict[str, Any]]:
+    return [dict(zip(result.columns, row, strict=True)) for row in result.rows]
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from connectors.clickhouse import connect, migrate
     from dataflows.feedback import clickhouse_target
@@ -537,6 +577,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sql", help="run this SQL instead")
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
     p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser("alerts", help="active alerts and recent transitions (the alerts table)")
+    p.add_argument(
+        "--since", default="all",
+        help="transitions within this long before the latest one, in event time ('all')",
+    )  # fmt: skip
+    p.add_argument("--limit", type=int, default=100, help="at most this many transitions")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(func=cmd_alerts)
 
     p = sub.add_parser("migrate", help="create or upgrade the ClickHouse database and tables")
     p.set_defaults(func=cmd_migrate)

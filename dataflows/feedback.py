@@ -6,6 +6,9 @@
            ├─ partials ─ merge_stage ─ metric rows ──┤
            └─ by user shard ─ session_stage ─ rows ──┴─ ClickHouse (one buffered writer)
                                               dead letters also to <prefix>.dead-letters (Kafka)
+      with rules configured (settings.rules), the merge stage's window emissions also go to
+      rules_stage ─ alerts rows ─> ClickHouse; notifications ─> deliver (outbox: webhooks,
+                    outcomes ─> ClickHouse deliveries); actions ─> actions_stream
 
 Settings come from config/pulse.yaml and PULSE_* variables (config/settings.py).
 """
@@ -13,18 +16,23 @@ Settings come from config/pulse.yaml and PULSE_* variables (config/settings.py).
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import bytewax.operators as op
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 
 from config.settings import Settings, load_settings
+from connectors.actions import ActionSink
 from connectors.clickhouse import Target, connect, migrate, session_view_sql
 from connectors.clickhouse_sink import ClickHouseSink
 from connectors.console import configure_logging
+from connectors.delivery import OutboxSink
+from connectors.delivery.configured import delivery_targets
+from connectors.delivery.outcome_log import OutcomeLog
 from connectors.join_store import ClickHouseJoinStore
 from connectors.kafka import (
     DeadLetterTopicSink,
@@ -36,17 +44,23 @@ from connectors.local_log import LocalLog
 from connectors.local_log_source import LocalLogSource
 from connectors.query_server import QueryServer
 from connectors.recovery import bytewax_run_clustered, bytewax_run_recovery_directory
+from connectors.silence_store import SilenceStore
 from operators.batches import RawBatch, TableRows
 from operators.errors import PulseError
 from operators.merge_stage import MergeConfig, MergeStage
 from operators.partition_stage import PartitionConfig, PartitionStage
+from operators.rules.alerts import Action, Notification
+from operators.rules.silences import Silence
+from operators.rules.stage import RulesConfig, RulesStage
 from operators.sessions import SessionBatch, SessionConfig, SessionSpec, SessionStage
 from operators.slices import PartialBatch
 from operators.snapshots import STATE_FORMAT
 from operators.stats import STATS, FlowStats
+from operators.window_metrics import WindowMetrics
 from operators.windows import WindowSpec
 
 MERGE_KEY = "merge"
+RULES_KEY = "rules"
 
 
 def session_specs(settings: Settings) -> tuple[SessionSpec, ...]:
@@ -182,8 +196,10 @@ def build(settings: Settings, stats: FlowStats = STATS, recovery: bool = True) -
     merged = op.stateful(
         "merge_stage", partials, lambda resume: MergeStage(merge_config, stats, resume)
     )
-    metric_rows = op.map("metric_rows", merged, lambda kv: (kv[1].table, kv[1]))
+    metric_rows = op.map("metric_rows", merged, _store_rows)
     outputs = [rows, metric_rows]
+    if settings.rules:
+        outputs.append(_rules(settings, merged, target, stats, recovery))
     if sessions:
         session_config = SessionConfig(
             specs=sessions,
@@ -229,12 +245,81 @@ def build(settings: Settings, stats: FlowStats = STATS, recovery: bool = True) -
         "database": settings.clickhouse.database,
         "state_format": STATE_FORMAT,
     }
+    if settings.rules:  # a flow without rules keeps its shape (and its store)
+        shape["rules"] = [rule.model_dump(mode="json", by_alias=True) for rule in settings.rules]
     return Built(flow, shape)
+
+
+def _rules(
+    settings: Settings, merged: Stream[Any], target: Target, stats: FlowStats, recovery: bool
+) -> Stream[tuple[str, TableRows]]:
+    """The rules stage on the merge stage's window emissions: its `alerts` rows (returned,
+    for the ClickHouse sink), notifications to the outbox (outcomes to `deliveries`) and
+    actions to the actions stream."""
+    from operators.rules.evaluators import evaluator_for
+
+    config = RulesConfig.of(
+        settings,
+        lambda rule: evaluator_for(rule, settings),
+        runtime_silences=_runtime_silences(target),
+        snapshots=recovery,
+    )
+    emissions = op.filter_map("window_metrics", merged, _window_metrics)
+    ruled = op.stateful("rules_stage", emissions, lambda resume: RulesStage(config, stats, resume))
+    notifications = op.filter_map("notifications", ruled, _of_type(Notification))
+    op.output(
+        "deliver",
+        notifications,
+        OutboxSink(delivery_targets(settings.notify), on_outcome=OutcomeLog(target, stats)),
+    )
+    actions = op.filter_map("actions", ruled, _of_type(Action))
+    op.output("actions_stream", actions, ActionSink.for_settings(settings))
+    return op.filter_map("alert_rows", ruled, _alert_rows)
+
+
+def _runtime_silences(target: Target) -> Callable[[int], list[Silence]]:
+    """`pulse silence` silences, polled by the rules stage. An embedded store is read
+    through this process's query server (it holds the store), started here if the
+    ClickHouse sink has not started it yet (the rules may run first)."""
+    store = SilenceStore(target)
+
+    def active(now_ms: int) -> list[Silence]:
+        if target.embedded:
+            QueryServer.ensure_running(target)
+        return store.active(now_ms)
+
+    return active
 
 
 def _serve_queries(target: Target) -> None:
     """Once the sink holds the embedded store, answer other processes' queries."""
     QueryServer.ensure_running(target)
+
+
+def _store_rows(item: tuple[str, TableRows]) -> tuple[str, TableRows]:
+    """What the sink keeps until written: window emissions without their field matrix."""
+    value = item[1]
+    rows = value.table_rows() if isinstance(value, WindowMetrics) else value
+    return rows.table, rows
+
+
+def _window_metrics(item: tuple[str, TableRows]) -> tuple[str, WindowMetrics] | None:
+    value = item[1]
+    return (RULES_KEY, value) if isinstance(value, WindowMetrics) else None
+
+
+def _alert_rows(item: tuple[str, Any]) -> tuple[str, TableRows] | None:
+    value = item[1]
+    return (value.table, value) if isinstance(value, TableRows) else None
+
+
+def _of_type(kind: type) -> Callable[[tuple[str, Any]], tuple[str, Any] | None]:
+    """Items of one kind out of the rules stage, keyed for their one-partition sink."""
+
+    def pick(item: tuple[str, Any]) -> tuple[str, Any] | None:
+        return item if isinstance(item[1], kind) else None
+
+    return pick
 
 
 def _rows(item: tuple[str, Any]) -> tuple[str, TableRows] | None:
