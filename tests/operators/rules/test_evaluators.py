@@ -290,3 +290,26 @@ def test_rules_an_evaluator_cannot_read_are_refused_at_start(
     with pytest.raises(SettingsError) as error:
         load_settings(file, environ={})
     assert message in str(error.value)
+
+
+def test_a_spike_on_a_sliding_window_compares_with_windows_that_do_not_overlap_it() -> None:
+    settings = example_settings()
+    ev = evaluator_for(rule_named(settings, "latency-spike"), settings)
+    assert isinstance(ev, SpikeEvaluator) and ev.keep == 10 + 10  # 5m every 30s: 10 overlap
+    slide, length = 30_000, 5 * M
+    fields = {"inference_count": 500}
+
+    def at(k: int, p95: float) -> CellWindow:
+        return cell(k * slide, fields, length=length, window="5m_30s",
+                    metrics={"latency_p95": p95}, endpoint="predict")  # fmt: skip
+
+    evaluations = []
+    for k in range(30):  # 100 ms, then 300 ms from window 25 on
+        evaluations += ev.evaluate([at(k, 100.0 if k < 25 else 300.0)], k * slide + length)
+    by_start = {e.window_start // slide: e for e in evaluations}
+    # Window 19 is the first with 10 windows (0..9) ending at or before its start.
+    assert by_start[18].outcome is Outcome.INCONCLUSIVE
+    assert by_start[19].outcome is Outcome.FALSE
+    assert by_start[25].outcome is Outcome.TRUE and by_start[25].threshold == 150.0
+    # Window 29's baseline (windows 10..19) holds no 300 ms window yet: still a spike.
+    assert by_start[29].outcome is Outcome.TRUE and by_start[29].threshold == 150.0
