@@ -133,7 +133,7 @@ MUTANTS = (
 @dataclass
 class Outcome:
     mutant: Mutant
-    verdict: str  # killed | survived | not applicable | timeout
+    verdict: str  # killed | survived | not applicable
     detail: str
     seconds: float
 
@@ -229,7 +229,10 @@ def main(argv: list[str] | None = None) -> int:
         "--exclude", action="append", default=[], metavar="PATH",
         help="leave this test file or directory out of the suite (repeatable)",
     )  # fmt: skip
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per suite run")
+    parser.add_argument(
+        "--timeout", type=float, default=None,
+        help="seconds per mutant run (default: 4x the unmutated run, 600 without it)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="hypothesis seed (same seed, same run)")
     parser.add_argument(
         "--no-baseline", action="store_true",
@@ -252,15 +255,20 @@ def main(argv: list[str] | None = None) -> int:
         check_imports_from(copy)
         storage = Path(tmp) / "hypothesis"
         print(f"fast suite: {' '.join(suite)}  (copy in {copy})", flush=True)
+        timeout = args.timeout or 600.0
         if not args.no_baseline:
             started = time.monotonic()
-            status, output = run_suite(copy, suite, args.timeout, args.seed, storage / "baseline")
+            status, output = run_suite(copy, suite, timeout, args.seed, storage / "baseline")
             took = time.monotonic() - started
             if status != 0:
                 print(output[-3000:])
                 print(f"the unmutated suite does not pass ({first_failure(output)}): no verdicts")
                 return 2
-            print(f"unmutated: passes in {took:.0f} s", flush=True)
+            # A suite that runs far longer than unmutated loops: the mutant is caught. The
+            # bound is relative because the machine may be shared (and slow) right now.
+            timeout = args.timeout or 4 * took
+            print(f"unmutated: passes in {took:.0f} s (timeout per mutant {timeout:.0f} s)",
+                  flush=True)  # fmt: skip
 
         outcomes: list[Outcome] = []
         for mutant in mutants:
@@ -273,13 +281,13 @@ def main(argv: list[str] | None = None) -> int:
                 path.write_text(mutated)
                 started = time.monotonic()
                 try:
-                    status, output = run_suite(copy, suite, args.timeout, args.seed,
+                    status, output = run_suite(copy, suite, timeout, args.seed,
                                                storage / mutant.name)  # fmt: skip
                 finally:
                     path.write_text(original)
                 took = time.monotonic() - started
                 if status is None:  # a rule broken so that the suite never ends is caught too
-                    outcome = Outcome(mutant, "killed", f"timeout after {args.timeout:.0f} s", took)
+                    outcome = Outcome(mutant, "killed", f"timeout after {timeout:.0f} s", took)
                 elif status == 0:
                     outcome = Outcome(mutant, "survived", "", took)
                 else:
