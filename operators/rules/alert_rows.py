@@ -19,10 +19,14 @@ ALERTS_TABLE = "alerts"
 
 
 def alert_rows(
-    transitions: Sequence[Transition], muted: set[str], extra_dims: Sequence[str]
+    transitions: Sequence[Transition],
+    muted: set[str],
+    extra_dims: Sequence[str],
+    keys: Sequence[str] | None = None,
 ) -> TableRows:
     """The rows of `transitions`; `muted`: idempotency keys of those a silence or an
-    inhibition held back (`notified` says which went to their targets)."""
+    inhibition held back (`notified` says which went to their targets); `keys`: the
+    transitions' idempotency keys when the caller has them already."""
     dims = [dict(t.dims) for t in transitions]
     columns: dict[str, list[Any]] = {
         "rule": [t.rule for t in transitions],
@@ -40,7 +44,8 @@ def alert_rows(
     for name in BASE_DIMS:
         columns[name] = [d.get(name, "") for d in dims]
     columns["extra_dims"] = [";".join(f"{n}={d[n]}" for n in extra_dims if n in d) for d in dims]
-    keys = [t.idempotency_key for t in transitions]
+    if keys is None:
+        keys = [t.idempotency_key for t in transitions]
     columns.update(
         value=[t.value for t in transitions],
         threshold=[t.threshold for t in transitions],
@@ -53,6 +58,6 @@ def alert_rows(
         notified=[
             1 if t.targets and k not in muted else 0 for t, k in zip(transitions, keys, strict=True)
         ],
-        idempotency_key=keys,
+        idempotency_key=list(keys),
     )
     return TableRows(ALERTS_TABLE, columns)

@@ -32,13 +32,13 @@ per emission with its event time).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import numpy as np
 from bytewax.operators import StatefulLogic
 
@@ -60,6 +60,10 @@ if TYPE_CHECKING:
     from config.settings import Settings
 
 log = logging.getLogger("pulse.alerts")
+_encode = msgspec.json.encode
+# Resolved alerts are forgotten (resolved_retention) when event time enters a new period of
+# this length: at the same event times in a run and its replay, and not at every emission.
+FORGET_EVERY_MS = 60_000
 
 RulesOutput = TableRows | Notification | Action
 RuntimeSilences = Callable[[int], Sequence[Silence]]
@@ -156,8 +160,11 @@ class RulesStage(StatefulLogic[WindowMetrics, RulesOutput, bytes]):
             at = value.event_time(group.end, self.config.allowed_lateness)
             if at == -math.inf:
                 continue  # before every partition was heard from: no event time yet
-            self.clock = max(self.clock, at)
-            out.extend(self._evaluate(value, group, int(self.clock)))
+            previous, self.clock = self.clock, max(self.clock, at)
+            now = int(self.clock)
+            out.extend(self._evaluate(value, group, now))
+            if math.isinf(previous) or now // FORGET_EVERY_MS != int(previous) // FORGET_EVERY_MS:
+                self.lifecycle.forget_expired(now)
         return out, StatefulLogic.RETAIN
 
     def on_eof(self) -> tuple[list[RulesOutput], bool]:
@@ -186,9 +193,9 @@ class RulesStage(StatefulLogic[WindowMetrics, RulesOutput, bytes]):
             if mask is None:
                 continue
             picked = [
-                cell
-                for cell, read in zip(cells, mask[union].tolist(), strict=True)
-                if read and evaluator.wants(cell.dims, cell.window)
+                cells[i]
+                for i in np.flatnonzero(mask[union]).tolist()
+                if evaluator.wants(cells[i].dims, group.window)
             ]
             for evaluation in evaluator.evaluate(picked, now):
                 for transition in self.lifecycle.observe(evaluator.rule, evaluation):
@@ -206,13 +213,12 @@ class RulesStage(StatefulLogic[WindowMetrics, RulesOutput, bytes]):
             silences.extend(self.config.runtime_silences(now))
         notify, muted = Muting(Silences(silences), self.inhibitor).split(transitions)
         notifications = self.grouper.push(notify, now)
-        self.lifecycle.forget_expired(now)
         out: list[RulesOutput] = []
         if transitions:
+            keys = [t.idempotency_key for t in transitions]
             muted_keys = {t.idempotency_key for t in muted}
-            out.append(alert_rows(transitions, muted_keys, self.config.extra_dims))
-            for transition in transitions:
-                _log_transition(transition, transition.idempotency_key in muted_keys)
+            out.append(alert_rows(transitions, muted_keys, self.config.extra_dims, keys))
+            _log_transitions(transitions, keys, muted_keys, now)
         out.extend(notifications)
         out.extend(actions)
         self.stats.alert_transitions += len(transitions)
@@ -241,34 +247,38 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _log_transition(transition: Transition, muted: bool) -> None:
-    """One structured line per transition (the `alerts` row's identity and reason)."""
+def _log_transitions(
+    transitions: list[Transition], keys: list[str], muted: set[str], now: int
+) -> None:
+    """One structured JSON line per transition (the `alerts` row's identity and reason),
+    in one log record per evaluation: thousands of transitions (an inconclusive spell
+    starting across a cube) cost one logging call, not thousands."""
     if not log.isEnabledFor(logging.INFO):
         return
-    record = {
-        "alert": transition.state.value,
-        "previous": transition.previous.value,
-        "rule": transition.rule,
-        "fingerprint": transition.fingerprint,
-        "episode": transition.episode,
-        "sequence": transition.sequence,
-        "severity": transition.severity.value,
-        "event_time": transition.event_time,
-        "window": transition.window,
-        "window_start": transition.window_start,
-        "dims": dict(transition.dims),
-        "value": _finite(transition.value),
-        "threshold": _finite(transition.threshold),
-        "samples": transition.samples,
-        "reason": transition.reason,
-        "targets": list(transition.targets),
-        "muted": muted,
-        "action": transition.action,
-        "idempotency_key": transition.idempotency_key,
-    }
-    log.info(json.dumps(record, default=str))
-
-
-def _finite(value: float | None) -> float | None:
-    """JSON has no NaN or Infinity."""
-    return value if value is not None and math.isfinite(value) else None
+    lines = [
+        _encode(
+            {
+                "alert": t.state.value,
+                "previous": t.previous.value,
+                "rule": t.rule,
+                "fingerprint": t.fingerprint,
+                "episode": t.episode,
+                "sequence": t.sequence,
+                "severity": t.severity.value,
+                "event_time": t.event_time,
+                "window": t.window,
+                "window_start": t.window_start,
+                "dims": dict(t.dims),
+                "value": t.value,  # NaN or infinite: null (JSON has neither)
+                "threshold": t.threshold,
+                "samples": t.samples,
+                "reason": t.reason,
+                "targets": list(t.targets),
+                "muted": key in muted,
+                "action": t.action,
+                "idempotency_key": key,
+            }
+        ).decode()
+        for t, key in zip(transitions, keys, strict=True)
+    ]
+    log.info("%d alert transitions at event time %d:\n%s", len(lines), now, "\n".join(lines))
