@@ -304,3 +304,49 @@ def test_the_numpy_row_selection_agrees_with_the_selector_rule() -> None:
                     full.update([dims["extra_dims"].split("=")])
                 expected.append(selects_cell(s, full, ROLLUP_DIMS))
             assert mask is not None and mask.tolist() == expected, s
+
+
+def _example_windows(n: int) -> list[tuple[int, list[tuple[dict[str, str], dict]]]]:
+    """1m windows for the issue's example rules: a canary twice as often thumbed down as
+    its primary (rollups and per-version rows), and a finest cell under the accuracy floor."""
+
+    def thumbs(deployment: str, version: str, down: int) -> tuple[dict[str, str], dict]:
+        dims = {"tenant": "t", "model_id": "m1", "deployment": deployment,
+                "model_version": version, "segment": "*", "endpoint": "*"}  # fmt: skip
+        return dims, {"thumbs_down": down, "thumbs_up": 300 - down, "feedback_count": 300}
+
+    out = []
+    for i in range(n):
+        cells = [
+            thumbs("canary", "*", 60), thumbs("canary", "v2", 60),
+            thumbs("primary", "*", 30), thumbs("primary", "v1", 30),
+            cell("eu", 40, 20, model_version="v1", endpoint="/x"),
+        ]  # fmt: skip
+        out.append((T0 + i * M, cells))
+    return out
+
+
+def test_the_real_evaluators_resume_from_a_snapshot_with_identical_transitions() -> None:
+    """The issue's example rules with the evaluators of `evaluator_for` (the canary's
+    evidence is state): split before the canary fires and while the accuracy alert is
+    pending; the resumed stage must emit what the uninterrupted one does, the rollback
+    included."""
+    from operators.rules.evaluators import evaluator_for
+    from tests.operators.rules.cell_windows import example_settings
+
+    settings = example_settings()
+    rules = RulesConfig.of(settings, lambda rule: evaluator_for(rule, settings))
+    emissions = [emission([w]) for w in _example_windows(8)]
+    kept = RulesStage(rules, FlowStats())
+    before = alert_rows(run(kept, emissions[:1], eof=False))
+    assert ("accuracy-floor", "pending") in {(r["rule"], r["state"]) for r in before}
+    assert not any(r["state"] == "firing" for r in before)
+    data = kept.snapshot()
+    assert data is not None
+    rest = run(kept, emissions[1:])
+    resumed = run(RulesStage(rules, FlowStats(), data), emissions[1:])
+    assert [repr(x) for x in resumed] == [repr(x) for x in rest]
+    rollbacks = [a for a in rest if isinstance(a, Action)]
+    assert [(a.kind, a.from_version, a.to_version) for a in rollbacks] == [("rollback", "v2", "v1")]
+    fired = {(r["rule"], r["state"]) for r in alert_rows(rest)}
+    assert {("canary-thumbs-down", "firing"), ("accuracy-floor", "firing")} <= fired
