@@ -17,8 +17,8 @@ the emission (oldest end first):
    that carries an action becomes one :class:`~operators.rules.alerts.Action` (evidence
    from the evaluation; `from_version`/`to_version` read from evidence keys of those
    names), muted or not;
-5. writes every transition as an `alerts` row (:mod:`operators.rules.alert_rows`) and one
-   JSON log line (logger ``pulse.alerts``).
+5. writes every transition as an `alerts` row (:mod:`operators.rules.alert_rows`) and a
+   JSON line of the log (logger ``pulse.alerts``: one record per evaluation).
 
 At the end of the input (`on_eof`: a bounded run) every open group is drained, so each
 notification reaches the outbox sink, whose close delivers it before the run exits.
