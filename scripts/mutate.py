@@ -18,6 +18,7 @@ per mutant keeps the whole check at a few minutes per mutant at most.
     make mutate ARGS="-k join"               # mutants whose name contains "join"
     make mutate ARGS="--exclude tests/operators/test_boundaries.py"   # without a test file
     make mutate ARGS="--list"                # the mutants, nothing run
+    make mutate ARGS="--check"               # do their snippets still apply?
 """
 
 from __future__ import annotations
@@ -121,8 +122,10 @@ MUTANTS = (
            "if isinstance(value, float) and value.is_integer():", "if False:",
            "a label 1.0 reads '1.0', not '1'"),
     Mutant("ctr-over-feedback", "operators/metrics.py",
-           '_rate_of("clicks", "inference_count")', '_rate_of("clicks", "feedback_count")',
-           "click-through rate over feedback instead of impressions"),
+           '"ctr": _proportion("clicks", "inference_count")',
+           '"ctr": _proportion("clicks", "feedback_count")',
+           "click-through rate over feedback instead of impressions",
+           (('_rate_of("clicks", "inference_count")', '_rate_of("clicks", "feedback_count")'),)),
     Mutant("ratio-zero-denominator", "operators/metrics.py",
            "return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)",
            "return np.where(den >= 0, num / np.where(den > 0, den, 1.0), np.nan)",
@@ -151,6 +154,10 @@ def copy_repository(target: Path) -> None:
         destination = target / name
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, destination)
+
+
+def _read(path: Path) -> str:
+    return path.read_text() if path.is_file() else ""
 
 
 def apply(mutant: Mutant, text: str) -> str | None:
@@ -239,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
         help="skip the unmutated run that checks the suite passes first",
     )  # fmt: skip
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument(
+        "--check", action="store_true",
+        help="only say whether each mutant's snippet still applies to the working tree",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     mutants = [m for m in MUTANTS if args.select in m.name]
@@ -246,6 +257,11 @@ def main(argv: list[str] | None = None) -> int:
         for m in mutants:
             print(f"{m.name:38} {m.path:30} {m.why}")
         return 0 if mutants else 1
+    if args.check:
+        stale = [m for m in mutants if apply(m, _read(ROOT / m.path)) is None]
+        for m in mutants:
+            print(f"{m.name:38} {'not applicable' if m in stale else 'applies'}")
+        return 1 if stale else 0
     suite = [*FAST_SUITE, *(f"--ignore={path}" for path in args.exclude)]
 
     with tempfile.TemporaryDirectory(prefix="pulse-mutate-") as tmp:
@@ -273,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         outcomes: list[Outcome] = []
         for mutant in mutants:
             path = copy / mutant.path
-            original = path.read_text() if path.is_file() else ""
+            original = _read(path)
             mutated = apply(mutant, original)
             if mutated is None:
                 outcome = Outcome(mutant, "not applicable", "snippet not found exactly once", 0.0)
