@@ -11,9 +11,9 @@
   ``write_batch`` blocks, after each :class:`TableRows` it hands over: an outage slows
   the flow down instead of dropping rows or growing memory without bound, and a large
   batch (every window's final rows at the end of a bounded run) is not buffered whole
-  before the bound applies. The writer converts and inserts one block at a time and lets
-  go of each block's rows once written, so it holds one block's Arrow copy, not a
-  table's.
+  before the bound applies. The writer takes one block per table at a time (what it
+  holds in flight stays within a block, so a small bound still leaves room to buffer
+  while it inserts) and lets go of each block's rows once written.
 * Failed inserts are retried with exponential backoff (tenacity) for as long as the
   failure looks transient (connection refused, timeouts, overload). Any other error (a
   schema mismatch) ends the process with exit code 3 and the cause in the log: raising
@@ -28,7 +28,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -72,7 +72,7 @@ class _Writer:
         self._client_factory = client_factory
         self._client: Any = None
         self._schemas: dict[str, list[tuple[str, str]]] = {}
-        self._buffers: dict[str, list[TableRows]] = {}
+        self._buffers: dict[str, deque[TableRows]] = {}
         self._pending = 0
         self._in_flight = 0
         self._flush_requested = False
@@ -93,7 +93,7 @@ class _Writer:
                 n = len(rows)
                 if not n:
                     continue
-                self._buffers.setdefault(rows.table, []).append(rows)
+                self._buffers.setdefault(rows.table, deque()).append(rows)
                 self._pending += n
                 self._cond.notify_all()
                 while self._unwritten >= self.max_pending_rows and self._error is None:
@@ -127,14 +127,26 @@ class _Writer:
 
     # ---- the writer thread -------------------------------------------------------------
 
-    def _take(self) -> list[tuple[str, list[TableRows]]]:
-        """Buffers due for writing (block full, flush asked, or interval passed)."""
+    def _take(self, every_table: bool) -> list[tuple[str, list[TableRows]]]:
+        """One block (at most `block_rows` rows) of each table due for writing: a block
+        full, or `every_table` (see `_write_all`); a chunk that crosses the block's end
+        is sliced."""
         due = []
         for table, chunks in list(self._buffers.items()):
             rows = sum(len(c) for c in chunks)
-            if rows >= self.block_rows or self._flush_requested or self._interval_passed:
-                due.append((table, chunks))
-                del self._buffers[table]
+            if rows >= self.block_rows or every_table:
+                block: list[TableRows] = []
+                room = self.block_rows
+                while chunks and room:
+                    rows_taken = chunks.popleft()
+                    if len(rows_taken) > room:
+                        chunks.appendleft(rows_taken.slice(room, len(rows_taken)))
+                        rows_taken = rows_taken.slice(0, room)
+                    block.append(rows_taken)
+                    room -= len(rows_taken)
+                if not chunks:
+                    del self._buffers[table]
+                due.append((table, block))
         return due
 
     def _run(self) -> None:
@@ -145,25 +157,22 @@ class _Writer:
                     self._cond.wait(self.flush_interval)
                 if self._closing and not self._pending:
                     return
-                self._interval_passed = time.monotonic() - last >= self.flush_interval
-                due = self._take()
+                due = self._take(self._write_all(last))
                 in_flight = sum(len(c) for _, chunks in due for c in chunks)
                 self._in_flight += in_flight
                 self._pending -= in_flight
                 self._cond.notify_all()
             last = time.monotonic()
             try:
-                for table, chunks in due:
-                    queue = deque(chunks)
-                    chunks.clear()  # the queue lets go of each chunk once it is taken
-                    for block in _blocks(queue, self.block_rows):
-                        written = sum(len(c) for c in block)
-                        self._write(table, block)
-                        del block  # written: its rows may go
-                        with self._cond:
-                            self._in_flight -= written
-                            in_flight -= written
-                            self._cond.notify_all()
+                while due:
+                    table, block = due.pop(0)
+                    written = sum(len(c) for c in block)
+                    self._write(table, block)
+                    del block  # written: its rows may go
+                    with self._cond:
+                        self._in_flight -= written
+                        in_flight -= written
+                        self._cond.notify_all()
             except BaseException as exc:  # not transient
                 self._fail(exc)
                 return
@@ -171,8 +180,6 @@ class _Writer:
                 with self._cond:
                     self._in_flight -= in_flight
                     self._cond.notify_all()
-
-    _interval_passed = False
 
     def _fail(self, exc: BaseException) -> None:
         with self._cond:
@@ -184,10 +191,19 @@ class _Writer:
             )
         log.critical("ClickHouse write failed permanently: %s: %s", type(exc).__name__, exc)
 
+    def _write_all(self, last: float) -> bool:
+        """Write every table, however few rows it has: a flush is asked, the interval has
+        passed, or the worker waits on the bound (nothing else would free it sooner)."""
+        return (
+            self._flush_requested
+            or time.monotonic() - last >= self.flush_interval
+            or self._unwritten >= self.max_pending_rows
+        )
+
     def _ready(self, last: float) -> bool:
         if not self._pending:
             return False
-        if self._flush_requested or time.monotonic() - last >= self.flush_interval:
+        if self._write_all(last):
             return True
         return any(
             sum(len(c) for c in chunks) >= self.block_rows for chunks in self._buffers.values()
@@ -234,25 +250,6 @@ class _Writer:
             exc,
             delay,
         )
-
-
-def _blocks(chunks: deque[TableRows], size: int) -> Iterator[list[TableRows]]:
-    """Consecutive blocks of at most `size` rows, slicing a chunk that crosses a block's
-    end. Chunks leave the deque as they are taken, so written rows are not kept."""
-    block: list[TableRows] = []
-    room = size
-    while chunks:
-        rows = chunks.popleft()
-        if len(rows) > room:
-            chunks.appendleft(rows.slice(room, len(rows)))
-            rows = rows.slice(0, room)
-        block.append(rows)
-        room -= len(rows)
-        if room == 0:
-            yield block
-            block, room = [], size
-    if block:
-        yield block
 
 
 class ClickHouseSinkPartition(StatefulSinkPartition[TableRows, None]):
