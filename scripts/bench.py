@@ -14,6 +14,10 @@
    --repeat times, alternating, and the fastest counts (single runs on a shared VM vary
    by tens of percent). Then once from Kafka (the same events loaded into topics) to
    chDB. Wall time includes start-up and the final flush.
+4. With ``--rules N``: the bounded flow (``--no-recovery``) with N generated rules of mixed
+   types (threshold, ratio, spike, canary, drift; :func:`bench_rules`) over the bench log's
+   dims and windows, alternating with the same run without rules, --repeat times each;
+   the ratio of the best rates is what the rules cost.
 
 Prints events/s, the ratio to the reference, and each process's peak RSS next to the
 highest RSS it had in the first three quarters of its run (sampled every 50 ms): the end
@@ -39,6 +43,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -61,6 +66,55 @@ def generate(log: LocalLog, events: int, dims: int, seed: int) -> int:
             written += writer.write(batch)
             batch = []
     return written + writer.write(batch)
+
+
+# The bench cube's dims (operators.synthetic._Cube) and the default windows.
+_SELECTORS: tuple[dict[str, object], ...] = (
+    {"model_version": "*", "segment": "*", "endpoint": "*"},  # every individual cell
+    {"model_version": "*"},
+    {"segment": "*"},
+    {"endpoint": "*"},
+    {"model_version": "*", "endpoint": "*"},
+    {},  # the model's rollup per tenant
+)
+_WINDOWS = ("1m", "5m_30s", "1h")
+_TUMBLING = ("1m", "1h")
+_METRICS = ("accuracy", "thumbs_down_rate", "ctr", "error_rate", "latency_p95")
+
+
+def bench_rules(n: int) -> list[dict[str, object]]:
+    """N rules cycling through the five types, windows, selectors and metrics (canary and
+    drift on tumbling windows; the cube has no canary deployment, so canaries stay
+    without evidence, as a canary rule does until one is deployed). No notify targets:
+    the flow's cost, not a receiver's."""
+    rules: list[dict[str, object]] = []
+    for i in range(n):
+        kind = ("threshold", "ratio", "spike", "canary", "drift")[i % 5]
+        rule: dict[str, object] = {"name": f"bench-{kind}-{i}", "type": kind}
+        where = _SELECTORS[i // 5 % len(_SELECTORS)]
+        window = _WINDOWS[i // 5 % len(_WINDOWS)]
+        metric = _METRICS[i // 5 % len(_METRICS)]
+        if kind == "threshold":
+            op = "<" if metric in ("accuracy", "ctr") else ">"
+            rule.update(window=window, where=where, metric=metric, op=op, value=0.5,
+                        min_samples=30, **{"for": "1m"})  # fmt: skip
+        elif kind == "ratio":
+            rule.update(window=window, where=where, numerator={"metric": "thumbs_down"},
+                        denominator={"metric": "feedback_count"}, scale=100, op=">",
+                        value=20, min_samples=30)  # fmt: skip
+        elif kind == "spike":
+            rule.update(window=window, where=where, metric=metric, baseline_windows=5,
+                        change=0.5, min_samples=30)  # fmt: skip
+        elif kind == "canary":
+            rule.update(window=_TUMBLING[i // 5 % 2], metric="thumbs_down_rate",
+                        canary={"deployment": "canary", **where},
+                        baseline={"deployment": "primary", **where},
+                        match=["model_id"], worse="higher", alpha=0.01)  # fmt: skip
+        else:
+            rule.update(window=_TUMBLING[i // 5 % 2], where=where,
+                        reference={"kind": "trailing", "windows": 3}, psi=0.2)  # fmt: skip
+        rules.append(rule)
+    return rules
 
 
 def log_lines(log: LocalLog) -> Iterator[bytes]:
@@ -177,6 +231,26 @@ def load_kafka(log: LocalLog, bootstrap: str, prefix: str) -> None:
     writer.close()
 
 
+def measure_rules(
+    home: Path, env: dict[str, str], n: int, ref: float, count: int, repeat: int
+) -> None:
+    """The flow with `count` rules against the same flow without, alternating."""
+    config = home / "rules.yaml"
+    config.write_text(yaml.safe_dump({"rules": bench_rules(count)}, sort_keys=False))
+    with_rules, without = [], []
+    for _ in range(repeat):
+        without.append(run_flow(home, env, "--no-recovery"))
+        with_rules.append(run_flow(home, {**env, "PULSE_CONFIG": str(config)}, "--no-recovery"))
+    plain = min(without, key=lambda run: run[0])
+    ruled = min(with_rules, key=lambda run: run[0])
+    report("no rules (--no-recovery):", n, ref, plain)
+    print(f"  all runs: {_times(without)}")
+    report(f"{count} rules (--no-recovery):", n, ref, ruled)
+    print(f"  all runs: {_times(with_rules)}")
+    print(f"  rate with rules / without: {plain[0] / ruled[0]:.3f} (best against best; "
+          f"the rules cost {1 - plain[0] / ruled[0]:.1%})")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -191,6 +265,12 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the bench home")
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs of each local configuration (best is kept)"
+    )
+    parser.add_argument(
+        "--rules", type=int, default=0, help="also measure N generated rules (mixed types)"
+    )
+    parser.add_argument(
+        "--only-rules", action="store_true", help="skip recovery and Kafka: the rules only"
     )
     parser.add_argument(
         "--snapshot-interval", default="10s", help="run.snapshot_interval of the recovery runs"
@@ -208,6 +288,14 @@ def main() -> None:
         ref = max(reference_rate(log)[1] for _ in range(args.repeat))
         print(f"{'reference (msgspec untyped decode):':<36} {ref:12,.0f} events/s")
 
+        local = {
+            "PULSE_LOG_PARTITIONS": str(args.partitions),
+            "PULSE_RUN_SNAPSHOT_INTERVAL": args.snapshot_interval,
+        }
+        if args.rules:
+            measure_rules(home, local, n, ref, args.rules, args.repeat)
+        if args.only_rules:
+            return
         local = {
             "PULSE_LOG_PARTITIONS": str(args.partitions),
             "PULSE_RUN_SNAPSHOT_INTERVAL": args.snapshot_interval,
