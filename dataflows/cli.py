@@ -102,6 +102,13 @@ def _parse_time(value: str, option: str) -> int:
 
 
 def _profile(args: argparse.Namespace, start_ms: int) -> TrafficProfile:
+    try:
+        return _traffic_profile(args, start_ms)
+    except ValueError as exc:  # the canary options' checks, naming the field
+        raise CliError(f"--canary-* options: {exc}") from None
+
+
+def _traffic_profile(args: argparse.Namespace, start_ms: int) -> TrafficProfile:
     return TrafficProfile(
         seed=args.seed if args.seed is not None else 0,
         start_ms=start_ms,
@@ -113,6 +120,13 @@ def _profile(args: argparse.Namespace, start_ms: int) -> TrafficProfile:
         late_rate=args.late_rate,
         jitter_ms=args.jitter_ms,
         dims=args.dims,
+        canary_share=args.canary_share,
+        canary_degrade_at_ms=(
+            _parse_time(args.canary_degrade_at, "--canary-degrade-at")
+            if args.canary_degrade_at
+            else None
+        ),
+        canary_thumbs_down=args.canary_thumbs_down,
     )
 
 
@@ -512,6 +526,17 @@ def _add_traffic_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--late-rate", type=float, default=0.003, help="feedback emitted 3 min late")
     p.add_argument(
         "--jitter-ms", type=int, default=3000, help="out-of-order jitter (< max_out_of_orderness)"
+    )
+    p.add_argument(
+        "--canary-share",
+        type=float,
+        default=0.0,
+        help="one model, `assistant`, whose canary gets this share of traffic, alike its "
+        "primary (10%% thumbs-down) until --canary-degrade-at",
+    )
+    p.add_argument("--canary-degrade-at", help="event time the canary degrades (RFC 3339)")
+    p.add_argument(
+        "--canary-thumbs-down", type=float, help="the canary's thumbs-down rate once degraded"
     )
 
 

@@ -7,6 +7,13 @@ honest about what it injected: every :class:`GeneratedEvent` says whether it is 
 a duplicate, an orphan (feedback with no inference) or very late, so tests can check the
 pipeline against the truth.
 
+With `canary_share` the traffic is one model, `assistant`, whose `primary` and `canary`
+deployments are alike (thumbs feedback only, a 10 % thumbs-down rate) until
+`canary_degrade_at_ms`, from which the canary's inferences get `canary_thumbs_down`: a
+canary that degrades at a known event time, for the canary rule's end-to-end tests. The
+draws do not depend on the degradation, so a degrading log and an alike one of the same
+seed differ only in the canary's thumbs after that time.
+
 Emission order is event time plus a uniform jitter in [0, jitter_ms]: disorder stays
 within `jitter_ms` (keep it below `time.max_out_of_orderness`), except for the very late
 events, emitted `late_by_ms` after their timestamp.
@@ -78,6 +85,21 @@ MEDIAN_DELAY_S = {
     "preference": 12.0,
     "report": 90.0,
 }
+# The canary scenario's model: both deployments alike, thumbs feedback only.
+CANARY_BASE_THUMBS_DOWN = 0.10
+
+
+def canary_model(share: float) -> ModelProfile:
+    quality = 1.0 - CANARY_BASE_THUMBS_DOWN
+    return ModelProfile(
+        "assistant",
+        (("2026-01", "primary", 1.0 - share, quality), ("2026-02", "canary", share, quality)),
+        ("/v1/chat",),
+        ("answer",),
+        (("thumbs", 1.0),),
+    )
+
+
 MAX_DELAY_S = 400.0  # below join.ttl (10 min) so every on-time feedback can join
 
 
@@ -95,6 +117,21 @@ class TrafficProfile:
     late_by_ms: int = 180_000
     jitter_ms: int = 3_000
     dims: int | None = None  # a synthetic cube of about this many (version, segment, endpoint)
+    canary_share: float = 0.0  # > 0: the canary scenario (see the module docstring)
+    canary_degrade_at_ms: int | None = None  # the canary's inferences from here on degrade
+    canary_thumbs_down: float | None = None  # ...to this thumbs-down probability
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.canary_share < 1.0:
+            raise ValueError(f"canary_share must be in [0, 1), got {self.canary_share}")
+        degrades = (self.canary_degrade_at_ms is not None, self.canary_thumbs_down is not None)
+        if any(degrades) and not (all(degrades) and self.canary_share > 0):
+            raise ValueError(
+                "a degrading canary needs canary_share > 0, canary_degrade_at_ms and "
+                "canary_thumbs_down together"
+            )
+        if self.canary_thumbs_down is not None and not 0.0 <= self.canary_thumbs_down <= 1.0:
+            raise ValueError(f"canary_thumbs_down must be in [0, 1], got {self.canary_thumbs_down}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +169,11 @@ class TrafficGenerator:
         self.p = profile
         self.rng = random.Random(profile.seed)
         self.cube = _Cube(profile.dims) if profile.dims else None
+        self.catalogue = (
+            (canary_model(profile.canary_share),) if profile.canary_share else CATALOGUE
+        )
+        self._degrade_at = profile.canary_degrade_at_ms
+        self._degraded_quality = 1.0 - (profile.canary_thumbs_down or 0.0)
         self._heap: list[tuple[int, int, GeneratedEvent]] = []
         self._seq = 0
         self._event_seq = 0
@@ -171,11 +213,13 @@ class TrafficGenerator:
             classes: tuple[str, ...] = ("a", "b", "c")
             kinds: tuple[tuple[str, float], ...] = (("label", 0.5), ("thumbs", 0.2), ("click", 0.3))
         else:
-            model = rng.choice(CATALOGUE)
+            model = rng.choice(self.catalogue)
             model_id, classes, kinds = model.model_id, model.classes, model.kinds
             version, deployment, _, quality = rng.choices(
                 model.versions, weights=[v[2] for v in model.versions]
             )[0]
+            if self._degrade_at is not None and deployment == "canary" and ts >= self._degrade_at:
+                quality = self._degraded_quality
             endpoint = rng.choice(model.endpoints)
             segment = rng.choice(SEGMENTS)
         prediction = rng.choice(classes)
