@@ -21,7 +21,7 @@ result's figures (:meth:`DriftResult.evidence`), the metric, the window.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,8 @@ from operators.rules.change_detectors import DetectorSpec, SeriesChangeDetector
 from operators.rules.drift import DriftResult, DriftVerdict, HistogramDrift, proportion_counts
 from operators.rules.drift_reference import FixedPeriod, ReferenceHistogram, TrailingWindows
 from operators.rules.evaluation import CellWindow
-from operators.rules.evaluators.reading import CellFilter, in_order
+from operators.rules.evaluators.cell_rule import CellRule, verdict
+from operators.rules.evaluators.reading import in_order
 from operators.rules.lifecycle import Dims, Evaluation, Outcome, dims_of
 
 SERIES_OF_HISTOGRAM = "confidence_mean"
@@ -50,12 +51,11 @@ class DriftState:
     cells: dict[Dims, DriftCell] = field(default_factory=dict)
 
 
-class DriftEvaluator:
+class DriftEvaluator(CellRule[DriftRule]):
     def __init__(
         self, rule: DriftRule, confidence_bins: int, state: DriftState | None = None
     ) -> None:
-        self.config = rule
-        self.cells = CellFilter(rule.window, rule.where)
+        super().__init__(rule)
         self.distribution = rule.metric in DISTRIBUTION_METRICS and bool(rule.psi or rule.test)
         self.bins = confidence_bins if rule.metric == HISTOGRAM_METRIC else 2
         self.check = (
@@ -80,13 +80,6 @@ class DriftEvaluator:
         )
         self.series = SERIES_OF_HISTOGRAM if rule.metric == HISTOGRAM_METRIC else rule.metric
         self.state = state if state is not None else DriftState()
-
-    @property
-    def rule(self) -> str:
-        return self.config.name
-
-    def wants(self, dims: Mapping[str, str], window: str) -> bool:
-        return self.cells.wants(dims, window)
 
     def _cell(self, key: Dims) -> DriftCell:
         cell = self.state.cells.get(key)
@@ -147,16 +140,7 @@ class DriftEvaluator:
                 **dict(key),
                 "checks": [r.evidence() for r in results],
             }
-        return Evaluation(
-            dims=key,
-            outcome=outcome,
-            event_time=event_time,
-            window_start=cell.window_start,
-            window_end=cell.window_end,
-            value=main.statistic,
-            threshold=main.threshold,
-            samples=main.samples,
-            baseline_samples=main.baseline_samples,
-            reason="; ".join(f"{self.config.metric}: {r.reason}" for r in results),
-            evidence=evidence,
-        )
+        reason = "; ".join(f"{self.config.metric}: {r.reason}" for r in results)
+        return verdict(cell, event_time, outcome, reason, dims=key, value=main.statistic,
+                       threshold=main.threshold, samples=main.samples,
+                       baseline_samples=main.baseline_samples, evidence=evidence)  # fmt: skip

@@ -16,12 +16,13 @@ overlap one window) entries; plain data, picklable.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from config.rules import SpikeRule
 from operators.rules.evaluation import CellWindow
-from operators.rules.evaluators.reading import CellFilter, in_order, number, sample_label, samples
+from operators.rules.evaluators.cell_rule import CellRule, holds, too_few, verdict
+from operators.rules.evaluators.reading import in_order, samples
 from operators.rules.lifecycle import Dims, Evaluation, Outcome, dims_of
 
 # (window start, window end, value, samples) of one final window
@@ -33,30 +34,22 @@ class SpikeState:
     rings: dict[Dims, list[Point]] = field(default_factory=dict)
 
 
-class SpikeEvaluator:
+class SpikeEvaluator(CellRule[SpikeRule]):
     def __init__(
         self, rule: SpikeRule, overlapping: int = 1, state: SpikeState | None = None
     ) -> None:
         """`overlapping`: how many consecutive windows of the rule's window share events
         (1 for tumbling; ceil(length / slide) for sliding)."""
-        self.config = rule
-        self.cells = CellFilter(rule.window, rule.where)
+        super().__init__(rule)
         self.keep = rule.baseline_windows + max(overlapping, 1)
-        self.state = state if state is not None else SpikeState()
-
-    @property
-    def rule(self) -> str:
-        return self.config.name
-
-    def wants(self, dims: Mapping[str, str], window: str) -> bool:
-        return self.cells.wants(dims, window)
+        self.state: SpikeState = state if state is not None else SpikeState()
 
     def evaluate(self, cells: Sequence[CellWindow], event_time: int) -> list[Evaluation]:
         out = []
         for cell in in_order(cells):
             key = dims_of(cell.dims)
             ring = self.state.rings.setdefault(key, [])
-            out.append(self.judge(key, ring, cell, event_time))
+            out.append(self._judge(key, ring, cell, event_time))
             if cell.final:
                 self._absorb(ring, cell)
         return out
@@ -71,50 +64,36 @@ class SpikeEvaluator:
         ring.append((cell.window_start, cell.window_end, value, n))
         del ring[: max(0, len(ring) - self.keep)]
 
-    def judge(self, key: Dims, ring: list[Point], cell: CellWindow, event_time: int) -> Evaluation:
+    def _judge(self, key: Dims, ring: list[Point], cell: CellWindow, event_time: int) -> Evaluation:
         rule = self.config
         value = cell.metrics.get(rule.metric)
         n = samples(rule.metric, cell.fields)
         baseline = [p for p in ring if p[1] <= cell.window_start][-rule.baseline_windows :]
-        base_n = sum(p[3] for p in baseline)
-        mean = sum(p[2] for p in baseline) / len(baseline) if baseline else None
-        threshold = None
+        base_n = sum(p[3] for p in baseline) if baseline else None
         if value is None or n < rule.min_samples:
-            outcome = Outcome.INCONCLUSIVE
-            reason = (
-                f"{rule.metric} {number(value)}: too few samples "
-                f"({n} {sample_label(rule.metric)}, needs {rule.min_samples})"
-            )
-        elif mean is None or len(baseline) < rule.baseline_windows:
-            outcome = Outcome.INCONCLUSIVE
+            reason = too_few(rule.metric, value, n, rule.min_samples)
+            return verdict(cell, event_time, Outcome.INCONCLUSIVE, reason, dims=key,
+                           value=value, samples=n, baseline_samples=base_n)  # fmt: skip
+        if not baseline or len(baseline) < rule.baseline_windows:
             reason = (
                 f"{rule.metric} {value:.4g}: baseline has {len(baseline)} of "
                 f"{rule.baseline_windows} windows"
             )
-        else:
-            change = _relative_change(value, mean)
-            up = rule.direction in ("up", "both") and change >= rule.change
-            down = rule.direction in ("down", "both") and -change >= rule.change
-            rising = rule.direction == "up" or (rule.direction == "both" and value >= mean)
-            threshold = mean * (1 + rule.change) if rising else mean * (1 - rule.change)
-            outcome = Outcome.TRUE if up or down else Outcome.FALSE
-            reason = (
-                f"{rule.metric} {value:.4g} against a mean of {mean:.4g} over "
-                f"{len(baseline)} windows: {change:+.1%} "
-                f"({'beyond' if up or down else 'within'} {rule.change:.0%} {rule.direction})"
-            )
-        return Evaluation(
-            dims=key,
-            outcome=outcome,
-            event_time=event_time,
-            window_start=cell.window_start,
-            window_end=cell.window_end,
-            value=value,
-            threshold=threshold,
-            samples=n,
-            baseline_samples=base_n if baseline else None,
-            reason=reason,
+            return verdict(cell, event_time, Outcome.INCONCLUSIVE, reason, dims=key,
+                           value=value, samples=n, baseline_samples=base_n)  # fmt: skip
+        mean = sum(p[2] for p in baseline) / len(baseline)
+        change = _relative_change(value, mean)
+        up = rule.direction in ("up", "both") and change >= rule.change
+        down = rule.direction in ("down", "both") and -change >= rule.change
+        rising = rule.direction == "up" or (rule.direction == "both" and value >= mean)
+        threshold = mean * (1 + rule.change) if rising else mean * (1 - rule.change)
+        reason = (
+            f"{rule.metric} {value:.4g} against a mean of {mean:.4g} over "
+            f"{len(baseline)} windows: {change:+.1%} "
+            f"({'beyond' if up or down else 'within'} {rule.change:.0%} {rule.direction})"
         )
+        return verdict(cell, event_time, holds(up or down), reason, dims=key, value=value,
+                       threshold=threshold, samples=n, baseline_samples=base_n)  # fmt: skip
 
 
 def _relative_change(value: float, mean: float) -> float:
