@@ -13,12 +13,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
-from config.rules import RuleBase
+from config.rules import RatioRule, RuleBase, ThresholdRule
 from operators.rules.evaluation import CellWindow
-from operators.rules.evaluators.reading import CellFilter, in_order, number, sample_label
+from operators.rules.evaluators.reading import (
+    COMPARISONS,
+    CellFilter,
+    in_order,
+    number,
+    sample_label,
+)
 from operators.rules.lifecycle import Dims, Evaluation, Outcome, dims_of
 
 R = TypeVar("R", bound=RuleBase)
+C = TypeVar("C", bound=ThresholdRule | RatioRule)
 
 
 class CellRule(Generic[R]):
@@ -43,6 +50,25 @@ class CellRule(Generic[R]):
 
     def judge(self, cell: CellWindow, event_time: int) -> Evaluation:
         raise NotImplementedError(f"{type(self).__name__} judges in evaluate")
+
+
+class ComparisonRule(CellRule[C]):
+    """A rule whose condition is `quantity op value` on each cell (threshold, ratio)."""
+
+    def __init__(self, rule: C) -> None:
+        super().__init__(rule)
+        self.compare = COMPARISONS[rule.op]
+
+    def compared(
+        self, cell: CellWindow, event_time: int, label: str, value: float, n: int, detail: str
+    ) -> Evaluation:
+        """The verdict on a quantity that has enough samples: `label` names it, `detail`
+        says what it was measured on."""
+        rule = self.config
+        met = self.compare(value, rule.value)
+        reason = f"{label} {value:.4g} {'' if met else 'not '}{rule.op} {rule.value:g} ({detail})"
+        return verdict(cell, event_time, holds(met), reason, value=value,
+                       threshold=rule.value, samples=n)  # fmt: skip
 
 
 def verdict(

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from config.rules import RatioRule
 from operators.rules.evaluation import CellWindow
-from operators.rules.evaluators.cell_rule import CellRule, holds, verdict
-from operators.rules.evaluators.reading import COMPARISONS, number, sample_label, samples
+from operators.rules.evaluators.cell_rule import ComparisonRule, verdict
+from operators.rules.evaluators.reading import number, sample_label, samples
 from operators.rules.lifecycle import Evaluation, Outcome
 
 
-class RatioEvaluator(CellRule[RatioRule]):
+class RatioEvaluator(ComparisonRule[RatioRule]):
     """Stateless: each cell's verdict depends on that cell's row only."""
 
     def __init__(self, rule: RatioRule) -> None:
@@ -25,7 +25,6 @@ class RatioEvaluator(CellRule[RatioRule]):
         super().__init__(rule)
         self.numerator: str = rule.numerator.metric
         self.denominator: str = rule.denominator.metric
-        self.compare = COMPARISONS[rule.op]
 
     def judge(self, cell: CellWindow, event_time: int) -> Evaluation:
         rule = self.config
@@ -41,10 +40,5 @@ class RatioEvaluator(CellRule[RatioRule]):
             return verdict(cell, event_time, Outcome.INCONCLUSIVE, reason,
                            threshold=rule.value, samples=n)  # fmt: skip
         value = num / den * rule.scale
-        met = self.compare(value, rule.value)
-        reason = (
-            f"{label} = {value:.4g} {'' if met else 'not '}{rule.op} {rule.value:g} "
-            f"({self.numerator} {num:.4g}, {self.denominator} {den:.4g})"
-        )
-        return verdict(cell, event_time, holds(met), reason, value=value,
-                       threshold=rule.value, samples=n)  # fmt: skip
+        detail = f"{self.numerator} {num:.4g}, {self.denominator} {den:.4g}"
+        return self.compared(cell, event_time, f"{label} =", value, n, detail)

@@ -10,17 +10,13 @@ from __future__ import annotations
 
 from config.rules import ThresholdRule
 from operators.rules.evaluation import CellWindow
-from operators.rules.evaluators.cell_rule import CellRule, holds, too_few, verdict
-from operators.rules.evaluators.reading import COMPARISONS, sample_label, samples
+from operators.rules.evaluators.cell_rule import ComparisonRule, too_few, verdict
+from operators.rules.evaluators.reading import sample_label, samples
 from operators.rules.lifecycle import Evaluation, Outcome
 
 
-class ThresholdEvaluator(CellRule[ThresholdRule]):
+class ThresholdEvaluator(ComparisonRule[ThresholdRule]):
     """Stateless: each cell's verdict depends on that cell's row only."""
-
-    def __init__(self, rule: ThresholdRule) -> None:
-        super().__init__(rule)
-        self.compare = COMPARISONS[rule.op]
 
     def judge(self, cell: CellWindow, event_time: int) -> Evaluation:
         rule = self.config
@@ -31,10 +27,5 @@ class ThresholdEvaluator(CellRule[ThresholdRule]):
             reason = too_few(rule.metric, value, n, rule.min_samples, why)
             return verdict(cell, event_time, Outcome.INCONCLUSIVE, reason, value=value,
                            threshold=rule.value, samples=n)  # fmt: skip
-        met = self.compare(value, rule.value)
-        reason = (
-            f"{rule.metric} {value:.4g} {'' if met else 'not '}{rule.op} {rule.value:g} "
-            f"(n={n} {sample_label(rule.metric)})"
-        )
-        return verdict(cell, event_time, holds(met), reason, value=value,
-                       threshold=rule.value, samples=n)  # fmt: skip
+        detail = f"n={n} {sample_label(rule.metric)}"
+        return self.compared(cell, event_time, rule.metric, value, n, detail)
