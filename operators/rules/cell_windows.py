@@ -6,8 +6,9 @@ bounded run); most rules read a few cells of it. So rows are picked with numpy f
 each rule's selectors (:meth:`config.rules.RuleBase.cells_read`) are decided once per
 distinct value of each dims column (:func:`operators.rules.selectors.selects_value`, the
 one definition of a selector) and looked up by the column's codes, so rows no rule can
-select cost no Python work. Only the rows left become records, and each evaluator's
-`wants` has the last word on them.
+select cost no Python work. Only the rows left become records, and each rule gets the
+rows of its own mask: the decision is exact (the same as the evaluators' `wants`, which
+the stage never asks).
 
 The dims columns are dictionary-encoded (:class:`~operators.batches.Categorical`) with
 append-only dictionaries (:class:`operators.cells.CellIndex`): what was decided for a

@@ -51,8 +51,10 @@ class Evaluator(Protocol):
         ...
 
     def wants(self, dims: Mapping[str, str], window: str) -> bool:
-        """Whether a cell of this window can matter to the rule (the stage builds
-        CellWindows only for cells some rule wants)."""
+        """Whether a cell of this window can matter to the rule, cell by cell. The stage
+        does not ask it: it picks the same cells with numpy from the rule's
+        :meth:`config.rules.RuleBase.cells_read` (:mod:`operators.rules.cell_windows`);
+        this is that decision for one cell (tests, tools)."""
         ...
 
     def evaluate(self, cells: Sequence[CellWindow], event_time: int) -> list[Evaluation]:

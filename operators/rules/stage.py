@@ -9,8 +9,9 @@ the emission (oldest end first):
    the emission's watermark; never earlier than the stage's last evaluation (`clock`);
 2. picks the rows some rule can read with numpy (:mod:`operators.rules.cell_windows`) and
    builds :class:`~operators.rules.evaluation.CellWindow` records for those only;
-3. asks each rule of that window for its evaluations (its evaluator's `wants` picks the
-   cells), feeds them to the :class:`~operators.rules.lifecycle.Lifecycle`;
+3. asks each rule of that window for its evaluations on the cells its mask picked (the
+   mask is the selector's exact decision, taken once per dictionary value: no per-cell
+   selector call), feeds them to the :class:`~operators.rules.lifecycle.Lifecycle`;
 4. routes the transitions through :class:`~operators.rules.silences.Muting` (silences and
    inhibition) and the :class:`~operators.rules.grouping.Grouper` (group_wait in event
    time) into :class:`~operators.rules.alerts.Notification` records; a firing transition
@@ -192,11 +193,7 @@ class RulesStage(StatefulLogic[WindowMetrics, RulesOutput, bytes]):
         for evaluator, mask in zip(self.evaluators, masks, strict=True):
             if mask is None:
                 continue
-            picked = [
-                cells[i]
-                for i in np.flatnonzero(mask[union]).tolist()
-                if evaluator.wants(cells[i].dims, group.window)
-            ]
+            picked = [cells[i] for i in np.flatnonzero(mask[union]).tolist()]
             for evaluation in evaluator.evaluate(picked, now):
                 for transition in self.lifecycle.observe(evaluator.rule, evaluation):
                     transitions.append(transition)

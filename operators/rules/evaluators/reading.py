@@ -6,9 +6,9 @@ accuracy → labeled_count, thumbs_down_rate → thumbs_up + thumbs_down, ctr �
 impressions), read from the cell's additive fields, so `min_samples` means the same for
 every rule type.
 
-`evaluate` trusts its cells to be wanted (the stage has asked `wants` of each one, as the
-:class:`~operators.rules.evaluation.Evaluator` protocol says): no second selector pass per
-cell and rule on the stage's path.
+`evaluate` trusts its cells to be wanted (the stage picks them by the rule's selectors
+with numpy, the same decision as `wants`): no second selector pass per cell and rule on
+the stage's path.
 """
 
 from __future__ import annotations
