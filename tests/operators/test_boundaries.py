@@ -196,6 +196,21 @@ def test_an_inference_whose_window_ends_exactly_at_the_cutoff_is_late(short_of_e
     assert out.stats.late_events == int(late)
 
 
+@pytest.mark.parametrize("short_of_edge", [0, 1])
+def test_feedback_whose_window_ends_exactly_at_the_cutoff_is_late(short_of_edge: int) -> None:
+    edge = T0 + 60_000 + OOO + WAIT
+    flow = Flow()
+    flow.send("inferences", [inference("r1", T0)], ended=True)
+    flow.send("feedback", [feedback("e0", "r1", edge - short_of_edge, "thumbs", False),
+                           feedback("e1", "r1", T0 + 59_999, "thumbs", True)])  # fmt: skip
+    flow.end()
+    late = short_of_edge == 0
+    assert [r["late"] for r in flow.rows("events", event_id="e1")] == [int(late)]
+    missed = {(r["window"], r["window_start"]) for r in flow.rows("metrics_late", event_id="e1")}
+    assert (("1m", T0) in missed) is late
+    assert flow.finals()[(T0, TOTAL)]["thumbs_up"] == (0 if late else 1)
+
+
 # ---- 2. join give-up: watermark == ts + join.wait releases the feedback unjoined ---------
 
 
