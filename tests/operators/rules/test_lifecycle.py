@@ -376,3 +376,14 @@ def test_silences_and_inhibition_from_the_settings(tmp_path: Path) -> None:
     (inhibited,) = life.observe("accuracy-floor", ev("true", T0 + 22 * M, cell))
     notify, muted = muting.split([*fired, inhibited])
     assert notify == fired and muted == [inhibited]
+
+
+def test_fingerprint_is_pinned_across_encodings_and_cached_calls() -> None:
+    """Fingerprints are stored in `alerts` rows and outboxes: the value for a rule and
+    dims (non-ASCII, quote, backslash, newline) is the one the JSON-based encoding gave,
+    whatever the dims' order and however often it is asked (cached)."""
+    dims = {"tenant": "acme", "model_id": "m", "segment": 'é"\\\n', "endpoint": "*"}
+    for _ in range(2):
+        assert fingerprint("accuracy-floor", dims) == "ed1145cc704fbb76"
+        assert fingerprint("accuracy-floor", tuple(reversed(dims.items()))) == "ed1145cc704fbb76"
+    assert fingerprint("accuracy-floor", {**dims, "segment": "eu"}) != "ed1145cc704fbb76"
