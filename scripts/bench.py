@@ -2,6 +2,7 @@
 """Throughput of the bounded flow, as a ratio to a reference measured in the same run.
 
     python scripts/bench.py [--events 1000000] [--dims 10000] [--kafka 127.0.0.1:19092] [--repeat 3]
+                            [--rules 100 [--only-rules]]
 
 1. Generates N events (synthetic cube of about --dims dims combinations) into a fresh
    local log (not timed).
