@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from connectors.clickhouse import Target, connect
+from tests.connectors.delivery.receiver import Receiver
 
 ROOT = Path(__file__).resolve().parent.parent
 PULSE = [sys.executable, "-m", "dataflows.cli"]
@@ -136,3 +137,11 @@ def kafka_bootstrap() -> Iterator[str]:
 @pytest.fixture
 def topic_prefix() -> str:
     return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A signature-checking webhook receiver on a free port of 127.0.0.1."""
+    r = Receiver().start()
+    yield r
+    r.stop()

@@ -7,22 +7,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.conftest import Store, pulse_env, run_pulse
 from tests.connectors.delivery.receiver import SECRET, Receiver
 
 TRAFFIC = ["--seed", "5", "--duration", "240", "--rate", "20"]
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver().start()
-    yield r
-    r.stop()
 
 
 def _config(path: Path, url: str) -> Path:

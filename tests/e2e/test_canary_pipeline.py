@@ -18,11 +18,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from config.settings import load_settings
 from connectors.actions import read_actions
@@ -34,13 +31,6 @@ DEGRADE_AT_MS = START_MS + 120_000
 BOUND_MS = 180_000  # detection within T + 3 min (module docstring)
 TRAFFIC = ["--seed", "11", "--duration", "360", "--rate", "60", "--canary-share", "0.2"]
 DEGRADE = ["--canary-degrade-at", "2026-01-01T00:02:00Z", "--canary-thumbs-down", "0.25"]
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver().start()
-    yield r
-    r.stop()
 
 
 def canary_config(path: Path, url: str) -> Path:
