@@ -23,9 +23,8 @@ from typing import Any
 
 import pytest
 
-from connectors.clickhouse import Target, connect
 from connectors.recovery import RecoveryStore
-from tests.conftest import PULSE, ROOT, pulse_env, run_pulse
+from tests.conftest import PULSE, ROOT, Store, pulse_env, run_pulse
 from tests.connectors.delivery.receiver import SECRET, Answer, Receiver
 from tests.e2e.test_faults import FAST_SNAPSHOTS
 
@@ -86,41 +85,31 @@ def receivers() -> Iterator[tuple[Receiver, Receiver]]:
     crashed.stop()
 
 
-def _alerts(home: Path) -> list[str]:
-    client = connect(Target(f"chdb://{home / 'olap'}", "pulse"))
+def _rows(home: Path, sql: str) -> list[tuple[Any, ...]]:
+    store = Store(home)
     try:
-        rows = client.query("SELECT * FROM pulse.alerts FINAL").result_rows
-        return sorted(repr(r) for r in rows)
+        return store.rows(sql)
     finally:
-        client.close()
+        store.close()
+
+
+def _alerts(home: Path) -> list[str]:
+    return sorted(repr(r) for r in _rows(home, "SELECT * FROM {db}.alerts FINAL"))
 
 
 def _states(home: Path) -> Counter[str]:
-    client = connect(Target(f"chdb://{home / 'olap'}", "pulse"))
-    try:
-        sql = "SELECT state FROM pulse.alerts FINAL"
-        return Counter(s for (s,) in client.query(sql).result_rows)
-    finally:
-        client.close()
+    return Counter(s for (s,) in _rows(home, "SELECT state FROM {db}.alerts FINAL"))
 
 
 def _notified_keys(home: Path) -> list[str]:
-    client = connect(Target(f"chdb://{home / 'olap'}", "pulse"))
-    try:
-        sql = "SELECT idempotency_key FROM pulse.alerts FINAL WHERE notified"
-        return sorted(k for (k,) in client.query(sql).result_rows)
-    finally:
-        client.close()
+    sql = "SELECT idempotency_key FROM {db}.alerts FINAL WHERE notified"
+    return sorted(k for (k,) in _rows(home, sql))
 
 
 def _deliveries(home: Path) -> list[tuple[Any, ...]]:
     """Each delivery's final outcome (attempts and times differ between runs: left out)."""
-    client = connect(Target(f"chdb://{home / 'olap'}", "pulse"))
-    try:
-        sql = "SELECT target, idempotency_key, transition_keys, status FROM pulse.deliveries FINAL"
-        return sorted(tuple(r) for r in client.query(sql).result_rows)
-    finally:
-        client.close()
+    sql = "SELECT target, idempotency_key, transition_keys, status FROM {db}.deliveries FINAL"
+    return sorted(_rows(home, sql))
 
 
 def _first_accepted(receiver: Receiver) -> dict[str, Any]:
