@@ -238,6 +238,78 @@ class RunSettings(Section):
     status_interval: PositiveDuration = 1_000
 
 
+ApiScope = Literal["ingest", "read", "query", "admin"]
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+class ApiKeySettings(Section):
+    """One API key, stored as its SHA-256 (keys are random 256-bit tokens, so a fast hash
+    is the right one: nothing to brute-force; `pulse keys create` makes key and hash)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", repr=False)
+    # The tenant the key acts for: its events must carry it (or none, then it is set),
+    # its reads see only it. "*" is an operator key: any tenant, reads see all.
+    tenant: str = Field(pattern=r"^(\*|[A-Za-z0-9_.:-]{1,128})$")
+    scopes: list[ApiScope] = Field(min_length=1)
+
+
+class ServiceSettings(Section):
+    """The HTTP service (connectors.service): ingestion, reads, SQL, health, /metrics."""
+
+    # Flows (`pulse run`, `pulse up`) host the service too; an embedded store is read
+    # by other processes through it.
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=0, le=65535)  # 0: any free port, recorded in <home>/service.json
+    api_keys: list[ApiKeySettings] = Field(default_factory=list)
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    max_batch_events: int = Field(5000, ge=1)
+    # Events accepted per second per key (a moving window; `limits` notation also works,
+    # e.g. "100000/minute"). A key over it gets 429 with Retry-After.
+    rate_limit: str = Field("50000/second", pattern=r"^\s*\d+\s*(/|per)\s*\d*\s*[a-z]+\s*$")
+    # How long an ingestion request waits for the log to confirm before 503.
+    ingest_timeout: PositiveDuration = 10_000
+    query_max_rows: int = Field(100_000, ge=1)
+    query_timeout: PositiveDuration = 30_000
+    # /readyz fails when the flow's watermark trails the wall clock by more than this.
+    ready_max_lag: PositiveDuration = 300_000
+
+    @model_validator(mode="after")
+    def _keys_off_loopback(self) -> ServiceSettings:
+        if self.host not in LOOPBACK_HOSTS and not self.api_keys:
+            raise ValueError(
+                f"host {self.host!r} is not loopback: configure service.api_keys first "
+                "(`pulse keys create`), so the service is not open to the network"
+            )
+        names = [k.name for k in self.api_keys]
+        if len(set(names)) != len(names):
+            raise ValueError("api_keys names must be unique")
+        return self
+
+
+TelemetryDim = Literal["tenant", "model_id", "deployment", "model_version", "segment", "endpoint"]
+DEFAULT_GAUGE_DIMS: tuple[TelemetryDim, ...] = (
+    "model_id", "model_version", "deployment", "segment", "endpoint"
+)  # fmt: skip
+
+
+class TelemetrySettings(Section):
+    """OpenTelemetry (connectors.telemetry). OTLP export is configured by the standard
+    OTEL_EXPORTER_OTLP_* variables and is off when they are unset."""
+
+    # Serve Prometheus text at /metrics on the service.
+    prometheus: bool = True
+    # Window aggregates as `pulse.<metric>` gauges: these dims become attributes ...
+    gauge_dims: list[TelemetryDim] = Field(default_factory=lambda: list(DEFAULT_GAUGE_DIMS))
+    # ... for at most this many series per metric; further series are dropped and counted.
+    max_series: int = Field(10_000, ge=0)
+    # Only these metrics are exported as gauges ([]: every metric).
+    gauge_metrics: list[str] = Field(default_factory=list)
+    # Log lines: `human` on a terminal and `json` elsewhere when `auto`.
+    log_format: Literal["auto", "human", "json"] = "auto"
+
+
 class Settings(Section):
     home: Path = Path("./var")
     log: LogSettings = Field(default_factory=LogSettings)
@@ -251,6 +323,8 @@ class Settings(Section):
     windows: list[WindowSettings] = Field(default_factory=list)
     aggregation: AggregationSettings = Field(default_factory=AggregationSettings)
     run: RunSettings = Field(default_factory=RunSettings)
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     # Rules and alerts (config.rules); `rules_file` may hold `rules`, `notify`, `alerting`.
     rules_file: Path | None = None
     notify: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")], NotifyTarget] = Field(

@@ -45,6 +45,7 @@ from connectors.local_log_source import LocalLogSource
 from connectors.query_server import QueryServer
 from connectors.recovery import bytewax_run_clustered, bytewax_run_recovery_directory
 from connectors.silence_store import SilenceStore
+from connectors.telemetry import observe_emission
 from operators.batches import RawBatch, TableRows
 from operators.errors import PulseError
 from operators.merge_stage import MergeConfig, MergeStage
@@ -196,6 +197,7 @@ def build(settings: Settings, stats: FlowStats = STATS, recovery: bool = True) -
     merged = op.stateful(
         "merge_stage", partials, lambda resume: MergeStage(merge_config, stats, resume)
     )
+    op.inspect("telemetry", merged, observe_emission)
     metric_rows = op.map("metric_rows", merged, _store_rows)
     outputs = [rows, metric_rows]
     if settings.rules:

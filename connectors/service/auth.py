@@ -1,0 +1,105 @@
+"""API keys: `Authorization: Bearer <key>` -> the key's tenant and scopes.
+
+Keys are random 256-bit tokens (``pk_`` + url-safe base64), so they are stored as a plain
+SHA-256: nothing to brute-force, and one hash per request costs ~1 µs (a password hash
+such as argon2 would cost ~50 ms per request for no gain). Lookup is by the hash;
+`hmac.compare_digest` keeps the comparison constant-time anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from config.settings import ApiKeySettings, ApiScope
+
+ALL_TENANTS = "*"
+ALL_SCOPES: tuple[ApiScope, ...] = ("ingest", "read", "query", "admin")
+KEY_PREFIX = "pk_"
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a key's name, the tenant it acts for ("*": any) and its scopes."""
+
+    name: str
+    tenant: str
+    scopes: frozenset[str]
+
+    @property
+    def all_tenants(self) -> bool:
+        return self.tenant == ALL_TENANTS
+
+    def may_act_for(self, tenant: str) -> bool:
+        return self.all_tenants or tenant == self.tenant
+
+
+class KeyRing:
+    """The configured keys (and the local key a run made), by hash."""
+
+    def __init__(self, keys: Iterable[ApiKeySettings], local_key: str | None = None) -> None:
+        self._by_hash: dict[str, Principal] = {
+            k.sha256: Principal(k.name, k.tenant, frozenset(k.scopes)) for k in keys
+        }
+        if local_key is not None:
+            self._by_hash[key_hash(local_key)] = Principal(
+                "local", ALL_TENANTS, frozenset(ALL_SCOPES)
+            )
+
+    def __len__(self) -> int:
+        return len(self._by_hash)
+
+    def principal(self, key: str) -> Principal | None:
+        digest = key_hash(key)
+        for known, principal in self._by_hash.items():
+            if hmac.compare_digest(known, digest):
+                return principal
+        return None
+
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer pk_...`")
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+def require(scope: ApiScope) -> Callable[..., Principal]:
+    """A dependency: the caller's principal, which must hold `scope` (401 / 403)."""
+
+    def dependency(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise _unauthorized("missing API key: send `Authorization: Bearer <key>`")
+        keys: KeyRing = request.app.state.context.keys
+        principal = keys.principal(credentials.credentials)
+        if principal is None:
+            raise _unauthorized("unknown API key")
+        if scope not in principal.scopes:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                detail=f"API key {principal.name!r} lacks the {scope!r} scope",
+            )
+        request.state.principal = principal
+        return principal
+
+    return dependency
