@@ -35,6 +35,9 @@ class FlowStats:
     deliveries_failed: int = 0
     deliveries_skipped: int = 0
     deliveries_unrecorded: int = 0  # outcomes the deliveries table could not take (logged)
+    # The latest watermark a partition reported (epoch ms; 0: none yet): readiness and the
+    # watermark-lag self-metric compare it with the wall clock.
+    watermark_ms: int = 0
     snapshots: int = 0  # state snapshots taken by the stateful steps, their size and time
     snapshot_bytes: int = 0
     snapshot_us: int = 0
