@@ -14,9 +14,12 @@ no data, a canary without baseline data). :class:`Lifecycle` turns those evaluat
   one resolves when the condition last held `keep_firing_for` ago or longer.
 * While firing, a repeat firing transition goes out every `repeat_interval` (0: never).
 * INCONCLUSIVE neither holds nor clears the condition: the state and its clocks stay as
-  they are (a pending alert's `for` keeps counting from when it began), one `inconclusive`
-  transition is recorded per spell of such results, notified only when the rule says
-  `notify_inconclusive`, and never carries an action.
+  they are (a pending alert's `for` keeps counting from when it began). Only an *active*
+  alert (pending or firing) records it: one `inconclusive` transition per spell of such
+  results, notified only when the rule says `notify_inconclusive`, never with an action.
+  An alert with no state (or a resolved one) records nothing, as Prometheus records
+  nothing for a series that never entered pending: a thin cell of a large cube would
+  otherwise make one row per (rule, cell) for saying nothing.
 
 Which transitions notify is decided here, once: a transition's `targets` are empty when it
 is only recorded (pending, a pending alert resolving, an inconclusive spell by default).
@@ -44,6 +47,9 @@ from operators.rules.alerts import AlertState, Dims, Severity, Transition
 if TYPE_CHECKING:
     from config.rules import AlertingSettings, RuleBase
 
+# The states in which an alert exists for its rule × dims (an inconclusive result is
+# recorded only in these).
+ACTIVE = frozenset((AlertState.PENDING, AlertState.FIRING))
 FINGERPRINT_BYTES = 8  # 16 hex characters
 # (rule, dims) pairs whose fingerprint is kept: 100 rules over a 10k-dims cube ask ~1M
 # distinct ones at most; ~200 bytes each.
@@ -137,7 +143,7 @@ class Policy:
 class AlertRecord:
     """The state of one alert (rule × dims) between evaluations."""
 
-    state: AlertState  # inactive (only kept while inconclusive), pending, firing, resolved
+    state: AlertState  # pending, firing, resolved (inactive: only in older snapshots)
     episode: int  # event time the current (or last) episode began; 0 before the first
     since: int  # event time the current state began
     last_true: int  # latest event time the condition held
@@ -177,7 +183,7 @@ class Lifecycle:
         if record is None:
             return []
         if record.state is AlertState.INACTIVE:
-            del self.alerts[fp]  # kept only to record its inconclusive spell once
+            del self.alerts[fp]  # a snapshot's record of a recorded inconclusive spell
             return []
         if record.state is AlertState.PENDING:
             return [self._move(policy, fp, record, evaluation, AlertState.RESOLVED, notify=False)]
@@ -225,10 +231,7 @@ class Lifecycle:
         self, policy: Policy, fp: str, record: AlertRecord | None, evaluation: Evaluation
     ) -> list[Transition]:
         t = evaluation.event_time
-        if record is None:
-            record = AlertRecord(AlertState.INACTIVE, 0, t, 0, 0, inconclusive=False)
-            self.alerts[fp] = record
-        if record.inconclusive:
+        if record is None or record.state not in ACTIVE or record.inconclusive:
             return []
         record.inconclusive = True
         return [
@@ -291,8 +294,8 @@ class Lifecycle:
         )
 
     def forget_expired(self, now: int) -> int:
-        """Drop resolved alerts (and inactive ones kept for an inconclusive spell) whose
-        state began `resolved_retention` or longer before `now`; how many."""
+        """Drop resolved alerts (and inactive ones an older snapshot kept) whose state
+        began `resolved_retention` or longer before `now`; how many."""
         expired = [
             fp
             for fp, record in self.alerts.items()

@@ -144,33 +144,48 @@ def test_repeat_interval_sends_a_firing_alert_again_on_event_time() -> None:
     assert quiet.observe("r", ev("true", T0 + 1000 * M)) == []
 
 
-def test_inconclusive_is_recorded_once_per_spell_and_never_acts_or_decides() -> None:
+def test_inconclusive_without_an_alert_records_nothing() -> None:
+    """No state, or a resolved alert: an inconclusive result is no row, no state kept."""
     life = Lifecycle([FLOOR, CANARY])
-    (first,) = life.observe("canary-thumbs-down", ev("inconclusive", T0))
-    assert (first.previous, first.state) == (AlertState.INACTIVE, AlertState.INCONCLUSIVE)
-    assert first.action is None and first.targets == ()  # recorded, not notified by default
-    assert life.observe("canary-thumbs-down", ev("inconclusive", T0 + M)) == []
+    assert life.observe("canary-thumbs-down", ev("inconclusive", T0)) == []
+    assert life.alerts == {}  # nothing kept for a cell that never held
     assert life.state_of("canary-thumbs-down", DIMS) is AlertState.INACTIVE
-    assert life.observe("canary-thumbs-down", ev("false", T0 + 2 * M)) == []
-    assert life.alerts == {}  # nothing kept for an inactive alert once decided
-    (second,) = life.observe("canary-thumbs-down", ev("inconclusive", T0 + 3 * M))
-    assert second.idempotency_key != first.idempotency_key  # a new spell
+    assert life.observe("canary-thumbs-down", ev("false", T0 + M)) == []
+    (fired,) = life.observe("canary-thumbs-down", ev("true", T0 + 2 * M))
+    (resolved,) = life.observe("canary-thumbs-down", ev("false", T0 + 3 * M))
+    assert resolved.state is AlertState.RESOLVED
+    assert life.observe("canary-thumbs-down", ev("inconclusive", T0 + 4 * M)) == []
+    assert life.state_of("canary-thumbs-down", DIMS) is AlertState.RESOLVED
+    # The next episode starts as if the inconclusive result had not been seen.
+    (again,) = life.observe("canary-thumbs-down", ev("true", T0 + 5 * M))
+    assert again.state is AlertState.FIRING and again.episode > fired.episode
 
+
+def test_inconclusive_is_recorded_once_per_spell_of_an_active_alert_and_never_acts() -> None:
+    life = Lifecycle([FLOOR, CANARY])
     # Pending: `for` keeps counting through an inconclusive spell; nothing resolves.
     life.observe("accuracy-floor", ev("true", T0))
     (spell,) = life.observe("accuracy-floor", ev("inconclusive", T0 + M))
     assert (spell.previous, spell.state) == (AlertState.PENDING, AlertState.INCONCLUSIVE)
+    assert spell.action is None and spell.targets == ()  # recorded, not notified by default
     assert life.state_of("accuracy-floor", DIMS) is AlertState.PENDING
     (firing,) = life.observe("accuracy-floor", ev("true", T0 + 2 * M))
     assert firing.state is AlertState.FIRING
-    # Firing: inconclusive does not resolve it.
-    assert len(life.observe("accuracy-floor", ev("inconclusive", T0 + 3 * M))) == 1
+    # Firing: inconclusive does not resolve it; one row per spell.
+    (first,) = life.observe("accuracy-floor", ev("inconclusive", T0 + 3 * M))
+    assert (first.previous, first.state) == (AlertState.FIRING, AlertState.INCONCLUSIVE)
     assert life.observe("accuracy-floor", ev("inconclusive", T0 + 30 * M)) == []
     assert life.state_of("accuracy-floor", DIMS) is AlertState.FIRING
+    life.observe("accuracy-floor", ev("true", T0 + 31 * M))
+    (second,) = life.observe("accuracy-floor", ev("inconclusive", T0 + 32 * M))
+    assert second.idempotency_key != first.idempotency_key  # a new spell
 
     loud = Lifecycle([Policy("r", "1m", targets=("ops",), action="rollback",
                              notify_inconclusive=True)])  # fmt: skip
-    (told,) = loud.observe("r", ev("inconclusive", T0))
+    assert loud.observe("r", ev("inconclusive", T0)) == []
+    (fired,) = loud.observe("r", ev("true", T0))
+    assert fired.action == "rollback"
+    (told,) = loud.observe("r", ev("inconclusive", T0 + M))
     assert told.targets == ("ops",) and told.action is None
 
 
