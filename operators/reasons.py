@@ -21,14 +21,20 @@ MAX_REASON_ERRORS = 3
 _TYPES = ("inference", "feedback")
 
 
-def describe(errors: list[Any]) -> str:
-    """One reason for one event's errors (`loc[0]` is its index in the validated batch)."""
+def explain(errors: list[Any]) -> dict[str, str]:
+    """Each field path of one event's errors and the rule it breaks (the ingestion API
+    reports them one by one; `loc[0]` is the event's index in the validated batch)."""
     messages: dict[str, str] = {}
     for err in errors:
         path, message = _explain(err)
         if path not in messages or err["type"] == "value_error":
             messages[path] = message
-    parts = [f"{path}: {message}" for path, message in messages.items()]
+    return messages
+
+
+def describe(errors: list[Any]) -> str:
+    """One reason for one event's errors (`loc[0]` is its index in the validated batch)."""
+    parts = [f"{path}: {message}" for path, message in explain(errors).items()]
     more = len(parts) - MAX_REASON_ERRORS
     return "; ".join(parts[:MAX_REASON_ERRORS]) + (f"; and {more} more" if more > 0 else "")
 
