@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import limits
 import yaml
 from pydantic import (
     BaseModel,
@@ -285,6 +286,12 @@ class ServiceSettings(Section):
         names = [k.name for k in self.api_keys]
         if len(set(names)) != len(names):
             raise ValueError("api_keys names must be unique")
+        try:
+            limits.parse(self.rate_limit)  # what connectors.service.rate_limit reads
+        except ValueError:
+            raise ValueError(
+                f"rate_limit {self.rate_limit!r} is not a rate such as 50000/second"
+            ) from None
         return self
 
 
