@@ -38,7 +38,7 @@ from tenacity import RetryCallState
 from connectors.clickhouse import Target, connect, describe, retrying_while_transient, to_arrow
 from connectors.run_control import exit_write_failed
 from operators.batches import TableRows
-from operators.stats import FlowStats
+from operators.stats import FlowStats, timed
 
 log = logging.getLogger("pulse.clickhouse")
 
@@ -95,6 +95,7 @@ class _Writer:
                     continue
                 self._buffers.setdefault(rows.table, deque()).append(rows)
                 self._pending += n
+                self.stats.sink_rows_in += n
                 self._cond.notify_all()
                 while self._unwritten >= self.max_pending_rows and self._error is None:
                     self._cond.wait(1.0)
@@ -220,6 +221,7 @@ class _Writer:
             )
             self._failing_since = None
 
+    @timed("sink_inserts", "sink_insert_us")
     def _insert(self, table: str, block: list[TableRows]) -> None:
         """One INSERT of one block (at most `block_rows` rows)."""
         if self._client is None:
@@ -240,6 +242,7 @@ class _Writer:
         self.stats.rows_written += arrow.num_rows
 
     def _log_retry(self, state: RetryCallState) -> None:
+        self.stats.sink_retries += 1
         if self._failing_since is None:
             self._failing_since = time.monotonic()
         exc = state.outcome.exception() if state.outcome else None

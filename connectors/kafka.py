@@ -39,8 +39,10 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from connectors.run_control import STOP, exit_write_failed
+from connectors.telemetry.consumer_lag import ConsumerLag
 from operators.batches import STREAMS, RawBatch, TableRows
 from operators.errors import PulseError, WriteFailedError
+from operators.stats import STATS
 from operators.stream_merge import ReadAlignment
 
 log = logging.getLogger("pulse.kafka")
@@ -243,6 +245,7 @@ class KafkaPartition(StatefulSourcePartition[RawBatch, Positions]):
         self._awake: datetime | None = None
         self._announced = False
         self._done = False
+        self._lag = ConsumerLag(STATS)
 
     def _on_error(self, error: KafkaError) -> None:
         """Client-level errors (broker down, all brokers down): librdkafka keeps retrying."""
@@ -314,6 +317,7 @@ class KafkaPartition(StatefulSourcePartition[RawBatch, Positions]):
                 )
                 self.caught_up[stream] = caught_up
         self._announced = True
+        self._lag.sample(self.consumer, self.topics, self.partition, self.positions)
         self._align(lines)
         if self.ends is not None and len(self.ended) == len(STREAMS):
             self._done = True

@@ -71,7 +71,7 @@ from operators.sketch import segment_quantiles
 from operators.slices import NO_CUTOFF, FamilyDelta, PartialBatch
 from operators.snapshots import decode_state, encode_state
 from operators.stage_states import MergeState
-from operators.stats import FlowStats
+from operators.stats import FlowStats, timed
 from operators.window_metrics import WindowMetrics
 from operators.windows import WindowSpec, is_final, slice_length
 
@@ -255,6 +255,7 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
                         continue
                     state.extra(start).add(family, group_keys, group_values, touched)
 
+    @timed("emissions", "emission_us", only_if_result=True)
     def _emit(self, final_rows: float | None = None, early: bool = True) -> list[TableRows]:
         """Final rows for windows the watermark has passed (up to `final_rows`, default
         `final_rows_per_call`), early rows for changed ones (unless the early-row budget

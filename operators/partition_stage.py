@@ -258,11 +258,14 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         out: list[Output] = []
         events: list[Event] = []
         offsets: list[int] = []
+        self.stats.count_read(value.topic, value.stream, len(value.lines))
         if value.lines:
             self.clock.touch(now)
             decoded = self._decoder.decode(value.topic, self.partition, value.lines, value.offsets)
+            self.stats.decoded += len(decoded.events)
             if decoded.dead_letters:
                 self.stats.dead_letters += len(decoded.dead_letters)
+                self.stats.count_dead_letters(decoded.dead_letters)
                 out.append(dead_letter_rows(decoded.dead_letters))
             events, offsets = decoded.events, decoded.offsets
         self.merge.push(
@@ -719,6 +722,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
             if delta is not None:
                 batch.families[name] = delta
         self.sent_watermark = watermark
+        self.stats.saw_watermark(self.partition, watermark)
         return batch
 
 

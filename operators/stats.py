@@ -6,7 +6,13 @@ from snapshots). The steps update them; the status printer reads them.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import functools
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, TypeVar
 
 
 @dataclass
@@ -41,13 +47,91 @@ class FlowStats:
     snapshots: int = 0  # state snapshots taken by the stateful steps, their size and time
     snapshot_bytes: int = 0
     snapshot_us: int = 0
+    # For the self-metrics (connectors.telemetry): lines read per (topic, stream), dead
+    # letters per category, events decoded, the merge stage's emissions and their time,
+    # the sink's rows handed over, inserts (time, retries) and Kafka consumer lag.
+    lines_read: Counter[tuple[str, str]] = field(default_factory=Counter)
+    dead_letter_reasons: Counter[str] = field(default_factory=Counter)
+    decoded: int = 0
+    emissions: int = 0
+    emission_us: int = 0
+    sink_rows_in: int = 0
+    sink_inserts: int = 0
+    sink_insert_us: int = 0
+    sink_retries: int = 0
+    kafka_lag: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition)
+    partition_watermarks: dict[int, int] = field(default_factory=dict)
 
     @property
     def events_in(self) -> int:
         return self.inferences + self.feedback + self.dead_letters
 
+    @property
+    def sink_pending(self) -> int:
+        """Rows handed to the ClickHouse sink and not written yet."""
+        return max(0, self.sink_rows_in - self.rows_written)
+
+    @property
+    def join_hit_rate(self) -> float | None:
+        """Share of (non-duplicate) feedback joined to its inference; feedback still
+        waiting for its inference counts as joined until its wait ends. None: no feedback."""
+        seen = self.feedback - self.duplicate_feedback
+        return (seen - self.unjoined) / seen if seen > 0 else None
+
+    def saw_watermark(self, partition: int, watermark: float) -> None:
+        """A partition's watermark went downstream: `watermark_ms` is the lowest of the
+        partitions still running (an ended partition's infinite one does not count)."""
+        if math.isfinite(watermark):
+            self.partition_watermarks[partition] = int(watermark)
+        else:
+            self.partition_watermarks.pop(partition, None)
+        if self.partition_watermarks:
+            self.watermark_ms = min(self.partition_watermarks.values())
+
+    def count_read(self, topic: str, stream: str, lines: int) -> None:
+        if lines:
+            self.lines_read[(topic, stream)] += lines
+
+    def count_dead_letters(self, letters: Iterable[_Categorized]) -> None:
+        self.dead_letter_reasons.update(letter.error for letter in letters)
+
     def as_dict(self) -> dict[str, int]:
-        return {**asdict(self), "events_in": self.events_in}
+        plain = {k: v for k, v in asdict(self).items() if isinstance(v, int)}
+        return {**plain, "events_in": self.events_in}
+
+
+class _Categorized(Protocol):
+    @property
+    def error(self) -> str: ...
+
+
+class _Counted(Protocol):
+    stats: FlowStats
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def timed(count: str, total_us: str, only_if_result: bool = False) -> Callable[[F], F]:
+    """A method decorator: add one to ``self.stats.<count>`` and the call's duration (µs)
+    to ``self.stats.<total_us>`` (a one-line addition at the timed site; calls that raise,
+    or return nothing when `only_if_result`, are not counted)."""
+
+    def decorate(method: F) -> F:
+        @functools.wraps(method)
+        def wrapper(self: _Counted, *args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            result = method(self, *args, **kwargs)
+            if result or not only_if_result:
+                stats = self.stats
+                setattr(stats, count, getattr(stats, count) + 1)
+                took = int((time.perf_counter() - start) * 1e6)
+                setattr(stats, total_us, getattr(stats, total_us) + took)
+            return result
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 STATS = FlowStats()

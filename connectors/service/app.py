@@ -6,7 +6,10 @@ from the routes; ``tests/service/test_openapi.py`` fails when the committed copy
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import time
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
 
 from connectors.service.context import ServiceContext
 
@@ -26,6 +29,26 @@ def create_app(context: ServiceContext) -> FastAPI:
         ),
     )
     app.state.context = context
+    if context.telemetry is not None:
+        app.middleware("http")(_request_metrics)
     for module in (health, ingest, reads, sql, silences, metrics_route):
         app.include_router(module.router)
     return app
+
+
+async def _request_metrics(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    """Every request's route template, method, status and latency to the telemetry (an
+    unhandled error counts as a 500)."""
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await call_next(request)
+        status = response.status_code
+        return response
+    finally:
+        route = getattr(request.scope.get("route"), "path", None) or "unmatched"
+        telemetry = request.app.state.context.telemetry
+        if telemetry is not None:
+            telemetry.observe_request(route, request.method, status, time.perf_counter() - started)

@@ -1,5 +1,45 @@
-"""Placeholder router (filled in by its owner)."""
+"""`GET /metrics`: Prometheus text of the process's telemetry (docs/telemetry.md).
 
-from fastapi import APIRouter
+Without configured API keys (the service then listens on loopback only: settings refuse
+anything else) it needs no key, as Prometheus scrapes expect; once `service.api_keys` are
+configured it needs a key with the `read` scope (Prometheus: `authorization: {credentials:
+<key>}` in the scrape config). 404 when Prometheus is off (`telemetry.prometheus: false`).
+"""
 
-router = APIRouter()
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from connectors.service.auth import require
+from connectors.service.context import ServiceContext
+
+router = APIRouter(tags=["metrics"])
+_bearer = HTTPBearer(auto_error=False, description="Needed once service.api_keys are set")
+_read = require("read")
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    summary="Prometheus metrics",
+    responses={
+        200: {"content": {"text/plain": {}}, "description": "Prometheus text format"},
+        401: {"description": "Keys are configured and none (or an unknown one) was sent"},
+        403: {"description": "The key lacks the read scope"},
+        404: {"description": "Prometheus export is off"},
+    },
+)
+def metrics(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Response:
+    context: ServiceContext = request.app.state.context
+    if context.settings.service.api_keys:
+        _read(request, credentials)
+    if context.telemetry is None or not context.settings.telemetry.prometheus:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="Prometheus export is off")
+    body, content_type = context.telemetry.prometheus_text()
+    return Response(body, media_type=content_type)
