@@ -1,11 +1,164 @@
-"""Placeholder (owned by the ingestion slice): the durable event log behind POST /v1/*."""
+"""The durable event log behind POST /v1/inferences and /v1/feedback.
+
+`append` returns only once every event is durable, else raises
+:class:`~connectors.service.context.EventLogUnavailable` (the API answers 503 with
+Retry-After and reports nothing accepted):
+
+* :class:`LocalDurableLog`: the embedded log; :meth:`connectors.local_log.LocalLog.append`
+  fsyncs before it returns. Events are placed as :class:`connectors.event_writer.LogWriter`
+  places them (partition by `request_id`).
+* :class:`KafkaDurableLog`: a confluent-kafka producer with ``acks=all`` and
+  ``enable.idempotence=true``, keyed like :class:`connectors.kafka.EventProducer`
+  (``murmur2_random`` on `request_id`). `append` waits for the delivery report of every
+  message; a full local queue, a delivery error or the timeout is a 503.
+
+The reverse is possible, and safe: after a 503 (or a crash mid-request) some events of
+the request may still reach the log (librdkafka keeps retrying queued messages until
+``message.timeout.ms``; a local append may have written some partitions). Clients retry
+the whole request and the flow counts each feedback `event_id` (and each inference
+`request_id`) once, so a retry never double-counts.
+"""
 
 from __future__ import annotations
 
+import os
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
 from config.settings import Settings
-from connectors.service.context import DurableLog
+from connectors.kafka import KafkaTarget, kafka_client
+from connectors.local_log import LocalLog
+from connectors.service.context import DurableLog, EventLogUnavailable, Routed
+from operators.errors import PulseError
+from operators.partitioning import partition_for
+
+QUEUE_FULL_RETRY_S = 1  # the producer drains its queue within about a second
+OUTAGE_RETRY_S = 5  # a broker outage lasts longer: do not hammer it
+REACHABLE_TIMEOUT_S = 2.0
+
+
+class LocalDurableLog:
+    """Appends to the embedded log (fsynced) under each partition's lock."""
+
+    def __init__(self, log: LocalLog) -> None:
+        self.log = log
+
+    def append(self, events: Sequence[Routed], timeout_s: float) -> None:
+        """Durable on return (`timeout_s` does not apply: a local fsync has no queue)."""
+        grouped: dict[tuple[str, int], list[bytes]] = defaultdict(list)
+        for stream, key, line in events:
+            grouped[(stream, partition_for(key, self.log.partitions))].append(line)
+        try:
+            for (stream, partition), lines in grouped.items():
+                self.log.append(stream, partition, lines)
+        except (OSError, PulseError) as exc:  # a full disk, a damaged log directory
+            reason = f"the local log cannot append: {exc}"
+            raise EventLogUnavailable(reason, OUTAGE_RETRY_S) from exc
+
+    def reachable(self) -> bool:
+        return os.access(self.log.root, os.W_OK)
+
+    def close(self) -> None:
+        pass
+
+
+class _Delivery:
+    """The delivery reports of one request's messages (set from the poll thread)."""
+
+    def __init__(self, expected: int) -> None:
+        self.remaining = expected
+        self.error: KafkaError | None = None
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+        if expected == 0:
+            self.done.set()
+
+    def report(self, error: KafkaError | None, _msg: Any) -> None:
+        with self._lock:
+            if error is not None and self.error is None:
+                self.error = error
+            self.remaining -= 1
+            if self.remaining == 0 or error is not None:
+                self.done.set()
+
+
+class KafkaDurableLog:
+    """An idempotent acks=all producer shared by every request; a thread serves its
+    delivery reports, and each request waits for its own."""
+
+    def __init__(self, target: KafkaTarget, message_timeout_ms: int = 120_000) -> None:
+        self.target = target
+        self.producer = kafka_client(
+            Producer,
+            target.config(
+                **{
+                    "partitioner": "murmur2_random",  # as the flow requires (connectors.kafka)
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": 5,
+                    "compression.type": "lz4",
+                    "message.max.bytes": 16 * 1024 * 1024,
+                    # Queued messages are retried this long (then fail); a request waits
+                    # less (service.ingest_timeout), see the module docstring.
+                    "message.timeout.ms": message_timeout_ms,
+                }
+            ),
+        )
+        self._closed = threading.Event()
+        self._poller = threading.Thread(target=self._poll, name="pulse-ingest-kafka", daemon=True)
+        self._poller.start()
+
+    def _poll(self) -> None:
+        while not self._closed.is_set():
+            self.producer.poll(0.05)
+
+    def append(self, events: Sequence[Routed], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        delivery = _Delivery(len(events))
+        for stream, key, line in events:
+            try:
+                self.producer.produce(
+                    self.target.topic(stream), key=key, value=line, on_delivery=delivery.report
+                )
+            except BufferError:
+                raise EventLogUnavailable(
+                    "the Kafka producer's queue is full", QUEUE_FULL_RETRY_S
+                ) from None
+            except KafkaException as exc:
+                reason = f"Kafka refused the event: {exc}"
+                raise EventLogUnavailable(reason, OUTAGE_RETRY_S) from exc
+        if not delivery.done.wait(max(0.0, deadline - time.monotonic())):
+            raise EventLogUnavailable(
+                f"Kafka did not acknowledge {delivery.remaining} of {len(events)} events within "
+                f"{timeout_s:g} s (broker down or slow)",
+                OUTAGE_RETRY_S,
+            )
+        if delivery.error is not None:
+            raise EventLogUnavailable(f"Kafka delivery failed: {delivery.error}", OUTAGE_RETRY_S)
+
+    def reachable(self) -> bool:
+        """A metadata request answered within a short timeout."""
+        try:
+            metadata = self.producer.list_topics(timeout=REACHABLE_TIMEOUT_S)
+        except KafkaException:
+            return False
+        return bool(metadata.brokers)
+
+    def close(self) -> None:
+        self.producer.flush(5.0)
+        self._closed.set()
+        self._poller.join(1.0)
 
 
 def durable_log(settings: Settings) -> DurableLog | None:
     """The configured log as a :class:`DurableLog` (None: ingestion answers 503)."""
-    return None
+    if settings.log.backend == "local":
+        root = settings.home_dir / "log"
+        return LocalDurableLog(LocalLog(root, settings.log.partitions, settings.log.segment_bytes))
+    k = settings.kafka
+    return KafkaDurableLog(KafkaTarget(k.bootstrap_servers, k.topic_prefix, dict(k.client_config)))
