@@ -44,7 +44,7 @@ from operators.errors import PulseError
 DEFAULTS_FILE = Path(__file__).with_name("pulse.yaml")
 ENV_PREFIX = "PULSE_"
 # Variables with the prefix that are not settings.
-RESERVED_ENV = {"PULSE_CONFIG"}
+RESERVED_ENV = {"PULSE_CONFIG", "PULSE_API_KEY"}
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -280,7 +280,7 @@ class ServiceSettings(Section):
     def _keys_off_loopback(self) -> ServiceSettings:
         if self.host not in LOOPBACK_HOSTS and not self.api_keys:
             raise ValueError(
-                f"host {self.host!r} is not loopback: configure service.api_keys first "
+                f"service.host {self.host!r} is not loopback: configure service.api_keys first "
                 "(`pulse keys create`), so the service is not open to the network"
             )
         names = [k.name for k in self.api_keys]

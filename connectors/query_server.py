@@ -1,23 +1,19 @@
-"""Queries against an embedded (chDB) store, from any process.
+"""Queries against the store from any process: through this home's service, or directly.
 
-chDB lets one process open a data directory. The process that owns it (the running
-flow) starts a :class:`QueryServer` on 127.0.0.1 and records its port next to the
-directory (``<olap dir>.endpoint.json``); :func:`run_query` asks that process when it is
-alive, and opens the directory itself when it is not. A server DSN needs neither. A run
-holds the directory exclusively (:func:`owned`, ``<olap dir>.lock``) from before it opens it.
+chDB lets one process open a data directory. The process that holds it (a flow, or
+`pulse serve`) hosts the HTTP service (:mod:`connectors.service`) and records where in
+``$PULSE_HOME/service.json`` (:mod:`connectors.service.discovery`). :func:`run_query`
+asks that service (``POST /v1/query``, read-only) with the key from ``PULSE_API_KEY`` or
+the file; when no service runs it opens the store itself, holding it as a run does
+(:func:`owned`, ``<olap dir>.lock``). A server DSN needs no service: it is queried directly.
 """
 
 from __future__ import annotations
 
-import atexit
-import json
-import logging
 import os
-import threading
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import date, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +22,18 @@ from clickhouse_connect.driver.exceptions import Error as DriverError
 
 from connectors.clickhouse import ClickHouseError, Target, connect
 from connectors.locks import held_exclusively
+from connectors.service import discovery
 from operators.errors import PulseError
 
-log = logging.getLogger("pulse.query")
+API_KEY_ENV = "PULSE_API_KEY"
 
 
 class QueryError(PulseError):
     """The query failed; the message is ClickHouse's, first line."""
+
+
+class ServiceRefused(PulseError):
+    """The service refused the request (no key, unknown key, missing scope)."""
 
 
 @dataclass
@@ -41,12 +42,8 @@ class QueryResult:
     rows: list[list[Any]]
 
 
-def endpoint_file(target: Target) -> Path | None:
-    path = target.chdb_path
-    return None if path is None else path.with_name(path.name + ".endpoint.json")
-
-
 def _json_default(value: Any) -> Any:
+    """How values that JSON lacks are sent: times as ISO 8601, bytes as text."""
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, bytes):
@@ -65,8 +62,8 @@ def _execute(client: Any, sql: str, parameters: dict[str, Any] | None) -> QueryR
 def owned(target: Target, querying: bool = False) -> AbstractContextManager[None]:
     """Hold an embedded store for this process, before chDB opens it (chDB lets one process
     open a directory, and its own refusal names no one): a second run is told which pid
-    holds it. `pulse query` asks the holder; it takes the lock only to open the directory
-    itself, when no process serves it."""
+    holds it. `pulse query` asks the holder's service; it takes the lock only to open the
+    directory itself, when no service runs."""
     path = target.chdb_path
     if path is None:
         return nullcontext()
@@ -75,7 +72,8 @@ def owned(target: Target, querying: bool = False) -> AbstractContextManager[None
         if querying:
             return ClickHouseError(
                 f"the ClickHouse store {path} is held by pid {holder}, which does not serve "
-                "queries (yet: a run serves them once it has started); try again in a moment"
+                "queries (yet: a run serves them once it has started, unless "
+                "service.enabled is false); try again in a moment"
             )
         return ClickHouseError(
             f"the ClickHouse store {path} is in use by another process (pid {holder}, a run "
@@ -86,121 +84,90 @@ def owned(target: Target, querying: bool = False) -> AbstractContextManager[None
     return held_exclusively(path.with_name(path.name + ".lock"), busy)
 
 
-class QueryServer:
-    """Answers POST /query {"sql", "parameters"} with {"columns", "rows"}."""
+class ServiceClient:
+    """The home's running service over HTTP, with an API key."""
 
-    _instance: QueryServer | None = None
-    _lock = threading.Lock()
+    def __init__(self, url: str, key: str | None, timeout_s: float = 120.0) -> None:
+        self.url = url
+        self.key = key
+        self.timeout_s = timeout_s
 
-    def __init__(self, target: Target) -> None:
-        self.target = target
-        self.client = connect(target)
-        self._client_lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, fmt: str, *args: Any) -> None:
-                log.debug(fmt, *args)
-
-            def do_GET(self) -> None:
-                self._reply(200, {"status": "ok", "pid": os.getpid()})
-
-            def do_POST(self) -> None:
-                if self.path != "/query":
-                    self._reply(404, {"error": "not found"})
-                    return
-                try:
-                    length = int(self.headers.get("Content-Length", "0"))
-                    body = json.loads(self.rfile.read(length) or b"{}")
-                    with server._client_lock:
-                        result = _execute(server.client, body["sql"], body.get("parameters"))
-                    self._reply(200, {"columns": result.columns, "rows": result.rows})
-                except Exception as exc:  # the caller gets the error text
-                    self._reply(400, {"error": str(exc)})
-
-            def _reply(self, status: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload, default=_json_default).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, name="query-server", daemon=True
+    def request(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
+        """The JSON answer of a 2xx; a refusal or an error as a PulseError with the detail.
+        A service that does not answer raises `httpx.TransportError`."""
+        headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
+        response = httpx.request(
+            method,
+            self.url + path,
+            json=body,
+            params={k: v for k, v in params.items() if v is not None},
+            headers=headers,
+            timeout=self.timeout_s,
         )
+        if response.is_success:
+            return response.json()
+        detail = _detail(response)
+        if response.status_code in (401, 403):
+            raise ServiceRefused(
+                f"the service at {self.url} refused the request: {detail} (set {API_KEY_ENV} "
+                "to a key of service.api_keys with the scope it needs)"
+            )
+        raise QueryError(detail)
 
-    @classmethod
-    def ensure_running(cls, target: Target) -> QueryServer | None:
-        """Start this process's server for an embedded target (once per process)."""
-        path = endpoint_file(target)
-        if path is None:
-            return None
-        with cls._lock:
-            if cls._instance is None:
-                server = cls(target)
-                server.thread.start()
-                path.write_text(
-                    json.dumps({"pid": os.getpid(), "port": server.httpd.server_address[1]})
-                )
-                atexit.register(server.stop)
-                cls._instance = server
-            return cls._instance
-
-    def stop(self) -> None:
-        path = endpoint_file(self.target)
-        try:
-            if path is not None and path.exists():
-                info = json.loads(path.read_text())
-                if info.get("pid") == os.getpid():
-                    path.unlink()
-        except (OSError, ValueError):
-            pass
-        self.httpd.shutdown()
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> QueryResult:
+        body = self.request("POST", "/v1/query", {"sql": sql, "parameters": parameters or {}})
+        return QueryResult(list(body["columns"]), [list(row) for row in body["rows"]])
 
 
-def _alive(pid: int) -> bool:
+def _detail(response: httpx.Response) -> str:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        detail = response.json().get("detail", response.text)
+    except (ValueError, AttributeError):
+        return response.text or f"HTTP {response.status_code}"
+    if isinstance(detail, list):  # FastAPI's validation errors
+        return "; ".join(
+            f"{'.'.join(str(p) for p in d.get('loc', []))}: {d.get('msg')}" for d in detail
+        )
+    return str(detail)
 
 
-def run_query(target: Target, sql: str, parameters: dict[str, Any] | None = None) -> QueryResult:
-    """Run SQL: through the owning process if one serves the embedded store, else directly."""
-    path = endpoint_file(target)
-    if path is not None and path.exists():
+def home_of(target: Target, home: Path | None = None) -> Path | None:
+    """Where an embedded store's service.json is: the given home, else the store's
+    directory's parent (``<home>/olap``)."""
+    if home is not None:
+        return home
+    path = target.chdb_path
+    return None if path is None else path.parent
+
+
+def service_client(target: Target, home: Path | None = None) -> ServiceClient | None:
+    """The service that holds this embedded store, if one runs (never for a server DSN,
+    nor in the process that hosts it)."""
+    where = home_of(target, home)
+    if target.chdb_path is None or where is None:
+        return None
+    found = discovery.read(where)
+    if found is None or found.pid == os.getpid():
+        return None
+    return ServiceClient(found.url, os.environ.get(API_KEY_ENV) or found.key)
+
+
+def run_query(
+    target: Target,
+    sql: str,
+    parameters: dict[str, Any] | None = None,
+    home: Path | None = None,
+) -> QueryResult:
+    """Run SQL: through the service that holds the embedded store, else directly."""
+    client = service_client(target, home)
+    if client is not None:
         try:
-            info = json.loads(path.read_text())
-        except ValueError:
-            info = {}
-        server = QueryServer._instance
-        if info.get("pid") == os.getpid() and server is not None:
-            # The owner itself (e.g. the rules stage polling silences): the server's client,
-            # under its lock, as the request threads use it.
-            with server._client_lock:
-                return _execute(server.client, sql, parameters)
-        if info.get("pid") and _alive(int(info["pid"])):
-            try:
-                response = httpx.post(
-                    f"http://127.0.0.1:{info['port']}/query",
-                    json={"sql": sql, "parameters": parameters or {}},
-                    timeout=120,
-                )
-            except httpx.TransportError:
-                response = None
-            if response is not None:
-                body = response.json()
-                if response.status_code != 200:
-                    raise QueryError(body.get("error", response.text))
-                return QueryResult(body["columns"], body["rows"])
+            return client.query(sql, parameters)
+        except httpx.TransportError:
+            pass  # it is stopping: open the store below once it is free
     with owned(target, querying=True):
-        client = connect(target)
+        connection = connect(target)
         try:
-            return _execute(client, sql, parameters)
+            return _execute(connection, sql, parameters)
         finally:
-            client.close()
+            connection.close()

@@ -1,12 +1,12 @@
 """Silences added at run time (`pulse silence`), kept in the ClickHouse table `silences`.
 
 Why ClickHouse: it is the one store every process of a deployment already shares (a
-`pulse silence` run next to a flow on Kubernetes reaches the same server), and with the
-embedded engine it goes through the same route as `pulse query`: while a flow holds the
-chDB directory, statements go through that process's query server
-(:func:`connectors.query_server.run_query`); otherwise the command opens the directory
-itself. The table is a ``ReplacingMergeTree`` keyed by id: every change (add, expire) is
-a new row with a higher `version`, read back with ``FINAL``.
+`pulse silence` run next to a flow on Kubernetes reaches the same server). With the
+embedded engine, while a process (a flow, `pulse serve`) holds the chDB directory, another
+process changes silences through that process's service (``/v1/silences``, the `admin`
+scope to write: :class:`ServiceSilences`); otherwise the command opens the directory itself
+(:func:`silences_for` picks). The table is a ``ReplacingMergeTree`` keyed by id: every
+change (add, expire) is a new row with a higher `version`, read back with ``FINAL``.
 
 The expiry is absolute (epoch ms, shown as RFC 3339): the rules stage compares it with
 event time (:class:`operators.rules.silences.Silence`). :meth:`SilenceStore.active` is what
@@ -20,13 +20,21 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from connectors.clickhouse import ClickHouseError, Target, connect, migrate
-from connectors.query_server import QueryError, QueryResult, endpoint_file, owned, run_query
+from connectors.query_server import (
+    QueryError,
+    QueryResult,
+    ServiceClient,
+    owned,
+    run_query,
+    service_client,
+)
 from operators.errors import PulseError
 from operators.rules.selectors import Pattern
 from operators.rules.silences import Silence
@@ -59,25 +67,88 @@ class StoredSilence:
         return Silence.of(self.matchers, self.until, self.comment)
 
     def record(self, now_ms: int) -> dict[str, Any]:
-        """What `pulse silence list --format json` prints."""
+        """What `pulse silence list --format json` prints (and ``/v1/silences`` answers)."""
         return {
             "id": self.id,
             "matchers": self.matchers,
             "created_at": rfc3339(self.created_at),
+            "created_at_ms": self.created_at,
             "until": rfc3339(self.until),
             "until_ms": self.until,
             "active": now_ms < self.until,
             "comment": self.comment,
         }
 
+    @classmethod
+    def of_record(cls, record: Mapping[str, Any]) -> StoredSilence:
+        return cls(
+            str(record["id"]),
+            dict(record["matchers"]),
+            int(record["created_at_ms"]),
+            int(record["until_ms"]),
+            str(record.get("comment", "")),
+        )
+
+
+Query = Callable[[str, dict[str, Any]], QueryResult]
+
+
+class Silences(Protocol):
+    """What `pulse silence` needs, wherever the silences are kept."""
+
+    def add(
+        self, matchers: Mapping[str, Pattern], until_ms: int, comment: str = "", now_ms: int = 0
+    ) -> StoredSilence: ...
+
+    def expire(self, silence_id: str, now_ms: int = 0) -> StoredSilence: ...
+
+    def listed(self, now_ms: int, include_expired: bool = False) -> list[StoredSilence]: ...
+
+
+def silences_for(target: Target, home: Path | None = None) -> Silences:
+    """Through the service that holds an embedded store, if one runs; else the table."""
+    client = service_client(target, home)
+    return ServiceSilences(client) if client is not None else SilenceStore(target, home=home)
+
+
+class ServiceSilences:
+    """Silences through a running service (``/v1/silences``)."""
+
+    def __init__(self, client: ServiceClient) -> None:
+        self.client = client
+
+    def add(
+        self, matchers: Mapping[str, Pattern], until_ms: int, comment: str = "", now_ms: int = 0
+    ) -> StoredSilence:
+        body = {"matchers": dict(matchers), "until_ms": until_ms, "comment": comment}
+        return StoredSilence.of_record(self.client.request("POST", "/v1/silences", body))
+
+    def expire(self, silence_id: str, now_ms: int = 0) -> StoredSilence:
+        return StoredSilence.of_record(self.client.request("DELETE", f"/v1/silences/{silence_id}"))
+
+    def listed(self, now_ms: int, include_expired: bool = False) -> list[StoredSilence]:
+        records = self.client.request("GET", "/v1/silences", all=str(include_expired).lower())
+        return [StoredSilence.of_record(record) for record in records]
+
 
 class SilenceStore:
-    """Add, list and expire silences in `<database>.silences`."""
+    """Add, list and expire silences in `<database>.silences`.
 
-    def __init__(self, target: Target, refresh_ms: int = DEFAULT_REFRESH_MS) -> None:
+    `query` runs the statements: a process that holds the store passes its own client
+    (the flow's rules stage, the service's routes); without one, :func:`run_query`."""
+
+    def __init__(
+        self,
+        target: Target,
+        refresh_ms: int = DEFAULT_REFRESH_MS,
+        query: Query | None = None,
+        home: Path | None = None,
+    ) -> None:
         self.target = target
         self.table = f"{target.database}.silences"
         self.refresh_ms = refresh_ms
+        self._query = query
+        self._home = home
         self._cached: list[StoredSilence] = []
         self._read_at: float | None = None  # monotonic seconds of the last read
 
@@ -159,18 +230,28 @@ class SilenceStore:
     # ---- routing -------------------------------------------------------------------------
 
     def _run(self, sql: str, parameters: dict[str, Any]) -> QueryResult:
-        """Through the running flow's query server or directly (`run_query`); a store without
-        the table is migrated first when no process holds it."""
+        """Through this process's client, or directly (`run_query`); a store without the
+        table is migrated first when no process holds it."""
         try:
-            return run_query(self.target, sql, parameters)
+            return self._execute(sql, parameters)
         except QueryError as exc:
             if not _missing_table(str(exc)):
                 raise
+            if self._query is not None:  # this process holds the store: it migrated at start
+                raise SilenceStoreError(
+                    f"the ClickHouse store has no table {self.table}: restart this process "
+                    "(it migrates at start) or run `pulse migrate` while it is stopped"
+                ) from None
         self._migrate()
-        return run_query(self.target, sql, parameters)
+        return self._execute(sql, parameters)
+
+    def _execute(self, sql: str, parameters: dict[str, Any]) -> QueryResult:
+        if self._query is not None:
+            return self._query(sql, parameters)
+        return run_query(self.target, sql, parameters, home=self._home)
 
     def _migrate(self) -> None:
-        served = endpoint_file(self.target)
+        served = service_client(self.target, self._home)
         try:
             with owned(self.target):
                 client = connect(self.target)
@@ -182,7 +263,7 @@ class SilenceStore:
             where = self.target.chdb_path or self.target.database
             holder = (
                 "a running flow serves it but started before the silences table existed"
-                if served is not None and served.exists()
+                if served is not None
                 else str(exc)
             )
             raise SilenceStoreError(

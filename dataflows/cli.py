@@ -9,6 +9,8 @@ pulse alerts    active alerts and recent transitions
 pulse migrate   create / upgrade the ClickHouse tables
 pulse schema    print or write the event JSON Schema
 pulse silence   mute alerts until an expiry (add, list, expire)
+pulse serve     the HTTP service alone (ingestion, reads, SQL, health, /metrics)
+pulse keys      make an API key for service.api_keys
 """
 
 from __future__ import annotations
@@ -17,18 +19,19 @@ import argparse
 import csv
 import json
 import logging
+import os
 import shutil
 import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from config.settings import Settings, load_settings, parse_duration_ms
-from connectors.clickhouse import Target
+from config.settings import ApiKeySettings, Settings, load_settings, parse_duration_ms
+from connectors.clickhouse import ClickHouseError, Target
 from connectors.console import StatusPrinter, configure_logging
 from connectors.drilldown import QUERYABLE, Drilldown, parse_where
 from connectors.event_writer import (
@@ -45,6 +48,9 @@ from connectors.local_log import LocalLog
 from connectors.query_server import QueryError, QueryResult, owned, run_query
 from connectors.redact import mask_dsn
 from connectors.run_control import STOP
+from connectors.service import discovery
+from connectors.service.auth import key_hash, new_key
+from connectors.service.hosting import HostedService, host_service
 from operators.contract import json_schema
 from operators.errors import PulseError, pulse_error_in
 from operators.stats import STATS
@@ -167,7 +173,13 @@ def _install_stop_handlers(duration: float | None) -> None:
         timer.start()
 
 
-def _run_flow(settings: Settings, duration: float | None, status: bool) -> None:
+def _run_flow(
+    settings: Settings,
+    duration: float | None,
+    status: bool,
+    started: Callable[[HostedService | None], None] | None = None,
+) -> None:
+    """Run the flow; `started` is told the service it hosts, once it serves."""
     from bytewax.run import cli_main
 
     from dataflows.running import FlowRun, first_final_within
@@ -177,6 +189,8 @@ def _run_flow(settings: Settings, duration: float | None, status: bool) -> None:
     flow = run.start()
     completed = False
     try:
+        if started is not None:
+            started(run.service)
         _install_stop_handlers(duration)
         printer = None
         if status:
@@ -219,21 +233,39 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
     from dataflows.running import final_delay, first_final_within
 
-    print(
-        f"Feedback Pulse: embedded demo, {args.rate:g} inferences/s of synthetic traffic into "
-        f"{settings.log.backend} log, ClickHouse at {mask_dsn(settings.clickhouse_dsn)}.\n"
-        f"Windows turn final after they end + {final_delay(settings)}: the first within "
-        f"{first_final_within(settings)}; early rows (final = 0) show meanwhile.\n"
-        f"Try `{_pulse_command()} query --metric accuracy,feedback_count --by model_version "
-        "--since 10m` in another terminal. Ctrl-C stops.",
-        flush=True,
-    )
-    traffic.start()
+    def banner(service: HostedService | None) -> None:
+        print(
+            f"Feedback Pulse: embedded demo, {args.rate:g} inferences/s of synthetic traffic "
+            f"into {settings.log.backend} log, ClickHouse at "
+            f"{mask_dsn(settings.clickhouse_dsn)}.\n"
+            f"Windows turn final after they end + {final_delay(settings)}: the first within "
+            f"{first_final_within(settings)}; early rows (final = 0) show meanwhile.\n"
+            f"{_service_line(settings, service)}"
+            f"Try `{_pulse_command()} query --metric accuracy,feedback_count --by model_version "
+            "--since 10m` in another terminal. Ctrl-C stops.",
+            flush=True,
+        )
+        traffic.start()
+
     try:
-        _run_flow(settings, args.duration, status=True)
+        _run_flow(settings, args.duration, status=True, started=banner)
     finally:
-        traffic.stop()
+        if traffic.ident is not None:  # started once the flow serves
+            traffic.stop()
     return 0
+
+
+def _service_line(settings: Settings, service: HostedService | None) -> str:
+    """Where the service listens and with which key, for a banner."""
+    if service is None:
+        return ""
+    where = discovery.service_file(settings.home_dir)
+    if service.local_key is None:
+        return f"Service: {service.url} (keys: service.api_keys; {where}).\n"
+    return (
+        f"Service: {service.url}, local key {service.local_key} (all scopes, every tenant; "
+        f"also in {where}, mode 0600).\n"
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -244,7 +276,63 @@ def cmd_run(args: argparse.Namespace) -> int:
         run["recovery"] = False
     overrides: dict[str, Any] = {"run": run} if run else {}
     settings = _settings(args, **overrides)
-    _run_flow(settings, args.duration, status=not args.quiet)
+    _run_flow(settings, args.duration, status=not args.quiet)  # its URL: service.json
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The service alone: it holds an embedded store (as a run does) until Ctrl-C."""
+    from dataflows.feedback import clickhouse_target, prepare_store
+
+    settings = _settings(args)
+    target = clickhouse_target(settings)
+    _refuse_a_served_home(settings)
+    try:
+        with owned(target):
+            prepare_store(settings)
+            service = host_service(settings, hosted_by_flow=False)
+            try:
+                print(_service_line(settings, service) + "Ctrl-C stops.", flush=True)
+                _install_stop_handlers(args.duration)
+                while not STOP.wait(0.5):
+                    pass
+            finally:
+                service.stop()
+    except ClickHouseError:
+        _refuse_a_served_home(settings)  # the holder started serving meanwhile
+        raise
+    return 0
+
+
+def _refuse_a_served_home(settings: Settings) -> None:
+    running = discovery.read(settings.home_dir)
+    if running is not None and running.pid != os.getpid():
+        raise CliError(
+            f"pid {running.pid} (a run or `pulse serve`) already serves {settings.home_dir} at "
+            f"{running.url}; use that service (`{_pulse_command()} query` does), or stop it first"
+        )
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """A new API key: printed once; only its SHA-256 goes into the settings."""
+    key = new_key()
+    scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+    try:
+        entry = ApiKeySettings(name=args.name, sha256=key_hash(key), tenant=args.tenant,
+                               scopes=scopes)  # fmt: skip
+    except ValueError as exc:
+        problems = "; ".join(
+            f"{'NAME' if e['loc'][0] == 'name' else '--' + str(e['loc'][0])}: {e['msg']}"
+            for e in getattr(exc, "errors", lambda: [])()
+        )
+        raise CliError(problems or str(exc)) from None
+    print(key)
+    print(
+        "# The key above is shown once: keep it as a secret (clients send "
+        "`Authorization: Bearer <key>`).\n# Paste this entry under service.api_keys:\n"
+        f"- name: {entry.name}\n  sha256: {entry.sha256}\n  tenant: {json.dumps(entry.tenant)}\n"
+        f"  scopes: [{', '.join(entry.scopes)}]"
+    )
     return 0
 
 
@@ -337,7 +425,7 @@ def _query(settings: Settings, target: Target, sql: str, params: dict[str, Any])
     if path is not None and not path.exists():
         raise _no_data(settings, target)  # and opening it would create it
     try:
-        return run_query(target, sql, params)
+        return run_query(target, sql, params, home=settings.home_dir)
     except QueryError as exc:
         if f"Database {target.database} does not exist" in str(exc):
             raise _no_data(settings, target) from None
@@ -468,10 +556,11 @@ def _matchers(given: list[str]) -> dict[str, str | list[str]]:
 
 def cmd_silence(args: argparse.Namespace) -> int:
     from config.rules import SilenceSettings
-    from connectors.silence_store import SilenceStore, rfc3339
+    from connectors.silence_store import rfc3339, silences_for
     from dataflows.feedback import clickhouse_target
 
-    store = SilenceStore(clickhouse_target(_settings(args)))
+    settings = _settings(args)
+    store = silences_for(clickhouse_target(settings), settings.home_dir)
     now_ms = int(time.time() * 1000)
     if args.silence_command == "add":
         if not args.match:
@@ -634,6 +723,20 @@ def build_parser() -> argparse.ArgumentParser:
     s = silence.add_parser("expire", help="end a silence now")
     s.add_argument("id")
     p.set_defaults(func=cmd_silence)
+
+    p = sub.add_parser("serve", help="the HTTP service alone, holding the store until Ctrl-C")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("keys", help="API keys for the service")
+    keys = p.add_subparsers(dest="keys_command", required=True)
+    k = keys.add_parser("create", help="a new key, printed once, and its service.api_keys entry")
+    k.add_argument("name", help="the key's name (letters, digits, _ . -)")
+    k.add_argument("--tenant", required=True, help='the tenant it acts for ("*": any tenant)')
+    k.add_argument(
+        "--scopes", default="ingest,read", help="comma-separated: ingest, read, query, admin"
+    )
+    p.set_defaults(func=cmd_keys)
     return parser
 
 

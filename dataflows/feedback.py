@@ -18,7 +18,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import bytewax.operators as op
@@ -42,8 +41,8 @@ from connectors.kafka import (
 )
 from connectors.local_log import LocalLog
 from connectors.local_log_source import LocalLogSource
-from connectors.query_server import QueryServer
 from connectors.recovery import bytewax_run_clustered, bytewax_run_recovery_directory
+from connectors.service.store import Store
 from connectors.silence_store import SilenceStore
 from connectors.telemetry import observe_emission
 from operators.batches import RawBatch, TableRows
@@ -227,7 +226,6 @@ def build(settings: Settings, stats: FlowStats = STATS, recovery: bool = True) -
             max_pending_rows=settings.clickhouse.max_pending_rows,
             retry_backoff_max_ms=settings.clickhouse.retry_backoff_max,
             stats=stats,
-            on_open=partial(_serve_queries, target) if target.embedded else None,
         ),
     )
     if settings.log.backend == "kafka":
@@ -280,22 +278,9 @@ def _rules(
 
 
 def _runtime_silences(target: Target) -> Callable[[int], list[Silence]]:
-    """`pulse silence` silences, polled by the rules stage. An embedded store is read
-    through this process's query server (it holds the store), started here if the
-    ClickHouse sink has not started it yet (the rules may run first)."""
-    store = SilenceStore(target)
-
-    def active(now_ms: int) -> list[Silence]:
-        if target.embedded:
-            QueryServer.ensure_running(target)
-        return store.active(now_ms)
-
-    return active
-
-
-def _serve_queries(target: Target) -> None:
-    """Once the sink holds the embedded store, answer other processes' queries."""
-    QueryServer.ensure_running(target)
+    """`pulse silence` silences, polled by the rules stage through a client of this process
+    (it holds an embedded store; other processes change silences through its service)."""
+    return SilenceStore(target, query=Store(target).query).active
 
 
 def _store_rows(item: tuple[str, TableRows]) -> tuple[str, TableRows]:

@@ -3,8 +3,9 @@
 `pulse run` and `pulse up` call Bytewax's `cli_main` themselves; ``python -m bytewax.run
 dataflows.feedback:flow`` has Bytewax's runner call it on what `flow()` returns. The rest is
 :class:`FlowRun`, for both: the embedded store's lock (before chDB opens it), the recovery
-store's lock and check, the collector's tuning, and at the end the summary and, after a
-bounded run that completed, clearing the recovery store.
+store's lock and check, the HTTP service (``service.enabled``; other processes read the
+embedded store through it), the collector's tuning, and at the end the summary and, after
+a bounded run that completed, clearing the recovery store.
 
 The one difference is who makes the recovery partitions: `pulse run` creates its store
 under ``run.recovery_dir``; Bytewax's runner takes ``-r DIR`` made by
@@ -31,6 +32,7 @@ from connectors.console import print_summary
 from connectors.query_server import owned
 from connectors.recovery import RecoveryStore, fingerprint
 from connectors.run_control import STOP, tune_garbage_collection
+from connectors.service.hosting import HostedService, host_service
 from dataflows.feedback import build, clickhouse_target
 from operators.errors import pulse_error_in
 from operators.stats import STATS
@@ -74,6 +76,7 @@ class FlowRun:
         self.create_store = create_store
         self.shared_store = shared_store
         self.recovery_config: RecoveryConfig | None = None
+        self.service: HostedService | None = None
         self._held = contextlib.ExitStack()
         self._started = time.monotonic()
         self._failed = False
@@ -92,12 +95,24 @@ class FlowRun:
                 else:
                     self.store.guard(expected)
                 log.info("recovery store: %s", self.store.directory)
+            self._host_service()
             tune_garbage_collection()
         except BaseException:
             self._held.close()
             raise
         self._started = time.monotonic()
         return built.flow
+
+    def _host_service(self) -> None:
+        """Serve the service from this process, stopped when the run finishes. One process
+        of a cluster does not host it (each would claim the home): run `pulse serve`."""
+        if not self.settings.service.enabled:
+            return
+        if self.shared_store:
+            log.info("service: not hosted by a clustered run (`pulse serve` runs it alone)")
+            return
+        self.service = host_service(self.settings, hosted_by_flow=True)
+        self._held.callback(self.service.stop)
 
     def finish(self, completed: bool) -> None:
         """The summary; a bounded run that `completed` clears its store; release."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 
 import uvicorn
 from fastapi import FastAPI
@@ -59,8 +60,15 @@ class ServiceThread:
         except Exception:  # the flow keeps running; the service's failure is logged
             log.exception("the HTTP service stopped")
 
-    def start(self) -> ServiceThread:
+    def start(self, timeout: float = 30.0) -> ServiceThread:
+        """Serve, and return once uvicorn listens (so a URL handed out answers at once)."""
         self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise ServiceBindError(f"the service did not start listening on {self.url}")
+            time.sleep(0.01)
         return self
 
     def stop(self, timeout: float = 5.0) -> None:

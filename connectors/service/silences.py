@@ -1,5 +1,122 @@
-"""Placeholder router (filled in by its owner)."""
+"""Silences over HTTP: what `pulse silence` does from another process while this one holds
+the store (:class:`connectors.silence_store.ServiceSilences` is the client).
 
-from fastapi import APIRouter
+``GET /v1/silences`` (scope `read`; ``?all=true``: expired ones too), ``POST /v1/silences``
+and ``DELETE /v1/silences/{id}`` (scope `admin`). A key bound to a tenant sees and changes
+only silences whose `tenant` matcher is its tenant; a silence it adds gets that matcher
+(naming another tenant is refused, 403). Validation is the settings' own
+(:class:`config.rules.SilenceSettings`), so a bad matcher reads as it does in the YAML.
+"""
 
-router = APIRouter()
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from config.rules import SilenceSettings
+from config.settings import parse_duration_ms
+from connectors.service.auth import Principal, require
+from connectors.service.context import ServiceContext
+from connectors.silence_store import SilenceStore, SilenceStoreError, StoredSilence
+
+router = APIRouter(prefix="/v1/silences", tags=["silences"])
+
+TENANT = "tenant"
+
+
+class NewSilence(BaseModel):
+    """A silence to add: its matchers and either `until_ms` or `for` (a duration from now)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    matchers: dict[str, str | list[str]] = Field(
+        min_length=1, description="dims (and `rule`) an alert must have; a list: any of them"
+    )
+    until_ms: int | None = Field(None, description="expiry, epoch ms of event time")
+    for_: str | None = Field(None, alias="for", description="or a duration from now: 30m, 2h")
+    comment: str = ""
+
+
+def _store(request: Request) -> SilenceStore:
+    context: ServiceContext = request.app.state.context
+    return SilenceStore(context.target, query=context.store.query)
+
+
+def _visible(silence: StoredSilence, principal: Principal) -> bool:
+    return principal.all_tenants or silence.matchers.get(TENANT) == principal.tenant
+
+
+@router.get("", summary="The silences (active ones; `all=true`: expired ones too)")
+def list_silences(
+    request: Request,
+    principal: Annotated[Principal, Depends(require("read"))],
+    all: bool = False,
+) -> list[dict[str, Any]]:
+    now_ms = int(time.time() * 1000)
+    listed = _store(request).listed(now_ms, include_expired=all)
+    return [s.record(now_ms) for s in listed if _visible(s, principal)]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, summary="Add a silence")
+def add_silence(
+    request: Request,
+    body: NewSilence,
+    principal: Annotated[Principal, Depends(require("admin"))],
+) -> dict[str, Any]:
+    now_ms = int(time.time() * 1000)
+    matchers = dict(body.matchers)
+    if not principal.all_tenants:
+        claimed = matchers.setdefault(TENANT, principal.tenant)
+        if claimed != principal.tenant:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                detail=f"API key {principal.name!r} acts for tenant {principal.tenant!r} only",
+            )
+    until = _until(body, now_ms)
+    try:
+        valid = SilenceSettings(matchers=matchers, until=until, comment=body.comment)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=problems) from None
+    added = _store(request).add(valid.matchers, valid.until, valid.comment, now_ms=now_ms)
+    return added.record(now_ms)
+
+
+@router.delete("/{silence_id}", summary="End a silence now")
+def expire_silence(
+    request: Request,
+    silence_id: str,
+    principal: Annotated[Principal, Depends(require("admin"))],
+) -> dict[str, Any]:
+    now_ms = int(time.time() * 1000)
+    store = _store(request)
+    known = {s.id: s for s in store.listed(now_ms, include_expired=True)}
+    if silence_id not in known or not _visible(known[silence_id], principal):
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            detail=f"no silence with id {silence_id!r} (`pulse silence list --all` shows them)",
+        )
+    try:
+        ended = store.expire(silence_id, now_ms=now_ms)
+    except SilenceStoreError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
+    return ended.record(now_ms)
+
+
+def _until(body: NewSilence, now_ms: int) -> int:
+    if (body.until_ms is None) == (body.for_ is None):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY, detail="give either `until_ms` or `for`"
+        )
+    if body.until_ms is not None:
+        return body.until_ms
+    try:
+        length = parse_duration_ms(body.for_)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=f"for: {exc}") from None
+    if length <= 0:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail="for: must be positive")
+    return now_ms + length
