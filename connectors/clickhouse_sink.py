@@ -190,7 +190,12 @@ class _Writer:
             exit_write_failed(
                 "ClickHouse write failed permanently, stopping: %s: %s", type(exc).__name__, exc
             )
-        log.critical("ClickHouse write failed permanently: %s: %s", type(exc).__name__, exc)
+        log.critical(
+            "ClickHouse write failed permanently: %s: %s",
+            type(exc).__name__,
+            exc,
+            extra={"event": "sink_failed"},
+        )
 
     def _write_all(self, last: float) -> bool:
         """Write every table, however few rows it has: a flush is asked, the interval has
@@ -217,7 +222,9 @@ class _Writer:
                 self._insert(table, block)
         if self._failing_since is not None:
             log.warning(
-                "ClickHouse writes resumed after %.1f s", time.monotonic() - self._failing_since
+                "ClickHouse writes resumed after %.1f s",
+                time.monotonic() - self._failing_since,
+                extra={"event": "sink_resumed", "table": table},
             )
             self._failing_since = None
 
@@ -252,6 +259,7 @@ class _Writer:
             state.attempt_number,
             exc,
             delay,
+            extra={"event": "sink_retry", "attempt": state.attempt_number, "delay_s": delay},
         )
 
 

@@ -7,7 +7,7 @@ import logging
 import sys
 import threading
 import time
-from typing import TextIO
+from typing import Literal, TextIO
 
 from operators.stats import FlowStats
 
@@ -16,12 +16,24 @@ from operators.stats import FlowStats
 QUIET_LIBRARIES = ("httpx", "httpcore", "urllib3", "clickhouse_connect")
 
 
-def configure_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+LogFormat = Literal["auto", "human", "json"]
+
+
+def configure_logging(verbose: bool, log_format: LogFormat = "human") -> None:
+    """Log to stderr: `human` lines, or `json` lines (connectors.telemetry.json_logs);
+    `auto` (settings.telemetry.log_format) picks human on a terminal, JSON elsewhere.
+    Secrets are masked in both."""
+    from connectors.telemetry.json_logs import JsonFormatter, Redact
+
+    if log_format == "auto":
+        log_format = "human" if sys.stderr.isatty() else "json"
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(Redact())
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
     for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(logging.WARNING)
 
