@@ -7,6 +7,7 @@ import json
 import msgspec
 
 from operators.decode import BatchDecoder
+from operators.events import Inference
 from operators.ingest import IngestValidator, split_body
 from operators.synthetic import TrafficGenerator, TrafficProfile
 
@@ -108,7 +109,7 @@ def test_a_tenant_key_writes_its_tenant_into_inferences_without_one() -> None:
     assert msgspec.json.decode(first) == {**INFERENCE, "tenant": "acme"}
     assert third == items[2]  # unchanged when it names the key's tenant
     (event,) = DECODER.decode("t", 0, [first], [0]).events
-    assert event.tenant == "acme"
+    assert isinstance(event, Inference) and event.tenant == "acme"
 
 
 def test_an_operator_key_leaves_the_tenant_as_sent() -> None:
