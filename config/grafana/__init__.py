@@ -1,0 +1,1 @@
+"""The Grafana dashboard of Feedback Pulse (docs/dashboard.md), generated from code."""
