@@ -25,6 +25,7 @@ from connectors.silence_store import SilenceStore, SilenceStoreError, StoredSile
 router = APIRouter(prefix="/v1/silences", tags=["silences"])
 
 TENANT = "tenant"
+UNPROCESSABLE = 422  # (starlette renamed its constant; the code stays)
 
 
 class NewSilence(BaseModel):
@@ -80,7 +81,7 @@ def add_silence(
         valid = SilenceSettings(matchers=matchers, until=until, comment=body.comment)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=problems) from None
+        raise HTTPException(UNPROCESSABLE, detail=problems) from None
     added = _store(request).add(valid.matchers, valid.until, valid.comment, now_ms=now_ms)
     return added.record(now_ms)
 
@@ -108,15 +109,13 @@ def expire_silence(
 
 def _until(body: NewSilence, now_ms: int) -> int:
     if (body.until_ms is None) == (body.for_ is None):
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY, detail="give either `until_ms` or `for`"
-        )
+        raise HTTPException(UNPROCESSABLE, detail="give either `until_ms` or `for`")
     if body.until_ms is not None:
         return body.until_ms
     try:
         length = parse_duration_ms(body.for_)
     except ValueError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=f"for: {exc}") from None
+        raise HTTPException(UNPROCESSABLE, detail=f"for: {exc}") from None
     if length <= 0:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail="for: must be positive")
+        raise HTTPException(UNPROCESSABLE, detail="for: must be positive")
     return now_ms + length

@@ -164,7 +164,7 @@ def test_a_snapshot_a_step_cannot_resume_stops_the_run_with_exit_2_and_the_reaso
 def running_flow(filled_home: Path) -> Iterator[subprocess.Popen[str]]:
     """An unbounded `pulse run` on the filled home, serving queries."""
     env = pulse_env(filled_home, **FAST)
-    endpoint = filled_home / "olap.endpoint.json"
+    endpoint = filled_home / "service.json"
     endpoint.unlink(missing_ok=True)
     process = subprocess.Popen(
         [*PULSE, "run", "--quiet", "--no-recovery"],

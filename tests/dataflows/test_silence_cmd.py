@@ -1,5 +1,5 @@
 """`pulse silence add/list/expire` through the real command on a temp home: on its own,
-and while a flow holds the embedded store (answered by its query server)."""
+and while a flow holds the embedded store (answered by its service, /v1/silences)."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def test_round_trip_while_a_flow_holds_the_store(home: Path) -> None:
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
-        while not (home / "olap.endpoint.json").exists():
+        while not (home / "service.json").exists():
             assert flow.poll() is None, flow.communicate()
             assert time.monotonic() < deadline, "the flow never served queries"
             time.sleep(0.5)

@@ -43,7 +43,7 @@ def test_pulse_up_serves_queries_and_final_rows_replace_early_ones(
         while not early and time.monotonic() < deadline:
             time.sleep(1)
             assert process.poll() is None, process.communicate()
-            if (home / "olap.endpoint.json").exists():
+            if (home / "service.json").exists():
                 early = _query(
                     env,
                     "SELECT window_start, tenant, model_id, deployment, model_version, segment, "
@@ -88,7 +88,7 @@ def test_pulse_up_serves_queries_and_final_rows_replace_early_ones(
     assert "stopping" in err
     # After it stopped, the same query opens the directory itself.
     assert store.scalar("SELECT count() FROM {db}.metrics FINAL WHERE final = 1") > 0
-    assert not (home / "olap.endpoint.json").exists()
+    assert not (home / "service.json").exists()
 
 
 def test_run_for_a_duration_then_exit(home: Path, store: Store) -> None:

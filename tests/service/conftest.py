@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,9 @@ import httpx
 import pytest
 
 from config.settings import Settings, load_settings
+from connectors.clickhouse import connect, migrate
 from connectors.service.app import create_app
-from connectors.service.auth import KeyRing, new_key
+from connectors.service.auth import KeyRing, key_hash, new_key
 from connectors.service.context import ServiceContext
 from connectors.service.server import ServiceThread
 from connectors.service.store import Store
@@ -33,6 +35,37 @@ class RunningService:
 
 
 ServiceFactory = Callable[..., RunningService]
+
+
+def api_keys(*keys: tuple[str, str, list[str]]) -> tuple[str, dict[str, str]]:
+    """`service.api_keys` (name, tenant, scopes) as PULSE_SERVICE_API_KEYS takes it, and the
+    keys themselves by name."""
+    made = {name: new_key() for name, _tenant, _scopes in keys}
+    entries = [
+        {"name": name, "sha256": key_hash(made[name]), "tenant": tenant, "scopes": scopes}
+        for name, tenant, scopes in keys
+    ]
+    return json.dumps(entries), made
+
+
+def keyed_settings(
+    home: Path, *keys: tuple[str, str, list[str]], **environ: str
+) -> tuple[Settings, dict[str, str]]:
+    """Settings over `home` with `service.api_keys` configured, and the keys by name."""
+    entries, made = api_keys(*keys)
+    env = {"PULSE_HOME": str(home), "PULSE_SERVICE_API_KEYS": entries, **environ}
+    return load_settings(environ=env), made
+
+
+def migrated(settings: Settings) -> Settings:
+    """Create the store's tables (as a run does at start), then close the client."""
+    target = clickhouse_target(settings)
+    client = connect(target)
+    try:
+        migrate(client, target.database)
+    finally:
+        client.close()
+    return settings
 
 
 @pytest.fixture
