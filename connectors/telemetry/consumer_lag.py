@@ -30,15 +30,15 @@ class ConsumerLag:
         now = time.monotonic()
         if now < self._next:
             return
-        self._next = now + self.interval
         from confluent_kafka import TopicPartition
 
         for stream, topic in topics.items():
             low, high = consumer.get_watermark_offsets(
                 TopicPartition(topic, partition), cached=True
             )
-            if high < 0:  # no fetch response yet
+            if high < 0:  # no fetch response yet: try again at the next poll
                 continue
             position = positions.get(stream, -1)
             start = position if position >= 0 else max(low, 0)
             self.stats.kafka_lag[(topic, partition)] = max(0, high - start)
+            self._next = now + self.interval

@@ -1,0 +1,114 @@
+"""Window gauges: newest window per series, rollup selection, the cardinality guard."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from config.settings import load_settings
+from connectors.telemetry import service_telemetry
+from connectors.telemetry.window_gauges import GaugeSettingsError, WindowGauges
+from operators.batches import Categorical
+from operators.errors import PulseError
+from operators.stats import FlowStats
+
+DIMS = ("tenant", "model_id", "deployment", "model_version", "segment", "endpoint")
+
+
+def rows(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    """`metrics` columns for `cells` (dicts of window, start, dims and metric values)."""
+
+    def categorical(values: list[str]) -> Categorical:
+        categories = sorted(set(values))
+        return Categorical(np.array([categories.index(v) for v in values]), categories)
+
+    columns: dict[str, Any] = {
+        "window": categorical([c["window"] for c in cells]),
+        "window_start": np.array([c["start"] for c in cells], dtype=np.int64),
+    }
+    for dim in DIMS:
+        columns[dim] = categorical([c.get(dim, "x") for c in cells])
+    columns["extra_dims"] = categorical([""] * len(cells))
+    for metric in ("feedback_count", "accuracy"):
+        columns[metric] = np.array([c.get(metric, np.nan) for c in cells], dtype=np.float64)
+    return columns
+
+
+def series(gauges: WindowGauges, metric: str) -> dict[tuple[str, ...], float]:
+    return {
+        tuple(a[k] for k in ("window", *gauges.dims)): v for v, a in gauges.observations(metric)
+    }
+
+
+def test_the_newest_window_wins_and_an_older_one_never_overwrites() -> None:
+    g = WindowGauges(["segment"], ["feedback_count", "accuracy"], max_series=10)
+    star = {"model_version": "*", "endpoint": "*"}
+    g.observe(rows([
+        {"window": "1m", "start": 60, "segment": "web", "feedback_count": 5, "accuracy": 0.5, **star},
+        {"window": "1m", "start": 0, "segment": "web", "feedback_count": 9, "accuracy": 0.9, **star},
+        {"window": "1m", "start": 0, "segment": "ios", "feedback_count": 2, **star},
+    ]))  # fmt: skip
+    assert series(g, "feedback_count") == {("1m", "web"): 5.0, ("1m", "ios"): 2.0}
+    assert series(g, "accuracy") == {("1m", "web"): 0.5}  # NaN: no value, no sample
+    g.observe(rows([{"window": "1m", "start": 0, "segment": "web", "feedback_count": 1, **star}]))
+    assert series(g, "feedback_count")[("1m", "web")] == 5.0
+    g.observe(rows([{"window": "1m", "start": 120, "segment": "web", "feedback_count": 7, **star}]))
+    assert series(g, "feedback_count")[("1m", "web")] == 7.0
+
+
+def test_only_rows_of_the_gauge_dims_grouping_are_exported() -> None:
+    """segment in gauge_dims: its "*" rows are rollups (skipped); model_version and
+    endpoint not: only their "*" rows (the sums over them) are taken."""
+    g = WindowGauges(["model_id", "segment"], ["feedback_count"], max_series=10)
+    g.observe(rows([
+        {"window": "1h", "start": 0, "model_id": "m", "segment": "web", "model_version": "*", "endpoint": "*", "feedback_count": 3},
+        {"window": "1h", "start": 0, "model_id": "m", "segment": "*", "model_version": "*", "endpoint": "*", "feedback_count": 4},
+        {"window": "1h", "start": 0, "model_id": "m", "segment": "web", "model_version": "v1", "endpoint": "*", "feedback_count": 1},
+        {"window": "1h", "start": 0, "model_id": "m", "segment": "web", "model_version": "v1", "endpoint": "/a", "feedback_count": 1},
+    ]))  # fmt: skip
+    assert series(g, "feedback_count") == {("1h", "m", "web"): 3.0}
+
+
+def test_the_guard_keeps_max_series_and_counts_the_rest() -> None:
+    g = WindowGauges(DIMS, ["feedback_count"], max_series=3)
+    cells = [
+        {"window": "1m", "start": 0, "segment": f"s{i}", "feedback_count": i} for i in range(5)
+    ]
+    g.observe(rows(cells))
+    assert len(series(g, "feedback_count")) == 3
+    assert g.dropped == 2
+    g.observe(rows([{**c, "start": 60} for c in cells]))  # the kept ones update; 2 more drops
+    kept = series(g, "feedback_count")
+    assert len(kept) == 3 and g.dropped == 4
+    assert all(v == float(k[5][1:]) for k, v in kept.items())
+
+
+def test_the_guard_and_gauges_are_exported(tmp_path: Any) -> None:
+    settings = load_settings(
+        environ={
+            "PULSE_HOME": str(tmp_path),
+            "PULSE_TELEMETRY_MAX_SERIES": "2",
+            "PULSE_TELEMETRY_GAUGE_METRICS": '["feedback_count"]',
+        }
+    )
+    telemetry = service_telemetry(settings, FlowStats())
+    assert telemetry is not None
+    cells = [
+        {"window": "1m", "start": 0, "segment": f"s{i}", "feedback_count": i} for i in range(5)
+    ]
+    telemetry.windows.observe(rows(cells))
+    families = {
+        f.name: f for f in text_string_to_metric_families(telemetry.prometheus_text()[0].decode())
+    }
+    assert [s.value for s in families["pulse_telemetry_series_dropped"].samples] == [3.0]
+    assert sorted(s.value for s in families["pulse_feedback_count"].samples) == [0.0, 1.0]
+    assert "pulse_accuracy" not in families  # gauge_metrics restricts the gauges
+
+
+def test_an_unknown_gauge_metric_fails_naming_the_setting() -> None:
+    with pytest.raises(GaugeSettingsError, match=r"telemetry.gauge_metrics.*accurcy") as err:
+        WindowGauges(DIMS, ["accurcy"], max_series=1)
+    assert isinstance(err.value, PulseError)
