@@ -31,7 +31,9 @@ class ServiceThread:
     def __init__(self, app: FastAPI, host: str, port: int) -> None:
         self.app = app
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.socket = socket.socket(family, socket.SOCK_STREAM)
+        # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on sockets whose proto says TCP;
+        # without it every response waits ~40 ms for a delayed ACK (Nagle).
+        self.socket = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             self.socket.bind((host, port))
