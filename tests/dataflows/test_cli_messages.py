@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import signal
 import sqlite3
 import subprocess
@@ -66,6 +67,9 @@ def test_the_demo_banner_prints_a_query_command_that_works_and_when_windows_turn
     # 1m windows + 10s out-of-orderness + 30s join wait (the defaults)
     assert "first within 1m40s" in result.stdout
     assert "join.wait 30s" in result.stdout
+    # The service it hosts, with the local key it made (gone with the run).
+    assert re.search(r"Service: http://127\.0\.0\.1:\d+, local key pk_\S{43} ", result.stdout)
+    assert not (home / "service.json").exists()
 
 
 # ---- settings --------------------------------------------------------------------------
