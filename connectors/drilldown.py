@@ -4,13 +4,21 @@ Rollup rows carry ``"*"`` for the dims they aggregate over, so "by model_version
 selects the rows where those two are set and endpoint is ``"*"``. tenant, model_id and
 deployment are never rolled up: they are in every row (narrow them with ``--where``).
 Reads use FINAL, so each window × dims cell appears once (its latest version).
+
+Shared by ``pulse query`` and the service's ``GET /v1/metrics``: the options arrive as
+text (:func:`from_options`), so both refuse the same mistakes with the same message. A
+``tenant`` restricts every read (and the coverage note) to one tenant: the service sets
+it from a tenant-bound API key.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
+from config.settings import parse_duration_ms
 from operators.cells import ALL, KEPT_DIMS, ROLLUP_DIMS
 from operators.errors import PulseError
 from operators.metrics import METRIC_COLUMNS
@@ -37,6 +45,7 @@ class Drilldown:
     final_only: bool = False
     limit: int = 10_000
     windows: tuple[str, ...] = ()  # the configured windows with metric rows (if known)
+    tenant: str | None = None  # only this tenant's rows (None: every tenant)
 
     def _check(self) -> None:
         """Options that would silently select nothing, or the wrong rows, are refused."""
@@ -61,7 +70,20 @@ class Drilldown:
             f"formatDateTime(max(window_start), '%%F %%T') AS last FROM {table} "
             "WHERE window = %(window)s"
         )
-        return sql, {"window": self.window}
+        params: dict[str, object] = {"window": self.window}
+        if self.tenant is not None:
+            sql += " AND tenant = %(tenant)s"
+            params["tenant"] = self.tenant
+        return sql, params
+
+    def coverage_note(self, count: int, first: str, last: str, asked: str) -> str:
+        """Why nothing matched, from a :meth:`coverage_sql` row; `asked` names the range."""
+        if not count:
+            return f"the store holds no rows of window {self.window} yet"
+        return (
+            f"window {self.window} has rows from {first} to {last} UTC (window starts), none "
+            f"within {asked}: try --since all, or --start {first.replace(' ', 'T')}Z"
+        )
 
     def _late(self) -> bool:
         return any(m in LATE_METRICS for m in self.metrics)
@@ -83,6 +105,9 @@ class Drilldown:
         conditions = ["window = %(window)s"]
         for dim in ROLLUP_DIMS:
             conditions.append(f"{dim} != '{ALL}'" if dim in self.by else f"{dim} = '{ALL}'")
+        if self.tenant is not None:
+            params["tenant"] = self.tenant
+            conditions.append("tenant = %(tenant)s")
         for i, (dim, value) in enumerate(sorted(self.where.items())):
             params[f"w{i}"] = value
             conditions.append(f"{dim} = %(w{i})s")
@@ -119,3 +144,72 @@ def parse_where(items: list[str]) -> dict[str, str]:
             raise DrilldownError(f"--where takes dim=value, got {item!r}")
         where[name] = value
     return where
+
+
+def parse_time(value: str, option: str) -> int:
+    """RFC 3339 (UTC when no zone is given), epoch milliseconds or 'now', in epoch ms."""
+    if value == "now":
+        return int(time.time() * 1000)
+    if value.isdigit():
+        return int(value)
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise DrilldownError(
+            f"{option} takes an RFC 3339 time, epoch milliseconds or 'now', got {value!r}"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+def since_seconds(value: str | None, option: str = "--since") -> int | None:
+    """A look-back duration (10m, 1h, 2d) in seconds; None or 'all': no bound."""
+    if value in (None, "all"):
+        return None
+    try:
+        return parse_duration_ms(value) // 1000
+    except ValueError:
+        raise DrilldownError(
+            f"{option} takes a duration (e.g. 10m, 1h, 2d) or 'all', got {value!r}"
+        ) from None
+
+
+def _names(text: str | None) -> list[str]:
+    return [n.strip() for n in (text or "").split(",") if n.strip()]
+
+
+def from_options(
+    *,
+    metric: str | None,
+    by: str | None = None,
+    window: str = "1m",
+    since: str | None = "1h",
+    start: str | None = None,
+    end: str | None = None,
+    where: list[str] | None = None,
+    final_only: bool = False,
+    limit: int = 10_000,
+    windows: tuple[str, ...] = (),
+    tenant: str | None = None,
+) -> Drilldown:
+    """A drill-down from the options as given (``pulse query`` flags, ``/v1/metrics``
+    query parameters); every mistake is a :class:`DrilldownError` naming the option."""
+    metrics = _names(metric)
+    if not metrics:
+        raise DrilldownError("give --metric NAME[,NAME] (or --sql)")
+    drill = Drilldown(
+        metrics=metrics,
+        by=_names(by),
+        window=window,
+        since_seconds=since_seconds(since),
+        start_ms=parse_time(start, "--start") if start else None,
+        end_ms=parse_time(end, "--end") if end else None,
+        where=parse_where(where or []),
+        final_only=final_only,
+        limit=limit,
+        windows=windows,
+        tenant=tenant,
+    )
+    drill.sql("pulse")  # every check, before anything runs
+    return drill

@@ -1,0 +1,208 @@
+"""Read-only SQL for ``POST /v1/query``: ClickHouse enforces it, ClickHouse's parser vets it.
+
+Every statement a caller's SQL reaches ClickHouse in (the checks below and the query
+itself) runs with, in this order, ``max_result_rows`` (``service.query_max_rows``) with
+``result_overflow_mode='throw'``, ``max_execution_time`` (``service.query_timeout``), for a
+tenant-bound key ``additional_table_filters`` (``tenant = T`` on every table and view of
+the database with a ``tenant`` column, from ``system.columns``), and ``readonly=1`` last.
+Findings with chDB 26.9 through clickhouse-connect 1.12 (per-query settings ride as a
+trailing ``SETTINGS`` clause; tests/service/test_sql_readonly.py pins each one):
+
+* ``readonly=1`` refuses DROP, INSERT, CREATE, ALTER, SET and the table functions that
+  reach out (``file``, ``url``, ``remote``, ``s3``, ...): "Cannot execute query in readonly
+  mode". It must come last: a setting after it in the same clause is refused too.
+* ``readonly=1`` refuses any setting in the caller's own ``SETTINGS`` clause ("Cannot
+  modify 'additional_table_filters' setting in readonly mode"), so the tenant filter and
+  the limits cannot be lifted. ``readonly=2`` would allow it: never used.
+* Not enough alone: chDB runs several statements in one call (``CREATE ...; SELECT 1``)
+  and the clause binds to the last one only; the scalar ``file('/etc/hostname')`` reads
+  any file under readonly; ``SELECT ... INTO OUTFILE`` writes one; and ``merge('db',
+  '.*')`` reads tables past ``additional_table_filters``. Hence the checks, each done by
+  ClickHouse's own parser before the query runs:
+
+  1. ``formatQuerySingleLine(sql)`` (the SQL as a string parameter, so nothing runs): one
+     statement, else ClickHouse's syntax error. The same SQL wrapped as a subquery,
+     ``SELECT * FROM (sql)``, must format to the wrapper around that: so it is one SELECT
+     (WITH, UNION, ...), with no INTO OUTFILE, FORMAT, EXPLAIN, SHOW or other statement.
+  2. ``EXPLAIN AST`` (parsing only, nothing evaluated): every function it names must not
+     be a table function outside :data:`TABLE_FUNCTIONS` (``numbers``, ``values``, ...:
+     they only generate rows) nor a scalar one that reads outside the tables
+     (:data:`DENIED_FUNCTIONS`: ``file``, ``dictGet*``, ``joinGet*``, ...).
+  3. For a tenant-bound key, ``EXPLAIN QUERY TREE`` (names resolved: CTEs, aliases, the
+     default database): every table read must be one with a ``tenant`` column, so
+     ``dead_letters``, ``deliveries``, ``silences`` and ``system.*`` (but ``system.one``,
+     what a SELECT without FROM reads) are refused: what they hold is not any one
+     tenant's. An all-tenants key (``"*"``) may read them.
+
+A server DSN gets the same settings and checks; its HTTP interface refuses INTO OUTFILE
+and several statements by itself.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from clickhouse_connect.driver.binding import bind_query
+
+from connectors.query_server import QueryError, QueryResult
+from connectors.service.auth import Principal
+from connectors.service.store import Store
+
+# Table functions that only generate rows from their arguments.
+TABLE_FUNCTIONS = frozenset(
+    {
+        "numbers",
+        "numbers_mt",
+        "zeros",
+        "zeros_mt",
+        "values",
+        "generaterandom",
+        "generate_series",
+        "generateseries",
+        "primes",
+        "null",
+        "format",
+    }
+)
+# Scalar functions that read outside the query's tables (lower case; a trailing "*" is a
+# prefix): files, dictionaries (their sources can be files, URLs or other servers), Join
+# tables and other tables' metadata by name.
+DENIED_FUNCTIONS = ("file", "dict*", "joinget*", "hascolumnintable")
+
+_AST_FUNCTION = re.compile(r"^\s*Function (\S+)")
+_TREE_TABLE = re.compile(r"^\s*TABLE id: \d+.*?, table_name: ([^,\s]+)")
+
+
+class SqlRefused(QueryError):
+    """The SQL is not a read this service runs; the message says what and why."""
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def tenant_filters(tables: Iterable[str], tenant: str) -> str:
+    """The ``additional_table_filters`` map: ``tenant = T`` on each `db.table`."""
+    condition = _sql_string(f"tenant = {_sql_string(tenant)}")
+    return "{" + ", ".join(f"{_sql_string(t)}: {condition}" for t in sorted(tables)) + "}"
+
+
+def _denied(name: str) -> bool:
+    lower = name.lower()
+    return any(
+        lower.startswith(d[:-1]) if d.endswith("*") else lower == d for d in DENIED_FUNCTIONS
+    )
+
+
+class ReadOnlyGuard:
+    """Runs a caller's SQL read-only, within limits, and filtered to the caller's tenant."""
+
+    def __init__(self, store: Store, database: str, max_rows: int, timeout_ms: int) -> None:
+        self.store = store
+        self.database = database
+        self.max_rows = max_rows
+        self.timeout_s = max(1, math.ceil(timeout_ms / 1000))
+        self._table_functions: frozenset[str] | None = None
+
+    def tenant_tables(self) -> list[str]:
+        """Every table and view of the database with a ``tenant`` column, as `db.table`."""
+        result = self.store.query(
+            "SELECT DISTINCT database || '.' || table FROM system.columns "
+            "WHERE database = {db:String} AND name = 'tenant'",
+            {"db": self.database},
+            self.settings(None, max_rows=False),
+        )
+        return sorted(str(row[0]) for row in result.rows)
+
+    def settings(self, filters: str | None, max_rows: bool = True) -> dict[str, Any]:
+        """The per-statement settings, ``readonly`` last (a setting after it is refused).
+        The checks' own statements (an EXPLAIN dump is a row per line) go without
+        `max_rows`."""
+        settings: dict[str, Any] = {"max_execution_time": self.timeout_s}
+        if max_rows:
+            settings["max_result_rows"] = self.max_rows
+            settings["result_overflow_mode"] = "throw"
+        if filters is not None:
+            settings["additional_table_filters"] = filters
+        settings["readonly"] = 1
+        return settings
+
+    def run(self, sql: str, parameters: dict[str, Any], principal: Principal) -> QueryResult:
+        tables = None if principal.all_tenants else self.tenant_tables()
+        filters = None
+        if tables:
+            filters = tenant_filters(tables, principal.tenant)
+        checks = self.settings(filters, max_rows=False)
+        sql = sql.strip().rstrip(";").rstrip()
+        self._one_select(sql, parameters, checks)
+        self._functions(sql, parameters, checks)
+        if tables is not None:
+            allowed = {*tables, "system.one"}  # a SELECT without FROM reads system.one
+            self._tenant_tables(sql, parameters, checks, allowed, principal.tenant)
+        return self.store.query(sql, parameters, self.settings(filters))
+
+    def _format(self, text: str, settings: dict[str, Any]) -> str:
+        result = self.store.query(
+            "SELECT formatQuerySingleLine({sql:String})", {"sql": text}, settings
+        )
+        return str(result.rows[0][0])
+
+    def _one_select(self, sql: str, parameters: dict[str, Any], settings: dict[str, Any]) -> None:
+        bound = bind_query(sql, parameters)[0]
+        text = bound.decode(errors="replace") if isinstance(bound, bytes) else bound
+        alone = self._format(text, settings)  # one statement, else ClickHouse's error
+        try:
+            wrapped = self._format(f"SELECT * FROM (\n{text}\n)", settings)
+        except QueryError:
+            wrapped = None
+        if wrapped != f"SELECT * FROM ({alone})":
+            raise SqlRefused(
+                "only one SELECT query is accepted (WITH and UNION included; no other "
+                "statement, no INTO OUTFILE, FORMAT or EXPLAIN)"
+            )
+
+    def table_functions(self) -> frozenset[str]:
+        if self._table_functions is None:
+            rows = self.store.query(
+                "SELECT name FROM system.table_functions", None, self.settings(None, False)
+            ).rows
+            self._table_functions = frozenset(str(r[0]).lower() for r in rows)
+        return self._table_functions
+
+    def _functions(self, sql: str, parameters: dict[str, Any], settings: dict[str, Any]) -> None:
+        dump = self.store.query(f"EXPLAIN AST {sql}", parameters, settings).rows
+        table_functions = self.table_functions() - TABLE_FUNCTIONS
+        for (line,) in dump:
+            match = _AST_FUNCTION.match(str(line))
+            if match is None:
+                continue
+            name = match.group(1)
+            if name.lower() in table_functions:
+                raise SqlRefused(
+                    f"table function {name}() is not allowed: read the database's tables "
+                    f"(allowed table functions: {', '.join(sorted(TABLE_FUNCTIONS))})"
+                )
+            if _denied(name):
+                raise SqlRefused(
+                    f"function {name}() is not allowed: it reads outside the database's tables"
+                )
+
+    def _tenant_tables(
+        self,
+        sql: str,
+        parameters: dict[str, Any],
+        settings: dict[str, Any],
+        allowed: set[str],
+        tenant: str,
+    ) -> None:
+        dump = self.store.query(f"EXPLAIN QUERY TREE {sql}", parameters, settings).rows
+        for (line,) in dump:
+            match = _TREE_TABLE.match(str(line))
+            if match is not None and match.group(1) not in allowed:
+                raise SqlRefused(
+                    f"table {match.group(1)} has no tenant column: a key bound to tenant "
+                    f"{tenant!r} reads only tables with one ({', '.join(sorted(allowed))})"
+                )

@@ -1,0 +1,219 @@
+"""POST /v1/query over real HTTP: read-only as ClickHouse enforces it, within limits, and
+filtered to a tenant-bound key's tenant. Each refusal leaves every table as it was."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.service.conftest import RunningService, ServiceFactory
+from tests.service.test_reads_data import seed, settings_for, table_counts, with_key
+
+
+def _post(running: RunningService, sql: str, key: str | None = None, **params: object):
+    with running.client(key) as client:
+        return client.post("/v1/query", json={"sql": sql, "parameters": params})
+
+
+@pytest.fixture
+def seeded(home: Path) -> Path:
+    seed(home)
+    return home
+
+
+ONLY = "only one SELECT"
+REFUSED = {
+    "drop": ("DROP TABLE pulse.metrics", ONLY),
+    "insert": ("INSERT INTO pulse.metrics (window) VALUES ('x')", ONLY),
+    "create": ("CREATE TABLE pulse.x (a Int8) ENGINE = Memory", ONLY),
+    "truncate": ("TRUNCATE TABLE pulse.alerts", ONLY),
+    "alter": ("ALTER TABLE pulse.metrics DELETE WHERE 1", ONLY),
+    "set": ("SET readonly = 0", ONLY),
+    "settings override": ("SELECT count() FROM pulse.metrics SETTINGS readonly = 0", "readonly"),
+    "file()": ("SELECT * FROM file('/etc/hostname', 'LineAsString')", "not allowed"),
+    "url()": ("SELECT * FROM url('http://127.0.0.1:9/x', 'LineAsString')", "not allowed"),
+    "remote()": ("SELECT * FROM remote('127.0.0.1:9000', system.one)", "not allowed"),
+    "s3()": ("SELECT * FROM s3('http://127.0.0.1:9/b/k', 'CSV')", "not allowed"),
+    "merge()": ("SELECT count() FROM merge('pulse', '.*')", "not allowed"),
+    "executable()": ("SELECT * FROM executable('x.sh', 'CSV', 'a String')", "not allowed"),
+    "scalar file": ("SELECT file('/etc/hostname')", "not allowed"),
+    "dictGet": ("SELECT dictGet('d', 'a', 1)", "not allowed"),
+    "select then drop": ("SELECT 1; DROP TABLE pulse.metrics", "Multi-statements"),
+    "drop then select": ("DROP TABLE pulse.metrics; SELECT 1", "Multi-statements"),
+    "create then select": ("CREATE TABLE pulse.y (a Int8) ENGINE = Memory; SELECT 1", "Multi"),
+    "explain": ("EXPLAIN SELECT 1", "only one SELECT"),
+    "show": ("SHOW TABLES", "only one SELECT"),
+    "format": ("SELECT 1 FORMAT CSV", "only one SELECT"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_writes_and_reaching_out_are_refused_and_tables_stay_intact(
+    service: ServiceFactory, seeded: Path, case: str
+) -> None:
+    sql, reason = REFUSED[case]
+    before = table_counts(seeded)
+    running = service()
+    response = _post(running, sql)
+    assert response.status_code == 400, response.text
+    assert reason in response.json()["detail"]
+    assert table_counts(seeded) == before
+    assert "x" not in before and "y" not in before
+
+
+def test_into_outfile_is_refused_and_writes_nothing(
+    service: ServiceFactory, seeded: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "out.csv"
+    response = _post(service(), f"SELECT * FROM pulse.metrics INTO OUTFILE '{target}'")
+    assert response.status_code == 400
+    assert "only one SELECT" in response.json()["detail"]
+    assert not target.exists()
+
+
+def test_a_select_answers_columns_and_rows_with_parameters(
+    service: ServiceFactory, seeded: Path
+) -> None:
+    running = service()
+    response = _post(
+        running,
+        "SELECT tenant, count() AS n FROM pulse.metrics WHERE model_id = {m:String} "
+        "GROUP BY tenant ORDER BY tenant",
+        m="m",
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == {"columns": ["tenant", "n"], "rows": [["acme", 2], ["globex", 3]]}
+    # client-side %(name)s placeholders too (what `pulse query` sends), WITH and UNION
+    response = _post(
+        running,
+        "WITH t AS (SELECT window_start FROM pulse.metrics WHERE tenant = %(t)s) "
+        "SELECT count() FROM t UNION ALL SELECT toUInt64(number) FROM numbers(2)",
+        t="acme",
+    )
+    assert response.status_code == 200, response.text
+    assert sorted(r[0] for r in response.json()["rows"]) == [0, 1, 2]
+
+
+def test_csv_output(service: ServiceFactory, seeded: Path) -> None:
+    with service().client() as client:
+        response = client.post(
+            "/v1/query",
+            params={"format": "csv"},
+            json={"sql": "SELECT tenant, window_start FROM pulse.metrics "
+                  "WHERE model_version = 'v1' ORDER BY tenant"},
+        )  # fmt: skip
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    assert response.text.splitlines() == [
+        "tenant,window_start",
+        "acme,2026-01-05T10:00:00",
+        "globex,2026-01-05T10:00:00",
+    ]
+
+
+def test_result_rows_beyond_the_limit_are_an_error(service: ServiceFactory, home: Path) -> None:
+    running = service(settings_for(home, query_max_rows=5))
+    assert _post(running, "SELECT number FROM numbers(5)").json()["rows"] == [[i] for i in range(5)]
+    response = _post(running, "SELECT number FROM numbers(6)")
+    assert response.status_code == 400
+    assert "Limit for result exceeded" in response.json()["detail"]
+
+
+def test_a_syntax_error_is_clickhouses_first_line(service: ServiceFactory, home: Path) -> None:
+    response = _post(service(), "SELEC 1")
+    assert response.status_code == 400
+    detail = response.json()["detail"]
+    assert "Syntax error" in detail and "\n" not in detail
+
+
+def test_a_tenant_bound_key_sees_only_its_tenant(service: ServiceFactory, seeded: Path) -> None:
+    settings, acme = with_key(settings_for(seeded), "acme")
+    running = service(settings)
+    seen = {
+        "plain": "SELECT DISTINCT tenant FROM pulse.metrics",
+        "FINAL": "SELECT DISTINCT tenant FROM pulse.metrics FINAL",
+        "alias and join": "SELECT DISTINCT a.tenant FROM pulse.metrics AS a "
+        "JOIN pulse.metrics AS b ON a.model_version = b.model_version",
+        "subquery": "SELECT DISTINCT tenant FROM (SELECT * FROM pulse.metrics)",
+        "cte": "WITH x AS (SELECT tenant FROM pulse.metrics) SELECT DISTINCT tenant FROM x",
+        "union": "SELECT tenant FROM pulse.metrics UNION DISTINCT SELECT tenant FROM pulse.alerts",
+        "in": "SELECT DISTINCT tenant FROM pulse.alerts WHERE tenant IN "
+        "(SELECT tenant FROM pulse.metrics)",
+        "view": "SELECT DISTINCT tenant FROM pulse.late_counts UNION DISTINCT SELECT 'acme'",
+    }
+    for name, sql in seen.items():
+        response = _post(running, sql, acme)
+        assert response.status_code == 200, (name, response.text)
+        assert {r[0] for r in response.json()["rows"]} == {"acme"}, name
+    counted = _post(running, "SELECT count() FROM pulse.metrics", acme).json()["rows"]
+    assert counted == [[2]]
+    # the operator's key (tenant "*") sees both
+    both = _post(running, "SELECT DISTINCT tenant FROM pulse.metrics ORDER BY tenant").json()
+    assert both["rows"] == [["acme"], ["globex"]]
+
+
+@pytest.mark.parametrize(
+    ("sql", "reason"),
+    [
+        (
+            "SELECT count() FROM pulse.metrics SETTINGS additional_table_filters = {}",
+            "Cannot modify 'additional_table_filters'",
+        ),
+        ("SELECT count() FROM pulse.dead_letters", "has no tenant column"),
+        ("SELECT count() FROM pulse.deliveries", "has no tenant column"),
+        ("SELECT name FROM system.tables", "has no tenant column"),
+        ("SELECT count() FROM merge('pulse', '^metrics$')", "not allowed"),
+        ("SELECT 1 WHERE 'x' IN (SELECT name FROM system.databases)", "has no tenant column"),
+    ],
+)
+def test_a_tenant_bound_key_cannot_lift_its_filter(
+    service: ServiceFactory, seeded: Path, sql: str, reason: str
+) -> None:
+    settings, acme = with_key(settings_for(seeded), "acme")
+    response = _post(service(settings), sql, acme)
+    assert response.status_code == 400, response.text
+    assert reason in response.json()["detail"]
+
+
+def test_the_query_scope_is_required(service: ServiceFactory, seeded: Path) -> None:
+    settings, reader = with_key(settings_for(seeded), "acme", ("read",))
+    running = service(settings)
+    assert _post(running, "SELECT 1", reader).status_code == 403
+    with running.client() as client:
+        client.headers.pop("Authorization")
+        assert client.post("/v1/query", json={"sql": "SELECT 1"}).status_code == 401
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "DROP TABLE pulse.metrics",
+        "INSERT INTO pulse.metrics (window) VALUES ('x')",
+        "CREATE TABLE pulse.x (a Int8) ENGINE = Memory",
+        "SELECT * FROM file('/etc/hostname', 'LineAsString')",
+        "SELECT * FROM url('http://127.0.0.1:9/x', 'LineAsString')",
+        "SELECT count() FROM pulse.metrics SETTINGS additional_table_filters = {}",
+    ],
+)
+def test_clickhouse_itself_refuses_under_the_guards_settings(seeded: Path, sql: str) -> None:
+    """The layer under the parser's checks: the same statements sent straight to the store
+    with the guard's settings are refused by ClickHouse's readonly mode."""
+    from connectors.query_server import QueryError
+    from connectors.service.sql_guard import ReadOnlyGuard, tenant_filters
+    from connectors.service.store import Store as ServiceStore
+    from dataflows.feedback import clickhouse_target
+
+    before = table_counts(seeded)
+    store = ServiceStore(clickhouse_target(settings_for(seeded)))
+    try:
+        guard = ReadOnlyGuard(store, "pulse", max_rows=100, timeout_ms=5000)
+        settings = guard.settings(tenant_filters(guard.tenant_tables(), "acme"))
+        with pytest.raises(QueryError, match="readonly mode"):
+            store.query(sql, None, settings)
+        # and the tenant filter holds when nothing refuses the query
+        rows = store.query("SELECT DISTINCT tenant FROM pulse.metrics", None, settings).rows
+        assert rows == [["acme"]]
+    finally:
+        store.close()
+    assert table_counts(seeded) == before
