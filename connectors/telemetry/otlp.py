@@ -39,6 +39,7 @@ def otlp_reader() -> MetricReader | None:
 
     reader = PeriodicExportingMetricReader(OTLPMetricExporter())
     log.info(
-        "OTLP metric export on", extra={"event": "otlp_export", "endpoint": mask_dsn(endpoint)}
-    )
+        "OTLP metric export to %s", mask_dsn(endpoint),
+        extra={"event": "otlp_export", "endpoint": mask_dsn(endpoint)},
+    )  # fmt: skip
     return reader

@@ -102,7 +102,10 @@ class WindowGauges:
             self._starts[ids] = starts[chosen]
             picked = rows[chosen]
             for j, metric in enumerate(self.metrics):
-                self._values[ids, j] = np.asarray(columns[metric], dtype=np.float64)[picked]
+                column = columns.get(metric)
+                self._values[ids, j] = (
+                    np.nan if column is None else np.asarray(column, dtype=np.float64)[picked]
+                )
 
     def observations(self, metric: str) -> Iterator[tuple[float, dict[str, str]]]:
         """(value, attributes) of every series with a value for `metric` (NaN: none)."""
