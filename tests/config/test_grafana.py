@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import yaml
 
 from config.grafana import dashboard
 from config.grafana.expand import ExpansionError, Selection, TimeRange, expand
@@ -279,3 +280,20 @@ def test_the_expander_refuses_what_it_does_not_model() -> None:
     for sql in ("$__timeFilter_ms(ts)", "${v:csv}", "${w}", "$v", "${v}"):
         with pytest.raises(ExpansionError):
             expand(sql, one, time)
+
+
+def test_the_provisioning_examples_match_the_dashboard() -> None:
+    """The data source is the plugin the dashboard queries, on the default database its
+    `database` variable starts at; the provider loads a folder (where the JSON goes)."""
+    folder = dashboard.OUTPUT.parent / "provisioning"
+    (source,) = yaml.safe_load((folder / "datasources" / "clickhouse.yaml").read_text())[
+        "datasources"
+    ]
+    assert source["type"] == "grafana-clickhouse-datasource"
+    database = next(v for v in _loaded()["templating"]["list"] if v["name"] == "database")
+    assert source["jsonData"]["defaultDatabase"] == database["current"]["value"] == "pulse"
+    assert "password" not in source["jsonData"]  # a secret: secureJsonData only
+    (provider,) = yaml.safe_load((folder / "dashboards" / "feedback-pulse.yaml").read_text())[
+        "providers"
+    ]
+    assert provider["type"] == "file" and provider["options"]["path"].startswith("/")
