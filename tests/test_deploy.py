@@ -14,6 +14,8 @@ import pytest
 import yaml
 
 from config.settings import load_settings
+from connectors.service.app import create_app
+from connectors.service.hosting import build_context
 from tests.conftest import ROOT
 
 K8S = ROOT / "k8s"
@@ -48,6 +50,24 @@ def test_the_manifest_settings_are_accepted_by_the_flow() -> None:
     assert settings.log.backend == "kafka"
     assert settings.clickhouse_dsn.startswith("https://")
     assert int(env["BYTEWAX_SNAPSHOT_INTERVAL"]) > 0
+    # The service listens beyond loopback, so keys are configured (else the start fails).
+    assert settings.service.host == "0.0.0.0" and settings.service.api_keys
+
+
+def test_the_probes_and_ports_name_the_service() -> None:
+    statefulset = next(r for r in resources() if r["kind"] == "StatefulSet")
+    container = statefulset["spec"]["template"]["spec"]["containers"][0]
+    (port,) = container["ports"]
+    env: dict[str, str] = {}
+    for resource in resources():
+        if resource["kind"] == "ConfigMap":
+            env.update(resource["data"])
+    assert port["containerPort"] == int(env["PULSE_SERVICE_PORT"])
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    settings = load_settings(environ={})
+    app = create_app(build_context(settings, hosted_by_flow=True, local_key=None))
+    assert {"/healthz", "/readyz"} <= set(app.openapi()["paths"])
 
 
 def test_the_container_runs_the_flow_entry_point() -> None:
