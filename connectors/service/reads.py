@@ -84,7 +84,7 @@ def metrics(
     settings = context.settings
     if limit > settings.service.query_max_rows:
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
             detail=f"limit must be at most {settings.service.query_max_rows} "
             "(service.query_max_rows)",
         )
@@ -103,7 +103,7 @@ def metrics(
             tenant=_tenant(principal, where),
         )
     except DrilldownError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=str(exc)) from None
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
     run = _run(context)
     database = context.target.database
     try:
@@ -137,7 +137,7 @@ def alerts(
     try:
         seconds = since_seconds(since, "since")
     except DrilldownError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=str(exc)) from None
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
     limit = min(limit, context.settings.service.query_max_rows)
     tenant = None if principal.all_tenants else principal.tenant
     try:
