@@ -38,7 +38,7 @@ def with_key(
         name=f"k-{tenant.replace('*', 'all')}-{len(settings.service.api_keys)}",
         sha256=key_hash(key),
         tenant=tenant,
-        scopes=list(scopes),  # type: ignore[arg-type]
+        scopes=list(scopes),
     )
     keys = [*settings.service.api_keys, entry]
     service = settings.service.model_copy(update={"api_keys": keys})

@@ -5,15 +5,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.service.conftest import RunningService, ServiceFactory
 from tests.service.test_reads_data import seed, settings_for, table_counts, with_key
 
 
-def _post(running: RunningService, sql: str, key: str | None = None, **params: object):
+def _post(
+    running: RunningService,
+    sql: str,
+    key: str | None = None,
+    params: dict[str, object] | None = None,
+) -> httpx.Response:
     with running.client(key) as client:
-        return client.post("/v1/query", json={"sql": sql, "parameters": params})
+        return client.post("/v1/query", json={"sql": sql, "parameters": params or {}})
 
 
 @pytest.fixture
@@ -80,7 +86,7 @@ def test_a_select_answers_columns_and_rows_with_parameters(
         running,
         "SELECT tenant, count() AS n FROM pulse.metrics WHERE model_id = {m:String} "
         "GROUP BY tenant ORDER BY tenant",
-        m="m",
+        params={"m": "m"},
     )
     assert response.status_code == 200, response.text
     assert response.json() == {"columns": ["tenant", "n"], "rows": [["acme", 2], ["globex", 3]]}
@@ -89,7 +95,7 @@ def test_a_select_answers_columns_and_rows_with_parameters(
         running,
         "WITH t AS (SELECT window_start FROM pulse.metrics WHERE tenant = %(t)s) "
         "SELECT count() FROM t UNION ALL SELECT toUInt64(number) FROM numbers(2)",
-        t="acme",
+        params={"t": "acme"},
     )
     assert response.status_code == 200, response.text
     assert sorted(r[0] for r in response.json()["rows"]) == [0, 1, 2]
@@ -217,3 +223,27 @@ def test_clickhouse_itself_refuses_under_the_guards_settings(seeded: Path, sql: 
     finally:
         store.close()
     assert table_counts(seeded) == before
+
+
+def test_the_sql_pulse_query_and_pulse_alerts_send_passes_the_guard(
+    service: ServiceFactory, seeded: Path
+) -> None:
+    """`pulse query` and `pulse alerts` read through this route: their SQL (client-side
+    %(name)s and server-side {name:Type} parameters, LIMIT BY, FINAL) must pass."""
+    from connectors import alert_report
+    from connectors.drilldown import from_options
+
+    running = service()
+    drill = from_options(metric="accuracy", by="model_version", since="all", windows=("1m",))
+    for sql, params in (
+        drill.sql("pulse"),
+        drill.coverage_sql("pulse"),
+        alert_report.active_query("pulse"),
+        alert_report.transitions_sql("pulse", 60_000, 10),
+    ):
+        response = _post(running, sql, params=params)
+        assert response.status_code == 200, (sql, response.text)
+        assert response.json()["rows"], sql
+    sql, params = drill.coverage_sql("pulse")
+    count, first, last = _post(running, sql, params=params).json()["rows"][0]
+    assert (count, first, last) == (5, "2026-01-05 10:00:00", "2026-01-05 10:00:00")
