@@ -10,7 +10,8 @@ Retry-After and reports nothing accepted):
 * :class:`KafkaDurableLog`: a confluent-kafka producer with ``acks=all`` and
   ``enable.idempotence=true``, keyed like :class:`connectors.kafka.EventProducer`
   (``murmur2_random`` on `request_id`). `append` waits for the delivery report of every
-  message; a full local queue, a delivery error or the timeout is a 503.
+  message; a full local queue, a delivery error or the timeout is a 503. The first append
+  creates missing topics as the flow would (`pulse serve` may start before any flow).
 
 The reverse is possible, and safe: after a 503 (or a crash mid-request) some events of
 the request may still reach the log (librdkafka keeps retrying queued messages until
@@ -31,7 +32,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from config.settings import Settings
-from connectors.kafka import KafkaTarget, kafka_client
+from connectors.kafka import KafkaSetupError, KafkaTarget, ensure_topics, kafka_client
 from connectors.local_log import LocalLog
 from connectors.service.context import DurableLog, EventLogUnavailable, Routed
 from operators.errors import PulseError
@@ -91,8 +92,17 @@ class KafkaDurableLog:
     """An idempotent acks=all producer shared by every request; a thread serves its
     delivery reports, and each request waits for its own."""
 
-    def __init__(self, target: KafkaTarget, message_timeout_ms: int = 120_000) -> None:
+    def __init__(
+        self,
+        target: KafkaTarget,
+        partitions: int,
+        replication_factor: int,
+        message_timeout_ms: int = 120_000,
+    ) -> None:
         self.target = target
+        self._topics = (partitions, replication_factor)
+        self._topics_ready = False
+        self._topics_lock = threading.Lock()
         self.producer = kafka_client(
             Producer,
             target.config(
@@ -117,8 +127,20 @@ class KafkaDurableLog:
         while not self._closed.is_set():
             self.producer.poll(0.05)
 
+    def _ensure_topics(self, timeout_s: float) -> None:
+        with self._topics_lock:
+            if self._topics_ready:
+                return
+            try:
+                ensure_topics(self.target, *self._topics, timeout=timeout_s)
+            except KafkaSetupError as exc:
+                raise EventLogUnavailable(str(exc), OUTAGE_RETRY_S) from exc
+            self._topics_ready = True
+
     def append(self, events: Sequence[Routed], timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
+        if not self._topics_ready:
+            self._ensure_topics(timeout_s)
         delivery = _Delivery(len(events))
         for stream, key, line in events:
             try:
@@ -161,4 +183,5 @@ def durable_log(settings: Settings) -> DurableLog | None:
         root = settings.home_dir / "log"
         return LocalDurableLog(LocalLog(root, settings.log.partitions, settings.log.segment_bytes))
     k = settings.kafka
-    return KafkaDurableLog(KafkaTarget(k.bootstrap_servers, k.topic_prefix, dict(k.client_config)))
+    target = KafkaTarget(k.bootstrap_servers, k.topic_prefix, dict(k.client_config))
+    return KafkaDurableLog(target, settings.log.partitions, k.replication_factor)

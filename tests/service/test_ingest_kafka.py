@@ -14,7 +14,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from config.settings import Settings
 from connectors.ingest_log import KafkaDurableLog, durable_log
-from connectors.kafka import ensure_topics
+from connectors.kafka import partition_counts
 from dataflows.feedback import kafka_target
 from operators.partitioning import partition_for
 from tests.conftest import ROOT, Store, pulse_env, run_pulse
@@ -52,7 +52,7 @@ def kafka_settings(home: Path, bootstrap: str, prefix: str, **env: str) -> Setti
 
 
 def start(service: ServiceFactory, settings: Settings) -> RunningService:
-    ensure_topics(kafka_target(settings), PARTITIONS, 1)
+    """A service on a Kafka log whose topics do not exist yet (its first append makes them)."""
     log = durable_log(settings)
     assert isinstance(log, KafkaDurableLog)
     return service(settings=settings, log=log)
@@ -90,6 +90,8 @@ def test_accepted_events_are_in_the_topic_keyed_by_request_id(
         response = client.post("/v1/feedback", json=[*sent, feedback("bad", "r1", kind="x")])
     assert response.status_code == 202
     assert response.json()["accepted"] == 30
+    counts = partition_counts(kafka_target(running.context.settings))
+    assert counts["inferences"] == counts["feedback"] == PARTITIONS
     found = read_topic(kafka_bootstrap, f"{topic_prefix}.feedback")
     assert sorted(key.decode() for _, key, _ in found) == sorted(e["request_id"] for e in sent)
     assert all(p == partition_for(key, PARTITIONS) for p, key, _ in found)
