@@ -60,6 +60,12 @@ class DriftVerdict(StrEnum):
     INCONCLUSIVE = "inconclusive"  # too few samples, no reference yet, no data
 
 
+# Verdict codes of HistogramChecks.verdicts (int8): VERDICTS[code].
+STABLE, DRIFTED, INCONCLUSIVE = 0, 1, 2
+VERDICTS = (DriftVerdict.STABLE, DriftVerdict.DRIFTED, DriftVerdict.INCONCLUSIVE)
+VERDICT_CODES = {verdict: code for code, verdict in enumerate(VERDICTS)}
+
+
 @dataclass(frozen=True, slots=True)
 class DriftResult:
     """The outcome of one drift check, with what a `Transition` and a `retrain` action's
@@ -136,11 +142,18 @@ def psi(
     r, q = _pair(recent, reference)
     if r.sum() <= 0 or q.sum() <= 0:
         raise ValueError("PSI needs counts on both sides")
-    p = r / r.sum()
-    b = q / q.sum()
-    p = np.where(p > 0, p, epsilon)
-    b = np.where(b > 0, b, epsilon)
-    return float(np.sum((p - b) * np.log(p / b)))
+    return float(psi_rows(r[None, :], q[None, :], epsilon)[0])
+
+
+def psi_rows(recent: np.ndarray, reference: np.ndarray, epsilon: float = PSI_EPSILON) -> np.ndarray:
+    """PSI of each row of `recent` against the same row of `reference` (float64 counts
+    [cells, bins]): the one computation of PSI (NaN where a side has no counts)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = recent / recent.sum(axis=1, keepdims=True)
+        b = reference / reference.sum(axis=1, keepdims=True)
+        p = np.where(p > 0, p, epsilon)
+        b = np.where(b > 0, b, epsilon)
+        return np.asarray(np.sum((p - b) * np.log(p / b), axis=1))
 
 
 def chi2_homogeneity(
@@ -149,17 +162,36 @@ def chi2_homogeneity(
     """(statistic, dof, p-value) of Pearson's test that both histograms come from one
     distribution; bins with zero total are dropped, one bin left gives (0, 0, 1)."""
     r, q = _pair(recent, reference)
-    keep = (r + q) > 0
-    table = np.vstack((r[keep], q[keep]))
-    dof = int(table.shape[1]) - 1
-    n = table.sum()
-    if dof < 1 or table[0].sum() <= 0 or table[1].sum() <= 0:
-        return 0.0, max(dof, 0), 1.0
-    expected = np.outer(table.sum(axis=1), table.sum(axis=0)) / n
-    statistic = float(((table - expected) ** 2 / expected).sum())
-    from scipy.special import chdtrc  # lazily: see the module docstring
+    statistic, dof, p_value = chi2_rows(r[None, :], q[None, :])
+    return float(statistic[0]), int(dof[0]), float(p_value[0])
 
-    return statistic, dof, float(chdtrc(dof, statistic))
+
+def chi2_rows(
+    recent: np.ndarray, reference: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`chi2_homogeneity` of each row pair (float64 counts [cells, bins]): the one
+    computation of the test. Per row, the 2 × bins table of the bins with a count on
+    either side; expected counts from its margins; (0, 0, 1) when fewer than 2 bins or
+    a side without counts is left."""
+    keep = (recent + reference) > 0
+    dof = keep.sum(axis=1) - 1
+    n = recent.sum(axis=1, keepdims=True)
+    m = reference.sum(axis=1, keepdims=True)
+    total = n + m
+    column = recent + reference
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected_r = n * column / total
+        expected_q = m * column / total
+        terms = (recent - expected_r) ** 2 / expected_r + (reference - expected_q) ** 2 / expected_q
+    statistic = np.where(keep, terms, 0.0).sum(axis=1)
+    valid = (dof >= 1) & (n[:, 0] > 0) & (m[:, 0] > 0)
+    statistic = np.where(valid, statistic, 0.0)
+    p_value = np.ones(len(dof))
+    if valid.any():
+        from scipy.special import chdtrc  # lazily: see the module docstring
+
+        p_value[valid] = chdtrc(dof[valid], statistic[valid])
+    return statistic, np.maximum(dof, 0), p_value
 
 
 def proportion_counts(successes: float, trials: float) -> tuple[int, int]:
@@ -168,7 +200,15 @@ def proportion_counts(successes: float, trials: float) -> tuple[int, int]:
     window, which the same checks and the same reference compare."""
     if not 0 <= successes <= trials or not math.isfinite(trials):
         raise ValueError(f"a proportion needs 0 ≤ successes ≤ trials, got {successes}/{trials}")
-    return int(successes), int(trials) - int(successes)
+    row = proportion_rows(np.array([successes], dtype=np.float64), np.array([trials]))[0]
+    return int(row[0]), int(row[1])
+
+
+def proportion_rows(successes: np.ndarray, trials: np.ndarray) -> np.ndarray:
+    """:func:`proportion_counts` of many cells (0 ≤ successes ≤ trials): int64
+    [cells, 2] of (successes, failures), each count truncated to an integer."""
+    hits = successes.astype(np.int64)
+    return np.stack((hits, trials.astype(np.int64) - hits), axis=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,50 +240,108 @@ class HistogramDrift:
     ) -> DriftResult:
         """The verdict on the recent histogram against the reference (None: no reference
         yet, inconclusive), with each configured check as a part."""
-        n = int(_counts("recent", recent).sum())
-        if reference is None:
-            return DriftResult(
-                "histogram", DriftVerdict.INCONCLUSIVE, None, self.psi_threshold, n, None,
-                "no reference histogram yet",
-            )  # fmt: skip
-        m = int(_pair(recent, reference)[1].sum())
-        parts = []
-        if self.psi_threshold is not None:
-            parts.append(self.psi_check(recent, reference))
-        if self.alpha is not None:
-            parts.append(self.chi2_check(recent, reference))
-        undecided = [part for part in parts if part.verdict is DriftVerdict.INCONCLUSIVE]
-        flags = [part.drifted for part in parts]
-        if undecided:
-            verdict, reason = DriftVerdict.INCONCLUSIVE, undecided[0].reason
-        else:
-            drifted = all(flags) if self.require == "both" else any(flags)
-            verdict = DriftVerdict.DRIFTED if drifted else DriftVerdict.STABLE
-            reason = "; ".join(part.reason for part in parts)
-        first = parts[0]
-        return DriftResult(
-            "histogram", verdict, first.statistic, first.threshold, n, m, reason,
-            p_value=parts[-1].p_value, parts=tuple(parts),
-        )  # fmt: skip
+        r = _counts("recent", recent)
+        if reference is not None:
+            r, q = _pair(recent, reference)
+            return self.check_rows(r[None, :], [q]).result(0)
+        return self.check_rows(r[None, :], [None]).result(0)
 
-    def _too_few(self, check: str, n: int, m: int, threshold: float | None) -> DriftResult | None:
-        if n >= self.min_samples and m >= self.min_samples:
-            return None
-        return DriftResult(
-            check, DriftVerdict.INCONCLUSIVE, None, threshold, n, m,
-            f"too few samples: {n} recent and {m} reference, "
-            f"{self.min_samples} needed on each side",
-        )  # fmt: skip
+    def check_rows(
+        self, recent: np.ndarray, references: Sequence[Sequence[int] | np.ndarray | None]
+    ) -> HistogramChecks:
+        """:meth:`check` of many cells at once: `recent` counts [cells, bins], one
+        reference (or None) per cell. The verdicts are arrays; each cell's
+        :class:`DriftResult` is built only when asked (:meth:`HistogramChecks.result`)."""
+        r = np.asarray(recent, dtype=np.float64).reshape(len(references), -1)
+        has = np.array([ref is not None for ref in references], dtype=bool)
+        q = np.zeros_like(r)
+        if has.any():
+            q[has] = np.array([ref for ref in references if ref is not None], dtype=np.float64)
+        return HistogramChecks(self, r, q, has)
 
     def psi_check(
         self, recent: Sequence[int] | np.ndarray, reference: Sequence[int] | np.ndarray
     ) -> DriftResult:
-        threshold = self.psi_threshold if self.psi_threshold is not None else PSI_THRESHOLD
         r, q = _pair(recent, reference)
-        n, m = int(r.sum()), int(q.sum())
-        if (few := self._too_few("psi", n, m, threshold)) is not None:
+        return self.check_rows(r[None, :], [q]).psi_result(0)
+
+    def chi2_check(
+        self, recent: Sequence[int] | np.ndarray, reference: Sequence[int] | np.ndarray
+    ) -> DriftResult:
+        r, q = _pair(recent, reference)
+        return self.check_rows(r[None, :], [q]).chi2_result(0)
+
+
+class HistogramChecks:
+    """The checks of one :class:`HistogramDrift` on many cells: the statistics and
+    verdicts as arrays (one numpy pass), and each cell's result on demand."""
+
+    def __init__(
+        self, rule: HistogramDrift, recent: np.ndarray, reference: np.ndarray, has: np.ndarray
+    ) -> None:
+        self.rule = rule
+        self.has = has
+        self.n = recent.sum(axis=1).astype(np.int64)
+        self.m = reference.sum(axis=1).astype(np.int64)
+        self.enough = has & (self.n >= rule.min_samples) & (self.m >= rule.min_samples)
+        flags = []
+        self.psi = self.statistic = self.dof = self.p_value = None
+        if rule.psi_threshold is not None:
+            self.psi = psi_rows(recent, reference, rule.epsilon)
+            flags.append(self.psi >= rule.psi_threshold)
+        if rule.alpha is not None:
+            self.statistic, self.dof, self.p_value = chi2_rows(recent, reference)
+            flags.append(self.p_value < rule.alpha)
+        drifted = (
+            np.logical_and.reduce(flags)
+            if rule.require == "both"
+            else (np.logical_or.reduce(flags))
+        )
+        self.verdicts = np.where(
+            self.enough, np.where(drifted, DRIFTED, STABLE), INCONCLUSIVE
+        ).astype(np.int8)
+
+    def result(self, i: int) -> DriftResult:
+        """Cell i's combined result, with each configured check as a part."""
+        rule = self.rule
+        n = int(self.n[i])
+        if not self.has[i]:
+            return DriftResult(
+                "histogram", DriftVerdict.INCONCLUSIVE, None, rule.psi_threshold, n, None,
+                "no reference histogram yet",
+            )  # fmt: skip
+        parts = []
+        if rule.psi_threshold is not None:
+            parts.append(self.psi_result(i))
+        if rule.alpha is not None:
+            parts.append(self.chi2_result(i))
+        verdict = VERDICTS[self.verdicts[i]]
+        if verdict is DriftVerdict.INCONCLUSIVE:
+            reason = parts[0].reason
+        else:
+            reason = "; ".join(part.reason for part in parts)
+        first = parts[0]
+        return DriftResult(
+            "histogram", verdict, first.statistic, first.threshold, n, int(self.m[i]), reason,
+            p_value=parts[-1].p_value, parts=tuple(parts),
+        )  # fmt: skip
+
+    def _too_few(self, check: str, i: int, threshold: float | None) -> DriftResult | None:
+        if self.enough[i]:
+            return None
+        n, m, least = int(self.n[i]), int(self.m[i]), self.rule.min_samples
+        return DriftResult(
+            check, DriftVerdict.INCONCLUSIVE, None, threshold, n, m,
+            f"too few samples: {n} recent and {m} reference, {least} needed on each side",
+        )  # fmt: skip
+
+    def psi_result(self, i: int) -> DriftResult:
+        threshold = self.rule.psi_threshold
+        threshold = threshold if threshold is not None else PSI_THRESHOLD
+        if (few := self._too_few("psi", i, threshold)) is not None:
             return few
-        value = psi(r, q, self.epsilon)
+        assert self.psi is not None
+        n, m, value = int(self.n[i]), int(self.m[i]), float(self.psi[i])
         drifted = value >= threshold
         word = "≥" if drifted else "<"
         return DriftResult(
@@ -251,15 +349,13 @@ class HistogramDrift:
             n, m, f"PSI {value:.3f} {word} {threshold:g} ({n} recent vs {m} reference)",
         )  # fmt: skip
 
-    def chi2_check(
-        self, recent: Sequence[int] | np.ndarray, reference: Sequence[int] | np.ndarray
-    ) -> DriftResult:
-        alpha = self.alpha if self.alpha is not None else TEST_ALPHA
-        r, q = _pair(recent, reference)
-        n, m = int(r.sum()), int(q.sum())
-        if (few := self._too_few("chi2", n, m, alpha)) is not None:
+    def chi2_result(self, i: int) -> DriftResult:
+        alpha = self.rule.alpha if self.rule.alpha is not None else TEST_ALPHA
+        if (few := self._too_few("chi2", i, alpha)) is not None:
             return few
-        statistic, dof, p_value = chi2_homogeneity(r, q)
+        assert self.statistic is not None and self.dof is not None and self.p_value is not None
+        n, m = int(self.n[i]), int(self.m[i])
+        statistic, dof, p_value = float(self.statistic[i]), int(self.dof[i]), float(self.p_value[i])
         drifted = p_value < alpha
         word = "<" if drifted else "≥"
         return DriftResult(

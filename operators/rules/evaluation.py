@@ -11,15 +11,30 @@ named as in :mod:`operators.metrics`.
 
 An evaluator's state (a canary's accumulated evidence, a drift reference) is plain
 picklable data: the stage stores it in its versioned snapshot state.
+
+A :class:`BlockEvaluator` (threshold, ratio, drift) also judges a whole
+:class:`~operators.rules.columns.CellBlock` with numpy: :class:`BlockVerdicts` hold each
+cell's outcome as a code, and build the full :class:`Evaluation` (reason, evidence) only
+for the cells the stage asks for: those whose outcome can change their alert (an alert
+exists, or the condition holds). Its per-cell `evaluate` goes through the same code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from operators.rules.lifecycle import Evaluation
+import numpy as np
+
+from operators.rules.lifecycle import Evaluation, Outcome
+
+if TYPE_CHECKING:
+    from operators.rules.columns import CellBlock
+
+# Outcome codes of BlockVerdicts.outcomes (int8): OUTCOMES[code], or NOT_EVALUATED.
+FALSE, TRUE, INCONCLUSIVE, NOT_EVALUATED = 0, 1, 2, -1
+OUTCOMES = (Outcome.FALSE, Outcome.TRUE, Outcome.INCONCLUSIVE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,4 +75,30 @@ class Evaluator(Protocol):
     def evaluate(self, cells: Sequence[CellWindow], event_time: int) -> list[Evaluation]:
         """The rule's verdicts for one emission: `cells` are the wanted cells of that
         emission (one window, early or final rows), `event_time` the watermark."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class BlockVerdicts:
+    """A rule's verdicts on the cells of one block."""
+
+    outcomes: np.ndarray  # int8 per cell: FALSE, TRUE, INCONCLUSIVE or NOT_EVALUATED
+    evaluation: Callable[[int], Evaluation]  # the full record of cell i (evaluated)
+
+    def evaluations(self, which: np.ndarray | None = None) -> list[Evaluation]:
+        """The records of the evaluated cells among `which` (positions; None: all)."""
+        if which is None:
+            which = np.flatnonzero(self.outcomes != NOT_EVALUATED)
+        else:
+            which = which[self.outcomes[which] != NOT_EVALUATED]
+        return [self.evaluation(i) for i in which.tolist()]
+
+
+@runtime_checkable
+class BlockEvaluator(Evaluator, Protocol):
+    """An evaluator that judges a block of cells at once (see the module docstring)."""
+
+    def judge_block(self, block: CellBlock, event_time: int) -> BlockVerdicts:
+        """The verdicts on `block` at `event_time`, updating the rule's state (a drift
+        reference absorbs final rows) exactly as `evaluate` on the same cells would."""
         ...

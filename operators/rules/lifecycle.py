@@ -34,7 +34,7 @@ picklable for a snapshot.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
@@ -192,6 +192,16 @@ class Lifecycle:
                 return [self._move(policy, fp, record, evaluation, AlertState.RESOLVED)]
             return self._repeat(policy, fp, record, evaluation)
         return []
+
+    def alerted(self, rule: str, cells: Sequence[Dims]) -> list[bool]:
+        """Whether each of these dims (sorted, as :func:`dims_of` gives) has an alert of
+        `rule`. A FALSE or INCONCLUSIVE evaluation of one that has none changes nothing
+        (:meth:`observe` returns no transition and keeps no state), so the rules stage
+        observes only these and the cells whose condition holds."""
+        alerts = self.alerts
+        if not alerts:
+            return [False] * len(cells)
+        return [_fingerprint(rule, dims) in alerts for dims in cells]
 
     def _holds(
         self, policy: Policy, fp: str, record: AlertRecord | None, evaluation: Evaluation

@@ -46,8 +46,9 @@ from bytewax.operators import StatefulLogic
 from operators.batches import TableRows
 from operators.rules.alert_rows import alert_rows
 from operators.rules.alerts import Action, Notification, Transition
-from operators.rules.cell_windows import CellSelector, Selector, cell_windows
-from operators.rules.evaluation import Evaluator
+from operators.rules.cell_windows import CellSelector, Selector
+from operators.rules.columns import CellBlock, WindowColumns
+from operators.rules.evaluation import NOT_EVALUATED, TRUE, BlockEvaluator, Evaluator
 from operators.rules.grouping import Grouper
 from operators.rules.lifecycle import Evaluation, Lifecycle, Policy
 from operators.rules.silences import Inhibition, Inhibitor, Muting, Silence, Silences
@@ -187,19 +188,39 @@ class RulesStage(StatefulLogic[WindowMetrics, RulesOutput, bytes]):
         if not present:
             return self._emit([], [], now)
         union = np.logical_or.reduce(present)
-        cells = cell_windows(batch, group.window, group.start, group.end, group.rows[union])
+        block = WindowColumns(batch, group.window, group.start, group.end, group.rows[union])
         transitions: list[Transition] = []
         actions: list[Action] = []
         for evaluator, mask in zip(self.evaluators, masks, strict=True):
             if mask is None:
                 continue
-            picked = [cells[i] for i in np.flatnonzero(mask[union]).tolist()]
-            for evaluation in evaluator.evaluate(picked, now):
+            picked = np.flatnonzero(mask[union])
+            if isinstance(evaluator, BlockEvaluator):
+                evaluations = self._changing(evaluator, block.take(picked), now)
+            else:
+                evaluations = evaluator.evaluate(block.cells(picked.tolist()), now)
+            for evaluation in evaluations:
                 for transition in self.lifecycle.observe(evaluator.rule, evaluation):
                     transitions.append(transition)
                     if transition.action:
                         actions.append(_action(transition, evaluation))
         return self._emit(transitions, actions, now)
+
+    def _changing(self, evaluator: BlockEvaluator, block: CellBlock, now: int) -> list[Evaluation]:
+        """A block rule's evaluations that can change an alert: where the condition holds,
+        and any evaluated cell that has an alert (:meth:`Lifecycle.alerted`). The rest (a
+        thin cell's inconclusive result, a healthy cell's FALSE) never become records."""
+        verdicts = evaluator.judge_block(block, now)
+        outcomes = verdicts.outcomes
+        asked = outcomes == TRUE
+        if self.lifecycle.alerts:
+            others = np.flatnonzero(~asked & (outcomes != NOT_EVALUATED))
+            keys = block.keys
+            alerted = self.lifecycle.alerted(evaluator.rule, [keys[i] for i in others.tolist()])
+            asked[others[np.array(alerted, dtype=bool)]] = True
+        which = np.flatnonzero(asked)
+        block.cells(which.tolist())  # their records in one pass (reasons read them)
+        return verdicts.evaluations(which)
 
     def _emit(
         self, transitions: list[Transition], actions: list[Action], now: int

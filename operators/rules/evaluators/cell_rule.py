@@ -1,5 +1,6 @@
 """What the rule types that judge each selected cell on its own share (threshold, ratio,
-spike, drift): the configured rule, its window and selector, and the verdict record.
+spike, drift): the configured rule, its window and selector, and the verdict record;
+and what the block rules share (threshold and ratio: `quantity op value`).
 
 Written once so that a rule type holds only its judgement: :class:`CellRule` gives the
 `rule` name and `wants` of the :class:`~operators.rules.evaluation.Evaluator` protocol and
@@ -10,11 +11,22 @@ cells, not cells, and has its own.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
+import numpy as np
+
 from config.rules import RatioRule, RuleBase, ThresholdRule
-from operators.rules.evaluation import CellWindow
+from operators.rules.columns import CellBlock, CellList
+from operators.rules.evaluation import (
+    FALSE,
+    INCONCLUSIVE,
+    OUTCOMES,
+    TRUE,
+    BlockEvaluator,
+    BlockVerdicts,
+    CellWindow,
+)
 from operators.rules.evaluators.reading import (
     COMPARISONS,
     CellFilter,
@@ -53,22 +65,79 @@ class CellRule(Generic[R]):
 
 
 class ComparisonRule(CellRule[C]):
-    """A rule whose condition is `quantity op value` on each cell (threshold, ratio)."""
+    """A rule whose condition is `quantity op value` on each cell (threshold, ratio),
+    judged a block at a time: :meth:`quantity` gives the arrays, :func:`compared_outcomes`
+    the verdicts, :meth:`record` one cell's full evaluation (only for the cells asked)."""
 
     def __init__(self, rule: C) -> None:
         super().__init__(rule)
         self.compare = COMPARISONS[rule.op]
 
-    def compared(
-        self, cell: CellWindow, event_time: int, label: str, value: float, n: int, detail: str
+    def quantity(self, block: CellBlock) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(value, samples, known) per cell: known is False where the cell is
+        inconclusive (no value, too few samples)."""
+        raise NotImplementedError
+
+    def record(
+        self, cell: CellWindow, event_time: int, outcome: Outcome, value: float, n: int
     ) -> Evaluation:
-        """The verdict on a quantity that has enough samples: `label` names it, `detail`
+        """The evaluation of one cell whose verdict is `outcome` (`value`, `n`: its row
+        of :meth:`quantity`)."""
+        raise NotImplementedError
+
+    def judge_block(self, block: CellBlock, event_time: int) -> BlockVerdicts:
+        value, n, known = self.quantity(block)
+        outcomes = compared_outcomes(self.compare, value, self.config.value, known)
+
+        def evaluation(i: int) -> Evaluation:
+            outcome = OUTCOMES[outcomes[i]]
+            return self.record(block.cell(i), event_time, outcome, float(value[i]), int(n[i]))
+
+        return BlockVerdicts(outcomes, evaluation)
+
+    def evaluate(self, cells: Sequence[CellWindow], event_time: int) -> list[Evaluation]:
+        return evaluate_blocks(self, cells, event_time)
+
+    def compared(
+        self, cell: CellWindow, event_time: int, outcome: Outcome, label: str, value: float,
+        n: int, detail: str,
+    ) -> Evaluation:  # fmt: skip
+        """The record of a cell with enough samples: `label` names the quantity, `detail`
         says what it was measured on."""
         rule = self.config
-        met = self.compare(value, rule.value)
+        met = outcome is Outcome.TRUE
         reason = f"{label} {value:.4g} {'' if met else 'not '}{rule.op} {rule.value:g} ({detail})"
-        return verdict(cell, event_time, holds(met), reason, value=value,
+        return verdict(cell, event_time, outcome, reason, value=value,
                        threshold=rule.value, samples=n)  # fmt: skip
+
+
+def compared_outcomes(
+    compare: Callable[[Any, Any], Any], value: np.ndarray, limit: float, known: np.ndarray
+) -> np.ndarray:
+    """The one definition of a comparison rule's verdict, per cell: INCONCLUSIVE where not
+    known, else TRUE where `value op limit` holds, FALSE where it does not."""
+    with np.errstate(invalid="ignore"):
+        met = np.asarray(compare(value, limit), dtype=bool)
+    return np.where(known, np.where(met, TRUE, FALSE), INCONCLUSIVE).astype(np.int8)
+
+
+def evaluate_blocks(
+    evaluator: BlockEvaluator, cells: Sequence[CellWindow], event_time: int
+) -> list[Evaluation]:
+    """The per-cell `evaluate` of a block rule: the cells in order (:func:`in_order`), one
+    block per run of the same window, start and finality, judged as the stage judges."""
+    out: list[Evaluation] = []
+    ordered = in_order(cells)
+    start = 0
+    for i in range(1, len(ordered) + 1):
+        if i == len(ordered) or _block_of(ordered[i]) != _block_of(ordered[start]):
+            out.extend(evaluator.judge_block(CellList(ordered[start:i]), event_time).evaluations())
+            start = i
+    return out
+
+
+def _block_of(cell: CellWindow) -> tuple[str, int, int, bool]:
+    return cell.window, cell.window_start, cell.window_end, cell.final
 
 
 def verdict(

@@ -25,15 +25,30 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from config.rules import DISTRIBUTION_METRICS, DriftRule, FixedReference
 from operators.metrics import HISTOGRAM_METRIC, RATIOS
 from operators.rules.change_detectors import DetectorSpec, SeriesChangeDetector
-from operators.rules.drift import DriftResult, DriftVerdict, HistogramDrift, proportion_counts
+from operators.rules.columns import CellBlock
+from operators.rules.drift import (
+    VERDICT_CODES,
+    DriftResult,
+    DriftVerdict,
+    HistogramDrift,
+    proportion_rows,
+)
 from operators.rules.drift_reference import FixedPeriod, ReferenceHistogram, TrailingWindows
-from operators.rules.evaluation import CellWindow
-from operators.rules.evaluators.cell_rule import CellRule, verdict
-from operators.rules.evaluators.reading import in_order
-from operators.rules.lifecycle import Dims, Evaluation, Outcome, dims_of
+from operators.rules.evaluation import (
+    FALSE,
+    INCONCLUSIVE,
+    NOT_EVALUATED,
+    TRUE,
+    BlockVerdicts,
+    CellWindow,
+)
+from operators.rules.evaluators.cell_rule import CellRule, evaluate_blocks, verdict
+from operators.rules.lifecycle import Dims, Evaluation, Outcome
 
 SERIES_OF_HISTOGRAM = "confidence_mean"
 
@@ -90,38 +105,63 @@ class DriftEvaluator(CellRule[DriftRule]):
             )
         return cell
 
-    def _distribution(self, cell: CellWindow) -> tuple[int, ...]:
+    def _distributions(self, block: CellBlock) -> np.ndarray:
+        """Each cell's histogram [cells, bins]: the confidence histogram, or a
+        proportion's (successes, failures) (:func:`proportion_rows`)."""
         if self.config.metric == HISTOGRAM_METRIC:
-            return cell.histogram
+            return block.histograms()
         ratio = RATIOS[self.config.metric]
-        trials = sum(cell.fields.get(name, 0.0) for name in ratio.denominator)
-        hits = min(sum(cell.fields.get(name, 0.0) for name in ratio.numerator), trials)
-        successes, failures = proportion_counts(hits, trials)
-        return (failures, successes) if ratio.complement else (successes, failures)
+        trials = block.fields_sum(ratio.denominator)
+        hits = np.minimum(block.fields_sum(ratio.numerator), trials)
+        counts = proportion_rows(hits, trials)
+        return counts[:, ::-1] if ratio.complement else counts
 
     def evaluate(self, cells: Sequence[CellWindow], event_time: int) -> list[Evaluation]:
-        out = []
-        for cell in in_order(cells):
-            key = dims_of(cell.dims)
+        return evaluate_blocks(self, cells, event_time)
+
+    def judge_block(self, block: CellBlock, event_time: int) -> BlockVerdicts:
+        """Each cell: its reference before this window, then (a final row) absorb it and
+        feed the detector; the histogram checks of all cells in one pass."""
+        keys = block.keys
+        start, end, final = block.window_start, block.window_end, block.final
+        counts = self._distributions(block) if self.check is not None else None
+        rows = counts.tolist() if counts is not None else None
+        series = block.metric(self.series).tolist() if final and self.detector else None
+        references: list[tuple[int, ...] | None] = []
+        points: dict[int, DriftResult] = {}
+        for i, key in enumerate(keys):
             state = self._cell(key)
-            results: list[DriftResult] = []
-            if self.check is not None and state.reference is not None:
-                counts = self._distribution(cell)
-                ref = state.reference.reference_for(cell.window_start)
-                results.append(self.check.check(counts, None if ref is None else ref.counts))
-                if cell.final:
-                    state.reference.absorb(cell.window_start, cell.window_end, counts)
-            if cell.final and state.detector is not None:
-                point = state.detector.update(cell.window_start, cell.metrics.get(self.series))
+            if state.reference is not None and rows is not None:
+                ref = state.reference.reference_for(start)
+                references.append(None if ref is None else ref.counts)
+                if final:
+                    state.reference.absorb(start, end, rows[i])
+            if series is not None and state.detector is not None:
+                value = series[i]
+                point = state.detector.update(start, None if value != value else value)
                 if point is not None:
-                    results.append(point)
-            if results:
-                out.append(self._evaluation(key, cell, results, event_time))
-        return out
+                    points[i] = point
+        checks = None
+        outcomes = np.full(len(keys), NOT_EVALUATED, dtype=np.int8)
+        if self.check is not None and counts is not None:
+            checks = self.check.check_rows(counts, references)
+            outcomes = _OUTCOME_OF_VERDICT[checks.verdicts]
+        for i, point in points.items():
+            outcomes[i] = _combined(outcomes[i], point)
+
+        def evaluation(i: int) -> Evaluation:
+            results = [checks.result(i)] if checks is not None else []
+            if i in points:
+                results.append(points[i])
+            return self._evaluation(keys[i], block.cell(i), results, event_time)
+
+        return BlockVerdicts(outcomes, evaluation)
 
     def _evaluation(
         self, key: Dims, cell: CellWindow, results: list[DriftResult], event_time: int
     ) -> Evaluation:
+        # The outcome is _combined's (drifted over stable over inconclusive), here with
+        # the result that names it.
         drifted = [r for r in results if r.verdict is DriftVerdict.DRIFTED]
         stable = [r for r in results if r.verdict is DriftVerdict.STABLE]
         if drifted:
@@ -144,3 +184,18 @@ class DriftEvaluator(CellRule[DriftRule]):
         return verdict(cell, event_time, outcome, reason, dims=key, value=main.statistic,
                        threshold=main.threshold, samples=main.samples,
                        baseline_samples=main.baseline_samples, evidence=evidence)  # fmt: skip
+
+
+# A histogram verdict code (operators.rules.drift) as an evaluation outcome code.
+_OUTCOME_OF_VERDICT = np.array([FALSE, TRUE, INCONCLUSIVE], dtype=np.int8)
+
+
+def _combined(outcome: int, point: DriftResult) -> int:
+    """A cell's outcome with a detector's result added: any drifted check makes it TRUE,
+    else any stable one FALSE, else INCONCLUSIVE."""
+    code = int(_OUTCOME_OF_VERDICT[VERDICT_CODES[point.verdict]])
+    if TRUE in (outcome, code):
+        return TRUE
+    if FALSE in (outcome, code):
+        return FALSE
+    return INCONCLUSIVE

@@ -9,10 +9,13 @@ an operand is refused at config time (nothing aggregates attribute sums yet:
 
 from __future__ import annotations
 
+import numpy as np
+
 from config.rules import RatioRule
+from operators.rules.columns import CellBlock
 from operators.rules.evaluation import CellWindow
 from operators.rules.evaluators.cell_rule import ComparisonRule, verdict
-from operators.rules.evaluators.reading import number, sample_label, samples
+from operators.rules.evaluators.reading import number, sample_label
 from operators.rules.lifecycle import Evaluation, Outcome
 
 
@@ -25,20 +28,31 @@ class RatioEvaluator(ComparisonRule[RatioRule]):
         super().__init__(rule)
         self.numerator: str = rule.numerator.metric
         self.denominator: str = rule.denominator.metric
+        self.label = f"{self.numerator} / {self.denominator} × {rule.scale:g}"
 
-    def judge(self, cell: CellWindow, event_time: int) -> Evaluation:
+    def quantity(self, block: CellBlock) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rule = self.config
+        num = block.metric(self.numerator)
+        den = block.metric(self.denominator)
+        n = block.samples(self.denominator)
+        known = ~np.isnan(num) & ~np.isnan(den) & (den != 0) & (n >= rule.min_samples)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            value = num / den * rule.scale
+        return value, n, known
+
+    def record(
+        self, cell: CellWindow, event_time: int, outcome: Outcome, value: float, n: int
+    ) -> Evaluation:
         rule = self.config
         num = cell.metrics.get(self.numerator)
         den = cell.metrics.get(self.denominator)
-        n = samples(self.denominator, cell.fields)
-        label = f"{self.numerator} / {self.denominator} × {rule.scale:g}"
-        if num is None or not den or n < rule.min_samples:
+        if outcome is Outcome.INCONCLUSIVE:
             reason = (
-                f"{label}: {self.numerator} {number(num)}, {self.denominator} {number(den)} "
-                f"({n} {sample_label(self.denominator)}, needs {max(rule.min_samples, 1)})"
+                f"{self.label}: {self.numerator} {number(num)}, {self.denominator} "
+                f"{number(den)} ({n} {sample_label(self.denominator)}, needs "
+                f"{max(rule.min_samples, 1)})"
             )
-            return verdict(cell, event_time, Outcome.INCONCLUSIVE, reason,
-                           threshold=rule.value, samples=n)  # fmt: skip
-        value = num / den * rule.scale
+            return verdict(cell, event_time, outcome, reason, threshold=rule.value, samples=n)
+        assert num is not None and den is not None
         detail = f"{self.numerator} {num:.4g}, {self.denominator} {den:.4g}"
-        return self.compared(cell, event_time, f"{label} =", value, n, detail)
+        return self.compared(cell, event_time, outcome, f"{self.label} =", value, n, detail)

@@ -8,24 +8,34 @@ inconclusive: a window with 3 labels says nothing about an accuracy floor.
 
 from __future__ import annotations
 
+import numpy as np
+
 from config.rules import ThresholdRule
+from operators.rules.columns import CellBlock
 from operators.rules.evaluation import CellWindow
 from operators.rules.evaluators.cell_rule import ComparisonRule, too_few, verdict
-from operators.rules.evaluators.reading import sample_label, samples
+from operators.rules.evaluators.reading import sample_label
 from operators.rules.lifecycle import Evaluation, Outcome
 
 
 class ThresholdEvaluator(ComparisonRule[ThresholdRule]):
     """Stateless: each cell's verdict depends on that cell's row only."""
 
-    def judge(self, cell: CellWindow, event_time: int) -> Evaluation:
+    def quantity(self, block: CellBlock) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rule = self.config
-        value = cell.metrics.get(rule.metric)
-        n = samples(rule.metric, cell.fields)
-        if value is None or n < rule.min_samples:
-            why = "no value" if value is None else "too few samples"
-            reason = too_few(rule.metric, value, n, rule.min_samples, why)
-            return verdict(cell, event_time, Outcome.INCONCLUSIVE, reason, value=value,
+        value = block.metric(rule.metric)
+        n = block.samples(rule.metric)
+        return value, n, ~np.isnan(value) & (n >= rule.min_samples)
+
+    def record(
+        self, cell: CellWindow, event_time: int, outcome: Outcome, value: float, n: int
+    ) -> Evaluation:
+        rule = self.config
+        if outcome is Outcome.INCONCLUSIVE:
+            known = None if value != value else value  # NaN: no value
+            why = "no value" if known is None else "too few samples"
+            reason = too_few(rule.metric, known, n, rule.min_samples, why)
+            return verdict(cell, event_time, outcome, reason, value=known,
                            threshold=rule.value, samples=n)  # fmt: skip
         detail = f"n={n} {sample_label(rule.metric)}"
-        return self.compared(cell, event_time, rule.metric, value, n, detail)
+        return self.compared(cell, event_time, outcome, rule.metric, value, n, detail)
