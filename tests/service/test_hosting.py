@@ -162,3 +162,26 @@ def test_the_cli_reads_through_a_run_that_holds_the_store(home: Path) -> None:
     after = run_pulse(["query", "--sql", "SELECT count() AS n FROM pulse.inferences FINAL",
                        "--format", "json"], env)  # fmt: skip
     assert json.loads(after.stdout) == [{"n": 400}]
+
+
+def test_a_run_with_the_service_disabled_serves_nothing(home: Path) -> None:
+    env = pulse_env(home, PULSE_SERVICE_ENABLED="false", **FAST)
+    run_pulse(["generate", "--seed", "5", "--duration", "5", "--rate", "10"], env)
+    flow = subprocess.Popen([*PULSE, "run", "--quiet", "--no-recovery"], env=env, cwd=ROOT,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # the run holds the store once its lock names it
+            lock = home / "olap.lock"
+            if lock.exists() and lock.read_text().strip() == str(flow.pid):
+                break
+            assert flow.poll() is None, flow.communicate()
+            assert time.monotonic() < deadline, "the run never held the store"
+            time.sleep(0.2)
+        query = run_pulse(["query", "--sql", "SELECT 1"], env, check=False, timeout=60)
+        assert query.returncode == 2
+        assert f"held by pid {flow.pid}, which does not serve queries" in query.stderr
+        assert "service.enabled is false" in query.stderr
+        assert not (home / "service.json").exists()
+    finally:
+        _stop(flow)
