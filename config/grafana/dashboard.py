@@ -16,7 +16,11 @@ from typing import Any
 
 from grafana_foundation_sdk.builders import dashboard as builder
 from grafana_foundation_sdk.builders import stat, table, timeseries
-from grafana_foundation_sdk.builders.common import StackingConfig, VizLegendOptions
+from grafana_foundation_sdk.builders.common import (
+    ReduceDataOptions,
+    StackingConfig,
+    VizLegendOptions,
+)
 from grafana_foundation_sdk.cog.builder import Builder
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
@@ -50,7 +54,12 @@ class PanelIds:
 
 
 def _series_panel(
-    ids: PanelIds, title: str, description: str, query: str, unit: str
+    ids: PanelIds,
+    title: str,
+    description: str,
+    query: str,
+    unit: str,
+    legend: tuple[str, ...] = ("mean", "lastNotNull"),  # Grafana reducer ids
 ) -> timeseries.Panel:
     return (
         timeseries.Panel()
@@ -66,7 +75,7 @@ def _series_panel(
             .show_legend(True)
             .display_mode(common.LegendDisplayMode.TABLE)
             .placement(common.LegendPlacement.RIGHT)
-            .calcs(["mean", "lastNotNull"])
+            .calcs(list(legend))
         )
         .span_nulls(True)
         .height(8)
@@ -97,6 +106,7 @@ def _stat(ids: PanelIds, title: str, description: str, query: str, unit: str) ->
         .with_target(SqlTarget(query, Format.TABLE))
         .unit(unit)
         .graph_mode(common.BigValueGraphMode.NONE)
+        .reduce_options(ReduceDataOptions().calcs(["lastNotNull"]))
         .height(4)
         .span(4)
     )
@@ -225,6 +235,7 @@ def build() -> dict[str, Any]:
             "in every window that covers it: pick a tumbling window for volumes.",
             sql.by_version(sql.FEEDBACK, "feedback"),
             "short",
+            legend=("sum",),
         )
         .draw_style(common.GraphDrawStyle.BARS)
         .fill_opacity(80)
@@ -238,6 +249,7 @@ def build() -> dict[str, Any]:
             "(they carry no trusted event time or dims).",
             sql.DEAD_LETTERS_BY_REASON,
             "short",
+            legend=("sum",),
         )
         .display_name("${__field.labels.reason}")
         .draw_style(common.GraphDrawStyle.BARS)
