@@ -132,6 +132,9 @@ def _results(batch: IngestBatch) -> dict[str, Any]:
 async def _ingest(request: Request, principal: Principal, expected: EventType) -> Response:
     context: ServiceContext = request.app.state.context
     service = context.settings.service
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding != "identity":
+        return _problem(415, f"Content-Encoding {encoding!r} is not supported: send plain JSON")
     try:
         body = await _body(request, service.max_body_bytes)
     except _TooLarge:
@@ -224,6 +227,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     202: {"description": "Some or all events accepted, and durable in the event log."},
     403: {"model": IngestResponse, "description": "Every event claimed another tenant."},
     413: {"model": Problem, "description": "Body or batch too large."},
+    415: {"model": Problem, "description": "A compressed body (send it uncompressed)."},
     422: {"model": IngestResponse, "description": "No event accepted; each item says why."},
     429: {"model": Problem, "description": "The key is over its rate limit: see Retry-After."},
     503: {"model": Problem, "description": "The event log did not confirm: see Retry-After."},

@@ -3,6 +3,7 @@ through `pulse run --bounded` into ClickHouse."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,6 +142,13 @@ def test_nothing_accepted_is_422_with_each_reason(service: ServiceFactory, home:
         [("invalid", "type")],
     ]
     assert empty.status_code == 422 and "no events" in empty.json()["detail"]
+    with running.client() as client:
+        gzipped = client.post(
+            "/v1/feedback",
+            content=gzip.compress(json.dumps(feedback("e1", "r1")).encode()),
+            headers={"Content-Encoding": "gzip"},
+        )
+    assert gzipped.status_code == 415 and "gzip" in gzipped.json()["detail"]
     assert logged(home) == {"inferences": [], "feedback": []}
 
 
