@@ -30,6 +30,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import yaml
+from pydantic import ValidationError
+
 from config.settings import ApiKeySettings, Settings, load_settings, parse_duration_ms
 from connectors.clickhouse import ClickHouseError, Target
 from connectors.console import StatusPrinter, configure_logging
@@ -318,21 +321,22 @@ def cmd_keys(args: argparse.Namespace) -> int:
     key = new_key()
     scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
     try:
-        entry = ApiKeySettings(name=args.name, sha256=key_hash(key), tenant=args.tenant,
-                               scopes=scopes)  # fmt: skip
-    except ValueError as exc:
-        problems = "; ".join(
-            f"{'NAME' if e['loc'][0] == 'name' else '--' + str(e['loc'][0])}: {e['msg']}"
-            for e in getattr(exc, "errors", lambda: [])()
+        entry = ApiKeySettings.model_validate(
+            {"name": args.name, "sha256": key_hash(key), "tenant": args.tenant, "scopes": scopes}
         )
-        raise CliError(problems or str(exc)) from None
+    except ValidationError as exc:
+        option = {"name": "NAME", "tenant": "--tenant", "scopes": "--scopes"}
+        raise CliError(
+            "; ".join(
+                f"{option.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']}" for e in exc.errors()
+            )
+        ) from None
     print(key)
     print(
         "# The key above is shown once: keep it as a secret (clients send "
-        "`Authorization: Bearer <key>`).\n# Paste this entry under service.api_keys:\n"
-        f"- name: {entry.name}\n  sha256: {entry.sha256}\n  tenant: {json.dumps(entry.tenant)}\n"
-        f"  scopes: [{', '.join(entry.scopes)}]"
+        "`Authorization: Bearer <key>`).\n# Paste this entry under service.api_keys:"
     )
+    print(yaml.safe_dump([entry.model_dump(mode="json")], sort_keys=False), end="")
     return 0
 
 

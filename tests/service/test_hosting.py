@@ -14,9 +14,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from config.settings import load_settings
 from connectors.service import discovery
+from connectors.service.auth import KeyRing, Principal, key_hash
 from connectors.service.hosting import ServiceBusyError, host_service
 from tests.conftest import PULSE, ROOT, pulse_env, run_pulse
 from tests.service.conftest import api_keys, keyed_settings
@@ -185,3 +187,22 @@ def test_a_run_with_the_service_disabled_serves_nothing(home: Path) -> None:
         assert not (home / "service.json").exists()
     finally:
         _stop(flow)
+
+
+def test_keys_create_prints_the_key_once_and_an_entry_that_authenticates_it(home: Path) -> None:
+    env = pulse_env(home)
+    created = run_pulse(
+        ["keys", "create", "ci", "--tenant", "acme", "--scopes", "ingest,read"], env
+    )
+    key, _, entry = created.stdout.partition("\n")
+    (loaded,) = yaml.safe_load(entry)
+    assert key not in entry and loaded["sha256"] == key_hash(key)
+    settings = load_settings(
+        environ={"PULSE_HOME": str(home), "PULSE_SERVICE_API_KEYS": json.dumps([loaded])}
+    )
+    principal = KeyRing(settings.service.api_keys).principal(key)
+    assert principal == Principal("ci", "acme", frozenset({"ingest", "read"}))
+    bad = run_pulse(
+        ["keys", "create", "ci", "--tenant", "acme", "--scopes", "reed"], env, check=False
+    )
+    assert bad.returncode == 2 and "--scopes: Input should be 'ingest'" in bad.stderr
