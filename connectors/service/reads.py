@@ -12,13 +12,15 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from pydantic import BaseModel, Field
 
 from connectors import alert_report
 from connectors.drilldown import DrilldownError, from_options, since_seconds
 from connectors.query_server import QueryError, QueryResult, _json_default
 from connectors.service.auth import Principal, require
 from connectors.service.context import ServiceContext
-from connectors.service.sql import Format, guard, render
+from connectors.service.responses import keyed
+from connectors.service.sql import CSV, Format, guard, render
 
 router = APIRouter(tags=["reads"])
 
@@ -57,14 +59,30 @@ def _tenant(principal: Principal, where: list[str]) -> str | None:
     return principal.tenant
 
 
+class MetricsResult(BaseModel):
+    columns: list[str]
+    rows: list[list[Any]]
+    note: str | None = Field(None, description="why nothing matched (only when no rows)")
+
+
+class AlertsResult(BaseModel):
+    active: list[dict[str, Any]]
+    transitions: list[dict[str, Any]]
+
+
 @router.get(
     "/v1/metrics",
-    responses={
-        200: {"content": {"text/csv": {}}},
-        404: {"description": "no data yet"},
-        422: {"description": "a drill-down option is wrong; `detail` names it"},
-    },
+    response_model=MetricsResult,
     summary="Window metrics by dims over a time range (as `pulse query`)",
+    **keyed(
+        "read",
+        400,
+        404,
+        422,
+        own=CSV,
+        description="The drill-down of `pulse query` (same options, same checks: 422 names "
+        "the option). A tenant-bound key reads only its tenant's rows. 404: no data yet.",
+    ),
 )
 def metrics(
     request: Request,
@@ -122,8 +140,16 @@ def metrics(
 
 @router.get(
     "/v1/alerts",
-    responses={404: {"description": "no alerts table yet"}},
+    response_model=AlertsResult,
     summary="Active alerts and recent transitions (as `pulse alerts --format json`)",
+    **keyed(
+        "read",
+        400,
+        404,
+        422,
+        description="A tenant-bound key sees only its tenant's alerts. 404: no alerts "
+        "table yet (no `pulse migrate`, no flow with rules).",
+    ),
 )
 def alerts(
     request: Request,

@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 from connectors.query_server import QueryError, QueryResult, _json_default
 from connectors.service.auth import Principal, require
 from connectors.service.context import ServiceContext
+from connectors.service.responses import Responses, keyed
 from connectors.service.sql_guard import ReadOnlyGuard
 
 router = APIRouter(tags=["reads"])
@@ -77,14 +78,25 @@ def guard(context: ServiceContext) -> ReadOnlyGuard:
     return made
 
 
+CSV: Responses = {
+    200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with ?format=csv"}
+}
+
+
 @router.post(
     "/v1/query",
     response_model=SqlResult,
-    responses={
-        200: {"content": {"text/csv": {}}},
-        400: {"description": "refused or failed; `detail` is ClickHouse's first line"},
-    },
     summary="Run one read-only SELECT",
+    **keyed(
+        "query",
+        400,
+        422,
+        own=CSV,
+        description="One SELECT (WITH, UNION included) run with `readonly=1`, "
+        "service.query_max_rows and service.query_timeout; a tenant-bound key sees only "
+        "its tenant's rows. 400: refused or failed, `detail` is ClickHouse's first line "
+        "or why it was refused (docs/reads.md).",
+    ),
 )
 def query(
     body: SqlQuery,

@@ -247,3 +247,34 @@ def test_the_sql_pulse_query_and_pulse_alerts_send_passes_the_guard(
     sql, params = drill.coverage_sql("pulse")
     count, first, last = _post(running, sql, params=params).json()["rows"][0]
     assert (count, first, last) == (5, "2026-01-05 10:00:00", "2026-01-05 10:00:00")
+
+
+ODD: list[tuple[str, dict[str, object]]] = [
+    ("", {}),
+    ("   ;", {}),
+    ("-- only a comment", {}),
+    ("/* unclosed", {}),
+    ("SELECT 1 /*", {}),
+    ("SELECT \x00", {}),
+    ("SELECT {a:String}", {}),
+    ("SELECT %(a)s", {}),
+    ("SELECT %(a)s", {"a": {"b": [1, {"c": None}]}}),
+    ("SELECT {a:UInt8}", {"a": "not a number"}),
+    ("SELECT 1) UNION ALL (SELECT 2", {}),
+    ("SELECT 1) INTO OUTFILE '/tmp/pulse-x' --", {}),
+    ("SELECT 1 SETTINGS max_threads = 1", {}),
+    ("SELECT * FROM pulse.nope", {}),
+    ("SELECT sleepEachRow(1) FROM numbers(1)", {}),
+]
+
+
+@pytest.mark.parametrize(("sql", "params"), ODD)
+def test_odd_input_is_answered_never_a_crash(
+    service: ServiceFactory, home: Path, sql: str, params: dict[str, object]
+) -> None:
+    with service().client() as client:
+        response = client.post("/v1/query", json={"sql": sql, "parameters": params})
+    assert response.status_code in (200, 400, 422), response.text
+    if response.status_code == 400:
+        assert response.json()["detail"] and "\n" not in response.json()["detail"]
+    assert not Path("/tmp/pulse-x").exists()
