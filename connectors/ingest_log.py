@@ -5,8 +5,9 @@
 Retry-After and reports nothing accepted):
 
 * :class:`LocalDurableLog`: the embedded log; :meth:`connectors.local_log.LocalLog.append`
-  fsyncs before it returns. Events are placed as :class:`connectors.event_writer.LogWriter`
-  places them (partition by `request_id`).
+  fsyncs before it returns, and concurrent requests share those fsyncs (group commit).
+  Events are placed as :class:`connectors.event_writer.LogWriter` places them (partition
+  by `request_id`).
 * :class:`KafkaDurableLog`: a confluent-kafka producer with ``acks=all`` and
   ``enable.idempotence=true``, keyed like :class:`connectors.kafka.EventProducer`
   (``murmur2_random`` on `request_id`). `append` waits for the delivery report of every
@@ -43,29 +44,83 @@ OUTAGE_RETRY_S = 5  # a broker outage lasts longer: do not hammer it
 REACHABLE_TIMEOUT_S = 2.0
 
 
+class _Pending:
+    """One request's events, waiting for the committer."""
+
+    __slots__ = ("done", "error", "events")
+
+    def __init__(self, events: Sequence[Routed]) -> None:
+        self.events = events
+        self.done = threading.Event()
+        self.error: Exception | None = None
+
+
 class LocalDurableLog:
-    """Appends to the embedded log (fsynced) under each partition's lock."""
+    """Appends to the embedded log with group commit: one thread writes what every
+    waiting request brought, one fsynced append per partition for all of them
+    (:meth:`LocalLog.append` fsyncs), then releases them. Concurrent requests so share
+    their fsyncs instead of queueing one fsync each per partition."""
 
     def __init__(self, log: LocalLog) -> None:
         self.log = log
+        self._queue: list[_Pending] = []
+        self._wake = threading.Condition()
+        self._closed = False
+        self._committer = threading.Thread(
+            target=self._commit, name="pulse-ingest-log", daemon=True
+        )
+        self._committer.start()
 
     def append(self, events: Sequence[Routed], timeout_s: float) -> None:
-        """Durable on return (`timeout_s` does not apply: a local fsync has no queue)."""
+        pending = _Pending(events)
+        with self._wake:
+            if self._closed:
+                raise EventLogUnavailable("the service is stopping", OUTAGE_RETRY_S)
+            self._queue.append(pending)
+            self._wake.notify()
+        if not pending.done.wait(timeout_s):
+            reason = f"the local log did not confirm within {timeout_s:g} s (disk too slow)"
+            raise EventLogUnavailable(reason, OUTAGE_RETRY_S)
+        if pending.error is not None:
+            reason = f"the local log cannot append: {pending.error}"
+            raise EventLogUnavailable(reason, OUTAGE_RETRY_S) from pending.error
+
+    def _commit(self) -> None:
+        while True:
+            with self._wake:
+                while not self._queue and not self._closed:
+                    self._wake.wait()
+                if not self._queue:
+                    return  # closed, and nothing left to write
+                batch, self._queue = self._queue, []
+            error: Exception | None = None
+            try:
+                self._write(batch)
+            except (OSError, PulseError) as exc:  # a full disk, a damaged log directory
+                error = exc
+            for pending in batch:
+                pending.error = error
+                pending.done.set()
+
+    def _write(self, batch: list[_Pending]) -> None:
+        """Placed as :class:`connectors.event_writer.LogWriter` places events."""
         grouped: dict[tuple[str, int], list[bytes]] = defaultdict(list)
-        for stream, key, line in events:
-            grouped[(stream, partition_for(key, self.log.partitions))].append(line)
-        try:
-            for (stream, partition), lines in grouped.items():
-                self.log.append(stream, partition, lines)
-        except (OSError, PulseError) as exc:  # a full disk, a damaged log directory
-            reason = f"the local log cannot append: {exc}"
-            raise EventLogUnavailable(reason, OUTAGE_RETRY_S) from exc
+        partitions = self.log.partitions
+        for pending in batch:
+            for stream, key, line in pending.events:
+                grouped[(stream, partition_for(key, partitions))].append(line)
+        for (stream, partition), lines in grouped.items():
+            self.log.append(stream, partition, lines)
 
     def reachable(self) -> bool:
-        return os.access(self.log.root, os.W_OK)
+        return self._committer.is_alive() and os.access(self.log.root, os.W_OK)
 
     def close(self) -> None:
-        pass
+        """Write what is queued, then stop."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        self._committer.join(10.0)
 
 
 class _Delivery:
