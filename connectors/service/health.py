@@ -15,10 +15,11 @@ else 503 with each failed check named and why:
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from config.settings import format_duration
 from connectors.service.context import ServiceContext
@@ -26,6 +27,14 @@ from connectors.service.context import ServiceContext
 router = APIRouter(tags=["health"])
 
 STARTED_AT = "started_at_ms"  # ServiceContext.extras: when readiness's grace period began
+
+
+class Readiness(BaseModel):
+    """Each check's outcome; `failed` says why, for each one that failed."""
+
+    status: Literal["ready", "not ready"]
+    checks: dict[str, Literal["ok", "failed"]]
+    failed: dict[str, str] = {}
 
 
 @router.get("/healthz", summary="The process is up")
@@ -36,7 +45,10 @@ def healthz() -> dict[str, str]:
 @router.get(
     "/readyz",
     summary="Ready: event log and ClickHouse reachable, the flow's lag within bound",
-    responses={503: {"description": "Not ready: `failed` names each failed check"}},
+    response_model=Readiness,
+    responses={
+        503: {"model": Readiness, "description": "Not ready: `failed` names each failed check"}
+    },
 )
 def readyz(request: Request) -> JSONResponse:
     context: ServiceContext = request.app.state.context

@@ -11,6 +11,8 @@ only silences whose `tenant` matcher is its tenant; a silence it adds gets that 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
@@ -20,12 +22,29 @@ from config.rules import SilenceSettings
 from config.settings import parse_duration_ms
 from connectors.service.auth import Principal, require
 from connectors.service.context import ServiceContext
-from connectors.silence_store import SilenceStore, SilenceStoreError, StoredSilence
+from connectors.service.responses import Problem, Responses, keyed
+from connectors.silence_store import SilenceStore, StoredSilence
+from operators.errors import PulseError
 
 router = APIRouter(prefix="/v1/silences", tags=["silences"])
 
 TENANT = "tenant"
 UNPROCESSABLE = 422  # (starlette renamed its constant; the code stays)
+MAX_UNTIL_MS = 10_413_791_999_999  # 2299-12-31T23:59:59.999Z, DateTime64's last instant
+STORE_DOWN: Responses = {
+    503: {"model": Problem, "description": "The store did not answer; `detail` says why."}
+}
+
+
+@contextmanager
+def _store_answers() -> Iterator[None]:
+    """A store that fails (a server down, a table missing) is a 503 naming why, not a 500."""
+    try:
+        yield
+    except PulseError as exc:  # QueryError, ClickHouseError (no connection), SilenceStoreError
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"the silences cannot be used now: {exc}"
+        ) from None
 
 
 class NewSilence(BaseModel):
@@ -36,7 +55,9 @@ class NewSilence(BaseModel):
     matchers: dict[str, str | list[str]] = Field(
         min_length=1, description="dims (and `rule`) an alert must have; a list: any of them"
     )
-    until_ms: int | None = Field(None, description="expiry, epoch ms of event time")
+    until_ms: int | None = Field(
+        None, ge=0, le=MAX_UNTIL_MS, description="expiry, epoch ms of event time"
+    )
     for_: str | None = Field(None, alias="for", description="or a duration from now: 30m, 2h")
     comment: str = ""
 
@@ -50,18 +71,33 @@ def _visible(silence: StoredSilence, principal: Principal) -> bool:
     return principal.all_tenants or silence.matchers.get(TENANT) == principal.tenant
 
 
-@router.get("", summary="The silences (active ones; `all=true`: expired ones too)")
+@router.get(
+    "",
+    summary="The silences (active ones; `all=true`: expired ones too)",
+    **keyed("read", 422, own=STORE_DOWN),
+)
 def list_silences(
     request: Request,
     principal: Annotated[Principal, Depends(require("read"))],
     all: bool = False,
 ) -> list[dict[str, Any]]:
     now_ms = int(time.time() * 1000)
-    listed = _store(request).listed(now_ms, include_expired=all)
+    with _store_answers():
+        listed = _store(request).listed(now_ms, include_expired=all)
     return [s.record(now_ms) for s in listed if _visible(s, principal)]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, summary="Add a silence")
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Add a silence",
+    **keyed(
+        "admin",
+        422,
+        own=STORE_DOWN,
+        description="A tenant-bound key's silence gets its `tenant` matcher.",
+    ),
+)
 def add_silence(
     request: Request,
     body: NewSilence,
@@ -82,11 +118,14 @@ def add_silence(
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise HTTPException(UNPROCESSABLE, detail=problems) from None
-    added = _store(request).add(valid.matchers, valid.until, valid.comment, now_ms=now_ms)
+    with _store_answers():
+        added = _store(request).add(valid.matchers, valid.until, valid.comment, now_ms=now_ms)
     return added.record(now_ms)
 
 
-@router.delete("/{silence_id}", summary="End a silence now")
+@router.delete(
+    "/{silence_id}", summary="End a silence now", **keyed("admin", 404, 422, own=STORE_DOWN)
+)
 def expire_silence(
     request: Request,
     silence_id: str,
@@ -94,16 +133,15 @@ def expire_silence(
 ) -> dict[str, Any]:
     now_ms = int(time.time() * 1000)
     store = _store(request)
-    known = {s.id: s for s in store.listed(now_ms, include_expired=True)}
+    with _store_answers():
+        known = {s.id: s for s in store.listed(now_ms, include_expired=True)}
     if silence_id not in known or not _visible(known[silence_id], principal):
         raise HTTPException(
             status.HTTP_404_NOT_FOUND,
             detail=f"no silence with id {silence_id!r} (`pulse silence list --all` shows them)",
         )
-    try:
+    with _store_answers():
         ended = store.expire(silence_id, now_ms=now_ms)
-    except SilenceStoreError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
     return ended.record(now_ms)
 
 
@@ -116,6 +154,6 @@ def _until(body: NewSilence, now_ms: int) -> int:
         length = parse_duration_ms(body.for_)
     except ValueError as exc:
         raise HTTPException(UNPROCESSABLE, detail=f"for: {exc}") from None
-    if length <= 0:
-        raise HTTPException(UNPROCESSABLE, detail="for: must be positive")
+    if not 0 < length <= MAX_UNTIL_MS - now_ms:
+        raise HTTPException(UNPROCESSABLE, detail="for: must be positive, ending before 2300")
     return now_ms + length

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 
+from config.settings import load_settings
 from tests.service.conftest import ServiceFactory, keyed_settings, migrated
 
 
@@ -55,6 +57,8 @@ def test_bad_silences_are_refused_naming_the_problem(service: ServiceFactory, ho
             "either `until_ms` or `for`": {"matchers": {"model_id": "m1"}},
             "for: ": {"matchers": {"model_id": "m1"}, "for": "soon"},
             "matchers": {"matchers": {}, "for": "1h"},
+            "until_ms": {"matchers": {"model_id": "m1"}, "until_ms": 10**16},
+            "ending before 2300": {"matchers": {"model_id": "m1"}, "for": "100000000d"},
         }
         for message, body in cases.items():
             response = client.post("/v1/silences", json=body)
@@ -85,3 +89,20 @@ def test_a_tenant_bound_key_sees_and_changes_its_tenant_only(
         # The operator's own (local) key, tenant "*", sees every tenant's.
         with running.client() as operator:
             assert len(operator.get("/v1/silences").json()) == 1
+
+
+def test_a_store_that_does_not_answer_is_a_503_naming_it(
+    service: ServiceFactory, home: Path
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    settings = load_settings(
+        environ={"PULSE_HOME": str(home), "PULSE_CLICKHOUSE_DSN": f"http://127.0.0.1:{closed}"}
+    )
+    with service(settings).client() as client:
+        listed = client.get("/v1/silences")
+        added = client.post("/v1/silences", json={"matchers": {"model_id": "m1"}, "for": "1h"})
+    for response in (listed, added):
+        assert response.status_code == 503
+        assert "the silences cannot be used now" in response.json()["detail"]
