@@ -87,10 +87,13 @@ class CellSelector:
         self.reads = [(window, list(selectors)) for window, selectors in reads]
         self._selectors = [s for _, selectors in self.reads for s in selectors]
         self._dictionaries = {name: _Dictionary(name) for name in DIM_COLUMNS}
+        self.selected: list[list[np.ndarray]] = []  # of the last `masks` call
 
     def masks(self, batch: WindowMetrics, window: str, rows: np.ndarray) -> list[np.ndarray | None]:
         """Per rule, a bool mask over `rows` (one window of `batch`), None for a rule of
-        another window."""
+        another window. Each selector's own mask stays in `selected` (per rule, in the
+        order of its reads; empty for a rule of another window): a canary reads its sides
+        from them."""
         codes: dict[str, np.ndarray] = {}
         for name, dictionary in self._dictionaries.items():
             column = batch.columns[name]
@@ -98,8 +101,11 @@ class CellSelector:
             dictionary.sync(column.categories)
             codes[name] = np.asarray(column.codes)[rows]
         out: list[np.ndarray | None] = []
+        self.selected = []
         index = 0
         for rule_window, selectors in self.reads:
+            hits: list[np.ndarray] = []
+            self.selected.append(hits)
             if rule_window != window:
                 out.append(None)
                 index += len(selectors)
@@ -115,6 +121,7 @@ class CellSelector:
                     ):
                         hit &= dictionary.selected(index, selector)[codes[name]]
                 mask |= hit
+                hits.append(hit)
                 index += 1
             out.append(mask)
         return out

@@ -179,6 +179,17 @@ class CellList(CellBlock):
         self.window, self.window_start = first.window, first.window_start
         self.window_end, self.final = first.window_end, first.final
 
+    @classmethod
+    def runs(cls, cells: Sequence[CellWindow]) -> list[CellList]:
+        """`cells` cut into runs of the same window, start, end and finality, in order."""
+        out: list[CellList] = []
+        start = 0
+        for i in range(1, len(cells) + 1):
+            if i == len(cells) or _block_of(cells[i]) != _block_of(cells[start]):
+                out.append(cls(cells[start:i]))
+                start = i
+        return out
+
     def __len__(self) -> int:
         return len(self.records)
 
@@ -236,3 +247,7 @@ class _Taken(CellBlock):
 
     def cells(self, positions: Sequence[int]) -> list[CellWindow]:
         return self.parent.cells(self.positions[list(positions)].tolist())
+
+
+def _block_of(cell: CellWindow) -> tuple[str, int, int, bool]:
+    return cell.window, cell.window_start, cell.window_end, cell.final

@@ -102,3 +102,16 @@ class BlockEvaluator(Evaluator, Protocol):
         """The verdicts on `block` at `event_time`, updating the rule's state (a drift
         reference absorbs final rows) exactly as `evaluate` on the same cells would."""
         ...
+
+
+@runtime_checkable
+class SidesEvaluator(Evaluator, Protocol):
+    """An evaluator that reads a block with each of its reads' masks (a canary's sides),
+    the stage's numpy decision, instead of deciding each cell's side itself."""
+
+    def evaluate_block(
+        self, block: CellBlock, selected: Sequence[np.ndarray], event_time: int
+    ) -> list[Evaluation]:
+        """`evaluate` of the block's cells; `selected`: per read of
+        :meth:`config.rules.RuleBase.cells_read` (in order), a mask over the block."""
+        ...

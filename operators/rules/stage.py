@@ -48,7 +48,13 @@ from operators.rules.alert_rows import alert_rows
 from operators.rules.alerts import Action, Notification, Transition
 from operators.rules.cell_windows import CellSelector, Selector
 from operators.rules.columns import CellBlock, WindowColumns
-from operators.rules.evaluation import NOT_EVALUATED, TRUE, BlockEvaluator, Evaluator
+from operators.rules.evaluation import (
+    NOT_EVALUATED,
+    TRUE,
+    BlockEvaluator,
+    Evaluator,
+    SidesEvaluator,
+)
 from operators.rules.grouping import Grouper
 from operators.rules.lifecycle import Evaluation, Lifecycle, Policy
 from operators.rules.silences import Inhibition, Inhibitor, Muting, Silence, Silences
@@ -191,12 +197,15 @@ class RulesStage(StatefulLogic[WindowMetrics, RulesOutput, bytes]):
         block = WindowColumns(batch, group.window, group.start, group.end, group.rows[union])
         transitions: list[Transition] = []
         actions: list[Action] = []
-        for evaluator, mask in zip(self.evaluators, masks, strict=True):
+        for index, (evaluator, mask) in enumerate(zip(self.evaluators, masks, strict=True)):
             if mask is None:
                 continue
             picked = np.flatnonzero(mask[union])
             if isinstance(evaluator, BlockEvaluator):
                 evaluations = self._changing(evaluator, block.take(picked), now)
+            elif isinstance(evaluator, SidesEvaluator):
+                sides = [hit[union][picked] for hit in self._selector.selected[index]]
+                evaluations = evaluator.evaluate_block(block.take(picked), sides, now)
             else:
                 evaluations = evaluator.evaluate(block.cells(picked.tolist()), now)
             for evaluation in evaluations:

@@ -42,8 +42,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from config.rules import CanaryRule, canary_metric_problem
 from operators.metrics import RATIOS
+from operators.rules.columns import CellBlock, CellList
 from operators.rules.evaluation import CellWindow
 from operators.rules.evaluators.reading import in_order
 from operators.rules.lifecycle import Dims, Evaluation, Outcome, dims_of
@@ -128,77 +131,107 @@ class CanaryEvaluator:
     def rule(self) -> str:
         return self.config.name
 
+    @property
+    def selections(self) -> dict[str, dict[str, Pattern]]:
+        """Every read by name, in :meth:`config.rules.CanaryRule.cells_read` order (the
+        stage's masks come in it): the sides, then `{side}_versions`."""
+        versions = {f"{side}_versions": where for side, where in self.version_reads.items()}
+        return {**self.reads, **versions}
+
     def wants(self, dims: Mapping[str, str], window: str) -> bool:
         if window != self.config.window:
             return False
-        return any(selects_cell(w, dims) for w in self.reads.values()) or any(
-            selects_cell(w, dims) for w in self.version_reads.values()
-        )
+        return any(selects_cell(w, dims) for w in self.selections.values())
 
     # --- reading cells ------------------------------------------------------------------
 
-    def _totals(self, fields: Mapping[str, float]) -> Totals:
+    def _totals(self, block: CellBlock, rows: list[int]) -> list[Totals]:
+        """Each row's totals of the metric's own fields (successes capped at trials)."""
         ratio = self.ratio
-        n = int(sum(fields.get(name, 0.0) for name in ratio.denominator))
-        total = sum(fields.get(name, 0.0) for name in ratio.numerator)
+        n = block.fields_sum(ratio.denominator).astype(np.int64)[rows].tolist()
+        total = block.fields_sum(ratio.numerator)[rows]
         if ratio.kind == "proportion":
-            successes = min(int(total), n)
-            return Totals.proportion(n, n - successes if ratio.complement else successes)
-        squares = sum(fields.get(name, 0.0) for name in ratio.squares)
-        return Totals(n, total, squares)
+            hits = np.minimum(total.astype(np.int64), n)
+            successes = (np.asarray(n) - hits if ratio.complement else hits).tolist()
+            return [Totals.proportion(k, s) for k, s in zip(n, successes, strict=True)]
+        squares = block.fields_sum(ratio.squares)[rows].tolist()
+        return [Totals(k, t, q) for k, t, q in zip(n, total.tolist(), squares, strict=True)]
 
     def _pair_key(self, dims: Mapping[str, str]) -> Dims:
         return dims_of({**{m: dims.get(m, ROLLUP) for m in self.config.match}, **self.label})
 
     def evaluate(self, cells: Sequence[CellWindow], event_time: int) -> list[Evaluation]:
-        touched: dict[Dims, tuple[int, int]] = {}  # pair -> its latest window in this call
+        """The per-cell form: each cell's sides decided by `selects_cell`."""
+        mine = [c for c in in_order(cells) if c.window == self.config.window]
+        touched: dict[Dims, tuple[int, int]] = {}
+        for block in CellList.runs(mine):
+            sides = [
+                np.array([selects_cell(w, c.dims) for c in block.records], dtype=bool)
+                for w in self.selections.values()
+            ]
+            self._read(block, sides, touched)
+        return self._looks(touched, event_time)
+
+    def evaluate_block(
+        self, block: CellBlock, selected: Sequence[np.ndarray], event_time: int
+    ) -> list[Evaluation]:
+        """The stage's form: `selected` holds each of the rule's reads' masks over the
+        block (:meth:`config.rules.CanaryRule.cells_read` order), decided with numpy."""
+        touched: dict[Dims, tuple[int, int]] = {}
+        self._read(block, selected, touched)
+        return self._looks(touched, event_time)
+
+    def _read(
+        self, block: CellBlock, selected: Sequence[np.ndarray], touched: dict[Dims, tuple[int, int]]
+    ) -> None:
+        """Take one block's cells into their pairs' open windows (see the module doc)."""
+        masks = dict(zip(self.selections, selected, strict=True))
+        side_of: dict[str, np.ndarray] = {}
+        taken = np.zeros(len(block), dtype=bool)
+        for name in (*SIDES, *(f"{side}_versions" for side in SIDES)):
+            if name in masks:  # the first read that selects a cell names its side
+                side_of[name] = masks[name] & ~taken
+                taken |= masks[name]
+        rows = np.flatnonzero(taken).tolist()
+        if not rows:
+            return
+        kind = {i: name for name, mask in side_of.items() for i in np.flatnonzero(mask).tolist()}
         state = self.state
-        for cell in in_order(cells):
-            if cell.window != self.config.window:
-                continue
-            side = next((s for s, w in self.reads.items() if selects_cell(w, cell.dims)), None)
-            version_side = None
-            if side is None:
-                version_side = next(
-                    (s for s, w in self.version_reads.items() if selects_cell(w, cell.dims)),
-                    None,
-                )
-                if version_side is None:
-                    continue
-            key = self._pair_key(cell.dims)
+        start, end, final = block.window_start, block.window_end, block.final
+        keys = block.keys
+        for i, totals in zip(rows, self._totals(block, rows), strict=True):
+            name = kind[i]
+            dims = dict(keys[i])
+            key = self._pair_key(dims)
             pair = state.pairs.get(key)
             if pair is None:
                 pair = state.pairs[key] = Pair()
-            if pair.folded_before is not None and cell.window_start < pair.folded_before:
+            if pair.folded_before is not None and start < pair.folded_before:
                 continue  # a window already in the closed sums (a replay)
-            totals = self._totals(cell.fields)
-            if cell.final and (
-                state.last_final_start is None or cell.window_start > state.last_final_start
-            ):
-                state.last_final_start = cell.window_start
-            touched[key] = (cell.window_start, cell.window_end)
-            if version_side is not None:
+            if final and (state.last_final_start is None or start > state.last_final_start):
+                state.last_final_start = start
+            touched[key] = (start, end)
+            if name not in SIDES:
                 if totals.n > 0:
-                    pair.open_versions.setdefault(cell.window_start, set()).add(
-                        (version_side, cell.dims.get(VERSION, ROLLUP))
+                    pair.open_versions.setdefault(start, set()).add(
+                        (name.removesuffix("_versions"), dims.get(VERSION, ROLLUP))
                     )
                 continue
-            assert side is not None
-            window = pair.open.setdefault(cell.window_start, {})
-            slot = (side, dims_of(cell.dims))
+            window = pair.open.setdefault(start, {})
+            slot = (name, keys[i])
             known = window.get(slot)
-            if known is not None and known[1] and not cell.final:
+            if known is not None and known[1] and not final:
                 continue  # an early row never replaces the final one
-            window[slot] = (totals, cell.final)
-            if side == CANARY and totals.n > 0:
+            window[slot] = (totals, final)
+            if name == CANARY and totals.n > 0:
                 pair.canary_seen = True
-            if cell.dims.get(VERSION, ROLLUP) != ROLLUP and totals.n > 0:
-                pair.open_versions.setdefault(cell.window_start, set()).add(
-                    (side, cell.dims[VERSION])
-                )
+            if dims.get(VERSION, ROLLUP) != ROLLUP and totals.n > 0:
+                pair.open_versions.setdefault(start, set()).add((name, dims[VERSION]))
+
+    def _looks(self, touched: dict[Dims, tuple[int, int]], event_time: int) -> list[Evaluation]:
         out = []
         for key, (window_start, window_end) in touched.items():
-            pair = state.pairs[key]
+            pair = self.state.pairs[key]
             self._fold(pair)
             self._begin(pair)
             if not pair.canary_seen:

@@ -127,17 +127,9 @@ def evaluate_blocks(
     """The per-cell `evaluate` of a block rule: the cells in order (:func:`in_order`), one
     block per run of the same window, start and finality, judged as the stage judges."""
     out: list[Evaluation] = []
-    ordered = in_order(cells)
-    start = 0
-    for i in range(1, len(ordered) + 1):
-        if i == len(ordered) or _block_of(ordered[i]) != _block_of(ordered[start]):
-            out.extend(evaluator.judge_block(CellList(ordered[start:i]), event_time).evaluations())
-            start = i
+    for block in CellList.runs(in_order(cells)):
+        out.extend(evaluator.judge_block(block, event_time).evaluations())
     return out
-
-
-def _block_of(cell: CellWindow) -> tuple[str, int, int, bool]:
-    return cell.window, cell.window_start, cell.window_end, cell.final
 
 
 def verdict(

@@ -28,7 +28,10 @@ class RatioEvaluator(ComparisonRule[RatioRule]):
         super().__init__(rule)
         self.numerator: str = rule.numerator.metric
         self.denominator: str = rule.denominator.metric
-        self.label = f"{self.numerator} / {self.denominator} × {rule.scale:g}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.numerator} / {self.denominator} × {self.config.scale:g}"
 
     def quantity(self, block: CellBlock) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rule = self.config
