@@ -86,7 +86,7 @@ def _series_panel(
 def _ratio_panel(
     ids: PanelIds, title: str, description: str, ratio: sql.Ratio, alias: str, unit: str
 ) -> timeseries.Panel:
-    query = sql.by_version(ratio.sql, alias, measured=ratio.denominator)
+    query = sql.by_version(ratio.sql, alias, measured=ratio.denominator, shown_if=ratio.about)
     return _series_panel(ids, title, description, query, unit)
 
 

@@ -57,19 +57,27 @@ def _metrics_where(*by: str) -> str:
 SERIES = "concat(model_version, ' · ', deployment)"
 
 
-def by_version(value: str, alias: str, measured: str | None = None) -> str:
+def by_version(
+    value: str, alias: str, measured: str | None = None, shown_if: str | None = None
+) -> str:
     """A time series per model version × deployment (canary vs primary), per time bucket;
     only the buckets where `measured` (a ratio's denominator) is not 0, so a version
-    without that kind of feedback draws no empty series."""
+    without that kind of feedback draws no empty series; and with `shown_if` (a count),
+    only the series where it is not 0 over the whole range."""
     having = f"HAVING {measured} > 0\n" if measured else ""
-    return (
-        f"SELECT $__timeInterval(window_start) AS time, {SERIES} AS series, {value} AS {alias}\n"
+    select = f"SELECT $__timeInterval(window_start) AS time, {SERIES} AS series, {value} AS {alias}"
+    if shown_if:
+        select += f",\n    sum({shown_if}) OVER (PARTITION BY series) AS series_total"
+    query = (
+        f"{select}\n"
         f"FROM {DB}.metrics FINAL\n"
         f"WHERE {_metrics_where('model_version')}\n"
         "GROUP BY time, series\n"
         f"{having}"
-        "ORDER BY time, series"
     )
+    if shown_if:
+        query = f"SELECT time, series, {alias} FROM (\n{query})\nWHERE series_total > 0\n"
+    return query + "ORDER BY time, series"
 
 
 def total(value: str, alias: str) -> str:
@@ -84,6 +92,9 @@ class Ratio:
     numerator: str
     denominator: str
     complement: bool = False  # 1 - numerator / denominator
+    # The events the ratio is about, where the denominator counts others too (a CTR's
+    # clicks among all impressions): a series with none in the range is not drawn.
+    about: str | None = None
 
     @property
     def sql(self) -> str:
@@ -95,7 +106,7 @@ ACCURACY = Ratio("sum(correct_count)", "sum(labeled_count)")
 ERROR_RATE = Ratio("sum(correct_count)", "sum(labeled_count)", complement=True)
 THUMBS_DOWN_RATE = Ratio("sum(thumbs_down)", "sum(thumbs_up) + sum(thumbs_down)")
 REWARD_MEAN = Ratio("sum(reward_sum)", "sum(reward_count)")
-CTR = Ratio("sum(clicks)", "sum(impressions)")
+CTR = Ratio("sum(clicks)", "sum(impressions)", about="sum(clicks)")
 FEEDBACK = "sum(feedback_count)"
 
 LATENCY = (

@@ -214,7 +214,10 @@ def test_quality_panels_are_ratios_by_version_and_deployment(store: Store) -> No
     # the versions with labels (fraud-detector's primary and canary) and unjoined labels
     assert {name for _, name in accuracy} == {"v12 · primary", "v13 · canary", "unknown · unknown"}
     assert all(0 <= r["thumbs_down_rate"] <= 1 for r in dash.rows("timeseries 'Thumbs-down rate'"))
-    assert all(0 <= r["ctr"] <= 1 for r in dash.rows("timeseries 'CTR'"))
+    ctr = dash.rows("timeseries 'CTR'")
+    assert all(0 <= r["ctr"] <= 1 for r in ctr) and any(r["ctr"] > 0 for r in ctr)
+    # only the ranker's versions have clicks: the other models draw no flat 0% series
+    assert {r["series"] for r in ctr} == {"r7 · primary", "r8 · canary"}
     assert all(r["reward_mean"] is not None for r in dash.rows("timeseries 'Reward (mean)'"))
     latency = dash.rows("timeseries 'Latency p50 / p95 / p99'")
     assert latency and all(0 < r["p50"] <= r["p95"] <= r["p99"] for r in latency)
