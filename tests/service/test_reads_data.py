@@ -60,6 +60,12 @@ def seed(home: Path, alerts: bool = True) -> None:
                     f"('1m', '{WINDOW_START}', '2026-01-05 10:01:00', '{tenant}', 'm', "
                     f"'primary', '{version}', '*', '*', '', 1, 1, 10, 10, {5 + i}, {0.5 + i / 10})"
                 )
+            client.command(
+                "INSERT INTO pulse.metrics_late (window, window_start, tenant, model_id, "
+                "deployment, model_version, segment, endpoint, stream, event_id) VALUES "
+                f"('1m', '{WINDOW_START}', '{tenant}', 'm', 'primary', 'v1', '*', '*', "
+                f"'feedback', 'late-{tenant}')"
+            )
             if alerts:
                 client.command(
                     "INSERT INTO pulse.alerts (rule, fingerprint, episode, sequence, state, "

@@ -146,7 +146,8 @@ def test_a_tenant_bound_key_sees_only_its_tenant(service: ServiceFactory, seeded
         "union": "SELECT tenant FROM pulse.metrics UNION DISTINCT SELECT tenant FROM pulse.alerts",
         "in": "SELECT DISTINCT tenant FROM pulse.alerts WHERE tenant IN "
         "(SELECT tenant FROM pulse.metrics)",
-        "view": "SELECT DISTINCT tenant FROM pulse.late_counts UNION DISTINCT SELECT 'acme'",
+        "view": "SELECT DISTINCT tenant FROM pulse.late_counts",
+        "no FROM": "SELECT 'acme' UNION DISTINCT SELECT tenant FROM pulse.metrics_late",
     }
     for name, sql in seen.items():
         response = _post(running, sql, acme)
@@ -155,8 +156,9 @@ def test_a_tenant_bound_key_sees_only_its_tenant(service: ServiceFactory, seeded
     counted = _post(running, "SELECT count() FROM pulse.metrics", acme).json()["rows"]
     assert counted == [[2]]
     # the operator's key (tenant "*") sees both
-    both = _post(running, "SELECT DISTINCT tenant FROM pulse.metrics ORDER BY tenant").json()
-    assert both["rows"] == [["acme"], ["globex"]]
+    for table in ("metrics", "late_counts", "alerts"):
+        sql = f"SELECT DISTINCT tenant FROM pulse.{table} ORDER BY tenant"
+        assert _post(running, sql).json()["rows"] == [["acme"], ["globex"]], table
 
 
 @pytest.mark.parametrize(
