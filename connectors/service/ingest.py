@@ -25,6 +25,7 @@ from connectors.event_writer import route
 from connectors.service.auth import Principal, require
 from connectors.service.context import EventLogUnavailable, ServiceContext
 from connectors.service.rate_limit import RateLimit
+from connectors.service.responses import Problem, Responses, keyed
 from operators import contract
 from operators.decode import BatchDecoder
 from operators.ingest import EventType, IngestBatch, IngestValidator, split_body
@@ -53,10 +54,7 @@ class IngestResponse(BaseModel):
     accepted: int
     rejected: int
     results: list[ItemResult]
-
-
-class Problem(BaseModel):
-    detail: str
+    detail: str | None = None  # why nothing was looked at (an empty body)
 
 
 class _Ingestion:
@@ -144,7 +142,9 @@ async def _ingest(request: Request, principal: Principal, expected: EventType) -
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     items = split_body(body, ndjson=media_type in NDJSON_TYPES)
     if not items:
-        return _problem(422, "the body holds no events")
+        return _json(
+            422, {"accepted": 0, "rejected": 0, "results": [], "detail": "the body holds no events"}
+        )
     if len(items) > service.max_batch_events:
         return _problem(
             413,
@@ -223,15 +223,25 @@ def _openapi(expected: EventType) -> dict[str, Any]:
     }
 
 
-_RESPONSES: dict[int | str, dict[str, Any]] = {
+_RESPONSES: Responses = {
     202: {"description": "Some or all events accepted, and durable in the event log."},
-    403: {"model": IngestResponse, "description": "Every event claimed another tenant."},
-    413: {"model": Problem, "description": "Body or batch too large."},
-    415: {"model": Problem, "description": "A compressed body (send it uncompressed)."},
+    403: {
+        "model": IngestResponse | Problem,
+        "description": "The key lacks the `ingest` scope (`detail`), or every event claimed "
+        "another tenant than the key's (per-item results).",
+    },
+    415: {"model": Problem, "description": "A compressed body: send it uncompressed."},
     422: {"model": IngestResponse, "description": "No event accepted; each item says why."},
-    429: {"model": Problem, "description": "The key is over its rate limit: see Retry-After."},
-    503: {"model": Problem, "description": "The event log did not confirm: see Retry-After."},
 }
+_ROUTE = keyed(
+    "ingest",
+    413,
+    429,
+    503,
+    own=_RESPONSES,
+    description="One event, a JSON array or NDJSON; per item accepted or rejected "
+    "(docs/ingestion.md).",
+)
 _Ingest = Annotated[Principal, Depends(require("ingest"))]
 
 
@@ -239,7 +249,7 @@ _Ingest = Annotated[Principal, Depends(require("ingest"))]
     "/v1/inferences",
     status_code=202,
     response_model=IngestResponse,
-    responses=_RESPONSES,
+    **_ROUTE,
     openapi_extra=_openapi("inference"),
     summary="Send inferences",
 )
@@ -251,7 +261,7 @@ async def post_inferences(request: Request, principal: _Ingest) -> Response:
     "/v1/feedback",
     status_code=202,
     response_model=IngestResponse,
-    responses=_RESPONSES,
+    **_ROUTE,
     openapi_extra=_openapi("feedback"),
     summary="Send feedback",
 )
