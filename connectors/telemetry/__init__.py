@@ -26,7 +26,7 @@ def observe_emission(_step: str, item: tuple[str, Any]) -> None:
     window emissions become gauges."""
     telemetry = _current
     if telemetry is not None and isinstance(item[1], WindowMetrics):
-        telemetry.windows.observe(item[1].columns)
+        telemetry.windows.observe(item[1].columns, item[1].fields)
 
 
 def service_telemetry(settings: Settings, stats: FlowStats) -> Telemetry | None:

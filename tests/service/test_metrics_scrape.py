@@ -42,6 +42,13 @@ def settings_for(home: Path, **env: str) -> Settings:
     )
 
 
+def run_flow(settings: Settings, service: ServiceFactory) -> tuple[RunningService, FlowStats]:
+    stats = FlowStats()
+    telemetry = service_telemetry(settings, stats)
+    run_main(build_flow(settings, stats, recovery=False))
+    return service(settings, telemetry=telemetry, stats=stats), stats
+
+
 def write_traffic(settings: Settings) -> Counter[str]:
     """Seeded clean traffic and MALFORMED lines that are not JSON; lines per stream."""
     profile = TrafficProfile(
@@ -86,10 +93,8 @@ def query(running: RunningService, sql: str) -> list[dict[str, Any]]:
 def ran(home: Path, service: ServiceFactory) -> tuple[RunningService, FlowStats, Counter[str]]:
     settings = settings_for(home)
     lines = write_traffic(settings)
-    stats = FlowStats()
-    telemetry = service_telemetry(settings, stats)
-    run_main(build_flow(settings, stats, recovery=False))
-    return service(settings, telemetry=telemetry, stats=stats), stats, lines
+    running, stats = run_flow(settings, service)
+    return running, stats, lines
 
 
 def test_self_metrics_count_the_known_input(ran: Any) -> None:
@@ -143,6 +148,39 @@ def test_window_gauges_hold_the_newest_final_values_of_the_store(ran: Any) -> No
     assert accuracy == pytest.approx(expected)
     assert not any("*" in lab.values() for lab, _ in samples["pulse_feedback_count"])
     assert one(samples, "pulse_telemetry_series_dropped_total") == 0
+
+
+def test_a_dim_left_out_of_the_gauges_is_summed_over(home: Path, service: ServiceFactory) -> None:
+    """Default gauge dims leave out tenant, which is never rolled up: the gauge is the sum
+    over tenants of the newest window's rows, its ratios derived from the summed fields."""
+    settings = settings_for(home, PULSE_TELEMETRY_GAUGE_DIMS=json.dumps(DIMS[1:]))
+    write_traffic(settings)
+    running, _ = run_flow(settings, service)
+    samples = scrape(running)
+    dims = ", ".join(DIMS[1:])
+    finest = " AND ".join(f"{d} != '*'" for d in DIMS[1:])
+    expected = query(
+        running,
+        f"""SELECT window, {dims}, sum(feedback_count) AS n, count() AS tenants,
+                   if(sum(labeled_count) = 0, NULL, sum(correct_count) / sum(labeled_count)) AS acc
+            FROM {{db}}.metrics AS m FINAL
+            JOIN (SELECT window, {dims}, max(window_start) AS newest FROM {{db}}.metrics FINAL
+                  WHERE {finest} GROUP BY window, {dims}) AS w USING (window, {dims})
+            WHERE {finest} AND m.window_start = w.newest
+            GROUP BY window, {dims}""",
+    )
+    assert any(r["tenants"] > 1 for r in expected)  # the input has rows to sum
+    key = ("window", *DIMS[1:])
+    counts = {tuple(lab[k] for k in key): v for lab, v in samples["pulse_feedback_count"]}
+    assert counts == {tuple(r[k] for k in key): float(r["n"]) for r in expected}
+    accuracy = {tuple(lab[k] for k in key): v for lab, v in samples["pulse_accuracy"]}
+    assert accuracy == pytest.approx(
+        {tuple(r[k] for k in key): r["acc"] for r in expected if r["acc"] is not None}
+    )
+    latency = {tuple(lab[k] for k in key) for lab, _ in samples.get("pulse_latency_p50", [])}
+    summed = {tuple(r[k] for k in key) for r in expected if r["tenants"] > 1}
+    assert not latency & summed  # quantiles cannot be summed: not reported
+    assert all("tenant" not in lab for lab, _ in samples["pulse_feedback_count"])
 
 
 def test_requests_are_counted_by_route_and_status(ran: Any) -> None:
