@@ -10,7 +10,9 @@ windows, or a window below `min_samples`, is inconclusive. A baseline mean of 0 
 any rise an infinite change (and no change when the value is 0 too).
 
 State per cell: a ring of (start, end, value, samples) of at most K + (windows that
-overlap one window) entries; plain data, picklable.
+overlap one window) entries; plain data, picklable. A block of cells is judged at once:
+each cell's baseline mean is read from its ring, the verdicts computed with numpy
+(:func:`spike_outcomes`), and a reason is written only for the cells asked.
 """
 
 from __future__ import annotations
@@ -19,11 +21,21 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from config.rules import SpikeRule
-from operators.rules.evaluation import CellWindow
-from operators.rules.evaluators.cell_rule import CellRule, holds, too_few, verdict
-from operators.rules.evaluators.reading import in_order, samples
-from operators.rules.lifecycle import Dims, Evaluation, Outcome, dims_of
+from operators.rules.columns import CellBlock
+from operators.rules.evaluation import (
+    FALSE,
+    INCONCLUSIVE,
+    OUTCOMES,
+    TRUE,
+    BlockVerdicts,
+    CellWindow,
+)
+from operators.rules.evaluators.cell_rule import CellRule, evaluate_blocks, too_few, verdict
+from operators.rules.evaluators.reading import samples
+from operators.rules.lifecycle import Dims, Evaluation, Outcome
 
 # (window start, window end, value, samples) of one final window
 Point = tuple[int, int, float, int]
@@ -45,58 +57,97 @@ class SpikeEvaluator(CellRule[SpikeRule]):
         self.state: SpikeState = state if state is not None else SpikeState()
 
     def evaluate(self, cells: Sequence[CellWindow], event_time: int) -> list[Evaluation]:
-        out = []
-        for cell in in_order(cells):
-            key = dims_of(cell.dims)
-            ring = self.state.rings.setdefault(key, [])
-            out.append(self._judge(key, ring, cell, event_time))
-            if cell.final:
-                self._absorb(ring, cell)
-        return out
+        return evaluate_blocks(self, cells, event_time)
 
-    def _absorb(self, ring: list[Point], cell: CellWindow) -> None:
-        if ring and cell.window_start <= ring[-1][0]:
+    def judge_block(self, block: CellBlock, event_time: int) -> BlockVerdicts:
+        """Each cell against its ring's baseline before this window, then (a final row)
+        the window joins the ring; the verdicts with numpy (:func:`spike_outcomes`)."""
+        rule = self.config
+        keys = block.keys
+        value = block.metric(rule.metric)
+        n = block.samples(rule.metric)
+        values, counts = value.tolist(), n.tolist()
+        start = block.window_start
+        baselines: list[list[Point]] = []
+        means = np.full(len(keys), np.nan)
+        for i, key in enumerate(keys):
+            ring = self.state.rings.setdefault(key, [])
+            baseline = [p for p in ring if p[1] <= start][-rule.baseline_windows :]
+            baselines.append(baseline)
+            if baseline:
+                means[i] = sum(p[2] for p in baseline) / len(baseline)
+            if block.final:
+                self._absorb(ring, start, block.window_end, values[i], counts[i])
+        full = np.array([len(b) >= rule.baseline_windows for b in baselines], dtype=bool)
+        outcomes, change = spike_outcomes(rule, value, n, means, full)
+
+        def evaluation(i: int) -> Evaluation:
+            return self._record(
+                keys[i], block.cell(i), event_time, OUTCOMES[outcomes[i]], baselines[i],
+                float(means[i]), float(change[i]),
+            )  # fmt: skip
+
+        return BlockVerdicts(outcomes, evaluation)
+
+    def _absorb(self, ring: list[Point], start: int, end: int, value: float, n: int) -> None:
+        if ring and start <= ring[-1][0]:
             return  # a window already absorbed (a replay) or older
-        value = cell.metrics.get(self.config.metric)
-        n = samples(self.config.metric, cell.fields)
-        if value is None or not math.isfinite(value) or n < max(self.config.min_samples, 1):
-            return
-        ring.append((cell.window_start, cell.window_end, value, n))
+        if not math.isfinite(value) or n < max(self.config.min_samples, 1):
+            return  # NaN (no value) is not finite either
+        ring.append((start, end, value, n))
         del ring[: max(0, len(ring) - self.keep)]
 
-    def _judge(self, key: Dims, ring: list[Point], cell: CellWindow, event_time: int) -> Evaluation:
+    def _record(
+        self,
+        key: Dims,
+        cell: CellWindow,
+        event_time: int,
+        outcome: Outcome,
+        baseline: list[Point],
+        mean: float,
+        change: float,
+    ) -> Evaluation:
         rule = self.config
         value = cell.metrics.get(rule.metric)
         n = samples(rule.metric, cell.fields)
-        baseline = [p for p in ring if p[1] <= cell.window_start][-rule.baseline_windows :]
         base_n = sum(p[3] for p in baseline) if baseline else None
         if value is None or n < rule.min_samples:
             reason = too_few(rule.metric, value, n, rule.min_samples)
-            return verdict(cell, event_time, Outcome.INCONCLUSIVE, reason, dims=key,
+            return verdict(cell, event_time, outcome, reason, dims=key,
                            value=value, samples=n, baseline_samples=base_n)  # fmt: skip
-        if not baseline or len(baseline) < rule.baseline_windows:
+        if len(baseline) < rule.baseline_windows:
             reason = (
                 f"{rule.metric} {value:.4g}: baseline has {len(baseline)} of "
                 f"{rule.baseline_windows} windows"
             )
-            return verdict(cell, event_time, Outcome.INCONCLUSIVE, reason, dims=key,
+            return verdict(cell, event_time, outcome, reason, dims=key,
                            value=value, samples=n, baseline_samples=base_n)  # fmt: skip
-        mean = sum(p[2] for p in baseline) / len(baseline)
-        change = _relative_change(value, mean)
-        up = rule.direction in ("up", "both") and change >= rule.change
-        down = rule.direction in ("down", "both") and -change >= rule.change
         rising = rule.direction == "up" or (rule.direction == "both" and value >= mean)
         threshold = mean * (1 + rule.change) if rising else mean * (1 - rule.change)
+        beyond = outcome is Outcome.TRUE
         reason = (
             f"{rule.metric} {value:.4g} against a mean of {mean:.4g} over "
             f"{len(baseline)} windows: {change:+.1%} "
-            f"({'beyond' if up or down else 'within'} {rule.change:.0%} {rule.direction})"
+            f"({'beyond' if beyond else 'within'} {rule.change:.0%} {rule.direction})"
         )
-        return verdict(cell, event_time, holds(up or down), reason, dims=key, value=value,
+        return verdict(cell, event_time, outcome, reason, dims=key, value=value,
                        threshold=threshold, samples=n, baseline_samples=base_n)  # fmt: skip
 
 
-def _relative_change(value: float, mean: float) -> float:
-    if mean == 0:
-        return 0.0 if value == 0 else math.copysign(math.inf, value)
-    return (value - mean) / abs(mean)
+def spike_outcomes(
+    rule: SpikeRule, value: np.ndarray, n: np.ndarray, mean: np.ndarray, full: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The one definition of a spike verdict, per cell: INCONCLUSIVE without a value,
+    under `min_samples` or without `baseline_windows` baseline windows; else TRUE when
+    the relative change against the baseline mean is `change` or more in `direction`.
+    Also the changes (for the reasons)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        change = (value - mean) / np.abs(mean)
+    change = np.where(mean == 0, np.where(value == 0, 0.0, np.copysign(np.inf, value)), change)
+    up = rule.direction in ("up", "both")
+    down = rule.direction in ("down", "both")
+    with np.errstate(invalid="ignore"):
+        beyond = (up & (change >= rule.change)) | (down & (-change >= rule.change))
+    known = ~np.isnan(value) & (n >= rule.min_samples) & full
+    outcomes = np.where(known, np.where(beyond, TRUE, FALSE), INCONCLUSIVE).astype(np.int8)
+    return outcomes, change
