@@ -23,7 +23,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from connectors.event_writer import route
 from connectors.service.auth import Principal, require
-from connectors.service.context import EventLogUnavailable, ServiceContext
+from connectors.service.context import DurableLog, EventLogUnavailable, ServiceContext
 from connectors.service.rate_limit import RateLimit
 from connectors.service.responses import Problem, Responses, keyed
 from operators import contract
@@ -33,6 +33,7 @@ from operators.ingest import EventType, IngestBatch, IngestValidator, split_body
 router = APIRouter(tags=["ingestion"])
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/ndjson")
 NO_LOG_RETRY_S = 30  # no event log configured in this process: an operator must act
+INLINE_BYTES = 64 * 1024  # bodies up to this size are split on the event loop itself
 
 
 class ItemError(BaseModel):
@@ -127,6 +128,11 @@ def _results(batch: IngestBatch) -> dict[str, Any]:
     }
 
 
+def _append(log: DurableLog, lines: list[bytes], timeout_s: float) -> None:
+    """Each line placed as a producer places it (stream, key = request_id), then durable."""
+    log.append([route(line) for line in lines], timeout_s)
+
+
 async def _ingest(request: Request, principal: Principal, expected: EventType) -> Response:
     context: ServiceContext = request.app.state.context
     service = context.settings.service
@@ -140,7 +146,11 @@ async def _ingest(request: Request, principal: Principal, expected: EventType) -
             413, f"the body exceeds service.max_body_bytes={service.max_body_bytes} bytes"
         )
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    items = split_body(body, ndjson=media_type in NDJSON_TYPES)
+    ndjson = media_type in NDJSON_TYPES
+    if len(body) > INLINE_BYTES:  # parsing megabytes would stall the event loop
+        items = await run_in_threadpool(split_body, body, ndjson)
+    else:
+        items = split_body(body, ndjson)
     if not items:
         return _json(
             422, {"accepted": 0, "rejected": 0, "results": [], "detail": "the body holds no events"}
@@ -172,9 +182,8 @@ async def _ingest(request: Request, principal: Principal, expected: EventType) -
     if not batch.accepted:
         code = status.HTTP_403_FORBIDDEN if batch.only_tenant_rejections else 422
         return _json(code, _results(batch))
-    routed = [route(line) for line in batch.lines]
     try:
-        await run_in_threadpool(context.log.append, routed, service.ingest_timeout / 1000)
+        await run_in_threadpool(_append, context.log, batch.lines, service.ingest_timeout / 1000)
     except EventLogUnavailable as exc:
         return _problem(503, f"nothing was accepted: {exc}; retry", exc.retry_after_s)
     return _json(202, _results(batch))

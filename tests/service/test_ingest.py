@@ -131,6 +131,19 @@ def test_ndjson_and_a_single_event(service: ServiceFactory, home: Path) -> None:
     assert [e["event_id"] for e in logged(home)["feedback"]] == ["e0", "e1", "e2", "e9"]
 
 
+def test_a_large_batch(service: ServiceFactory, home: Path) -> None:
+    running = start(service, settings_for(home))
+    batch = [feedback(f"e{i}", f"r{i}") for i in range(2000)]
+    body = json.dumps(batch).encode()
+    assert len(body) > 64 * 1024  # split off the event loop
+    with running.client() as client:
+        response = client.post("/v1/feedback", content=body)
+    assert response.status_code == 202 and response.json()["accepted"] == 2000
+    assert sorted(e["event_id"] for e in logged(home)["feedback"]) == sorted(
+        e["event_id"] for e in batch
+    )
+
+
 def test_nothing_accepted_is_422_with_each_reason(service: ServiceFactory, home: Path) -> None:
     running = start(service, settings_for(home))
     with running.client() as client:
