@@ -106,3 +106,18 @@ def test_a_store_that_does_not_answer_is_a_503_naming_it(
     for response in (listed, added):
         assert response.status_code == 503
         assert "the silences cannot be used now" in response.json()["detail"]
+
+
+def test_the_flow_polls_what_the_service_stored(service: ServiceFactory, home: Path) -> None:
+    """The rules stage of the process that holds the store reads silences with its own
+    client (dataflows.feedback._runtime_silences), not over HTTP."""
+    from dataflows.feedback import _runtime_silences
+
+    running = service(migrated(load_settings(environ={"PULSE_HOME": str(home)})))
+    with running.client() as client:
+        added = client.post("/v1/silences", json={"matchers": {"model_id": "m1"}, "for": "1h"})
+    assert added.status_code == 201
+    active = _runtime_silences(running.context.target)
+    (silence,) = active(int(time.time() * 1000))
+    assert silence.until == added.json()["until_ms"]
+    assert active(added.json()["until_ms"]) == []  # event time past the expiry
