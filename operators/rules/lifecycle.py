@@ -167,12 +167,19 @@ class Lifecycle:
         self.policies = {p.rule: p for p in policies}
         self.resolved_retention_ms = resolved_retention_ms
         self.alerts: dict[str, AlertRecord] = {} if alerts is None else alerts
+        # Which rule × dims each alert is (not in a snapshot: learned as alerts are
+        # created or observed again), and the dims with an alert per rule: `alerted`
+        # reads these while they cover every alert.
+        self._located: dict[str, tuple[str, Dims]] = {}
+        self._by_rule: dict[str, set[Dims]] = {}
 
     def observe(self, rule: str, evaluation: Evaluation) -> list[Transition]:
         """The transitions one evaluation causes (none, one, or pending then firing)."""
         policy = self.policies[rule]
         fp = fingerprint(rule, evaluation.dims)
         record = self.alerts.get(fp)
+        if record is not None and fp not in self._located:
+            self._locate(fp, rule, evaluation.dims)
         t = evaluation.event_time
         if evaluation.outcome is Outcome.INCONCLUSIVE:
             return self._inconclusive(policy, fp, record, evaluation)
@@ -183,7 +190,7 @@ class Lifecycle:
         if record is None:
             return []
         if record.state is AlertState.INACTIVE:
-            del self.alerts[fp]  # a snapshot's record of a recorded inconclusive spell
+            self._drop(fp)  # a snapshot's record of a recorded inconclusive spell
             return []
         if record.state is AlertState.PENDING:
             return [self._move(policy, fp, record, evaluation, AlertState.RESOLVED, notify=False)]
@@ -201,7 +208,23 @@ class Lifecycle:
         alerts = self.alerts
         if not alerts:
             return [False] * len(cells)
-        return [_fingerprint(rule, dims) in alerts for dims in cells]
+        if len(self._located) == len(alerts):  # every alert's rule × dims is known
+            having = self._by_rule.get(rule)
+            if not having:
+                return [False] * len(cells)
+            return [dims in having for dims in cells]
+        return [_fingerprint(rule, dims) in alerts for dims in cells]  # after a resume
+
+    def _locate(self, fp: str, rule: str, dims: Dims) -> None:
+        dims = tuple(sorted(dims))
+        self._located[fp] = (rule, dims)
+        self._by_rule.setdefault(rule, set()).add(dims)
+
+    def _drop(self, fp: str) -> None:
+        del self.alerts[fp]
+        located = self._located.pop(fp, None)
+        if located is not None:
+            self._by_rule[located[0]].discard(located[1])
 
     def _holds(
         self, policy: Policy, fp: str, record: AlertRecord | None, evaluation: Evaluation
@@ -214,6 +237,7 @@ class Lifecycle:
             previous = AlertState.INACTIVE if record is None else record.state
             record = AlertRecord(previous, episode, t, t, t, inconclusive=False)
             self.alerts[fp] = record
+            self._locate(fp, policy.rule, evaluation.dims)
             if policy.for_ms > 0:  # with no `for`, it fires below with no pending row
                 transitions.append(
                     self._move(policy, fp, record, evaluation, AlertState.PENDING, notify=False)
@@ -313,7 +337,7 @@ class Lifecycle:
             and now - record.since >= self.resolved_retention_ms
         ]
         for fp in expired:
-            del self.alerts[fp]
+            self._drop(fp)
         return len(expired)
 
     def state_of(self, rule: str, dims: Dims | Mapping[str, str]) -> AlertState:

@@ -138,7 +138,12 @@ def _key(t: Any) -> tuple[Any, ...]:
     return (t.rule, t.fingerprint, t.state.value, t.event_time, t.reason, t.samples)
 
 
-def staged(rules: list[Any], items: list[WindowMetrics]) -> list[tuple[Any, ...]]:
+def staged(
+    rules: list[Any], items: list[WindowMetrics], resume_at: int | None = None
+) -> list[tuple[Any, ...]]:
+    """The stage's `alerts` rows; with `resume_at`, a snapshot is taken after that many
+    emissions and a new stage resumes from it (its alerts' dims are not in the snapshot:
+    it finds them by fingerprint until it has seen them again)."""
     config = RulesConfig(
         evaluators=lambda: [evaluator(rule) for rule in rules],
         reads=tuple((r.window, tuple(r.cells_read().values())) for r in rules),
@@ -147,7 +152,13 @@ def staged(rules: list[Any], items: list[WindowMetrics]) -> list[tuple[Any, ...]
         allowed_lateness=LATENESS,
         group_wait_ms=0,
     )
-    rows = alert_rows(run(RulesStage(config, FlowStats()), items))
+    if resume_at is None:
+        rows = alert_rows(run(RulesStage(config, FlowStats()), items))
+    else:
+        first = RulesStage(config, FlowStats())
+        rows = alert_rows(run(first, items[:resume_at], eof=False))
+        resumed = RulesStage(config, FlowStats(), first.snapshot())
+        rows += alert_rows(run(resumed, items[resume_at:]))
     return [
         (r["rule"], r["fingerprint"], r["state"], r["event_time"], r["reason"], r["samples"])
         for r in rows
@@ -160,6 +171,12 @@ def test_the_stage_records_what_observing_every_cell_records(seed: int) -> None:
     expected = reference(RULES, items)
     assert {k[2] for k in expected} >= {"pending", "firing", "resolved"}  # it can fail
     assert staged(RULES, items) == expected
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_resumed_stage_records_the_same(seed: int) -> None:
+    items = emissions(seed)
+    assert staged(RULES, items, resume_at=len(items) // 2) == reference(RULES, items)
 
 
 def test_a_block_judges_each_cell_as_if_it_were_alone() -> None:
