@@ -7,11 +7,19 @@ the emission (oldest end first):
 1. fixes the event time of the evaluation: a final window at its end + allowed lateness
    (the watermark that made it final: the same in a live run and a replay), early rows at
    the emission's watermark; never earlier than the stage's last evaluation (`clock`);
-2. picks the rows some rule can read with numpy (:mod:`operators.rules.cell_windows`) and
-   builds :class:`~operators.rules.evaluation.CellWindow` records for those only;
-3. asks each rule of that window for its evaluations on the cells its mask picked (the
-   mask is the selector's exact decision, taken once per dictionary value: no per-cell
-   selector call), feeds them to the :class:`~operators.rules.lifecycle.Lifecycle`;
+2. picks the rows some rule can read with numpy (:mod:`operators.rules.cell_windows`: each
+   rule's mask is the selector's exact decision, taken once per dictionary value) and
+   reads them as columns (:class:`~operators.rules.columns.WindowColumns`);
+3. judges each rule of that window on the cells of its mask. Threshold, ratio, spike and
+   drift judge the whole block with numpy (:class:`~operators.rules.evaluation.BlockEvaluator`);
+   only the cells whose condition holds, or that have an alert
+   (:meth:`~operators.rules.lifecycle.Lifecycle.alerted`), become
+   :class:`~operators.rules.lifecycle.Evaluation` records for the
+   :class:`~operators.rules.lifecycle.Lifecycle`: for the others the lifecycle would make
+   no transition and keep no state, so skipping them is exact (a thin cell's
+   inconclusive result, a healthy cell's FALSE cost no Python object). A canary reads its
+   sides from its reads' masks (:class:`~operators.rules.evaluation.SidesEvaluator`);
+   any other evaluator gets :class:`~operators.rules.evaluation.CellWindow` records;
 4. routes the transitions through :class:`~operators.rules.silences.Muting` (silences and
    inhibition) and the :class:`~operators.rules.grouping.Grouper` (group_wait in event
    time) into :class:`~operators.rules.alerts.Notification` records; a firing transition
