@@ -59,3 +59,6 @@ class ServiceContext:
         if self.log is not None:
             self.log.close()
         self.store.close()
+        for extra in self.extras.values():  # what routes opened for themselves
+            if callable(getattr(extra, "close", None)):
+                extra.close()

@@ -38,10 +38,12 @@ def _missing(exc: QueryError, what: str) -> HTTPException | None:
 
 
 def _run(context: ServiceContext) -> alert_report.Run:
-    settings = guard(context).settings(None)
+    """Our own SQL, on the guard's client and with its settings (readonly, time limit)."""
+    reads = guard(context)
+    settings = reads.settings(None)
 
     def run(sql: str, params: dict[str, Any]) -> QueryResult:
-        return context.store.query(sql, params, settings)
+        return reads.store.query(sql, params, settings)
 
     return run
 

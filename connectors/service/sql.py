@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import threading
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
@@ -25,6 +26,7 @@ from connectors.service.auth import Principal, require
 from connectors.service.context import ServiceContext
 from connectors.service.responses import Responses, keyed
 from connectors.service.sql_guard import ReadOnlyGuard
+from connectors.service.store import Store
 
 router = APIRouter(tags=["reads"])
 
@@ -66,15 +68,23 @@ def render(result: QueryResult, fmt: Format, **extra: Any) -> Response:
     return Response(json.dumps(body, default=_json_default), media_type="application/json")
 
 
+_made = threading.Lock()
+
+
 def guard(context: ServiceContext) -> ReadOnlyGuard:
-    """The service's guard, made once (it caches the engine's table-function list)."""
-    made = context.extras.get("sql_guard")
-    if not isinstance(made, ReadOnlyGuard):
-        service = context.settings.service
-        made = ReadOnlyGuard(
-            context.store, context.target.database, service.query_max_rows, service.query_timeout
-        )
-        context.extras["sql_guard"] = made
+    """The service's guard, made once, on a ClickHouse client of its own (so a long query
+    holds up no other route); ``context.close()`` closes it with the rest."""
+    with _made:
+        made = context.extras.get("sql_guard")
+        if not isinstance(made, ReadOnlyGuard):
+            service = context.settings.service
+            made = ReadOnlyGuard(
+                Store(context.target),
+                context.target.database,
+                service.query_max_rows,
+                service.query_timeout,
+            )
+            context.extras["sql_guard"] = made
     return made
 
 

@@ -98,7 +98,12 @@ def _denied(name: str) -> bool:
 
 
 class ReadOnlyGuard:
-    """Runs a caller's SQL read-only, within limits, and filtered to the caller's tenant."""
+    """Runs a caller's SQL read-only, within limits, and filtered to the caller's tenant.
+
+    Give it a store of its own (its own ClickHouse client): a query may run for
+    ``service.query_timeout``, and the service's shared client (readiness, silences) must
+    not wait behind it. :meth:`close` closes that store.
+    """
 
     def __init__(self, store: Store, database: str, max_rows: int, timeout_ms: int) -> None:
         self.store = store
@@ -106,6 +111,9 @@ class ReadOnlyGuard:
         self.max_rows = max_rows
         self.timeout_s = max(1, math.ceil(timeout_ms / 1000))
         self._table_functions: frozenset[str] | None = None
+
+    def close(self) -> None:
+        self.store.close()
 
     def tenant_tables(self) -> list[str]:
         """Every table and view of the database with a ``tenant`` column, as `db.table`."""

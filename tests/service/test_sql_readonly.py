@@ -126,6 +126,37 @@ def test_result_rows_beyond_the_limit_are_an_error(service: ServiceFactory, home
     assert "Limit for result exceeded" in response.json()["detail"]
 
 
+def test_a_query_over_the_time_limit_is_stopped(service: ServiceFactory, home: Path) -> None:
+    running = service(settings_for(home, query_timeout=1000))
+    response = _post(running, "SELECT sum(number) FROM numbers(1000000000000)")
+    assert response.status_code == 400
+    assert "Timeout exceeded" in response.json()["detail"]
+
+
+def test_a_long_query_holds_up_no_other_route(service: ServiceFactory, home: Path) -> None:
+    """/v1/query runs on a client of its own: the shared one (readiness, silences) answers
+    while a query runs, and sees it running."""
+    import threading
+
+    running = service(settings_for(home, query_timeout=5000))
+    answers: list[httpx.Response] = []
+    slow = threading.Thread(
+        target=lambda: answers.append(
+            _post(running, "SELECT sum(number) FROM numbers(1000000000000)")
+        )
+    )
+    slow.start()
+    seen = 0
+    while not seen and slow.is_alive():
+        seen = running.context.store.query(
+            "SELECT count() FROM system.processes WHERE query LIKE '%numbers(1000000000000)%' "
+            "AND query NOT LIKE '%system.processes%'"
+        ).rows[0][0]
+    slow.join()
+    assert seen, "the shared client answered only once the long query was over"
+    assert "Timeout exceeded" in answers[0].json()["detail"]
+
+
 def test_a_syntax_error_is_clickhouses_first_line(service: ServiceFactory, home: Path) -> None:
     response = _post(service(), "SELEC 1")
     assert response.status_code == 400
