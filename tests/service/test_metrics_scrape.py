@@ -3,6 +3,7 @@ gauges hold the store's newest final values, the self-metrics count the known in
 
 from __future__ import annotations
 
+import gc
 import json
 from collections import Counter
 from pathlib import Path
@@ -45,7 +46,9 @@ def settings_for(home: Path, **env: str) -> Settings:
 def run_flow(settings: Settings, service: ServiceFactory) -> tuple[RunningService, FlowStats]:
     stats = FlowStats()
     telemetry = service_telemetry(settings, stats)
+    gc.collect()  # an earlier test's flow lets go of its embedded engine (one per process)
     run_main(build_flow(settings, stats, recovery=False))
+    gc.collect()
     return service(settings, telemetry=telemetry, stats=stats), stats
 
 
