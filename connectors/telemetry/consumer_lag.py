@@ -25,7 +25,7 @@ class ConsumerLag:
         self._next = 0.0
 
     def sample(
-        self, consumer: Any, topics: Mapping[str, str], partition: int, positions: Mapping[str, int]
+        self, consumer: Any, topics: Mapping[Any, str], partition: int, positions: Mapping[Any, int]
     ) -> None:
         now = time.monotonic()
         if now < self._next:
