@@ -35,8 +35,6 @@ import math
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.optimize import brentq
-from scipy.special import log_ndtr
 
 
 def mixture_rho(alpha: float, tightest_at: float) -> float:
@@ -49,6 +47,8 @@ def log_e_value(s: ArrayLike, v: ArrayLike, rho: float) -> NDArray[np.float64]:
     """log E(s, v): the evidence, at intrinsic time `v`, that the drift of `s` is above 0.
 
     Vectorized: the canary test calls it with scalars, the simulations with arrays."""
+    from scipy.special import log_ndtr  # lazily: a flow whose canaries never look pays no import
+
     s_arr = np.asarray(s, dtype=np.float64)
     v_arr = np.asarray(v, dtype=np.float64)
     spread = v_arr + rho
@@ -63,6 +63,8 @@ def log_e_value(s: ArrayLike, v: ArrayLike, rho: float) -> NDArray[np.float64]:
 def boundary(v: float, rho: float, alpha: float) -> float:
     """The smallest `s` at which E(s, v) reaches 1/α (E grows with `s`): the lower
     confidence bound of the drift at time `v` is (s − boundary) / v."""
+    from scipy.optimize import brentq  # lazily: scipy.optimize takes ~1 s to import
+
     threshold = math.log(1.0 / alpha)
 
     def excess(s: float) -> float:
