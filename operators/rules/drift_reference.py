@@ -91,7 +91,7 @@ class ReferenceHistogram:
             raise ValueError(f"window start {window_start} must be before end {window_end}")
         if self.last_end is not None and window_start < self.last_end:
             return False
-        values = tuple(int(c) for c in counts)
+        values = tuple(map(int, counts))
         if isinstance(self.spec, FixedPeriod):
             if window_start < self.spec.start or window_end > self.spec.end:
                 return False

@@ -199,10 +199,15 @@ class CanaryEvaluator:
         state = self.state
         start, end, final = block.window_start, block.window_end, block.final
         keys = block.keys
+        match = self.config.match
+        pair_keys: dict[tuple[str, ...], Dims] = {}  # match values -> pair key
         for i, totals in zip(rows, self._totals(block, rows), strict=True):
             name = kind[i]
             dims = dict(keys[i])
-            key = self._pair_key(dims)
+            values = tuple(dims.get(m, ROLLUP) for m in match)
+            key = pair_keys.get(values)
+            if key is None:
+                key = pair_keys[values] = self._pair_key(dims)
             pair = state.pairs.get(key)
             if pair is None:
                 pair = state.pairs[key] = Pair()
