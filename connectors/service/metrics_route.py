@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from connectors.service.auth import require
 from connectors.service.context import ServiceContext
+from connectors.service.responses import keyed
 
 router = APIRouter(tags=["metrics"])
 _bearer = HTTPBearer(auto_error=False, description="Needed once service.api_keys are set")
@@ -25,12 +26,16 @@ _read = require("read")
     "/metrics",
     response_class=Response,
     summary="Prometheus metrics",
-    responses={
-        200: {"content": {"text/plain": {}}, "description": "Prometheus text format"},
-        401: {"description": "Keys are configured and none (or an unknown one) was sent"},
-        403: {"description": "The key lacks the read scope"},
-        404: {"description": "Prometheus export is off"},
-    },
+    **keyed(
+        "read",
+        404,
+        own={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+        description=(
+            "The key is needed only once `service.api_keys` are configured; without them the "
+            "service listens on loopback and `/metrics` is open to scrapers. 404: Prometheus "
+            "export is off (`telemetry.prometheus: false`)."
+        ),
+    ),
 )
 def metrics(
     request: Request,
