@@ -35,6 +35,10 @@ class Telemetry:
     window gauges the flow feeds (see :func:`connectors.telemetry.observe_emission`)."""
 
     def __init__(self, settings: TelemetrySettings, stats: FlowStats, otlp: bool = True) -> None:
+        # First: a bad gauge setting stops the start before any exporter thread runs.
+        self.windows = WindowGauges(
+            settings.gauge_dims, settings.gauge_metrics, settings.max_series
+        )
         readers: list[MetricReader] = []
         self.registry: CollectorRegistry | None = None
         if settings.prometheus:
@@ -47,9 +51,6 @@ class Telemetry:
         resource = Resource.create({SERVICE_NAME: "feedback-pulse"})
         self.provider = MeterProvider(metric_readers=readers, resource=resource)
         meter = self.provider.get_meter(SCOPE)
-        self.windows = WindowGauges(
-            settings.gauge_dims, settings.gauge_metrics, settings.max_series
-        )
         _register_window_gauges(meter, self.windows)
         register_pipeline_metrics(meter, stats)
         self.requests = RequestMetrics(meter)
