@@ -72,7 +72,7 @@ class SpikeEvaluator(CellRule[SpikeRule]):
         means = np.full(len(keys), np.nan)
         for i, key in enumerate(keys):
             ring = self.state.rings.setdefault(key, [])
-            baseline = [p for p in ring if p[1] <= start][-rule.baseline_windows :]
+            baseline = [p for p in ring if p[1] <= start][-rule.baseline_windows :] if ring else []
             baselines.append(baseline)
             if baseline:
                 means[i] = sum(p[2] for p in baseline) / len(baseline)
