@@ -4,7 +4,9 @@ Every statement a caller's SQL reaches ClickHouse in (the checks below and the q
 itself) runs with, in this order, ``max_result_rows`` (``service.query_max_rows``) with
 ``result_overflow_mode='throw'``, ``max_execution_time`` (``service.query_timeout``), for a
 tenant-bound key ``additional_table_filters`` (``tenant = T`` on every table and view of
-the database with a ``tenant`` column, from ``system.columns``), and ``readonly=1`` last.
+the database with a ``tenant`` column, from ``system.columns``; ``0``, no rows, on every
+other table the engine has, ``system.*`` included, but ``system.one``), and ``readonly=1``
+last.
 Findings with chDB 26.9 through clickhouse-connect 1.12 (per-query settings ride as a
 trailing ``SETTINGS`` clause; tests/service/test_sql_readonly.py pins each one):
 
@@ -31,8 +33,12 @@ trailing ``SETTINGS`` clause; tests/service/test_sql_readonly.py pins each one):
   3. For a tenant-bound key, ``EXPLAIN QUERY TREE`` (names resolved: CTEs, aliases, the
      default database): every table read must be one with a ``tenant`` column, so
      ``dead_letters``, ``deliveries``, ``silences`` and ``system.*`` (but ``system.one``,
-     what a SELECT without FROM reads) are refused: what they hold is not any one
-     tenant's. An all-tenants key (``"*"``) may read them.
+     what a SELECT without FROM reads) are refused by name: what they hold is not any
+     one tenant's. An all-tenants key (``"*"``) may read them. This step only names the
+     table; the boundary is the ``0`` filter above, because the analysis behind EXPLAIN
+     QUERY TREE already runs scalar subqueries: without it, ``WHERE (SELECT
+     throwIf(count() > 0, 'x') FROM pulse.dead_letters) = 0`` answered through its error
+     whether a table it may not read has rows (a test pins that it no longer does).
 
 A server DSN gets the same settings and checks; its HTTP interface refuses INTO OUTFILE
 and several statements by itself.
@@ -45,7 +51,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from clickhouse_connect.driver.binding import bind_query
+from clickhouse_connect.driver.binding import _query_is_insert, bind_query
 
 from connectors.query_server import QueryError, QueryResult
 from connectors.service.auth import Principal
@@ -84,10 +90,17 @@ def _sql_string(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def tenant_filters(tables: Iterable[str], tenant: str) -> str:
-    """The ``additional_table_filters`` map: ``tenant = T`` on each `db.table`."""
+# Tables a tenant-bound key reads unfiltered: a SELECT without FROM reads system.one.
+HARMLESS_TABLES = frozenset({"system.one"})
+
+
+def tenant_filters(tables: Iterable[str], tenant: str, others: Iterable[str] = ()) -> str:
+    """The ``additional_table_filters`` map: ``tenant = T`` on each `db.table` of
+    `tables`, and ``0`` (no rows) on each of `others`."""
     condition = _sql_string(f"tenant = {_sql_string(tenant)}")
-    return "{" + ", ".join(f"{_sql_string(t)}: {condition}" for t in sorted(tables)) + "}"
+    entries = [f"{_sql_string(t)}: {condition}" for t in sorted(tables)]
+    entries += [f"{_sql_string(t)}: '0'" for t in sorted(others)]
+    return "{" + ", ".join(entries) + "}"
 
 
 def _denied(name: str) -> bool:
@@ -115,6 +128,14 @@ class ReadOnlyGuard:
     def close(self) -> None:
         self.store.close()
 
+    def other_tables(self, tenant_tables: Iterable[str]) -> list[str]:
+        """Every other table and view the engine has (every database), as `db.table`."""
+        result = self.store.query(
+            "SELECT database || '.' || name FROM system.tables", None, self.settings(None, False)
+        )
+        skip = {*tenant_tables, *HARMLESS_TABLES}
+        return sorted(str(r[0]) for r in result.rows if str(r[0]) not in skip)
+
     def tenant_tables(self) -> list[str]:
         """Every table and view of the database with a ``tenant`` column, as `db.table`."""
         result = self.store.query(
@@ -141,14 +162,14 @@ class ReadOnlyGuard:
     def run(self, sql: str, parameters: dict[str, Any], principal: Principal) -> QueryResult:
         tables = None if principal.all_tenants else self.tenant_tables()
         filters = None
-        if tables:
-            filters = tenant_filters(tables, principal.tenant)
+        if tables is not None:
+            filters = tenant_filters(tables, principal.tenant, self.other_tables(tables))
         checks = self.settings(filters, max_rows=False)
         sql = sql.strip().rstrip(";").rstrip()
         self._one_select(sql, parameters, checks)
         self._functions(sql, parameters, checks)
         if tables is not None:
-            allowed = {*tables, "system.one"}  # a SELECT without FROM reads system.one
+            allowed = {*tables, *HARMLESS_TABLES}
             self._tenant_tables(sql, parameters, checks, allowed, principal.tenant)
         return self.store.query(sql, parameters, self.settings(filters))
 
@@ -166,7 +187,10 @@ class ReadOnlyGuard:
             wrapped = self._format(f"SELECT * FROM (\n{text}\n)", settings)
         except QueryError:
             wrapped = None
-        if wrapped != f"SELECT * FROM ({alone})":
+        # clickhouse-connect sends what it takes for an INSERT with SET ... and restores the
+        # settings after, which fails once readonly=1 is set: the client would keep the
+        # filters of this call for the next. None passes the check above; refuse anyway.
+        if wrapped != f"SELECT * FROM ({alone})" or _query_is_insert(text):
             raise SqlRefused(
                 "only one SELECT query is accepted (WITH and UNION included; no other "
                 "statement, no INTO OUTFILE, FORMAT or EXPLAIN)"

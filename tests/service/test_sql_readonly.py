@@ -3,11 +3,18 @@ filtered to a tenant-bound key's tenant. Each refusal leaves every table as it w
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from connectors.query_server import QueryError
+from connectors.service.sql_guard import ReadOnlyGuard, tenant_filters
+from connectors.service.store import Store as ServiceStore
+from dataflows.feedback import clickhouse_target
 from tests.service.conftest import RunningService, ServiceFactory
 from tests.service.test_reads_data import seed, settings_for, table_counts, with_key
 
@@ -200,6 +207,11 @@ def test_a_tenant_bound_key_sees_only_its_tenant(service: ServiceFactory, seeded
             "Cannot modify 'additional_table_filters'",
         ),
         ("SELECT count() FROM pulse.dead_letters", "has no tenant column"),
+        (
+            "SELECT * FROM pulse.metrics WHERE "
+            "(SELECT throwIf(count() > 0, 'has rows') FROM pulse.dead_letters) = 0",
+            "has no tenant column",
+        ),
         ("SELECT count() FROM pulse.deliveries", "has no tenant column"),
         ("SELECT name FROM system.tables", "has no tenant column"),
         ("SELECT count() FROM merge('pulse', '^metrics$')", "not allowed"),
@@ -238,24 +250,45 @@ def test_the_query_scope_is_required(service: ServiceFactory, seeded: Path) -> N
 def test_clickhouse_itself_refuses_under_the_guards_settings(seeded: Path, sql: str) -> None:
     """The layer under the parser's checks: the same statements sent straight to the store
     with the guard's settings are refused by ClickHouse's readonly mode."""
-    from connectors.query_server import QueryError
-    from connectors.service.sql_guard import ReadOnlyGuard, tenant_filters
-    from connectors.service.store import Store as ServiceStore
-    from dataflows.feedback import clickhouse_target
-
     before = table_counts(seeded)
-    store = ServiceStore(clickhouse_target(settings_for(seeded)))
-    try:
-        guard = ReadOnlyGuard(store, "pulse", max_rows=100, timeout_ms=5000)
-        settings = guard.settings(tenant_filters(guard.tenant_tables(), "acme"))
-        with pytest.raises(QueryError, match="readonly mode"):
-            store.query(sql, None, settings)
-        # and the tenant filter holds when nothing refuses the query
+    with (
+        _guard_and_filters(seeded) as (store, settings, _),
+        pytest.raises(QueryError, match="readonly mode"),
+    ):
+        store.query(sql, None, settings)
+    assert table_counts(seeded) == before
+
+
+def test_clickhouse_filters_a_tenant_bound_keys_reads(seeded: Path) -> None:
+    """The tenant's rows only, and no rows of a table without a tenant column, even in the
+    analysis behind EXPLAIN QUERY TREE (which runs scalar subqueries)."""
+    with _guard_and_filters(seeded) as (store, settings, unfiltered):
         rows = store.query("SELECT DISTINCT tenant FROM pulse.metrics", None, settings).rows
         assert rows == [["acme"]]
+        for table in ("pulse.dead_letters", "system.tables"):
+            assert store.query(f"SELECT count() FROM {table}", None, settings).rows == [[0]]
+        assert store.query("SELECT count() FROM pulse.dead_letters").rows == [[1]]
+        oracle = (
+            "EXPLAIN QUERY TREE SELECT 1 WHERE "
+            "(SELECT throwIf(count() > 0, 'has rows') FROM pulse.dead_letters) = 0"
+        )
+        store.query(oracle, None, settings)
+        with pytest.raises(QueryError, match="has rows"):  # the `0` filters are why
+            store.query(oracle, None, unfiltered)
+
+
+@contextmanager
+def _guard_and_filters(home: Path) -> Iterator[tuple[ServiceStore, dict[str, Any], dict[str, Any]]]:
+    """A store of its own, the guard's settings for a key bound to acme, and the same
+    with only the tenant filters (none on the tables without a tenant column)."""
+    store = ServiceStore(clickhouse_target(settings_for(home)))
+    try:
+        guard = ReadOnlyGuard(store, "pulse", max_rows=100, timeout_ms=5000)
+        tables = guard.tenant_tables()
+        full = guard.settings(tenant_filters(tables, "acme", guard.other_tables(tables)))
+        yield store, full, guard.settings(tenant_filters(tables, "acme"))
     finally:
         store.close()
-    assert table_counts(seeded) == before
 
 
 def test_the_sql_pulse_query_and_pulse_alerts_send_passes_the_guard(
