@@ -15,7 +15,7 @@ from bytewax.testing import run_main
 from prometheus_client.parser import text_string_to_metric_families
 
 from config.settings import Settings, load_settings
-from connectors.event_writer import LogWriter, route
+from connectors.event_writer import LogWriter, Routed, route
 from connectors.local_log import LocalLog
 from connectors.service.auth import key_hash, new_key
 from connectors.telemetry import service_telemetry
@@ -57,7 +57,7 @@ def write_traffic(settings: Settings) -> Counter[str]:
     profile = TrafficProfile(
         seed=5, duration_s=150, rate=10, invalid_rate=0, duplicate_rate=0, late_rate=0
     )
-    events = [(e.stream, e.key, e.line) for e in TrafficGenerator(profile).events()]
+    events: list[Routed] = [(e.stream, e.key, e.line) for e in TrafficGenerator(profile).events()]
     events += [route(b"{not json %d" % i) for i in range(MALFORMED)]
     log = LocalLog(settings.home_dir / "log", settings.log.partitions, settings.log.segment_bytes)
     LogWriter(log).write(events)
