@@ -169,10 +169,18 @@ def chi2_homogeneity(
 def chi2_rows(
     recent: np.ndarray, reference: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`chi2_homogeneity` of each row pair (float64 counts [cells, bins]): the one
-    computation of the test. Per row, the 2 × bins table of the bins with a count on
-    either side; expected counts from its margins; (0, 0, 1) when fewer than 2 bins or
-    a side without counts is left."""
+    """:func:`chi2_homogeneity` of each row pair (float64 counts [cells, bins])."""
+    statistic, dof, valid = chi2_statistics(recent, reference)
+    return statistic, dof, chi2_p_values(statistic, dof, valid)
+
+
+def chi2_statistics(
+    recent: np.ndarray, reference: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The test's (statistic, dof, testable) per row pair: the one computation of the
+    statistic. Per row, the 2 × bins table of the bins with a count on either side;
+    expected counts from its margins; statistic 0 and not testable when fewer than 2 bins
+    or a side without counts is left."""
     keep = (recent + reference) > 0
     dof = keep.sum(axis=1) - 1
     n = recent.sum(axis=1, keepdims=True)
@@ -185,13 +193,17 @@ def chi2_rows(
         terms = (recent - expected_r) ** 2 / expected_r + (reference - expected_q) ** 2 / expected_q
     statistic = np.where(keep, terms, 0.0).sum(axis=1)
     valid = (dof >= 1) & (n[:, 0] > 0) & (m[:, 0] > 0)
-    statistic = np.where(valid, statistic, 0.0)
+    return np.where(valid, statistic, 0.0), np.maximum(dof, 0), valid
+
+
+def chi2_p_values(statistic: np.ndarray, dof: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """The p-values of :func:`chi2_statistics` (1 where not testable)."""
     p_value = np.ones(len(dof))
     if valid.any():
         from scipy.special import chdtrc  # lazily: see the module docstring
 
         p_value[valid] = chdtrc(dof[valid], statistic[valid])
-    return statistic, np.maximum(dof, 0), p_value
+    return p_value
 
 
 def proportion_counts(successes: float, trials: float) -> tuple[int, int]:
@@ -284,22 +296,43 @@ class HistogramChecks:
         self.n = recent.sum(axis=1).astype(np.int64)
         self.m = reference.sum(axis=1).astype(np.int64)
         self.enough = has & (self.n >= rule.min_samples) & (self.m >= rule.min_samples)
-        flags = []
-        self.psi = self.statistic = self.dof = self.p_value = None
+        self.psi = self.statistic = self.dof = self.p_value = self.testable = None
+        drifted = np.ones(len(has), dtype=bool) if rule.require == "both" else ~has
         if rule.psi_threshold is not None:
             self.psi = psi_rows(recent, reference, rule.epsilon)
-            flags.append(self.psi >= rule.psi_threshold)
+            drifted = self.psi >= rule.psi_threshold
         if rule.alpha is not None:
-            self.statistic, self.dof, self.p_value = chi2_rows(recent, reference)
-            flags.append(self.p_value < rule.alpha)
-        drifted = (
-            np.logical_and.reduce(flags)
-            if rule.require == "both"
-            else (np.logical_or.reduce(flags))
-        )
+            self.statistic, self.dof, self.testable = chi2_statistics(recent, reference)
+            self.p_value = np.full(len(has), np.nan)
+            # The p-value only where it decides the verdict (both: PSI drifted; either:
+            # it did not), and for the cells whose result is asked: a window of stable
+            # cells needs no p-value (nor scipy's import).
+            decides = self.enough & (drifted if rule.require == "both" else ~drifted)
+            if rule.psi_threshold is None:
+                decides = self.enough
+            significant = self._p_values(np.flatnonzero(decides)) < rule.alpha
+            tested = np.zeros(len(has), dtype=bool)
+            tested[np.flatnonzero(decides)] = significant
+            if rule.psi_threshold is None:
+                drifted = tested
+            elif rule.require == "both":
+                drifted = drifted & tested
+            else:
+                drifted = drifted | tested
         self.verdicts = np.where(
             self.enough, np.where(drifted, DRIFTED, STABLE), INCONCLUSIVE
         ).astype(np.int8)
+
+    def _p_values(self, rows: np.ndarray) -> np.ndarray:
+        """The p-values of these rows, computed once."""
+        assert self.statistic is not None and self.dof is not None
+        assert self.p_value is not None and self.testable is not None
+        todo = rows[np.isnan(self.p_value[rows])]
+        if len(todo):
+            self.p_value[todo] = chi2_p_values(
+                self.statistic[todo], self.dof[todo], self.testable[todo]
+            )
+        return self.p_value[rows]
 
     def result(self, i: int) -> DriftResult:
         """Cell i's combined result, with each configured check as a part."""
@@ -355,7 +388,8 @@ class HistogramChecks:
             return few
         assert self.statistic is not None and self.dof is not None and self.p_value is not None
         n, m = int(self.n[i]), int(self.m[i])
-        statistic, dof, p_value = float(self.statistic[i]), int(self.dof[i]), float(self.p_value[i])
+        p_value = float(self._p_values(np.array([i]))[0])
+        statistic, dof = float(self.statistic[i]), int(self.dof[i])
         drifted = p_value < alpha
         word = "<" if drifted else "≥"
         return DriftResult(

@@ -52,6 +52,11 @@ RULES: list[Any] = [
          "where": {"segment": "*"}, "reference": {"kind": "trailing", "windows": 2},
          "psi": 0.02, "min_samples": 40, "require": "either"}
     ),
+    DriftRule.model_validate(
+        {"name": "accuracy-shift", "type": "drift", "window": "1m", "metric": "accuracy",
+         "where": {"segment": "*"}, "reference": {"kind": "trailing", "windows": 1},
+         "psi": 0.01, "test_alpha": 0.05, "min_samples": 40, "require": "both"}
+    ),
     SpikeRule.model_validate(
         {"name": "spike", "type": "spike", "window": "1m", "metric": "accuracy",
          "where": {"segment": "*"}, "baseline_windows": 2, "change": 0.15, "min_samples": 30}
@@ -181,7 +186,7 @@ def test_a_resumed_stage_records_the_same(seed: int) -> None:
 
 def test_a_block_judges_each_cell_as_if_it_were_alone() -> None:
     rng = random.Random(7)
-    for rule in RULES[:4]:
+    for rule in RULES[:5]:
         whole, alone = evaluator(rule), evaluator(rule)
         for w in range(8):
             final = w % 3 != 1
