@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,14 @@ from pydantic import ValidationError
 from config.settings import ApiKeySettings, Settings, load_settings, parse_duration_ms
 from connectors.clickhouse import ClickHouseError, Target
 from connectors.console import StatusPrinter, configure_logging
-from connectors.drilldown import QUERYABLE, Drilldown, parse_where
+from connectors.drilldown import (
+    QUERYABLE,
+    Drilldown,
+    DrilldownError,
+    from_options,
+    parse_time,
+    since_seconds,
+)
 from connectors.event_writer import (
     EventWriter,
     FileWriter,
@@ -98,16 +105,12 @@ def _parse_start(value: str | None, seed: int | None) -> int:
 
 
 def _parse_time(value: str, option: str) -> int:
-    """RFC 3339 (UTC when no zone is given) or 'now', in epoch milliseconds."""
-    if value == "now":
-        return int(time.time() * 1000)
+    """RFC 3339 (UTC when no zone is given), epoch milliseconds or 'now' (the drill-down's
+    rule, so `pulse generate --start` reads times as `pulse query --start` does)."""
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise CliError(f"{option} takes an RFC 3339 time or 'now', got {value!r}") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
+        return parse_time(value, option)
+    except DrilldownError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _profile(args: argparse.Namespace, start_ms: int) -> TrafficProfile:
@@ -236,13 +239,18 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
     from dataflows.running import final_delay, first_final_within
 
+    # What runs, before anything connects (so a failing store is named as configured) ...
+    print(
+        f"Feedback Pulse: embedded demo, {args.rate:g} inferences/s of synthetic traffic "
+        f"into {settings.log.backend} log, ClickHouse at {mask_dsn(settings.clickhouse_dsn)}.\n"
+        f"Windows turn final after they end + {final_delay(settings)}: the first within "
+        f"{first_final_within(settings)}; early rows (final = 0) show meanwhile.",
+        flush=True,
+    )
+
     def banner(service: HostedService | None) -> None:
+        """... and, once the flow serves, where to look."""
         print(
-            f"Feedback Pulse: embedded demo, {args.rate:g} inferences/s of synthetic traffic "
-            f"into {settings.log.backend} log, ClickHouse at "
-            f"{mask_dsn(settings.clickhouse_dsn)}.\n"
-            f"Windows turn final after they end + {final_delay(settings)}: the first within "
-            f"{first_final_within(settings)}; early rows (final = 0) show meanwhile.\n"
             f"{_service_line(settings, service)}"
             f"Try `{_pulse_command()} query --metric accuracy,feedback_count --by model_version "
             "--since 10m` in another terminal. Ctrl-C stops.",
@@ -403,17 +411,6 @@ def _print_result(result: QueryResult, fmt: str) -> None:
         print(f"({len(text)} rows)", file=sys.stderr)
 
 
-def _since_seconds(value: str | None) -> int | None:
-    if value in (None, "all"):
-        return None
-    try:
-        return parse_duration_ms(value) // 1000
-    except ValueError:
-        raise CliError(
-            f"--since takes a duration (e.g. 10m, 1h, 2d) or 'all', got {value!r}"
-        ) from None
-
-
 def _no_data(settings: Settings, target: Target) -> CliError:
     where = settings.home_dir if target.embedded else f"database {target.database}"
     pulse = _pulse_command()
@@ -442,15 +439,8 @@ def _say_what_the_data_covers(
     """After a drill-down found nothing: which window starts the store does hold."""
     sql, params = drill.coverage_sql(target.database)
     count, first, last = _query(settings, target, sql, params).rows[0]
-    if not count:
-        note = f"the store holds no rows of window {drill.window} yet"
-    else:
-        asked = "--start/--end" if args.start or args.end else f"--since {args.since}"
-        note = (
-            f"window {drill.window} has rows from {first} to {last} UTC (window starts), none "
-            f"within {asked}: try --since all, or --start {first.replace(' ', 'T')}Z"
-        )
-    print(f"nothing found: {note}", file=sys.stderr)
+    asked = "--start/--end" if args.start or args.end else f"--since {args.since}"
+    print(f"nothing found: {drill.coverage_note(count, first, last, asked)}", file=sys.stderr)
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -461,16 +451,14 @@ def cmd_query(args: argparse.Namespace) -> int:
     if args.sql:
         _print_result(_query(settings, target, args.sql, {}), args.format)
         return 0
-    if not args.metric:
-        raise CliError("give --metric NAME[,NAME] (or --sql)")
-    drill = Drilldown(
-        metrics=[m.strip() for m in args.metric.split(",") if m.strip()],
-        by=[d.strip() for d in (args.by or "").split(",") if d.strip()],
+    drill = from_options(
+        metric=args.metric,
+        by=args.by,
         window=args.window,
-        since_seconds=_since_seconds(args.since),
-        start_ms=_parse_time(args.start, "--start") if args.start else None,
-        end_ms=_parse_time(args.end, "--end") if args.end else None,
-        where=parse_where(args.where or []),
+        since=args.since,
+        start=args.start,
+        end=args.end,
+        where=args.where,
         final_only=args.final_only,
         limit=args.limit,
         windows=tuple(w.name for w in settings.windows if w.kind != "session"),
@@ -484,42 +472,39 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
-    from connectors.alert_report import active_sql, transitions_sql
+    from connectors.alert_report import no_alerts_table, report
     from dataflows.feedback import clickhouse_target
 
     settings = _settings(args)
     target = clickhouse_target(settings)
     if args.limit < 1:
         raise CliError(f"--limit must be at least 1, got {args.limit}")
-    since = None if args.since in (None, "all") else _since_seconds(args.since)
-    sql, params = transitions_sql(
-        target.database, None if since is None else since * 1000, args.limit
-    )
+    since = since_seconds(args.since)
+
+    def run(sql: str, params: dict[str, Any]) -> QueryResult:
+        return _query(settings, target, sql, params)
+
     try:
-        active = _query(settings, target, active_sql(target.database), {})
-        recent = _query(settings, target, sql, params)
+        found = report(run, target.database, None if since is None else since * 1000, args.limit)
     except QueryError as exc:
-        if "alerts" in str(exc) and "does not exist" in str(exc):
+        if no_alerts_table(exc):
             raise CliError(
                 f"no alerts table yet: run `{_pulse_command()} migrate`, or a flow with rules"
             ) from None
         raise
     if args.format == "json":
-        print(
-            json.dumps(
-                {"active": _records(active), "transitions": _records(recent)}, default=str, indent=1
-            )
-        )
+        print(json.dumps(found, default=str, indent=1))
         return 0
-    print(f"active alerts ({len(active.rows)})")
-    _print_result(active, "table")
-    print(f"\nrecent transitions ({len(recent.rows)}, latest first)")
-    _print_result(recent, "table")
+    print(f"active alerts ({len(found['active'])})")
+    _print_records(found["active"])
+    print(f"\nrecent transitions ({len(found['transitions'])}, latest first)")
+    _print_records(found["transitions"])
     return 0
 
 
-def _records(result: QueryResult) -> list[dict[str, Any]]:
-    return [dict(zip(result.columns, row, strict=True)) for row in result.rows]
+def _print_records(records: list[dict[str, Any]]) -> None:
+    columns = list(records[0]) if records else []
+    _print_result(QueryResult(columns, [list(r.values()) for r in records]), "table")
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
