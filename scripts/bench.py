@@ -3,6 +3,7 @@
 
     python scripts/bench.py [--events 1000000] [--dims 10000] [--kafka 127.0.0.1:19092] [--repeat 3]
                             [--rules 100 [--only-rules]]
+    python scripts/bench.py --api [--kafka HOST:PORT] [--api-seconds 10] [--api-connections 32]
 
 1. Generates N events (synthetic cube of about --dims dims combinations) into a fresh
    local log (not timed).
@@ -19,6 +20,10 @@
    types (threshold, ratio, spike, canary, drift; :func:`bench_rules`) over the bench log's
    dims and windows, alternating with the same run without rules, --repeat times each;
    the ratio of the best rates is what the rules cost.
+
+5. With ``--api``: only the HTTP ingestion API (scripts/bench_api.py has the method):
+   requests/s, events/s and p50/p99 latency for single events and batches of 100, into
+   the local log and into Kafka, against the raw log-append rate of the same events.
 
 Prints events/s, the ratio to the reference, and each process's peak RSS next to the
 highest RSS it had in the first three quarters of its run (sampled every 50 ms): the end
@@ -276,7 +281,17 @@ def main() -> None:
     parser.add_argument(
         "--snapshot-interval", default="10s", help="run.snapshot_interval of the recovery runs"
     )
+    parser.add_argument("--api", action="store_true", help="the HTTP ingestion API only")
+    parser.add_argument("--api-seconds", type=float, default=10.0, help="each API load run")
+    parser.add_argument("--api-connections", type=int, default=32, help="keep-alive connections")
+    parser.add_argument("--api-events", type=int, default=50_000, help="distinct events, cycled")
     args = parser.parse_args()
+    if args.api:
+        from scripts import bench_api
+
+        bench_api.main(args.kafka, args.api_events, args.api_seconds, args.api_connections,
+                       args.seed)  # fmt: skip
+        return
 
     home = Path(tempfile.mkdtemp(prefix="pulse-bench-"))
     try:
