@@ -85,6 +85,10 @@ def keyed(
     scope: ApiScope, *codes: int, own: Responses | None = None, description: str = ""
 ) -> dict[str, Any]:
     """The decorator arguments of a route that needs `scope`: its description (scope first)
-    and its responses (401, 403, then `codes`, then the route's `own` entries)."""
+    and its responses (401, 403 and `codes`; an entry of the route's `own` is laid over
+    the same code's, so a route may change only a description or only the model)."""
     text = needs(scope) + (f"\n\n{description}" if description else "")
-    return {"description": text, "responses": {**problem(401, 403, *codes), **(own or {})}}
+    declared = problem(401, 403, *codes)
+    for code, entry in (own or {}).items():
+        declared[code] = {**declared.get(code, {}), **entry}
+    return {"description": text, "responses": declared}
