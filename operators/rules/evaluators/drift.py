@@ -127,13 +127,26 @@ class DriftEvaluator(CellRule[DriftRule]):
         counts = self._distributions(block) if self.check is not None else None
         rows = counts.tolist() if counts is not None else None
         series = block.metric(self.series).tolist() if final and self.detector else None
+        # A cell with too few recent counts is inconclusive whatever its reference: the
+        # reference is looked up only if its result is asked (absorbing this window does
+        # not change the reference of a window that starts before it ends).
+        thin = (
+            (counts.sum(axis=1) < self.check.min_samples).tolist()
+            if counts is not None and self.check is not None
+            else []
+        )
         references: list[tuple[int, ...] | None] = []
+        later: dict[int, ReferenceHistogram] = {}
         points: dict[int, DriftResult] = {}
         for i, key in enumerate(keys):
             state = self._cell(key)
             if state.reference is not None and rows is not None:
-                ref = state.reference.reference_for(start)
-                references.append(None if ref is None else ref.counts)
+                if thin[i]:
+                    references.append(None)
+                    later[i] = state.reference
+                else:
+                    ref = state.reference.reference_for(start)
+                    references.append(None if ref is None else ref.counts)
                 if final:
                     state.reference.absorb(start, end, rows[i])
             if series is not None and state.detector is not None:
@@ -149,8 +162,16 @@ class DriftEvaluator(CellRule[DriftRule]):
         for i, point in points.items():
             outcomes[i] = _combined(outcomes[i], point)
 
+        def histogram_result(i: int) -> DriftResult:
+            assert checks is not None and self.check is not None and counts is not None
+            if i not in later:
+                return checks.result(i)
+            ref = later[i].reference_for(start)
+            alone = self.check.check_rows(counts[i : i + 1], [None if ref is None else ref.counts])
+            return alone.result(0)
+
         def evaluation(i: int) -> Evaluation:
-            results = [checks.result(i)] if checks is not None else []
+            results = [histogram_result(i)] if checks is not None else []
             if i in points:
                 results.append(points[i])
             return self._evaluation(keys[i], block.cell(i), results, event_time)
