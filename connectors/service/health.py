@@ -7,9 +7,9 @@ else 503 with each failed check named and why:
   or the local log's directory is writable);
 - ``clickhouse``: ``SELECT 1`` answers;
 - ``flow_lag`` (only when a flow runs in this process): the flow's watermark trails the
-  wall clock by at most ``service.ready_max_lag``. Before the first watermark the flow is
-  given that same bound as a grace period from the service's start, then reported not
-  ready (a flow that never sees an event is not doing its job).
+  wall clock by at most ``service.ready_max_lag``. Before the first watermark it is ready:
+  a flow that has seen no event has nothing to lag behind, and a pod reported not ready
+  gets no requests, so a flow fed through this service would never see its first event.
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ from config.settings import format_duration
 from connectors.service.context import ServiceContext
 
 router = APIRouter(tags=["health"])
-
-STARTED_AT = "started_at_ms"  # ServiceContext.extras: when readiness's grace period began
 
 
 class Readiness(BaseModel):
@@ -81,10 +79,7 @@ def _flow_lag(context: ServiceContext, now_ms: int) -> str | None:
     bound = context.settings.service.ready_max_lag
     watermark = context.stats.watermark_ms
     if watermark == 0:
-        started = int(context.extras.setdefault(STARTED_AT, now_ms))
-        if now_ms - started <= bound:
-            return None
-        return f"the flow has no watermark {format_duration(now_ms - started)} after start"
+        return None  # no event yet: nothing to lag behind
     lag = now_ms - watermark
     if lag <= bound:
         return None

@@ -9,7 +9,6 @@ it. With no ``service.api_keys`` configured, a local key is made for this run (t
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 from config.settings import Settings
@@ -19,7 +18,6 @@ from connectors.service import discovery
 from connectors.service.app import create_app
 from connectors.service.auth import KeyRing, new_key
 from connectors.service.context import ServiceContext
-from connectors.service.health import STARTED_AT
 from connectors.service.server import ServiceThread
 from connectors.service.store import Store
 from operators.errors import PulseError
@@ -50,7 +48,6 @@ def build_context(
         telemetry=telemetry.service_telemetry(settings, STATS),
         stats=STATS,
         hosted_by_flow=hosted_by_flow,
-        extras={STARTED_AT: int(time.time() * 1000)},  # readiness's grace period
     )
 
 
