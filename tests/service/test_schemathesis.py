@@ -6,7 +6,8 @@ document declares for that operation, and a body that matches the declared schem
 ingestion routes write into a real local log, and what they accept is then decoded with
 the flow's own decoder (:class:`operators.decode.BatchDecoder`, set up as
 ``dataflows.feedback`` sets it up): nothing the API accepted may be a dead letter there,
-and every accepted event is in the log.
+and every accepted event is in the log. With a key bound to a tenant, every accepted
+inference is that tenant's.
 
 The example counts keep the whole module under a minute on a 2-core machine.
 """
@@ -32,7 +33,8 @@ from connectors.ingest_log import durable_log
 from connectors.local_log import LocalLog
 from operators.batches import STREAMS
 from operators.decode import BatchDecoder
-from tests.service.conftest import RunningService, ServiceFactory, migrated
+from operators.events import Event, Inference
+from tests.service.conftest import RunningService, ServiceFactory, keyed_settings, migrated
 from tests.service.test_ingest import settings_for
 
 CHECKS = [
@@ -43,6 +45,7 @@ CHECKS = [
 ]
 EXAMPLES = {"POST /v1/inferences": 150, "POST /v1/feedback": 150}
 DEFAULT_EXAMPLES = 40
+TENANT = "acme"
 OPERATIONS = [
     "GET /healthz",
     "GET /readyz",
@@ -66,12 +69,22 @@ def fuzzed(home: Path, service: ServiceFactory) -> Iterator[RunningService]:
     yield service(settings=settings, log=durable_log(settings))
 
 
-def fuzz(running: RunningService, label: str) -> list[dict[str, Any]]:
+@pytest.fixture
+def tenant_bound(home: Path, service: ServiceFactory) -> tuple[RunningService, str]:
+    """The same service, and a key bound to tenant `acme` with the ingest scope."""
+    settings, keys = keyed_settings(
+        home, ("acme", TENANT, ["ingest"]), PULSE_SERVICE_RATE_LIMIT="1000000/second"
+    )
+    running = service(settings=migrated(settings), log=durable_log(settings))
+    return running, keys["acme"]
+
+
+def fuzz(running: RunningService, label: str, key: str | None = None) -> list[dict[str, Any]]:
     """Run the operation's examples; the bodies of its 202 answers."""
     schema = schemathesis.openapi.from_url(f"{running.url}/openapi.json")
     operation = schema.find_operation_by_label(label)
     assert operation is not None, f"{label} is not in the served document"
-    headers = {"Authorization": f"Bearer {running.key}"}
+    headers = {"Authorization": f"Bearer {key or running.key}"}
     accepted: list[dict[str, Any]] = []
 
     @given(case=operation.as_strategy())
@@ -109,19 +122,35 @@ def flow_decoder(settings: Settings) -> BatchDecoder:
     )
 
 
-@pytest.mark.parametrize("label", OPERATIONS)
-def test_operation_conforms_to_its_document(fuzzed: RunningService, label: str) -> None:
-    accepted = fuzz(fuzzed, label)
-    if label not in EXAMPLES:
-        return
-    # What the route accepted is in the log, and the flow decodes every line of it.
-    settings = fuzzed.context.settings
+def decoded_accepted(running: RunningService, accepted: list[dict[str, Any]]) -> list[Event]:
+    """What the route accepted is in the log, and the flow decodes every line of it."""
+    settings = running.context.settings
     lines = logged(settings)
     assert sum(body["accepted"] for body in accepted) == sum(map(len, lines.values()))
     assert sum(map(len, lines.values())) > 0, "the fuzz never had an event accepted"
     decoder = flow_decoder(settings)
+    events: list[Event] = []
     for stream, stream_lines in lines.items():
         decoded = decoder.decode(stream, 0, stream_lines, list(range(len(stream_lines))))
         dead = [(d.reason, d.raw[:300]) for d in decoded.dead_letters]
         assert dead == [], f"the API accepted events the flow rejects: {dead}"
         assert len(decoded.events) == len(stream_lines)
+        events += decoded.events
+    return events
+
+
+@pytest.mark.parametrize("label", OPERATIONS)
+def test_operation_conforms_to_its_document(fuzzed: RunningService, label: str) -> None:
+    accepted = fuzz(fuzzed, label)
+    if label in EXAMPLES:
+        decoded_accepted(fuzzed, accepted)
+
+
+@pytest.mark.parametrize("label", list(EXAMPLES))
+def test_a_tenant_bound_key_ingests_its_tenant_only(
+    tenant_bound: tuple[RunningService, str], label: str
+) -> None:
+    running, key = tenant_bound
+    events = decoded_accepted(running, fuzz(running, label, key))
+    tenants = {e.tenant for e in events if isinstance(e, Inference)}
+    assert tenants <= {TENANT}, f"a key bound to {TENANT!r} wrote tenants {tenants}"
