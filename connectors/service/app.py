@@ -10,10 +10,13 @@ import time
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 
+from connectors.clickhouse import ClickHouseError
 from connectors.service.context import ServiceContext
 
 TITLE = "Feedback Pulse"
+STORE_RETRY_AFTER_S = 5
 VERSION = "1"
 
 
@@ -33,7 +36,15 @@ def create_app(context: ServiceContext) -> FastAPI:
         app.middleware("http")(_request_metrics)
     for module in (health, ingest, reads, sql, silences, metrics_route):
         app.include_router(module.router)
+    app.add_exception_handler(ClickHouseError, _store_unavailable)
     return app
+
+
+def _store_unavailable(_request: Request, exc: Exception) -> Response:
+    """The store cannot be reached (a server DSN down): 503, retry later; never a 500."""
+    return JSONResponse(
+        {"detail": str(exc)}, status_code=503, headers={"Retry-After": str(STORE_RETRY_AFTER_S)}
+    )
 
 
 async def _request_metrics(

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from config.rules import SilenceSettings
 from config.settings import parse_duration_ms
+from connectors.service.app import STORE_RETRY_AFTER_S
 from connectors.service.auth import Principal, require
 from connectors.service.context import ServiceContext
 from connectors.service.responses import Problem, Responses, keyed
@@ -43,7 +44,9 @@ def _store_answers() -> Iterator[None]:
         yield
     except PulseError as exc:  # QueryError, ClickHouseError (no connection), SilenceStoreError
         raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"the silences cannot be used now: {exc}"
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail=f"the silences cannot be used now: {exc}",
+            headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
         ) from None
 
 

@@ -1,5 +1,9 @@
 """The service's ClickHouse client: one connection, used under a lock (chDB's client is
-not safe across threads; a server client is, and the lock costs little at API rates)."""
+not safe across threads; a server client is, and the lock costs little at API rates).
+
+A store that cannot be reached raises :class:`~connectors.clickhouse.ClickHouseError`
+(the app answers 503 with Retry-After); a statement ClickHouse refuses raises
+:class:`QueryError` (400)."""
 
 from __future__ import annotations
 
@@ -8,8 +12,9 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import Error as DriverError
+from clickhouse_connect.driver.exceptions import OperationalError
 
-from connectors.clickhouse import Target, connect
+from connectors.clickhouse import ClickHouseError, Target, connect
 from connectors.query_server import QueryError, QueryResult
 
 
@@ -34,7 +39,10 @@ class Store:
                     sql, parameters=parameters or {}, settings=settings or {}
                 )
             except DriverError as exc:
-                raise QueryError(str(exc).splitlines()[0]) from exc
+                first_line = str(exc).splitlines()[0]
+                if isinstance(exc, OperationalError):  # not reached (a timeout is a 400)
+                    raise ClickHouseError(f"ClickHouse is unavailable: {first_line}") from exc
+                raise QueryError(first_line) from exc
         return QueryResult(list(result.column_names), [list(row) for row in result.result_rows])
 
     def reachable(self) -> bool:
