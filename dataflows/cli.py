@@ -78,7 +78,9 @@ class CliError(PulseError):
 
 
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
+    """The settings, and the log format they ask for (telemetry.log_format)."""
     settings = load_settings(args.config)
+    configure_logging(args.verbose, settings.telemetry.log_format)
     return settings.with_overrides(**overrides) if overrides else settings
 
 

@@ -336,8 +336,10 @@ def flow() -> Dataflow:
     configure_logging(verbose=False)
     try:
         argv = sys.argv[1:]
+        settings = load_settings()
+        configure_logging(verbose=False, log_format=settings.telemetry.log_format)
         run = FlowRun(
-            load_settings(),
+            settings,
             bytewax_run_recovery_directory(argv),
             create_store=False,
             shared_store=bytewax_run_clustered(argv),

@@ -33,6 +33,7 @@ from connectors.query_server import owned
 from connectors.recovery import RecoveryStore, fingerprint
 from connectors.run_control import STOP, tune_garbage_collection
 from connectors.service.hosting import HostedService, host_service
+from connectors.telemetry.logs import log_startup
 from dataflows.feedback import build, clickhouse_target
 from operators.errors import pulse_error_in
 from operators.stats import STATS
@@ -96,6 +97,7 @@ class FlowRun:
                     self.store.guard(expected)
                 log.info("recovery store: %s", self.store.directory)
             self._host_service()
+            log_startup(self.settings)
             tune_garbage_collection()
         except BaseException:
             self._held.close()
