@@ -14,6 +14,7 @@ The example counts keep the whole module under a minute on a 2-core machine.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,12 +37,27 @@ from operators.decode import BatchDecoder
 from operators.events import Event, Inference
 from tests.service.conftest import RunningService, ServiceFactory, keyed_settings, migrated
 from tests.service.test_ingest import settings_for
+from tests.service.test_reads_data import seed
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON (RFC 8259); clients such as JSON.parse fail")
+
+
+@schemathesis.check
+def strict_json(ctx: Any, response: schemathesis.Response, case: schemathesis.Case) -> None:
+    """A JSON answer parses as strict JSON: Python's json module writes and reads NaN and
+    Infinity, which no other JSON parser accepts (so schemathesis's own check passes them)."""
+    if "json" in "".join(response.headers.get("content-type", [])):
+        json.loads(response.content, parse_constant=_not_json)
+
 
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
     response_schema_conformance,
     content_type_conformance,
+    strict_json,
 ]
 EXAMPLES = {"POST /v1/inferences": 150, "POST /v1/feedback": 150}
 DEFAULT_EXAMPLES = 40
@@ -63,9 +79,11 @@ OPERATIONS = [
 
 @pytest.fixture
 def fuzzed(home: Path, service: ServiceFactory) -> Iterator[RunningService]:
-    """The service over a migrated store and a local log; a generous rate limit so the
-    fuzz reaches validation rather than 429."""
-    settings = migrated(settings_for(home, PULSE_SERVICE_RATE_LIMIT="1000000/second"))
+    """The service over a store with two tenants' metrics and alerts (as the read tests
+    seed it) and a local log; a generous rate limit so the fuzz reaches validation rather
+    than 429."""
+    seed(home)
+    settings = settings_for(home, PULSE_SERVICE_RATE_LIMIT="1000000/second")
     yield service(settings=settings, log=durable_log(settings))
 
 
@@ -154,3 +172,17 @@ def test_a_tenant_bound_key_ingests_its_tenant_only(
     events = decoded_accepted(running, fuzz(running, label, key))
     tenants = {e.tenant for e in events if isinstance(e, Inference)}
     assert tenants <= {TENANT}, f"a key bound to {TENANT!r} wrote tenants {tenants}"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="connectors/service/sql.py render() writes json.dumps' NaN/Infinity (reads' owner)",
+)
+def test_query_answers_strict_json_for_non_finite_floats(fuzzed: RunningService) -> None:
+    """ClickHouse floats include nan and inf (0/0 in a ratio); the answer stays JSON."""
+    with fuzzed.client() as client:
+        answer = client.post("/v1/query", json={"sql": "SELECT nan AS x, inf AS y, 1.5 AS z"})
+    assert answer.status_code == 200
+    body = json.loads(answer.content, parse_constant=_not_json)
+    assert body["columns"] == ["x", "y", "z"]
+    assert body["rows"][0][2] == 1.5
