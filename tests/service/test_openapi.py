@@ -140,3 +140,41 @@ def test_every_error_response_has_a_description(doc: dict[str, Any]) -> None:
         if code >= "400" and not response.get("description", "").strip()
     ]
     assert bare == []
+
+
+def _described(schema: dict[str, Any]) -> bool:
+    """A named model, a typed list of one, or an object whose fields are named."""
+    if "$ref" in schema or "anyOf" in schema or schema.get("properties"):
+        return True
+    items = schema.get("items")
+    return schema.get("type") == "array" and isinstance(items, dict) and _described(items)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the silences routes answer untyped objects (connectors/service/silences.py)",
+)
+def test_every_success_answer_has_a_model(doc: dict[str, Any]) -> None:
+    """A client generated from the document gets typed answers, not `object`."""
+    untyped = [
+        f"{m.upper()} {p} {code}"
+        for m, p, op in operations(doc)
+        if p not in ("/healthz",)  # {"status": "ok"}: a string map is its whole model
+        for code, response in op["responses"].items()
+        if code.startswith("2")
+        and "application/json" in response.get("content", {})
+        and not _described(response["content"]["application/json"].get("schema", {}))
+    ]
+    assert untyped == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="connectors/service/metrics_route.py's own HTTPBearer (same scheme name) replaces "
+    "the description every keyed route shares",
+)
+def test_the_bearer_scheme_describes_the_api_key(doc: dict[str, Any]) -> None:
+    from connectors.service.auth import _bearer
+
+    described = doc["components"]["securitySchemes"]["HTTPBearer"]["description"]
+    assert described == _bearer.model.description
