@@ -7,7 +7,8 @@ conversion of column-oriented rows to Arrow by column type for ``insert_arrow`` 
 5x faster than row lists through chDB here).
 
 chDB allows one process per data directory and one engine path per process; the
-process that owns it serves queries for others (:mod:`connectors.query_server`).
+process that owns it serves queries for others through its HTTP service
+(:mod:`connectors.service`; the client side is :mod:`connectors.query_server`).
 """
 
 from __future__ import annotations

@@ -8,5 +8,6 @@ and uvicorn runs it in a thread of the flow's process, which holds an embedded s
 - :mod:`.context`: what the routes share (settings, the store, the event log, telemetry).
 - :mod:`.app`: the app factory, one router per concern (health, ingest, reads, SQL,
   silences, metrics).
-- :mod:`.server`: uvicorn in a thread, and ``<home>/service.json`` for local discovery.
+- :mod:`.server`: uvicorn in a thread; :mod:`.hosting` starts it with its context;
+  :mod:`.discovery` writes ``<home>/service.json`` so local commands find it.
 """
