@@ -26,18 +26,17 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from config.settings import Settings
+from connectors.event_writer import LogWriter
 from connectors.kafka import KafkaSetupError, KafkaTarget, ensure_topics, kafka_client
 from connectors.local_log import LocalLog
 from connectors.service.context import DurableLog, EventLogUnavailable, Routed
 from operators.errors import PulseError
-from operators.partitioning import partition_for
 
 QUEUE_FULL_RETRY_S = 1  # the producer drains its queue within about a second
 OUTAGE_RETRY_S = 5  # a broker outage lasts longer: do not hammer it
@@ -63,6 +62,7 @@ class LocalDurableLog:
 
     def __init__(self, log: LocalLog) -> None:
         self.log = log
+        self._writer = LogWriter(log)
         self._queue: list[_Pending] = []
         self._wake = threading.Condition()
         self._closed = False
@@ -103,14 +103,8 @@ class LocalDurableLog:
                 pending.done.set()
 
     def _write(self, batch: list[_Pending]) -> None:
-        """Placed as :class:`connectors.event_writer.LogWriter` places events."""
-        grouped: dict[tuple[str, int], list[bytes]] = defaultdict(list)
-        partitions = self.log.partitions
-        for pending in batch:
-            for stream, key, line in pending.events:
-                grouped[(stream, partition_for(key, partitions))].append(line)
-        for (stream, partition), lines in grouped.items():
-            self.log.append(stream, partition, lines)
+        """Placed as every local-log producer places events (one writer for all)."""
+        self._writer.write(event for pending in batch for event in pending.events)
 
     def reachable(self) -> bool:
         return self._committer.is_alive() and os.access(self.log.root, os.W_OK)
