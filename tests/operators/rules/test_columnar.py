@@ -13,6 +13,7 @@ import math
 import random
 from typing import Any
 
+import numpy as np
 import pytest
 
 from config.rules import CanaryRule, DriftRule, RatioRule, SpikeRule, ThresholdRule
@@ -201,3 +202,33 @@ def test_a_block_judges_each_cell_as_if_it_were_alone() -> None:
                 one_by_one.extend(alone.evaluate([c], T0 + (w + 1) * M))
             assert together == one_by_one, rule.name
             assert len(together) == len(cells)
+
+
+def test_block_columns_read_what_the_records_hold() -> None:
+    """Keys (with extra dims), metrics, sample sizes and histograms of a block are the
+    values its cells' records carry."""
+    from operators.rules.cell_windows import cell_windows as records_of
+    from operators.rules.columns import WindowColumns
+    from operators.rules.evaluators.reading import samples
+    from operators.rules.lifecycle import dims_of
+
+    rng = random.Random(3)
+    cells = []
+    for segment in SEGMENTS:
+        for extra in ("", "region=eu", "region=us;zone=b"):
+            dims = {**cell(segment, 0, 0)[0], "extra_dims": extra}
+            cells.append((dims, fields(rng)))
+    item = emission([(T0, cells)])
+    (group,) = item.groups()
+    block = WindowColumns(item, group.window, group.start, group.end, group.rows)
+    records = records_of(item, group.window, group.start, group.end, group.rows)
+    assert list(block.keys) == [dims_of(r.dims) for r in records]
+    assert any(("region", "us") in key and ("zone", "b") in key for key in block.keys)
+    for metric in ("accuracy", "thumbs_down_rate", "feedback_count"):
+        values = [r.metrics[metric] for r in records]
+        assert [None if v != v else v for v in block.metric(metric).tolist()] == values
+        assert block.samples(metric).tolist() == [samples(metric, r.fields) for r in records]
+    assert block.histograms().tolist() == [list(r.histogram) for r in records]
+    picked = block.take(np.array([5, 1]))
+    assert list(picked.keys) == [block.keys[5], block.keys[1]]
+    assert picked.cells([0, 1]) == [records[5], records[1]]
