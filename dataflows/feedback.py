@@ -45,6 +45,7 @@ from connectors.recovery import bytewax_run_clustered, bytewax_run_recovery_dire
 from connectors.service.store import Store
 from connectors.silence_store import SilenceStore
 from connectors.telemetry import observe_emission
+from connectors.telemetry.logs import log_alert_rows
 from operators.batches import RawBatch, TableRows
 from operators.errors import PulseError
 from operators.merge_stage import MergeConfig, MergeStage
@@ -266,6 +267,7 @@ def _rules(
     )
     emissions = op.filter_map("window_metrics", merged, _window_metrics)
     ruled = op.stateful("rules_stage", emissions, lambda resume: RulesStage(config, stats, resume))
+    op.inspect("alert_log", ruled, log_alert_rows)
     notifications = op.filter_map("notifications", ruled, _of_type(Notification))
     op.output(
         "deliver",

@@ -16,7 +16,6 @@ from config.settings import Settings
 from connectors.redact import mask_dsn
 from connectors.telemetry.otlp import otlp_endpoint
 from operators.batches import TableRows
-from operators.rules.alerts import Transition
 
 log = logging.getLogger("pulse")
 alerts_log = logging.getLogger("pulse.alerts")
@@ -56,38 +55,6 @@ def log_startup(settings: Settings) -> None:
     log.info("starting: %s", text, extra={"event": STARTUP, **summary})
 
 
-def log_transition(transition: Transition, muted: bool = False) -> None:
-    """One record per alert transition (event `alert_transition`)."""
-    t = transition
-    alerts_log.info(
-        "alert %s: %s -> %s (%s)",
-        t.rule,
-        t.previous.value,
-        t.state.value,
-        t.reason,
-        extra={
-            "event": ALERT_TRANSITION,
-            "rule": t.rule,
-            "state": t.state.value,
-            "previous": t.previous.value,
-            "severity": t.severity.value,
-            "fingerprint": t.fingerprint,
-            "episode": t.episode,
-            "sequence": t.sequence,
-            "window": t.window,
-            "window_start": t.window_start,
-            "event_time": t.event_time,
-            "dims": dict(t.dims),
-            "value": _finite(t.value),
-            "threshold": _finite(t.threshold),
-            "samples": t.samples,
-            "reason": t.reason,
-            "muted": muted,
-            "idempotency_key": t.idempotency_key,
-        },
-    )
-
-
 ALERT_ROW_FIELDS = (
     "rule", "state", "previous", "severity", "fingerprint", "episode", "sequence", "window",
     "window_start", "event_time", "tenant", "model_id", "deployment", "model_version",
@@ -98,7 +65,7 @@ ALERT_ROW_FIELDS = (
 
 def log_alert_rows(_step: str, item: tuple[str, Any]) -> None:
     """An ``op.inspect`` callback for the rules' `alerts` rows: one `alert_transition`
-    record per row (the same fields as :func:`log_transition`)."""
+    record per row: the row's identity, state change, dims and reason."""
     rows = item[1]
     if not isinstance(rows, TableRows) or rows.table != "alerts" or not len(rows):
         return

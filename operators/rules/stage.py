@@ -41,13 +41,11 @@ per emission with its event time).
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 import numpy as np
 from bytewax.operators import StatefulLogic
 
@@ -75,8 +73,6 @@ if TYPE_CHECKING:
     from config.rules import RuleBase
     from config.settings import Settings
 
-log = logging.getLogger("pulse.alerts")
-_encode = msgspec.json.encode
 # Resolved alerts are forgotten (resolved_retention) when event time enters a new period of
 # this length: at the same event times in a run and its replay, and not at every emission.
 FORGET_EVERY_MS = 60_000
@@ -253,7 +249,6 @@ class RulesStage(StatefulLogic[WindowMetrics, RulesOutput, bytes]):
             keys = [t.idempotency_key for t in transitions]
             muted_keys = {t.idempotency_key for t in muted}
             out.append(alert_rows(transitions, muted_keys, self.config.extra_dims, keys))
-            _log_transitions(transitions, keys, muted_keys, now)
         out.extend(notifications)
         out.extend(actions)
         self.stats.alert_transitions += len(transitions)
@@ -280,40 +275,3 @@ def _action(transition: Transition, evaluation: Evaluation) -> Action:
 
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
-
-
-def _log_transitions(
-    transitions: list[Transition], keys: list[str], muted: set[str], now: int
-) -> None:
-    """One structured JSON line per transition (the `alerts` row's identity and reason),
-    in one log record per evaluation: thousands of transitions (an inconclusive spell
-    starting across a cube) cost one logging call, not thousands."""
-    if not log.isEnabledFor(logging.INFO):
-        return
-    lines = [
-        _encode(
-            {
-                "alert": t.state.value,
-                "previous": t.previous.value,
-                "rule": t.rule,
-                "fingerprint": t.fingerprint,
-                "episode": t.episode,
-                "sequence": t.sequence,
-                "severity": t.severity.value,
-                "event_time": t.event_time,
-                "window": t.window,
-                "window_start": t.window_start,
-                "dims": dict(t.dims),
-                "value": t.value,  # NaN or infinite: null (JSON has neither)
-                "threshold": t.threshold,
-                "samples": t.samples,
-                "reason": t.reason,
-                "targets": list(t.targets),
-                "muted": key in muted,
-                "action": t.action,
-                "idempotency_key": key,
-            }
-        ).decode()
-        for t, key in zip(transitions, keys, strict=True)
-    ]
-    log.info("%d alert transitions at event time %d:\n%s", len(lines), now, "\n".join(lines))

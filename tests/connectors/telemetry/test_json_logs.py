@@ -18,7 +18,8 @@ CHILD = f"""
 import logging, sys
 from config.settings import load_settings
 from connectors.console import configure_logging
-from connectors.telemetry.logs import log_startup, log_transition
+from connectors.telemetry.logs import log_alert_rows, log_startup
+from operators.rules.alert_rows import alert_rows
 from operators.rules.alerts import AlertState, Severity, Transition
 
 configure_logging(False, sys.argv[1])
@@ -28,12 +29,13 @@ try:
     raise RuntimeError("cannot reach http://u:{PASSWORD}@db:8123")
 except RuntimeError:
     logging.getLogger("pulse.clickhouse").exception("insert failed")
-log_transition(Transition(
+transition = Transition(
     rule="acc", fingerprint="f1", episode=7, state=AlertState.FIRING,
     previous=AlertState.PENDING, severity=Severity.ERROR, window="1m", window_start=0,
     window_end=60000, event_time=60000, dims=(("model_id", "m"),), value=0.5,
     threshold=0.8, samples=40, baseline_samples=None, reason="accuracy 0.5 < 0.8",
-))
+)
+log_alert_rows("alert_log", ("alerts", alert_rows([transition], set(), ())))
 """
 
 
@@ -65,7 +67,7 @@ def test_json_lines_have_a_stable_shape_and_no_secret(home: Path) -> None:
     assert "http://u:***@db:8123" in records[2]["exception"]
     transition = records[3]
     assert transition["rule"] == "acc" and transition["state"] == "firing"
-    assert transition["dims"] == {"model_id": "m"} and transition["value"] == 0.5
+    assert transition["model_id"] == "m" and transition["value"] == 0.5
     text = "\n".join(lines)
     for secret in (PASSWORD, API_KEY, OTLP_TOKEN):
         assert secret not in text
