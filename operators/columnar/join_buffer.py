@@ -1,0 +1,80 @@
+"""The join's inference table in bulk, as :class:`operators.join.InferenceCache`.
+
+A batch of inferences is one bulk insert into a persistent
+:class:`.hash_fifo.HashFifo` keyed by `request_id` hash, whose payload is the join's
+context as numpy columns (cell id, prediction label, confidence, latency; NaN for a
+missing number); a batch of feedback is one bulk probe answering the slot of its
+inference, or -1. First inference of a request wins, `ttl` of event time behind the
+watermark and `max_entries` (oldest first, counted) bound it: InferenceCache's rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from operators.columnar.hash_fifo import HashFifo, hash_keys
+from operators.join import InferenceContext
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceColumns:
+    """The join's context of a batch of inferences (or of probe hits), one row each."""
+
+    ts: NDArray[np.int64]
+    cells: NDArray[np.int64]
+    labels: NDArray[np.object_]  # str or None: the prediction as compared with labels
+    confidences: NDArray[np.float64]  # NaN: none given
+    latencies: NDArray[np.float64]  # NaN: none given
+
+    def context(self, i: int) -> InferenceContext:
+        """Row `i` as the row-wise stage's tuple."""
+        confidence, latency = float(self.confidences[i]), float(self.latencies[i])
+        return (
+            int(self.ts[i]), int(self.cells[i]), self.labels[i],
+            None if np.isnan(confidence) else confidence,
+            None if np.isnan(latency) else latency,
+        )  # fmt: skip
+
+
+class JoinBuffer:
+    """Recent inferences by request id: bulk :meth:`add`, bulk :meth:`probe`."""
+
+    __slots__ = ("_table",)
+
+    def __init__(self, ttl: int, max_entries: int) -> None:
+        self._table = HashFifo(ttl, max_entries)
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    @property
+    def evicted(self) -> int:
+        return self._table.evicted
+
+    def add(self, request_ids: Sequence[str], rows: InferenceColumns) -> NDArray[np.bool_]:
+        """Hold each inference in order; False where its request id is already held."""
+        payload = {
+            "cells": rows.cells, "labels": rows.labels,
+            "confidences": rows.confidences, "latencies": rows.latencies,
+        }  # fmt: skip
+        accepted, _ = self._table.add(hash_keys(request_ids), rows.ts, payload)
+        return accepted
+
+    def probe(self, request_ids: Sequence[str]) -> tuple[NDArray[np.int64], InferenceColumns]:
+        """For each request id, the slot of its held inference (-1: none) and the
+        context columns of the hits (in the order of the found ids)."""
+        seqs = self._table.probe(hash_keys(request_ids))
+        hits = seqs[seqs >= 0]
+        table = self._table
+        return seqs, InferenceColumns(
+            table.times(hits), table.column("cells", hits), table.column("labels", hits),
+            table.column("confidences", hits), table.column("latencies", hits),
+        )  # fmt: skip
+
+    def expire(self, watermark: float) -> None:
+        """Drop inferences `ttl` or more behind the watermark, in arrival order."""
+        self._table.expire(watermark)
