@@ -48,7 +48,8 @@ from operators.stats import FlowStats
 # store written by the old layout with a clear message before anything is resumed.
 # 4: versioned state types (stage_states) instead of pickled attribute dicts.
 # 5: the rules stage's state (RulesState).
-STATE_FORMAT = 5
+# 6: RulesState v2 (rules' per-cell state in arrays by cell slot).
+STATE_FORMAT = 6
 
 ZSTD_LEVEL = 1
 _codecs = threading.local()  # zstd contexts are not thread-safe (workers are threads)

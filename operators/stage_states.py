@@ -89,11 +89,12 @@ class RulesState(VersionedState):
     open notification groups and firing inhibition sources, in event time."""
 
     KIND = "rules_stage"
-    VERSION = 1
+    VERSION = 2  # 2: drift references and spike rings in arrays by cell slot, canary sides
 
     alerts: dict[str, AlertRecord]  # fingerprint -> lifecycle record (Lifecycle.alerts)
     # Rule name -> its evaluator, pickled whole: an evaluator's state (a canary's
-    # evidence, a drift reference) is plain data held by the object itself.
+    # evidence, drift references and spike rings as numpy arrays indexed by dense cell
+    # slots) is plain data held by the object itself.
     evaluators: dict[str, Evaluator]
     groups: dict[str, OpenGroup]  # target -> open group (Grouper.groups)
     inhibiting: dict[int, dict[tuple[str, ...], set[str]]]  # Inhibitor.firing

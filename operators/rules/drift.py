@@ -271,6 +271,15 @@ class HistogramDrift:
             q[has] = np.array([ref for ref in references if ref is not None], dtype=np.float64)
         return HistogramChecks(self, r, q, has)
 
+    def check_counts(
+        self, recent: np.ndarray, reference: np.ndarray, has: np.ndarray
+    ) -> HistogramChecks:
+        """:meth:`check_rows` with the references as one array [cells, bins] (float64;
+        rows where `has` is False are ignored): what a rule's reference table gives."""
+        r = np.asarray(recent, dtype=np.float64).reshape(len(has), -1)
+        q = np.where(has[:, None], reference, 0.0)
+        return HistogramChecks(self, r, q, has)
+
     def psi_check(
         self, recent: Sequence[int] | np.ndarray, reference: Sequence[int] | np.ndarray
     ) -> DriftResult:

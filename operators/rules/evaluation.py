@@ -115,3 +115,14 @@ class SidesEvaluator(Evaluator, Protocol):
         """`evaluate` of the block's cells; `selected`: per read of
         :meth:`config.rules.RuleBase.cells_read` (in order), a mask over the block."""
         ...
+
+
+@runtime_checkable
+class Forgetting(Protocol):
+    """An evaluator that keeps per-cell state and forgets expired cells (drift, spike):
+    the stage calls it with the lifecycle's expiry, at the same event times in a run and
+    its replay, so that state does not grow with dims churn."""
+
+    def forget_expired(self, now: int) -> int:
+        """Forget the cells expired at event time `now`; how many."""
+        ...

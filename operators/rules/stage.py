@@ -59,6 +59,7 @@ from operators.rules.evaluation import (
     TRUE,
     BlockEvaluator,
     Evaluator,
+    Forgetting,
     SidesEvaluator,
 )
 from operators.rules.grouping import Grouper
@@ -73,8 +74,9 @@ if TYPE_CHECKING:
     from config.rules import RuleBase
     from config.settings import Settings
 
-# Resolved alerts are forgotten (resolved_retention) when event time enters a new period of
-# this length: at the same event times in a run and its replay, and not at every emission.
+# Resolved alerts, and the expired cells of the rules' per-cell state, are forgotten
+# (resolved_retention) when event time enters a new period of this length: at the same
+# event times in a run and its replay, and not at every emission.
 FORGET_EVERY_MS = 60_000
 
 RulesOutput = TableRows | Notification | Action
@@ -177,6 +179,9 @@ class RulesStage(StatefulLogic[WindowMetrics, RulesOutput, bytes]):
             out.extend(self._evaluate(value, group, now))
             if math.isinf(previous) or now // FORGET_EVERY_MS != int(previous) // FORGET_EVERY_MS:
                 self.lifecycle.forget_expired(now)
+                for evaluator in self.evaluators:
+                    if isinstance(evaluator, Forgetting):
+                        evaluator.forget_expired(now)
         return out, StatefulLogic.RETAIN
 
     def on_eof(self) -> tuple[list[RulesOutput], bool]:

@@ -5,7 +5,9 @@
 spike) keep their state in a ``state`` attribute of plain picklable data (None for the
 stateless threshold and ratio); pass it back as ``state=`` to resume from a snapshot
 (the evaluator pickles whole as well). Settings give what the rule alone does not: the
-histogram's bins, a sliding window's overlap (a spike's baseline).
+histogram's bins, a sliding window's overlap (a spike's baseline), how long a drift or
+spike rule remembers a cell that stopped appearing (`alerting.resolved_retention` past
+the span of its reference or baseline).
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ def evaluator_for(rule: RuleBase, settings: Settings, state: Any = None) -> Eval
     if isinstance(rule, SpikeRule):
         from operators.rules.evaluators.spike import SpikeEvaluator
 
-        return SpikeEvaluator(rule, _overlapping(settings, rule.window), state)
+        return SpikeEvaluator(
+            rule, _overlapping(settings, rule.window), state, settings.alerting.resolved_retention
+        )
     if isinstance(rule, CanaryRule):
         from operators.rules.evaluators.canary import CanaryEvaluator
 
@@ -40,7 +44,9 @@ def evaluator_for(rule: RuleBase, settings: Settings, state: Any = None) -> Eval
     if isinstance(rule, DriftRule):
         from operators.rules.evaluators.drift import DriftEvaluator
 
-        return DriftEvaluator(rule, settings.aggregation.confidence_bins, state)
+        return DriftEvaluator(
+            rule, settings.aggregation.confidence_bins, state, settings.alerting.resolved_retention
+        )
     raise TypeError(f"no evaluator for rule {rule.name!r} of type {type(rule).__name__}")
 
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from config.rules import DISTRIBUTION_METRICS, DriftRule, FixedReference
 from operators.metrics import HISTOGRAM_METRIC, RATIOS
+from operators.rules.cell_ids import MISSING, CellIds, grown
 from operators.rules.change_detectors import DetectorSpec, SeriesChangeDetector
 from operators.rules.columns import CellBlock
 from operators.rules.drift import (
@@ -38,7 +39,7 @@ from operators.rules.drift import (
     HistogramDrift,
     proportion_rows,
 )
-from operators.rules.drift_reference import FixedPeriod, ReferenceHistogram, TrailingWindows
+from operators.rules.drift_reference import FixedPeriod, ReferenceTable, TrailingWindows
 from operators.rules.evaluation import (
     FALSE,
     INCONCLUSIVE,
@@ -54,22 +55,27 @@ SERIES_OF_HISTOGRAM = "confidence_mean"
 
 
 @dataclass(slots=True)
-class DriftCell:
-    """One cell's reference and detector."""
-
-    reference: ReferenceHistogram | None
-    detector: SeriesChangeDetector | None
-
-
-@dataclass(slots=True)
 class DriftState:
-    cells: dict[Dims, DriftCell] = field(default_factory=dict)
+    """A rule's cells: their slots, references and detectors (by slot), and the end of
+    each slot's last final window (what expiry reads); plain data, pickled."""
+
+    ids: CellIds = field(default_factory=CellIds)
+    references: ReferenceTable | None = None
+    detectors: dict[int, SeriesChangeDetector] = field(default_factory=dict)
+    seen_end: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    length: int = 0  # the rule's window length (ms), read from its final windows
 
 
 class DriftEvaluator(CellRule[DriftRule]):
     def __init__(
-        self, rule: DriftRule, confidence_bins: int, state: DriftState | None = None
+        self,
+        rule: DriftRule,
+        confidence_bins: int,
+        state: DriftState | None = None,
+        retention_ms: int = 3_600_000,
     ) -> None:
+        """`retention_ms`: how long past its reference's span a cell that stopped
+        appearing in final windows is remembered (the alerts' resolved_retention)."""
         super().__init__(rule)
         self.distribution = rule.metric in DISTRIBUTION_METRICS and bool(rule.psi or rule.test)
         self.bins = confidence_bins if rule.metric == HISTOGRAM_METRIC else 2
@@ -94,16 +100,53 @@ class DriftEvaluator(CellRule[DriftRule]):
             DetectorSpec(d.kind, d.delta, d.threshold, d.min_points, d.mode) if d else None
         )
         self.series = SERIES_OF_HISTOGRAM if rule.metric == HISTOGRAM_METRIC else rule.metric
-        self.state = state if state is not None else DriftState()
+        self.retention_ms = retention_ms
+        if state is None:
+            table = ReferenceTable(self.spec, self.bins) if self.check else None
+            state = DriftState(references=table)
+        self.state = state
 
-    def _cell(self, key: Dims) -> DriftCell:
-        cell = self.state.cells.get(key)
-        if cell is None:
-            cell = self.state.cells[key] = DriftCell(
-                ReferenceHistogram(self.spec, self.bins) if self.check else None,
-                SeriesChangeDetector(self.detector) if self.detector else None,
-            )
-        return cell
+    def _slots(self, keys: Sequence[Dims], start: int, end: int, final: bool) -> np.ndarray:
+        """The cells' slots; a final window that feeds state gives each cell one."""
+        state = self.state
+        feeds = self.detector is not None or (
+            state.references is not None
+            and (not isinstance(self.spec, FixedPeriod)
+                 or (self.spec.start <= start and end <= self.spec.end))
+        )  # fmt: skip
+        if not (final and feeds):
+            return state.ids.find(keys)
+        slots = state.ids.assign(keys)
+        capacity = state.ids.capacity
+        state.seen_end = grown(state.seen_end, capacity, 0)
+        if state.references is not None:
+            state.references.ensure(capacity)
+        state.seen_end[slots] = end
+        state.length = end - start
+        return slots
+
+    def forget_expired(self, now: int) -> int:
+        """Forget the cells whose last final window ended more than the reference's span
+        (trailing windows × the window's length) plus `retention_ms` before `now` (a
+        fixed period's sums are kept: the period's cells bound them); how many. At the
+        same event times in a run and its replay (the stage calls it with the
+        lifecycle's expiry)."""
+        state = self.state
+        if not len(state.ids):
+            return 0
+        live = np.fromiter(state.ids.slots.values(), dtype=np.int64, count=len(state.ids))
+        span = self.spec.windows if isinstance(self.spec, TrailingWindows) else 1
+        stale = state.seen_end[live] + span * state.length + self.retention_ms <= now
+        if state.references is not None:
+            stale &= ~state.references.kept(live)
+        gone = live[stale]
+        if len(gone):
+            if state.references is not None:
+                state.references.clear(gone)
+            for slot in gone.tolist():
+                state.detectors.pop(slot, None)
+            state.ids.release(gone.tolist())
+        return len(gone)
 
     def _distributions(self, block: CellBlock) -> np.ndarray:
         """Each cell's histogram [cells, bins]: the confidence histogram, or a
@@ -121,53 +164,48 @@ class DriftEvaluator(CellRule[DriftRule]):
 
     def judge_block(self, block: CellBlock, event_time: int) -> BlockVerdicts:
         """Each cell: its reference before this window, then (a final row) absorb it and
-        feed the detector; the histogram checks of all cells in one pass."""
+        feed the detector; the look-ups, checks and absorbs of all cells in one pass."""
         keys = block.keys
         start, end, final = block.window_start, block.window_end, block.final
-        counts = self._distributions(block) if self.check is not None else None
-        rows = counts.tolist() if counts is not None else None
-        series = block.metric(self.series).tolist() if final and self.detector else None
-        # A cell with too few recent counts is inconclusive whatever its reference: the
-        # reference is looked up only if its result is asked (absorbing this window does
-        # not change the reference of a window that starts before it ends).
-        thin = (
-            (counts.sum(axis=1) < self.check.min_samples).tolist()
-            if counts is not None and self.check is not None
-            else []
-        )
-        references: list[tuple[int, ...] | None] = []
-        later: dict[int, ReferenceHistogram] = {}
+        state = self.state
+        slots = self._slots(keys, start, end, final)
+        table, check = state.references, self.check
+        counts = self._distributions(block) if check is not None else None
+        outcomes = np.full(len(keys), NOT_EVALUATED, dtype=np.int8)
+        checks = None
+        thin = np.zeros(len(keys), dtype=bool)
+        if table is not None and check is not None and counts is not None:
+            # A cell with too few recent counts is inconclusive whatever its reference:
+            # its reference is looked up only if its result is asked (absorbing this
+            # window does not change the reference of a window that starts before it ends).
+            thin = counts.sum(axis=1) < check.min_samples
+            references, has = table.references(np.where(thin, MISSING, slots), start)
+            checks = check.check_counts(counts, references, has)
+            outcomes = _OUTCOME_OF_VERDICT[checks.verdicts]
+            if final:
+                fed = slots != MISSING
+                table.absorb(slots[fed], start, end, counts[fed])
         points: dict[int, DriftResult] = {}
-        for i, key in enumerate(keys):
-            state = self._cell(key)
-            if state.reference is not None and rows is not None:
-                if thin[i]:
-                    references.append(None)
-                    later[i] = state.reference
-                else:
-                    ref = state.reference.reference_for(start)
-                    references.append(None if ref is None else ref.counts)
-                if final:
-                    state.reference.absorb(start, end, rows[i])
-            if series is not None and state.detector is not None:
+        if final and self.detector is not None:
+            series = block.metric(self.series).tolist()
+            for i, slot in enumerate(slots.tolist()):
+                detector = state.detectors.get(slot)
+                if detector is None:
+                    detector = state.detectors[slot] = SeriesChangeDetector(self.detector)
                 value = series[i]
-                point = state.detector.update(start, None if value != value else value)
+                point = detector.update(start, None if value != value else value)
                 if point is not None:
                     points[i] = point
-        checks = None
-        outcomes = np.full(len(keys), NOT_EVALUATED, dtype=np.int8)
-        if self.check is not None and counts is not None:
-            checks = self.check.check_rows(counts, references)
-            outcomes = _OUTCOME_OF_VERDICT[checks.verdicts]
         for i, point in points.items():
             outcomes[i] = _combined(outcomes[i], point)
 
         def histogram_result(i: int) -> DriftResult:
-            assert checks is not None and self.check is not None and counts is not None
-            if i not in later:
+            assert checks is not None and check is not None and counts is not None
+            if not thin[i] or slots[i] == MISSING:
                 return checks.result(i)
-            ref = later[i].reference_for(start)
-            alone = self.check.check_rows(counts[i : i + 1], [None if ref is None else ref.counts])
+            assert table is not None
+            ref = table.reference(int(slots[i]), start)
+            alone = check.check_rows(counts[i : i + 1], [None if ref is None else ref.counts])
             return alone.result(0)
 
         def evaluation(i: int) -> Evaluation:

@@ -10,20 +10,25 @@ windows, or a window below `min_samples`, is inconclusive. A baseline mean of 0 
 any rise an infinite change (and no change when the value is 0 too).
 
 State per cell: a ring of (start, end, value, samples) of at most K + (windows that
-overlap one window) entries; plain data, picklable. A block of cells is judged at once:
-each cell's baseline mean is read from its ring, the verdicts computed with numpy
-(:func:`spike_outcomes`), and a reason is written only for the cells asked.
+overlap one window) entries, all cells' rings in one
+:class:`~operators.rules.window_ring.WindowRing` indexed by the cells' slots
+(:class:`~operators.rules.cell_ids.CellIds`); plain data, picklable. A cell that stopped
+appearing in final windows is forgotten once its ring's span plus the alerts'
+resolved_retention has passed in event time. A block of cells is judged at once: the
+baselines are read from the rings and the window absorbed with numpy, the verdicts
+computed with numpy (:func:`spike_outcomes`), and a reason is written only for the cells
+asked.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from config.rules import SpikeRule
+from operators.rules.cell_ids import MISSING, CellIds, first_of_each, grown
 from operators.rules.columns import CellBlock
 from operators.rules.evaluation import (
     FALSE,
@@ -36,25 +41,37 @@ from operators.rules.evaluation import (
 from operators.rules.evaluators.cell_rule import CellRule, evaluate_blocks, too_few, verdict
 from operators.rules.evaluators.reading import samples
 from operators.rules.lifecycle import Dims, Evaluation, Outcome
+from operators.rules.window_ring import WindowRing
 
-# (window start, window end, value, samples) of one final window
-Point = tuple[int, int, float, int]
+VALUE, SAMPLES = 0, 1  # a ring entry's vector: the window's value and its samples
 
 
 @dataclass(slots=True)
 class SpikeState:
-    rings: dict[Dims, list[Point]] = field(default_factory=dict)
+    """A rule's cells: their slots, rings (value, samples per final window) and the end
+    of each slot's last final window (what expiry reads)."""
+
+    ring: WindowRing
+    ids: CellIds = field(default_factory=CellIds)
+    seen_end: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    length: int = 0  # the rule's window length (ms), read from its final windows
 
 
 class SpikeEvaluator(CellRule[SpikeRule]):
     def __init__(
-        self, rule: SpikeRule, overlapping: int = 1, state: SpikeState | None = None
+        self,
+        rule: SpikeRule,
+        overlapping: int = 1,
+        state: SpikeState | None = None,
+        retention_ms: int = 3_600_000,
     ) -> None:
         """`overlapping`: how many consecutive windows of the rule's window share events
-        (1 for tumbling; ceil(length / slide) for sliding)."""
+        (1 for tumbling; ceil(length / slide) for sliding). `retention_ms`: how long past
+        its ring's span a cell that stopped appearing is remembered."""
         super().__init__(rule)
         self.keep = rule.baseline_windows + max(overlapping, 1)
-        self.state: SpikeState = state if state is not None else SpikeState()
+        self.retention_ms = retention_ms
+        self.state = state if state is not None else SpikeState(WindowRing(self.keep, 2))
 
     def evaluate(self, cells: Sequence[CellWindow], event_time: int) -> list[Evaluation]:
         return evaluate_blocks(self, cells, event_time)
@@ -63,39 +80,72 @@ class SpikeEvaluator(CellRule[SpikeRule]):
         """Each cell against its ring's baseline before this window, then (a final row)
         the window joins the ring; the verdicts with numpy (:func:`spike_outcomes`)."""
         rule = self.config
+        state = self.state
         keys = block.keys
         value = block.metric(rule.metric)
         n = block.samples(rule.metric)
-        values, counts = value.tolist(), n.tolist()
-        start = block.window_start
-        baselines: list[list[Point]] = []
-        means = np.full(len(keys), np.nan)
-        for i, key in enumerate(keys):
-            ring = self.state.rings.setdefault(key, [])
-            baseline = [p for p in ring if p[1] <= start][-rule.baseline_windows :] if ring else []
-            baselines.append(baseline)
-            if baseline:
-                means[i] = sum(p[2] for p in baseline) / len(baseline)
-            if block.final:
-                self._absorb(ring, start, block.window_end, values[i], counts[i])
-        full = np.array([len(b) >= rule.baseline_windows for b in baselines], dtype=bool)
+        start, end = block.window_start, block.window_end
+        slots = state.ids.find(keys)
+        baseline = state.ring.trailing(slots, start, rule.baseline_windows)
+        count = baseline.count
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = np.where(count > 0, baseline.sums[:, VALUE] / np.maximum(count, 1), np.nan)
+        base_n = baseline.sums[:, SAMPLES]
+        full = count >= rule.baseline_windows
         outcomes, change = spike_outcomes(rule, value, n, means, full)
+        if block.final:
+            self._absorb(keys, slots, start, end, value, n)
 
         def evaluation(i: int) -> Evaluation:
             return self._record(
-                keys[i], block.cell(i), event_time, OUTCOMES[outcomes[i]], baselines[i],
-                float(means[i]), float(change[i]),
+                keys[i], block.cell(i), event_time, OUTCOMES[outcomes[i]], int(count[i]),
+                int(base_n[i]), float(means[i]), float(change[i]),
             )  # fmt: skip
 
         return BlockVerdicts(outcomes, evaluation)
 
-    def _absorb(self, ring: list[Point], start: int, end: int, value: float, n: int) -> None:
-        if ring and start <= ring[-1][0]:
-            return  # a window already absorbed (a replay) or older
-        if not math.isfinite(value) or n < max(self.config.min_samples, 1):
-            return  # NaN (no value) is not finite either
-        ring.append((start, end, value, n))
-        del ring[: max(0, len(ring) - self.keep)]
+    def _absorb(
+        self, keys: Sequence[Dims], slots: np.ndarray, start: int, end: int,
+        value: np.ndarray, n: np.ndarray,
+    ) -> None:  # fmt: skip
+        """A final window joins the rings of the cells with a value and `min_samples`
+        (NaN is not finite either), unless a ring already holds it or a later window (a
+        replay)."""
+        state = self.state
+        state.length = end - start
+        known = np.flatnonzero(slots != MISSING)
+        state.seen_end[slots[known]] = end
+        joins = np.isfinite(value) & (n >= max(self.config.min_samples, 1))
+        rows = np.flatnonzero(joins)
+        if not len(rows):
+            return
+        fresh = rows[slots[rows] == MISSING]
+        if len(fresh):
+            slots = slots.copy()
+            slots[fresh] = state.ids.assign([keys[i] for i in fresh.tolist()])
+            capacity = state.ids.capacity
+            state.ring.ensure(capacity)
+            state.seen_end = grown(state.seen_end, capacity, 0)
+            state.seen_end[slots[fresh]] = end
+        chosen = slots[rows]
+        newest = state.ring.newest(chosen)
+        ok = (start > newest) & first_of_each(chosen)  # an empty ring's newest: NO_TIME
+        entries = np.stack((value[rows], n[rows].astype(np.float64)), axis=1)
+        state.ring.append(chosen[ok], start, end, entries[ok])
+
+    def forget_expired(self, now: int) -> int:
+        """Forget the cells whose last final window ended more than the ring's span
+        (`keep` windows) plus `retention_ms` before `now`; how many (event time: the same
+        in a run and its replay)."""
+        state = self.state
+        if not len(state.ids):
+            return 0
+        live = np.fromiter(state.ids.slots.values(), dtype=np.int64, count=len(state.ids))
+        gone = live[state.seen_end[live] + self.keep * state.length + self.retention_ms <= now]
+        if len(gone):
+            state.ring.clear(gone)
+            state.ids.release(gone.tolist())
+        return len(gone)
 
     def _record(
         self,
@@ -103,21 +153,23 @@ class SpikeEvaluator(CellRule[SpikeRule]):
         cell: CellWindow,
         event_time: int,
         outcome: Outcome,
-        baseline: list[Point],
+        windows: int,
+        baseline_samples: int,
         mean: float,
         change: float,
     ) -> Evaluation:
+        """`windows`: how many baseline windows, of `baseline_samples` samples in all."""
         rule = self.config
         value = cell.metrics.get(rule.metric)
         n = samples(rule.metric, cell.fields)
-        base_n = sum(p[3] for p in baseline) if baseline else None
+        base_n = baseline_samples if windows else None
         if value is None or n < rule.min_samples:
             reason = too_few(rule.metric, value, n, rule.min_samples)
             return verdict(cell, event_time, outcome, reason, dims=key,
                            value=value, samples=n, baseline_samples=base_n)  # fmt: skip
-        if len(baseline) < rule.baseline_windows:
+        if windows < rule.baseline_windows:
             reason = (
-                f"{rule.metric} {value:.4g}: baseline has {len(baseline)} of "
+                f"{rule.metric} {value:.4g}: baseline has {windows} of "
                 f"{rule.baseline_windows} windows"
             )
             return verdict(cell, event_time, outcome, reason, dims=key,
@@ -127,7 +179,7 @@ class SpikeEvaluator(CellRule[SpikeRule]):
         beyond = outcome is Outcome.TRUE
         reason = (
             f"{rule.metric} {value:.4g} against a mean of {mean:.4g} over "
-            f"{len(baseline)} windows: {change:+.1%} "
+            f"{windows} windows: {change:+.1%} "
             f"({'beyond' if beyond else 'within'} {rule.change:.0%} {rule.direction})"
         )
         return verdict(cell, event_time, outcome, reason, dims=key, value=value,
