@@ -3,6 +3,8 @@ row-wise PartitionClock and is_final give event by event, whatever the batch spl
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -49,7 +51,7 @@ def test_watermark_and_lateness_equal_row_wise_at_any_split(
     marks: list[float] = []
     late: list[bool] = []
     bounds = cut(len(ts), data)
-    for a, b in zip(bounds, bounds[1:], strict=False):
+    for a, b in itertools.pairwise(bounds):
         batch = np.array(ts[a:b], dtype=np.int64)
         got = clock.observe(batch)
         marks.extend(got.tolist())
