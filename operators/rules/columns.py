@@ -27,6 +27,7 @@ from operators.metrics import SAMPLE_FIELDS
 from operators.rules.alerts import Dims
 from operators.rules.cell_windows import DIM_COLUMNS, EXTRA, cell_windows, parse_extra_dims
 from operators.rules.evaluation import CellWindow
+from operators.rules.selectors import ROLLUP
 from operators.window_metrics import WindowMetrics
 
 _SORTED_BASE = tuple(sorted(BASE_DIMS))
@@ -60,6 +61,11 @@ class CellBlock:
         """Each cell's dims as the alerts carry them (sorted (name, value) pairs)."""
         raise NotImplementedError
 
+    def dim(self, name: str) -> np.ndarray:
+        """Each cell's value of dim `name` (object array; "*" where the cell is a rollup
+        over it or does not have it)."""
+        return np.array([dict(key).get(name, ROLLUP) for key in self.keys], dtype=object)
+
     def cell(self, i: int) -> CellWindow:
         """Cell `i` as a record (reasons and evidence read it)."""
         raise NotImplementedError
@@ -89,6 +95,7 @@ class WindowColumns(CellBlock):
         self._metrics: dict[str, np.ndarray] = {}
         self._fields: dict[tuple[str, ...], np.ndarray] = {}
         self._cells: dict[int, CellWindow] = {}
+        self._dims: dict[str, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -125,6 +132,17 @@ class WindowColumns(CellBlock):
         if first is None:
             return np.zeros((len(self.rows), 0), dtype=np.int64)
         return matrix[self.rows, first:].astype(np.int64)
+
+    def dim(self, name: str) -> np.ndarray:
+        if name not in BASE_DIMS:
+            return super().dim(name)
+        values = self._dims.get(name)
+        if values is None:
+            column = self.batch.columns[name]
+            assert isinstance(column, Categorical)
+            categories = np.array(column.categories, dtype=object)
+            values = self._dims[name] = categories[np.asarray(column.codes)[self.rows]]
+        return values
 
     @cached_property
     def keys(self) -> Sequence[Dims]:
@@ -236,6 +254,9 @@ class _Taken(CellBlock):
 
     def histograms(self) -> np.ndarray:
         return self.parent.histograms()[self.positions]
+
+    def dim(self, name: str) -> np.ndarray:
+        return self.parent.dim(name)[self.positions]
 
     @cached_property
     def keys(self) -> Sequence[Dims]:

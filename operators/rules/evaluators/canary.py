@@ -16,6 +16,13 @@ dims, e.g. one model_id), from the first window in which both sides have data:
 * A rule's `horizon` restarts the evidence every `horizon` of event time (each stretch
   is a test at level α).
 
+A block is filed with numpy and dict updates, not row by row: rows are grouped into
+pairs by the codes of their `match` dims, and each side's cells of a window are one dict
+(cell → totals) updated from the block's arrays in one call (early rows skip the cells
+whose final row is in). Sides are summed only when a pair is looked at, so a baseline
+whose pair has no canary (most cells, before a canary is deployed) costs a dict update
+per window, not a Python object per cell.
+
 Proportions read trials and successes from the metric's own fields
 (:data:`operators.metrics.RATIOS`); means read count, sum and sum of squares, which only
 reward has (rating and latency are refused at config time). Successes are capped at the
@@ -72,8 +79,42 @@ _OUTCOMES = {
     TestOutcome.INCONCLUSIVE: Outcome.INCONCLUSIVE,
 }
 
-# (side, the cell's dims) -> (its latest totals in the window, whether they are final)
-WindowCells = dict[tuple[str, Dims], tuple[Totals, bool]]
+# A cell's totals in a window: (n, sum, sum of squares)
+CellTotals = tuple[int, float, float]
+
+
+@dataclass(slots=True)
+class SideCells:
+    """One side's cells in one open window: each cell's latest totals (an early row's
+    replaced by later early rows and by the final row, never added to them)."""
+
+    cells: dict[Dims, CellTotals] = field(default_factory=dict)  # in order of arrival
+    finals: set[Dims] = field(default_factory=set)  # cells whose final row is in
+
+    def file(self, keys: list[Dims], totals: list[CellTotals], final: bool) -> np.ndarray | None:
+        """Take these cells' rows; which were taken (None: all)."""
+        if final:
+            self.finals.update(keys)
+        elif self.finals:  # an early row never replaces the final one
+            taken = np.array([k not in self.finals for k in keys], dtype=bool)
+            self.cells.update((k, t) for k, t, ok in zip(keys, totals, taken, strict=True) if ok)
+            return taken
+        self.cells.update(zip(keys, totals, strict=True))
+        return None
+
+    def has_data(self) -> bool:
+        return any(t[0] for t in self.cells.values())
+
+    def added_to(self, totals: Totals) -> Totals:
+        """`totals` plus each cell's, in order of arrival."""
+        n, total, squares = totals.n, totals.total, totals.total_squares
+        for k, t, q in self.cells.values():
+            n, total, squares = n + k, total + t, squares + q
+        return Totals(n, total, squares)
+
+
+# side -> its cells in one open window
+WindowCells = dict[str, SideCells]
 
 
 @dataclass(slots=True)
@@ -145,17 +186,17 @@ class CanaryEvaluator:
 
     # --- reading cells ------------------------------------------------------------------
 
-    def _totals(self, block: CellBlock, rows: list[int]) -> list[Totals]:
+    def _totals(self, block: CellBlock, rows: np.ndarray) -> list[CellTotals]:
         """Each row's totals of the metric's own fields (successes capped at trials)."""
         ratio = self.ratio
-        n = block.fields_sum(ratio.denominator).astype(np.int64)[rows].tolist()
+        n = block.fields_sum(ratio.denominator).astype(np.int64)[rows]
         total = block.fields_sum(ratio.numerator)[rows]
         if ratio.kind == "proportion":
             hits = np.minimum(total.astype(np.int64), n)
-            successes = (np.asarray(n) - hits if ratio.complement else hits).tolist()
-            return [Totals.proportion(k, s) for k, s in zip(n, successes, strict=True)]
+            successes = (n - hits if ratio.complement else hits).astype(np.float64).tolist()
+            return list(zip(n.tolist(), successes, successes, strict=True))
         squares = block.fields_sum(ratio.squares)[rows].tolist()
-        return [Totals(k, t, q) for k, t, q in zip(n, total.tolist(), squares, strict=True)]
+        return list(zip(n.tolist(), total.tolist(), squares, strict=True))
 
     def _pair_key(self, dims: Mapping[str, str]) -> Dims:
         return dims_of({**{m: dims.get(m, ROLLUP) for m in self.config.match}, **self.label})
@@ -186,28 +227,30 @@ class CanaryEvaluator:
     ) -> None:
         """Take one block's cells into their pairs' open windows (see the module doc)."""
         masks = dict(zip(self.selections, selected, strict=True))
-        side_of: dict[str, np.ndarray] = {}
-        taken = np.zeros(len(block), dtype=bool)
-        for name in (*SIDES, *(f"{side}_versions" for side in SIDES)):
-            if name in masks:  # the first read that selects a cell names its side
-                side_of[name] = masks[name] & ~taken
-                taken |= masks[name]
-        rows = np.flatnonzero(taken).tolist()
-        if not rows:
+        names = [n for n in (*SIDES, *(f"{side}_versions" for side in SIDES)) if n in masks]
+        kinds = np.full(len(block), -1, dtype=np.int64)
+        for code, name in enumerate(names):  # the first read that selects a cell names its side
+            kinds[(kinds < 0) & masks[name]] = code
+        rows = np.flatnonzero(kinds >= 0)
+        if not len(rows):
             return
-        kind = {i: name for name, mask in side_of.items() for i in np.flatnonzero(mask).tolist()}
         state = self.state
         start, end, final = block.window_start, block.window_end, block.final
         keys = block.keys
-        match = self.config.match
-        pair_keys: dict[tuple[str, ...], Dims] = {}  # match values -> pair key
-        for i, totals in zip(rows, self._totals(block, rows), strict=True):
-            name = kind[i]
-            dims = dict(keys[i])
-            values = tuple(dims.get(m, ROLLUP) for m in match)
-            key = pair_keys.get(values)
-            if key is None:
-                key = pair_keys[values] = self._pair_key(dims)
+        kind = kinds[rows]
+        totals = self._totals(block, rows)
+        n = np.array([t[0] for t in totals], dtype=np.int64) if totals else np.zeros(0, np.int64)
+        versions = block.dim(VERSION)[rows]
+        # Pairs by their match dims' values, in the order of their first row.
+        group = np.zeros(len(rows), dtype=np.int64)
+        for m in self.config.match:
+            _, codes = np.unique(block.dim(m)[rows].astype(str), return_inverse=True)
+            group = group * (int(codes.max()) + 1) + codes
+        _, first, inverse = np.unique(group, return_index=True, return_inverse=True)
+        for g in np.argsort(first, kind="stable").tolist():
+            mine = np.flatnonzero(inverse == g)
+            dims = dict(keys[rows[mine[0]]])
+            key = self._pair_key(dims)
             pair = state.pairs.get(key)
             if pair is None:
                 pair = state.pairs[key] = Pair()
@@ -216,22 +259,45 @@ class CanaryEvaluator:
             if final and (state.last_final_start is None or start > state.last_final_start):
                 state.last_final_start = start
             touched[key] = (start, end)
-            if name not in SIDES:
-                if totals.n > 0:
-                    pair.open_versions.setdefault(start, set()).add(
-                        (name.removesuffix("_versions"), dims.get(VERSION, ROLLUP))
-                    )
+            self._file(pair, block, rows[mine], kind[mine], totals, mine, n[mine], versions[mine])
+
+    def _file(
+        self, pair: Pair, block: CellBlock, rows: np.ndarray, kind: np.ndarray,
+        totals: list[CellTotals], mine: np.ndarray, n: np.ndarray, versions: np.ndarray,
+    ) -> None:  # fmt: skip
+        """One pair's rows of a block: each side's cells into the open window, and the
+        versions with data."""
+        start, final = block.window_start, block.final
+        keys = block.keys
+        names = [n for n in (*SIDES, *(f"{side}_versions" for side in SIDES))
+                 if n in self.selections]  # fmt: skip
+        with_data = n > 0
+        seen = pair.open_versions.get(start)
+        for code, name in enumerate(names):
+            of_kind = kind == code
+            if not of_kind.any():
                 continue
-            window = pair.open.setdefault(start, {})
-            slot = (name, keys[i])
-            known = window.get(slot)
-            if known is not None and known[1] and not final:
-                continue  # an early row never replaces the final one
-            window[slot] = (totals, final)
-            if name == CANARY and totals.n > 0:
-                pair.canary_seen = True
-            if dims.get(VERSION, ROLLUP) != ROLLUP and totals.n > 0:
-                pair.open_versions.setdefault(start, set()).add((name, dims[VERSION]))
+            side = name.removesuffix("_versions")
+            if name in SIDES:
+                at = np.flatnonzero(of_kind)
+                window = pair.open.setdefault(start, {})
+                cells = window.get(side)
+                if cells is None:
+                    cells = window[side] = SideCells()
+                positions = mine[at].tolist()
+                taken = cells.file([keys[i] for i in rows[at].tolist()],
+                                   [totals[p] for p in positions], final)  # fmt: skip
+                if taken is not None:  # rows an early row could not replace add nothing
+                    of_kind[at[~taken]] = False
+                if side == CANARY and (with_data & of_kind).any():
+                    pair.canary_seen = True
+                versioned = of_kind & with_data & (versions != ROLLUP)
+            else:
+                versioned = of_kind & with_data
+            if versioned.any():
+                if seen is None:
+                    seen = pair.open_versions.setdefault(start, set())
+                seen.update((side, str(v)) for v in dict.fromkeys(versions[versioned].tolist()))
 
     def _looks(self, touched: dict[Dims, tuple[int, int]], event_time: int) -> list[Evaluation]:
         out = []
@@ -255,8 +321,8 @@ class CanaryEvaluator:
             window = pair.open.pop(start, {})
             versions = pair.open_versions.pop(start, set())
             if pair.start is not None and start >= pair.start:
-                for (side, _), (totals, _) in window.items():
-                    pair.closed[side] = _plus(pair.closed[side], totals)
+                for side, cells in window.items():
+                    pair.closed[side] = cells.added_to(pair.closed[side])
                 for side, version in versions:
                     pair.versions[side].add(version)
         if pair.folded_before is None or last > pair.folded_before:
@@ -267,8 +333,8 @@ class CanaryEvaluator:
         if pair.start is not None:
             return
         for start in sorted(pair.open):
-            sides = {side for (side, _), (totals, _) in pair.open[start].items() if totals.n}
-            if len(sides) == 2:
+            window = pair.open[start]
+            if all(side in window and window[side].has_data() for side in SIDES):
                 pair.start = start
                 for earlier in [s for s in pair.open if s < start]:
                     del pair.open[earlier]
@@ -279,10 +345,8 @@ class CanaryEvaluator:
     def _side_totals(self, pair: Pair, side: str) -> Totals:
         totals = pair.closed[side]
         for start, window in pair.open.items():
-            if pair.start is not None and start >= pair.start:
-                for (cell_side, _), (cell_totals, _) in window.items():
-                    if cell_side == side:
-                        totals = _plus(totals, cell_totals)
+            if pair.start is not None and start >= pair.start and side in window:
+                totals = window[side].added_to(totals)
         return totals
 
     def _look(
@@ -346,9 +410,8 @@ class CanaryEvaluator:
     def _side_totals_unstarted(self, pair: Pair, side: str) -> Totals:
         totals = _ZERO
         for window in pair.open.values():
-            for (cell_side, _), (cell_totals, _) in window.items():
-                if cell_side == side:
-                    totals = _plus(totals, cell_totals)
+            if side in window:
+                totals = window[side].added_to(totals)
         return totals
 
     @staticmethod
@@ -391,10 +454,6 @@ class CanaryEvaluator:
             "since_window_start": since,
             "reason": verdict.reason,
         }
-
-
-def _plus(a: Totals, b: Totals) -> Totals:
-    return Totals(a.n + b.n, a.total + b.total, a.total_squares + b.total_squares)
 
 
 def _one_version(versions: set[str]) -> str | None:
