@@ -112,6 +112,7 @@ class Load:
     failed: Counter[str] = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list)
     server_cpu_s: float = 0.0  # CPU time of the serving process over the run
+    client_cpu_s: float = 0.0  # and of the load generator
 
     def percentile(self, p: float) -> float:
         if len(self.latencies_ms) < 2:
@@ -221,9 +222,13 @@ def _load_process(
 ) -> Load:  # fmt: skip
     requests = encoded_requests(events, size, key)
     host, port = url
+    cpu = time.process_time()
     if mode == "open":
-        return asyncio.run(_open_loop(host, port, requests, rate, seconds, connections))
-    return asyncio.run(_closed_loop(host, port, requests, connections, seconds))
+        load = asyncio.run(_open_loop(host, port, requests, rate, seconds, connections))
+    else:
+        load = asyncio.run(_closed_loop(host, port, requests, connections, seconds))
+    load.client_cpu_s = time.process_time() - cpu
+    return load
 
 
 def run_load(
@@ -296,7 +301,10 @@ def _line(label: str, load: Load, base: float | None = None) -> str:
     if base:
         text += f"  ratio {events / base:.3f}"
     if load.requests:
-        text += f"  server CPU {load.server_cpu_s / load.requests * 1e6:,.0f} µs/req"
+        text += (
+            f"  CPU µs/req: server {load.server_cpu_s / load.requests * 1e6:,.0f}, "
+            f"client {load.client_cpu_s / load.requests * 1e6:,.0f}"
+        )
     if load.failed:
         text += f"\n    NOT ACCEPTED: {sum(load.failed.values())} requests: {dict(load.failed)}"
     return text
