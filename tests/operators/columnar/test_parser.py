@@ -27,7 +27,10 @@ def dumped(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
+CLICK = b'{"type":"feedback","event_id":"e","request_id":"r","ts":1767225600000,"kind":"click","value":true,"user_id":"u"}'
+TWO_VALUES = CLICK + b" " + CLICK.replace(b'"e"', b'"f"')
 tricky = st.sampled_from([
+    TWO_VALUES, b"   ",
     b"", b"   ", b"\n", b"{}", b"[]", b'{"type":"inference"} {"type":"feedback"}',
     b'{"type":"feedback","event_id":"e","request_id":"r","ts":1767225600000,"kind":"click","value":true,"user_id":"u"}\n'
     b'{"type":"feedback","event_id":"f","request_id":"r","ts":1767225600000,"kind":"click","value":true,"user_id":"u"}',
@@ -49,7 +52,9 @@ def letters(dead: list[DeadLetter]) -> list[tuple[Any, ...]]:
 
 @settings(max_examples=400, deadline=None)
 @given(lines_strategy, st.data())
-def test_the_parser_equals_todays_decoder_at_any_split(lines: list[bytes], data: st.DataObject) -> None:
+def test_the_parser_equals_todays_decoder_at_any_split(
+    lines: list[bytes], data: st.DataObject
+) -> None:
     offsets = [100 + i for i in range(len(lines))]
     want = TODAY.decode("feedback", 3, lines, offsets)
     cuts = sorted({0, len(lines), *data.draw(st.lists(st.integers(0, len(lines)), max_size=4))})
@@ -76,3 +81,14 @@ def test_a_clean_batch_is_read_in_one_call_and_mixed_ts_become_epoch_ms() -> Non
     out = PARSER.parse("feedback", 0, lines, list(range(20)))
     assert out.ts.tolist() == [1_767_225_600_250, 1_767_225_600_251] * 10
     assert out.dead_letters == [] and np.all(out.is_feedback)
+
+
+def test_two_values_on_a_line_next_to_a_blank_line_are_both_dead_letters() -> None:
+    """decode_lines would read them as two events for two lines: the pre-filter and the
+    count check must keep them apart."""
+    lines = [CLICK] * 10 + [TWO_VALUES, b"   "]
+    out = PARSER.parse("feedback", 0, lines, list(range(12)))
+    want = TODAY.decode("feedback", 0, lines, list(range(12)))
+    assert [d.offset for d in out.dead_letters] == [10, 11]
+    assert letters(out.dead_letters) == letters(want.dead_letters)
+    assert out.events == want.events
