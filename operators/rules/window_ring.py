@@ -8,7 +8,8 @@ start". :class:`WindowRing` holds those rings for every slot of a rule's
 are appended, and their trailing sums read, in one numpy call each.
 
 Entries are appended in event-time order (the callers refuse replays and, for a
-reference, overlaps), so a ring's ends ascend and the windows ending at or before a
+reference, overlaps) and are windows of one length (a rule reads one window), so a
+ring's ends ascend and the windows ending at or before a
 start are a prefix of it. Sums run over the ring positions in order (oldest first, one
 `+` per position): the same float sum as adding the entries one by one.
 """
