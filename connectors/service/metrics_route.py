@@ -11,14 +11,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPAuthorizationCredentials
 
-from connectors.service.auth import require
+from connectors.service.auth import _bearer, require  # one scheme, one description
 from connectors.service.context import ServiceContext
 from connectors.service.responses import keyed
 
 router = APIRouter(tags=["metrics"])
-_bearer = HTTPBearer(auto_error=False, description="Needed once service.api_keys are set")
 _read = require("read")
 
 
