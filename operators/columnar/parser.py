@@ -19,6 +19,7 @@ values are checked on the accepted events as today (the range as one array compa
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import cast
@@ -33,7 +34,8 @@ from operators.events import STRUCT_VALUES, VALUE_TYPES, Event, Feedback, epoch_
 
 _lines_decoder = msgspec.json.Decoder(Event)
 _value_decoders = {kind: msgspec.json.Decoder(t) for kind, t in VALUE_TYPES.items()}
-_SMALL = 8  # a rejected chunk this short goes line by line to today's decoder
+_LINE_IN_ERROR = re.compile(r"at `\$\[(\d+)\]")
+_BYTE_IN_ERROR = re.compile(r"\(byte (\d+)\)")
 _OPEN_BRACE = ord("{")
 
 
@@ -121,29 +123,73 @@ class ColumnarParser:
         decoded: list[Event | None],
         rejected: list[int],
     ) -> None:
-        """One reader call for the chunk; halves of it when it is rejected."""
+        """One reader call for the chunk. When the reader rejects it, its error names the
+        first bad line (`$[i]`, or a byte offset): the lines before it are read again in
+        one call, that line is rejected, and reading goes on after it (slices of one
+        joined buffer: nothing is copied again). An error that names no line cuts the
+        chunk in halves (bisection)."""
         if len(chunk) == 0:
             return
-        if len(chunk) <= _SMALL and len(chunk) > 1:
-            for i in chunk.tolist():
-                self._read(lines, np.array([i]), decoded, rejected)
-            return
-        try:
-            events = _lines_decoder.decode_lines(b"\n".join([lines[i] for i in chunk.tolist()]))
-            if len(events) != len(chunk):
-                raise msgspec.DecodeError("a line is not one JSON value")
-            for event in events:
-                _finish(event)
-        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
-            if len(chunk) == 1:
-                rejected.append(int(chunk[0]))
+        picked = [lines[i] for i in chunk.tolist()]
+        blob = memoryview(b"\n".join(picked))
+        sizes = np.fromiter(map(len, picked), np.int64, len(picked))
+        starts = np.concatenate([[0], np.cumsum(sizes + 1)])  # byte offset of each line
+        pos = 0
+        while pos < len(chunk):
+            try:
+                events = _lines_decoder.decode_lines(blob[starts[pos] :])
+            except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
+                bad = _bad_line(exc, starts[pos:] - starts[pos])
+                if bad is None:
+                    self._bisect(lines, chunk[pos:], decoded, rejected)
+                    return
+                head = chunk[pos : pos + bad]
+                try:  # the lines before the bad one, read again from the same buffer
+                    events = _lines_decoder.decode_lines(blob[starts[pos] : starts[pos + bad] - 1])
+                except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+                    events = []
+                if len(events) == bad:
+                    self._keep(head, events, decoded, rejected)
+                else:
+                    self._bisect(lines, head, decoded, rejected)
+                rejected.append(int(chunk[pos + bad]))
+                pos += bad + 1
+                continue
+            rest = chunk[pos:]
+            if len(events) != len(rest):  # a line held several values: find it by halves
+                self._bisect(lines, rest, decoded, rejected)
                 return
-            half = len(chunk) // 2
-            self._read(lines, chunk[:half], decoded, rejected)
-            self._read(lines, chunk[half:], decoded, rejected)
+            self._keep(rest, events, decoded, rejected)
             return
+
+    @staticmethod
+    def _keep(
+        chunk: NDArray[np.intp], events: list[Event], decoded: list[Event | None],
+        rejected: list[int],
+    ) -> None:  # fmt: skip
+        """Read events finished as today's fast path does; a value its kind rejects
+        sends its line to the judge."""
         for i, event in zip(chunk.tolist(), events, strict=True):
+            try:
+                _finish(event)
+            except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+                rejected.append(i)
+                continue
             decoded[i] = event
+
+    def _bisect(
+        self,
+        lines: list[bytes],
+        chunk: NDArray[np.intp],
+        decoded: list[Event | None],
+        rejected: list[int],
+    ) -> None:
+        if len(chunk) == 1:
+            rejected.append(int(chunk[0]))
+            return
+        half = len(chunk) // 2
+        self._read(lines, chunk[:half], decoded, rejected)
+        self._read(lines, chunk[half:], decoded, rejected)
 
     def _check_extra_dims(
         self,
@@ -169,3 +215,16 @@ def _finish(event: Event) -> None:
         event.value = msgspec.structs.asdict(value) if event.kind in STRUCT_VALUES else value
     if type(event.ts) is not int:
         event.ts = epoch_ms(cast(datetime, event.ts))
+
+
+def _bad_line(exc: Exception, starts: NDArray[np.int64]) -> int | None:
+    """The index of the line a reader error is about, from its message, if it says
+    (`starts`: each line's first byte, and one past the end)."""
+    text, count = str(exc), len(starts) - 1
+    if match := _LINE_IN_ERROR.search(text):
+        index = int(match.group(1))
+    elif match := _BYTE_IN_ERROR.search(text):  # malformed JSON: the byte's line
+        index = int(np.searchsorted(starts, int(match.group(1)), side="right")) - 1
+    else:
+        return None
+    return index if 0 <= index < count else None

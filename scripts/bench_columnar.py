@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""Per-event cost of each columnar part next to today's row-wise component, same lines.
+
+    python scripts/bench_columnar.py [--events 200000] [--dims 10000] [--batch 50000] [--seed 1]
+
+Generates the bench's kind of lines (operators.synthetic, as scripts/bench.py: mixed
+RFC 3339 / epoch `ts`, duplicates, a few invalid lines) in memory, then times, per event
+of the part's input and best of --repeat (the machine is shared: compare the ratios of
+one run, not runs):
+
+1. parse: today's BatchDecoder vs the ColumnarParser, in batches of --batch lines; and the
+   candidate readers alone on the valid lines (msgspec ``decode_lines``, polars
+   ``read_ndjson`` when installed, ``pyarrow.json``), which chose the parser's reader;
+2. clock: PartitionClock.observe + is_final per event vs ColumnarClock on the columns;
+3. dedup: RecentIds.add per feedback event vs DedupSet.add per batch;
+4. join: InferenceCache.add per inference and .get per feedback vs JoinBuffer add/probe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from operators.clock import PartitionClock
+from operators.columnar.clock import ColumnarClock
+from operators.columnar.dedup_set import DedupSet
+from operators.columnar.join_buffer import InferenceColumns, JoinBuffer
+from operators.columnar.parser import ColumnarParser
+from operators.decode import BatchDecoder
+from operators.dedup import RecentIds
+from operators.events import Feedback, Inference
+from operators.join import InferenceCache
+from operators.synthetic import TrafficGenerator, TrafficProfile
+from operators.windows import is_final
+
+HORIZON, MAX_ENTRIES = 600_000, 1_000_000
+
+
+def lines_of(events: int, dims: int, seed: int) -> list[bytes]:
+    rate = 2000.0
+    profile = TrafficProfile(seed=seed, duration_s=events / (rate * 1.85), rate=rate, dims=dims)
+    return [event.line for event in TrafficGenerator(profile).events()][:events]
+
+
+def best(fn: Callable[[], Any], repeat: int) -> float:
+    """Fastest of `repeat` runs, seconds."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def row(part: str, n: int, today: float | None, columnar: float | None) -> None:
+    def us(t: float | None) -> str:
+        return "      —" if t is None else f"{t / n * 1e6:7.3f}"
+
+    ratio = f"{today / columnar:6.1f}×" if today and columnar else "      "
+    print(f"{part:<34} {us(today)} {us(columnar)}  {ratio}   ({n:,} events)")
+
+
+def batches(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--dims", type=int, default=10_000)
+    ap.add_argument("--batch", type=int, default=50_000)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    lines = lines_of(args.events, args.dims, args.seed)
+    n, repeat = len(lines), args.repeat
+    decoder = BatchDecoder(65_536, 946_684_800_000, 4_102_444_800_000)
+    parser = ColumnarParser(decoder)
+    chunks = batches(lines, args.batch)
+    print(f"{n:,} lines, batches of {args.batch:,}; µs per event: today, columnar, ratio")
+
+    def today_parse() -> None:
+        for chunk in chunks:
+            decoder.decode("t", 0, chunk, list(range(len(chunk))))
+
+    def columnar_parse() -> None:
+        for chunk in chunks:
+            parser.parse("t", 0, chunk, list(range(len(chunk))))
+
+    row("parse + validate", n, best(today_parse, repeat), best(columnar_parse, repeat))
+    parsed = parser.parse("t", 0, lines, list(range(n)))
+    readers([lines[i] for i in parsed.offsets.tolist()], args.batch, repeat)
+
+    ts = parsed.ts
+    ends = ts - ts % 60_000 + 60_000
+
+    def today_clock() -> None:
+        clock = PartitionClock(5_000, 2_000, 10_000, False, 0.0)
+        for t, end in zip(ts.tolist(), ends.tolist(), strict=True):
+            clock.observe(t)
+            is_final(end, clock.emitted, 0)
+
+    def columnar_clock() -> None:
+        clock = ColumnarClock(PartitionClock(5_000, 2_000, 10_000, False, 0.0))
+        for a in range(0, len(ts), args.batch):
+            marks = clock.observe(ts[a : a + args.batch])
+            clock.late(ends[a : a + args.batch], clock.emitted(marks), 0)
+
+    row("clock: watermark + lateness", len(ts), best(today_clock, repeat),
+        best(columnar_clock, repeat))  # fmt: skip
+
+    feedback = [e for e in parsed.events if type(e) is Feedback]
+    ids = [e.event_id for e in feedback]
+    fts = np.array([e.ts for e in feedback], dtype=np.int64)
+
+    def today_dedup() -> None:
+        seen = RecentIds(HORIZON, MAX_ENTRIES)
+        for key, t in zip(ids, fts.tolist(), strict=True):
+            seen.add(key, t)
+
+    def columnar_dedup() -> None:
+        seen = DedupSet(HORIZON, MAX_ENTRIES)
+        for a in range(0, len(ids), args.batch):
+            seen.add(ids[a : a + args.batch], fts[a : a + args.batch])
+
+    row("dedup (feedback)", len(ids), best(today_dedup, repeat), best(columnar_dedup, repeat))
+
+    inferences = [e for e in parsed.events if type(e) is Inference]
+    join(inferences, feedback, args.batch, repeat)
+
+
+def join(inferences: list[Inference], feedback: list[Feedback], size: int, repeat: int) -> None:
+    def number(v: float | None) -> float:
+        return math.nan if v is None else float(v)
+
+    requests = [e.request_id for e in inferences]
+    contexts = [(e.ts, i % 1000, None if e.prediction is None else str(e.prediction),
+                 e.confidence, e.latency_ms) for i, e in enumerate(inferences)]  # fmt: skip
+    columns = InferenceColumns(
+        np.array([c[0] for c in contexts], dtype=np.int64),
+        np.array([c[1] for c in contexts], dtype=np.int64),
+        np.array([c[2] for c in contexts], dtype=np.object_),
+        np.array([number(c[3]) for c in contexts], dtype=np.float64),
+        np.array([number(c[4]) for c in contexts], dtype=np.float64),
+    )
+    wanted = [e.request_id for e in feedback]
+    n = len(requests) + len(wanted)
+
+    def today() -> None:
+        cache = InferenceCache(HORIZON, MAX_ENTRIES)
+        for request_id, context in zip(requests, contexts, strict=True):
+            cache.add(request_id, context)
+        for request_id in wanted:
+            cache.get(request_id)
+
+    def columnar() -> None:
+        buffer = JoinBuffer(HORIZON, MAX_ENTRIES)
+        for a in range(0, len(requests), size):
+            part = slice(a, a + size)
+            buffer.add(requests[part], InferenceColumns(
+                columns.ts[part], columns.cells[part], columns.labels[part],
+                columns.confidences[part], columns.latencies[part]))  # fmt: skip
+        for a in range(0, len(wanted), size):
+            buffer.probe(wanted[a : a + size])
+
+    row("join (insert + probe)", n, best(today, repeat), best(columnar, repeat))
+
+
+def readers(valid: list[bytes], size: int, repeat: int) -> None:
+    """The candidate bulk readers alone, on the lines the Structs take as they are (not
+    those whose unknown fields go to `attributes`): what chose the parser's reader."""
+    import msgspec
+
+    from operators.decode import decode_fast
+    from operators.events import Event
+
+    valid = [line for line in valid if _fast(decode_fast, line)]
+    blobs = [b"\n".join(chunk) for chunk in batches(valid, size)]
+    decoder = msgspec.json.Decoder(Event)
+    n = len(valid)
+    took = best(lambda: [decoder.decode_lines(blob) for blob in blobs], repeat)
+    row("  reader: msgspec decode_lines", n, None, took)
+    try:
+        import polars as pl
+    except ImportError:
+        print("  reader: polars read_ndjson         (polars not installed)")
+    else:
+        took = best(lambda: [pl.read_ndjson(io.BytesIO(b), infer_schema_length=None)
+                             for b in blobs], repeat)  # fmt: skip
+        row("  reader: polars read_ndjson (lossy)", n, None, took)
+    import pyarrow.json as pj
+
+    try:
+        pj.read_json(io.BytesIO(blobs[0]))
+    except Exception as exc:  # a mixed-type column: pyarrow cannot read the batch at all
+        print(f"  reader: pyarrow.json                refuses: {str(exc)[:60]}")
+
+
+def _fast(decode: Callable[[bytes], Any], line: bytes) -> bool:
+    try:
+        decode(line)
+    except Exception:
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    main()
