@@ -68,7 +68,7 @@ class ColumnarParser:
         plain = np.flatnonzero(~suspect)
         self._read(lines, plain, decoded, rejected, blob if len(plain) == n else None)
         fast = [i for i in plain.tolist() if decoded[i] is not None]
-        fast_ts = _finish(fast, decoded, rejected)
+        fast_ts, fast_feedback = _finish(fast, decoded, rejected)
         out = ParsedBatch()
         dead = out.dead_letters
         min_ts, max_ts = self.decoder.min_ts, self.decoder.max_ts
@@ -94,6 +94,11 @@ class ColumnarParser:
                 decoded[position[offset]] = event
             dead.extend(judged.dead_letters)
             dead.sort(key=lambda letter: letter.offset)
+        if not rejected and not dead and len(fast) == n:  # the common batch: all valid
+            out.events = cast(list[Event], decoded)
+            out.offsets = np.asarray(offsets, dtype=np.int64)
+            out.ts, out.is_feedback = fast_ts, fast_feedback
+            return out
         kept = [i for i in range(n) if decoded[i] is not None]
         out.events = [cast(Event, decoded[i]) for i in kept]
         out.offsets = np.asarray(offsets, dtype=np.int64)[kept]
@@ -202,40 +207,40 @@ class ColumnarParser:
                 decoded[i] = None
 
 
-def _finish(fast: list[int], decoded: list[Event | None], rejected: list[int]) -> NDArray[np.int64]:
+def _finish(
+    fast: list[int], decoded: list[Event | None], rejected: list[int]
+) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:
     """What today's fast path does after the Structs, in bulk: each feedback kind's values
     typed in one reader call (a value its kind rejects sends its line to the judge), and
     RFC 3339 `ts` as epoch ms through one pyarrow cast (floored to the ms, as
-    :func:`operators.events.epoch_ms`). Returns the `ts` of `fast` (0 where rejected)."""
+    :func:`operators.events.epoch_ms`). Returns the `ts` and the type (feedback or not)
+    of each of `fast`."""
+    events: list[Any] = [decoded[i] for i in fast]
+    stamps: list[Any] = [event.ts for event in events]
+    stamped = [k for k, t in enumerate(stamps) if type(t) is not int]
+    if stamped:  # RFC 3339 instants (datetimes): epoch ms in one cast
+        instants = pa.array([stamps[k] for k in stamped])
+        micros = instants.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
+        for k, value in zip(stamped, (micros // 1000).tolist(), strict=True):
+            stamps[k] = events[k].ts = value
     by_kind: dict[str, list[int]] = {}
-    stamped: list[int] = []  # positions in `fast` whose ts is an RFC 3339 instant
-    ts = np.zeros(len(fast), dtype=np.int64)
-    for k, i in enumerate(fast):
-        event = cast(Event, decoded[i])
+    for k, event in enumerate(events):
         if type(event) is Feedback:
             by_kind.setdefault(event.kind, []).append(k)
-        if type(event.ts) is int:
-            ts[k] = event.ts
-        else:
-            stamped.append(k)
-    if stamped:
-        instants = pa.array([cast(Event, decoded[fast[k]]).ts for k in stamped])
-        micros = instants.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
-        ms = micros // 1000
-        ts[stamped] = ms
-        for k, value in zip(stamped, ms.tolist(), strict=True):
-            cast(Event, decoded[fast[k]]).ts = value
     for kind, ks in by_kind.items():
-        events = [cast(Feedback, decoded[fast[k]]) for k in ks]
-        values = _values(kind, [e.value for e in events])
+        values = _values(kind, [events[k].value for k in ks])
         struct = kind in STRUCT_VALUES
-        for k, event, value in zip(ks, events, values, strict=True):
+        for k, value in zip(ks, values, strict=True):
             if value is _REJECTED:
                 rejected.append(fast[k])
                 decoded[fast[k]] = None
             else:
-                event.value = msgspec.structs.asdict(value) if struct else value
-    return ts
+                events[k].value = msgspec.structs.asdict(value) if struct else value
+    ts = np.array(stamps, dtype=np.int64)
+    is_feedback = np.zeros(len(fast), dtype=np.bool_)
+    for ks in by_kind.values():
+        is_feedback[ks] = True
+    return ts, is_feedback
 
 
 _REJECTED = object()
