@@ -123,3 +123,19 @@ def test_churning_cells_are_forgotten_and_steady_ones_kept(make: object) -> None
     assert forgetting.state.ids.capacity <= 3 + 3 * 16
     steady_keys = [dims_of({**BASE_DIMS, "segment": s}) for s in steady]
     assert MISSING not in forgetting.state.ids.find(steady_keys).tolist()
+
+
+def test_a_side_keeps_each_cells_latest_row_and_never_lets_an_early_row_replace_a_final() -> None:
+    from operators.rules.evaluators.canary import SideCells
+    from operators.rules.sequential import Totals
+
+    a, b = (("segment", "a"),), (("segment", "b"),)
+    side = SideCells()
+    assert side.file([a, b], [(10, 1.0, 1.0), (0, 0.0, 0.0)], final=False) is None
+    assert side.file([a], [(20, 2.0, 2.0)], final=False) is None  # replaces, not adds
+    assert side.added_to(Totals(0)) == Totals(20, 2.0, 2.0) and side.has_data()
+    assert side.file([a], [(25, 3.0, 3.0)], final=True) is None
+    taken = side.file([a, b], [(99, 9.0, 9.0), (5, 1.0, 1.0)], final=False)
+    assert taken is not None and taken.tolist() == [False, True]
+    assert side.added_to(Totals(1, 1.0, 1.0)) == Totals(31, 5.0, 5.0)
+    assert list(side.cells) == [a, b]  # in order of arrival: the sums' order
