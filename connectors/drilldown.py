@@ -80,6 +80,12 @@ class Drilldown:
         """Why nothing matched, from a :meth:`coverage_sql` row; `asked` names the range."""
         if not count:
             return f"the store holds no rows of window {self.window} yet"
+        if self.since_seconds is None and self.start_ms is None and self.end_ms is None:
+            return (
+                f"window {self.window} has rows from {first} to {last} UTC (window starts), "
+                "none with these dims, `by` and `where`: rollup rows carry '*' for the dims "
+                "they aggregate over (see `by`)"
+            )
         return (
             f"window {self.window} has rows from {first} to {last} UTC (window starts), none "
             f"within {asked}: try --since all, or --start {first.replace(' ', 'T')}Z"

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from connectors.clickhouse import ClickHouseError
+from connectors.service.body_limit import BodyLimit
 from connectors.service.context import ServiceContext
 
 TITLE = "Feedback Pulse"
@@ -37,6 +38,7 @@ def create_app(context: ServiceContext) -> FastAPI:
     for module in (health, ingest, reads, sql, silences, metrics_route):
         app.include_router(module.router)
     app.add_exception_handler(ClickHouseError, _store_unavailable)
+    app.add_middleware(BodyLimit, max_bytes=context.settings.service.max_body_bytes)
     return app
 
 

@@ -1,6 +1,6 @@
 """POST /v1/inferences and /v1/feedback: events into the durable log (scope `ingest`).
 
-A request goes: size (413, from Content-Length and again while reading) -> items
+A request goes: size (413, from Content-Length and again while reading: body_limit.py) -> items
 (:func:`operators.ingest.split_body`; more than `service.max_batch_events` -> 413) ->
 the key's rate limit in events (429 + Retry-After) -> each item validated as the flow
 decodes it (:class:`operators.ingest.IngestValidator`) -> the accepted ones appended to
@@ -93,25 +93,6 @@ def _problem(status_code: int, detail: str, retry_after: int | None = None) -> R
     return _json(status_code, {"detail": detail}, retry_after)
 
 
-class _TooLarge(Exception):
-    pass
-
-
-async def _body(request: Request, limit: int) -> bytes:
-    """The body, refused past `limit` bytes before it is all read."""
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
-        raise _TooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _results(batch: IngestBatch) -> dict[str, Any]:
     return {
         "accepted": batch.accepted,
@@ -139,12 +120,7 @@ async def _ingest(request: Request, principal: Principal, expected: EventType) -
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding != "identity":
         return _problem(415, f"Content-Encoding {encoding!r} is not supported: send plain JSON")
-    try:
-        body = await _body(request, service.max_body_bytes)
-    except _TooLarge:
-        return _problem(
-            413, f"the body exceeds service.max_body_bytes={service.max_body_bytes} bytes"
-        )
+    body = await request.body()  # bounded by service.max_body_bytes (body_limit.py)
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     ndjson = media_type in NDJSON_TYPES
     if len(body) > INLINE_BYTES:  # parsing megabytes would stall the event loop

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -50,6 +50,19 @@ def _store_answers() -> Iterator[None]:
         ) from None
 
 
+class SilenceRecord(BaseModel):
+    """A silence as stored (what `pulse silence list --format json` prints)."""
+
+    id: str
+    matchers: dict[str, str | list[str]] = Field(description="dims (and `rule`); a list: any")
+    created_at: str = Field(description="RFC 3339, UTC")
+    created_at_ms: int
+    until: str = Field(description="the expiry, RFC 3339 of event time")
+    until_ms: int
+    active: bool = Field(description="the expiry is after now")
+    comment: str
+
+
 class NewSilence(BaseModel):
     """A silence to add: its matchers and either `until_ms` or `for` (a duration from now)."""
 
@@ -83,11 +96,11 @@ def list_silences(
     request: Request,
     principal: Annotated[Principal, Depends(require("read"))],
     all: bool = False,
-) -> list[dict[str, Any]]:
+) -> list[SilenceRecord]:
     now_ms = int(time.time() * 1000)
     with _store_answers():
         listed = _store(request).listed(now_ms, include_expired=all)
-    return [s.record(now_ms) for s in listed if _visible(s, principal)]
+    return [SilenceRecord(**s.record(now_ms)) for s in listed if _visible(s, principal)]
 
 
 @router.post(
@@ -96,6 +109,7 @@ def list_silences(
     summary="Add a silence",
     **keyed(
         "admin",
+        413,
         422,
         own=STORE_DOWN,
         description="A tenant-bound key's silence gets its `tenant` matcher.",
@@ -105,7 +119,7 @@ def add_silence(
     request: Request,
     body: NewSilence,
     principal: Annotated[Principal, Depends(require("admin"))],
-) -> dict[str, Any]:
+) -> SilenceRecord:
     now_ms = int(time.time() * 1000)
     matchers = dict(body.matchers)
     if not principal.all_tenants:
@@ -123,7 +137,7 @@ def add_silence(
         raise HTTPException(UNPROCESSABLE, detail=problems) from None
     with _store_answers():
         added = _store(request).add(valid.matchers, valid.until, valid.comment, now_ms=now_ms)
-    return added.record(now_ms)
+    return SilenceRecord(**added.record(now_ms))
 
 
 @router.delete(
@@ -133,7 +147,7 @@ def expire_silence(
     request: Request,
     silence_id: str,
     principal: Annotated[Principal, Depends(require("admin"))],
-) -> dict[str, Any]:
+) -> SilenceRecord:
     now_ms = int(time.time() * 1000)
     store = _store(request)
     with _store_answers():
@@ -145,7 +159,7 @@ def expire_silence(
         )
     with _store_answers():
         ended = store.expire(silence_id, now_ms=now_ms)
-    return ended.record(now_ms)
+    return SilenceRecord(**ended.record(now_ms))
 
 
 def _until(body: NewSilence, now_ms: int) -> int:

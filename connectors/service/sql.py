@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import threading
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
@@ -64,8 +65,16 @@ def render(result: QueryResult, fmt: Format, **extra: Any) -> Response:
         writer.writerow(result.columns)
         writer.writerows([[_csv_cell(v) for v in row] for row in result.rows])
         return Response(out.getvalue(), media_type="text/csv; charset=utf-8")
-    body = {"columns": result.columns, "rows": result.rows, **extra}
-    return Response(json.dumps(body, default=_json_default), media_type="application/json")
+    rows = [[_finite(v) for v in row] for row in result.rows]
+    body = {"columns": result.columns, "rows": rows, **extra}
+    return Response(
+        json.dumps(body, default=_json_default, allow_nan=False), media_type="application/json"
+    )
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity (a ratio over nothing, a float column's inf): null."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 _made = threading.Lock()
@@ -100,6 +109,7 @@ CSV: Responses = {
     **keyed(
         "query",
         400,
+        413,
         422,
         own=CSV,
         description="One SELECT (WITH, UNION included) run with `readonly=1`, "
