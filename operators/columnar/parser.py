@@ -149,7 +149,7 @@ class ColumnarParser:
             try:
                 events = _lines_decoder.decode_lines(blob[starts[pos] :])
             except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
-                bad = _bad_line(exc, starts[pos:] - starts[pos])
+                bad = _bad_line(exc, starts, pos)
                 if bad is None:
                     self._bisect(lines, chunk[pos:], decoded, rejected)
                     return
@@ -247,14 +247,35 @@ _REJECTED = object()
 
 
 def _values(kind: str, raws: list[msgspec.Raw]) -> list[Any]:
-    """Feedback values of one kind typed in one call; one by one when it rejects some."""
+    """Feedback values of one kind typed in one call; past a rejected value (named by
+    the error), on from the next one."""
     decoder = _value_decoders[kind]
-    try:
-        values = decoder.decode_lines(b"\n".join(raws))
-        if len(values) == len(raws):
-            return values
-    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
-        pass
+    out: list[Any] = []
+    pos = 0
+    while pos < len(raws):
+        try:
+            values = decoder.decode_lines(b"\n".join(raws[pos:]))
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
+            match = _LINE_IN_ERROR.search(str(exc))
+            bad = min(int(match.group(1)), len(raws) - pos - 1) if match else 0
+            head = raws[pos : pos + bad]
+            try:  # the values before the named one, again in one call
+                values = decoder.decode_lines(b"\n".join(head)) if head else []
+            except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+                values = []
+            out.extend(values if len(values) == bad else _one_by_one(decoder, head))
+            out.extend(_one_by_one(decoder, raws[pos + bad : pos + bad + 1]))
+            pos += bad + 1
+            continue
+        if len(values) != len(raws) - pos:
+            out.extend(_one_by_one(decoder, raws[pos:]))
+        else:
+            out.extend(values)
+        break
+    return out
+
+
+def _one_by_one(decoder: msgspec.json.Decoder[Any], raws: list[msgspec.Raw]) -> list[Any]:
     out: list[Any] = []
     for raw in raws:
         try:
@@ -264,14 +285,16 @@ def _values(kind: str, raws: list[msgspec.Raw]) -> list[Any]:
     return out
 
 
-def _bad_line(exc: Exception, starts: NDArray[np.int64]) -> int | None:
-    """The index of the line a reader error is about, from its message, if it says
-    (`starts`: each line's first byte, and one past the end)."""
-    text, count = str(exc), len(starts) - 1
+def _bad_line(exc: Exception, starts: NDArray[np.int64], pos: int) -> int | None:
+    """Which line (counted from `pos`) a reader error over the buffer from line `pos` on
+    is about, from its message, if it says (`starts`: each line's first byte, then one
+    past the end)."""
+    text, count = str(exc), len(starts) - 1 - pos
     if match := _LINE_IN_ERROR.search(text):
         index = int(match.group(1))
     elif match := _BYTE_IN_ERROR.search(text):  # malformed JSON: the byte's line
-        index = int(np.searchsorted(starts, int(match.group(1)), side="right")) - 1
+        byte = int(match.group(1)) + int(starts[pos])
+        index = int(np.searchsorted(starts, byte, side="right")) - 1 - pos
     else:
         return None
     return index if 0 <= index < count else None
