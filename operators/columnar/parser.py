@@ -77,9 +77,10 @@ class ColumnarParser:
             i = fast[k]
             if decoded[i] is None:  # its value was rejected: the judge has it
                 continue
+            stamp = cast(Event, decoded[i]).ts
             dead.append(
                 DeadLetter(topic, partition, offsets[i], lines[i], "ts_out_of_range",
-                           f"ts {fast_ts[k]} is outside [{min_ts}, {max_ts}) epoch ms")
+                           f"ts {stamp} is outside [{min_ts}, {max_ts}) epoch ms")
             )  # fmt: skip
             decoded[i] = None
         if self.decoder.extra_dims:
@@ -236,7 +237,10 @@ def _finish(
                 decoded[fast[k]] = None
             else:
                 events[k].value = msgspec.structs.asdict(value) if struct else value
-    ts = np.array(stamps, dtype=np.int64)
+    try:
+        ts = np.array(stamps, dtype=np.int64)
+    except OverflowError:  # an epoch beyond int64: out of any range, clamped to its end
+        ts = np.array([min(max(t, _INT64_MIN), _INT64_MAX) for t in stamps], dtype=np.int64)
     is_feedback = np.zeros(len(fast), dtype=np.bool_)
     for ks in by_kind.values():
         is_feedback[ks] = True
@@ -244,6 +248,7 @@ def _finish(
 
 
 _REJECTED = object()
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _values(kind: str, raws: list[msgspec.Raw]) -> list[Any]:

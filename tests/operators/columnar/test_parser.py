@@ -30,7 +30,7 @@ def dumped(payload: dict[str, Any]) -> bytes:
 CLICK = b'{"type":"feedback","event_id":"e","request_id":"r","ts":1767225600000,"kind":"click","value":true,"user_id":"u"}'
 TWO_VALUES = CLICK + b" " + CLICK.replace(b'"e"', b'"f"')
 tricky = st.sampled_from([
-    TWO_VALUES, b"   ",
+    TWO_VALUES, b"   ", CLICK.replace(b"1767225600000", str(2**70).encode()),
     b"", b"   ", b"\n", b"{}", b"[]", b'{"type":"inference"} {"type":"feedback"}',
     b'{"type":"feedback","event_id":"e","request_id":"r","ts":1767225600000,"kind":"click","value":true,"user_id":"u"}\n'
     b'{"type":"feedback","event_id":"f","request_id":"r","ts":1767225600000,"kind":"click","value":true,"user_id":"u"}',
