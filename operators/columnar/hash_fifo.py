@@ -133,6 +133,8 @@ class HashFifo:
             _, first = np.unique(inverse[candidates], return_index=True)
             update = np.zeros(n, dtype=np.bool_)
             update[candidates[first]] = True
+            if self.hi + len(first) - self.max_entries <= self.lo:
+                return update  # nothing is pushed out at any key: the first pass is exact
             if np.array_equal(update, accepted):
                 return accepted
             accepted = update
