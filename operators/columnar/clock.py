@@ -1,9 +1,9 @@
 """The partition's watermark at every event of a batch, and lateness, in bulk.
 
 The row-wise stage calls :meth:`operators.clock.PartitionClock.observe` per event; here
-the watermark after each event is a running maximum (``numpy.maximum.accumulate``) seeded
-with the carried maximum, put through the same rule (:func:`operators.clock.watermark_of`)
-and never going back from the carried watermark. The state stays the
+the watermark after each event is a running maximum (``numpy.maximum.accumulate``) put
+through the same rule (:func:`operators.clock.watermark_of`) and never below the
+carried watermark (which seeds it). The state stays the
 :class:`~operators.clock.PartitionClock` itself, so idleness, pauses and ended streams
 keep their one definition. Lateness is :func:`operators.windows.is_final`, which is a
 comparison and so takes arrays as they are.
@@ -35,8 +35,9 @@ class ColumnarClock:
         clock = self.clock
         if len(ts) == 0:
             return np.empty(0, dtype=np.float64)
+        # The carried watermark seeds the running maximum: it is never below the rule
+        # applied to the carried maximum event time, and may be above it (idleness).
         running = np.maximum.accumulate(ts.astype(np.float64))
-        np.maximum(running, clock.max_ts, out=running)
         marks = np.maximum(watermark_of(running, clock.max_out_of_orderness), clock.watermark)
         clock.max_ts = max(clock.max_ts, int(ts.max()))
         clock.watermark = float(marks[-1])
