@@ -2,13 +2,16 @@
 
 * Rows are buffered per table and inserted by one background thread (chDB and the HTTP
   client release the GIL while the insert runs, so writing overlaps processing), in
-  blocks of up to `block_rows`, at least every `flush_interval`.
+  blocks of up to `block_rows`, at least every `flush_interval`. A wide table's block is
+  smaller: at most `block_bytes` (:func:`row_bytes`), because chDB's memory while it
+  inserts a block follows the block's bytes, not its rows.
 * ``snapshot()`` — called by Bytewax at the end of every epoch, before the epoch's
   snapshot is committed — blocks until everything buffered is written. A committed
   snapshot therefore never points past rows that were lost in a crash; rows written
   after it are rewritten on replay under the same keys (see the migrations).
-* Backpressure: while `max_pending_rows` are unwritten (buffered or being inserted),
-  ``write_batch`` blocks, after each :class:`TableRows` it hands over: an outage slows
+* Backpressure: while `max_pending_rows` or `max_pending_bytes` are unwritten (buffered
+  or being inserted), ``write_batch`` blocks, after each :class:`TableRows` it hands
+  over: an outage slows
   the flow down instead of dropping rows or growing memory without bound, and a large
   batch (every window's final rows at the end of a bounded run) is not buffered whole
   before the bound applies. The writer takes one block per table at a time (what it
@@ -31,16 +34,25 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from tenacity import RetryCallState
 
 from connectors.clickhouse import Target, connect, describe, retrying_while_transient, to_arrow
 from connectors.run_control import exit_write_failed
-from operators.batches import TableRows
+from operators.batches import Categorical, TableRows
 from operators.stats import FlowStats, timed
 
 log = logging.getLogger("pulse.clickhouse")
+
+# chDB's memory while it inserts a block grows with the block's bytes (about 6x its Arrow
+# size: 2.6 KiB per `metrics` row, 0.85 KiB per `metrics_classes` row): a 100k-row
+# `metrics` block took +256 MiB for its insert alone, the jump at the end of a bounded run.
+# A block is therefore bounded in bytes as well as rows, per table (see docs/performance.md).
+BLOCK_BYTES = 8 << 20
+# Backpressure in bytes too: a wide table's rows weigh several times a narrow one's.
+MAX_PENDING_BYTES = 32 << 20
 
 # Keyed tables are deduplicated when parts merge and by FINAL at read time; doing it again
 # for every inserted block (optimize_on_insert) made metrics inserts ~2.6x slower here.
@@ -59,6 +71,8 @@ class _Writer:
         max_pending_rows: int,
         retry_backoff_max: float,
         stats: FlowStats,
+        block_bytes: int = BLOCK_BYTES,
+        max_pending_bytes: int = MAX_PENDING_BYTES,
         client_factory: Callable[[Target], Any] | None = None,
         exit_on_failure: bool = True,
     ) -> None:
@@ -67,6 +81,11 @@ class _Writer:
         self.block_rows = block_rows
         self.flush_interval = flush_interval
         self.max_pending_rows = max_pending_rows
+        self.block_bytes = block_bytes
+        self.max_pending_bytes = max_pending_bytes
+        self._row_bytes: dict[str, int] = {}  # per table, from its first rows
+        self._pending_bytes = 0
+        self._in_flight_bytes = 0
         self.retry_backoff_max = retry_backoff_max
         self.stats = stats
         self._client_factory = client_factory
@@ -93,17 +112,33 @@ class _Writer:
                 n = len(rows)
                 if not n:
                     continue
+                width = self._row_bytes.setdefault(rows.table, row_bytes(rows))
                 self._buffers.setdefault(rows.table, deque()).append(rows)
                 self._pending += n
+                self._pending_bytes += n * width
                 self.stats.sink_rows_in += n
                 self._cond.notify_all()
-                while self._unwritten >= self.max_pending_rows and self._error is None:
+                while self._over_bound and self._error is None:
                     self._cond.wait(1.0)
             self._raise_if_failed()
 
     @property
     def _unwritten(self) -> int:
         return self._pending + self._in_flight
+
+    @property
+    def _over_bound(self) -> bool:
+        """`max_pending_rows` or `max_pending_bytes` unwritten (buffered or in flight)."""
+        return (
+            self._unwritten >= self.max_pending_rows
+            or self._pending_bytes + self._in_flight_bytes >= self.max_pending_bytes
+        )
+
+    def block_rows_of(self, table: str) -> int:
+        """Rows per INSERT block of `table`: `block_rows`, fewer for a wide table so that
+        a block stays within `block_bytes`."""
+        width = self._row_bytes.get(table, 1)
+        return max(1, min(self.block_rows, self.block_bytes // max(width, 1)))
 
     def flush(self) -> None:
         """Block until every row handed over so far is written."""
@@ -135,9 +170,10 @@ class _Writer:
         due = []
         for table, chunks in list(self._buffers.items()):
             rows = sum(len(c) for c in chunks)
-            if rows >= self.block_rows or every_table:
+            block_rows = self.block_rows_of(table)
+            if rows >= block_rows or every_table:
                 block: list[TableRows] = []
-                room = self.block_rows
+                room = block_rows
                 while chunks and room:
                     rows_taken = chunks.popleft()
                     if len(rows_taken) > room:
@@ -160,8 +196,13 @@ class _Writer:
                     return
                 due = self._take(self._write_all(last))
                 in_flight = sum(len(c) for _, chunks in due for c in chunks)
+                in_flight_bytes = sum(
+                    len(c) * self._row_bytes[table] for table, chunks in due for c in chunks
+                )
                 self._in_flight += in_flight
                 self._pending -= in_flight
+                self._in_flight_bytes += in_flight_bytes
+                self._pending_bytes -= in_flight_bytes
                 self._cond.notify_all()
             last = time.monotonic()
             try:
@@ -173,6 +214,8 @@ class _Writer:
                     with self._cond:
                         self._in_flight -= written
                         in_flight -= written
+                        self._in_flight_bytes -= written * self._row_bytes[table]
+                        in_flight_bytes -= written * self._row_bytes[table]
                         self._cond.notify_all()
             except BaseException as exc:  # not transient
                 self._fail(exc)
@@ -180,6 +223,7 @@ class _Writer:
             finally:
                 with self._cond:
                     self._in_flight -= in_flight
+                    self._in_flight_bytes -= in_flight_bytes
                     self._cond.notify_all()
 
     def _fail(self, exc: BaseException) -> None:
@@ -203,7 +247,7 @@ class _Writer:
         return (
             self._flush_requested
             or time.monotonic() - last >= self.flush_interval
-            or self._unwritten >= self.max_pending_rows
+            or self._over_bound
         )
 
     def _ready(self, last: float) -> bool:
@@ -212,7 +256,8 @@ class _Writer:
         if self._write_all(last):
             return True
         return any(
-            sum(len(c) for c in chunks) >= self.block_rows for chunks in self._buffers.values()
+            sum(len(c) for c in chunks) >= self.block_rows_of(table)
+            for table, chunks in self._buffers.items()
         )
 
     def _write(self, table: str, block: list[TableRows]) -> None:
@@ -261,6 +306,26 @@ class _Writer:
             delay,
             extra={"event": "sink_retry", "attempt": state.attempt_number, "delay_s": delay},
         )
+
+
+def row_bytes(rows: TableRows) -> int:
+    """Estimated bytes per row of `rows` as numbers: numpy columns by their item size (a
+    matrix by its row), dictionary codes by theirs, a list's value as a pointer and, for
+    a string, its characters. Close to the Arrow size of the block, which is what chDB's
+    insert memory follows."""
+    n = len(rows)
+    if not n:
+        return 1
+    total = 0
+    for values in rows.columns.values():
+        if isinstance(values, Categorical):
+            total += values.codes.itemsize
+        elif isinstance(values, np.ndarray):
+            total += values.itemsize * (values.size // max(len(values), 1))
+        else:
+            first = values[0] if len(values) else None
+            total += 8 + (len(first) if isinstance(first, str | bytes) else 0)
+    return max(total, 1)
 
 
 class ClickHouseSinkPartition(StatefulSinkPartition[TableRows, None]):

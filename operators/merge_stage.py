@@ -99,8 +99,9 @@ class MergeConfig:
     snapshots: bool = True
     # At most this share of processing time goes to early rows (see the module docstring).
     early_emit_budget: float = 0.25
-    # Final rows per call, in whole windows (at least one): the rest wait for the next call.
-    final_rows_per_call: int = 200_000
+    # Final rows per call, in whole windows (at least one): the rest wait for the next call
+    # (100k: about one large window; 200k let a call hold ~2 windows of rows at the end).
+    final_rows_per_call: int = 100_000
 
 
 log = logging.getLogger("pulse.merge")

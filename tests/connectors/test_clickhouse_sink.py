@@ -1,6 +1,7 @@
 """The ClickHouse sink's memory bound against the real engine (chDB): rows being inserted
-count towards backpressure, a large batch is bounded slice by slice, and the writer
-converts one block to Arrow at a time."""
+count towards backpressure, a large batch is bounded slice by slice, the writer
+converts one block to Arrow at a time, and a wide table's blocks and the rows waiting are
+bounded in bytes as well as rows (chDB's insert memory follows a block's bytes)."""
 
 from __future__ import annotations
 
@@ -82,4 +83,90 @@ def test_a_large_batch_waits_slice_by_slice_while_rows_are_being_inserted(
         writer.close()
     assert not adder.is_alive()
     assert max(rows for rows, _ in inserts) <= 50
+    assert store.rows("SELECT count(), uniqExact(event_id) FROM pulse.metrics_late") == [(240, 240)]
+
+
+class _HeldClient:
+    """The real client; each insert is recorded, and waits until `release` is set (a
+    slow server)."""
+
+    def __init__(self, target: Target, release: threading.Event, inserts: list[int]) -> None:
+        self.client = connect(target)
+        self.release = release
+        self.inserts = inserts
+
+    def insert_arrow(self, table: str, arrow: Any, settings: Any = None) -> Any:
+        self.inserts.append(arrow.num_rows)
+        self.release.wait()
+        return self.client.insert_arrow(table, arrow, settings=settings)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+def test_row_bytes_counts_a_matrix_column_by_its_row_and_strings_by_their_length() -> None:
+    rows = TableRows(
+        "t",
+        {
+            "a": np.zeros(4, dtype=np.int64),  # 8
+            "m": np.zeros((4, 10), dtype=np.int64),  # 80
+            "c": Categorical(np.zeros(4, dtype=np.int32), ["x"]),  # 4
+            "s": ["abcd"] * 4,  # 8 + 4
+        },
+    )
+    assert clickhouse_sink.row_bytes(rows) == 104
+
+
+def test_a_wide_tables_blocks_are_bounded_in_bytes_and_every_row_is_written(
+    store: Store,
+) -> None:
+    migrate(store.open(), "pulse")
+    schema = describe(store.client, "pulse", "metrics_late")
+    width = clickhouse_sink.row_bytes(_late_rows(schema, 0, 1))
+    release, inserts = threading.Event(), []
+    release.set()
+    writer = clickhouse_sink._Writer(
+        store.target, block_rows=1000, flush_interval=0.05, max_pending_rows=10_000,
+        retry_backoff_max=0.1, stats=FlowStats(), block_bytes=width * 40,
+        client_factory=lambda target: _HeldClient(target, release, inserts),
+        exit_on_failure=False,
+    )  # fmt: skip
+    try:
+        assert writer.block_rows_of("metrics_late") == 1000  # before its rows are seen
+        writer.add([_late_rows(schema, i * 60, 60) for i in range(4)])
+        assert writer.block_rows_of("metrics_late") == 40
+        writer.flush()
+    finally:
+        writer.close()
+    assert inserts and max(inserts) <= 40  # 1000 rows a block by count alone
+    assert sum(inserts) == 240
+    assert store.rows("SELECT count(), uniqExact(event_id) FROM pulse.metrics_late") == [(240, 240)]
+
+
+def test_rows_waiting_are_bounded_in_bytes_when_the_row_bound_is_far(store: Store) -> None:
+    migrate(store.open(), "pulse")
+    schema = describe(store.client, "pulse", "metrics_late")
+    width = clickhouse_sink.row_bytes(_late_rows(schema, 0, 1))
+    release, inserts = threading.Event(), []
+    writer = clickhouse_sink._Writer(
+        store.target, block_rows=50, flush_interval=0.05, max_pending_rows=1_000_000,
+        retry_backoff_max=0.1, stats=FlowStats(), max_pending_bytes=width * 100,
+        client_factory=lambda target: _HeldClient(target, release, inserts),
+        exit_on_failure=False,
+    )  # fmt: skip
+    adder = threading.Thread(target=writer.add, args=([_late_rows(schema, 0, 60)],))
+    adder.start()
+    adder.join(timeout=30)
+    assert not adder.is_alive()  # 60 rows: within 100 rows' bytes
+    batch = [_late_rows(schema, 60 + i * 60, 60) for i in range(3)]
+    adder = threading.Thread(target=writer.add, args=(batch,))
+    adder.start()
+    try:
+        adder.join(timeout=0.5)
+        assert adder.is_alive()  # 120 rows' bytes wait while the held insert is not written
+    finally:
+        release.set()
+        adder.join(timeout=60)
+        writer.close()
+    assert not adder.is_alive()
     assert store.rows("SELECT count(), uniqExact(event_id) FROM pulse.metrics_late") == [(240, 240)]
