@@ -25,10 +25,10 @@
    requests/s, events/s and p50/p99 latency for single events and batches of 100, into
    the local log and into Kafka, against the raw log-append rate of the same events.
 
-Prints events/s, the ratio to the reference, and each process's peak RSS next to the
-highest RSS it had in the first three quarters of its run (sampled every 50 ms): the end
-of a bounded run closes every open window at once, and a gap between the two is what
-that costs in memory. Not a test: figures go in notes, never in assertions.
+Prints events/s, the ratio to the reference, and each process's RSS: steady (the highest
+sampled, every 50 ms, in the first three quarters of its run) and peak, and the
+difference ("end"): the end of a bounded run closes every open window at once, and that
+difference is what it costs in memory. Not a test: figures go in notes, never in assertions.
 """
 
 from __future__ import annotations
@@ -218,8 +218,18 @@ def report(label: str, events: int, reference: float, run: Run) -> None:
     rate = events / seconds
     print(
         f"{label:<36} {rate:12,.0f} events/s  ratio {rate / reference:.3f}  "
-        f"{seconds:6.1f} s  peak RSS {peak / 1024:,.0f} MiB "
-        f"({early / 1024:,.0f} MiB in the first 3/4 of the run)"
+        f"{seconds:6.1f} s  {rss_line(peak, early)}"
+    )
+
+
+def rss_line(peak: int, steady: int) -> str:
+    """Steady RSS (the highest in the run's first 3/4) against the run's peak (KiB): what
+    the end of a bounded run (every open window closing at once) adds on top."""
+    jump = peak - steady
+    share = jump / steady if steady else 0.0
+    return (
+        f"RSS steady {steady / 1024:,.0f} MiB, peak {peak / 1024:,.0f} MiB "
+        f"(end {jump / 1024:+,.0f} MiB, {share:+.0%})"
     )
 
 
