@@ -161,6 +161,10 @@ class RulesStage(StatefulLogic[WindowMetrics, RulesOutput, bytes]):
         fresh = {e.rule: e for e in config.evaluators()}
         kept = {**fresh, **{k: v for k, v in state.evaluators.items() if k in fresh}}
         self.evaluators = [kept[p.rule] for p in config.policies]
+        # How each evaluator is asked, decided once (a runtime protocol check is slow).
+        self._as_block = [e if isinstance(e, BlockEvaluator) else None for e in self.evaluators]
+        self._as_sides = [e if isinstance(e, SidesEvaluator) else None for e in self.evaluators]
+        self._forgetting = [e for e in self.evaluators if isinstance(e, Forgetting)]
         self.lifecycle = Lifecycle(config.policies, config.resolved_retention_ms, state.alerts)
         self.grouper = Grouper(config.group_wait_ms, config.group_wait_by_target, state.groups)
         self.inhibitor = Inhibitor(config.inhibitions, config.rule_types, state.inhibiting)
@@ -179,9 +183,8 @@ class RulesStage(StatefulLogic[WindowMetrics, RulesOutput, bytes]):
             out.extend(self._evaluate(value, group, now))
             if math.isinf(previous) or now // FORGET_EVERY_MS != int(previous) // FORGET_EVERY_MS:
                 self.lifecycle.forget_expired(now)
-                for evaluator in self.evaluators:
-                    if isinstance(evaluator, Forgetting):
-                        evaluator.forget_expired(now)
+                for forgetting in self._forgetting:
+                    forgetting.forget_expired(now)
         return out, StatefulLogic.RETAIN
 
     def on_eof(self) -> tuple[list[RulesOutput], bool]:
@@ -210,11 +213,12 @@ class RulesStage(StatefulLogic[WindowMetrics, RulesOutput, bytes]):
             if mask is None:
                 continue
             picked = np.flatnonzero(mask[union])
-            if isinstance(evaluator, BlockEvaluator):
-                evaluations = self._changing(evaluator, block.take(picked), now)
-            elif isinstance(evaluator, SidesEvaluator):
+            as_block, as_sides = self._as_block[index], self._as_sides[index]
+            if as_block is not None:
+                evaluations = self._changing(as_block, block.take(picked), now)
+            elif as_sides is not None:
                 sides = [hit[union][picked] for hit in self._selector.selected[index]]
-                evaluations = evaluator.evaluate_block(block.take(picked), sides, now)
+                evaluations = as_sides.evaluate_block(block.take(picked), sides, now)
             else:
                 evaluations = evaluator.evaluate(block.cells(picked.tolist()), now)
             for evaluation in evaluations:
