@@ -333,7 +333,12 @@ class ClickHouseSinkPartition(StatefulSinkPartition[TableRows, None]):
         self.writer = writer
 
     def write_batch(self, values: list[TableRows]) -> None:
-        self.writer.add(values)
+        """Hand the rows over one item at a time, letting go of each: the list is the only
+        reference to them, so a large batch (every final row `on_eof` returns at once)
+        shrinks as it is written instead of staying whole until the last item is taken."""
+        values.reverse()
+        while values:
+            self.writer.add([values.pop()])
 
     def snapshot(self) -> None:
         self.writer.flush()
