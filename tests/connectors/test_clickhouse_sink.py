@@ -170,3 +170,22 @@ def test_rows_waiting_are_bounded_in_bytes_when_the_row_bound_is_far(store: Stor
         writer.close()
     assert not adder.is_alive()
     assert store.rows("SELECT count(), uniqExact(event_id) FROM pulse.metrics_late") == [(240, 240)]
+
+
+def test_write_batch_lets_go_of_each_item_it_hands_over(store: Store) -> None:
+    """Bytewax's list is the only other reference to the rows: emptied as they are handed
+    over, a large batch (on_eof's) is freed as it is written, not kept whole."""
+    migrate(store.open(), "pulse")
+    schema = describe(store.client, "pulse", "metrics_late")
+    writer = clickhouse_sink._Writer(
+        store.target, block_rows=50, flush_interval=0.05, max_pending_rows=1000,
+        retry_backoff_max=0.1, stats=FlowStats(), exit_on_failure=False,
+    )  # fmt: skip
+    partition = clickhouse_sink.ClickHouseSinkPartition(writer)
+    batch = [_late_rows(schema, i * 60, 60) for i in range(4)]
+    try:
+        partition.write_batch(batch)
+        assert batch == []
+    finally:
+        partition.close()
+    assert store.rows("SELECT count(), uniqExact(event_id) FROM pulse.metrics_late") == [(240, 240)]
