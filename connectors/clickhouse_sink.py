@@ -156,6 +156,11 @@ class _Writer:
             self._closing = True
             self._cond.notify_all()
         self._thread.join(timeout=30)
+        if self._client is not None and not self._thread.is_alive():
+            # An embedded (chDB) store is released only when its last client closes: a
+            # process may then open another (chDB takes one data directory at a time).
+            self._client.close()
+            self._client = None
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:

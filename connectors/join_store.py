@@ -94,6 +94,13 @@ class ClickHouseJoinStore:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def close(self) -> None:
+        """Let go of the client: an embedded (chDB) store is released only when its last
+        client closes (a process opens one data directory at a time)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
     @staticmethod
     def _log_retry(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None

@@ -184,7 +184,8 @@ def test_every_step_resumed_from_its_snapshot_emits_what_the_uninterrupted_one_d
     migrate(store.open(), "pulse")
     steps = schedule()
     half = len(steps) // 2
-    kept = Flow(ClickHouseJoinStore(store.target))
+    kept_store, resumed_store = ClickHouseJoinStore(store.target), ClickHouseJoinStore(store.target)
+    kept = Flow(kept_store)
     kept.run(steps[:half])
     _write(store, kept.to_store)
     snapshots = kept.take_snapshots()
@@ -194,12 +195,16 @@ def test_every_step_resumed_from_its_snapshot_emits_what_the_uninterrupted_one_d
     assert any(shard.users for shard in kept.shards.values())
     assert any(state.panes for state in kept.merge.specs)
 
-    resumed = Flow(ClickHouseJoinStore(store.target), snapshots, now=kept.now)
+    resumed = Flow(resumed_store, snapshots, now=kept.now)
     kept.emitted.clear()
     kept.tables.clear()
-    for flow in (kept, resumed):
-        flow.run(steps[half:])
-        flow.finish()
+    try:
+        for flow in (kept, resumed):
+            flow.run(steps[half:])
+            flow.finish()
+    finally:
+        kept_store.close()  # the embedded store is free for the next test's
+        resumed_store.close()
 
     assert set(resumed.emitted) == set(kept.emitted)
     for step, outputs in kept.emitted.items():
