@@ -57,7 +57,7 @@ from connectors.live_traffic import TrafficThread
 from connectors.local_log import LocalLog
 from connectors.query_server import QueryError, QueryResult, owned, run_query
 from connectors.redact import mask_dsn
-from connectors.run_control import STOP
+from connectors.run_control import STOP, tune_garbage_collection
 from connectors.service import discovery
 from connectors.service.auth import key_hash, new_key
 from connectors.service.hosting import HostedService, host_service
@@ -304,6 +304,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         with owned(target):
             prepare_store(settings)
             service = host_service(settings, hosted_by_flow=False)
+            tune_garbage_collection()  # as a flow run does: fewer, shorter pauses
             try:
                 print(_service_line(settings, service) + "Ctrl-C stops.", flush=True)
                 _install_stop_handlers(args.duration)

@@ -48,6 +48,7 @@ from config.settings import Settings, load_settings  # noqa: E402
 from connectors.ingest_log import durable_log  # noqa: E402
 from connectors.kafka import EventProducer, KafkaTarget, ensure_topics  # noqa: E402
 from connectors.local_log import LocalLog  # noqa: E402
+from connectors.run_control import tune_garbage_collection  # noqa: E402
 from connectors.service.app import create_app  # noqa: E402
 from connectors.service.auth import KeyRing, new_key  # noqa: E402
 from connectors.service.context import ServiceContext  # noqa: E402
@@ -288,7 +289,9 @@ def serve(settings: Settings) -> tuple[ServiceThread, ServiceContext, str]:
     target = clickhouse_target(settings)
     context = ServiceContext(settings=settings, keys=KeyRing([], local_key=key), target=target,
                              store=Store(target), log=durable_log(settings))  # fmt: skip
-    return ServiceThread(create_app(context), "127.0.0.1", 0).start(), context, key
+    thread = ServiceThread(create_app(context), "127.0.0.1", 0).start()
+    tune_garbage_collection()  # as `pulse serve` does once it serves
+    return thread, context, key
 
 
 def _line(label: str, load: Load, base: float | None = None) -> str:
