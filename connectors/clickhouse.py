@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import clickhouse_connect
@@ -30,6 +30,9 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_never, w
 from connectors.redact import mask_dsn
 from operators.batches import Categorical
 from operators.errors import PulseError
+
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _MIGRATION_FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
@@ -77,6 +80,11 @@ class Target:
 
     dsn: str = field(repr=False)  # may hold a password: show it with redact.mask_dsn
     database: str
+
+    @classmethod
+    def of(cls, settings: Settings) -> Target:
+        """The configured store (the embedded one under <home>/olap without a DSN)."""
+        return cls(settings.clickhouse_dsn, settings.clickhouse.database)
 
     @property
     def embedded(self) -> bool:

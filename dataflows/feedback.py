@@ -83,7 +83,7 @@ def window_specs(settings: Settings) -> tuple[WindowSpec, ...]:
 
 
 def clickhouse_target(settings: Settings) -> Target:
-    return Target(settings.clickhouse_dsn, settings.clickhouse.database)
+    return Target.of(settings)
 
 
 def kafka_target(settings: Settings) -> KafkaTarget:

@@ -30,15 +30,11 @@ class ServiceBusyError(PulseError):
     """Another live process already serves this home; the message names its URL."""
 
 
-def clickhouse_target(settings: Settings) -> Target:
-    return Target(settings.clickhouse_dsn, settings.clickhouse.database)
-
-
 def build_context(
     settings: Settings, *, hosted_by_flow: bool, local_key: str | None
 ) -> ServiceContext:
     """What the routes share: the store, the keys (configured + `local_key`), the log."""
-    target = clickhouse_target(settings)
+    target = Target.of(settings)
     return ServiceContext(
         settings=settings,
         keys=KeyRing(settings.service.api_keys, local_key=local_key),
