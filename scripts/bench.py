@@ -39,6 +39,7 @@ import os
 import re
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -250,21 +251,47 @@ def load_kafka(log: LocalLog, bootstrap: str, prefix: str) -> None:
 def measure_rules(
     home: Path, env: dict[str, str], n: int, ref: float, count: int, repeat: int
 ) -> None:
-    """The flow with `count` rules against the same flow without, alternating."""
+    """The flow with `count` rules against the same flow without, alternating: the ratio
+    best against best, and pair by pair (each with-rules run against the run without just
+    before it) with the median pair, in wall time and in CPU time (user + sys of the flow
+    process, steadier than wall time on a shared machine)."""
     config = home / "rules.yaml"
     config.write_text(yaml.safe_dump({"rules": bench_rules(count)}, sort_keys=False))
     with_rules, without = [], []
+    cpu_with, cpu_without = [], []
+    ruled_env = {"PULSE_CONFIG": str(config)}
     for _ in range(repeat):
-        without.append(run_flow(home, env, "--no-recovery"))
-        with_rules.append(run_flow(home, {**env, "PULSE_CONFIG": str(config)}, "--no-recovery"))
+        for runs, cpus, extra in ((without, cpu_without, {}), (with_rules, cpu_with, ruled_env)):
+            before = _children_cpu()
+            runs.append(run_flow(home, {**env, **extra}, "--no-recovery"))
+            cpus.append(_children_cpu() - before)
     plain = min(without, key=lambda run: run[0])
     ruled = min(with_rules, key=lambda run: run[0])
     report("no rules (--no-recovery):", n, ref, plain)
-    print(f"  all runs: {_times(without)}")
+    print(f"  all runs: {_times(without)}; CPU {_seconds(cpu_without)}")
     report(f"{count} rules (--no-recovery):", n, ref, ruled)
-    print(f"  all runs: {_times(with_rules)}")
+    print(f"  all runs: {_times(with_rules)}; CPU {_seconds(cpu_with)}")
     print(f"  rate with rules / without: {plain[0] / ruled[0]:.3f} (best against best; "
           f"the rules cost {1 - plain[0] / ruled[0]:.1%})")  # fmt: skip
+    walls = [a[0] / b[0] for a, b in zip(without, with_rules, strict=True)]
+    cpus = [a / b for a, b in zip(cpu_without, cpu_with, strict=True)]
+    print(f"  wall ratio pair by pair: {_ratios(walls)}; median {statistics.median(walls):.3f}")
+    print(f"  CPU ratio best against best: {min(cpu_without) / min(cpu_with):.3f}; pair by "
+          f"pair: {_ratios(cpus)}; median {statistics.median(cpus):.3f}")  # fmt: skip
+
+
+def _children_cpu() -> float:
+    """User + sys seconds of the reaped child processes so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _seconds(values: list[float]) -> str:
+    return ", ".join(f"{v:.1f} s" for v in values)
+
+
+def _ratios(values: list[float]) -> str:
+    return ", ".join(f"{v:.3f}" for v in values)
 
 
 def main() -> None:
