@@ -311,6 +311,8 @@ class TelemetrySettings(Section):
     gauge_dims: list[TelemetryDim] = Field(default_factory=lambda: list(DEFAULT_GAUGE_DIMS))
     # ... for at most this many series per metric; further series are dropped and counted.
     max_series: int = Field(10_000, ge=0)
+    # ... and a series with no window for this long (event time) stops being exported.
+    series_ttl: PositiveDuration = 3_600_000
     # Only these metrics are exported as gauges ([]: every metric).
     gauge_metrics: list[str] = Field(default_factory=list)
     # Log lines: `human` on a terminal and `json` elsewhere when `auto`.

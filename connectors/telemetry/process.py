@@ -37,7 +37,7 @@ class Telemetry:
     def __init__(self, settings: TelemetrySettings, stats: FlowStats, otlp: bool = True) -> None:
         # First: a bad gauge setting stops the start before any exporter thread runs.
         self.windows = WindowGauges(
-            settings.gauge_dims, settings.gauge_metrics, settings.max_series
+            settings.gauge_dims, settings.gauge_metrics, settings.max_series, settings.series_ttl
         )
         readers: list[MetricReader] = []
         self.registry: CollectorRegistry | None = None
@@ -82,6 +82,12 @@ def _register_window_gauges(meter: Meter, windows: WindowGauges) -> None:
         [lambda _options: [Observation(windows.dropped)]],
         "{row}",
         "Window rows not exported: their series was over telemetry.max_series",
+    )
+    meter.create_observable_counter(
+        "pulse.telemetry.series_expired",
+        [lambda _options: [Observation(windows.expired)]],
+        "{series}",
+        "Gauge series dropped: no window for telemetry.series_ttl of event time",
     )
 
 

@@ -16,6 +16,12 @@ stage derives them), so an early emission that touched one tenant's cell leaves 
 others' counts in the sum. Latency quantiles and macro F1 cannot be summed: such a
 series reports them only while one row makes it up.
 
+Expiry: a series whose newest window ended more than `series_ttl` (event time) before the
+newest window start of any emission is dropped: a retired model version stops being
+exported (as Prometheus marks a target's vanished series stale) and frees its place under
+the guard, so churn of dims never locks new series out. Event time, as the rules measure
+`for`: a replay of a log expires the same series as the live run did.
+
 Cardinality guard: at most `max_series` stored series (each carries every exported
 metric, so this is also the bound per metric; with dims summed as above, the stored
 series are the finer ones); each emission's rows of series beyond it are dropped and
@@ -56,7 +62,13 @@ class GaugeSettingsError(PulseError):
 class WindowGauges:
     """Latest value per (metric, series); thread-safe (the flow writes, scrapes read)."""
 
-    def __init__(self, dims: Sequence[str], metrics: Sequence[str], max_series: int) -> None:
+    def __init__(
+        self,
+        dims: Sequence[str],
+        metrics: Sequence[str],
+        max_series: int,
+        series_ttl: int = 3_600_000,
+    ) -> None:
         unknown = set(metrics) - set(GAUGE_METRICS)
         if unknown:
             raise GaugeSettingsError(
@@ -67,7 +79,10 @@ class WindowGauges:
         self.summed = tuple(d for d in KEPT_DIMS if d not in self.dims)  # see the docstring
         self.metrics = tuple(metrics) or GAUGE_METRICS
         self.max_series = max_series
+        self.series_ttl = series_ttl  # ms of event time; see the docstring
         self.dropped = 0  # rows of series refused by the guard
+        self.expired = 0  # series dropped by expiry
+        self._now = np.iinfo(np.int64).min  # the newest window start observed
         self._lock = threading.Lock()
         self._value_ids: dict[str, int] = {}  # every dim value seen -> a number
         self._known: dict[str, tuple[list[str], np.ndarray]] = {}  # see _global
@@ -113,6 +128,7 @@ class WindowGauges:
             if not len(rows):
                 return
             starts = np.asarray(columns["window_start"], dtype=np.int64)[rows]
+            self._expire(int(starts.max()))
             hashes = self._hash([numbers[name][rows] for name in stored])
             # The newest window per series: sort by series then start, keep each last.
             order = np.lexsort((starts, hashes))
@@ -136,6 +152,31 @@ class WindowGauges:
             if self.summed and fields is not None:
                 self._keep_fields(ids, np.asarray(fields, dtype=np.float64)[picked])
             self._version += 1
+
+    def _expire(self, newest_start: int) -> None:
+        """Drop the series whose newest window ended `series_ttl` before the newest window
+        start seen (one comparison per stored series; compaction only when one expires)."""
+        if newest_start <= self._now:
+            return
+        self._now = newest_start
+        n = len(self._attributes)
+        stale = self._starts[:n] + self._lengths[:n] < newest_start - self.series_ttl
+        if not stale.any():
+            return
+        keep = np.flatnonzero(~stale)
+        self.expired += n - len(keep)
+        renumber = np.full(n, -1, dtype=np.int64)
+        renumber[keep] = np.arange(len(keep))
+        kept_index = renumber[self._ids] >= 0
+        self._hashes = self._hashes[kept_index]
+        self._ids = renumber[self._ids[kept_index]]
+        self._attributes = [self._attributes[i] for i in keep.tolist()]
+        for name in ("_starts", "_lengths", "_exported", "_values"):
+            array = getattr(self, name)
+            setattr(self, name, _grown(array[keep], len(array), _FILL[name]))
+        if self._fields is not None:
+            self._fields = _grown(self._fields[keep], len(self._fields), np.nan)
+        self._version += 1
 
     def observations(self, metric: str) -> Iterator[tuple[float, dict[str, str]]]:
         """(value, attributes) of every series with a value for `metric` (NaN: none)."""
@@ -260,12 +301,18 @@ class WindowGauges:
         if size <= len(self._starts):
             return
         capacity = max(64, 2 * size)
-        self._starts = _grown(self._starts, capacity, np.iinfo(np.int64).min)
-        self._lengths = _grown(self._lengths, capacity, 0)
-        self._exported = _grown(self._exported, capacity, 0)
-        self._values = _grown(self._values, capacity, np.nan)
+        for name, fill in _FILL.items():
+            setattr(self, name, _grown(getattr(self, name), capacity, fill))
         if self._fields is not None:
             self._fields = _grown(self._fields, capacity, np.nan)
+
+
+_FILL: dict[str, Any] = {
+    "_starts": np.iinfo(np.int64).min,
+    "_lengths": 0,
+    "_exported": 0,
+    "_values": np.nan,
+}
 
 
 def _grown(array: np.ndarray, capacity: int, fill: Any) -> np.ndarray:

@@ -114,3 +114,46 @@ def test_an_unknown_gauge_metric_fails_naming_the_setting() -> None:
     with pytest.raises(GaugeSettingsError, match=r"telemetry.gauge_metrics.*accurcy") as err:
         WindowGauges(DIMS, ["accurcy"], max_series=1)
     assert isinstance(err.value, PulseError)
+
+
+def test_a_series_with_no_window_for_series_ttl_expires_and_frees_its_place() -> None:
+    """Event time: a series whose newest window ended series_ttl before the newest window
+    seen is no longer exported, and a new series takes its place under the guard."""
+    g = WindowGauges(DIMS, ["feedback_count"], max_series=2, series_ttl=120_000)
+    g.observe(rows([
+        {"window": "1m", "start": 0, "segment": "old", "feedback_count": 1},
+        {"window": "1m", "start": 0, "segment": "kept", "feedback_count": 2},
+    ]))  # fmt: skip
+    # 3 minutes later "kept" still reports; "old" ended at 60s, 120s before... not yet over.
+    g.observe(rows([{"window": "1m", "start": 180_000, "segment": "kept", "feedback_count": 3}]))
+    assert {k[5] for k in series(g, "feedback_count")} == {"old", "kept"}
+    assert g.expired == 0
+    # Now "old" (ended at 60s) is more than 120s behind the newest start (181s): expired,
+    # and the new series "new" fits under max_series=2 instead of being dropped.
+    g.observe(rows([
+        {"window": "1m", "start": 181_000, "segment": "kept", "feedback_count": 4},
+        {"window": "1m", "start": 181_000, "segment": "new", "feedback_count": 5},
+    ]))  # fmt: skip
+    assert series(g, "feedback_count") == {
+        ("1m", "x", "x", "x", "x", "kept", "x"): 4.0,
+        ("1m", "x", "x", "x", "x", "new", "x"): 5.0,
+    }
+    assert g.expired == 1 and g.dropped == 0
+    # The survivors still update in place after the compaction.
+    g.observe(rows([{"window": "1m", "start": 240_000, "segment": "new", "feedback_count": 6}]))
+    assert series(g, "feedback_count")[("1m", "x", "x", "x", "x", "new", "x")] == 6.0
+    assert len(g) == 2
+
+
+def test_series_ttl_is_a_setting_exported_with_its_counter(tmp_path: Any) -> None:
+    settings = load_settings(
+        environ={"PULSE_HOME": str(tmp_path), "PULSE_TELEMETRY_SERIES_TTL": "1m"}
+    )
+    telemetry = service_telemetry(settings, FlowStats())
+    assert telemetry is not None and telemetry.windows.series_ttl == 60_000
+    telemetry.windows.observe(rows([{"window": "1m", "start": 0, "segment": "a"}]))
+    telemetry.windows.observe(rows([{"window": "1m", "start": 200_000, "segment": "b"}]))
+    families = {
+        f.name: f for f in text_string_to_metric_families(telemetry.prometheus_text()[0].decode())
+    }
+    assert [s.value for s in families["pulse_telemetry_series_expired"].samples] == [1.0]
