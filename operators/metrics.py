@@ -208,7 +208,8 @@ def inference_fields(confidence: np.ndarray, width: int, bins: int) -> np.ndarra
 # ---- published metrics, derived per emitted row ---------------------------------------
 
 
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den, NaN where den is 0 (published as null); every family's ratios use it."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
@@ -247,8 +248,8 @@ class Ratio:
 
     def __call__(self, fields: np.ndarray, _seconds: np.ndarray) -> np.ndarray:
         num, den = _summed(fields, self.numerator), _summed(fields, self.denominator)
-        ratio = _ratio(num, den)
-        return 1.0 - ratio if self.complement else ratio
+        value = ratio(num, den)
+        return 1.0 - value if self.complement else value
 
 
 def _summed(fields: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
@@ -335,7 +336,7 @@ MACRO_F1 = "macro_f1"  # mean per-class F1 over the classes seen (operators.fami
 # rule's `min_samples` counts. A ratio's is its denominator; a count's, the count; a sum's
 # or a rate per second's, the events summed or counted.
 SAMPLE_FIELDS: dict[str, tuple[str, ...]] = {
-    **{name: ratio.denominator for name, ratio in RATIOS.items()},
+    **{name: r.denominator for name, r in RATIOS.items()},
     **{name: (name,) for name in FEEDBACK_FIELDS + INFERENCE_FIELDS if name in METRICS},
     "reward_sum": ("reward_count",),
     "reward_stddev": ("reward_count",),

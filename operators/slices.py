@@ -95,6 +95,25 @@ class SliceDeltas:
             sums = self.on_time[slice_start] = KeyedSums(self.width)
         return sums
 
+    def add_rows(
+        self, slice_starts: np.ndarray, cutoffs: np.ndarray, keys: np.ndarray, values: np.ndarray
+    ) -> None:
+        """Rows on time (cutoff NO_CUTOFF) and late alike: the one entry point of a family's
+        bulk update (:mod:`operators.columnar.accumulator`)."""
+        on_time = cutoffs == NO_CUTOFF
+        if on_time.all():
+            self.add(slice_starts, keys, values)
+            return
+        self.add(slice_starts[on_time], keys[on_time], values[on_time])
+        late = np.flatnonzero(~on_time)
+        mask = (1 << EXTRA_KEY_BITS) - 1
+        for row, slice_start, key, cutoff in zip(
+            late.tolist(), slice_starts[late].tolist(), keys[late].tolist(),
+            cutoffs[late].tolist(), strict=True,
+        ):  # fmt: skip
+            self.add_restricted(slice_start, key >> EXTRA_KEY_BITS, key & mask, cutoff,
+                                values[row].copy())  # fmt: skip
+
     def add_restricted(
         self, slice_start: int, cell_id: int, extra: int, cutoff: float, vector: np.ndarray
     ) -> None:

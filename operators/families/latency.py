@@ -1,0 +1,73 @@
+"""The ``latency`` family: DDSketch bucket counts of inference latency (:mod:`operators.sketch`).
+
+Key = bucket id; width 1 (the count). It has no table of its own: each cell's quantiles
+go into its ``metrics`` row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from operators.cells import EXTRA_KEY_BITS
+from operators.columnar.joined import JoinedColumns
+from operators.families.base import Update
+from operators.keyed_sums import rows_in
+from operators.metrics import LATENCY_METRICS
+from operators.sketch import buckets_of, segment_quantiles
+
+LATENCY = "latency"
+_EXTRA_MASK = (1 << EXTRA_KEY_BITS) - 1
+
+
+@dataclass(frozen=True)
+class LatencyFamily:
+    """Latency buckets per cell; inferences without a latency add nothing."""
+
+    name: str = LATENCY
+    key: str = "sketch bucket"
+    width: int = 1
+    table: str | None = None
+
+    def updates(self, batch: JoinedColumns) -> Iterator[Update]:
+        inferences = batch.inferences
+        rows = np.flatnonzero(~np.isnan(inferences.latency))
+        if len(rows):
+            yield Update(
+                inferences.slices[rows], inferences.cutoffs[rows], inferences.cells[rows],
+                buckets_of(inferences.latency[rows]), np.ones((len(rows), 1)),
+            )  # fmt: skip
+
+    def cell_metrics(
+        self, keys: np.ndarray, values: np.ndarray, cells: np.ndarray, some: bool
+    ) -> dict[str, np.ndarray]:
+        quantiles = _quantiles(keys, values, cells, some)
+        return {name: quantiles[:, j] for j, name in enumerate(LATENCY_METRICS)}
+
+    def key_columns(self, keys: list[Any]) -> dict[str, list[Any]]:
+        return {}
+
+    def metrics(self, values: np.ndarray, seconds: np.ndarray) -> dict[str, np.ndarray]:
+        return {}
+
+
+def _quantiles(keys: np.ndarray, values: np.ndarray, cells: np.ndarray, some: bool) -> np.ndarray:
+    """Quantiles of the (sorted, unique) `cells` from their (cell, bucket) rows; `some`:
+    the cells are a few of the window's (early rows), so pick their rows first."""
+    out = np.full((len(cells), len(LATENCY_METRICS)), np.nan)
+    if len(keys) == 0:
+        return out
+    if some:
+        rows = rows_in(keys, cells << EXTRA_KEY_BITS, (cells + 1) << EXTRA_KEY_BITS)
+        keys, values = keys[rows], values[rows]
+    owners = keys >> EXTRA_KEY_BITS
+    present, segment_starts = np.unique(owners, return_index=True)
+    quantiles = segment_quantiles(segment_starts, keys & _EXTRA_MASK, values[:, 0])
+    at = np.asarray(np.searchsorted(cells, present))
+    wanted = at < len(cells)
+    wanted[wanted] = cells[at[wanted]] == present[wanted]
+    out[at[wanted]] = quantiles[wanted]
+    return out
