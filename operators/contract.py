@@ -177,6 +177,7 @@ class _FeedbackCommon(TypedDict):
     ts: Timestamp
     user_id: Id
     session_id: NotRequired[Id | None]
+    tenant: NotRequired[Dim]  # checked against its inference's tenant at the join
     attributes: NotRequired[Attributes]
 
 
@@ -309,7 +310,9 @@ def json_schema() -> dict[str, Any]:
     schema["title"] = f"Feedback Pulse event, contract v{CONTRACT_VERSION}"
     schema["description"] = (
         "One JSON object per event: an inference (type=inference) or feedback on it "
-        "(type=feedback), linked by request_id. Unknown top-level fields are kept in "
+        "(type=feedback), linked by request_id. A feedback's optional tenant must be its "
+        "inference's: feedback naming another tenant is not counted (a dead letter at the "
+        "join). Unknown top-level fields are kept in "
         "attributes. Dims (tenant, model_id, deployment, model_version, segment, endpoint, "
         'and the attributes configured as extra dims) may not be "*" (the rollup marker) or '
         '"unknown" (the dims of unjoined feedback). Numbers are finite; reward, dwell, a '

@@ -9,7 +9,7 @@ that whatever these accept, the contract accepts the same way.
 After decoding, `ts` is epoch milliseconds and a feedback's `value` is typed by its kind.
 Bounds and reserved dim values are :mod:`operators.limits`'; here they are msgspec
 `Meta` range constraints (checked in C) and a containment test of the dims in
-`Inference.__post_init__`.
+`Inference.__post_init__` (and of a feedback's optional `tenant` in its own).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 import msgspec
-from msgspec import Meta
+from msgspec import UNSET, Meta, UnsetType
 
 from operators.limits import INT64_MAX, INT64_MIN, MAX_MAGNITUDE, MAX_TEXT, RESERVED_DIM_VALUES
 
@@ -103,7 +103,15 @@ class Feedback(
     value: FeedbackValue  # raw JSON while decoding, then the value typed by `kind`
     user_id: Id
     session_id: Id | None = None
+    # Optional: when given, the join checks it against the inference's (operators.join).
+    # UNSET, not None: an explicit null is invalid, as in the contract.
+    tenant: Name | UnsetType = UNSET
     attributes: dict[AttributeKey, AttributeValue] = {}
+
+    def __post_init__(self) -> None:
+        tenant = self.tenant
+        if tenant is not UNSET and tenant in _RESERVED:
+            raise ValueError("a dim value is reserved")
 
 
 Event = Inference | Feedback

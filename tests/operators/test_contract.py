@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
 import pytest
 
 from operators.contract import FEEDBACK_KINDS, json_schema
@@ -223,6 +224,24 @@ def test_reserved_dim_values_are_dead_letters(dim: str, value: str) -> None:
     assert dead.error == "invalid" and dead.offset == 100
     assert dead.reason.startswith(f'inference.{dim}: "{value}" is reserved')
     assert [getattr(e, dim) for e in out.events] == [f" {value}"]
+
+
+def test_feedback_may_name_a_tenant_checked_as_an_inference_tenant_is() -> None:
+    """Optional (absent: not checked at the join), a dim like the inference's tenant."""
+    thumbs = {**FEEDBACK, "kind": "thumbs", "value": True}
+    lines = [thumbs, {**thumbs, "tenant": "acme"}, {**thumbs, "tenant": "*"},
+             {**thumbs, "tenant": "unknown"}, {**thumbs, "tenant": None}, {**thumbs, "tenant": ""},
+             {**thumbs, "tenant": "x" * 257}, {**thumbs, "tenant": 5}]  # fmt: skip
+    out = decode(*lines)
+    assert out.offsets == [100, 101]
+    absent, named = out.events
+    assert absent.tenant is msgspec.UNSET and "tenant" not in absent.attributes
+    assert named.tenant == "acme" and named.attributes == {}
+    reasons = {d.offset: d.reason for d in out.dead_letters}
+    assert reasons[102] == 'feedback.tenant: "*" is reserved (the rollup marker)'
+    assert reasons[103] == 'feedback.tenant: "unknown" is reserved (the dim of unjoined feedback)'
+    rule = 'feedback.tenant: must be a string of 1-256 characters, not "*" or "unknown"'
+    assert [reasons[i] for i in (104, 105, 106, 107)] == [rule] * 4
 
 
 @pytest.mark.parametrize("value", ["*", "unknown"])

@@ -62,7 +62,8 @@ INFERENCE_FIELDS = {
 }  # fmt: skip
 INFERENCE_REQUIRED = ("request_id", "ts", "model_id", "model_version", "endpoint")
 FEEDBACK_FIELDS = {"event_id": ids, "request_id": ids, "ts": good_ts, "user_id": ids,
-                   "session_id": st.one_of(st.none(), ids), "attributes": good_attributes}  # fmt: skip
+                   "session_id": st.one_of(st.none(), ids), "tenant": dims,
+                   "attributes": good_attributes}  # fmt: skip
 FEEDBACK_REQUIRED = ("event_id", "request_id", "ts", "user_id")
 
 
