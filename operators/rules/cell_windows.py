@@ -80,12 +80,28 @@ class _Dictionary:
 
 
 class CellSelector:
-    """The rows of an emission each rule can read: its window and any of its selectors."""
+    """The rows of an emission each rule can read: its window and any of its selectors.
+
+    Rules share selectors (100 rules over a handful of `where`s): each distinct selector's
+    mask is computed once per window of an emission, and rules that read the same
+    selectors share one mask array (the same object: the stage picks its rows once)."""
 
     def __init__(self, reads: Sequence[tuple[str, Sequence[Selector]]]) -> None:
         """`reads`: per rule, (its window, the selectors of the cells it reads)."""
         self.reads = [(window, list(selectors)) for window, selectors in reads]
-        self._selectors = [s for _, selectors in self.reads for s in selectors]
+        distinct: dict[tuple[tuple[str, object], ...], int] = {}
+        self._selectors: list[Selector] = []
+        # Per rule: the indices of its selectors among the distinct ones.
+        self._reads: list[tuple[int, ...]] = []
+        for _, selectors in self.reads:
+            indices = []
+            for selector in selectors:
+                key = _canonical(selector)
+                if key not in distinct:
+                    distinct[key] = len(self._selectors)
+                    self._selectors.append(selector)
+                indices.append(distinct[key])
+            self._reads.append(tuple(indices))
         self._dictionaries = {name: _Dictionary(name) for name in DIM_COLUMNS}
         self.selected: list[list[np.ndarray]] = []  # of the last `masks` call
 
@@ -93,38 +109,54 @@ class CellSelector:
         """Per rule, a bool mask over `rows` (one window of `batch`), None for a rule of
         another window. Each selector's own mask stays in `selected` (per rule, in the
         order of its reads; empty for a rule of another window): a canary reads its sides
-        from them."""
+        from them. Equal masks are one shared array: do not write to them."""
         codes: dict[str, np.ndarray] = {}
         for name, dictionary in self._dictionaries.items():
             column = batch.columns[name]
             assert isinstance(column, Categorical)
             dictionary.sync(column.categories)
             codes[name] = np.asarray(column.codes)[rows]
+        hits: dict[int, np.ndarray] = {}
+        unions: dict[tuple[int, ...], np.ndarray] = {}
         out: list[np.ndarray | None] = []
         self.selected = []
-        index = 0
-        for rule_window, selectors in self.reads:
-            hits: list[np.ndarray] = []
-            self.selected.append(hits)
+        for (rule_window, _), indices in zip(self.reads, self._reads, strict=True):
             if rule_window != window:
                 out.append(None)
-                index += len(selectors)
+                self.selected.append([])
                 continue
-            mask = np.zeros(len(rows), dtype=bool)
-            for selector in selectors:
-                hit = np.ones(len(rows), dtype=bool)
-                for name, dictionary in self._dictionaries.items():
-                    if (
-                        name in ROLLUP_DIMS
-                        or name in selector
-                        or (name == EXTRA and _names_extra(selector))
-                    ):
-                        hit &= dictionary.selected(index, selector)[codes[name]]
-                mask |= hit
-                hits.append(hit)
-                index += 1
+            for index in indices:
+                if index not in hits:
+                    hits[index] = self._hit(index, codes, len(rows))
+            self.selected.append([hits[i] for i in indices])
+            mask = unions.get(indices)
+            if mask is None:
+                mask = np.zeros(len(rows), dtype=bool)
+                for index in indices:
+                    mask |= hits[index]
+                unions[indices] = mask
             out.append(mask)
         return out
+
+    def _hit(self, index: int, codes: dict[str, np.ndarray], n: int) -> np.ndarray:
+        """Distinct selector `index`'s mask over the rows whose dims codes are `codes`."""
+        selector = self._selectors[index]
+        hit = np.ones(n, dtype=bool)
+        for name, dictionary in self._dictionaries.items():
+            if (
+                name in ROLLUP_DIMS
+                or name in selector
+                or (name == EXTRA and _names_extra(selector))
+            ):
+                hit &= dictionary.selected(index, selector)[codes[name]]
+        return hit
+
+
+def _canonical(selector: Selector) -> tuple[tuple[str, object], ...]:
+    """A selector as a hashable key: equal selectors read the same rows."""
+    return tuple(
+        sorted((name, p if isinstance(p, str) else tuple(p)) for name, p in selector.items())
+    )
 
 
 def _names_extra(selector: Selector) -> bool:

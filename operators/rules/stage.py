@@ -207,18 +207,27 @@ class RulesStage(StatefulLogic[WindowMetrics, RulesOutput, bytes]):
             return self._emit([], [], now)
         union = np.logical_or.reduce(present)
         block = WindowColumns(batch, group.window, group.start, group.end, group.rows[union])
+        # Rules that read the same cells share one mask (CellSelector): one pick of the
+        # block's cells each, sharing its columns and dims keys.
+        taken: dict[int, tuple[np.ndarray, CellBlock]] = {}
         transitions: list[Transition] = []
         actions: list[Action] = []
         for index, (evaluator, mask) in enumerate(zip(self.evaluators, masks, strict=True)):
             if mask is None:
                 continue
-            picked = np.flatnonzero(mask[union])
+            shared = taken.get(id(mask))
+            if shared is None:
+                picked = np.flatnonzero(mask[union])
+                shared = taken[id(mask)] = (picked, block.take(picked))
+            picked, cells = shared
+            if not len(picked):
+                continue
             as_block, as_sides = self._as_block[index], self._as_sides[index]
             if as_block is not None:
-                evaluations = self._changing(as_block, block.take(picked), now)
+                evaluations = self._changing(as_block, cells, now)
             elif as_sides is not None:
                 sides = [hit[union][picked] for hit in self._selector.selected[index]]
-                evaluations = as_sides.evaluate_block(block.take(picked), sides, now)
+                evaluations = as_sides.evaluate_block(cells, sides, now)
             else:
                 evaluations = evaluator.evaluate(block.cells(picked.tolist()), now)
             for evaluation in evaluations:
