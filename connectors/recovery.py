@@ -23,6 +23,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import shutil
 import sqlite3
 from collections.abc import Mapping, Sequence
@@ -35,7 +36,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
 from connectors.locks import held_exclusively
-from operators.errors import PulseError
+from operators.errors import PulseError, WriteFailedError
 
 log = logging.getLogger("pulse.recovery")
 
@@ -59,6 +60,38 @@ def step_ids(flow: Dataflow) -> list[str]:
 
 def fingerprint(flow: Dataflow, shape: dict[str, Any]) -> dict[str, Any]:
     return {"flow_id": flow.flow_id, "steps": step_ids(flow), **shape}
+
+
+class SnapshotWriteError(WriteFailedError):
+    """The recovery store refused a snapshot (disk full, read-only, I/O error): exit 3,
+    as a ClickHouse write that failed for good. The epoch being snapshotted never
+    commits, so a restart resumes from the last committed snapshot and loses nothing."""
+
+
+_SQLITE_FAILURE = re.compile(
+    r'SqliteFailure\(Error \{ code: (\w+)[^}]*\}, (?:Some\("([^"]*)"\)|None)\)'
+)
+
+
+def snapshot_write_failure(exc: BaseException, directory: Path) -> SnapshotWriteError | None:
+    """The snapshot failure behind `exc`, if it is one. Bytewax writes snapshots to the
+    store's SQLite files in Rust and panics when a write fails; the panic reaches Python
+    as a RuntimeError whose text carries rusqlite's error (the store is the flow's only
+    SQLite database, so that text identifies it)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        found = _SQLITE_FAILURE.search(str(current))
+        if found is not None:
+            code, detail = found.group(1), found.group(2) or found.group(1)
+            return SnapshotWriteError(
+                f"the recovery store {directory} could not be written ({detail}; SQLite "
+                f"{code}). Free space on its volume or fix its permissions, then start "
+                f"again: the flow resumes from its last committed snapshot"
+            )
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 class RecoveryStore:

@@ -62,7 +62,7 @@ from connectors.service import discovery
 from connectors.service.auth import key_hash, new_key
 from connectors.service.hosting import HostedService, host_service
 from operators.contract import json_schema
-from operators.errors import PulseError, pulse_error_in
+from operators.errors import PulseError
 from operators.stats import STATS
 from operators.synthetic import DEFAULT_START_MS, TrafficGenerator, TrafficProfile
 
@@ -213,7 +213,7 @@ def _run_flow(
             )
             completed = True
         except Exception as exc:
-            error = pulse_error_in(exc)
+            error = run.user_error(exc)
             if error is None or error is exc:
                 raise
             raise error from None  # what the user can fix, not Bytewax's wrapping

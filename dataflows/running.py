@@ -30,12 +30,13 @@ from bytewax.recovery import RecoveryConfig
 from config.settings import Settings, format_duration
 from connectors.console import print_summary
 from connectors.query_server import owned
-from connectors.recovery import RecoveryStore, fingerprint
+from connectors.recovery import RecoveryStore, fingerprint, snapshot_write_failure
 from connectors.run_control import STOP, tune_garbage_collection
 from connectors.service.hosting import HostedService, host_service
 from connectors.telemetry.logs import log_startup
 from dataflows.feedback import build, clickhouse_target
-from operators.errors import pulse_error_in
+from operators.errors import PulseError, pulse_error_in
+from operators.snapshots import SNAPSHOT_FAILED
 from operators.stats import STATS
 
 log = logging.getLogger("pulse")
@@ -116,6 +117,22 @@ class FlowRun:
         self.service = host_service(self.settings, hosted_by_flow=True)
         self._held.callback(self.service.stop)
 
+    def user_error(self, exc: BaseException) -> PulseError | None:
+        """What the user can fix behind an error that ended the flow, if anything: a
+        PulseError raised inside it, or a snapshot the recovery store refused (logged as
+        a `snapshot_failed` record)."""
+        error = pulse_error_in(exc)
+        if error is None and self.store is not None:
+            failure = snapshot_write_failure(exc, self.store.directory)
+            if failure is not None:
+                log.error(
+                    "snapshot failed: %s", failure,
+                    extra={"event": SNAPSHOT_FAILED, "recovery_dir": str(self.store.directory),
+                           "reason": str(failure)},
+                )  # fmt: skip
+                error = failure
+        return error
+
     def finish(self, completed: bool) -> None:
         """The summary; a bounded run that `completed` clears its store; release."""
         with self._held:
@@ -149,7 +166,7 @@ class FlowRun:
 
         def failed(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
             self._failed = True
-            error = pulse_error_in(exc)
+            error = self.user_error(exc)
             if error is None:
                 previous(kind, exc, tb)
                 return
