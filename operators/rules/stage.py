@@ -249,9 +249,7 @@ class RulesStage(StatefulLogic[WindowMetrics, RulesOutput, bytes]):
             keys = block.keys
             alerted = self.lifecycle.alerted(evaluator.rule, [keys[i] for i in others.tolist()])
             asked[others[np.array(alerted, dtype=bool)]] = True
-        which = np.flatnonzero(asked)
-        block.cells(which.tolist())  # their records in one pass (reasons read them)
-        return verdicts.evaluations(which)
+        return verdicts.evaluations(np.flatnonzero(asked))
 
     def _emit(
         self, transitions: list[Transition], actions: list[Action], now: int

@@ -34,7 +34,7 @@ from operators.rules.evaluators.reading import (
     number,
     sample_label,
 )
-from operators.rules.lifecycle import Dims, Evaluation, Outcome, dims_of
+from operators.rules.lifecycle import Dims, Evaluation, Outcome
 
 R = TypeVar("R", bound=RuleBase)
 C = TypeVar("C", bound=ThresholdRule | RatioRule)
@@ -79,10 +79,10 @@ class ComparisonRule(CellRule[C]):
         raise NotImplementedError
 
     def record(
-        self, cell: CellWindow, event_time: int, outcome: Outcome, value: float, n: int
+        self, block: CellBlock, i: int, event_time: int, outcome: Outcome, value: float, n: int
     ) -> Evaluation:
-        """The evaluation of one cell whose verdict is `outcome` (`value`, `n`: its row
-        of :meth:`quantity`)."""
+        """The evaluation of cell `i` of `block` whose verdict is `outcome` (`value`, `n`:
+        its row of :meth:`quantity`)."""
         raise NotImplementedError
 
     def judge_block(self, block: CellBlock, event_time: int) -> BlockVerdicts:
@@ -91,7 +91,7 @@ class ComparisonRule(CellRule[C]):
 
         def evaluation(i: int) -> Evaluation:
             outcome = OUTCOMES[outcomes[i]]
-            return self.record(block.cell(i), event_time, outcome, float(value[i]), int(n[i]))
+            return self.record(block, i, event_time, outcome, float(value[i]), int(n[i]))
 
         return BlockVerdicts(outcomes, evaluation)
 
@@ -99,15 +99,15 @@ class ComparisonRule(CellRule[C]):
         return evaluate_blocks(self, cells, event_time)
 
     def compared(
-        self, cell: CellWindow, event_time: int, outcome: Outcome, label: str, value: float,
-        n: int, detail: str,
+        self, block: CellBlock, i: int, event_time: int, outcome: Outcome, label: str,
+        value: float, n: int, detail: str,
     ) -> Evaluation:  # fmt: skip
         """The record of a cell with enough samples: `label` names the quantity, `detail`
         says what it was measured on."""
         rule = self.config
         met = outcome is Outcome.TRUE
         reason = f"{label} {value:.4g} {'' if met else 'not '}{rule.op} {rule.value:g} ({detail})"
-        return verdict(cell, event_time, outcome, reason, value=value,
+        return verdict(block, i, event_time, outcome, reason, value=value,
                        threshold=rule.value, samples=n)  # fmt: skip
 
 
@@ -133,7 +133,8 @@ def evaluate_blocks(
 
 
 def verdict(
-    cell: CellWindow,
+    block: CellBlock,
+    i: int,
     event_time: int,
     outcome: Outcome,
     reason: str,
@@ -145,13 +146,14 @@ def verdict(
     baseline_samples: int | None = None,
     evidence: Mapping[str, Any] | None = None,
 ) -> Evaluation:
-    """One cell's evaluation at `event_time` (its dims unless given, already sorted)."""
+    """Cell `i` of `block`'s evaluation at `event_time` (its dims unless given). Read off
+    the block, never a :class:`CellWindow` record: the stage builds none for its blocks."""
     return Evaluation(
-        dims=dims_of(cell.dims) if dims is None else dims,
+        dims=block.keys[i] if dims is None else dims,
         outcome=outcome,
         event_time=event_time,
-        window_start=cell.window_start,
-        window_end=cell.window_end,
+        window_start=block.window_start,
+        window_end=block.window_end,
         value=value,
         threshold=threshold,
         samples=samples,
@@ -159,6 +161,11 @@ def verdict(
         reason=reason,
         evidence=evidence,
     )
+
+
+def known(value: float) -> float | None:
+    """A metric read off a block column as a record holds it: None for NaN (no value)."""
+    return None if value != value else value
 
 
 def holds(condition: bool) -> Outcome:

@@ -212,12 +212,12 @@ class DriftEvaluator(CellRule[DriftRule]):
             results = [histogram_result(i)] if checks is not None else []
             if i in points:
                 results.append(points[i])
-            return self._evaluation(keys[i], block.cell(i), results, event_time)
+            return self._evaluation(block, i, results, event_time)
 
         return BlockVerdicts(outcomes, evaluation)
 
     def _evaluation(
-        self, key: Dims, cell: CellWindow, results: list[DriftResult], event_time: int
+        self, block: CellBlock, i: int, results: list[DriftResult], event_time: int
     ) -> Evaluation:
         # The outcome is _combined's (drifted over stable over inconclusive), here with
         # the result that names it.
@@ -233,14 +233,14 @@ class DriftEvaluator(CellRule[DriftRule]):
         if outcome is Outcome.TRUE:
             evidence = {
                 "metric": self.config.metric,
-                "window": cell.window,
-                "window_start": cell.window_start,
-                "window_end": cell.window_end,
-                **dict(key),
+                "window": block.window,
+                "window_start": block.window_start,
+                "window_end": block.window_end,
+                **dict(block.keys[i]),
                 "checks": [r.evidence() for r in results],
             }
         reason = "; ".join(f"{self.config.metric}: {r.reason}" for r in results)
-        return verdict(cell, event_time, outcome, reason, dims=key, value=main.statistic,
+        return verdict(block, i, event_time, outcome, reason, value=main.statistic,
                        threshold=main.threshold, samples=main.samples,
                        baseline_samples=main.baseline_samples, evidence=evidence)  # fmt: skip
 

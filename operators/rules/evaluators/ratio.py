@@ -13,8 +13,7 @@ import numpy as np
 
 from config.rules import RatioRule
 from operators.rules.columns import CellBlock
-from operators.rules.evaluation import CellWindow
-from operators.rules.evaluators.cell_rule import ComparisonRule, verdict
+from operators.rules.evaluators.cell_rule import ComparisonRule, known, verdict
 from operators.rules.evaluators.reading import number, sample_label
 from operators.rules.lifecycle import Evaluation, Outcome
 
@@ -44,18 +43,19 @@ class RatioEvaluator(ComparisonRule[RatioRule]):
         return value, n, known
 
     def record(
-        self, cell: CellWindow, event_time: int, outcome: Outcome, value: float, n: int
+        self, block: CellBlock, i: int, event_time: int, outcome: Outcome, value: float, n: int
     ) -> Evaluation:
         rule = self.config
-        num = cell.metrics.get(self.numerator)
-        den = cell.metrics.get(self.denominator)
+        num = known(float(block.metric(self.numerator)[i]))
+        den = known(float(block.metric(self.denominator)[i]))
         if outcome is Outcome.INCONCLUSIVE:
             reason = (
                 f"{self.label}: {self.numerator} {number(num)}, {self.denominator} "
                 f"{number(den)} ({n} {sample_label(self.denominator)}, needs "
                 f"{max(rule.min_samples, 1)})"
             )
-            return verdict(cell, event_time, outcome, reason, threshold=rule.value, samples=n)
+            return verdict(block, i, event_time, outcome, reason, threshold=rule.value,
+                           samples=n)  # fmt: skip
         assert num is not None and den is not None
         detail = f"{self.numerator} {num:.4g}, {self.denominator} {den:.4g}"
-        return self.compared(cell, event_time, outcome, f"{self.label} =", value, n, detail)
+        return self.compared(block, i, event_time, outcome, f"{self.label} =", value, n, detail)

@@ -38,8 +38,13 @@ from operators.rules.evaluation import (
     BlockVerdicts,
     CellWindow,
 )
-from operators.rules.evaluators.cell_rule import CellRule, evaluate_blocks, too_few, verdict
-from operators.rules.evaluators.reading import samples
+from operators.rules.evaluators.cell_rule import (
+    CellRule,
+    evaluate_blocks,
+    known,
+    too_few,
+    verdict,
+)
 from operators.rules.lifecycle import Dims, Evaluation, Outcome
 from operators.rules.window_ring import WindowRing
 
@@ -98,7 +103,7 @@ class SpikeEvaluator(CellRule[SpikeRule]):
 
         def evaluation(i: int) -> Evaluation:
             return self._record(
-                keys[i], block.cell(i), event_time, OUTCOMES[outcomes[i]], int(count[i]),
+                block, i, event_time, OUTCOMES[outcomes[i]], int(count[i]),
                 int(base_n[i]), float(means[i]), float(change[i]),
             )  # fmt: skip
 
@@ -149,8 +154,8 @@ class SpikeEvaluator(CellRule[SpikeRule]):
 
     def _record(
         self,
-        key: Dims,
-        cell: CellWindow,
+        block: CellBlock,
+        i: int,
         event_time: int,
         outcome: Outcome,
         windows: int,
@@ -158,21 +163,22 @@ class SpikeEvaluator(CellRule[SpikeRule]):
         mean: float,
         change: float,
     ) -> Evaluation:
-        """`windows`: how many baseline windows, of `baseline_samples` samples in all."""
+        """Cell `i` of `block`; `windows`: how many baseline windows, of
+        `baseline_samples` samples in all."""
         rule = self.config
-        value = cell.metrics.get(rule.metric)
-        n = samples(rule.metric, cell.fields)
+        value = known(float(block.metric(rule.metric)[i]))
+        n = int(block.samples(rule.metric)[i])
         base_n = baseline_samples if windows else None
         if value is None or n < rule.min_samples:
             reason = too_few(rule.metric, value, n, rule.min_samples)
-            return verdict(cell, event_time, outcome, reason, dims=key,
+            return verdict(block, i, event_time, outcome, reason,
                            value=value, samples=n, baseline_samples=base_n)  # fmt: skip
         if windows < rule.baseline_windows:
             reason = (
                 f"{rule.metric} {value:.4g}: baseline has {windows} of "
                 f"{rule.baseline_windows} windows"
             )
-            return verdict(cell, event_time, outcome, reason, dims=key,
+            return verdict(block, i, event_time, outcome, reason,
                            value=value, samples=n, baseline_samples=base_n)  # fmt: skip
         rising = rule.direction == "up" or (rule.direction == "both" and value >= mean)
         threshold = mean * (1 + rule.change) if rising else mean * (1 - rule.change)
@@ -182,7 +188,7 @@ class SpikeEvaluator(CellRule[SpikeRule]):
             f"{windows} windows: {change:+.1%} "
             f"({'beyond' if beyond else 'within'} {rule.change:.0%} {rule.direction})"
         )
-        return verdict(cell, event_time, outcome, reason, dims=key, value=value,
+        return verdict(block, i, event_time, outcome, reason, value=value,
                        threshold=threshold, samples=n, baseline_samples=base_n)  # fmt: skip
 
 

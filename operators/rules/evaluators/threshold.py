@@ -12,8 +12,7 @@ import numpy as np
 
 from config.rules import ThresholdRule
 from operators.rules.columns import CellBlock
-from operators.rules.evaluation import CellWindow
-from operators.rules.evaluators.cell_rule import ComparisonRule, too_few, verdict
+from operators.rules.evaluators.cell_rule import ComparisonRule, known, too_few, verdict
 from operators.rules.evaluators.reading import sample_label
 from operators.rules.lifecycle import Evaluation, Outcome
 
@@ -28,14 +27,14 @@ class ThresholdEvaluator(ComparisonRule[ThresholdRule]):
         return value, n, ~np.isnan(value) & (n >= rule.min_samples)
 
     def record(
-        self, cell: CellWindow, event_time: int, outcome: Outcome, value: float, n: int
+        self, block: CellBlock, i: int, event_time: int, outcome: Outcome, value: float, n: int
     ) -> Evaluation:
         rule = self.config
         if outcome is Outcome.INCONCLUSIVE:
-            known = None if value != value else value  # NaN: no value
-            why = "no value" if known is None else "too few samples"
-            reason = too_few(rule.metric, known, n, rule.min_samples, why)
-            return verdict(cell, event_time, outcome, reason, value=known,
+            some = known(value)
+            why = "no value" if some is None else "too few samples"
+            reason = too_few(rule.metric, some, n, rule.min_samples, why)
+            return verdict(block, i, event_time, outcome, reason, value=some,
                            threshold=rule.value, samples=n)  # fmt: skip
         detail = f"n={n} {sample_label(rule.metric)}"
-        return self.compared(cell, event_time, outcome, rule.metric, value, n, detail)
+        return self.compared(block, i, event_time, outcome, rule.metric, value, n, detail)
