@@ -44,30 +44,16 @@ from bytewax.operators import StatefulLogic
 
 from operators.batches import Categorical, TableRows
 from operators.cells import EXTRA_KEY_BITS, CellIndex, GlobalIds
-from operators.families import (
-    CLASSES,
-    KEYED,
-    LATENCY,
-    MAIN,
-    PREFERENCES,
-    REPORTS,
-    class_metrics,
-    macro_f1,
-    preference_metrics,
-    report_metrics,
-    widths,
-)
+from operators.families import KEYED, MAIN, registry
 from operators.keyed_sums import (
     Run,
     merge_runs,
-    rows_in,
     sum_by_dense_keys,
     sum_by_key,
     sum_by_keys,
 )
-from operators.metrics import HISTOGRAM_METRIC, LATENCY_METRICS, MACRO_F1, MainLayout, derive
+from operators.metrics import METRIC_COLUMNS, MainLayout
 from operators.panes import PaneLayout, SpecState, window_sums
-from operators.sketch import segment_quantiles
 from operators.slices import NO_CUTOFF, FamilyDelta, PartialBatch
 from operators.snapshots import decode_state, encode_state
 from operators.stage_states import MergeState
@@ -133,7 +119,9 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         self._now = clock
         self._slice = slice_length(config.specs)
         self._layout = MainLayout(config.confidence_bins)
-        self._widths = widths(self._layout.width)
+        # Every family's rollups and derived metrics come from its object.
+        self._families = registry(self._layout)
+        self._widths = {family.name: family.width for family in self._families}
         # Processing-time pacing of early rows: not state (a restart starts afresh).
         self._early_not_before = -math.inf
         self._deferral_logged_at = -math.inf
@@ -397,34 +385,34 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
             spec = state.layout.spec
             rolled = self._rolled(state, start, keep=touched is not None)
             main_keys, main_values = rolled[MAIN]
-            latency_keys, latency_values = rolled[LATENCY]
-            # Every event adds a main row (its latency and keyed rows come with it), so the
+            # Every event adds a main row (its other families' rows come with it), so the
             # main keys (extra key 0: sorted, unique) are the window's cells.
             cells = main_keys >> EXTRA_KEY_BITS
             if touched is not None:
                 # Early rows: only the rollup cells of the finest cells that changed.
                 cells = np.intersect1d(cells, np.unique(self.cells.rollups(touched)))
             window = np.full(len(cells), names.index(spec.name), dtype=np.int32)
-            class_keys, class_values = rolled[CLASSES]
+            cell_metrics: dict[str, np.ndarray] = {}
+            for family in self._families:
+                cell_metrics.update(
+                    family.cell_metrics(*rolled[family.name], cells, some=touched is not None)
+                )
             put(
-                "metrics",
+                MAIN,
                 cells=cells,
                 window=window,
                 fields=_vectors_of(main_keys, main_values, cells, width),
-                latency=_latency_quantiles(
-                    latency_keys, latency_values, cells, some=touched is not None
-                ),
-                macro_f1=macro_f1(class_keys >> EXTRA_KEY_BITS, class_values, cells),
                 start=np.full(len(cells), start, dtype=np.int64),
                 end=np.full(len(cells), start + spec.length, dtype=np.int64),
+                **cell_metrics,
             )
-            for family in KEYED:
-                keys, values = rolled[family]
+            for name in KEYED:
+                keys, values = rolled[name]
                 owners = keys >> EXTRA_KEY_BITS
                 keep = np.isin(owners, cells) if touched is not None else slice(None)
                 keys, values, owners = keys[keep], values[keep], owners[keep]
                 put(
-                    family,
+                    name,
                     cells=owners,
                     window=np.full(len(keys), names.index(spec.name), dtype=np.int32),
                     extras=keys & _EXTRA_MASK,
@@ -433,9 +421,9 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
                     end=np.full(len(keys), start + spec.length, dtype=np.int64),
                 )
         out = []
-        for family, columns in chunks.items():
+        for table, columns in chunks.items():
             merged = {name: np.concatenate(parts) for name, parts in columns.items()}
-            out.append(self._table_rows(family, merged, names, final, version))
+            out.append(self._table_rows(table, merged, names, final, version))
         return out
 
     def _table_rows(
@@ -450,32 +438,19 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         columns.update(self.cells.dim_columns(c["cells"]))
         columns["final"] = np.full(n, 1 if final else 0, dtype=np.uint8)
         columns["version"] = np.full(n, version, dtype=np.uint64)
-        if family == "metrics":
+        of = next(f for f in self._families if f.name == family)
+        if family == MAIN:
             fields = c["fields"]
-            columns.update(derive(fields, (c["end"] - c["start"]) / 1000.0))
-            columns[MACRO_F1] = c["macro_f1"]
-            for j, name in enumerate(LATENCY_METRICS):
-                columns[name] = c["latency"][:, j]
-            first_bin = self._layout.first_bin
-            bins = fields[:, first_bin : first_bin + self.config.confidence_bins]
-            columns[HISTOGRAM_METRIC] = bins
+            derived = {**of.metrics(fields, (c["end"] - c["start"]) / 1000.0), **c}
+            columns.update((name, derived[name]) for name in METRIC_COLUMNS)
             # Typed for the rules too: final or early, the watermark, the field matrix.
             return WindowMetrics(
-                "metrics", columns, final, self.watermark, self._layout.names, fields
+                str(of.table), columns, final, self.watermark, self._layout.names, fields
             )
         values = self.keys[family].values
-        extras = c["extras"].tolist()
-        if family == CLASSES:
-            columns["class"] = [values[e] for e in extras]
-            columns.update(class_metrics(c["values"]))
-        elif family == PREFERENCES:
-            columns["policy_a"] = [values[e][0] for e in extras]
-            columns["policy_b"] = [values[e][1] for e in extras]
-            columns.update(preference_metrics(c["values"]))
-        elif family == REPORTS:
-            columns["category"] = [values[e] for e in extras]
-            columns.update(report_metrics(c["values"]))
-        return TableRows(f"metrics_{family}", columns)
+        columns.update(of.key_columns([values[e] for e in c["extras"].tolist()]))
+        columns.update(of.metrics(c["values"], (c["end"] - c["start"]) / 1000.0))
+        return TableRows(str(of.table), columns)
 
 
 def _groups(
@@ -513,25 +488,4 @@ def _vectors_of(keys: np.ndarray, values: np.ndarray, cells: np.ndarray, width: 
     found = pos < len(keys)
     found[found] = keys[pos[found]] == wanted[found]
     out[found] = values[pos[found]]
-    return out
-
-
-def _latency_quantiles(
-    keys: np.ndarray, values: np.ndarray, cells: np.ndarray, some: bool
-) -> np.ndarray:
-    """Quantiles of the (sorted, unique) `cells` from their (cell, bucket) rows; `some`:
-    the cells are a few of the window's (early rows), so pick their rows first."""
-    out = np.full((len(cells), len(LATENCY_METRICS)), np.nan)
-    if len(keys) == 0:
-        return out
-    if some:
-        rows = rows_in(keys, cells << EXTRA_KEY_BITS, (cells + 1) << EXTRA_KEY_BITS)
-        keys, values = keys[rows], values[rows]
-    owners = keys >> EXTRA_KEY_BITS
-    present, segment_starts = np.unique(owners, return_index=True)
-    quantiles = segment_quantiles(segment_starts, keys & _EXTRA_MASK, values[:, 0])
-    at = np.asarray(np.searchsorted(cells, present))
-    wanted = at < len(cells)
-    wanted[wanted] = cells[at[wanted]] == present[wanted]
-    out[at[wanted]] = quantiles[wanted]
     return out
