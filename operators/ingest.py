@@ -27,12 +27,11 @@ from pydantic import ValidationError
 from operators.batches import DeadLetter
 from operators.contract import EVENT_LIST_ADAPTER
 from operators.decode import BatchDecoder
-from operators.reasons import explain
+from operators.reasons import TENANT, explain
 
 EventType = Literal["inference", "feedback"]
 EVENT_TYPES: tuple[EventType, EventType] = ("inference", "feedback")
 WRONG_TYPE = "wrong_type"
-TENANT = "tenant"
 WHOLE_ITEM = ""  # the path of an error about the item as a whole
 _untyped = msgspec.json.Decoder()
 _raw_items = msgspec.json.Decoder(list[msgspec.Raw])

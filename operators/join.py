@@ -10,6 +10,10 @@ Either side may come first (an interval join, as in Flink):
   `inferences`, where every inference is stored) is asked for all of it in one batch:
   labels and chargebacks arrive hours after their inference, and after a restart the
   memory holds nothing. What is still not found proceeds unjoined.
+
+:func:`tenant_refusal` is the one rule of who may join: feedback that names a tenant
+joins only an inference of that tenant (an API key bound to a tenant stamps its own on
+the feedback it sends), so another tenant's `request_id` cannot move its metrics.
 """
 
 from __future__ import annotations
@@ -17,6 +21,11 @@ from __future__ import annotations
 import heapq
 from collections import OrderedDict
 from typing import Any, Protocol
+
+from msgspec import UNSET
+
+from operators.events import Feedback
+from operators.reasons import foreign_tenant
 
 # What feedback takes from its inference: (ts, the partition's id of its finest cell
 # (operators.cells.LocalCells), prediction as a trimmed string for label comparison,
@@ -28,6 +37,15 @@ InferenceContext = tuple[int, int, str | None, float | None, float | None]
 StoredInference = tuple[
     int, str, str, str, str, str, str, str | None, float | None, float | None, dict[str, str]
 ]
+
+
+def tenant_refusal(feedback: Feedback, tenant: str) -> str | None:
+    """Why `feedback` may not join an inference of `tenant` (None: it may). Feedback that
+    names no tenant is not checked: producers writing the log directly predate the field."""
+    claimed = feedback.tenant
+    if claimed is UNSET or claimed == tenant:
+        return None
+    return foreign_tenant(claimed, feedback.request_id)
 
 
 class JoinStore(Protocol):

@@ -28,10 +28,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import numpy as np
 from bytewax.operators import StatefulLogic
+from msgspec import UNSET
 
-from operators.batches import STREAMS, RawBatch, TableRows
+from operators.batches import STREAMS, DeadLetter, RawBatch, TableRows
 from operators.cells import EXTRA_KEY_BITS, Cell, CellIndex, LocalIds, unknown_cell
 from operators.clock import PartitionClock
 from operators.decode import BatchDecoder
@@ -58,6 +60,7 @@ from operators.join import (
     JoinStore,
     PendingFeedback,
     StoredInference,
+    tenant_refusal,
 )
 from operators.metrics import (
     KIND_CODES,
@@ -68,6 +71,7 @@ from operators.metrics import (
     inference_fields,
 )
 from operators.partitioning import partition_for
+from operators.reasons import TENANT
 from operators.rows import EventRows, InferenceRows, LateRows, dead_letter_rows
 from operators.sessions import SessionBatch, shard_of
 from operators.sketch import buckets_of
@@ -171,6 +175,8 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         self._late_rows = LateRows(config.extra_dims)
         self._counted = _Counted()
         self._released: list[tuple[Feedback, int, float]] = []  # see _resolve_released
+        self._refused: list[DeadLetter] = []  # feedback the join refused (see _refuse)
+        self._topics: dict[str, str] = {stream: stream for stream in STREAMS}  # as read
         self._join_evictions = self._dedup_evictions = 0
         # Rebuilt from the store after a resume (_rebuild), not snapshotted.
         self.dedup = RecentIds(config.dedup_horizon, config.dedup_max_entries)
@@ -254,6 +260,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
 
     def on_item(self, value: RawBatch) -> tuple[list[Output], bool]:
         self.partition = value.partition
+        self._topics[value.stream] = value.topic
         now = self._ran(self._now())
         out: list[Output] = []
         events: list[Event] = []
@@ -460,6 +467,12 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
             cell_id = self.cells.id_of(self._unjoined_cell(event))
         else:
             cell_id = context[1]
+            # The join's tenant rule (operators.join), asked only of feedback naming one.
+            if event.tenant is not UNSET:
+                refusal = tenant_refusal(event, self.cells.values[cell_id][0])
+                if refusal is not None:
+                    self._refuse(event, offset, refusal)
+                    return
             prediction = context[2]
             if kind == "label" and prediction is not None:
                 label = value.strip() if type(value) is str else as_label(value)
@@ -512,6 +525,14 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         if keyed is not None:
             parts.append(_keyed_part(*keyed))
         self._late(slice_start, cell_id, cutoff, "feedback", event.event_id, ts, parts)
+
+    def _refuse(self, event: Feedback, offset: int, reason: str) -> None:
+        """Feedback the join refused: a dead letter at its source position, not counted.
+        Its line is gone by now: `raw` is the decoded event re-encoded (ts in epoch ms)."""
+        dead = DeadLetter(self._topics["feedback"], self.partition, offset,
+                          msgspec.json.encode(event), TENANT, reason)  # fmt: skip
+        self._refused.append(dead)
+        self.stats.count_dead_letters((dead,))
 
     def _unjoined_cell(self, event: Feedback) -> Cell:
         names = self.config.extra_dims
@@ -697,6 +718,9 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         return any(len(d) for d in self.deltas.values())
 
     def _collect_rows(self, out: list[Output]) -> None:
+        if self._refused:
+            out.append(dead_letter_rows(self._refused))
+            self._refused = []
         for builder in (self._inference_rows, self._event_rows, self._late_rows):
             rows = builder.take()
             if rows is not None:

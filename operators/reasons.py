@@ -19,6 +19,15 @@ from operators.events import STRUCT_VALUES
 
 MAX_REASON_ERRORS = 3
 _TYPES = ("inference", "feedback")
+# The code of an event refused for its tenant: by the API (the key's tenant) and as a
+# dead letter at the join (the inference's tenant).
+TENANT = "tenant"
+
+
+def foreign_tenant(claimed: str, request_id: str) -> str:
+    """Why feedback naming `claimed` may not count on `request_id`'s inference (the
+    inference's own tenant is not said: the sender may not be entitled to it)."""
+    return f"feedback.tenant: {claimed!r} is not the tenant of inference {request_id!r}"
 
 
 def explain(errors: list[Any]) -> dict[str, str]:

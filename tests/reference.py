@@ -11,8 +11,11 @@ It implements the documented semantics:
   join.wait; an event is late for a window when window end + allowed lateness <= that
   held-back watermark at its arrival;
 * feedback deduplicated by event_id (first wins), inferences by request_id (first
-  wins); feedback joins its inference when it arrives, or gives up (unjoined, dims
-  "unknown") when the watermark passes ts + join.wait, or at the end of input;
+  wins); feedback joins its inference when it arrives, or gives up when the watermark
+  passes ts + join.wait, or at the end of input: then it joins the inference the store
+  holds from an earlier run (`stored`), if any, else it is unjoined (dims "unknown");
+* feedback naming a `tenant` other than its inference's is not counted: a dead letter
+  (`Result.dead`, event_id -> reason); unjoined feedback is not checked;
 * every window (tumbling / sliding, aligned to the epoch) is computed for every
   grouping set of (model_version, segment, endpoint), kept dims always present.
 
@@ -119,6 +122,7 @@ class Result:
     late: set[tuple[str, int, tuple[str, ...], str, str]]  # (window, start, dims, stream, id)
     events: dict[str, dict[str, Any]]  # event_id -> what the events table should say
     inferences: dict[str, dict[str, Any]]
+    dead: dict[str, str] = field(default_factory=dict)  # refused feedback: event_id -> reason
 
 
 def _merge_streams(
@@ -135,8 +139,16 @@ def _merge_streams(
     return out
 
 
-def compute(lines: Iterable[tuple[str, str, bytes]], sem: Semantics) -> Result:
-    """`lines`: (stream, key, line) of the *valid* events, in log order."""
+def compute(
+    lines: Iterable[tuple[str, str, bytes]],
+    sem: Semantics,
+    stored: Iterable[dict[str, Any]] = (),
+) -> Result:
+    """`lines`: (stream, key, line) of the *valid* events, in log order; `stored`: the
+    inferences an earlier run left in the store (parsed events), not counted here."""
+    held = {}
+    for inference in stored:
+        held.setdefault(inference["request_id"], _with_defaults(dict(inference)))
     per_partition: dict[int, dict[str, list[dict[str, Any]]]] = defaultdict(
         lambda: {"inferences": [], "feedback": []}
     )
@@ -147,8 +159,16 @@ def compute(lines: Iterable[tuple[str, str, bytes]], sem: Semantics) -> Result:
 
     result = Result(defaultdict(Cell), [], set(), {}, {})
     for streams in per_partition.values():
-        _run_partition(_merge_streams(streams["inferences"], streams["feedback"]), sem, result)
+        events = _merge_streams(streams["inferences"], streams["feedback"])
+        _run_partition(events, sem, result, held)
     return result
+
+
+def _with_defaults(inference: dict[str, Any]) -> dict[str, Any]:
+    inference.setdefault("segment", "default")
+    inference.setdefault("tenant", "default")
+    inference.setdefault("deployment", "primary")
+    return inference
 
 
 def _cells_of(dims: dict[str, str], sem: Semantics) -> list[tuple[str, ...]]:
@@ -160,7 +180,9 @@ def _cells_of(dims: dict[str, str], sem: Semantics) -> list[tuple[str, ...]]:
     return list(dict.fromkeys(cells))
 
 
-def _run_partition(events: list[dict[str, Any]], sem: Semantics, result: Result) -> None:
+def _run_partition(
+    events: list[dict[str, Any]], sem: Semantics, result: Result, stored: dict[str, Any]
+) -> None:
     max_ts = -math.inf
     seen_requests: dict[str, dict[str, Any]] = {}
     seen_feedback: set[str] = set()
@@ -188,6 +210,13 @@ def _run_partition(events: list[dict[str, Any]], sem: Semantics, result: Result)
     def give_feedback(
         event: dict[str, Any], arrival_wm: float, inference: dict[str, Any] | None
     ) -> None:
+        claimed = event.get("tenant")
+        if inference is not None and claimed is not None and claimed != inference["tenant"]:
+            rid = event["request_id"]
+            result.dead[event["event_id"]] = (
+                f"feedback.tenant: {claimed!r} is not the tenant of inference {rid!r}"
+            )
+            return
         if inference is None:
             dims = dict.fromkeys((*KEPT, *ROLLUP), UNKNOWN)
             prediction = None
@@ -256,7 +285,7 @@ def _run_partition(events: list[dict[str, Any]], sem: Semantics, result: Result)
             event, arrival_wm = item
             if event["ts"] + sem.join_wait <= watermark:
                 waiting.remove(item)
-                give_feedback(event, arrival_wm, None)
+                give_feedback(event, arrival_wm, stored.get(event["request_id"]))
 
     for event in events:
         if event["ts"] > max_ts:
@@ -266,10 +295,7 @@ def _run_partition(events: list[dict[str, Any]], sem: Semantics, result: Result)
             release(watermark)
             if event["request_id"] in seen_requests:
                 continue
-            event.setdefault("segment", "default")
-            event.setdefault("tenant", "default")
-            event.setdefault("deployment", "primary")
-            seen_requests[event["request_id"]] = event
+            seen_requests[event["request_id"]] = _with_defaults(event)
             dims = {d: event[d] for d in (*KEPT, *ROLLUP)}
 
             def add_inference(cell: Cell, e: dict[str, Any] = event) -> None:

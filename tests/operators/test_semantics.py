@@ -38,10 +38,16 @@ def inference(
 
 
 def feedback(
-    eid: str, rid: str, ts: int, kind: str = "label", value: Any = "cat", user: str = "u1"
+    eid: str,
+    rid: str,
+    ts: int,
+    kind: str = "label",
+    value: Any = "cat",
+    user: str = "u1",
+    **extra: Any,
 ) -> dict[str, Any]:
     return {"type": "feedback", "event_id": eid, "request_id": rid, "ts": ts, "kind": kind, "value": value,
-            "user_id": user}  # fmt: skip
+            "user_id": user, **extra}  # fmt: skip
 
 
 def lines(events: list[dict[str, Any]]) -> list[tuple[str, str, bytes]]:
@@ -67,7 +73,16 @@ def check(
     }
     if expected.feedback_log:
         assert_sessions_match(out.column_rows("sessions"), expected, sem)
+    assert refused(out) == expected.dead
     return out, expected
+
+
+def refused(out: Any) -> dict[str, str]:
+    """The feedback the join refused for its tenant: event_id -> reason (the only dead
+    letters of valid events)."""
+    dead = out.column_rows("dead_letters")
+    assert all(r["error"] == "tenant" for r in dead)
+    return {json.loads(r["raw"])["event_id"]: r["reason"] for r in dead}
 
 
 def total_row(out: Any, window: str, start: int) -> dict[str, Any]:
@@ -147,6 +162,8 @@ def streams(draw: st.DrawFn) -> list[dict[str, Any]]:
                 "report": {"category": draw(st.sampled_from(["fraud", "spam"])), "amount": draw(st.sampled_from([None, 5.0]))},
             }[kind]  # fmt: skip
             target = rid if draw(st.integers(0, 7)) else f"ghost{i}"
+            # Sometimes naming a tenant: its inference's ("default"), or another one's.
+            tenant = draw(st.sampled_from([None, None, None, "default", "acme"]))
             fb = feedback(
                 f"e{i}-{j}",
                 target,
@@ -154,6 +171,7 @@ def streams(draw: st.DrawFn) -> list[dict[str, Any]]:
                 kind,
                 value,
                 user=draw(st.sampled_from(["u1", "u2", "u3"])),
+                **({} if tenant is None else {"tenant": tenant}),
             )
             emit = fts + (
                 draw(st.sampled_from([0, 250_000])) if draw(st.integers(0, 9)) == 0 else 0
@@ -413,3 +431,85 @@ def test_rollups_sum_alike_by_offsets_ranks_or_sorting(monkeypatch: Any) -> None
             got_keys, got = MergeStage._rollup(owner, keys, values)  # type: ignore[arg-type]
             assert got_keys.tolist() == sorted(want)
             assert np.array_equal(got, np.array([want[k] for k in sorted(want)]))
+
+
+# ---- feedback naming a tenant: joins only its own tenant's inference (issue 12) ----------
+
+GLOBEX = ("globex", "m", "primary", "*", "*", "*")  # globex's total cell
+
+
+def _refusal(claimed: str, rid: str) -> str:
+    return f"feedback.tenant: {claimed!r} is not the tenant of inference {rid!r}"
+
+
+def test_feedback_naming_another_tenant_is_a_dead_letter_and_not_counted() -> None:
+    events = [
+        inference("r1", T0 + 1_000, tenant="globex"),
+        feedback("e1", "r1", T0 + 2_000, tenant="acme"),  # joined live: refused
+        feedback("e2", "r1", T0 + 3_000, tenant="globex"),  # its inference's tenant: counted
+        feedback("e3", "r1", T0 + 4_000),  # names none: not checked, counted
+        feedback("e4", "r2", T0 + 5_000, tenant="acme"),  # waits; refused when r2 comes
+        inference("r2", T0 + 6_000, tenant="globex"),
+        feedback("e5", "lost", T0 + 7_000, tenant="acme"),  # never joined: unjoined, as today
+    ]
+    out, expected = check(events)
+    assert expected.dead == {"e1": _refusal("acme", "r1"), "e4": _refusal("acme", "r2")}
+    rows = final_metric_rows(out.column_rows("metrics", final_only=True))
+    assert rows[("1m", T0, GLOBEX)]["feedback_count"] == 2
+    assert rows[("1m", T0, ("unknown",) * 6)]["feedback_count"] == 1
+    assert not any(dims[0] == "acme" for _, _, dims in rows)
+    assert set(expected.events) == {"e2", "e3", "e5"}
+    (dead,) = [r for r in out.column_rows("dead_letters") if r["reason"].endswith("'r1'")]
+    assert (dead["topic"], dead["error"]) == ("feedback", "tenant")
+    assert out.stats.dead_letter_reasons["tenant"] == 2
+
+
+def test_feedback_joined_through_the_store_is_checked_too() -> None:
+    """Past its wait, feedback joins the inference an earlier run stored: the same rule."""
+    from tests.operators.test_boundaries import Flow, MemoryJoinStore
+
+    store = MemoryJoinStore()
+    old = inference("r1", T0 + 1_000, tenant="globex")
+    first = Flow(store=store)
+    first.send("inferences", [old])
+    first.end()
+    later = [feedback("e1", "r1", T0 + 2_000, tenant="acme"),
+             feedback("e2", "r1", T0 + 3_000, tenant="globex"), feedback("e3", "r1", T0 + 4_000),
+             feedback("e4", "r1", T0 + 5_000, tenant="acme")]  # fmt: skip
+    second = Flow(store=store)
+    second.send("inferences", [], ended=True)
+    second.send("feedback", later)
+    out = second.end()
+    sem = semantics(partitions=1)
+    expected = ref.compute(lines(later), sem, stored=[old])
+    assert_metrics_match(
+        final_metric_rows(out.column_rows("metrics", final_only=True)),
+        ref.expected_rows(expected, sem),
+    )
+    assert (
+        refused(out)
+        == expected.dead
+        == {"e1": _refusal("acme", "r1"), "e4": _refusal("acme", "r1")}
+    )
+    assert second.finals()[(T0, GLOBEX)]["feedback_count"] == 2
+    assert out.stats.found_in_store == 1
+
+
+def test_feedback_joined_to_the_cache_rebuilt_after_a_restart_is_checked_too() -> None:
+    from tests.operators.test_boundaries import Flow, MemoryJoinStore
+
+    events = [inference("r1", T0 + 1_000, tenant="globex")]
+    after = [feedback("e1", "r1", T0 + 2_000, tenant="acme"),
+             feedback("e2", "r1", T0 + 3_000, tenant="globex")]  # fmt: skip
+    flow = Flow(bounded=False, store=MemoryJoinStore())
+    flow.send("inferences", events)
+    flow.send("feedback", [])
+    flow.tick(0)
+    flow.restart(0)  # r1 is back in the join's memory from the store, not the snapshot
+    flow.send("feedback", after)
+    out = flow.end()
+    sem = semantics(partitions=1)
+    expected = ref.compute(lines(events + after), sem)
+    assert refused(out) == expected.dead == {"e1": _refusal("acme", "r1")}
+    assert flow.finals()[(T0, GLOBEX)]["feedback_count"] == 1
+    assert out.stats.looked_up == 0  # joined from memory, not by a lookup
