@@ -443,10 +443,12 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
             fields = c["fields"]
             derived = {**of.metrics(fields, (c["end"] - c["start"]) / 1000.0), **c}
             columns.update((name, derived[name]) for name in METRIC_COLUMNS)
-            # Typed for the rules too: final or early, the watermark, the field matrix.
+            # Typed for the rules too: final or early, the watermark, the field matrix,
+            # the cell ids.
             return WindowMetrics(
-                str(of.table), columns, final, self.watermark, self._layout.names, fields
-            )
+                str(of.table), columns, final, self.watermark, self._layout.names, fields,
+                c["cells"],
+            )  # fmt: skip
         values = self.keys[family].values
         columns.update(of.key_columns([values[e] for e in c["extras"].tolist()]))
         columns.update(of.metrics(c["values"], (c["end"] - c["start"]) / 1000.0))

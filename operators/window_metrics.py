@@ -3,11 +3,14 @@
 A :class:`WindowMetrics` *is* the `metrics` :class:`~operators.batches.TableRows` the
 ClickHouse sink writes (same table, same columns), and carries what the rules need on top,
 so they never read SQL column names back: whether the rows are final or early, the
-merge stage's watermark at the emission, and the additive field matrix the published
+merge stage's watermark at the emission, the additive field matrix the published
 metrics were derived from (:class:`operators.metrics.MainLayout` order, histogram bins
-last). The wiring hands the sink a plain :class:`TableRows` of the same columns
-(:meth:`WindowMetrics.table_rows`) so the field matrix is not kept while rows wait to be
-written.
+last), and each row's cell id (:class:`operators.cells.CellIndex`: one dense integer per
+distinct dims, append-only and snapshotted with the merge stage, so the same cell has
+the same id for the life of the flow, resumes included): rules that keep per-cell state
+find a cell by that integer instead of hashing its dims. The wiring hands the sink a
+plain :class:`TableRows` of the same columns (:meth:`WindowMetrics.table_rows`) so the
+field matrix is not kept while rows wait to be written.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class WindowMetrics(TableRows):
     watermark: float  # the merge stage's minimum watermark when it emitted these rows
     field_names: tuple[str, ...]  # columns of `fields` (MainLayout.names)
     fields: Any  # numpy float64 [rows, len(field_names)]
+    cell_ids: Any  # numpy int64 [rows]: each row's CellIndex id
 
     def table_rows(self) -> TableRows:
         """The same rows as plain TableRows (what the sink keeps until written)."""

@@ -132,7 +132,17 @@ def emission(
     for name in LATENCY_METRICS:
         columns[name] = np.full(n, np.nan)
     columns[HISTOGRAM_METRIC] = fields[:, LAYOUT.first_bin :]
-    return WindowMetrics("metrics", columns, final, watermark, LAYOUT.names, fields)
+    return WindowMetrics("metrics", columns, final, watermark, LAYOUT.names, fields, cell_ids(rows))
+
+
+_CELL_IDS: dict[tuple[tuple[str, str], ...], int] = {}
+
+
+def cell_ids(rows: Sequence[tuple[int, dict[str, str], dict]]) -> np.ndarray:
+    """Each row's cell id, as the merge stage's CellIndex gives them: one per distinct
+    dims, the same in every emission of the test process."""
+    keys = [tuple(sorted(dims.items())) for _, dims, _ in rows]
+    return np.array([_CELL_IDS.setdefault(k, len(_CELL_IDS)) for k in keys], dtype=np.int64)
 
 
 def accuracies(*per_window: float) -> list[tuple[int, list[tuple[dict[str, str], dict]]]]:
