@@ -5,7 +5,10 @@ Layout mirrors Kafka: ``<root>/<stream>/p<partition>/<base>.jsonl`` segments, wh
 position (a byte offset) is stable across segment rolls, like a Kafka offset. Writers
 append whole lines under an exclusive ``flock`` per partition (``pulse load``, ``pulse
 generate`` and the demo may write concurrently); readers never lock and only consume up
-to the last complete line, so they can tail a partition that is being written.
+to the last complete line, so they can tail a partition that is being written. An append
+returns once its lines are fsynced (and a new segment's directory entry); an append to
+several partitions writes them all, then fsyncs them concurrently (stdlib
+``concurrent.futures``), as ext4 then commits its journal once for all of them.
 ``meta.json`` fixes the partition count: an existing log cannot be re-partitioned.
 Besides the two data streams, the log holds the flow's `actions` stream (partition 0,
 ``connectors/actions.py``).
@@ -16,7 +19,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -29,6 +34,7 @@ OUTPUT_STREAMS = ("dead-letters", "actions")
 META_FILE = "meta.json"
 SEGMENT_SUFFIX = ".jsonl"
 LOCK_FILE = ".lock"
+FSYNC_THREADS = 16  # both data streams' partitions at the default 4-8, and new segments' dirs
 
 
 class LogError(PulseError):
@@ -37,6 +43,43 @@ class LogError(PulseError):
 
 def _segment_name(base: int) -> str:
     return f"{base:020d}{SEGMENT_SUFFIX}"
+
+
+def _payload(lines: Iterable[bytes]) -> tuple[bytes, int]:
+    """The lines as one write (each ended by a newline) and their count."""
+    payload = []
+    for line in lines:
+        if b"\n" in line:
+            raise LogError("an event line must not contain a newline byte")
+        payload.append(line)
+    return (b"\n".join(payload) + b"\n" if payload else b""), len(payload)
+
+
+_fsync_pool: ThreadPoolExecutor | None = None
+_fsync_pool_lock = threading.Lock()
+
+
+def _fsync_all(fds: list[int]) -> None:
+    """fsync every descriptor, concurrently when there are several (os.fsync releases the
+    GIL); the first error is raised once all have finished."""
+    global _fsync_pool
+    if len(fds) <= 1:
+        for fd in fds:
+            os.fsync(fd)
+        return
+    with _fsync_pool_lock:
+        if _fsync_pool is None:
+            _fsync_pool = ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="pulse-log-fsync")
+    others = [_fsync_pool.submit(os.fsync, fd) for fd in fds[1:]]
+    errors: list[BaseException] = []
+    try:
+        os.fsync(fds[0])
+    except OSError as exc:
+        errors.append(exc)
+    wait(others)
+    errors += [error for f in others if (error := f.exception()) is not None]
+    if errors:
+        raise errors[0]
 
 
 class LocalLog:
@@ -100,17 +143,37 @@ class LocalLog:
         return base + data.rfind(b"\n") + 1
 
     def append(self, stream: str, partition: int, lines: Iterable[bytes]) -> int:
-        """Append lines (without newlines) to one partition; returns how many."""
-        payload = []
-        for line in lines:
-            if b"\n" in line:
-                raise LogError("an event line must not contain a newline byte")
-            payload.append(line)
-        if not payload:
-            return 0
+        """Append lines (without newlines) to one partition, durable (fsynced) when it
+        returns; returns how many."""
+        return self.append_many({(stream, partition): lines})
+
+    def append_many(self, groups: Mapping[tuple[str, int], Iterable[bytes]]) -> int:
+        """Append to several partitions, every line durable when it returns; returns how
+        many. Each partition is written under its lock, then all are fsynced at once
+        (concurrently): ext4 commits its journal once for fsyncs that arrive together,
+        once per fsync when they come one after the other (docs/performance.md, "HTTP
+        API"). A line with a newline byte fails the whole call before anything is written."""
+        payloads = [(key, _payload(lines)) for key, lines in groups.items()]
+        synced: list[int] = []  # descriptors to fsync, then close
+        count = 0
+        try:
+            for (stream, partition), (data, n) in payloads:
+                if n:
+                    synced += self._write(stream, partition, data)
+                    count += n
+            _fsync_all(synced)
+        finally:
+            for fd in synced:
+                os.close(fd)
+        return count
+
+    def _write(self, stream: str, partition: int, data: bytes) -> list[int]:
+        """Write `data` at the end of the partition's last segment (rolling to a new one
+        when it is full) under the partition's lock; the descriptors to fsync for it to
+        be durable: the segment's, and its directory's when the segment is new. A failed
+        write is cut back, so no partial line is left for the next append to follow."""
         directory = self.partition_dir(stream, partition)
         directory.mkdir(parents=True, exist_ok=True)
-        data = b"\n".join(payload) + b"\n"
         with (directory / LOCK_FILE).open("a+b") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             segments = self.segments(stream, partition)
@@ -121,11 +184,22 @@ class LocalLog:
                     base, path = base + size, directory / _segment_name(base + size)
             else:
                 base, path = 0, directory / _segment_name(0)
-            with path.open("ab") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        return len(payload)
+            fds = []
+            if not path.exists():
+                fds.append(os.open(directory, os.O_RDONLY | os.O_DIRECTORY))
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            fds.append(fd)
+            start = os.fstat(fd).st_size
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            except OSError:
+                os.ftruncate(fd, start)
+                for opened in fds:
+                    os.close(opened)
+                raise
+        return fds
 
     def reader(self, stream: str, partition: int, position: int = 0) -> LogReader:
         return LogReader(self, stream, partition, position)
