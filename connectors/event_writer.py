@@ -53,7 +53,7 @@ class LogWriter:
         grouped: dict[tuple[str, int], list[bytes]] = defaultdict(list)
         for stream, key, line in events:
             grouped[(stream, partition_for(key, self.log.partitions))].append(line)
-        return sum(self.log.append(stream, p, lines) for (stream, p), lines in grouped.items())
+        return self.log.append_many(grouped)  # fsynced together
 
     def close(self) -> None:
         pass
