@@ -11,9 +11,10 @@ here exactly when the flow would decode it, and a rejected item carries the dead
 code and the contract's field paths and rules (:func:`operators.reasons.explain`). On
 top, the API adds two rules the log cannot know: the endpoint's event type, and the
 tenant of the API key (a key bound to a tenant may not send another tenant's events; an
-inference without a `tenant` gets the key's written in). Feedback carries no tenant in
-the contract (it takes its inference's by the join), so it is only checked when it
-names one.
+event without a `tenant` gets the key's written in). The API cannot know which tenant a
+feedback's `request_id` belongs to: the tenant written into feedback is checked by the
+flow at the join (:func:`operators.join.tenant_refusal`), where feedback on another
+tenant's inference becomes a dead letter.
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ class IngestValidator:
                 path = f"{expected}.tenant"
                 reason = f"this key may only send events of tenant {tenant!r}"
                 result.errors.append(ItemError(TENANT, path, reason))
-            elif tenant is not None and expected == "inference" and "tenant" not in obj:
+            elif tenant is not None and "tenant" not in obj:
                 raw = _with_tenant(raw, tenant)
             lines.append(raw)
             indexes.append(index)

@@ -6,7 +6,9 @@ the key's rate limit in events (429 + Retry-After) -> each item validated as the
 decodes it (:class:`operators.ingest.IngestValidator`) -> the accepted ones appended to
 the log, placed by :func:`connectors.event_writer.route` -> 202 once the log confirmed
 (503 + Retry-After when it cannot). Nothing accepted -> 422, or 403 when every item
-claimed another tenant than the key's. The handler returns a ready-made JSON response
+claimed another tenant than the key's; a tenant key's tenant is written into events
+without one, feedback too: the service cannot know a `request_id`'s tenant, the flow
+checks it at the join (docs/ingestion.md, Tenants). The handler returns a ready-made JSON response
 (msgspec: a 5000-item result list is encoded in well under a millisecond); the pydantic
 models below only describe it in the OpenAPI document.
 """
@@ -188,6 +190,12 @@ _EVENT_MODELS: dict[EventType, Any] = {
     "inference": contract.Inference,
     "feedback": contract.Feedback,
 }
+_TENANT_NOTES: dict[EventType, str] = {
+    "inference": " A key bound to a tenant writes its tenant into events without one.",
+    "feedback": " A key bound to a tenant writes its tenant into events without one; "
+    "feedback on another tenant's request_id is accepted here (the service cannot know "
+    "a request's tenant) and refused by the flow at the join (a dead letter, not counted).",
+}
 
 
 def _openapi(expected: EventType) -> dict[str, Any]:
@@ -198,6 +206,7 @@ def _openapi(expected: EventType) -> dict[str, Any]:
             "description": (
                 f"One {expected} event, a JSON array of them, or NDJSON (one event per line, "
                 "`Content-Type: application/x-ndjson`). Contract: config/event-schema.json."
+                + _TENANT_NOTES[expected]
             ),
             "content": {
                 "application/json": {
