@@ -131,10 +131,11 @@ def test_claiming_another_tenant_is_rejected_and_alone_is_a_403() -> None:
     ).only_tenant_rejections
 
 
-def test_feedback_is_checked_for_a_claimed_tenant_but_not_given_one() -> None:
+def test_feedback_is_checked_for_a_claimed_tenant_and_given_the_key_tenant() -> None:
     items = [_line(FEEDBACK), _line({**FEEDBACK, "event_id": "e2", "tenant": "other"})]
     batch = VALIDATOR.validate(items, "feedback", tenant="acme")
-    assert batch.lines == [items[0]]
+    assert [msgspec.json.decode(line) for line in batch.lines] == [{**FEEDBACK, "tenant": "acme"}]
+    assert DECODER.decode("t", 0, batch.lines, [0]).events[0].tenant == "acme"
     assert [e.code for e in batch.results[1].errors] == ["tenant"]
 
 
