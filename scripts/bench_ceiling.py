@@ -74,10 +74,16 @@ _NAME = "(dynamicType({f}) = 'String' AND length({f}::String) BETWEEN 1 AND 256)
 _DIM = f"({_NAME} AND {{f}}::String NOT IN ('*', 'unknown'))"
 _OPT_DIM = "({f} IS NULL AND NOT has_{n} OR " + _DIM + ")"
 _NUMBER = "(dynamicType({f}) IN ('Int64', 'UInt64', 'Float64'))"
-# Labels and predictions compare as trimmed strings, integral floats as integers.
+# Labels and predictions compare as trimmed strings, integral floats as integers. A
+# Dynamic column makes an integer Float64 when its block also holds floats: JSONType on
+# the line tells them apart again (only for the numbers: short-circuited), and the raw
+# text keeps an int64 exact.
 _AS_LABEL = """multiIf(
     {f} IS NULL, NULL,
     dynamicType({f}) = 'String', trim(BOTH ' \\t\\n\\r\\x0B\\x0C' FROM {f}::String),
+    dynamicType({f}) = 'Int64', toString(dynamicElement({f}, 'Int64')),
+    dynamicType({f}) = 'Float64' AND JSONType(line, '{path}') = 'Int64',
+        JSONExtractRaw(line, '{path}'),
     dynamicType({f}) = 'Float64' AND dynamicElement({f}, 'Float64')
         = round(dynamicElement({f}, 'Float64')) AND abs(dynamicElement({f}, 'Float64')) < 9.2e18,
         toString(toInt64(dynamicElement({f}, 'Float64'))),
@@ -116,6 +122,8 @@ def ceiling_sql(glob: str, bins: int = 10) -> str:
     untupled = ", ".join(f"t.{name} AS {column}" for name, column in f.items())
     ts_ok = f"""multiIf(
         dynamicType({f["ts"]}) = 'Int64', dynamicElement({f["ts"]}, 'Int64'),
+        dynamicType({f["ts"]}) = 'Float64' AND JSONType(line, 'ts') = 'Int64',
+            JSONExtractInt(line, 'ts'),
         dynamicType({f["ts"]}) = 'String' AND match({f["ts"]}::String,
             '^[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}[Tt][0-9]{{2}}:[0-9]{{2}}:[0-9]{{2}}(\\\\.[0-9]+)?([Zz]|[+-][0-9]{{2}}:[0-9]{{2}})$'),
             intDiv(toUnixTimestamp64Micro(
@@ -179,7 +187,7 @@ parsed AS (
 typed AS (
     SELECT *, {ts_ok} AS ts_ms
     FROM (
-        SELECT path, pos, has_segment, has_tenant, has_deployment, {untupled},
+        SELECT path, pos, line, has_segment, has_tenant, has_deployment, {untupled},
             if(t.kind::String = 'preference', JSONExtract(line, 'value',
                 'Tuple(winner String, policy_a String, policy_b String)'), NULL) AS preference,
             if(t.kind::String = 'preference', length(JSONExtractKeys(line, 'value')), 0)
@@ -197,7 +205,7 @@ typed AS (
     WHERE ts_ms >= {MIN_TS_MS} AND ts_ms < {MAX_TS_MS}
 ),
 valid AS (
-        SELECT path, pos, ts_ms,
+        SELECT path, pos, line, ts_ms,
                {f["type"]}::String = 'inference' AS inference,
                if(inference, {f["request_id"]}::String, {f["event_id"]}::String) AS id,
                {f["request_id"]}::String AS request_id,
@@ -207,7 +215,7 @@ valid AS (
                {f["model_version"]}::String AS model_version,
                if({f["segment"]} IS NULL, 'default', {f["segment"]}::String) AS segment,
                {f["endpoint"]}::String AS endpoint,
-               {_AS_LABEL.format(f=f["prediction"])} AS prediction,
+               {_AS_LABEL.format(f=f["prediction"], path="prediction")} AS prediction,
                {conf} AS confidence, {lat} AS latency_ms,
                {kind}::String AS kind,
                multiIf(
@@ -216,8 +224,10 @@ valid AS (
                    kind IN ('rating', 'reward', 'dwell'), {_num(v)},
                    kind = 'report', ifNull({_num("report.amount")}, 0.),
                    0.) AS num,
-               if(kind = 'label', {_AS_LABEL.format(f=v)}, NULL) AS label,
-               kind = 'label' AND dynamicType({v}) IN ('String', 'Int64') AS categorical
+               if(kind = 'label', {_AS_LABEL.format(f=v, path="value")}, NULL) AS label,
+               kind = 'label' AND (dynamicType({v}) IN ('String', 'Int64')
+                   OR dynamicType({v}) = 'Float64' AND JSONType(line, 'value') = 'Int64')
+                   AS categorical
         FROM typed
         WHERE dynamicType({f["type"]}) = 'String' AND multiIf(
             {f["type"]}::String = 'inference', {inference_ok},
