@@ -50,7 +50,8 @@ from operators.stats import FlowStats
 # 4: versioned state types (stage_states) instead of pickled attribute dicts.
 # 5: the rules stage's state (RulesState).
 # 6: RulesState v2 (rules' per-cell state in arrays by cell slot).
-STATE_FORMAT = 6
+# 7: RulesState v3 (drift and spike find a cell's slot by its merge-stage cell id).
+STATE_FORMAT = 7
 
 ZSTD_LEVEL = 1
 SNAPSHOT_FAILED = "snapshot_failed"  # the log record's `event` (docs/telemetry.md, "Logs")

@@ -89,7 +89,9 @@ class RulesState(VersionedState):
     open notification groups and firing inhibition sources, in event time."""
 
     KIND = "rules_stage"
-    VERSION = 2  # 2: drift references and spike rings in arrays by cell slot, canary sides
+    # 2: drift references and spike rings in arrays by cell slot, canary sides;
+    # 3: their slots found by the merge stage's cell id (WindowMetrics.cell_ids)
+    VERSION = 3
 
     alerts: dict[str, AlertRecord]  # fingerprint -> lifecycle record (Lifecycle.alerts)
     # Rule name -> its evaluator, pickled whole: an evaluator's state (a canary's

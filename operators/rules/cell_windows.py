@@ -187,6 +187,7 @@ def cell_windows(
         np.asarray(batch.columns[m], dtype=np.float64)[rows].tolist() for m in READ_METRICS
     ]
     field_names = names[:first_bin]
+    ids = np.asarray(batch.cell_ids)[rows].tolist()
     out = []
     for i, metric_values in enumerate(zip(*metric_columns, strict=True)):
         dims = {name: dims_columns[name][i] for name in BASE_DIMS}
@@ -204,6 +205,7 @@ def cell_windows(
                     for m, v in zip(READ_METRICS, metric_values, strict=True)
                 },
                 histogram=tuple(bins[i]),
+                cell_id=ids[i],
             )
         )
     return out

@@ -61,6 +61,13 @@ class CellBlock:
         """Each cell's dims as the alerts carry them (sorted (name, value) pairs)."""
         raise NotImplementedError
 
+    @property
+    def ids(self) -> np.ndarray:
+        """Each cell's id, int64 (:attr:`CellWindow.cell_id`): one per distinct dims for
+        the flow's life, what per-cell state is found by (an integer, not a hashed dims
+        key)."""
+        raise NotImplementedError
+
     def dim(self, name: str) -> np.ndarray:
         """Each cell's value of dim `name` (object array; "*" where the cell is a rollup
         over it or does not have it)."""
@@ -143,6 +150,10 @@ class WindowColumns(CellBlock):
             categories = np.array(column.categories, dtype=object)
             values = self._dims[name] = categories[np.asarray(column.codes)[self.rows]]
         return values
+
+    @cached_property
+    def ids(self) -> np.ndarray:
+        return np.asarray(self.batch.cell_ids, dtype=np.int64)[self.rows]
 
     @cached_property
     def keys(self) -> Sequence[Dims]:
@@ -230,6 +241,10 @@ class CellList(CellBlock):
     def keys(self) -> Sequence[Dims]:
         return [tuple(sorted(c.dims.items())) for c in self.records]
 
+    @cached_property
+    def ids(self) -> np.ndarray:
+        return np.array([c.cell_id for c in self.records], dtype=np.int64)
+
     def cell(self, i: int) -> CellWindow:
         return self.records[i]
 
@@ -262,6 +277,10 @@ class _Taken(CellBlock):
     def keys(self) -> Sequence[Dims]:
         keys = self.parent.keys
         return [keys[p] for p in self.positions.tolist()]
+
+    @cached_property
+    def ids(self) -> np.ndarray:
+        return self.parent.ids[self.positions]
 
     def cell(self, i: int) -> CellWindow:
         return self.parent.cell(int(self.positions[i]))

@@ -55,6 +55,9 @@ class CellWindow:
     # None where the metric is null (its denominator is 0).
     metrics: Mapping[str, float | None]
     histogram: tuple[int, ...]  # confidence_hist: counts in equal bins over [0, 1]
+    # The cell's id (WindowMetrics.cell_ids: one per distinct dims for the flow's life):
+    # what rules with per-cell state key it by.
+    cell_id: int
 
 
 class Evaluator(Protocol):

@@ -49,7 +49,7 @@ from operators.rules.evaluation import (
     CellWindow,
 )
 from operators.rules.evaluators.cell_rule import CellRule, evaluate_blocks, verdict
-from operators.rules.lifecycle import Dims, Evaluation, Outcome
+from operators.rules.lifecycle import Evaluation, Outcome
 
 SERIES_OF_HISTOGRAM = "confidence_mean"
 
@@ -106,7 +106,7 @@ class DriftEvaluator(CellRule[DriftRule]):
             state = DriftState(references=table)
         self.state = state
 
-    def _slots(self, keys: Sequence[Dims], start: int, end: int, final: bool) -> np.ndarray:
+    def _slots(self, keys: Sequence[int], start: int, end: int, final: bool) -> np.ndarray:
         """The cells' slots; a final window that feeds state gives each cell one."""
         state = self.state
         feeds = self.detector is not None or (
@@ -165,7 +165,7 @@ class DriftEvaluator(CellRule[DriftRule]):
     def judge_block(self, block: CellBlock, event_time: int) -> BlockVerdicts:
         """Each cell: its reference before this window, then (a final row) absorb it and
         feed the detector; the look-ups, checks and absorbs of all cells in one pass."""
-        keys = block.keys
+        keys = block.ids.tolist()
         start, end, final = block.window_start, block.window_end, block.final
         state = self.state
         slots = self._slots(keys, start, end, final)

@@ -45,7 +45,7 @@ from operators.rules.evaluators.cell_rule import (
     too_few,
     verdict,
 )
-from operators.rules.lifecycle import Dims, Evaluation, Outcome
+from operators.rules.lifecycle import Evaluation, Outcome
 from operators.rules.window_ring import WindowRing
 
 VALUE, SAMPLES = 0, 1  # a ring entry's vector: the window's value and its samples
@@ -86,7 +86,7 @@ class SpikeEvaluator(CellRule[SpikeRule]):
         the window joins the ring; the verdicts with numpy (:func:`spike_outcomes`)."""
         rule = self.config
         state = self.state
-        keys = block.keys
+        keys = block.ids.tolist()
         value = block.metric(rule.metric)
         n = block.samples(rule.metric)
         start, end = block.window_start, block.window_end
@@ -110,7 +110,7 @@ class SpikeEvaluator(CellRule[SpikeRule]):
         return BlockVerdicts(outcomes, evaluation)
 
     def _absorb(
-        self, keys: Sequence[Dims], slots: np.ndarray, start: int, end: int,
+        self, keys: Sequence[int], slots: np.ndarray, start: int, end: int,
         value: np.ndarray, n: np.ndarray,
     ) -> None:  # fmt: skip
         """A final window joins the rings of the cells with a value and `min_samples`

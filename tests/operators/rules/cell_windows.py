@@ -46,18 +46,29 @@ def cell(
         value = float(values[0])
         derived[name] = None if np.isnan(value) else value
     derived.update(metrics or {})
+    full = {**BASE_DIMS, **dims}
     return CellWindow(
         window=window,
         window_start=start,
         window_end=start + length,
         final=final,
-        dims={**BASE_DIMS, **dims},
+        dims=full,
         fields={
             name: float(vector[0, i]) for i, name in enumerate(LAYOUT.names[: LAYOUT.first_bin])
         },
         metrics=derived,
         histogram=tuple(int(x) for x in hist),
+        cell_id=cell_id(full),
     )
+
+
+_CELL_IDS: dict[tuple[tuple[str, str], ...], int] = {}
+
+
+def cell_id(dims: Mapping[str, str]) -> int:
+    """The cell id of these dims, as the merge stage's CellIndex gives them: one per
+    distinct dims, the same for the whole test process."""
+    return _CELL_IDS.setdefault(tuple(sorted(dims.items())), len(_CELL_IDS))
 
 
 def example_settings(**overrides: Any) -> Settings:

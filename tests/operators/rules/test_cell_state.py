@@ -20,9 +20,9 @@ from operators.rules.cell_ids import MISSING, CellIds
 from operators.rules.evaluation import CellWindow
 from operators.rules.evaluators.drift import DriftEvaluator
 from operators.rules.evaluators.spike import SpikeEvaluator
-from operators.rules.lifecycle import Evaluation, dims_of
+from operators.rules.lifecycle import Evaluation
 from operators.rules.window_ring import WindowRing
-from tests.operators.rules.cell_windows import BASE_DIMS, BINS, T0, M, cell
+from tests.operators.rules.cell_windows import BASE_DIMS, BINS, T0, M, cell, cell_id
 
 HOUR = 60 * M
 DRIFT = DriftRule.model_validate(
@@ -121,7 +121,7 @@ def test_churning_cells_are_forgotten_and_steady_ones_kept(make: object) -> None
     # steady 3 + churn of the last (retention + span) minutes: about 3 + 3 * 14
     assert most <= 3 + 3 * 16
     assert forgetting.state.ids.capacity <= 3 + 3 * 16
-    steady_keys = [dims_of({**BASE_DIMS, "segment": s}) for s in steady]
+    steady_keys = [cell_id({**BASE_DIMS, "segment": s}) for s in steady]
     assert MISSING not in forgetting.state.ids.find(steady_keys).tolist()
 
 

@@ -27,6 +27,7 @@ from operators.snapshots import StateFormatError
 from operators.stats import FlowStats
 from operators.window_metrics import WindowMetrics
 from tests.harness import _plain
+from tests.operators.rules.cell_windows import cell_id
 
 S, M = 1000, 60_000
 T0 = 1_764_547_200_000  # 2025-12-01T00:00:00Z
@@ -135,14 +136,9 @@ def emission(
     return WindowMetrics("metrics", columns, final, watermark, LAYOUT.names, fields, cell_ids(rows))
 
 
-_CELL_IDS: dict[tuple[tuple[str, str], ...], int] = {}
-
-
 def cell_ids(rows: Sequence[tuple[int, dict[str, str], dict]]) -> np.ndarray:
-    """Each row's cell id, as the merge stage's CellIndex gives them: one per distinct
-    dims, the same in every emission of the test process."""
-    keys = [tuple(sorted(dims.items())) for _, dims, _ in rows]
-    return np.array([_CELL_IDS.setdefault(k, len(_CELL_IDS)) for k in keys], dtype=np.int64)
+    """Each row's cell id, as the merge stage's CellIndex gives them (:func:`cell_id`)."""
+    return np.array([cell_id(dims) for _, dims, _ in rows], dtype=np.int64)
 
 
 def accuracies(*per_window: float) -> list[tuple[int, list[tuple[dict[str, str], dict]]]]:
