@@ -279,19 +279,19 @@ def test_a_state_whose_fields_changed_without_a_new_version_is_refused() -> None
     assert _resume(cls, data).watermarks == {}
 
 
-# The stored layout as of STATE_FORMAT 6. A change to a state type's fields must come with
+# The stored layout as of STATE_FORMAT 7. A change to a state type's fields must come with
 # a new VERSION and STATE_FORMAT (then record the new layout here).
 LAYOUTS = {
     PartitionState: (1, ("partition", "clock", "merge", "pending", "processed", "cells", "keys",
                          "deltas", "session_records", "sent_watermark", "ended", "sampled")),
     MergeState: (1, ("cells", "local_cells", "keys", "specs", "watermarks", "ended", "next_tick")),
     SessionShardState: (1, ("users", "watermarks")),
-    RulesState: (2, ("alerts", "evaluators", "groups", "inhibiting", "clock")),
+    RulesState: (3, ("alerts", "evaluators", "groups", "inhibiting", "clock")),
 }  # fmt: skip
 
 
 def test_a_state_type_changes_only_with_a_new_version() -> None:
-    recorded = (6, {cls.KIND: layout for cls, layout in LAYOUTS.items()})
+    recorded = (7, {cls.KIND: layout for cls, layout in LAYOUTS.items()})
     now = (
         STATE_FORMAT,
         {cls.KIND: (cls.VERSION, tuple(f.name for f in fields(cls))) for cls in LAYOUTS},
