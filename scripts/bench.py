@@ -4,6 +4,7 @@
     python scripts/bench.py [--events 1000000] [--dims 10000] [--kafka 127.0.0.1:19092] [--repeat 3]
                             [--rules 100 [--only-rules]]
     python scripts/bench.py --api [--kafka HOST:PORT] [--api-seconds 10] [--api-connections 32]
+                            [--api-rounds 3]
 
 1. Generates N events (synthetic cube of about --dims dims combinations) into a fresh
    local log (not timed).
@@ -322,12 +323,13 @@ def main() -> None:
     parser.add_argument("--api-seconds", type=float, default=10.0, help="each API load run")
     parser.add_argument("--api-connections", type=int, default=32, help="keep-alive connections")
     parser.add_argument("--api-events", type=int, default=50_000, help="distinct events, cycled")
+    parser.add_argument("--api-rounds", type=int, default=3, help="open-loop runs (p99 of each)")
     args = parser.parse_args()
     if args.api:
         from scripts import bench_api
 
         bench_api.main(args.kafka, args.api_events, args.api_seconds, args.api_connections,
-                       args.seed)  # fmt: skip
+                       args.seed, args.api_rounds)  # fmt: skip
         return
 
     home = Path(tempfile.mkdtemp(prefix="pulse-bench-"))

@@ -6,15 +6,20 @@ the load comes from a separate process on loopback, so the two share the machine
 as a client and a server on one host would. For each log (the local log, then Kafka when
 a broker is given):
 
-1. the raw append rate of the same events, without HTTP: :meth:`LocalLog.append` (one
-   fsynced append per request's partition, as a request of that shape costs at least)
-   or :class:`connectors.kafka.EventProducer` (send all, flush): the ratio's base;
+1. the raw append rate of the same events, without HTTP: :meth:`LocalLog.append_many`
+   (one request's events at a time, its partitions fsynced together, as a request of
+   that shape costs at least) or :class:`connectors.kafka.EventProducer` (send all,
+   flush): the ratio's base;
 2. closed loop, `--api-connections` keep-alive connections each sending its next request
    as soon as the previous one is answered: the maximum rate, for single events and for
    batches of 100 (requests/s, events/s, p50/p99 latency);
 3. open loop at half the single-event maximum: requests scheduled at a fixed rate, the
    latency counted from each request's scheduled time (a late send counts against the
-   server, no coordinated omission).
+   server, no coordinated omission). `rounds` runs, each printed (p50/p95/p99/max), then
+   all of them pooled: one 10 s run at ~450/s has its p99 in its 45 worst requests, so
+   one neighbour's burst moves it. Each run also prints the log's own share: how long
+   :meth:`DurableLog.append` took per request (p50/p99/max), the rest of a request's
+   latency being HTTP, validation and waiting for a core.
 
 The load generator is asyncio streams with pre-encoded HTTP/1.1 requests and a minimal
 response reader (status line, Content-Length, body): an HTTP client library (httpx,
@@ -36,6 +41,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,13 +51,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from config.settings import Settings, load_settings  # noqa: E402
+from connectors.event_writer import Routed  # noqa: E402
 from connectors.ingest_log import durable_log  # noqa: E402
 from connectors.kafka import EventProducer, KafkaTarget, ensure_topics  # noqa: E402
 from connectors.local_log import LocalLog  # noqa: E402
 from connectors.run_control import tune_garbage_collection  # noqa: E402
 from connectors.service.app import create_app  # noqa: E402
 from connectors.service.auth import KeyRing, new_key  # noqa: E402
-from connectors.service.context import ServiceContext  # noqa: E402
+from connectors.service.context import DurableLog, ServiceContext  # noqa: E402
 from connectors.service.server import ServiceThread  # noqa: E402
 from connectors.service.store import Store  # noqa: E402
 from operators.partitioning import partition_for  # noqa: E402
@@ -116,9 +123,51 @@ class Load:
     client_cpu_s: float = 0.0  # and of the load generator
 
     def percentile(self, p: float) -> float:
-        if len(self.latencies_ms) < 2:
-            return float("nan")
-        return statistics.quantiles(self.latencies_ms, n=1000, method="inclusive")[int(p * 10) - 1]
+        return percentile(self.latencies_ms, p)
+
+    def pooled(self, other: Load) -> Load:
+        """This run and `other` as one."""
+        return Load(
+            self.seconds + other.seconds, self.requests + other.requests,
+            self.events + other.events, self.failed + other.failed,
+            self.latencies_ms + other.latencies_ms, self.server_cpu_s + other.server_cpu_s,
+            self.client_cpu_s + other.client_cpu_s,
+        )  # fmt: skip
+
+
+def percentile(values: list[float], p: float) -> float:
+    if len(values) < 2:
+        return float("nan")
+    return statistics.quantiles(values, n=1000, method="inclusive")[int(p * 10) - 1]
+
+
+class TimedLog:
+    """The service's log, timing each append (the log's share of a request's latency)."""
+
+    def __init__(self, log: DurableLog) -> None:
+        self.log = log
+        self.appends_ms: list[float] = []
+
+    def append(self, events: Sequence[Routed], timeout_s: float) -> None:
+        started = time.perf_counter()
+        try:
+            self.log.append(events, timeout_s)
+        finally:
+            self.appends_ms.append((time.perf_counter() - started) * 1000)
+
+    def reachable(self) -> bool:
+        return self.log.reachable()
+
+    def close(self) -> None:
+        self.log.close()
+
+    def share(self) -> str:
+        """p50/p99/max of the appends since the last call, and forget them."""
+        found, self.appends_ms = self.appends_ms, []
+        return (
+            f"log append p50 {percentile(found, 50):.1f} / p99 {percentile(found, 99):.1f} / "
+            f"max {max(found, default=float('nan')):.1f} ms"
+        )
 
 
 class _Connection:
@@ -251,8 +300,8 @@ def run_load(
 
 
 def raw_local(log: LocalLog, events: list[Event], size: int, seconds: float) -> float:
-    """Events/s through LocalLog.append, one request's worth (`size` events) at a time,
-    one fsynced append per partition that request touches."""
+    """Events/s through LocalLog.append_many, one request's worth (`size` events) at a
+    time, the partitions it touches fsynced together."""
     groups = [group for _, group in batches(events, size)]
     done, started = 0, time.perf_counter()
     for i in range(10**12):
@@ -260,8 +309,7 @@ def raw_local(log: LocalLog, events: list[Event], size: int, seconds: float) -> 
         by_partition: dict[tuple[str, int], list[bytes]] = {}
         for stream, key, line in group:
             by_partition.setdefault((stream, partition_for(key, log.partitions)), []).append(line)
-        for (stream, partition), lines in by_partition.items():
-            log.append(stream, partition, lines)
+        log.append_many(by_partition)
         done += len(group)
         if time.perf_counter() - started >= seconds:
             break
@@ -282,16 +330,19 @@ def raw_kafka(target: KafkaTarget, events: list[Event]) -> float:
 # -- the service ----------------------------------------------------------------------------
 
 
-def serve(settings: Settings) -> tuple[ServiceThread, ServiceContext, str]:
+def serve(settings: Settings) -> tuple[ServiceThread, ServiceContext, str, TimedLog]:
     from dataflows.feedback import clickhouse_target  # the flow's module: bytewax, late
 
     key = new_key()
     target = clickhouse_target(settings)
+    log = durable_log(settings)
+    assert log is not None
+    timed = TimedLog(log)
     context = ServiceContext(settings=settings, keys=KeyRing([], local_key=key), target=target,
-                             store=Store(target), log=durable_log(settings))  # fmt: skip
+                             store=Store(target), log=timed)  # fmt: skip
     thread = ServiceThread(create_app(context), "127.0.0.1", 0).start()
     tune_garbage_collection()  # as `pulse serve` does once it serves
-    return thread, context, key
+    return thread, context, key, timed
 
 
 def _line(label: str, load: Load, base: float | None = None) -> str:
@@ -299,7 +350,8 @@ def _line(label: str, load: Load, base: float | None = None) -> str:
     events = load.events / load.seconds if load.seconds else 0.0
     text = (
         f"  {label:<34} {rate:9,.0f} req/s {events:10,.0f} events/s  "
-        f"p50 {load.percentile(50):7.1f} ms  p99 {load.percentile(99):7.1f} ms"
+        f"p50 {load.percentile(50):6.1f} / p95 {load.percentile(95):6.1f} / "
+        f"p99 {load.percentile(99):6.1f} / max {max(load.latencies_ms, default=0.0):6.1f} ms"
     )
     if base:
         text += f"  ratio {events / base:.3f}"
@@ -314,8 +366,8 @@ def _line(label: str, load: Load, base: float | None = None) -> str:
 
 
 def measure(name: str, settings: Settings, events: list[Event], raw: dict[int, float],
-            seconds: float, connections: int) -> None:  # fmt: skip
-    service, context, key = serve(settings)
+            seconds: float, connections: int, rounds: int) -> None:  # fmt: skip
+    service, context, key, timed = serve(settings)
     try:
         print(f"{name}: raw append (no HTTP)  single events {raw[1]:,.0f} events/s, "
               f"batches of 100 {raw[100]:,.0f} events/s")  # fmt: skip
@@ -325,14 +377,22 @@ def measure(name: str, settings: Settings, events: list[Event], raw: dict[int, f
         batched = run_load(service, key, events, 100, "closed", seconds, connections)
         print(_line(f"batches of 100, closed loop ({connections} conn):", batched, raw[100]))
         half = single.requests / single.seconds / 2
-        opened = run_load(service, key, events, 1, "open", seconds, connections, rate=half)
-        print(_line(f"single events, open loop at {half:,.0f}/s:", opened, raw[1]))
+        pooled = Load()
+        for _ in range(rounds):
+            timed.share()
+            opened = run_load(service, key, events, 1, "open", seconds, connections, rate=half)
+            print(_line(f"single events, open loop at {half:,.0f}/s:", opened, raw[1]))
+            print(f"    ({timed.share()}; load average {os.getloadavg()[0]:.1f})")
+            pooled = pooled.pooled(opened)
+        if rounds > 1:
+            print(_line(f"  the {rounds} open-loop runs pooled:", pooled, raw[1]))
     finally:
         service.stop()
         context.close()
 
 
-def main(kafka: str | None, events_n: int, seconds: float, connections: int, seed: int) -> None:
+def main(kafka: str | None, events_n: int, seconds: float, connections: int, seed: int,
+         rounds: int = 3) -> None:  # fmt: skip
     events = bench_events(events_n, seed)
     print(f"HTTP API bench: {len(events):,} distinct events (cycled), {seconds:g} s per run, "
           f"{os.cpu_count()} CPUs; server: uvicorn thread in pid {os.getpid()}")  # fmt: skip
@@ -341,7 +401,7 @@ def main(kafka: str | None, events_n: int, seconds: float, connections: int, see
         settings = load_settings(environ=env)
         raw_log = LocalLog(Path(home) / "raw-log", settings.log.partitions)
         raw = {size: raw_local(raw_log, events, size, min(seconds, 5.0)) for size in (1, 100)}
-        measure("local log", settings, events, raw, seconds, connections)
+        measure("local log", settings, events, raw, seconds, connections, rounds)
         if not kafka:
             print("Kafka: skipped (pass --kafka HOST:PORT)")
             return
@@ -352,4 +412,4 @@ def main(kafka: str | None, events_n: int, seconds: float, connections: int, see
         target = KafkaTarget(kafka, prefix, {})
         ensure_topics(target, settings.log.partitions, 1)
         rate = raw_kafka(target, events)
-        measure("Kafka", settings, events, {1: rate, 100: rate}, seconds, connections)
+        measure("Kafka", settings, events, {1: rate, 100: rate}, seconds, connections, rounds)
