@@ -18,7 +18,8 @@ with the flow's semantics that matter for those rows:
 * inferences deduplicated by request_id and feedback by event_id, the first occurrence
   in log order (segment path, line number) winning;
 * feedback joined to its inference wherever that is in the log; unjoined feedback counts
-  in the ``unknown`` cell;
+  in the ``unknown`` cell; feedback naming a tenant other than its inference's is
+  refused (not counted: :func:`operators.join.tenant_refusal`);
 * tumbling 1-minute windows on ``ts`` (inference metrics on the inference's, feedback
   metrics on the feedback's), sums on the 2^-20 grid as the flow rounds them
   (:mod:`operators.metrics`), so they are exact and order-independent;
@@ -161,6 +162,7 @@ def ceiling_sql(glob: str, bins: int = 10) -> str:
             *(_ID.format(f=f[name]) for name in ("event_id", "request_id", "user_id")),
             f"({f['session_id']} IS NULL OR {_ID.format(f=f['session_id'])})",
             f"dynamicType({kind}) = 'String'",
+            _OPT_DIM.format(f=f["tenant"], n="tenant"),
             value_ok,
         ]
     )
@@ -215,6 +217,7 @@ valid AS (
                {f["model_version"]}::String AS model_version,
                if({f["segment"]} IS NULL, 'default', {f["segment"]}::String) AS segment,
                {f["endpoint"]}::String AS endpoint,
+               if({f["tenant"]} IS NULL, '', {f["tenant"]}::String) AS claimed,
                {_AS_LABEL.format(f=f["prediction"], path="prediction")} AS prediction,
                {conf} AS confidence, {lat} AS latency_ms,
                {kind}::String AS kind,
@@ -237,7 +240,8 @@ valid AS (
 deduped AS MATERIALIZED (
     SELECT inference, id,
            argMin((ts_ms, request_id, tenant, model_id, deployment, model_version, segment,
-                   endpoint, prediction, confidence, latency_ms, kind, num, label, categorical),
+                   endpoint, prediction, confidence, latency_ms, kind, num, label, categorical,
+                   claimed),
                   (path, pos)) AS r
     FROM valid
     GROUP BY inference, id
@@ -248,7 +252,7 @@ inferences AS (
     FROM deduped WHERE inference
 ),
 feedback AS (
-    SELECT id AS event_id, (r.2, r.1, r.12, r.13, r.14, r.15) AS e
+    SELECT id AS event_id, (r.2, r.1, r.12, r.13, r.14, r.15, r.16) AS e
     FROM deduped WHERE NOT inference
 ),
 joined AS MATERIALIZED (
@@ -258,6 +262,7 @@ joined AS MATERIALIZED (
               ('unknown', 'unknown', 'unknown', 'unknown', 'unknown', 'unknown')) AS cell,
            if(found, i.8, NULL) AS prediction
     FROM feedback LEFT JOIN inferences ON e.1 = inferences.request_id
+    WHERE NOT found OR e.7 = '' OR e.7 = i.2  -- feedback naming another tenant is refused
 ),
 events AS (
     SELECT intDiv(i.1, {WINDOW_MS}) * {WINDOW_MS} AS window_ms,

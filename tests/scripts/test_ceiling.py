@@ -19,169 +19,72 @@ from tests.conftest import Store, pulse_env, run_pulse
 # After the generated traffic's last event time (inferences for 180 s, feedback up to
 # 400 s later): appended after it, these lines are not late.
 T0 = 1_767_225_600_000 + 720_000
-INFERENCE = {"type": "inference", "model_id": "edge", "model_version": "e1", "endpoint": "/e"}
-FEEDBACK = {"type": "feedback", "user_id": "u-edge"}
+
+
+def _inf(request_id: str, ts: object = None, **fields: object) -> dict[str, object]:
+    base = {"type": "inference", "request_id": request_id, "ts": T0 if ts is None else ts}
+    return {**base, "model_id": "edge", "model_version": "e1", "endpoint": "/e", **fields}
+
+
+def _fb(
+    event_id: str, request_id: str, dt: int, kind: str, value: object, **fields: object
+) -> dict[str, object]:
+    base = {"type": "feedback", "event_id": event_id, "request_id": request_id}
+    return {**base, "ts": T0 + dt, "kind": kind, "value": value, "user_id": "u", **fields}
 
 
 def _edge_lines() -> list[dict[str, object]]:
     """Lines at the contract's edges, valid and not, each in its own cell or event."""
-    inf = [
-        {**INFERENCE, "request_id": "edge-defaults", "ts": T0},  # segment, tenant, deployment
-        {
-            **INFERENCE,
-            "request_id": "edge-float-pred",
-            "ts": T0 + 1,
-            "prediction": 1.0,
-            "confidence": 1,
-            "latency_ms": 0,
-            "segment": "s-edge",
-        },
-        {
-            **INFERENCE,
-            "request_id": "edge-zone",
-            "ts": "2026-01-01T02:12:00.5009+02:00",
-            "prediction": " yes ",
-            "confidence": 0.999999,
-            "latency_ms": 1e9,
-            "tenant": "t-edge",
-        },
-        {
-            **INFERENCE,
-            "request_id": "edge-later",
-            "ts": T0 + 20_000,
-            "prediction": "x",
-            "deployment": "d-edge",
-        },  # its feedback comes first in the log
+    pair = {"winner": "tie", "policy_a": "a", "policy_b": "b"}
+    inferences = [
+        _inf("edge-defaults"),  # no segment, tenant, deployment
+        _inf("edge-float", T0 + 1, prediction=1.0, confidence=1, latency_ms=0, segment="s-e"),
+        _inf(
+            "edge-zone",
+            "2026-01-01T02:12:00.5009+02:00",
+            prediction=" yes ",
+            confidence=0.999999,
+            latency_ms=1e9,
+            tenant="t-edge",
+        ),
+        _inf("edge-later", T0 + 20_000, prediction="x", deployment="d-edge"),
+        _inf("edge-defaults", T0 + 5, model_version="dup"),  # a duplicate request_id
         # invalid: a reserved dim, a null optional dim, out-of-range numbers, a float ts,
-        # a bool prediction, a too-long id, a number as a dim
-        {**INFERENCE, "request_id": "bad-1", "ts": T0, "segment": "*"},
-        {**INFERENCE, "request_id": "bad-2", "ts": T0, "tenant": None},
-        {**INFERENCE, "request_id": "bad-3", "ts": T0, "confidence": 1.5},
-        {**INFERENCE, "request_id": "bad-4", "ts": T0, "latency_ms": -1},
-        {**INFERENCE, "request_id": "bad-5", "ts": float(T0)},
-        {**INFERENCE, "request_id": "bad-6", "ts": T0, "prediction": True},
-        {**INFERENCE, "request_id": "x" * 129, "ts": T0},
-        {**INFERENCE, "request_id": "bad-8", "ts": T0, "endpoint": 7},
-        {**INFERENCE, "request_id": "bad-9", "ts": "2026-01-01T00:12:00"},  # no zone
-        {**INFERENCE, "request_id": "edge-defaults", "ts": T0 + 5, "model_version": "dup"},
+        # a bool prediction, a too-long id, a number as a dim, a ts without a zone
+        _inf("bad-1", segment="*"),
+        _inf("bad-2", tenant=None),
+        _inf("bad-3", confidence=1.5),
+        _inf("bad-4", latency_ms=-1),
+        _inf("bad-5", float(T0)),
+        _inf("bad-6", prediction=True),
+        _inf("x" * 129),
+        _inf("bad-8", endpoint=7),
+        _inf("bad-9", "2026-01-01T00:12:00"),
     ]
-    fb = [
-        {
-            **FEEDBACK,
-            "event_id": "ef-1",
-            "request_id": "edge-float-pred",
-            "ts": T0 + 2,
-            "kind": "label",
-            "value": 1,
-        },  # 1 == 1.0: correct
-        {
-            **FEEDBACK,
-            "event_id": "ef-2",
-            "request_id": "edge-zone",
-            "ts": T0 + 3,
-            "kind": "label",
-            "value": "yes",
-        },  # trimmed: correct
-        {
-            **FEEDBACK,
-            "event_id": "ef-3",
-            "request_id": "edge-defaults",
-            "ts": T0 + 4,
-            "kind": "report",
-            "value": {"category": "c", "amount": None},
-        },
-        {
-            **FEEDBACK,
-            "event_id": "ef-4",
-            "request_id": "edge-defaults",
-            "ts": T0 + 5,
-            "kind": "preference",
-            "value": {"winner": "tie", "policy_a": "a", "policy_b": "b"},
-        },
-        {
-            **FEEDBACK,
-            "event_id": "ef-5",
-            "request_id": "edge-defaults",
-            "ts": T0 + 6,
-            "kind": "reward",
-            "value": -0.1234567891,
-        },
-        {
-            **FEEDBACK,
-            "event_id": "ef-6",
-            "request_id": "edge-defaults",
-            "ts": T0 + 7,
-            "kind": "dwell",
-            "value": 0.0000001,
-            "session_id": None,
-        },
-        {
-            **FEEDBACK,
-            "event_id": "ef-7",
-            "request_id": "edge-later",
-            "ts": T0 + 8,
-            "kind": "label",
-            "value": "x",
-        },
-        {
-            **FEEDBACK,
-            "event_id": "ef-1",
-            "request_id": "edge-zone",
-            "ts": T0 + 9,
-            "kind": "rating",
-            "value": 5,
-        },  # a duplicate event_id with other content
+    feedback = [
+        _fb("ef-1", "edge-float", 2, "label", 1),  # 1 == 1.0: correct, a categorical label
+        _fb("ef-2", "edge-zone", 3, "label", "yes"),  # trimmed: correct
+        _fb("ef-3", "edge-defaults", 4, "report", {"category": "c", "amount": None}),
+        _fb("ef-4", "edge-defaults", 5, "preference", pair),
+        _fb("ef-5", "edge-defaults", 6, "reward", -0.1234567891),
+        _fb("ef-6", "edge-defaults", 7, "dwell", 0.0000001, session_id=None),
+        _fb("ef-7", "edge-later", 8, "label", "x"),  # before its inference in the log
+        _fb("ef-1", "edge-float", 9, "rating", 5),  # a duplicate event_id, other content
+        # the tenant rule: its inference's tenant counts, another is refused, an orphan's
+        # claim is not checked
+        _fb("ef-9", "edge-zone", 10, "thumbs", True, tenant="t-edge"),
+        _fb("ef-10", "edge-zone", 11, "thumbs", False, tenant="other"),
+        _fb("ef-11", "edge-orphan", 12, "click", True, tenant="other"),
         # invalid
-        {
-            **FEEDBACK,
-            "event_id": "bf-1",
-            "request_id": "edge-defaults",
-            "ts": T0,
-            "kind": "rating",
-            "value": 6,
-        },
-        {
-            **FEEDBACK,
-            "event_id": "bf-2",
-            "request_id": "edge-defaults",
-            "ts": T0,
-            "kind": "thumbs",
-            "value": "yes",
-        },
-        {
-            **FEEDBACK,
-            "event_id": "bf-3",
-            "request_id": "edge-defaults",
-            "ts": T0,
-            "kind": "preference",
-            "value": {"winner": "c", "policy_a": "a", "policy_b": "b"},
-        },
-        {
-            **FEEDBACK,
-            "event_id": "bf-4",
-            "request_id": "edge-defaults",
-            "ts": T0,
-            "kind": "report",
-            "value": {"category": "c", "extra": 1},
-        },
-        {
-            **FEEDBACK,
-            "event_id": "bf-5",
-            "request_id": "edge-defaults",
-            "ts": T0,
-            "kind": "label",
-            "value": None,
-        },
-        {
-            **FEEDBACK,
-            "event_id": "bf-6",
-            "request_id": "edge-defaults",
-            "ts": T0,
-            "kind": "reward",
-            "value": 2e9,
-        },
+        _fb("bf-0", "edge-zone", 0, "thumbs", True, tenant=None),
+        _fb("bf-1", "edge-defaults", 0, "rating", 6),
+        _fb("bf-2", "edge-defaults", 0, "thumbs", "yes"),
+        _fb("bf-3", "edge-defaults", 0, "preference", {**pair, "winner": "c"}),
+        _fb("bf-4", "edge-defaults", 0, "report", {"category": "c", "extra": 1}),
+        _fb("bf-5", "edge-defaults", 0, "label", None),
+        _fb("bf-6", "edge-defaults", 0, "reward", 2e9),
     ]
-    return fb[:-6] + inf + fb[-6:]  # edge-later's feedback before its inference
+    return feedback + inferences
 
 
 def test_the_ceiling_query_computes_the_flows_one_minute_rows(
