@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import resource
+import signal
 from pathlib import Path
 
 import pytest
@@ -118,3 +120,37 @@ def test_a_backlog_is_read_aligned_in_event_time(tmp_path: Path) -> None:
     got, gap = read_aligned(source.build_part("events", "0", None).next_batch)
     assert got == {"inferences": INFERENCES, "feedback": FEEDBACK}  # all, once, in order
     assert gap <= 15_000  # a read of inferences covers ~10 s; unaligned this reaches ~500 s
+
+
+def test_append_many_writes_every_partition_or_none_when_a_line_is_bad(tmp_path: Path) -> None:
+    log = LocalLog(tmp_path, partitions=4)
+    groups = {("inferences", p): lines(3, 10 * p) for p in range(4)}
+    assert log.append_many({**groups, ("feedback", 2): lines(2)}) == 14
+    for p in range(4):
+        assert read_all(log, "inferences", p)[0] == lines(3, 10 * p)
+    assert read_all(log, "feedback", 2)[0] == lines(2)
+    # A newline in the last partition's lines: nothing of the call is written.
+    with pytest.raises(LogError, match="newline"):
+        log.append_many({("feedback", 0): lines(2), ("feedback", 1): [b"ok", b"a\nb"]})
+    assert log.end_position("feedback", 0) == log.end_position("feedback", 1) == 0
+
+
+def test_a_write_the_disk_refuses_leaves_no_partial_line(tmp_path: Path) -> None:
+    """A write cut short (here: the file size limit, as a full disk would) is cut back to
+    the last complete line, so the next append does not continue a broken one."""
+    log = LocalLog(tmp_path, partitions=1)
+    log.append("feedback", 0, [b"first"])
+    end = log.end_position("feedback", 0)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (end + 100, limits[1]))
+    try:
+        with pytest.raises(OSError):
+            log.append("feedback", 0, [b"x" * 1000])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, previous)
+    segment = log.segments("feedback", 0)[-1][1]
+    assert segment.stat().st_size == end
+    log.append("feedback", 0, [b"second"])
+    assert read_all(log, "feedback", 0)[0] == [b"first", b"second"]
