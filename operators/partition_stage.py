@@ -9,8 +9,9 @@ produced and, once per `emit_interval` tick, one :class:`PartialBatch` of slice 
 with its watermark for the merge stage.
 
 Per event, only what depends on order runs in Python (watermark, dedup, join,
-lateness); the event is then *recorded*, and the metric fields and slice sums of the
-whole batch are computed at once with numpy (:func:`operators.metrics.feedback_fields`).
+lateness); the event is then *recorded* (:class:`~operators.columnar.joined.JoinedRecords`,
+with its cutoff when late for some windows), and the whole batch is added to the slice
+deltas at once by the metric families (:class:`~operators.columnar.accumulator.Accumulator`).
 State per partition stays small in snapshots: Bytewax serializes a changed key's whole
 state at every snapshot, so the two bulky parts, the recent-inference cache and the
 dedup ids, are not in it. The stage records the last source offset it processed per
@@ -24,36 +25,23 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-import numpy as np
 from bytewax.operators import StatefulLogic
 from msgspec import UNSET
 
 from operators.batches import STREAMS, DeadLetter, RawBatch, TableRows
-from operators.cells import EXTRA_KEY_BITS, Cell, CellIndex, LocalIds, unknown_cell
+from operators.cells import Cell, CellIndex, LocalIds, unknown_cell
 from operators.clock import PartitionClock
+from operators.columnar.accumulator import Accumulator
+from operators.columnar.joined import NONE, JoinedRecords
 from operators.decode import BatchDecoder
 from operators.dedup import RecentIds
 from operators.events import Event, Feedback, Inference
-from operators.families import (
-    CLASSES,
-    FN,
-    FP,
-    KEYED,
-    LATENCY,
-    MAIN,
-    PREFERENCES,
-    REPORT_AMOUNT,
-    REPORT_COUNT,
-    REPORTS,
-    TP,
-    WINNER_CODES,
-    widths,
-)
+from operators.families import CLASSES, KEYED, PREFERENCES, REPORTS, WINNER_CODES, registry
 from operators.join import (
     InferenceCache,
     InferenceContext,
@@ -66,16 +54,13 @@ from operators.metrics import (
     KIND_CODES,
     MainLayout,
     as_label,
-    feedback_fields,
     feedback_number,
-    inference_fields,
 )
 from operators.partitioning import partition_for
 from operators.reasons import TENANT
 from operators.rows import EventRows, InferenceRows, LateRows, dead_letter_rows
 from operators.sessions import SessionBatch, shard_of
-from operators.sketch import buckets_of
-from operators.slices import PartialBatch, SliceDeltas
+from operators.slices import NO_CUTOFF, PartialBatch, SliceDeltas
 from operators.snapshots import decode_state, encode_state
 from operators.stage_states import PartitionState
 from operators.stats import FlowStats
@@ -125,26 +110,6 @@ def now_ms() -> float:
 Output = TableRows | PartialBatch | SessionBatch
 
 
-@dataclass
-class _Counted:
-    """Events counted on time in the current batch, one entry each, by kind of event."""
-
-    inference_slices: list[int] = field(default_factory=list)
-    inference_cells: list[int] = field(default_factory=list)
-    confidences: list[float | None] = field(default_factory=list)
-    latencies: list[float | None] = field(default_factory=list)
-    feedback_slices: list[int] = field(default_factory=list)
-    feedback_cells: list[int] = field(default_factory=list)
-    kinds: list[int] = field(default_factory=list)
-    numbers: list[float] = field(default_factory=list)
-    correct: list[bool] = field(default_factory=list)
-    unjoined: list[bool] = field(default_factory=list)
-    # keyed families: (slice, cell, key id, family-specific value)
-    classes: list[tuple[int, int, int, int]] = field(default_factory=list)  # pred class id
-    preferences: list[tuple[int, int, int, int]] = field(default_factory=list)  # winner
-    reports: list[tuple[int, int, int, float]] = field(default_factory=list)  # amount
-
-
 class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
     """One source partition's decode, dedup, join and slice pre-aggregation."""
 
@@ -169,11 +134,11 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         self._rollups: dict[int, list[Cell]] = {}
         self._earliest_end: dict[int, int] = {}
         self._unknown = unknown_cell(len(config.extra_dims))
-        self._width = MainLayout(config.confidence_bins).width
+        self._accumulator = Accumulator(registry(MainLayout(config.confidence_bins)))
         self._inference_rows = InferenceRows()
         self._event_rows = EventRows()
         self._late_rows = LateRows(config.extra_dims)
-        self._counted = _Counted()
+        self._counted = JoinedRecords()  # this batch's counted events (see _accumulate)
         self._released: list[tuple[Feedback, int, float]] = []  # see _resolve_released
         self._refused: list[DeadLetter] = []  # feedback the join refused (see _refuse)
         self._topics: dict[str, str] = {stream: stream for stream in STREAMS}  # as read
@@ -208,7 +173,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
             processed=dict.fromkeys(STREAMS, -1),
             cells=LocalIds(),
             keys={family: LocalIds() for family in KEYED},
-            deltas={name: SliceDeltas(w) for name, w in widths(self._width).items()},
+            deltas={f.name: SliceDeltas(f.width) for f in self._accumulator.families},
             session_records=[[] for _ in range(config.session_shards)],
             sent_watermark=-float("inf"),
             ended=False,
@@ -370,6 +335,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         counted = self._counted
         slices, cells = counted.inference_slices, counted.inference_cells
         confidences, latencies = counted.confidences, counted.latencies
+        cutoffs = counted.inference_cutoffs
         stats.inferences += len(events)
         for event, offset in zip(events, offsets, strict=True):
             ts = event.ts
@@ -406,21 +372,12 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
                 end = self._window_end_floor(slice_start)
             late = is_final(end, cutoff, lateness)
             add_row(event, label, partition, offset, late)
-            if not late:
+            if not late or self._late(slice_start, cell_id, cutoff, "inference", request_id, ts):
                 slices.append(slice_start)
                 cells.append(cell_id)
                 confidences.append(confidence)
                 latencies.append(latency)
-            else:
-                vector = inference_fields(
-                    np.array([np.nan if confidence is None else confidence]), self._width,
-                    self.config.confidence_bins,
-                )[0]  # fmt: skip
-                late_parts = [(MAIN, 0, vector)]
-                if latency is not None:
-                    bucket = int(buckets_of(np.array([latency]))[0])
-                    late_parts.append((LATENCY, bucket, np.ones(1)))
-                self._late(slice_start, cell_id, cutoff, "inference", request_id, ts, late_parts)
+                cutoffs.append(cutoff if late else NO_CUTOFF)
             if pending:
                 for waiting_event, waiting_offset, waiting_cutoff in pending.take(request_id):
                     self._count_feedback(waiting_event, waiting_offset, context, waiting_cutoff)
@@ -462,7 +419,8 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         kind = event.kind
         value = event.value
         correct: bool | None = None
-        classes: tuple[int, int] | None = None  # (true, predicted) class ids
+        true = predicted = pair = category = NONE  # keyed families' ids (NONE: not one)
+        winner = 0
         if context is None:
             cell_id = self.cells.id_of(self._unjoined_cell(event))
         else:
@@ -479,7 +437,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
                 correct = label == prediction  # the rule: metrics.as_label, inlined
                 if type(value) is str or type(value) is int:  # categorical labels
                     ids = self.keys[CLASSES]
-                    classes = (ids.id_of(label), ids.id_of(prediction))
+                    true, predicted = ids.id_of(label), ids.id_of(prediction)
         slice_start = ts - ts % self._slice
         end = self._earliest_end.get(slice_start)
         if end is None:
@@ -495,36 +453,22 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
             self.session_records[shard_of(event.user_id, shards)].append(
                 (event.user_id, ts, cell, kind, number)
             )
-        keyed: tuple[str, int, int | float] | None = None  # (family, key id, value)
         if kind == "preference":
             pair = self.keys[PREFERENCES].id_of((value["policy_a"], value["policy_b"]))
-            keyed = (PREFERENCES, pair, WINNER_CODES[value["winner"]])
+            winner = WINNER_CODES[value["winner"]]
         elif kind == "report":
-            keyed = (REPORTS, self.keys[REPORTS].id_of(value["category"]), number)
-        if not late:
-            counted = self._counted
-            counted.feedback_slices.append(slice_start)
-            counted.feedback_cells.append(cell_id)
-            counted.kinds.append(KIND_CODES[kind])
-            counted.numbers.append(number)
-            counted.correct.append(bool(correct))
-            counted.unjoined.append(context is None)
-            if classes is not None:
-                counted.classes.append((slice_start, cell_id, classes[0], classes[1]))
-            if keyed is not None:
-                records = counted.preferences if keyed[0] == PREFERENCES else counted.reports
-                records.append((slice_start, cell_id, keyed[1], keyed[2]))  # type: ignore[arg-type]
+            category = self.keys[REPORTS].id_of(value["category"])
+        if late and not self._late(slice_start, cell_id, cutoff, "feedback", event.event_id, ts):
             return
-        vector = feedback_fields(
-            np.array([KIND_CODES[kind]]), np.array([number]), np.array([bool(correct)]),
-            np.array([context is None]), self._width,
-        )[0]  # fmt: skip
-        parts = [(MAIN, 0, vector)]
-        if classes is not None:
-            parts.extend(_class_parts(*classes))
-        if keyed is not None:
-            parts.append(_keyed_part(*keyed))
-        self._late(slice_start, cell_id, cutoff, "feedback", event.event_id, ts, parts)
+        counted = self._counted
+        counted.feedback_slices.append(slice_start)
+        counted.feedback_cells.append(cell_id)
+        counted.kinds.append(KIND_CODES[kind])
+        counted.numbers.append(number)
+        counted.correct.append(bool(correct))
+        counted.unjoined.append(context is None)
+        counted.keys.append((true, predicted, pair, winner, category))
+        counted.feedback_cutoffs.append(cutoff if late else NO_CUTOFF)
 
     def _refuse(self, event: Feedback, offset: int, reason: str) -> None:
         """Feedback the join refused: a dead letter at its source position, not counted.
@@ -549,12 +493,10 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         stream: str,
         event_id: str,
         ts: int,
-        parts: list[tuple[str, int, np.ndarray]],
-    ) -> None:
-        """An event late for some windows: rows in metrics_late; the rest get a cutoff delta.
-
-        `parts` are its contributions: (family, extra key, field vector).
-        """
+    ) -> bool:
+        """An event late for some windows: rows in metrics_late for those. True when some
+        window containing it is still open at `cutoff`: the event is then counted with that
+        cutoff (the merge adds it to the open windows only)."""
         self.stats.late_events += 1
         g, lateness = self._slice, self.config.allowed_lateness
         still_open = False
@@ -568,9 +510,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
                     self._late_rows.add(spec.name, start, end, rollups, stream, event_id, ts)
                 else:
                     still_open = True
-        if still_open:
-            for family, extra, vector in parts:
-                self.deltas[family].add_restricted(slice_start, cell_id, extra, cutoff, vector)
+        return still_open
 
     def _window_end_floor(self, slice_start: int) -> int:
         """The earliest end among the windows that contain this slice."""
@@ -666,53 +606,11 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
     # ---- per batch: vectorized ---------------------------------------------------------
 
     def _accumulate(self) -> None:
-        """Add the batch's counted events to the slice deltas, all at once (first the
-        released feedback's store lookup, which counts it)."""
+        """Add the batch's counted events to the slice deltas, all at once, through every
+        family (first the released feedback's store lookup, which counts it)."""
         self._resolve_released()
-        counted, self._counted = self._counted, _Counted()
-        deltas = self.deltas
-        if counted.inference_cells:
-            slices = np.array(counted.inference_slices, dtype=np.int64)
-            cells = np.array(counted.inference_cells, dtype=np.int64)
-            confidence = np.array(counted.confidences, dtype=np.float64)
-            fields = inference_fields(confidence, self._width, self.config.confidence_bins)
-            deltas[MAIN].add(slices, cells << EXTRA_KEY_BITS, fields)
-            latency = np.array(counted.latencies, dtype=np.float64)
-            present = ~np.isnan(latency)
-            if present.any():
-                keys = cells[present] << EXTRA_KEY_BITS | buckets_of(latency[present])
-                deltas[LATENCY].add(slices[present], keys, np.ones((int(present.sum()), 1)))
-        if counted.feedback_cells:
-            slices = np.array(counted.feedback_slices, dtype=np.int64)
-            cells = np.array(counted.feedback_cells, dtype=np.int64)
-            fields = feedback_fields(
-                np.array(counted.kinds), np.array(counted.numbers), np.array(counted.correct),
-                np.array(counted.unjoined), self._width,
-            )  # fmt: skip
-            deltas[MAIN].add(slices, cells << EXTRA_KEY_BITS, fields)
-        if counted.classes:
-            slices, cells, true, predicted = np.array(counted.classes, dtype=np.int64).T
-            hit = true == predicted
-            # A hit is a tp of its class; a miss an fn of the true class and fp of the other.
-            keys = np.concatenate((true, predicted[~hit]))
-            values = np.zeros((len(keys), 3))
-            values[: len(true), TP] = hit
-            values[: len(true), FN] = ~hit
-            values[len(true) :, FP] = 1.0
-            rows = np.concatenate((np.arange(len(true)), np.flatnonzero(~hit)))
-            deltas[CLASSES].add(slices[rows], cells[rows] << EXTRA_KEY_BITS | keys, values)
-        if counted.preferences:
-            slices, cells, pairs, winners = np.array(counted.preferences, dtype=np.int64).T
-            values = np.zeros((len(pairs), 3))
-            values[np.arange(len(pairs)), winners] = 1.0
-            deltas[PREFERENCES].add(slices, cells << EXTRA_KEY_BITS | pairs, values)
-        if counted.reports:
-            records = np.array(counted.reports, dtype=np.float64)
-            slices, cells, categories = records[:, :3].astype(np.int64).T
-            values = np.zeros((len(records), 2))
-            values[:, REPORT_COUNT] = 1.0
-            values[:, REPORT_AMOUNT] = records[:, 3]
-            deltas[REPORTS].add(slices, cells << EXTRA_KEY_BITS | categories, values)
+        if self._counted:
+            self._accumulator.add(self._counted.take(), self.deltas)
 
     def _has_deltas(self) -> bool:
         return any(len(d) for d in self.deltas.values())
@@ -748,21 +646,3 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         self.sent_watermark = watermark
         self.stats.saw_watermark(self.partition, watermark)
         return batch
-
-
-def _class_parts(true: int, predicted: int) -> list[tuple[str, int, np.ndarray]]:
-    """Confusion contributions of one label: (family, class id, [tp, fp, fn])."""
-    if true == predicted:
-        return [(CLASSES, true, np.array([1.0, 0.0, 0.0]))]
-    return [
-        (CLASSES, true, np.array([0.0, 0.0, 1.0])),
-        (CLASSES, predicted, np.array([0.0, 1.0, 0.0])),
-    ]
-
-
-def _keyed_part(family: str, key: int, value: float) -> tuple[str, int, np.ndarray]:
-    if family == PREFERENCES:
-        vector = np.zeros(3)
-        vector[int(value)] = 1.0
-        return family, key, vector
-    return family, key, np.array([1.0, value])
