@@ -130,3 +130,23 @@ def test_the_sink_writes_batches_with_different_dictionaries_in_one_block(store:
         ("1m", "a"),
         ("5m", "b"),
     ]
+
+
+WIDE_TABLES = ("metrics", "metrics_classes", "metrics_preferences", "metrics_reports",
+               "metrics_late", "events", "inferences", "sessions")  # fmt: skip
+
+
+def test_wide_tables_merge_vertically_with_small_compression_buffers(store: Store) -> None:
+    """A horizontal merge of wide `metrics` parts held 145-220 MiB (docs/performance.md):
+    every table the flow writes in volume merges a column at a time, 256 KiB buffers."""
+    migrate(store.open(), "pulse")
+    for table in WIDE_TABLES:
+        engine = store.scalar(
+            f"SELECT engine_full FROM system.tables WHERE database = 'pulse' AND name = '{table}'"
+        )
+        settings = dict(
+            pair.strip().split(" = ") for pair in engine.split(" SETTINGS ", 1)[1].split(",")
+        )
+        assert settings["vertical_merge_algorithm_min_rows_to_activate"] == "1", table
+        assert settings["vertical_merge_algorithm_min_columns_to_activate"] == "1", table
+        assert settings["max_compress_block_size"] == "262144", table
