@@ -238,7 +238,7 @@ def test_a_stage_resumed_from_its_snapshot_goes_on_like_one_never_stopped() -> N
     before = run(kept, emissions[:3], eof=False)
     assert kept.lifecycle.alerts and kept.grouper.groups  # firing, its group still open
     data = kept.snapshot()
-    assert data is not None and data.startswith(b"pulse-state rules_stage v2\n")
+    assert data is not None and data.startswith(b"pulse-state rules_stage v3\n")
     resumed = RulesStage(config(group_wait=3 * M), FlowStats(), data)
     assert resumed.evaluators[0].looks == 3  # type: ignore[attr-defined]
     rest = [repr(x) for x in run(kept, emissions[3:])]
