@@ -86,12 +86,14 @@ CellTotals = tuple[int, float, float]
 @dataclass(slots=True)
 class SideCells:
     """One side's cells in one open window: each cell's latest totals (an early row's
-    replaced by later early rows and by the final row, never added to them)."""
+    replaced by later early rows and by the final row, never added to them), by cell id
+    (:attr:`~operators.rules.columns.CellBlock.ids`: integers, cheap to hash and to
+    hold, where a baseline files thousands of cells per window)."""
 
-    cells: dict[Dims, CellTotals] = field(default_factory=dict)  # in order of arrival
-    finals: set[Dims] = field(default_factory=set)  # cells whose final row is in
+    cells: dict[int, CellTotals] = field(default_factory=dict)  # in order of arrival
+    finals: set[int] = field(default_factory=set)  # cells whose final row is in
 
-    def file(self, keys: list[Dims], totals: list[CellTotals], final: bool) -> np.ndarray | None:
+    def file(self, keys: list[int], totals: list[CellTotals], final: bool) -> np.ndarray | None:
         """Take these cells' rows; which were taken (None: all)."""
         if final:
             self.finals.update(keys)
@@ -236,21 +238,20 @@ class CanaryEvaluator:
             return
         state = self.state
         start, end, final = block.window_start, block.window_end, block.final
-        keys = block.keys
         kind = kinds[rows]
         totals = self._totals(block, rows)
         n = np.array([t[0] for t in totals], dtype=np.int64) if totals else np.zeros(0, np.int64)
         versions = block.dim(VERSION)[rows]
         # Pairs by their match dims' values, in the order of their first row.
         group = np.zeros(len(rows), dtype=np.int64)
-        for m in self.config.match:
-            _, codes = np.unique(block.dim(m)[rows].astype(str), return_inverse=True)
+        matched = {m: block.dim(m)[rows] for m in self.config.match}
+        for values in matched.values():
+            _, codes = np.unique(values.astype(str), return_inverse=True)
             group = group * (int(codes.max()) + 1) + codes
         _, first, inverse = np.unique(group, return_index=True, return_inverse=True)
         for g in np.argsort(first, kind="stable").tolist():
             mine = np.flatnonzero(inverse == g)
-            dims = dict(keys[rows[mine[0]]])
-            key = self._pair_key(dims)
+            key = self._pair_key({m: str(values[mine[0]]) for m, values in matched.items()})
             pair = state.pairs.get(key)
             if pair is None:
                 pair = state.pairs[key] = Pair()
@@ -268,7 +269,7 @@ class CanaryEvaluator:
         """One pair's rows of a block: each side's cells into the open window, and the
         versions with data."""
         start, final = block.window_start, block.final
-        keys = block.keys
+        ids = block.ids
         names = [n for n in (*SIDES, *(f"{side}_versions" for side in SIDES))
                  if n in self.selections]  # fmt: skip
         with_data = n > 0
@@ -285,7 +286,7 @@ class CanaryEvaluator:
                 if cells is None:
                     cells = window[side] = SideCells()
                 positions = mine[at].tolist()
-                taken = cells.file([keys[i] for i in rows[at].tolist()],
+                taken = cells.file(ids[rows[at]].tolist(),
                                    [totals[p] for p in positions], final)  # fmt: skip
                 if taken is not None:  # rows an early row could not replace add nothing
                     of_kind[at[~taken]] = False
