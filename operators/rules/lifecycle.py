@@ -215,6 +215,13 @@ class Lifecycle:
             return [dims in having for dims in cells]
         return [_fingerprint(rule, dims) in alerts for dims in cells]  # after a resume
 
+    def may_have_alerts(self, rule: str) -> bool:
+        """False when `rule` has no alert for certain (every alert's rule × dims known):
+        then :meth:`alerted` is False for every cell, and the stage need not ask it."""
+        if not self.alerts:
+            return False
+        return len(self._located) != len(self.alerts) or bool(self._by_rule.get(rule))
+
     def _locate(self, fp: str, rule: str, dims: Dims) -> None:
         dims = tuple(sorted(dims))
         self._located[fp] = (rule, dims)

@@ -244,7 +244,7 @@ class RulesStage(StatefulLogic[WindowMetrics, RulesOutput, bytes]):
         verdicts = evaluator.judge_block(block, now)
         outcomes = verdicts.outcomes
         asked = outcomes == TRUE
-        if self.lifecycle.alerts:
+        if self.lifecycle.may_have_alerts(evaluator.rule):
             others = np.flatnonzero(~asked & (outcomes != NOT_EVALUATED))
             keys = block.keys
             alerted = self.lifecycle.alerted(evaluator.rule, [keys[i] for i in others.tolist()])
