@@ -63,11 +63,11 @@ def test_the_parser_equals_todays_decoder_at_any_split(
     dead: list[DeadLetter] = []
     for a, b in itertools.pairwise(cuts):
         out = PARSER.parse("feedback", 3, lines[a:b], offsets[a:b])
-        events.extend(out.events)
+        events.extend(out.events())
         got_offsets.extend(out.offsets.tolist())
         dead.extend(out.dead_letters)
-        assert out.ts.tolist() == [e.ts for e in out.events]
-        assert out.is_feedback.tolist() == [type(e).__name__ == "Feedback" for e in out.events]
+        assert out.ts.tolist() == [e.ts for e in out.events()]
+        assert out.is_feedback.tolist() == [type(e).__name__ == "Feedback" for e in out.events()]
     assert got_offsets == want.offsets
     assert events == want.events
     assert letters(dead) == letters(want.dead_letters)
@@ -91,4 +91,4 @@ def test_two_values_on_a_line_next_to_a_blank_line_are_both_dead_letters() -> No
     want = TODAY.decode("feedback", 0, lines, list(range(12)))
     assert [d.offset for d in out.dead_letters] == [10, 11]
     assert letters(out.dead_letters) == letters(want.dead_letters)
-    assert out.events == want.events
+    assert out.events() == want.events
