@@ -141,7 +141,9 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         self._counted = JoinedRecords()  # this batch's counted events (see _accumulate)
         self._released: list[tuple[Feedback, int, float]] = []  # see _resolve_released
         self._refused: list[DeadLetter] = []  # feedback the join refused (see _refuse)
-        self._topics: dict[str, str] = {stream: stream for stream in STREAMS}  # as read
+        # Each stream's topic as its batches name it (a refused feedback's dead letter is
+        # keyed by it); the stream's name until its first batch of this process.
+        self._topics: dict[str, str] = {stream: stream for stream in STREAMS}
         self._join_evictions = self._dedup_evictions = 0
         # Rebuilt from the store after a resume (_rebuild), not snapshotted.
         self.dedup = RecentIds(config.dedup_horizon, config.dedup_max_entries)
