@@ -463,13 +463,15 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         if late and not self._late(slice_start, cell_id, cutoff, "feedback", event.event_id, ts):
             return
         counted = self._counted
+        if true != NONE or pair != NONE or category != NONE:
+            row = len(counted.feedback_slices)
+            counted.keyed.append((row, true, predicted, pair, winner, category))
         counted.feedback_slices.append(slice_start)
         counted.feedback_cells.append(cell_id)
         counted.kinds.append(KIND_CODES[kind])
         counted.numbers.append(number)
         counted.correct.append(bool(correct))
         counted.unjoined.append(context is None)
-        counted.keys.append((true, predicted, pair, winner, category))
         counted.feedback_cutoffs.append(cutoff if late else NO_CUTOFF)
 
     def _refuse(self, event: Feedback, offset: int, reason: str) -> None:

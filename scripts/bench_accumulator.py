@@ -118,14 +118,14 @@ def as_joined(old: Any, counted: Any) -> JoinedRecords:
         [NO_CUTOFF] * len(counted.inference_cells),
         list(counted.feedback_slices), list(counted.feedback_cells), list(counted.kinds),
         list(counted.numbers), list(counted.correct), list(counted.unjoined),
-        [(NONE, NONE, NONE, 0, NONE)] * len(counted.feedback_cells),
         [NO_CUTOFF] * len(counted.feedback_cells),
     )  # fmt: skip
     codes = old.KIND_CODES
+    keyed: dict[int, tuple[int, int, int, int, int]] = {}
     for records_of, kind, place in (
-        (counted.classes, "label", lambda k, r: (r[2], r[3], k[2], k[3], k[4])),
-        (counted.preferences, "preference", lambda k, r: (k[0], k[1], r[2], int(r[3]), k[4])),
-        (counted.reports, "report", lambda k, r: (k[0], k[1], k[2], k[3], r[2])),
+        (counted.classes, "label", lambda r: (r[2], r[3], NONE, 0, NONE)),
+        (counted.preferences, "preference", lambda r: (NONE, NONE, r[2], int(r[3]), NONE)),
+        (counted.reports, "report", lambda r: (NONE, NONE, NONE, 0, r[2])),
     ):
         pending = iter(records_of)
         record = next(pending, None)
@@ -134,8 +134,9 @@ def as_joined(old: Any, counted: Any) -> JoinedRecords:
                 break
             same_row = (records.feedback_slices[i], records.feedback_cells[i]) == record[:2]
             if code == codes[kind] and same_row:
-                records.keys[i] = place(records.keys[i], record)
+                keyed[i] = place(record)
                 record = next(pending, None)
+    records.keyed = [(i, *keys) for i, keys in sorted(keyed.items())]
     return records
 
 

@@ -95,9 +95,10 @@ class JoinedRecords:
     numbers: list[float] = field(default_factory=list)
     correct: list[bool] = field(default_factory=list)
     unjoined: list[bool] = field(default_factory=list)
-    # (true, predicted, pair, winner, category): NONE where absent; one entry per feedback
-    keys: list[tuple[int, int, int, int, int]] = field(default_factory=list)
     feedback_cutoffs: list[float] = field(default_factory=list)
+    # Only feedback rows with a key of a keyed family (most have none):
+    # (row, true, predicted, pair, winner, category), NONE where absent.
+    keyed: list[tuple[int, int, int, int, int, int]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.inference_slices or self.feedback_slices)
@@ -111,7 +112,11 @@ class JoinedRecords:
             np.array(self.latencies, dtype=np.float64),
             np.array(self.inference_cutoffs, dtype=np.float64),
         )
-        keys = np.array(self.keys, dtype=np.int64).reshape(len(self.keys), 5)
+        keys = np.full((5, len(self.feedback_slices)), NONE, dtype=np.int64)
+        keys[3] = 0  # winner code where there is no pair
+        if self.keyed:
+            keyed = np.array(self.keyed, dtype=np.int64)
+            keys[:, keyed[:, 0]] = keyed[:, 1:].T
         feedback = FeedbackSide(
             np.array(self.feedback_slices, dtype=np.int64),
             np.array(self.feedback_cells, dtype=np.int64),
@@ -119,7 +124,7 @@ class JoinedRecords:
             np.array(self.numbers, dtype=np.float64),
             np.array(self.correct, dtype=np.bool_),
             np.array(self.unjoined, dtype=np.bool_),
-            keys[:, 0], keys[:, 1], keys[:, 2], keys[:, 3], keys[:, 4],
+            keys[0], keys[1], keys[2], keys[3], keys[4],
             np.array(self.feedback_cutoffs, dtype=np.float64),
         )  # fmt: skip
         for name in self.__dataclass_fields__:

@@ -234,7 +234,9 @@ def columns(inferences: list[Inference], feedback: list[Feedback]) -> JoinedColu
         records.numbers.append(number)
         records.correct.append(right)
         records.unjoined.append(alone)
-        records.keys.append((*classes, *preference, category))
+        if (*classes, *preference, category) != (NONE, NONE, NONE, 0, NONE):
+            row = len(records.feedback_slices) - 1
+            records.keyed.append((row, *classes, *preference, category))
         records.feedback_cutoffs.append(cutoff)
     return records.take()
 
