@@ -5,6 +5,7 @@
                             [--rules 100 [--only-rules]]
     python scripts/bench.py --api [--kafka HOST:PORT] [--api-seconds 10] [--api-connections 32]
                             [--api-rounds 3]
+    python scripts/bench.py --ceiling [--freshness [--fresh-rate R] [--markers 120]]
 
 1. Generates N events (synthetic cube of about --dims dims combinations) into a fresh
    local log (not timed).
@@ -22,7 +23,13 @@
    dims and windows, alternating with the same run without rules, --repeat times each;
    the ratio of the best rates is what the rules cost.
 
-5. With ``--api``: only the HTTP ingestion API (scripts/bench_api.py has the method):
+5. With ``--ceiling``: only issue 13's yardstick — the flow (default config, and a
+   1-minute-only config, recovery on) against one chDB query computing the same 1-minute
+   finest-cell rows over the same log (scripts/bench_ceiling.py has the method); with
+   ``--freshness`` (alone or as well): freshness of early rows while the flow runs live at
+   half its measured rate (scripts/bench_freshness.py).
+
+6. With ``--api``: only the HTTP ingestion API (scripts/bench_api.py has the method):
    requests/s, events/s and p50/p99 latency for single events and batches of 100, into
    the local log and into Kafka, against the raw log-append rate of the same events.
 
@@ -295,6 +302,20 @@ def _ratios(values: list[float]) -> str:
     return ", ".join(f"{v:.3f}" for v in values)
 
 
+def yardsticks(home: Path, n: int, args: argparse.Namespace, env: dict[str, str]) -> None:
+    """Issue 13's: the flow against the vectorized ceiling (scripts/bench_ceiling.py), and
+    freshness at half the flow's measured rate (scripts/bench_freshness.py)."""
+    from scripts import bench_ceiling, bench_freshness
+
+    rate = args.fresh_rate
+    if args.ceiling:
+        best = bench_ceiling.measure(home, n, args.repeat, env)
+        rate = rate or best / 2
+    if args.freshness:
+        rate = rate or n / run_flow(home, env)[0] / 2
+        bench_freshness.main(rate, args.markers, args.seed)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -324,6 +345,12 @@ def main() -> None:
     parser.add_argument("--api-connections", type=int, default=32, help="keep-alive connections")
     parser.add_argument("--api-events", type=int, default=50_000, help="distinct events, cycled")
     parser.add_argument("--api-rounds", type=int, default=3, help="open-loop runs (p99 of each)")
+    parser.add_argument(
+        "--ceiling", action="store_true", help="only the flow against the chDB query's ceiling"
+    )
+    parser.add_argument("--freshness", action="store_true", help="only (or also) freshness")
+    parser.add_argument("--fresh-rate", type=float, help="events/s (default: half the flow's)")
+    parser.add_argument("--markers", type=int, default=120, help="freshness markers per run")
     args = parser.parse_args()
     if args.api:
         from scripts import bench_api
@@ -342,6 +369,9 @@ def main() -> None:
 
         ref = max(reference_rate(log)[1] for _ in range(args.repeat))
         print(f"{'reference (msgspec untyped decode):':<36} {ref:12,.0f} events/s")
+        if args.ceiling or args.freshness:
+            yardsticks(home, n, args, {"PULSE_LOG_PARTITIONS": str(args.partitions)})
+            return
 
         local = {
             "PULSE_LOG_PARTITIONS": str(args.partitions),

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The vectorized ceiling: one chDB SQL query computing the flow's 1-minute finest-cell rows.
 
-    python scripts/bench_ceiling.py LOG_DIR OUT.parquet [--bins 10]
+    python scripts/bench_ceiling.py query LOG_DIR OUT.parquet [--bins 10]
+    python scripts/bench_ceiling.py compare HOME OUT.parquet   # the flow's rows in HOME
+    python scripts/bench.py --ceiling                        # against the flow (measure())
 
 Issue 13 judges the flow against what a vectorized engine does with the same work. This
 module is that reference: one ClickHouse query (the engine the flow writes to, embedded
@@ -371,7 +373,15 @@ def run_ceiling(log_root: Path, out: Path, bins: int = 10) -> CeilingRun:
     """Run the query over the log at `log_root` in a child process; rows to `out` (Parquet)."""
     start = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, str(Path(__file__)), str(log_root), str(out), "--bins", str(bins)],
+        [
+            sys.executable,
+            str(Path(__file__)),
+            "query",
+            str(log_root),
+            str(out),
+            "--bins",
+            str(bins),
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -404,12 +414,13 @@ def row_key(row: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def differences(flow: list[dict[str, Any]], ceiling: list[dict[str, Any]]) -> list[str]:
-    """Where the flow's 1-minute finest-cell rows and the ceiling's differ, in words
-    (empty: equal). Counts and the histogram exactly, quantiles within the sketch's
-    relative accuracy, the rest (sums, ratios) within SUM_TOLERANCE relative."""
+    """Where the flow's 1-minute finest-cell rows and the ceiling's differ, in words, each
+    line starting with the row's key (empty: equal). Counts and the histogram exactly,
+    quantiles within the sketch's relative accuracy, the rest (sums, ratios) within
+    SUM_TOLERANCE relative."""
     mine, theirs = {row_key(r): r for r in flow}, {row_key(r): r for r in ceiling}
-    out = [f"only in the flow: {k}" for k in sorted(mine.keys() - theirs.keys())]
-    out += [f"only in the ceiling: {k}" for k in sorted(theirs.keys() - mine.keys())]
+    out = [f"{k} only in the flow" for k in sorted(mine.keys() - theirs.keys())]
+    out += [f"{k} only in the ceiling" for k in sorted(theirs.keys() - mine.keys())]
     for key in sorted(mine.keys() & theirs.keys()):
         a, b = mine[key], theirs[key]
         for name in METRIC_COLUMNS:
@@ -445,12 +456,118 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+ONE_MINUTE_CONFIG = {
+    "windows": [{"name": "1m", "kind": "tumbling", "length": "1m"}],
+    "aggregation": {"grouping_sets": [["model_version", "segment", "endpoint"]]},
+}
+
+
+def measure(home: Path, n: int, repeat: int, env: dict[str, str]) -> float:
+    """The ceiling against the bounded flow over the same log (``home/log``), from one run:
+    the flow's default config and a 1-minute-only config (no rollups, no other windows),
+    both with recovery on, alternating with the query `repeat` times. Prints rates, each
+    flow's ratio to the ceiling (wall best against best and round by round; CPU), peak
+    RSS, and how the last flow run's 1-minute finest-cell rows compare with the query's.
+    Returns the default config's best rate (events/s)."""
+    from scripts.bench import _children_cpu, run_flow
+
+    config = home / "one-minute.yaml"
+    config.write_text(json.dumps(ONE_MINUTE_CONFIG))  # YAML is a superset of JSON
+    configs = {
+        "flow, default config": env,
+        "flow, 1-minute-only config": {**env, "PULSE_CONFIG": str(config)},
+    }
+    out = home / "ceiling.parquet"
+    ceilings: list[CeilingRun] = []
+    flows: dict[str, list[tuple[float, int, float]]] = {label: [] for label in configs}
+    for _ in range(repeat):
+        ceilings.append(run_ceiling(home / "log", out))
+        for label, extra in configs.items():
+            before = _children_cpu()
+            seconds, peak, _, _ = run_flow(home, extra)
+            flows[label].append((seconds, peak, _children_cpu() - before))
+    best = min(ceilings, key=lambda run: run.seconds)
+    rate = n / best.seconds
+    print(
+        f"{'ceiling (chDB query, 1m cells):':<36} {rate:12,.0f} events/s  "
+        f"query {best.seconds:.1f} s, CPU {best.cpu:.1f} s, process {best.wall:.1f} s; peak RSS"
+        f" {best.peak_rss_kib / 1024:,.0f} MiB; {best.rows:,} rows"
+    )
+    print(f"  all runs: {', '.join(f'{c.seconds:.1f} s (CPU {c.cpu:.1f} s)' for c in ceilings)}")
+    for label, runs in flows.items():
+        seconds, _, cpu = min(runs)
+        peak = max(r[1] for r in runs)
+        pairs = ", ".join(f"{c.seconds / r[0]:.3f}" for c, r in zip(ceilings, runs, strict=True))
+        print(
+            f"{label + ':':<36} {n / seconds:12,.0f} events/s  ratio {best.seconds / seconds:.3f}"
+            f" (CPU {min(c.cpu for c in ceilings) / min(r[2] for r in runs):.3f})  "
+            f"{seconds:.1f} s, CPU {cpu:.1f} s; peak RSS {peak / 1024:,.0f} MiB (highest run)"
+        )
+        print(
+            f"  round by round: {pairs}; all runs "
+            + ", ".join(f"{r[0]:.1f} s (CPU {r[2]:.1f} s)" for r in runs)
+        )
+    found = compare(home, out)
+    print(
+        f"  rows of the last flow run (1-minute-only) against the query's: {found['rows']:,} "
+        f"and {found['ceiling_rows']:,}; {found['differing']:,} differ "
+        f"({found['only_flow']:,} only in the flow, {found['only_ceiling']:,} only in the query)"
+    )
+    for line in found["examples"]:
+        print(f"    e.g. {line}")
+    return n / min(flows["flow, default config"])[0]
+
+
+def compare(home: Path, out: Path) -> dict[str, Any]:
+    """The flow's rows in `home` against the query's in `out`, in a child process (the
+    bench process must not hold a chDB path that the next flow run deletes)."""
+    process = subprocess.run(
+        [sys.executable, str(Path(__file__)), "compare", str(home), str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if process.returncode != 0:
+        raise RuntimeError(f"comparing the rows failed:\n{process.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(process.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _compare(home: Path, out: Path) -> dict[str, Any]:
+    from connectors.clickhouse import Target, connect
+
+    client = connect(Target(f"chdb://{home / 'olap'}", "pulse"))
+    try:
+        flow = list(client.query(FLOW_ROWS_SQL.format(db="pulse")).named_results())
+    finally:
+        client.close()
+    expected = read_rows(out)
+    found = differences(flow, expected)
+    return {
+        "rows": len(flow),
+        "ceiling_rows": len(expected),
+        "differing": len({line[: line.index(")") + 1] for line in found}),
+        "only_flow": sum(line.endswith("only in the flow") for line in found),
+        "only_ceiling": sum(line.endswith("only in the ceiling") for line in found),
+        "examples": found[:5],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("log", type=Path, help="the local log's root (<home>/log)")
-    parser.add_argument("out", type=Path, help="where the rows go (Parquet)")
-    parser.add_argument("--bins", type=int, default=10, help="aggregation.confidence_bins")
+    sub = parser.add_subparsers(dest="command", required=True)
+    query = sub.add_parser("query", help="run the query; rows to OUT (Parquet), times to stdout")
+    query.add_argument("log", type=Path, help="the local log's root (<home>/log)")
+    query.add_argument("out", type=Path, help="where the rows go (Parquet)")
+    query.add_argument("--bins", type=int, default=10, help="aggregation.confidence_bins")
+    check = sub.add_parser("compare", help="the flow's rows in HOME against OUT's")
+    check.add_argument("home", type=Path)
+    check.add_argument("out", type=Path)
     args = parser.parse_args()
+    if args.command == "compare":
+        print(json.dumps(_compare(args.home, args.out), default=str))
+        return
     import chdb
 
     sql = ceiling_sql(f"{args.log.resolve()}/{STREAM_GLOB}", args.bins)

@@ -1,0 +1,333 @@
+#!/usr/bin/env python3
+"""Freshness: how long after an event is appended to the log its early row is visible.
+
+    python scripts/bench.py --ceiling --freshness      # at half the rate measured there
+    python scripts/bench.py --freshness --fresh-rate 12000
+
+Issue 13's target: an event appended while the flow runs live at half its measured
+maximum rate shows up in `metrics` (an early row, ``final = 0``) within 1 s at p99. The
+method, per setting of ``time.emit_interval`` and ``clickhouse.flush_interval`` (the
+defaults, 1 s and 1 s, then lower values; the defaults are not changed):
+
+1. Synthetic traffic (:mod:`operators.synthetic`, the bench's cube) is generated ahead,
+   its event times starting a little in the future, then `pulse run` (live, recovery on)
+   starts on a fresh home's local log and a thread appends each event once the wall
+   clock reaches its emission time (batches every 20 ms): the log grows at the given
+   rate, in event time ≈ now, with the generator's disorder, duplicates and bad lines.
+2. After a warm-up, every 250 ms a *marker* is appended with the load: an inference and
+   its feedback (ts = now) in a cell of its own (model_id ``marker``, model_version
+   ``m<i>``). The time taken just before that append is the marker's start.
+3. A poller asks the running flow's HTTP service (``POST /v1/query`` with the key in
+   ``$PULSE_HOME/service.json``: chDB cannot be opened by a second process), over one
+   keep-alive connection, for the marker cells whose 1-minute row counts the feedback,
+   polling again as soon as an answer is in (at most every ``POLL_S``). A marker first
+   seen in an answer became visible after the previous poll was sent and before this
+   answer came back: its latency is reported as the upper bound (answer received −
+   start); the bracket (this answer − previous send) is the measurement's error, and
+   its p50 is printed so one sees that polling does not dominate. Each marker row's
+   ``version`` (the early row's emission time, ms) splits the latency into emission and
+   the sink's write.
+4. The flow process's CPU seconds over the measured span, per appended event, against
+   the default settings' is the throughput cost of the lower settings (a bounded run
+   writes no early rows, so its rate would not show it).
+
+Prints p50/p99/max per setting; the figures go into docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from connectors.event_writer import LogWriter, Routed  # noqa: E402
+from connectors.local_log import LocalLog  # noqa: E402
+from operators import synthetic  # noqa: E402
+from operators.synthetic import TrafficGenerator, TrafficProfile  # noqa: E402
+
+PARTITIONS = 4
+BATCH_S = 0.02  # the load thread appends what is due this often
+MARKER_EVERY_S = 0.25
+WARM_UP_S = 8.0
+MAX_DELAY_S = 6.0  # feedback follows its inference within this (see _traffic)
+POLL_S = 0.05  # the poller waits at most this long between answers and the next ask
+TAIL_S = 3.0  # load after the last marker
+SETTINGS = (("1s", "1s"), ("250ms", "250ms"), ("100ms", "100ms"))  # (emit, flush)
+MARKERS_SQL = (
+    "SELECT model_version, min(version) FROM pulse.metrics WHERE window = '1m' "
+    "AND model_id = 'marker' AND feedback_count > 0 AND model_version != '*' "
+    "AND segment != '*' AND endpoint != '*' GROUP BY model_version"
+)
+
+
+def _marker(i: int) -> list[Routed]:
+    now = int(time.time() * 1000)
+    request_id = f"marker-{i}"
+    dims = {"model_id": "marker", "model_version": f"m{i}", "segment": "m", "endpoint": "/m"}
+    inference = {"type": "inference", "request_id": request_id, "ts": now, **dims}
+    feedback = {"type": "feedback", "event_id": f"marker-fb-{i}", "request_id": request_id,
+                "ts": now, "kind": "thumbs", "value": True, "user_id": "marker"}  # fmt: skip
+    return [
+        ("inferences", request_id, json.dumps(inference).encode()),
+        ("feedback", request_id, json.dumps(feedback).encode()),
+    ]
+
+
+@dataclass
+class Marker:
+    start: float  # wall time just before its append (s)
+    seen: float | None = None  # wall time of the answer that first held it
+    asked: float | None = None  # when the poll before that one was sent
+    emitted_ms: int | None = None  # its early row's version: the emission time
+
+
+@dataclass
+class RunResult:
+    emit: str
+    flush: str
+    rate: float  # events appended per second over the measured span
+    markers: list[Marker] = field(default_factory=list)
+    cpu_per_event_us: float = 0.0  # flow process CPU per appended event
+    behind_s: float = 0.0  # how far the load thread lagged its schedule at most
+
+
+def _traffic(rate: float, seconds: float, start_ms: int, seed: int) -> list[tuple[int, Routed]]:
+    """`seconds` of the bench's traffic at `rate` events/s from `start_ms`, in emission
+    order. Feedback delays are cut to at most MAX_DELAY_S (the generator's go up to
+    400 s: the mix would take minutes to reach its steady share of feedback), and what
+    would be emitted after the span is left out."""
+    profile = TrafficProfile(seed=seed, start_ms=start_ms, duration_s=seconds,
+                             rate=rate / 1.85, dims=10_000)  # fmt: skip
+    delays, longest = dict(synthetic.MEDIAN_DELAY_S), synthetic.MAX_DELAY_S
+    synthetic.MEDIAN_DELAY_S.update({k: min(v, MAX_DELAY_S / 4) for k, v in delays.items()})
+    synthetic.MAX_DELAY_S = MAX_DELAY_S
+    try:
+        end = start_ms + seconds * 1000
+        events = TrafficGenerator(profile).events()
+        return [(e.emit_ms, (e.stream, e.key, e.line)) for e in events if e.emit_ms < end]
+    finally:
+        synthetic.MEDIAN_DELAY_S.update(delays)
+        synthetic.MAX_DELAY_S = longest
+
+
+def _service(home: Path, timeout: float = 120.0) -> tuple[str, str]:
+    """URL and key of the running flow's service, once it answers."""
+    path = home / "service.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            try:
+                info = json.loads(path.read_text())
+                return str(info["url"]), str(info["key"])
+            except (ValueError, KeyError):
+                pass
+        time.sleep(0.1)
+    raise RuntimeError(f"no service.json in {home} after {timeout:.0f} s")
+
+
+class Poller:
+    """Asks the service for the visible markers over one keep-alive connection."""
+
+    def __init__(self, url: str, key: str) -> None:
+        parts = urlsplit(url)
+        self.connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
+        self.headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        self.body = json.dumps({"sql": MARKERS_SQL})
+        self.round_trips: list[float] = []
+
+    def visible(self) -> dict[str, int]:
+        sent = time.perf_counter()
+        self.connection.request("POST", "/v1/query", self.body, self.headers)
+        response = self.connection.getresponse()
+        data = response.read()
+        self.round_trips.append(time.perf_counter() - sent)
+        if response.status != 200:
+            raise RuntimeError(f"/v1/query answered {response.status}: {data[:300]!r}")
+        return {str(row[0]): int(row[1]) for row in json.loads(data)["rows"]}
+
+
+def run_once(rate: float, markers: int, emit: str, flush: str, seed: int) -> RunResult:
+    """One live run at `rate` events/s with `markers` markers, on a fresh home."""
+    home = Path(tempfile.mkdtemp(prefix="pulse-fresh-"))
+    log = LocalLog(home / "log", PARTITIONS)
+    load_s = WARM_UP_S + markers * MARKER_EVERY_S + TAIL_S  # markers are seen under load
+    t = time.perf_counter()
+    sample = _traffic(rate, 2.0, 0, seed)  # how fast this machine generates, now
+    per_event = (time.perf_counter() - t) / max(1, len(sample))
+    lead_s = per_event * rate * load_s * 1.5 + 20.0  # generation + the flow's start
+    start_ms = int((time.time() + lead_s) * 1000)
+    traffic = _traffic(rate, load_s, start_ms, seed)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
+    env.update({"PULSE_HOME": str(home), "PULSE_LOG_PARTITIONS": str(PARTITIONS)})
+    env.update({"PULSE_TIME_EMIT_INTERVAL": emit, "PULSE_CLICKHOUSE_FLUSH_INTERVAL": flush})
+    flow = subprocess.Popen(
+        [sys.executable, "-m", "dataflows.cli", "run", "--quiet"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    result = RunResult(emit, flush, rate)
+    try:
+        poller = Poller(*_service(home))
+        if time.time() * 1000 > start_ms:
+            print(f"  (the flow started {time.time() - start_ms / 1000:.1f} s after the load "
+                  "was due: the first events come as a burst, inside the warm-up)")  # fmt: skip
+        _drive(log, traffic, markers, start_ms, poller, flow.pid, result)
+        trips = sorted(poller.round_trips)
+        print(f"  poll round trip p50 {_ms(trips, 0.5)}, p99 {_ms(trips, 0.99)} "
+              f"({len(trips):,} polls)")  # fmt: skip
+    finally:
+        flow.send_signal(signal.SIGINT)
+        try:
+            _, errors = flow.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            flow.kill()
+            _, errors = flow.communicate()
+        if flow.returncode not in (0, 130, -signal.SIGINT):
+            print(f"  the flow exited {flow.returncode}: {errors.decode()[-2000:]}")
+        shutil.rmtree(home, ignore_errors=True)
+    return result
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _drive(
+    log: LocalLog,
+    traffic: list[tuple[int, Routed]],
+    markers: int,
+    start_ms: int,
+    poller: Poller,
+    pid: int,
+    result: RunResult,
+) -> None:
+    """Append the load and the markers on schedule while the poller watches."""
+    writer = LogWriter(log)
+    placed: list[Marker] = []
+    done = threading.Event()
+    lock = threading.Lock()
+
+    def poll() -> None:
+        asked = time.time()
+        while not done.is_set():
+            with lock:
+                waiting = {f"m{i}": m for i, m in enumerate(placed) if m.seen is None}
+            if not waiting:
+                time.sleep(POLL_S / 5)
+                asked = time.time()
+                continue
+            sent = time.time()
+            found = poller.visible()
+            now = time.time()
+            for name, version in found.items():
+                marker = waiting.get(name)
+                if marker is not None:
+                    marker.seen, marker.asked, marker.emitted_ms = now, asked, version
+            asked = sent
+            time.sleep(max(0.0, POLL_S - (time.time() - sent)))
+
+    watcher = threading.Thread(target=poll, daemon=True)
+    watcher.start()
+    first_marker = start_ms / 1000 + WARM_UP_S
+    i, appended, measured_from = 0, 0, 0
+    cpu_from = wall_from = 0.0
+    while i < len(traffic) or len(placed) < markers:
+        now = time.time()
+        if i < len(traffic) and traffic[i][0] <= now * 1000:
+            result.behind_s = max(result.behind_s, now - traffic[i][0] / 1000)
+        batch: list[Routed] = []
+        while i < len(traffic) and traffic[i][0] <= now * 1000:
+            batch.append(traffic[i][1])
+            i += 1
+        due = len(placed) < markers and now >= first_marker + len(placed) * MARKER_EVERY_S
+        if due and not placed:
+            cpu_from, wall_from, measured_from = _cpu_seconds(pid), now, appended
+        if due:
+            batch.extend(_marker(len(placed)))
+        start = time.time()
+        if batch:
+            writer.write(batch)
+            appended += len(batch)
+        if due:
+            with lock:
+                placed.append(Marker(start))
+        if len(placed) >= markers and i >= len(traffic):
+            break
+        time.sleep(max(0.0, BATCH_S - (time.time() - now)))
+    span = time.time() - wall_from  # the load's span from the first marker on
+    events = appended - measured_from
+    result.rate = events / span if span > 0 else 0.0
+    result.cpu_per_event_us = (_cpu_seconds(pid) - cpu_from) / max(1, events) * 1e6
+    deadline = time.time() + 30.0  # the last markers, after the load
+    while time.time() < deadline and any(m.seen is None for m in placed):
+        time.sleep(0.1)
+    done.set()
+    watcher.join()
+    result.markers = placed
+
+
+def _ms(values: list[float], q: float) -> str:
+    if not values:
+        return "—"
+    return f"{values[min(len(values) - 1, int(q * len(values)))] * 1000:,.0f} ms"
+
+
+def report(result: RunResult, baseline: RunResult | None) -> None:
+    latency, bracket, emitted = [], [], []
+    for m in result.markers:
+        if m.seen is not None and m.asked is not None and m.emitted_ms is not None:
+            latency.append(m.seen - m.start)
+            bracket.append(m.seen - max(m.asked, m.start))
+            emitted.append(m.emitted_ms / 1000 - m.start)
+    latency.sort(), bracket.sort(), emitted.sort()
+    seen = latency
+    missing = len(result.markers) - len(seen)
+    cost = ""
+    if baseline is not None and baseline.cpu_per_event_us:
+        cost = f", {result.cpu_per_event_us / baseline.cpu_per_event_us - 1:+.0%} against 1s/1s"
+    print(
+        f"emit {result.emit:>5}, flush {result.flush:>5}: freshness p50 {_ms(latency, 0.5)}, "
+        f"p99 {_ms(latency, 0.99)}, max {_ms(latency, 1.0)} over {len(seen)} markers"
+        f"{f' ({missing} never seen)' if missing else ''}"
+    )
+    print(
+        f"  emitted after p50 {_ms(emitted, 0.5)}, p99 {_ms(emitted, 0.99)}; polling "
+        f"bracket p50 {_ms(bracket, 0.5)}, p99 {_ms(bracket, 0.99)}; load {result.rate:,.0f} "
+        f"events/s (at most {result.behind_s:.2f} s behind schedule); flow CPU "
+        f"{result.cpu_per_event_us:.1f} µs per event{cost}"
+    )
+
+
+def main(rate: float, markers: int, seed: int) -> None:
+    """Freshness at `rate` events/s for each setting in SETTINGS."""
+    print(f"freshness: live `pulse run` at {rate:,.0f} events/s, {markers} markers each; "
+          f"load {os.getloadavg()[0]:.1f} (1-min average)")  # fmt: skip
+    baseline: RunResult | None = None
+    for emit, flush in SETTINGS:
+        result = run_once(rate, markers, emit, flush, seed)
+        report(result, baseline)
+        baseline = baseline or result
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, required=True, help="events/s appended")
+    parser.add_argument("--markers", type=int, default=120)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    main(args.rate, args.markers, args.seed)
