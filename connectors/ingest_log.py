@@ -4,8 +4,9 @@
 :class:`~connectors.service.context.EventLogUnavailable` (the API answers 503 with
 Retry-After and reports nothing accepted):
 
-* :class:`LocalDurableLog`: the embedded log; :meth:`connectors.local_log.LocalLog.append`
-  fsyncs before it returns, and concurrent requests share those fsyncs (group commit).
+* :class:`LocalDurableLog`: the embedded log; :meth:`connectors.local_log.LocalLog.append_many`
+  fsyncs every partition it wrote (together) before it returns, and concurrent requests
+  share those fsyncs (group commit).
   Events are placed as :class:`connectors.event_writer.LogWriter` places them (partition
   by `request_id`).
 * :class:`KafkaDurableLog`: a confluent-kafka producer with ``acks=all`` and
@@ -56,9 +57,10 @@ class _Pending:
 
 class LocalDurableLog:
     """Appends to the embedded log with group commit: one thread writes what every
-    waiting request brought, one fsynced append per partition for all of them
-    (:meth:`LocalLog.append` fsyncs), then releases them. Concurrent requests so share
-    their fsyncs instead of queueing one fsync each per partition."""
+    waiting request brought to its partitions, fsyncs them together
+    (:meth:`LocalLog.append_many`), then releases those requests. Concurrent requests so
+    share their fsyncs instead of queueing one fsync each per partition. (Several such
+    threads, so that rounds overlap, were measured and gained nothing: docs/performance.md.)"""
 
     def __init__(self, log: LocalLog) -> None:
         self.log = log
@@ -159,7 +161,11 @@ class KafkaDurableLog:
                     "partitioner": "murmur2_random",  # as the flow requires (connectors.kafka)
                     "enable.idempotence": True,
                     "acks": "all",
-                    "linger.ms": 5,
+                    # A request waits for its delivery report: librdkafka's default 5 ms
+                    # linger was 6 ms of a single event's 11 ms median (docs/performance.md);
+                    # a batch's messages still share produce requests (queued while one is
+                    # in flight).
+                    "linger.ms": 0,
                     "compression.type": "lz4",
                     "message.max.bytes": 16 * 1024 * 1024,
                     # Queued messages are retried this long (then fail); a request waits
