@@ -132,7 +132,7 @@ def main() -> None:
     row("clock: watermark + lateness", len(ts), best(today_clock, repeat),
         best(columnar_clock, repeat))  # fmt: skip
 
-    feedback = [e for e in parsed.events() if type(e) is Feedback]
+    feedback = [e for e in parsed.events if type(e) is Feedback]
     ids = [e.event_id for e in feedback]
     fts = np.array([e.ts for e in feedback], dtype=np.int64)
 
@@ -148,7 +148,7 @@ def main() -> None:
 
     row("dedup (feedback)", len(ids), best(today_dedup, repeat), best(columnar_dedup, repeat))
 
-    inferences = [e for e in parsed.events() if type(e) is Inference]
+    inferences = [e for e in parsed.events if type(e) is Inference]
     join(inferences, feedback, args.batch, repeat)
 
 

@@ -63,11 +63,11 @@ def test_the_parser_equals_todays_decoder_at_any_split(
     dead: list[DeadLetter] = []
     for a, b in itertools.pairwise(cuts):
         out = PARSER.parse("feedback", 3, lines[a:b], offsets[a:b])
-        events.extend(out.events())
+        events.extend(out.events)
         got_offsets.extend(out.offsets.tolist())
         dead.extend(out.dead_letters)
-        assert out.ts.tolist() == [e.ts for e in out.events()]
-        assert out.is_feedback.tolist() == [type(e).__name__ == "Feedback" for e in out.events()]
+        assert out.ts.tolist() == [e.ts for e in out.events]
+        assert out.is_feedback.tolist() == [type(e).__name__ == "Feedback" for e in out.events]
     assert got_offsets == want.offsets
     assert events == want.events
     assert letters(dead) == letters(want.dead_letters)
@@ -91,4 +91,67 @@ def test_two_values_on_a_line_next_to_a_blank_line_are_both_dead_letters() -> No
     want = TODAY.decode("feedback", 0, lines, list(range(12)))
     assert [d.offset for d in out.dead_letters] == [10, 11]
     assert letters(out.dead_letters) == letters(want.dead_letters)
-    assert out.events() == want.events
+    assert out.events == want.events
+
+
+WIDE = BatchDecoder(max_event_bytes=65_536, min_ts=TODAY.min_ts, max_ts=TODAY.max_ts,
+                    extra_dims=("region",))  # fmt: skip
+
+
+class RecordingDecoder(BatchDecoder):
+    """Today's decoder, noting the lines it is asked to judge."""
+
+    def __init__(self) -> None:
+        super().__init__(WIDE.max_event_bytes, WIDE.min_ts, WIDE.max_ts, WIDE.extra_dims)
+        self.asked: list[bytes] = []
+
+    def decode(self, topic: str, partition: int, lines: list[bytes], offsets: list[int]) -> Any:
+        self.asked.extend(lines)
+        return super().decode(topic, partition, lines, offsets)
+
+
+def test_lines_with_unknown_fields_stay_off_the_judge_and_keep_them_in_attributes() -> None:
+    """Their unknown fields are moved into `attributes` on the parser's path (today's
+    rule, not pydantic); only a line whose moved attributes the Structs refuse (a name
+    over 256 characters) is judged, and today's decoder keeps it."""
+    unknown = [
+        CLICK.replace(b'"u"}', b'"u","client":"sdk","n":[1,{"a":2.5}]}'),
+        CLICK.replace(b'"u"}', b'"u","attributes":{"client":"mine"},"client":"x"}'),
+        b'{"type":"inference","request_id":"r","ts":"2026-01-01T00:00:00Z","model_id":"m",'
+        b'"model_version":"v","endpoint":"e","region":"eu","client":7}',
+    ]
+    too_long = CLICK.replace(b'"u"}', b'"u","' + b"k" * 300 + b'":"x"}')
+    lines = [CLICK] * 20 + unknown + [CLICK] * 20 + [too_long]
+    judge = RecordingDecoder()
+    out = ColumnarParser(judge).parse("feedback", 0, lines, list(range(len(lines))))
+    want = WIDE.decode("feedback", 0, lines, list(range(len(lines))))
+    assert out.events == want.events and out.dead_letters == want.dead_letters == []
+    assert judge.asked == [too_long]
+    assert out.events[20].attributes == {"client": "sdk", "n": '[1,{"a":2.5}]'}
+    assert out.events[21].attributes == {"client": "mine"}
+
+
+unknown_names = st.one_of(
+    st.sampled_from(["client", "extra", "region", "attributes", "kind", "model_id", "type"]),
+    st.text(max_size=6), st.text(min_size=250, max_size=300),
+)  # fmt: skip
+unknown_values = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=6),
+    st.text(min_size=4090, max_size=4100), st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(payloads(), st.dictionaries(unknown_names, unknown_values, max_size=3)),
+                min_size=1, max_size=12))  # fmt: skip
+def test_unknown_fields_of_any_name_and_value_end_as_today(
+    drawn: list[tuple[dict[str, Any], dict[str, Any]]],
+) -> None:
+    lines = [dumped({**payload, **extra}) for payload, extra in drawn]
+    offsets = list(range(len(lines)))
+    want = WIDE.decode("feedback", 1, lines, offsets)
+    out = ColumnarParser(WIDE).parse("feedback", 1, lines, offsets)
+    assert out.events == want.events
+    assert out.offsets.tolist() == want.offsets
+    assert letters(out.dead_letters) == letters(want.dead_letters)
