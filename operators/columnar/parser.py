@@ -42,7 +42,10 @@ _LINE_IN_ERROR = re.compile(r"at `\$\[(\d+)\]")
 _BYTE_IN_ERROR = re.compile(r"\(byte (\d+)\)")
 _OPEN_BRACE = ord("{")
 _UNKNOWN_FIELD = "Object contains unknown field"
+_UNKNOWN_NAME = re.compile(r"Object contains unknown field `(.*)` - at `\$\[\d+\]`$", re.S)
+_KEYS_KEPT = 8  # unknown field names remembered
 _WINDOW = 16  # lines per reader call after a rejection (docs/columnar.md: measured)
+_GROWTH = 2  # the window after a read without rejection
 _ReaderErrors = (msgspec.ValidationError, msgspec.DecodeError, RecursionError)
 _untyped = msgspec.json.Decoder()
 _encode = msgspec.json.encode
@@ -61,23 +64,31 @@ class ParsedBatch:
 
 
 class ColumnarParser:
-    """Parses batches with today's limits; `decoder` is also the rejected lines' judge."""
+    """Parses batches with today's limits; `decoder` is also the rejected lines' judge.
 
-    __slots__ = ("decoder",)
+    It remembers the last unknown field names the reader refused (`unknown_keys`, as
+    they appear in a line: ``"name":``), and sends the lines of the next batches that
+    hold one straight to the unknown-field path: a producer that adds a field to every
+    event would otherwise make the reader stop at each of its lines. A line that holds
+    the text but no unknown field goes to the judge: the outcome never depends on it."""
+
+    __slots__ = ("decoder", "unknown_keys")
 
     def __init__(self, decoder: BatchDecoder) -> None:
         self.decoder = decoder
+        self.unknown_keys: dict[bytes, None] = {}  # the last _KEYS_KEPT, oldest first
 
     def parse(
         self, topic: str, partition: int, lines: list[bytes], offsets: list[int]
     ) -> ParsedBatch:
         n = len(lines)
         decoded: list[Event | None] = [None] * n
-        suspect, blob = self._prefilter(lines)
+        suspect, hinted, blob = self._prefilter(lines)
         rejected = list(np.flatnonzero(suspect).tolist())
-        plain = np.flatnonzero(~suspect)
-        moved: list[int] = []
+        moved: list[int] = np.flatnonzero(hinted & ~suspect).tolist()
+        plain = np.flatnonzero(~(suspect | hinted))
         self._read(lines, plain, decoded, rejected, moved, blob if len(plain) == n else None)
+        moved.sort()
         for i in moved:
             if (event := _move_unknown_fields(lines[i])) is None:
                 rejected.append(i)
@@ -128,22 +139,40 @@ class ColumnarParser:
         out.ts, out.is_feedback = ts[alive], is_feedback[alive]
         return out
 
-    def _prefilter(self, lines: list[bytes]) -> tuple[NDArray[np.bool_], bytes]:
+    def _prefilter(self, lines: list[bytes]) -> tuple[NDArray[np.bool_], NDArray[np.bool_], bytes]:
         """Lines the bulk reader must not see: oversize, not starting with ``{``, or
         holding a newline (``decode_lines`` would read them as several values, or none);
-        and the batch joined, for the reader when every line passes."""
+        lines that hold an unknown field name seen before; and the batch joined, for
+        the reader when every line passes."""
         n = len(lines)
         sizes = np.fromiter(map(len, lines), np.int64, n)
         suspect = (sizes > self.decoder.max_event_bytes) | (sizes == 0)
+        hinted = np.zeros(n, dtype=np.bool_)
         blob = b"\n".join(lines)
         if not blob.strip(b"\n"):
-            return np.ones(n, dtype=np.bool_), blob
+            return np.ones(n, dtype=np.bool_), hinted, blob
         starts = np.cumsum(sizes + 1) - (sizes + 1)
         first = np.frombuffer(blob, dtype=np.uint8)[np.minimum(starts, len(blob) - 1)]
         suspect |= first != _OPEN_BRACE
         if blob.count(b"\n") != n - 1:  # some line holds a newline: find which (rare)
             suspect |= np.fromiter((b"\n" in line for line in lines), np.bool_, n)
-        return suspect, blob
+        for key in self.unknown_keys:
+            found, at = [], blob.find(key)
+            while at >= 0:
+                found.append(at)
+                at = blob.find(key, at + len(key))
+            hinted[np.searchsorted(starts, found, side="right") - 1] = True
+        return suspect, hinted, blob
+
+    def _learn(self, error: str) -> None:
+        """Remember the unknown field a reader error names, as a line spells it."""
+        if (match := _UNKNOWN_NAME.match(error)) is None:
+            return
+        key = _encode(match.group(1)) + b":"
+        self.unknown_keys.pop(key, None)
+        self.unknown_keys[key] = None
+        if len(self.unknown_keys) > _KEYS_KEPT:
+            del self.unknown_keys[next(iter(self.unknown_keys))]
 
     def _read(
         self,
@@ -187,7 +216,8 @@ class ColumnarParser:
                     self._keep(chunk[pos : pos + bad], events, decoded)
                 else:
                     self._bisect(lines, chunk[pos : pos + bad], decoded, rejected, moved)
-                unknown = str(exc).startswith(_UNKNOWN_FIELD)
+                if unknown := (error := str(exc)).startswith(_UNKNOWN_FIELD):
+                    self._learn(error)
                 (moved if unknown else rejected).append(int(chunk[pos + bad]))
                 pos += bad + 1
                 continue
@@ -195,7 +225,7 @@ class ColumnarParser:
                 self._bisect(lines, chunk[pos:end], decoded, rejected, moved)
             else:
                 self._keep(chunk[pos:end], events, decoded)
-            pos = end
+            pos, span = end, span * _GROWTH
 
     @staticmethod
     def _keep(chunk: NDArray[np.intp], events: list[Event], decoded: list[Event | None]) -> None:
@@ -340,6 +370,8 @@ def _move_unknown_fields(line: bytes) -> Event | None:
         known = _KNOWN.get(tag) if type(tag) is str else None
         if known is None or type(obj.get("attributes", {})) is not dict:
             return None  # (today's rule reads a null or empty `attributes` as {})
+        if obj.keys() <= known:  # no unknown field after all (a hint): the judge reads it
+            return None
         _keep_unknown_fields(obj, known)
         return _lines_decoder.decode(_encode(obj))
     except _ReaderErrors:

@@ -155,3 +155,21 @@ def test_unknown_fields_of_any_name_and_value_end_as_today(
     assert out.events == want.events
     assert out.offsets.tolist() == want.offsets
     assert letters(out.dead_letters) == letters(want.dead_letters)
+
+
+def test_an_unknown_field_seen_once_sends_its_next_lines_past_the_reader_exactly() -> None:
+    """After a batch teaches the parser `client`, the next batch's lines that hold
+    ``"client":`` skip the bulk reader; one where it is an attribute's key (no unknown
+    field) is read by the judge, and every line ends as today's decoder has it."""
+    judge = RecordingDecoder()
+    parser = ColumnarParser(judge)
+    with_client = CLICK.replace(b'"u"}', b'"u","client":"x"}')
+    parser.parse("feedback", 0, [CLICK, with_client], [0, 1])
+    assert parser.unknown_keys == {b'"client":': None}
+    in_attributes = CLICK.replace(b'"u"}', b'"u","attributes":{"client":"y"}}')
+    lines = [CLICK, with_client, in_attributes, with_client.replace(b'"x"', b"null"), CLICK]
+    judge.asked.clear()
+    out = parser.parse("feedback", 0, lines, list(range(5)))
+    want = WIDE.decode("feedback", 0, lines, list(range(5)))
+    assert out.events == want.events and out.dead_letters == want.dead_letters == []
+    assert judge.asked == [in_attributes]
