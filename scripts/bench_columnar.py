@@ -5,8 +5,9 @@
 
 Generates the bench's kind of lines (operators.synthetic, as scripts/bench.py: mixed
 RFC 3339 / epoch `ts`, duplicates, a few invalid lines) in memory, then times, per event
-of the part's input and best of --repeat (the machine is shared: compare the ratios of
-one run, not runs):
+of the part's input and best of --repeat, in CPU time of this process (the machine is
+shared: compare the ratios of one run, not runs; the load is printed), with the garbage
+collector tuned as a flow run tunes it (``connectors.run_control``):
 
 1. parse: today's BatchDecoder vs the ColumnarParser, in batches of --batch lines; and the
    candidate readers alone on the valid lines (msgspec ``decode_lines``, polars
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import io
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -31,6 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from connectors.run_control import tune_garbage_collection
 from operators.clock import PartitionClock
 from operators.columnar.clock import ColumnarClock
 from operators.columnar.dedup_set import DedupSet
@@ -53,12 +56,12 @@ def lines_of(events: int, dims: int, seed: int) -> list[bytes]:
 
 
 def best(fn: Callable[[], Any], repeat: int) -> float:
-    """Fastest of `repeat` runs, seconds."""
+    """Fastest of `repeat` runs, CPU seconds."""
     times = []
     for _ in range(repeat):
-        start = time.perf_counter()
+        start = time.process_time()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(time.process_time() - start)
     return min(times)
 
 
@@ -84,10 +87,13 @@ def main() -> None:
     args = ap.parse_args()
     lines = lines_of(args.events, args.dims, args.seed)
     n, repeat = len(lines), args.repeat
+    tune_garbage_collection()
     decoder = BatchDecoder(65_536, 946_684_800_000, 4_102_444_800_000)
     parser = ColumnarParser(decoder)
     chunks = batches(lines, args.batch)
-    print(f"{n:,} lines, batches of {args.batch:,}; µs per event: today, columnar, ratio")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"{n:,} lines, batches of {args.batch:,}, load {load}; CPU µs per event: today, "
+          "columnar, ratio")  # fmt: skip
 
     def today_parse() -> None:
         for chunk in chunks:
