@@ -402,6 +402,13 @@ SELECT * EXCEPT (window, window_end, extra_dims, final, version)
 FROM {db}.metrics FINAL
 WHERE window = '1m' AND final = 1 AND model_version != '*' AND segment != '*' AND endpoint != '*'
 """
+# The 1-minute finest cells where the flow found late events (keys as row_key gives them).
+LATE_CELLS_SQL = """
+SELECT DISTINCT toInt64(toUnixTimestamp64Milli(window_start)), tenant, model_id, deployment,
+    model_version, segment, endpoint
+FROM pulse.metrics_late
+WHERE window = '1m' AND model_version != '*' AND segment != '*' AND endpoint != '*'
+"""
 COUNTS = frozenset(
     name for name in METRIC_COLUMNS if name in METRICS and METRICS[name][0] == "UInt64"
 )
@@ -510,7 +517,8 @@ def measure(home: Path, n: int, repeat: int, env: dict[str, str]) -> float:
     found = compare(home, out)
     print(
         f"  rows of the last flow run (1-minute-only) against the query's: {found['rows']:,} "
-        f"and {found['ceiling_rows']:,}; {found['differing']:,} differ "
+        f"and {found['ceiling_rows']:,}; {found['differing']:,} differ, {found['late']:,} of "
+        "them where the flow found late events "
         f"({found['only_flow']:,} only in the flow, {found['only_ceiling']:,} only in the query)"
     )
     for line in found["examples"]:
@@ -540,14 +548,17 @@ def _compare(home: Path, out: Path) -> dict[str, Any]:
     client = connect(Target(f"chdb://{home / 'olap'}", "pulse"))
     try:
         flow = list(client.query(FLOW_ROWS_SQL.format(db="pulse")).named_results())
+        late = {repr(tuple(row)) for row in client.query(LATE_CELLS_SQL).result_rows}
     finally:
         client.close()
     expected = read_rows(out)
     found = differences(flow, expected)
+    differing = {line[: line.index(")") + 1] for line in found}
     return {
         "rows": len(flow),
         "ceiling_rows": len(expected),
-        "differing": len({line[: line.index(")") + 1] for line in found}),
+        "differing": len(differing),
+        "late": len(differing & late),
         "only_flow": sum(line.endswith("only in the flow") for line in found),
         "only_ceiling": sum(line.endswith("only in the ceiling") for line in found),
         "examples": found[:5],

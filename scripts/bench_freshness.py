@@ -67,7 +67,7 @@ POLL_S = 0.05  # the poller waits at most this long between answers and the next
 TAIL_S = 3.0  # load after the last marker
 SETTINGS = (("1s", "1s"), ("250ms", "250ms"), ("100ms", "100ms"))  # (emit, flush)
 MARKERS_SQL = (
-    "SELECT model_version, min(version) FROM pulse.metrics WHERE window = '1m' "
+    "SELECT model_version, minIf(version, final = 0) FROM pulse.metrics WHERE window = '1m' "
     "AND model_id = 'marker' AND feedback_count > 0 AND model_version != '*' "
     "AND segment != '*' AND endpoint != '*' GROUP BY model_version"
 )
@@ -156,7 +156,7 @@ class Poller:
         self.round_trips.append(time.perf_counter() - sent)
         if response.status != 200:
             raise RuntimeError(f"/v1/query answered {response.status}: {data[:300]!r}")
-        return {str(row[0]): int(row[1]) for row in json.loads(data)["rows"]}
+        return {str(row[0]): int(row[1] or 0) for row in json.loads(data)["rows"]}
 
 
 def run_once(rate: float, markers: int, emit: str, flush: str, seed: int) -> RunResult:
@@ -288,10 +288,12 @@ def _ms(values: list[float], q: float) -> str:
 def report(result: RunResult, baseline: RunResult | None) -> None:
     latency, bracket, emitted = [], [], []
     for m in result.markers:
-        if m.seen is not None and m.asked is not None and m.emitted_ms is not None:
+        if m.seen is not None and m.asked is not None:
             latency.append(m.seen - m.start)
             bracket.append(m.seen - max(m.asked, m.start))
-            emitted.append(m.emitted_ms / 1000 - m.start)
+            if m.emitted_ms:  # 0: seen first in its final row
+                emitted.append(m.emitted_ms / 1000 - m.start)
+    first, last = sorted(latency[:20]), sorted(latency[-20:])  # falling behind shows here
     latency.sort(), bracket.sort(), emitted.sort()
     seen = latency
     missing = len(result.markers) - len(seen)
@@ -309,6 +311,7 @@ def report(result: RunResult, baseline: RunResult | None) -> None:
         f"events/s (at most {result.behind_s:.2f} s behind schedule); flow CPU "
         f"{result.cpu_per_event_us:.1f} µs per event{cost}"
     )
+    print(f"  p50 of the first 20 markers {_ms(first, 0.5)}, of the last 20 {_ms(last, 0.5)}")
 
 
 def main(rate: float, markers: int, seed: int) -> None:
