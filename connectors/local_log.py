@@ -59,6 +59,15 @@ _fsync_pool: ThreadPoolExecutor | None = None
 _fsync_pool_lock = threading.Lock()
 
 
+def _forget_fsync_pool() -> None:
+    """A forked child has none of the parent's pool threads: it starts its own."""
+    global _fsync_pool, _fsync_pool_lock
+    _fsync_pool, _fsync_pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_fsync_pool)
+
+
 def _fsync_all(fds: list[int]) -> None:
     """fsync every descriptor, concurrently when there are several (os.fsync releases the
     GIL); the first error is raised once all have finished."""

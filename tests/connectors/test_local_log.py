@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import os
 import resource
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -154,3 +156,25 @@ def test_a_write_the_disk_refuses_leaves_no_partial_line(tmp_path: Path) -> None
     assert segment.stat().st_size == end
     log.append("feedback", 0, [b"second"])
     assert read_all(log, "feedback", 0)[0] == [b"first", b"second"]
+
+
+def test_a_forked_child_appends_to_several_partitions(tmp_path: Path) -> None:
+    """The fsync threads are the parent's: a child forked after the parent used them must
+    start its own, not queue its fsyncs for threads it does not have (it would hang)."""
+    log = LocalLog(tmp_path, partitions=4)
+    log.append_many({("feedback", p): lines(1) for p in range(4)})  # the pool has threads
+    time.sleep(0.2)  # they are idle: a child's fsync would be handed to one of them
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 once its append returned
+        try:
+            log.append_many({("feedback", p): lines(1, 1) for p in range(2)})
+        finally:
+            os._exit(0)
+    deadline = time.monotonic() + 60
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert done[0] == pid, "the child's append never returned"
+    assert [read_all(log, "feedback", p)[0] for p in range(2)] == [lines(2)] * 2
