@@ -19,7 +19,9 @@ defaults, 1 s and 1 s, then lower values; the defaults are not changed):
    ``m<i>``). The time taken just before that append is the marker's start.
 3. A poller asks the running flow's HTTP service (``POST /v1/query`` with the key in
    ``$PULSE_HOME/service.json``: chDB cannot be opened by a second process), over one
-   keep-alive connection, for the marker cells whose 1-minute row counts the feedback,
+   keep-alive connection, for the marker cells whose 1-minute row counts the feedback
+   (the table's key prefix: window, tenant, model_id; a scan would cost the flow's process
+   more as `metrics` grows),
    polling again as soon as an answer is in (at most every ``POLL_S``). A marker first
    seen in an answer became visible after the previous poll was sent and before this
    answer came back: its latency is reported as the upper bound (answer received −
@@ -68,8 +70,8 @@ TAIL_S = 3.0  # load after the last marker
 SETTINGS = (("1s", "1s"), ("250ms", "250ms"), ("100ms", "100ms"))  # (emit, flush)
 MARKERS_SQL = (
     "SELECT model_version, minIf(version, final = 0) FROM pulse.metrics WHERE window = '1m' "
-    "AND model_id = 'marker' AND feedback_count > 0 AND model_version != '*' "
-    "AND segment != '*' AND endpoint != '*' GROUP BY model_version"
+    "AND tenant = 'default' AND model_id = 'marker' AND feedback_count > 0 "
+    "AND model_version != '*' AND segment != '*' AND endpoint != '*' GROUP BY model_version"
 )
 
 
