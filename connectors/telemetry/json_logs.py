@@ -27,7 +27,20 @@ _SECRETS = (
 )
 
 
+# One search says whether a text could hold any of them (most lines hold none): the
+# substitutions run only then.
+_MAYBE_SECRET = re.compile(r"://|(?i:bearer)|pk_")
+# What logging itself sets on a record (names, paths, thread): never a secret. The
+# message and the `extra` fields are what is checked.
+_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+}
+
+
 def redact(text: str) -> str:
+    if _MAYBE_SECRET.search(text) is None:
+        return text
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
     return text
@@ -41,9 +54,10 @@ class Redact(logging.Filter):
         masked = redact(message)
         if masked != message:
             record.msg, record.args = masked, None
-        for key, value in list(record.__dict__.items()):
-            if isinstance(value, str) and key not in ("msg", "message"):
-                record.__dict__[key] = redact(value)
+        fields = record.__dict__
+        for key, value in list(fields.items()):
+            if isinstance(value, str) and key not in _RECORD_ATTRIBUTES:
+                fields[key] = redact(value)
         if record.exc_info and not record.exc_text:
             record.exc_text = redact(_PLAIN.formatException(record.exc_info))
         return True

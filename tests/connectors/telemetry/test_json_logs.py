@@ -36,6 +36,9 @@ transition = Transition(
     threshold=0.8, samples=40, baseline_samples=None, reason="accuracy 0.5 < 0.8",
 )
 log_alert_rows("alert_log", ("alerts", alert_rows([transition], set(), ())))
+logging.getLogger("pulse.x").info(
+    "extra fields", extra={{"event": "x", "dsn": "http://u:{PASSWORD}@db", "auth": "BEARER {OTLP_TOKEN}"}}
+)
 """
 
 
@@ -56,7 +59,7 @@ def run_child(home: Path, log_format: str) -> list[str]:
 def test_json_lines_have_a_stable_shape_and_no_secret(home: Path) -> None:
     lines = run_child(home, "auto")  # stderr is a pipe: JSON
     records = [json.loads(line) for line in lines]
-    assert [r["event"] for r in records] == ["startup", "log", "log", "alert_transition"]
+    assert [r["event"] for r in records] == ["startup", "log", "log", "alert_transition", "x"]
     for r in records:
         assert list(r)[:5] == ["ts", "level", "logger", "event", "message"]
     startup = records[0]
@@ -68,6 +71,7 @@ def test_json_lines_have_a_stable_shape_and_no_secret(home: Path) -> None:
     transition = records[3]
     assert transition["rule"] == "acc" and transition["state"] == "firing"
     assert transition["model_id"] == "m" and transition["value"] == 0.5
+    assert records[4]["dsn"] == "http://u:***@db" and records[4]["auth"] == "BEARER ***"
     text = "\n".join(lines)
     for secret in (PASSWORD, API_KEY, OTLP_TOKEN):
         assert secret not in text
