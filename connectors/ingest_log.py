@@ -24,6 +24,7 @@ the whole request and the flow counts each feedback `event_id` (and each inferen
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -44,15 +45,60 @@ OUTAGE_RETRY_S = 5  # a broker outage lasts longer: do not hammer it
 REACHABLE_TIMEOUT_S = 2.0
 
 
+class _Done:
+    """How a request learns its events' fate: a thread waits on an Event, a coroutine
+    awaits a future the log's thread resolves through its loop (no thread-pool hop)."""
+
+    __slots__ = ("_event", "_future", "_loop", "error")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.error: Exception | None = None
+        self._loop = loop
+        self._future: asyncio.Future[None] | None = None
+        self._event: threading.Event | None = None
+        if loop is None:
+            self._event = threading.Event()
+        else:
+            self._future = loop.create_future()
+
+    def set(self, error: Exception | None = None) -> None:
+        """From the log's thread: the outcome (None: durable)."""
+        self.error = error
+        if self._event is not None:
+            self._event.set()
+        elif self._loop is not None and self._future is not None:
+            self._loop.call_soon_threadsafe(_resolve, self._future)
+
+    def wait(self, timeout_s: float) -> bool:
+        assert self._event is not None
+        return self._event.wait(timeout_s)
+
+    async def wait_async(self, timeout_s: float) -> bool:
+        assert self._future is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(self._future), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _waiter() -> _Done:
+    return _Done(asyncio.get_running_loop())
+
+
 class _Pending:
     """One request's events, waiting for the committer."""
 
-    __slots__ = ("done", "error", "events")
+    __slots__ = ("done", "events")
 
-    def __init__(self, events: Sequence[Routed]) -> None:
+    def __init__(self, events: Sequence[Routed], done: _Done) -> None:
         self.events = events
-        self.done = threading.Event()
-        self.error: Exception | None = None
+        self.done = done
 
 
 class LocalDurableLog:
@@ -74,18 +120,29 @@ class LocalDurableLog:
         self._committer.start()
 
     def append(self, events: Sequence[Routed], timeout_s: float) -> None:
-        pending = _Pending(events)
+        done = self._enqueue(events, _Done())
+        self._outcome(done, done.wait(timeout_s), timeout_s)
+
+    async def append_async(self, events: Sequence[Routed], timeout_s: float) -> None:
+        done = self._enqueue(events, _waiter())
+        self._outcome(done, await done.wait_async(timeout_s), timeout_s)
+
+    def _enqueue(self, events: Sequence[Routed], done: _Done) -> _Done:
         with self._wake:
             if self._closed:
                 raise EventLogUnavailable("the service is stopping", OUTAGE_RETRY_S)
-            self._queue.append(pending)
+            self._queue.append(_Pending(events, done))
             self._wake.notify()
-        if not pending.done.wait(timeout_s):
+        return done
+
+    @staticmethod
+    def _outcome(done: _Done, in_time: bool, timeout_s: float) -> None:
+        if not in_time:
             reason = f"the local log did not confirm within {timeout_s:g} s (disk too slow)"
             raise EventLogUnavailable(reason, OUTAGE_RETRY_S)
-        if pending.error is not None:
-            reason = f"the local log cannot append: {pending.error}"
-            raise EventLogUnavailable(reason, OUTAGE_RETRY_S) from pending.error
+        if done.error is not None:
+            reason = f"the local log cannot append: {done.error}"
+            raise EventLogUnavailable(reason, OUTAGE_RETRY_S) from done.error
 
     def _commit(self) -> None:
         while True:
@@ -101,8 +158,7 @@ class LocalDurableLog:
             except (OSError, PulseError) as exc:  # a full disk, a damaged log directory
                 error = exc
             for pending in batch:
-                pending.error = error
-                pending.done.set()
+                pending.done.set(error)
 
     def _write(self, batch: list[_Pending]) -> None:
         """Placed as every local-log producer places events (one writer for all)."""
@@ -122,13 +178,14 @@ class LocalDurableLog:
 class _Delivery:
     """The delivery reports of one request's messages (set from the poll thread)."""
 
-    def __init__(self, expected: int) -> None:
+    def __init__(self, expected: int, done: _Done) -> None:
         self.remaining = expected
         self.error: KafkaError | None = None
-        self.done = threading.Event()
+        self.done = done
         self._lock = threading.Lock()
+        self._told = False
         if expected == 0:
-            self.done.set()
+            self._tell()
 
     def report(self, error: KafkaError | None, _msg: Any) -> None:
         with self._lock:
@@ -136,7 +193,12 @@ class _Delivery:
                 self.error = error
             self.remaining -= 1
             if self.remaining == 0 or error is not None:
-                self.done.set()
+                self._tell()
+
+    def _tell(self) -> None:
+        if not self._told:
+            self._told = True
+            self.done.set()
 
 
 class KafkaDurableLog:
@@ -196,7 +258,21 @@ class KafkaDurableLog:
         deadline = time.monotonic() + timeout_s
         if not self._topics_ready:
             self._ensure_topics(timeout_s)
-        delivery = _Delivery(len(events))
+        delivery = self._produce(events, _Done())
+        in_time = delivery.done.wait(max(0.0, deadline - time.monotonic()))
+        self._outcome(delivery, in_time, len(events), timeout_s)
+
+    async def append_async(self, events: Sequence[Routed], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        if not self._topics_ready:  # once per process: a metadata round trip off the loop
+            await asyncio.to_thread(self._ensure_topics, timeout_s)
+        delivery = self._produce(events, _waiter())
+        in_time = await delivery.done.wait_async(max(0.0, deadline - time.monotonic()))
+        self._outcome(delivery, in_time, len(events), timeout_s)
+
+    def _produce(self, events: Sequence[Routed], done: _Done) -> _Delivery:
+        """Every event handed to the producer (non-blocking: librdkafka queues it)."""
+        delivery = _Delivery(len(events), done)
         for stream, key, line in events:
             try:
                 self.producer.produce(
@@ -209,9 +285,13 @@ class KafkaDurableLog:
             except KafkaException as exc:
                 reason = f"Kafka refused the event: {exc}"
                 raise EventLogUnavailable(reason, OUTAGE_RETRY_S) from exc
-        if not delivery.done.wait(max(0.0, deadline - time.monotonic())):
+        return delivery
+
+    @staticmethod
+    def _outcome(delivery: _Delivery, in_time: bool, count: int, timeout_s: float) -> None:
+        if not in_time:
             raise EventLogUnavailable(
-                f"Kafka did not acknowledge {delivery.remaining} of {len(events)} events within "
+                f"Kafka did not acknowledge {delivery.remaining} of {count} events within "
                 f"{timeout_s:g} s (broker down or slow)",
                 OUTAGE_RETRY_S,
             )

@@ -155,6 +155,13 @@ class TimedLog:
         finally:
             self.appends_ms.append((time.perf_counter() - started) * 1000)
 
+    async def append_async(self, events: Sequence[Routed], timeout_s: float) -> None:
+        started = time.perf_counter()
+        try:
+            await self.log.append_async(events, timeout_s)
+        finally:
+            self.appends_ms.append((time.perf_counter() - started) * 1000)
+
     def reachable(self) -> bool:
         return self.log.reachable()
 

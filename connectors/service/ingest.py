@@ -25,7 +25,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from connectors.event_writer import route
 from connectors.service.auth import Principal, require
-from connectors.service.context import DurableLog, EventLogUnavailable, ServiceContext
+from connectors.service.context import EventLogUnavailable, Routed, ServiceContext
 from connectors.service.rate_limit import RateLimit
 from connectors.service.responses import Problem, Responses, keyed
 from operators import contract
@@ -111,9 +111,13 @@ def _results(batch: IngestBatch) -> dict[str, Any]:
     }
 
 
-def _append(log: DurableLog, lines: list[bytes], timeout_s: float) -> None:
-    """Each line placed as a producer places it (stream, key = request_id), then durable."""
-    log.append([route(line) for line in lines], timeout_s)
+def _prepare(
+    validator: IngestValidator, items: list[Any], expected: EventType, tenant: str | None
+) -> tuple[IngestBatch, list[Routed]]:
+    """The items judged as the flow judges them, and the accepted lines placed as a
+    producer places them (stream, key = request_id)."""
+    batch = validator.validate(items, expected, tenant)
+    return batch, [route(line) for line in batch.lines]
 
 
 async def _ingest(request: Request, principal: Principal, expected: EventType) -> Response:
@@ -125,10 +129,13 @@ async def _ingest(request: Request, principal: Principal, expected: EventType) -
     body = await request.body()  # bounded by service.max_body_bytes (body_limit.py)
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     ndjson = media_type in NDJSON_TYPES
-    if len(body) > INLINE_BYTES:  # parsing megabytes would stall the event loop
-        items = await run_in_threadpool(split_body, body, ndjson)
-    else:
+    # Small bodies (most are one event) are split, validated and placed on the event loop
+    # itself: a thread-pool hop costs more than the work; megabytes would stall the loop.
+    inline = len(body) <= INLINE_BYTES
+    if inline:
         items = split_body(body, ndjson)
+    else:
+        items = await run_in_threadpool(split_body, body, ndjson)
     if not items:
         return _json(
             422, {"accepted": 0, "rejected": 0, "results": [], "detail": "the body holds no events"}
@@ -156,12 +163,13 @@ async def _ingest(request: Request, principal: Principal, expected: EventType) -
             verdict.retry_after_s,
         )
     tenant = None if principal.all_tenants else principal.tenant
-    batch = await run_in_threadpool(ingestion.validator.validate, items, expected, tenant)
+    prepared = (ingestion.validator, items, expected, tenant)
+    batch, routed = _prepare(*prepared) if inline else await run_in_threadpool(_prepare, *prepared)
     if not batch.accepted:
         code = status.HTTP_403_FORBIDDEN if batch.only_tenant_rejections else 422
         return _json(code, _results(batch))
-    try:
-        await run_in_threadpool(_append, context.log, batch.lines, service.ingest_timeout / 1000)
+    try:  # awaited on the loop: the log's own thread resolves it once durable
+        await context.log.append_async(routed, service.ingest_timeout / 1000)
     except EventLogUnavailable as exc:
         return _problem(503, f"nothing was accepted: {exc}; retry", exc.retry_after_s)
     return _json(202, _results(batch))
