@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 
 from connectors.clickhouse import describe, migrate, migrations, to_arrow
 from operators.events import Feedback, Inference
 from operators.metrics import HISTOGRAM_METRIC, LATENCY_METRICS, METRIC_COLUMNS, METRICS, as_label
 from operators.rows import EventRows, InferenceRows, LateRows
-from tests.conftest import Store
+from tests.conftest import ROOT, Store
 
 
 def test_migrations_are_idempotent_and_create_every_table(store: Store) -> None:
@@ -150,3 +155,25 @@ def test_wide_tables_merge_vertically_with_small_compression_buffers(store: Stor
         assert settings["vertical_merge_algorithm_min_rows_to_activate"] == "1", table
         assert settings["vertical_merge_algorithm_min_columns_to_activate"] == "1", table
         assert settings["max_compress_block_size"] == "262144", table
+
+
+def test_migrating_a_fresh_store_does_not_import_pandas(tmp_path: Path) -> None:
+    """Every fresh run migrates: recording a migration used clickhouse-connect's
+    `insert`, which imports pandas (~0.4 s of start-up) to look at one row."""
+    child = (
+        "import sys; from pulse_migrate_child import run; run(sys.argv[1]); "
+        "assert 'pandas' not in sys.modules, 'pandas was imported'"
+    )
+    (tmp_path / "pulse_migrate_child.py").write_text(
+        "from pathlib import Path\n"
+        "import clickhouse_connect\n"
+        "from connectors.clickhouse import migrate\n"
+        "def run(path):\n"
+        "    client = clickhouse_connect.get_client(dsn=f'chdb://{path}')\n"
+        "    assert migrate(client, 'pulse')\n"
+        "    client.close()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join((str(ROOT), str(tmp_path)))}
+    subprocess.run(
+        [sys.executable, "-c", child, str(tmp_path / "olap")], env=env, check=True, timeout=120
+    )
