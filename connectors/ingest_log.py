@@ -25,6 +25,7 @@ the whole request and the flow counts each feedback `event_id` (and each inferen
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
@@ -67,7 +68,9 @@ class _Done:
         if self._event is not None:
             self._event.set()
         elif self._loop is not None and self._future is not None:
-            self._loop.call_soon_threadsafe(_resolve, self._future)
+            # RuntimeError: the loop closed (the service stopped) and nobody waits.
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(_resolve, self._future)
 
     def wait(self, timeout_s: float) -> bool:
         assert self._event is not None

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 
 import pytest
 
-from connectors.ingest_log import LocalDurableLog
+from connectors.ingest_log import LocalDurableLog, _Done, _Pending
 from connectors.local_log import LocalLog
 from connectors.service.context import EventLogUnavailable, Routed
 from tests.service.conftest import ServiceFactory
@@ -68,3 +69,31 @@ def test_a_disk_error_is_503_and_nothing_is_reported_accepted(
     assert other_stream.status_code == 202
     assert retried.status_code == 202
     assert [e["event_id"] for e in logged(home)["feedback"]] == ["e1"]
+
+
+def test_awaited_appends_are_durable_and_a_closed_loop_does_not_stop_the_committer(
+    tmp_path: Path,
+) -> None:
+    """`append_async` returns once its lines are on disk; a request whose event loop
+    closed before its round ended (the service stopped) leaves the committer running."""
+    log = LocalLog(tmp_path / "log", 4)
+    durable = LocalDurableLog(log)
+    try:
+
+        async def two() -> None:
+            await asyncio.gather(
+                durable.append_async([_line(0, 0)], timeout_s=60),
+                durable.append_async([_line(1, 0)], timeout_s=60),
+            )
+
+        asyncio.run(two())
+        assert sum(len(_lines(log, p)) for p in range(4)) == 2
+        orphan = asyncio.new_event_loop()
+        with durable._wake:  # held: the request is queued, its round not yet written
+            durable._queue.append(_Pending([_line(2, 0)], _Done(orphan)))
+            orphan.close()
+            durable._wake.notify()
+        durable.append([_line(3, 0)], timeout_s=60)  # served: the committer lives on
+        assert sum(len(_lines(log, p)) for p in range(4)) == 4
+    finally:
+        durable.close()
