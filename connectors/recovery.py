@@ -36,7 +36,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
 from connectors.locks import held_exclusively
-from operators.errors import PulseError, WriteFailedError
+from operators.errors import PulseError, WriteFailedError, causes
 
 log = logging.getLogger("pulse.recovery")
 
@@ -78,10 +78,8 @@ def snapshot_write_failure(exc: BaseException, directory: Path) -> SnapshotWrite
     store's SQLite files in Rust and panics when a write fails; the panic reaches Python
     as a RuntimeError whose text carries rusqlite's error (the store is the flow's only
     SQLite database, so that text identifies it)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        found = _SQLITE_FAILURE.search(str(current))
+    for error in causes(exc):
+        found = _SQLITE_FAILURE.search(str(error))
         if found is not None:
             code, detail = found.group(1), found.group(2) or found.group(1)
             return SnapshotWriteError(
@@ -89,8 +87,6 @@ def snapshot_write_failure(exc: BaseException, directory: Path) -> SnapshotWrite
                 f"{code}). Free space on its volume or fix its permissions, then start "
                 f"again: the flow resumes from its last committed snapshot"
             )
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
     return None
 
 

@@ -9,6 +9,8 @@ module may raise one.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 EXIT_USAGE = 2
 EXIT_WRITE_FAILED = 3
 
@@ -26,14 +28,17 @@ class WriteFailedError(PulseError):
     exit_code = EXIT_WRITE_FAILED
 
 
-def pulse_error_in(exc: BaseException) -> PulseError | None:
-    """The PulseError behind `exc`, if any: Bytewax wraps an error raised inside the flow
-    (a source, a step resuming its state) in its own runtime errors."""
+def causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and the errors behind it (cause, else context), each once: Bytewax wraps an
+    error raised inside the flow (a source, a step resuming its state) in its own."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, PulseError):
-            return current
+        yield current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
-    return None
+
+
+def pulse_error_in(exc: BaseException) -> PulseError | None:
+    """The PulseError behind `exc`, if any."""
+    return next((e for e in causes(exc) if isinstance(e, PulseError)), None)
