@@ -120,8 +120,8 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         self._slice = slice_length(config.specs)
         self._layout = MainLayout(config.confidence_bins)
         # Every family's rollups and derived metrics come from its object.
-        self._families = registry(self._layout)
-        self._widths = {family.name: family.width for family in self._families}
+        self._families = {family.name: family for family in registry(self._layout)}
+        self._widths = {name: family.width for name, family in self._families.items()}
         # Processing-time pacing of early rows: not state (a restart starts afresh).
         self._early_not_before = -math.inf
         self._deferral_logged_at = -math.inf
@@ -393,7 +393,7 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
                 cells = np.intersect1d(cells, np.unique(self.cells.rollups(touched)))
             window = np.full(len(cells), names.index(spec.name), dtype=np.int32)
             cell_metrics: dict[str, np.ndarray] = {}
-            for family in self._families:
+            for family in self._families.values():
                 cell_metrics.update(
                     family.cell_metrics(*rolled[family.name], cells, some=touched is not None)
                 )
@@ -438,7 +438,7 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         columns.update(self.cells.dim_columns(c["cells"]))
         columns["final"] = np.full(n, 1 if final else 0, dtype=np.uint8)
         columns["version"] = np.full(n, version, dtype=np.uint64)
-        of = next(f for f in self._families if f.name == family)
+        of = self._families[family]
         if family == MAIN:
             fields = c["fields"]
             derived = {**of.metrics(fields, (c["end"] - c["start"]) / 1000.0), **c}

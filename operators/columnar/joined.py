@@ -14,7 +14,7 @@ record per event, so the families' rules run once per batch, on time or late ali
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -69,15 +69,6 @@ class JoinedColumns:
 
     inferences: InferenceSide
     feedback: FeedbackSide
-
-    def rows(self, inference_rows: np.ndarray, feedback_rows: np.ndarray) -> JoinedColumns:
-        """The batch restricted to these rows (index arrays or masks) of each side."""
-        return JoinedColumns(
-            InferenceSide(*(getattr(self.inferences, f.name)[inference_rows]
-                            for f in fields(InferenceSide))),
-            FeedbackSide(*(getattr(self.feedback, f.name)[feedback_rows]
-                           for f in fields(FeedbackSide))),
-        )  # fmt: skip
 
 
 @dataclass

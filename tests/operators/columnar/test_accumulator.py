@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,13 @@ from hypothesis import strategies as st
 
 from operators.cells import EXTRA_KEY_BITS
 from operators.columnar.accumulator import Accumulator
-from operators.columnar.joined import NONE, JoinedColumns, JoinedRecords
+from operators.columnar.joined import (
+    NONE,
+    FeedbackSide,
+    InferenceSide,
+    JoinedColumns,
+    JoinedRecords,
+)
 from operators.families import (
     CLASSES,
     FN,
@@ -296,8 +303,20 @@ def test_bulk_equals_per_event_path_at_any_split(
     for inference_rows, feedback_rows in itertools.zip_longest(
         pieces_of(len(inferences), data), pieces_of(len(feedback), data), fillvalue=np.arange(0)
     ):
-        accumulator.add(batch_columns.rows(inference_rows, feedback_rows), pieces)
+        accumulator.add(rows_of(batch_columns, inference_rows, feedback_rows), pieces)
     assert_same(drained(pieces), expected)
+
+
+def rows_of(
+    batch: JoinedColumns, inference_rows: np.ndarray, feedback_rows: np.ndarray
+) -> JoinedColumns:
+    """The batch restricted to these rows of each side."""
+    return JoinedColumns(
+        InferenceSide(*(getattr(batch.inferences, f.name)[inference_rows]
+                        for f in fields(InferenceSide))),
+        FeedbackSide(*(getattr(batch.feedback, f.name)[feedback_rows]
+                       for f in fields(FeedbackSide))),
+    )  # fmt: skip
 
 
 def test_a_late_row_counts_only_under_its_cutoff() -> None:
