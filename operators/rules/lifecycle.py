@@ -171,7 +171,7 @@ class Lifecycle:
         # created or observed again), and the dims with an alert per rule: `alerted`
         # reads these while they cover every alert.
         self._located: dict[str, tuple[str, Dims]] = {}
-        self._by_rule: dict[str, set[Dims]] = {}
+        self._by_rule: dict[str, dict[Dims, str]] = {}  # rule -> dims -> fingerprint
 
     def observe(self, rule: str, evaluation: Evaluation) -> list[Transition]:
         """The transitions one evaluation causes (none, one, or pending then firing)."""
@@ -215,6 +215,33 @@ class Lifecycle:
             return [dims in having for dims in cells]
         return [_fingerprint(rule, dims) in alerts for dims in cells]  # after a resume
 
+    def hold_quietly(self, rule: str, cells: Sequence[Dims], t: int) -> list[bool]:
+        """For cells whose condition holds at event time `t`: True where :meth:`observe`
+        of that TRUE evaluation would make no transition and only note that it held (a
+        firing alert with no repeat due), which this records instead. The stage then
+        builds no evaluation for them (most evaluations of a steady incident are these).
+        All False while some alert's rule × dims is unknown (after a resume)."""
+        having = self._by_rule.get(rule)
+        if not having or len(self._located) != len(self.alerts):
+            return [False] * len(cells)
+        repeat_ms = self.policies[rule].repeat_interval_ms
+        alerts = self.alerts
+        quiet = []
+        for dims in cells:
+            fp = having.get(dims)
+            record = None if fp is None else alerts[fp]
+            if (
+                record is None
+                or record.state is not AlertState.FIRING
+                or (repeat_ms and t - record.last_sent >= repeat_ms)
+            ):
+                quiet.append(False)
+                continue
+            record.inconclusive = False  # as observe: a conclusive result ends a spell
+            record.last_true = t
+            quiet.append(True)
+        return quiet
+
     def may_have_alerts(self, rule: str) -> bool:
         """False when `rule` has no alert for certain (every alert's rule × dims known):
         then :meth:`alerted` is False for every cell, and the stage need not ask it."""
@@ -225,13 +252,13 @@ class Lifecycle:
     def _locate(self, fp: str, rule: str, dims: Dims) -> None:
         dims = tuple(sorted(dims))
         self._located[fp] = (rule, dims)
-        self._by_rule.setdefault(rule, set()).add(dims)
+        self._by_rule.setdefault(rule, {})[dims] = fp
 
     def _drop(self, fp: str) -> None:
         del self.alerts[fp]
         located = self._located.pop(fp, None)
         if located is not None:
-            self._by_rule[located[0]].discard(located[1])
+            self._by_rule[located[0]].pop(located[1], None)
 
     def _holds(
         self, policy: Policy, fp: str, record: AlertRecord | None, evaluation: Evaluation

@@ -240,15 +240,22 @@ class RulesStage(StatefulLogic[WindowMetrics, RulesOutput, bytes]):
     def _changing(self, evaluator: BlockEvaluator, block: CellBlock, now: int) -> list[Evaluation]:
         """A block rule's evaluations that can change an alert: where the condition holds,
         and any evaluated cell that has an alert (:meth:`Lifecycle.alerted`). The rest (a
-        thin cell's inconclusive result, a healthy cell's FALSE) never become records."""
+        thin cell's inconclusive result, a healthy cell's FALSE) never become records, nor
+        does a firing alert's condition that still holds with no repeat due
+        (:meth:`Lifecycle.hold_quietly` notes it)."""
         verdicts = evaluator.judge_block(block, now)
         outcomes = verdicts.outcomes
         asked = outcomes == TRUE
         if self.lifecycle.may_have_alerts(evaluator.rule):
-            others = np.flatnonzero(~asked & (outcomes != NOT_EVALUATED))
             keys = block.keys
+            holding = np.flatnonzero(asked)
+            quiet = self.lifecycle.hold_quietly(
+                evaluator.rule, [keys[i] for i in holding.tolist()], now
+            )
+            others = np.flatnonzero(~asked & (outcomes != NOT_EVALUATED))
             alerted = self.lifecycle.alerted(evaluator.rule, [keys[i] for i in others.tolist()])
             asked[others[np.array(alerted, dtype=bool)]] = True
+            asked[holding[np.array(quiet, dtype=bool)]] = False
         return verdicts.evaluations(np.flatnonzero(asked))
 
     def _emit(

@@ -402,3 +402,41 @@ def test_fingerprint_is_pinned_across_encodings_and_cached_calls() -> None:
         assert fingerprint("accuracy-floor", dims) == "ed1145cc704fbb76"
         assert fingerprint("accuracy-floor", tuple(reversed(dims.items()))) == "ed1145cc704fbb76"
     assert fingerprint("accuracy-floor", {**dims, "segment": "eu"}) != "ed1145cc704fbb76"
+
+
+def test_a_firing_alert_whose_condition_still_holds_is_held_quietly_as_observe_would() -> None:
+    """`hold_quietly` is the stage's shortcut for the commonest evaluation (a firing
+    alert's condition still holds, no repeat due): it must leave the lifecycle exactly as
+    `observe` leaves it, and decline whenever `observe` would make a transition."""
+    quiet_life = Loop().life
+    observed_life = Loop().life
+    quiet_out: list[Transition] = []
+    observed_out: list[Transition] = []
+    held = 0
+    for rule, evaluation in random_evaluations(seed=5, count=3000):
+        observed_out.extend(observed_life.observe(rule, evaluation))
+        if evaluation.outcome is Outcome.TRUE:
+            (quiet,) = quiet_life.hold_quietly(rule, [evaluation.dims], evaluation.event_time)
+            if quiet:
+                held += 1
+                continue
+        quiet_out.extend(quiet_life.observe(rule, evaluation))
+        assert quiet_life.alerts == observed_life.alerts
+    assert quiet_out == observed_out
+    assert quiet_life.alerts == observed_life.alerts
+    assert held > 100  # the shortcut was taken, and a repeat or pending one was not
+    assert any(t.previous is AlertState.FIRING and t.state is AlertState.FIRING
+               for t in observed_out)  # fmt: skip
+
+
+def test_hold_quietly_declines_when_a_repeat_is_due_or_the_alert_is_pending() -> None:
+    life = Lifecycle([Policy("r", "1m", for_ms=2 * M, repeat_interval_ms=10 * M)])
+    life.observe("r", ev("true", T0))  # pending
+    assert life.hold_quietly("r", [DIMS], T0 + M) == [False]
+    assert len(life.observe("r", ev("true", T0 + 2 * M))) == 1  # fires
+    assert life.hold_quietly("r", [DIMS], T0 + 3 * M) == [True]
+    (record,) = life.alerts.values()
+    assert record.last_true == T0 + 3 * M
+    assert life.hold_quietly("r", [DIMS], T0 + 12 * M) == [False]  # the repeat is due
+    other = dims_of({"model_id": "m2"})
+    assert life.hold_quietly("r", [other], T0 + 3 * M) == [False]  # no alert
