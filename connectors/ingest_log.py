@@ -171,11 +171,13 @@ class LocalDurableLog:
         return self._committer.is_alive() and os.access(self.log.root, os.W_OK)
 
     def close(self) -> None:
-        """Write what is queued, then stop."""
+        """Write what is queued, then stop (and close the log's open files)."""
         with self._wake:
             self._closed = True
             self._wake.notify()
         self._committer.join(10.0)
+        if not self._committer.is_alive():
+            self.log.close()
 
 
 class _Delivery:

@@ -8,7 +8,10 @@ generate`` and the demo may write concurrently); readers never lock and only con
 to the last complete line, so they can tail a partition that is being written. An append
 returns once its lines are fsynced (and a new segment's directory entry); an append to
 several partitions writes them all, then fsyncs them concurrently (stdlib
-``concurrent.futures``), as ext4 then commits its journal once for all of them.
+``concurrent.futures``), as ext4 then commits its journal once for all of them. A
+`LocalLog` keeps each partition's lock and last segment open between appends (fewer
+calls that give up the GIL; :meth:`LocalLog.close` closes them), and cuts back a last
+line a killed writer left without its newline before appending after it.
 ``meta.json`` fixes the partition count: an existing log cannot be re-partitioned.
 Besides the two data streams, the log holds the flow's `actions` stream (partition 0,
 ``connectors/actions.py``).
@@ -20,6 +23,7 @@ import fcntl
 import json
 import os
 import threading
+import weakref
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -59,13 +63,19 @@ _fsync_pool: ThreadPoolExecutor | None = None
 _fsync_pool_lock = threading.Lock()
 
 
-def _forget_fsync_pool() -> None:
-    """A forked child has none of the parent's pool threads: it starts its own."""
+_logs: weakref.WeakSet[LocalLog] = weakref.WeakSet()  # each keeps files open to append
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has none of the parent's pool threads: it starts its own; and it
+    opens its own files to append."""
     global _fsync_pool, _fsync_pool_lock
     _fsync_pool, _fsync_pool_lock = None, threading.Lock()
+    for log in list(_logs):
+        log._forget_appenders()
 
 
-os.register_at_fork(after_in_child=_forget_fsync_pool)
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _fsync_all(fds: list[int]) -> None:
@@ -91,11 +101,194 @@ def _fsync_all(fds: list[int]) -> None:
         raise errors[0]
 
 
+def _segments(directory: Path) -> list[tuple[int, Path]]:
+    """(base position, path) of every segment in a partition's directory, oldest first."""
+    if not directory.exists():
+        return []
+    found = [
+        (int(p.name[: -len(SEGMENT_SUFFIX)]), p)
+        for p in directory.iterdir()
+        if p.name.endswith(SEGMENT_SUFFIX)
+    ]
+    return sorted(found)
+
+
+def _open_directory(directory: Path) -> int:
+    return os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def _cut_partial_line(fd: int, size: int, chunk: int = 1 << 16) -> int:
+    """The size of the file once a last line without its newline (left by a writer
+    killed mid-write; under the partition's lock no writer is mid-line) is cut back."""
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return size
+    end = size
+    while end > 0:
+        start = max(0, end - chunk)
+        data = os.pread(fd, end - start, start)
+        newline = data.rfind(b"\n")
+        if newline >= 0:
+            end = start + newline + 1
+            break
+        end = start
+    if end != size:
+        os.ftruncate(fd, end)
+    return end
+
+
+class _Segment:
+    """An open segment file, closed once it is retired (rolled, or its log closed) and no
+    append still has to fsync it."""
+
+    __slots__ = ("fd", "retired", "users")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.users = 0
+        self.retired = False
+
+
+class _Appender:
+    """Appends to one partition with its files kept open between appends. Opening them
+    each time (directory, lock file, listing, stats: about a dozen calls that release the
+    GIL) cost the ingestion's committer a wait for the GIL after each call while the
+    service's event loop ran, which was most of a round's tail (docs/performance.md,
+    "HTTP API"); kept open, a round is flock, fstat, write, unlock per partition.
+
+    The kept segment is still the partition's last one while it is linked and not full
+    (only a full last segment is rolled; a deleted partition unlinks it): checked under
+    the lock on every append (one fstat), as other processes may append too. A tail that does
+    not end a line (a writer killed mid-write) is cut back before appending, so the next
+    line never continues a broken one."""
+
+    __slots__ = ("directory", "end", "lock_fd", "mutex", "segment", "segment_bytes")
+
+    def __init__(self, directory: Path, segment_bytes: int) -> None:
+        self.directory = directory
+        self.segment_bytes = segment_bytes
+        self.mutex = threading.Lock()  # the flock excludes processes, not this one's threads
+        self.lock_fd = -1
+        self.segment: _Segment | None = None
+        self.end = -1  # the segment's size after this appender's last write
+
+    def append(self, data: bytes) -> tuple[_Segment, int | None]:
+        """Write `data` at the end of the partition (rolling to a new segment when the
+        last is full); the segment to fsync (the caller releases it after), and the
+        directory's descriptor to fsync and close when the segment is new. A failed
+        write is cut back, so no partial line is left for the next append to follow."""
+        with self.mutex:
+            if self.lock_fd < 0:
+                self._open_lock()
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
+            try:
+                segment, size, directory = self._tail()
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(segment.fd, view) :]
+                except OSError:
+                    os.ftruncate(segment.fd, size)
+                    if directory is not None:
+                        os.close(directory)
+                    raise
+                self.end = size + len(data)
+                segment.users += 1
+                return segment, directory
+            finally:
+                fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
+
+    def _open_lock(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.lock_fd = os.open(
+            self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666
+        )
+
+    def _tail(self) -> tuple[_Segment, int, int | None]:
+        """Under the lock: the segment to append to, its size (a partial last line cut
+        back), and its directory's descriptor when the segment is new."""
+        if self.segment is not None:
+            status = os.fstat(self.segment.fd)
+            if status.st_nlink == 0:
+                # The partition was deleted under us: start over as a first append does
+                # (closing the deleted lock file's descriptor releases its flock).
+                self._retire()
+                os.close(self.lock_fd)
+                self._open_lock()
+                fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
+            else:
+                size = status.st_size
+                if size != self.end:  # another process appended, or died mid-line
+                    size = _cut_partial_line(self.segment.fd, size)
+                if size < self.segment_bytes:
+                    return self.segment, size, None
+        return self._open_last()
+
+    def _open_last(self) -> tuple[_Segment, int, int | None]:
+        """Under the lock: open the partition's last segment, or a new one after it when
+        it is full or there is none."""
+        self._retire()
+        segments = _segments(self.directory)
+        base, path = segments[-1] if segments else (0, self.directory / _segment_name(0))
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        directory = None if segments else _open_directory(self.directory)
+        try:
+            fd = os.open(path, flags, 0o666)
+            size = _cut_partial_line(fd, os.fstat(fd).st_size)
+            if size >= self.segment_bytes:
+                os.close(fd)
+                directory = _open_directory(self.directory)
+                fd = os.open(self.directory / _segment_name(base + size), flags, 0o666)
+                size = 0
+        except OSError:
+            if directory is not None:
+                os.close(directory)
+            raise
+        self.segment = _Segment(fd)
+        return self.segment, size, directory
+
+    def _retire(self) -> None:
+        if self.segment is not None:
+            self.segment.retired = True
+            if self.segment.users == 0:
+                os.close(self.segment.fd)
+            self.segment = None
+
+    def release(self, segment: _Segment) -> None:
+        """An append is done with `segment` (fsynced or failed)."""
+        with self.mutex:
+            segment.users -= 1
+            if segment.retired and segment.users == 0:
+                os.close(segment.fd)
+
+    def close(self) -> None:
+        with self.mutex:
+            self._retire()
+            if self.lock_fd >= 0:
+                os.close(self.lock_fd)
+                self.lock_fd = -1
+
+    def forget(self) -> None:
+        """In a forked child (see LocalLog._forget_appenders), without the mutex."""
+        for fd in (self.lock_fd, -1 if self.segment is None else self.segment.fd):
+            if fd >= 0:
+                os.close(fd)
+
+
+def _close_appenders(appenders: dict[tuple[str, int], _Appender]) -> None:
+    for appender in appenders.values():
+        appender.close()
+    appenders.clear()
+
+
 class LocalLog:
     def __init__(self, root: Path, partitions: int | None = None, segment_bytes: int = 64 << 20):
         """Open the log at `root`, creating it with `partitions` if it does not exist."""
         self.root = Path(root)
         self.segment_bytes = segment_bytes
+        self._appenders: dict[tuple[str, int], _Appender] = {}
+        self._appenders_lock = threading.Lock()
+        weakref.finalize(self, _close_appenders, self._appenders)
+        _logs.add(self)
         meta = self.root / META_FILE
         if meta.exists():
             existing = int(json.loads(meta.read_text())["partitions"])
@@ -123,15 +316,7 @@ class LocalLog:
 
     def segments(self, stream: str, partition: int) -> list[tuple[int, Path]]:
         """(base position, path) of every segment, oldest first."""
-        directory = self.partition_dir(stream, partition)
-        if not directory.exists():
-            return []
-        found = [
-            (int(p.name[: -len(SEGMENT_SUFFIX)]), p)
-            for p in directory.iterdir()
-            if p.name.endswith(SEGMENT_SUFFIX)
-        ]
-        return sorted(found)
+        return _segments(self.partition_dir(stream, partition))
 
     def end_position(self, stream: str, partition: int) -> int:
         """The position after the last complete line now in the partition."""
@@ -163,52 +348,49 @@ class LocalLog:
         once per fsync when they come one after the other (docs/performance.md, "HTTP
         API"). A line with a newline byte fails the whole call before anything is written."""
         payloads = [(key, _payload(lines)) for key, lines in groups.items()]
-        synced: list[int] = []  # descriptors to fsync, then close
+        written: list[tuple[_Appender, _Segment]] = []
+        directories: list[int] = []  # new segments' directories: fsynced, then closed
         count = 0
         try:
             for (stream, partition), (data, n) in payloads:
                 if n:
-                    synced += self._write(stream, partition, data)
+                    appender = self._appender(stream, partition)
+                    segment, directory = appender.append(data)
+                    written.append((appender, segment))
+                    if directory is not None:
+                        directories.append(directory)
                     count += n
-            _fsync_all(synced)
+            _fsync_all([segment.fd for _, segment in written] + directories)
         finally:
-            for fd in synced:
+            for appender, segment in written:
+                appender.release(segment)
+            for fd in directories:
                 os.close(fd)
         return count
 
-    def _write(self, stream: str, partition: int, data: bytes) -> list[int]:
-        """Write `data` at the end of the partition's last segment (rolling to a new one
-        when it is full) under the partition's lock; the descriptors to fsync for it to
-        be durable: the segment's, and its directory's when the segment is new. A failed
-        write is cut back, so no partial line is left for the next append to follow."""
-        directory = self.partition_dir(stream, partition)
-        directory.mkdir(parents=True, exist_ok=True)
-        with (directory / LOCK_FILE).open("a+b") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            segments = self.segments(stream, partition)
-            if segments:
-                base, path = segments[-1]
-                size = path.stat().st_size
-                if size >= self.segment_bytes:
-                    base, path = base + size, directory / _segment_name(base + size)
-            else:
-                base, path = 0, directory / _segment_name(0)
-            fds = []
-            if not path.exists():
-                fds.append(os.open(directory, os.O_RDONLY | os.O_DIRECTORY))
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-            fds.append(fd)
-            start = os.fstat(fd).st_size
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-            except OSError:
-                os.ftruncate(fd, start)
-                for opened in fds:
-                    os.close(opened)
-                raise
-        return fds
+    def _appender(self, stream: str, partition: int) -> _Appender:
+        """The partition's open files, kept across appends (opened on first use)."""
+        with self._appenders_lock:
+            appender = self._appenders.get((stream, partition))
+            if appender is None:
+                appender = _Appender(self.partition_dir(stream, partition), self.segment_bytes)
+                self._appenders[(stream, partition)] = appender
+            return appender
+
+    def close(self) -> None:
+        """Close the files kept open for appending, once no append is under way
+        (appending again reopens them)."""
+        with self._appenders_lock:
+            _close_appenders(self._appenders)
+
+    def _forget_appenders(self) -> None:
+        """In a forked child: the parent's descriptors are closed unused (its lock
+        descriptor would not exclude the parent, and a lock a parent thread held at the
+        fork would never be released here); the child opens its own."""
+        self._appenders_lock = threading.Lock()
+        for appender in self._appenders.values():
+            appender.forget()
+        self._appenders.clear()
 
     def reader(self, stream: str, partition: int, position: int = 0) -> LogReader:
         return LogReader(self, stream, partition, position)
