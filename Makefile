@@ -30,7 +30,7 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy operators connectors dataflows config
+	$(BIN)/mypy --explicit-package-bases operators connectors dataflows config scripts
 
 bench: install
 	$(BIN)/python scripts/bench.py $(ARGS)

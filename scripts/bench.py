@@ -265,8 +265,10 @@ def measure_rules(
     process, steadier than wall time on a shared machine)."""
     config = home / "rules.yaml"
     config.write_text(yaml.safe_dump({"rules": bench_rules(count)}, sort_keys=False))
-    with_rules, without = [], []
-    cpu_with, cpu_without = [], []
+    with_rules: list[Run] = []
+    without: list[Run] = []
+    cpu_with: list[float] = []
+    cpu_without: list[float] = []
     ruled_env = {"PULSE_CONFIG": str(config)}
     for _ in range(repeat):
         for runs, cpus, extra in ((without, cpu_without, {}), (with_rules, cpu_with, ruled_env)):

@@ -74,7 +74,7 @@ def counted_records(old: Any, events: int, dims: int, seed: int) -> list[Any]:
     )  # fmt: skip
     captured: list[Any] = []
 
-    class Capturing(old.PartitionStage):  # type: ignore[name-defined,misc]
+    class Capturing(old.PartitionStage):
         def _accumulate(self) -> None:
             self._resolve_released()
             captured.append(self._counted)
