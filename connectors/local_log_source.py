@@ -11,6 +11,15 @@ of the other's is not read until the other catches up (or is caught up). Equal b
 reads of both cover different spans of event time (inference and feedback lines differ
 in size and rate), so without this the gap, which waits in the partition stage, grows
 with the backlog.
+
+Tailing a live log, the source reads in batches of one `poll_interval`: after a read that
+reached the end of every stream it reads (caught up), the next waits `poll_interval`, as
+after a read that found nothing. Without that wait Bytewax calls again at once and each
+call takes the few lines appended since (with a writer appending every 20 ms, up to 50
+batches a second per stream and partition), so the partition stage's fixed cost per
+batch, more than its cost per event, set the live flow's CPU (docs/performance.md, "Ceiling and
+freshness"). A backlog is still read without waiting; the wait adds at most
+`poll_interval` to an event's freshness.
 """
 
 from __future__ import annotations
@@ -50,6 +59,7 @@ class LocalLogPartition(StatefulSourcePartition[RawBatch, Positions]):
         self.ended: set[str] = set()
         self.caught_up: dict[str, bool | None] = dict.fromkeys(STREAMS)  # None: not told yet
         self.alignment = ReadAlignment()
+        self.bounded = bounded
         self._awake: datetime | None = None
         self._done = False
 
@@ -84,8 +94,19 @@ class LocalLogPartition(StatefulSourcePartition[RawBatch, Positions]):
                 self.ended.add(stream)
         if len(self.ended) == len(STREAMS):
             self._done = True
-        self._awake = datetime.now(UTC) + self.poll_interval if idle and not out else None
+        self._awake = datetime.now(UTC) + self.poll_interval if self._wait(idle, out) else None
         return out
+
+    def _wait(self, idle: bool, out: list[RawBatch]) -> bool:
+        """Whether the next read waits `poll_interval`: nothing was read, or (live) every
+        stream read is at the log's end, so an immediate read would find a few lines at
+        most (see the module docstring)."""
+        if idle:
+            return not out
+        if self.bounded:
+            return False
+        reading = [stream for stream in STREAMS if stream not in self.ended]
+        return all(self.caught_up[stream] for stream in reading)
 
     def next_awake(self) -> datetime | None:
         return self._awake
