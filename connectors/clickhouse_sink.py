@@ -2,7 +2,13 @@
 
 * Rows are buffered per table and inserted by one background thread (chDB and the HTTP
   client release the GIL while the insert runs, so writing overlaps processing), in
-  blocks of up to `block_rows`, at least every `flush_interval`. A wide table's block is
+  blocks of up to `block_rows`, at least every `flush_interval`. Each table keeps its
+  own interval: rows that arrive when their table was last written `flush_interval` ago
+  or more are written at once. A window emission (the merge stage's early rows, once per
+  `time.emit_interval`) is therefore written when it arrives, not when the interval of
+  the raw tables (fed by every source batch) next ends, up to `flush_interval` later;
+  each table still gets at most one insert per interval (docs/performance.md,
+  "Ceiling and freshness"). A wide table's block is
   smaller: at most `block_bytes` (:func:`row_bytes`), because chDB's memory while it
   inserts a block follows the block's bytes, not its rows.
 * ``snapshot()`` — called by Bytewax at the end of every epoch, before the epoch's
@@ -28,6 +34,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -99,6 +106,7 @@ class _Writer:
         self._error: BaseException | None = None
         self._cond = threading.Condition()
         self._failing_since: float | None = None
+        self._written_at: dict[str, float] = {}  # per table: its last write (monotonic)
         self._thread = threading.Thread(target=self._run, name="clickhouse-writer", daemon=True)
         self._thread.start()
 
@@ -168,38 +176,36 @@ class _Writer:
 
     # ---- the writer thread -------------------------------------------------------------
 
-    def _take(self, every_table: bool) -> list[tuple[str, list[TableRows]]]:
-        """One block (at most `block_rows` rows) of each table due for writing: a block
-        full, or `every_table` (see `_write_all`); a chunk that crosses the block's end
-        is sliced."""
+    def _take(self, now: float) -> list[tuple[str, list[TableRows]]]:
+        """One block (at most `block_rows` rows) of each table due for writing
+        (:meth:`_due`); a chunk that crosses the block's end is sliced."""
         due = []
         for table, chunks in list(self._buffers.items()):
-            rows = sum(len(c) for c in chunks)
-            block_rows = self.block_rows_of(table)
-            if rows >= block_rows or every_table:
-                block: list[TableRows] = []
-                room = block_rows
-                while chunks and room:
-                    rows_taken = chunks.popleft()
-                    if len(rows_taken) > room:
-                        chunks.appendleft(rows_taken.slice(room, len(rows_taken)))
-                        rows_taken = rows_taken.slice(0, room)
-                    block.append(rows_taken)
-                    room -= len(rows_taken)
-                if not chunks:
-                    del self._buffers[table]
-                due.append((table, block))
+            if not self._due(table, now):
+                continue
+            self._written_at[table] = now
+            block: list[TableRows] = []
+            room = self.block_rows_of(table)
+            while chunks and room:
+                rows_taken = chunks.popleft()
+                if len(rows_taken) > room:
+                    chunks.appendleft(rows_taken.slice(room, len(rows_taken)))
+                    rows_taken = rows_taken.slice(0, room)
+                block.append(rows_taken)
+                room -= len(rows_taken)
+            if not chunks:
+                del self._buffers[table]
+            due.append((table, block))
         return due
 
     def _run(self) -> None:
-        last = time.monotonic()
         while True:
             with self._cond:
-                while not self._closing and not self._ready(last):
-                    self._cond.wait(self.flush_interval)
+                while not self._closing and not self._ready(time.monotonic()):
+                    self._cond.wait(self._next_due(time.monotonic()))
                 if self._closing and not self._pending:
                     return
-                due = self._take(self._write_all(last))
+                due = self._take(time.monotonic())
                 in_flight = sum(len(c) for _, chunks in due for c in chunks)
                 in_flight_bytes = sum(
                     len(c) * self._row_bytes[table] for table, chunks in due for c in chunks
@@ -209,7 +215,6 @@ class _Writer:
                 self._in_flight_bytes += in_flight_bytes
                 self._pending_bytes -= in_flight_bytes
                 self._cond.notify_all()
-            last = time.monotonic()
             try:
                 while due:
                     table, block = due.pop(0)
@@ -246,24 +251,27 @@ class _Writer:
             extra={"event": "sink_failed"},
         )
 
-    def _write_all(self, last: float) -> bool:
-        """Write every table, however few rows it has: a flush is asked, the interval has
-        passed, or the worker waits on the bound (nothing else would free it sooner)."""
+    def _due(self, table: str, now: float) -> bool:
+        """Whether `table`'s rows are written now: a block is full, `flush_interval` has
+        passed since the table's last write (each table has its own clock, see the module
+        docstring), a flush is asked, or the worker waits on the bound (nothing else would
+        free it sooner)."""
         return (
             self._flush_requested
-            or time.monotonic() - last >= self.flush_interval
             or self._over_bound
+            or now - self._written_at.get(table, -math.inf) >= self.flush_interval
+            or sum(len(c) for c in self._buffers.get(table, ())) >= self.block_rows_of(table)
         )
 
-    def _ready(self, last: float) -> bool:
-        if not self._pending:
-            return False
-        if self._write_all(last):
-            return True
-        return any(
-            sum(len(c) for c in chunks) >= self.block_rows_of(table)
-            for table, chunks in self._buffers.items()
-        )
+    def _ready(self, now: float) -> bool:
+        return bool(self._pending) and any(self._due(table, now) for table in self._buffers)
+
+    def _next_due(self, now: float) -> float:
+        """Seconds until the first buffered table's interval ends (a wait's timeout)."""
+        if not self._buffers:
+            return self.flush_interval
+        first = min(self._written_at.get(table, -math.inf) for table in self._buffers)
+        return min(self.flush_interval, max(first + self.flush_interval - now, 0.001))
 
     def _write(self, table: str, block: list[TableRows]) -> None:
         retrying = retrying_while_transient(self.retry_backoff_max, self._log_retry)

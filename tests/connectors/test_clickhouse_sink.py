@@ -189,3 +189,57 @@ def test_write_batch_lets_go_of_each_item_it_hands_over(store: Store) -> None:
     finally:
         partition.close()
     assert store.rows("SELECT count(), uniqExact(event_id) FROM pulse.metrics_late") == [(240, 240)]
+
+
+def _dead_letter_rows(first: int, n: int) -> TableRows:
+    return TableRows(
+        "dead_letters",
+        {
+            "topic": ["t"] * n,
+            "partition": np.zeros(n, dtype=np.uint32),
+            "offset": np.arange(first, first + n, dtype=np.uint64),
+            "error": ["e"] * n,
+            "reason": ["r"] * n,
+            "raw": ["x"] * n,
+            "raw_size": np.ones(n, dtype=np.uint64),
+        },
+    )
+
+
+def test_each_table_keeps_its_own_flush_interval(store: Store) -> None:
+    """Rows of a table not written for an interval go out when they arrive, although
+    another table was just written (an early-row emission is not held until the raw
+    tables' interval next ends); a table written within its interval waits."""
+    migrate(store.open(), "pulse")
+    schema = describe(store.client, "pulse", "metrics_late")
+    release, inserts = threading.Event(), []
+    release.set()
+    stats = FlowStats()
+    writer = clickhouse_sink._Writer(
+        store.target, block_rows=1000, flush_interval=3600.0, max_pending_rows=10_000,
+        retry_backoff_max=0.1, stats=stats,
+        client_factory=lambda target: _HeldClient(target, release, inserts),
+        exit_on_failure=False,
+    )  # fmt: skip
+
+    def written(rows: int) -> bool:
+        for _ in range(300):  # an insert's time, far below the interval
+            if stats.rows_written >= rows:
+                return True
+            threading.Event().wait(0.1)
+        return False
+
+    try:
+        writer.add([_late_rows(schema, 0, 60)])
+        assert written(60)
+        writer.add([_dead_letter_rows(0, 5)])
+        assert written(65)  # its own interval: never written before
+        writer.add([_late_rows(schema, 60, 60)])
+        threading.Event().wait(0.5)
+        assert stats.rows_written == 65  # written 0.5 s ago, interval 3,600 s: waits
+        writer.flush()
+        assert stats.rows_written == 125
+    finally:
+        writer.close()
+    assert inserts == [60, 5, 60]
+    assert store.rows("SELECT count() FROM pulse.metrics_late") == [(120,)]
