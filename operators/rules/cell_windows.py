@@ -91,8 +91,9 @@ class CellSelector:
         self.reads = [(window, list(selectors)) for window, selectors in reads]
         distinct: dict[tuple[tuple[str, object], ...], int] = {}
         self._selectors: list[Selector] = []
-        # Per rule: the indices of its selectors among the distinct ones.
-        self._reads: list[tuple[int, ...]] = []
+        # Per rule: the indices of its selectors among the distinct ones. Rules with
+        # equal reads get the same mask (and the stage picks their cells once).
+        self.read_keys: list[tuple[int, ...]] = []
         for _, selectors in self.reads:
             indices = []
             for selector in selectors:
@@ -101,7 +102,7 @@ class CellSelector:
                     distinct[key] = len(self._selectors)
                     self._selectors.append(selector)
                 indices.append(distinct[key])
-            self._reads.append(tuple(indices))
+            self.read_keys.append(tuple(indices))
         self._dictionaries = {name: _Dictionary(name) for name in DIM_COLUMNS}
         self.selected: list[list[np.ndarray]] = []  # of the last `masks` call
 
@@ -109,7 +110,7 @@ class CellSelector:
         """Per rule, a bool mask over `rows` (one window of `batch`), None for a rule of
         another window. Each selector's own mask stays in `selected` (per rule, in the
         order of its reads; empty for a rule of another window): a canary reads its sides
-        from them. Equal masks are one shared array: do not write to them."""
+        from them. Rules with equal `read_keys` share one array: do not write to them."""
         codes: dict[str, np.ndarray] = {}
         for name, dictionary in self._dictionaries.items():
             column = batch.columns[name]
@@ -120,7 +121,7 @@ class CellSelector:
         unions: dict[tuple[int, ...], np.ndarray] = {}
         out: list[np.ndarray | None] = []
         self.selected = []
-        for (rule_window, _), indices in zip(self.reads, self._reads, strict=True):
+        for (rule_window, _), indices in zip(self.reads, self.read_keys, strict=True):
             if rule_window != window:
                 out.append(None)
                 self.selected.append([])

@@ -207,18 +207,19 @@ class RulesStage(StatefulLogic[WindowMetrics, RulesOutput, bytes]):
             return self._emit([], [], now)
         union = np.logical_or.reduce(present)
         block = WindowColumns(batch, group.window, group.start, group.end, group.rows[union])
-        # Rules that read the same cells share one mask (CellSelector): one pick of the
-        # block's cells each, sharing its columns and dims keys.
-        taken: dict[int, tuple[np.ndarray, CellBlock]] = {}
+        # Rules with equal reads (`CellSelector.read_keys`) share one pick of the block's
+        # cells, its columns and dims keys.
+        taken: dict[tuple[int, ...], tuple[np.ndarray, CellBlock]] = {}
         transitions: list[Transition] = []
         actions: list[Action] = []
         for index, (evaluator, mask) in enumerate(zip(self.evaluators, masks, strict=True)):
             if mask is None:
                 continue
-            shared = taken.get(id(mask))
+            reads = self._selector.read_keys[index]
+            shared = taken.get(reads)
             if shared is None:
                 picked = np.flatnonzero(mask[union])
-                shared = taken[id(mask)] = (picked, block.take(picked))
+                shared = taken[reads] = (picked, block.take(picked))
             picked, cells = shared
             if not len(picked):
                 continue
