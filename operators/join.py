@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any, Protocol
 
+import numpy as np
 from msgspec import UNSET
+from numpy.typing import NDArray
 
 from operators.events import Feedback
 from operators.reasons import foreign_tenant
@@ -126,6 +129,11 @@ class PendingFeedback:
         self._by_request.setdefault(request_id, []).append((give_up_at, item))
         self._seq += 1
         heapq.heappush(self._deadlines, (give_up_at, self._seq, request_id))
+
+    def waiting_for(self, request_ids: Sequence[str]) -> NDArray[np.bool_]:
+        """Which of `request_ids` have feedback waiting (one C-level map, no Python step)."""
+        found = map(self._by_request.__contains__, request_ids)
+        return np.fromiter(found, dtype=np.bool_, count=len(request_ids))
 
     def take(self, request_id: str) -> list[Any]:
         """Everything waiting for `request_id` (its inference just arrived)."""

@@ -24,26 +24,32 @@ events, feedback waiting to join, one tick of deltas and the cell dictionary.
 from __future__ import annotations
 
 import logging
+import operator
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from itertools import repeat
+from typing import Any, cast
 
 import msgspec
+import numpy as np
 from bytewax.operators import StatefulLogic
 from msgspec import UNSET
+from numpy.typing import NDArray
 
 from operators.batches import STREAMS, DeadLetter, RawBatch, TableRows
 from operators.cells import Cell, CellIndex, LocalIds, unknown_cell
 from operators.clock import PartitionClock
 from operators.columnar.accumulator import Accumulator
+from operators.columnar.clock import ColumnarClock
+from operators.columnar.dedup_set import DedupSet
+from operators.columnar.hash_fifo import hash_keys
+from operators.columnar.join_buffer import InferenceColumns, JoinBuffer
 from operators.columnar.joined import NONE, JoinedRecords
 from operators.decode import BatchDecoder
-from operators.dedup import RecentIds
 from operators.events import Event, Feedback, Inference
 from operators.families import CLASSES, KEYED, PREFERENCES, REPORTS, WINNER_CODES, registry
 from operators.join import (
-    InferenceCache,
     InferenceContext,
     JoinStore,
     PendingFeedback,
@@ -109,6 +115,44 @@ def now_ms() -> float:
 
 Output = TableRows | PartialBatch | SessionBatch
 
+_TS = operator.attrgetter("ts")
+
+
+def _is_inference(event: Event) -> bool:
+    return type(event) is Inference
+
+
+def _label(prediction: Any) -> str | None:
+    """A prediction as labels compare to it (metrics.as_label; strings trimmed inline)."""
+    return prediction.strip() if type(prediction) is str else as_label(prediction)
+
+
+def _objects(values: list[Any]) -> NDArray[np.object_]:
+    array = np.empty(len(values), dtype=np.object_)
+    array[:] = values
+    return array
+
+
+@dataclass(slots=True)
+class _Held:
+    """A sequence's accepted inferences, for the feedback that joins them: `first_slot`
+    is the join buffer's slot of the first (slots rise by one), `kept` their indexes
+    among the sequence's inferences, `waited` whether feedback was already waiting."""
+
+    first_slot: int
+    kept: NDArray[np.int64]
+    hashes: NDArray[np.uint64]
+    waited: NDArray[np.bool_]
+    request_ids: list[str]
+    events: list[Inference]
+    cells: list[int]
+    labels: list[str | None]
+
+    def context(self, i: int) -> InferenceContext:
+        """The join's context of the i-th accepted inference, as the row-wise stage built it."""
+        e = self.events[i]
+        return (e.ts, self.cells[i], self.labels[i], e.confidence, e.latency_ms)
+
 
 class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
     """One source partition's decode, dedup, join and slice pre-aggregation."""
@@ -146,8 +190,8 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         self._topics: dict[str, str] = {stream: stream for stream in STREAMS}
         self._join_evictions = self._dedup_evictions = 0
         # Rebuilt from the store after a resume (_rebuild), not snapshotted.
-        self.dedup = RecentIds(config.dedup_horizon, config.dedup_max_entries)
-        self.inferences = InferenceCache(config.join_ttl, config.join_max_entries)
+        self.dedup = DedupSet(config.dedup_horizon, config.dedup_max_entries)
+        self.inferences = JoinBuffer(config.join_ttl, config.join_max_entries)
         self._rebuild_pending = resume is not None
         now = self._now()
         self._last_run = now  # processing time this logic last ran (not state)
@@ -295,120 +339,285 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         self._last_run = now
         return now
 
-    # ---- per event: what depends on order ----------------------------------------------
+    # ---- per batch: order, dedup and join in bulk ----------------------------------------
 
     def _process(self) -> None:
-        """Process what the stream merge releases; close the partition when all ended."""
+        """Process what the stream merge releases; close the partition when all ended.
+
+        Everything released is one sequence in merge order, handled in bulk
+        (:meth:`_on_events`). That is exact while the join buffer pushes nothing out
+        (`join.max_entries`): an inference held at some event then stays held to the end.
+        Otherwise the sequence goes in runs of one event type, where the bulk calls are
+        exact whatever is pushed out (an inference run only adds, a feedback run only
+        probes)."""
         if self.ended:
             return
         if self._rebuild_pending:
             self._rebuild()
         self._expire()
-        for stream, events, offsets in self.merge.runs():
-            if offsets:
-                self.processed[stream] = max(self.processed[stream], offsets[-1])
+        events: list[Event] = []
+        offsets: list[int] = []
+        for stream, run_events, run_offsets in self.merge.runs():
+            if run_offsets:
+                self.processed[stream] = max(self.processed[stream], run_offsets[-1])
+            events += run_events
+            offsets += run_offsets
+        if self.inferences.fits(len(events)):
+            self._on_events(events, offsets)
+        else:
             start = 0
-            # A run is from one stream; split it where the event type changes.
             for i in range(1, len(events) + 1):
                 if i == len(events) or type(events[i]) is not type(events[start]):
-                    if type(events[start]) is Inference:
-                        self._on_inferences(events[start:i], offsets[start:i])  # type: ignore[arg-type]
-                    else:
-                        self._on_feedback(events[start:i], offsets[start:i])  # type: ignore[arg-type]
+                    self._on_events(events[start:i], offsets[start:i])
                     start = i
+        self._count_evictions()
         if all(self.merge.ended(name) for name in STREAMS):
             for name in STREAMS:
                 self.clock.end(name, len(STREAMS))
             self._release_due()
             self.ended = True
 
-    def _on_inferences(self, events: list[Inference], offsets: list[int]) -> None:
-        clock = self.clock
-        observe = clock.observe  # the watermark rule, per event (cost: see its docstring)
-        watermark, cutoff = clock.watermark, clock.emitted
-        deadline = self.pending.next_deadline()
-        g, lateness = self._slice, self.config.allowed_lateness
-        extra_names = self.config.extra_dims
-        cache, pending, stats = self.inferences, self.pending, self.stats
-        add_row = self._inference_rows.add
-        partition = self.partition
-        ends = self._earliest_end
-        cell_ids = self.cells.ids
-        counted = self._counted
-        slices, cells = counted.inference_slices, counted.inference_cells
-        confidences, latencies = counted.confidences, counted.latencies
-        cutoffs = counted.inference_cutoffs
-        stats.inferences += len(events)
-        for event, offset in zip(events, offsets, strict=True):
-            ts = event.ts
-            mark = observe(ts)
-            if mark != watermark:
-                watermark, cutoff = mark, clock.emitted
-                if deadline is not None and deadline <= watermark:
-                    self._release_due()
-                    deadline = pending.next_deadline()
-            if extra_names:
-                extras = tuple(event.attributes.get(name, "") for name in extra_names)
-                cell: Cell = (event.tenant, event.model_id, event.deployment, event.model_version,
-                              event.segment, event.endpoint, *extras)  # fmt: skip
-            else:
-                cell = (event.tenant, event.model_id, event.deployment, event.model_version,
-                        event.segment, event.endpoint)  # fmt: skip
-            cell_id = cell_ids.get(cell)
-            if cell_id is None:
-                cell_id = self.cells.id_of(cell)
-            prediction = event.prediction
-            label = prediction.strip() if type(prediction) is str else as_label(prediction)
-            confidence, latency = event.confidence, event.latency_ms
-            context = (ts, cell_id, label, confidence, latency)
-            request_id = event.request_id
-            if not cache.add(request_id, context):
-                stats.duplicate_inferences += 1
-                continue
-            self.sampled += 1
-            if self.sampled % self.config.routing_check_every == 0:
-                self._check_routing(request_id)
-            slice_start = ts - ts % g
-            end = ends.get(slice_start)
-            if end is None:
-                end = self._window_end_floor(slice_start)
-            late = is_final(end, cutoff, lateness)
-            add_row(event, label, partition, offset, late)
-            if not late or self._late(slice_start, cell_id, cutoff, "inference", request_id, ts):
-                slices.append(slice_start)
-                cells.append(cell_id)
-                confidences.append(confidence)
-                latencies.append(latency)
-                cutoffs.append(cutoff if late else NO_CUTOFF)
-            if pending:
-                for waiting_event, waiting_offset, waiting_cutoff in pending.take(request_id):
-                    self._count_feedback(waiting_event, waiting_offset, context, waiting_cutoff)
+    def _on_events(self, events: list[Event], offsets: list[int]) -> None:
+        """One sequence of events in merge order: each event's watermark (a running
+        maximum), dedup and join as bulk calls, with the row-wise stage's answers."""
+        n = len(events)
+        if not n:
+            return
+        clock = ColumnarClock(self.clock)
+        ts = np.fromiter(map(_TS, events), dtype=np.int64, count=n)
+        marks = clock.observe(ts)  # the watermark after each event
+        cutoffs = clock.emitted(marks)  # what each event is late against
+        kinds = np.fromiter(map(_is_inference, events), dtype=np.bool_, count=n)
+        at = np.flatnonzero(kinds)
+        inferences = cast(list[Inference], [events[i] for i in at.tolist()])
+        held = self._on_inferences(
+            inferences, [offsets[i] for i in at.tolist()], ts[at], cutoffs[at]
+        )
+        at_feedback = np.flatnonzero(~kinds)
+        if len(at_feedback):
+            fb_events = cast(list[Feedback], [events[i] for i in at_feedback.tolist()])
+            fb_offsets = [offsets[i] for i in at_feedback.tolist()]
+            self._on_feedback(fb_events, fb_offsets, at_feedback, ts, cutoffs, marks, held, at)
+        elif held.waited.any():
+            self._join_waiting(held, at, marks, [], np.empty(0, np.int64), [], cutoffs)
         self._release_due()
 
-    def _on_feedback(self, events: list[Feedback], offsets: list[int]) -> None:
-        clock = self.clock
-        observe, wait = clock.observe, clock.join_wait
-        watermark, cutoff = clock.watermark, clock.emitted
-        dedup, cache, pending, stats = self.dedup, self.inferences, self.pending, self.stats
-        count_feedback = self._count_feedback
+    def _on_inferences(
+        self,
+        events: list[Inference],
+        offsets: list[int],
+        ts: NDArray[np.int64],
+        cutoffs: NDArray[np.float64],
+    ) -> _Held:
+        """Cells, labels, the join buffer's bulk insert (first of a request wins),
+        lateness; raw rows and counted rows for the accepted inferences."""
+        n = len(events)
+        stats = self.stats
+        stats.inferences += n
+        first_slot = self.inferences.next_slot
+        if not n:
+            return _Held(
+                first_slot,
+                np.empty(0, np.int64),
+                np.empty(0, np.uint64),
+                np.empty(0, np.bool_),
+                [],
+                [],
+                [],
+                [],
+            )
+        cell_ids = self._cell_ids(events)
+        labels = [_label(e.prediction) for e in events]
+        request_ids = [e.request_id for e in events]
+        hashes = hash_keys(request_ids)
+        rows = InferenceColumns(
+            ts,
+            np.array(cell_ids, dtype=np.int64),
+            _objects(labels),
+            np.array([e.confidence for e in events], dtype=np.float64),  # None -> NaN
+            np.array([e.latency_ms for e in events], dtype=np.float64),
+        )
+        accepted, _ = self.inferences.add_hashed(hashes, rows)
+        kept = np.flatnonzero(accepted)
+        stats.duplicate_inferences += n - len(kept)
+        every = self.config.routing_check_every
+        for j in range((-self.sampled - 1) % every, len(kept), every):
+            self._check_routing(request_ids[kept[j]])  # sampled: the every-th accepted
+        self.sampled += len(kept)
+        kept_list = kept.tolist()
+        kept_ts = ts[kept]
+        slices = kept_ts - kept_ts % self._slice
+        kept_cutoffs = cutoffs[kept]
+        late = ColumnarClock.late(
+            self._window_ends(slices), kept_cutoffs, self.config.allowed_lateness
+        )
+        late_list = late.tolist()
+        kept_events = [events[j] for j in kept_list]
+        kept_labels = [labels[j] for j in kept_list]
+        self._inference_rows.records.extend(
+            zip(
+                kept_events,
+                kept_labels,
+                repeat(self.partition),
+                [offsets[j] for j in kept_list],
+                late_list,
+                strict=False,
+            )
+        )
+        counts = ~late
+        for j in np.flatnonzero(late).tolist():
+            counts[j] = self._late(
+                int(slices[j]),
+                cell_ids[kept_list[j]],
+                float(kept_cutoffs[j]),
+                "inference",
+                request_ids[kept_list[j]],
+                int(kept_ts[j]),
+            )
+        counted = self._counted
+        counted.inference_slices += slices[counts].tolist()
+        counted.inference_cells += rows.cells[kept][counts].tolist()
+        counted.confidences += rows.confidences[kept][counts].tolist()
+        counted.latencies += rows.latencies[kept][counts].tolist()
+        counted.inference_cutoffs += np.where(late, kept_cutoffs, NO_CUTOFF)[counts].tolist()
+        waited = (
+            self.pending.waiting_for([request_ids[j] for j in kept_list])
+            if self.pending
+            else np.zeros(len(kept), dtype=np.bool_)
+        )
+        return _Held(
+            first_slot,
+            kept,
+            hashes[kept],
+            waited,
+            [request_ids[j] for j in kept_list],
+            kept_events,
+            [cell_ids[j] for j in kept_list],
+            kept_labels,
+        )
+
+    def _on_feedback(
+        self,
+        events: list[Feedback],
+        offsets: list[int],
+        at: NDArray[np.int64],
+        ts: NDArray[np.int64],
+        cutoffs: NDArray[np.float64],
+        marks: NDArray[np.float64],
+        held: _Held,
+        at_inferences: NDArray[np.int64],
+    ) -> None:
+        """Dedup (first occurrence wins) and the join's probe, in bulk. Feedback whose
+        inference is held when it comes is counted; the rest waits (:meth:`_join_waiting`)."""
+        stats = self.stats
         stats.feedback += len(events)
-        for event, offset in zip(events, offsets, strict=True):
-            ts = event.ts
-            mark = observe(ts)
-            if mark != watermark:
-                watermark, cutoff = mark, clock.emitted
-            if not dedup.add(event.event_id, ts):
-                stats.duplicate_feedback += 1
-                continue
-            request_id = event.request_id
-            context = cache.get(request_id)
-            if context is None:
-                pending.add(request_id, (event, offset, cutoff), ts + wait)
+        new = self.dedup.add([e.event_id for e in events], ts[at])
+        fresh = np.flatnonzero(new)
+        stats.duplicate_feedback += len(events) - len(fresh)
+        fresh_list = fresh.tolist()
+        fb_events = [events[j] for j in fresh_list]
+        fb_offsets = [offsets[j] for j in fresh_list]
+        positions = at[fresh]
+        slots = self.inferences.slots(hash_keys([e.request_id for e in fb_events]))
+        # Held when this feedback comes: before this sequence, or added earlier in it (no
+        # slot is pushed out within a sequence: see _process).
+        added = slots >= held.first_slot
+        came = np.full(len(slots), -1, dtype=np.int64)  # sequence position of its inference
+        came[added] = at_inferences[held.kept][slots[added] - held.first_slot]
+        joined = (slots >= 0) & (~added | (came < positions))
+        self._join_waiting(
+            held, at_inferences, marks, fb_events, positions, fb_offsets, cutoffs, joined, slots
+        )
+
+    def _join_waiting(
+        self,
+        held: _Held,
+        at_inferences: NDArray[np.int64],
+        marks: NDArray[np.float64],
+        fb_events: list[Feedback],
+        positions: NDArray[np.int64],
+        fb_offsets: list[int],
+        cutoffs: NDArray[np.float64],
+        joined: NDArray[np.bool_] | None = None,
+        slots: NDArray[np.int64] | None = None,
+    ) -> None:
+        """In sequence order: count the joined feedback, hold the rest as waiting, and let
+        each inference that some waiting feedback wants take it, unless the watermark
+        reached that feedback's give-up time first (it is then released, as the row-wise
+        stage releases at every watermark step)."""
+        pending, wait = self.pending, self.clock.join_wait
+        waiting = np.zeros(0, np.bool_) if joined is None else ~joined
+        takers = held.waited.copy()
+        if waiting.any():
+            wanted = hash_keys(
+                [e.request_id for e, w in zip(fb_events, waiting.tolist(), strict=True) if w]
+            )
+            takers |= np.isin(held.hashes, wanted)
+        contexts: list[InferenceContext | None] = [None] * len(fb_events)
+        if joined is not None and slots is not None and joined.any():
+            for j, context in zip(
+                np.flatnonzero(joined).tolist(),
+                self.inferences.contexts(slots[joined]),
+                strict=True,
+            ):
+                contexts[j] = context
+        take = np.flatnonzero(takers)
+        take_at = at_inferences[held.kept[take]]
+        order = np.argsort(np.concatenate([positions, take_at]), kind="stable").tolist()
+        take_contexts = [held.context(t) for t in take.tolist()]
+        nf = len(fb_events)
+        count = self._count_feedback
+        for k in order:
+            if k < nf:
+                event, cutoff = fb_events[k], float(cutoffs[positions[k]])
+                context = contexts[k]
+                if context is not None:
+                    count(event, fb_offsets[k], context, cutoff)
+                else:
+                    pending.add(event.request_id, (event, fb_offsets[k], cutoff), event.ts + wait)
             else:
-                count_feedback(event, offset, context, cutoff)
-        # No inference comes inside a feedback run, so releasing once at its end gives
-        # the same joins as releasing at every watermark step.
-        self._release_due()
+                t = k - nf
+                self._released.extend(pending.due(float(marks[take_at[t]])))
+                for waiting_event, waiting_offset, waiting_cutoff in pending.take(
+                    held.request_ids[take[t]]
+                ):
+                    count(waiting_event, waiting_offset, take_contexts[t], waiting_cutoff)
+
+    def _cell_ids(self, events: list[Inference]) -> list[int]:
+        """Each inference's partition-local finest cell id (new cells numbered in order)."""
+        names = self.config.extra_dims
+        if names:
+            cells: list[Cell] = [
+                (
+                    e.tenant,
+                    e.model_id,
+                    e.deployment,
+                    e.model_version,
+                    e.segment,
+                    e.endpoint,
+                    *(e.attributes.get(name, "") for name in names),
+                )
+                for e in events
+            ]
+        else:
+            cells = [
+                (e.tenant, e.model_id, e.deployment, e.model_version, e.segment, e.endpoint)
+                for e in events
+            ]
+        known = self.cells.ids.get
+        ids = [known(cell, -1) for cell in cells]
+        if -1 in ids:
+            id_of = self.cells.id_of
+            ids = [i if i >= 0 else id_of(cell) for i, cell in zip(ids, cells, strict=True)]
+        return ids
+
+    def _window_ends(self, slices: NDArray[np.int64]) -> NDArray[np.int64]:
+        """The earliest window end of each slice start (one lookup per distinct slice)."""
+        distinct, inverse = np.unique(slices, return_inverse=True)
+        ends = self._earliest_end
+        floor = self._window_end_floor
+        values = [end if (end := ends.get(s)) is not None else floor(s) for s in distinct.tolist()]
+        return np.array(values, dtype=np.int64)[inverse]
 
     def _count_feedback(
         self,
@@ -553,8 +762,9 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
                 self.stats.unjoined += 1
                 self._count_feedback(event, offset, None, cutoff)
                 continue
-            context = self.inferences.get(event.request_id) or self._remember(
-                event.request_id, stored
+            context = (
+                self.inferences.get(event.request_id)
+                or self._remember([(event.request_id, stored)])[0]
             )
             self._count_feedback(event, offset, context, cutoff)
 
@@ -568,36 +778,50 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
             self.partition, self.processed["inferences"], watermark - config.join_ttl,
             config.join_max_entries,
         )  # fmt: skip
-        for request_id, stored in recent:
-            self._remember(request_id, stored)
+        self._remember(recent)
         seen = self._store.recent_feedback(
             self.partition, self.processed["feedback"], watermark - config.dedup_horizon,
             config.dedup_max_entries,
         )  # fmt: skip
-        for event_id, ts in seen:
-            self.dedup.add(event_id, ts)
-        for event, _, _ in self.pending.items():  # waiting: deduplicated, not yet stored
-            self.dedup.add(event.event_id, event.ts)
+        waiting = [event for event, _, _ in self.pending.items()]  # deduplicated, not stored
+        ids = [event_id for event_id, _ in seen] + [event.event_id for event in waiting]
+        times = [ts for _, ts in seen] + [event.ts for event in waiting]
+        self.dedup.add(ids, np.array(times, dtype=np.int64))
         log.info(
             "partition %d resumed: %d recent inferences and %d feedback ids rebuilt from the store",
             self.partition, len(recent), len(seen),
         )  # fmt: skip
 
-    def _remember(self, request_id: str, stored: StoredInference) -> InferenceContext:
-        """Hold a stored inference like a fresh one (its later feedback needs no lookup)."""
-        ts, tenant, model_id, deployment, model_version, segment, endpoint = stored[:7]
-        prediction, confidence, latency, attributes = stored[7:]
-        extras = tuple(attributes.get(name, "") for name in self.config.extra_dims)
-        cell = (tenant, model_id, deployment, model_version, segment, endpoint, *extras)
-        context = (ts, self.cells.id_of(cell), prediction, confidence, latency)
-        self.inferences.add(request_id, context)
-        return context
+    def _remember(self, recent: list[tuple[str, StoredInference]]) -> list[InferenceContext]:
+        """Hold stored inferences like fresh ones, in order (their later feedback needs no
+        lookup); their contexts."""
+        names = self.config.extra_dims
+        contexts: list[InferenceContext] = []
+        for _, stored in recent:
+            ts, tenant, model_id, deployment, model_version, segment, endpoint = stored[:7]
+            prediction, confidence, latency, attributes = stored[7:]
+            extras = tuple(attributes.get(name, "") for name in names)
+            cell = (tenant, model_id, deployment, model_version, segment, endpoint, *extras)
+            contexts.append((ts, self.cells.id_of(cell), prediction, confidence, latency))
+        if contexts:
+            ts_, cells, labels, confidences, latencies = zip(*contexts, strict=True)
+            rows = InferenceColumns(
+                np.array(ts_, dtype=np.int64), np.array(cells, dtype=np.int64),
+                _objects(list(labels)), np.array(confidences, dtype=np.float64),
+                np.array(latencies, dtype=np.float64),
+            )  # fmt: skip
+            self.inferences.add([request_id for request_id, _ in recent], rows)
+        return contexts
 
     def _expire(self) -> None:
         watermark = self.clock.watermark
         self.inferences.expire(watermark)
         self.dedup.expire(watermark)
-        # Report evictions as increments (several partitions share the stats).
+
+    def _count_evictions(self) -> None:
+        """Report evictions (max_entries) as increments, several partitions share the
+        stats; after the events that caused them, so the count does not depend on
+        whether another batch came after them."""
         self.stats.join_evictions += self.inferences.evicted - self._join_evictions
         self.stats.dedup_evictions += self.dedup.evicted - self._dedup_evictions
         self._join_evictions, self._dedup_evictions = self.inferences.evicted, self.dedup.evicted

@@ -55,14 +55,56 @@ class JoinBuffer:
     def evicted(self) -> int:
         return self._table.evicted
 
+    @property
+    def next_slot(self) -> int:
+        """The slot the next held inference gets: slots rise in arrival order."""
+        return self._table.hi
+
+    def fits(self, count: int) -> bool:
+        """Whether `count` more inferences can be held without pushing any out
+        (`max_entries`): then every slot held now stays held while they are added."""
+        return len(self._table) + count <= self._table.max_entries
+
     def add(self, request_ids: Sequence[str], rows: InferenceColumns) -> NDArray[np.bool_]:
         """Hold each inference in order; False where its request id is already held."""
+        accepted, _ = self.add_hashed(hash_keys(request_ids), rows)
+        return accepted
+
+    def add_hashed(
+        self, hashes: NDArray[np.uint64], rows: InferenceColumns
+    ) -> tuple[NDArray[np.bool_], NDArray[np.int64]]:
+        """:meth:`add` for request ids hashed by the caller (:func:`.hash_fifo.hash_keys`):
+        (accepted, the slot each accepted inference got, -1 for duplicates)."""
         payload = {
             "cells": rows.cells, "labels": rows.labels,
             "confidences": rows.confidences, "latencies": rows.latencies,
         }  # fmt: skip
-        accepted, _ = self._table.add(hash_keys(request_ids), rows.ts, payload)
-        return accepted
+        return self._table.add(hashes, rows.ts, payload)
+
+    def slots(self, hashes: NDArray[np.uint64]) -> NDArray[np.int64]:
+        """The slot of each hashed request id's held inference, -1 where none is held."""
+        return self._table.probe(hashes)
+
+    def contexts(self, slots: NDArray[np.int64]) -> list[InferenceContext]:
+        """The row-wise stage's context tuples of held slots (NaN back to None), built
+        from whole columns rather than one numpy scalar at a time."""
+        table = self._table
+        confidences = table.column("confidences", slots).tolist()
+        latencies = table.column("latencies", slots).tolist()
+        return list(
+            zip(
+                table.times(slots).tolist(), table.column("cells", slots).tolist(),
+                table.column("labels", slots).tolist(),
+                [None if c != c else c for c in confidences],  # NaN: none given
+                [None if v != v else v for v in latencies],
+                strict=True,
+            )
+        )  # fmt: skip
+
+    def get(self, request_id: str) -> InferenceContext | None:
+        """One request id's held context (the rare single lookups: released feedback)."""
+        slots = self._table.probe(hash_keys([request_id]))
+        return self.contexts(slots)[0] if slots[0] >= 0 else None
 
     def probe(self, request_ids: Sequence[str]) -> tuple[NDArray[np.int64], InferenceColumns]:
         """For each request id, the slot of its held inference (-1: none) and the
