@@ -201,7 +201,10 @@ class WindowGauges:
         return values, attributes
 
     def _summed(self, n: int) -> tuple[np.ndarray, list[dict[str, str]]]:
-        """Per exported series, the stored series of its newest window, summed."""
+        """Per exported series, the stored series of its newest window, summed (none yet:
+        nothing; a scrape before the flow's first emission must not fail)."""
+        if n == 0:
+            return self._values[:0], []
         exported, starts = self._exported[:n], self._starts[:n]
         order = np.lexsort((starts, exported))
         e, s = exported[order], starts[order]

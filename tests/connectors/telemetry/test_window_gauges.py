@@ -157,3 +157,13 @@ def test_series_ttl_is_a_setting_exported_with_its_counter(tmp_path: Any) -> Non
         f.name: f for f in text_string_to_metric_families(telemetry.prometheus_text()[0].decode())
     }
     assert [s.value for s in families["pulse_telemetry_series_expired"].samples] == [1.0]
+
+
+def test_a_collection_before_the_first_emission_has_no_series_and_does_not_fail() -> None:
+    """With dims summed (tenant left out, the default), a scrape before the flow's first
+    emission failed (an index into an empty array): `/metrics` answered 500."""
+    g = WindowGauges(DIMS[1:], ["feedback_count"], max_series=10)
+    assert g.summed == ("tenant",)
+    assert series(g, "feedback_count") == {}
+    g.observe(rows([{"window": "1m", "start": 0, "segment": "s", "feedback_count": 2}]))
+    assert list(series(g, "feedback_count").values()) == [2.0]
