@@ -31,7 +31,14 @@ defaults, 1 s and 1 s, then lower values; the defaults are not changed):
    the sink's write.
 4. The flow process's CPU seconds over the measured span, per appended event, against
    the default settings' is the throughput cost of the lower settings (a bounded run
-   writes no early rows, so its rate would not show it).
+   writes no early rows, so its rate would not show it). The polls are answered by the
+   flow's own process (a chDB query each, ~8 ms of CPU), so the CPU per event is also
+   taken over the last ``QUIET_S`` of the warm-up, before the first marker, when nothing
+   polls: that figure is the flow's alone.
+5. The flow's own counters (``GET /metrics``, `pulse.pipeline.*`) over the measured span
+   say where its work went: early-row emissions (how many, their mean wall time), metric
+   rows and rows written per appended event, and the share of the span the sink spent
+   inserting.
 
 Prints p50/p99/max per setting; the figures go into docs/performance.md.
 """
@@ -67,6 +74,7 @@ WARM_UP_S = 8.0
 MAX_DELAY_S = 6.0  # feedback follows its inference within this (see _traffic)
 POLL_S = 0.05  # the poller waits at most this long between answers and the next ask
 TAIL_S = 3.0  # load after the last marker
+QUIET_S = 4.0  # the warm-up's last seconds, without polls: the flow's own CPU per event
 SETTINGS = (("1s", "1s"), ("250ms", "250ms"), ("100ms", "100ms"))  # (emit, flush)
 MARKERS_SQL = (
     "SELECT model_version, minIf(version, final = 0) FROM pulse.metrics WHERE window = '1m' "
@@ -103,6 +111,9 @@ class RunResult:
     rate: float  # events appended per second over the measured span
     markers: list[Marker] = field(default_factory=list)
     cpu_per_event_us: float = 0.0  # flow process CPU per appended event
+    quiet_cpu_per_event_us: float = 0.0  # the same before the first marker (no polls)
+    counters: dict[str, float] = field(default_factory=dict)  # pulse.pipeline.* over the span
+    span_s: float = 0.0  # the measured span (s)
     behind_s: float = 0.0  # how far the load thread lagged its schedule at most
 
 
@@ -159,6 +170,31 @@ class Poller:
         if response.status != 200:
             raise RuntimeError(f"/v1/query answered {response.status}: {data[:300]!r}")
         return {str(row[0]): int(row[1] or 0) for row in json.loads(data)["rows"]}
+
+    def counters(self) -> dict[str, float]:
+        """The flow's `pulse.pipeline.*` counters (Prometheus text, summed over labels),
+        over a connection of its own (the poll's is in use by the poller's thread)."""
+        host, port = self.connection.host, self.connection.port
+        connection = http.client.HTTPConnection(host, port, timeout=30)
+        try:
+            connection.request("GET", "/metrics", headers=self.headers)
+            response = connection.getresponse()
+            text = response.read().decode()
+        finally:
+            connection.close()
+        return pipeline_counters(text) if response.status == 200 else {}
+
+
+def pipeline_counters(text: str) -> dict[str, float]:
+    """`pulse_pipeline_*` samples of a Prometheus text, summed over their labels (a
+    scrape under load may time out: the caller gets {} for a status other than 200)."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("pulse_pipeline_"):
+            name, _, value = line.rpartition(" ")
+            name = name.split("{", 1)[0]
+            out[name] = out.get(name, 0.0) + float(value)
+    return out
 
 
 def run_once(rate: float, markers: int, emit: str, flush: str, seed: int) -> RunResult:
@@ -246,6 +282,8 @@ def _drive(
     first_marker = start_ms / 1000 + WARM_UP_S
     i, appended, measured_from = 0, 0, 0
     cpu_from = wall_from = 0.0
+    quiet: tuple[float, float, int] | None = None  # (CPU, wall, appended) at its start
+    counters_from: dict[str, float] = {}
     while i < len(traffic) or len(placed) < markers:
         now = time.time()
         if i < len(traffic) and traffic[i][0] <= now * 1000:
@@ -255,8 +293,15 @@ def _drive(
             batch.append(traffic[i][1])
             i += 1
         due = len(placed) < markers and now >= first_marker + len(placed) * MARKER_EVERY_S
+        if quiet is None and now >= first_marker - QUIET_S:
+            quiet = (_cpu_seconds(pid), now, appended)
         if due and not placed:
             cpu_from, wall_from, measured_from = _cpu_seconds(pid), now, appended
+            if quiet is not None and now > quiet[1]:
+                result.quiet_cpu_per_event_us = (
+                    (cpu_from - quiet[0]) / max(1, appended - quiet[2]) * 1e6
+                )
+            counters_from = poller.counters()
         if due:
             batch.extend(_marker(len(placed)))
         start = time.time()
@@ -273,6 +318,9 @@ def _drive(
     events = appended - measured_from
     result.rate = events / span if span > 0 else 0.0
     result.cpu_per_event_us = (_cpu_seconds(pid) - cpu_from) / max(1, events) * 1e6
+    counters = poller.counters()
+    result.span_s = span
+    result.counters = {k: v - counters_from.get(k, 0.0) for k, v in counters.items()}
     deadline = time.time() + 30.0  # the last markers, after the load
     while time.time() < deadline and any(m.seen is None for m in placed):
         time.sleep(0.1)
@@ -314,14 +362,33 @@ def report(result: RunResult, baseline: RunResult | None) -> None:
         f"{result.cpu_per_event_us:.1f} µs per event{cost}"
     )
     print(f"  p50 of the first 20 markers {_ms(first, 0.5)}, of the last 20 {_ms(last, 0.5)}")
+    print(f"  flow CPU without polls (the warm-up's last {QUIET_S:.0f} s) "
+          f"{result.quiet_cpu_per_event_us:.1f} µs per event")  # fmt: skip
+    c, n = result.counters, max(1.0, result.rate * result.span_s)
+    emissions = c.get("pulse_pipeline_emissions_total", 0.0)
+    if emissions and result.span_s:
+        took = c.get("pulse_pipeline_emission_duration_seconds_total", 0.0)
+        busy = c.get("pulse_pipeline_sink_insert_duration_seconds_total", 0.0) / result.span_s
+        print(
+            f"  over the span: {emissions:.0f} emissions ({emissions / result.span_s:.2f}/s, "
+            f"mean wall {took / emissions * 1000:,.0f} ms); per appended event "
+            f"{c.get('pulse_pipeline_metric_rows_total', 0.0) / n:.1f} metric rows, "
+            f"{c.get('pulse_pipeline_sink_rows_total', 0.0) / n:.1f} rows written; "
+            f"the sink inserting {busy:.0%} of the span"
+        )
 
 
-def main(rate: float, markers: int, seed: int) -> None:
-    """Freshness at `rate` events/s for each setting in SETTINGS."""
+def main(
+    rate: float,
+    markers: int,
+    seed: int,
+    settings: tuple[tuple[str, str], ...] = SETTINGS,
+) -> None:
+    """Freshness at `rate` events/s for each (emit, flush) setting."""
     print(f"freshness: live `pulse run` at {rate:,.0f} events/s, {markers} markers each; "
           f"load {os.getloadavg()[0]:.1f} (1-min average)")  # fmt: skip
     baseline: RunResult | None = None
-    for emit, flush in SETTINGS:
+    for emit, flush in settings:
         result = run_once(rate, markers, emit, flush, seed)
         report(result, baseline)
         baseline = baseline or result
@@ -334,5 +401,10 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, required=True, help="events/s appended")
     parser.add_argument("--markers", type=int, default=120)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--setting", action="append", metavar="EMIT/FLUSH",
+        help="e.g. 1s/1s (repeatable; default: " + ", ".join(f"{e}/{f}" for e, f in SETTINGS) + ")",
+    )  # fmt: skip
     args = parser.parse_args()
-    main(args.rate, args.markers, args.seed)
+    chosen = tuple((s.partition("/")[0], s.partition("/")[2] or "1s") for s in args.setting or ())
+    main(args.rate, args.markers, args.seed, chosen or SETTINGS)
