@@ -68,6 +68,7 @@ DENSE_ROLLUP_LIMIT = 1 << 24  # ids (cells x distinct extra keys) for a bincount
 DENSE_OFFSET_LIMIT = 1 << 23
 SORT_OVER_DENSE = 16  # sort rows x sets keys when they are this many times fewer than ids
 _EXTRA_MASK = (1 << EXTRA_KEY_BITS) - 1
+_ALL_SETS = slice(None)
 
 
 @dataclass(frozen=True)
@@ -303,6 +304,7 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
             out.extend(tables)
             self.stats.windows_final += 1
             state.final_before = max(state.final_before, start + state.layout.spec.length)
+            state.evict_final()  # its panes go now, not after every window of the call
         self._finals_waiting = False
         return out
 
@@ -323,32 +325,45 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
                 windows, took, pause / 1000.0, budget * 100,
             )  # fmt: skip
 
-    def _rollup(self, keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Finest-cell rows -> rows of every rollup cell they belong to, summed."""
+    def _rollup(
+        self, keys: np.ndarray, values: np.ndarray, sets: slice = _ALL_SETS
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Finest-cell rows -> rows of every rollup cell they belong to in the grouping
+        sets `sets` (all by default), summed."""
         if len(keys) == 0:
             return keys, values
-        rolled = self.cells.rollups(keys >> EXTRA_KEY_BITS)  # [rows, grouping sets]
+        # The distinct finest cells (few: a window's rows are cells x extra keys) and
+        # their rollups, ranked: ids stay within the cells present, not the whole index.
+        finest, row_of = _distinct(keys >> EXTRA_KEY_BITS)
+        rollups = self.cells.rollups(finest)[:, sets]
+        present_cells, rank = np.unique(rollups, return_inverse=True)
+        rank = rank.reshape(rollups.shape)
         extras = keys & _EXTRA_MASK
+        if rollups.shape[1] == 1 and _rising(rank[:, 0]):
+            # One set that keeps every finest cell apart, in order: nothing to add up.
+            return (present_cells[rank[row_of, 0]] << EXTRA_KEY_BITS) | extras, values
+        rolled = rank[row_of]  # [rows, sets]: ranks, a fresh array
         # Dense ids (cell, extra key) when they fit: no sort of rows * sets keys. The extra
         # keys are small ids (classes, pairs, categories) or latency buckets, usually in a
         # narrow range: offsets from the smallest need no sort either; ranks do.
         low = int(extras.min())
         span = int(extras.max()) - low + 1
-        if len(self.cells) * span <= min(DENSE_OFFSET_LIMIT, DENSE_ROLLUP_LIMIT):
+        if len(present_cells) * span <= min(DENSE_OFFSET_LIMIT, DENSE_ROLLUP_LIMIT):
             extra_values, extra_ids = np.arange(low, low + span), extras - low
         else:
             extra_values, extra_ids = np.unique(extras, return_inverse=True)
-        size = len(self.cells) * len(extra_values)
+        size = len(present_cells) * len(extra_values)
         # A bincount costs the whole id range; a few rows (an early emission's deltas) sort
         # faster than that.
         if size > DENSE_ROLLUP_LIMIT or rolled.size * SORT_OVER_DENSE < size:
-            return sum_by_keys((rolled << EXTRA_KEY_BITS) | extras[:, None], values)
-        dense = rolled  # a fresh int64 array (fancy indexing): dense ids in place, no copy
+            cells = present_cells[rolled]
+            return sum_by_keys((cells << EXTRA_KEY_BITS) | extras[:, None], values)
+        dense = rolled  # dense ids in place, no copy
         dense *= len(extra_values)
         dense += extra_ids[:, None]
         present, sums = sum_by_dense_keys(dense, values, size)
-        cells, rank = np.divmod(present, len(extra_values))
-        return (cells << EXTRA_KEY_BITS) | extra_values[rank], sums
+        cells, at = np.divmod(present, len(extra_values))
+        return (present_cells[cells] << EXTRA_KEY_BITS) | extra_values[at], sums
 
     def _rolled(self, state: SpecState, start: int, keep: bool) -> dict[str, Run]:
         """The window's sums per family, rolled up: from its cache plus the deltas it got
@@ -372,58 +387,89 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
 
     def _tables(self, parts: list[Emitted], final: bool, version: int) -> list[TableRows]:
         """Rows of `metrics` and the keyed families' tables for the given windows."""
-        width = self._layout.width
         chunks: dict[str, dict[str, list[np.ndarray]]] = {}
-
-        def put(table: str, **columns: np.ndarray) -> None:
-            target = chunks.setdefault(table, {})
-            for name, column in columns.items():
-                target.setdefault(name, []).append(column)
-
         names = [spec.name for spec in self.config.specs]
         for state, start, touched in parts:
-            spec = state.layout.spec
-            rolled = self._rolled(state, start, keep=touched is not None)
-            main_keys, main_values = rolled[MAIN]
-            # Every event adds a main row (its other families' rows come with it), so the
-            # main keys (extra key 0: sorted, unique) are the window's cells.
-            cells = main_keys >> EXTRA_KEY_BITS
-            if touched is not None:
-                # Early rows: only the rollup cells of the finest cells that changed.
-                cells = np.intersect1d(cells, np.unique(self.cells.rollups(touched)))
-            window = np.full(len(cells), names.index(spec.name), dtype=np.int32)
-            cell_metrics: dict[str, np.ndarray] = {}
-            for family in self._families.values():
-                cell_metrics.update(
-                    family.cell_metrics(*rolled[family.name], cells, some=touched is not None)
-                )
-            put(
-                MAIN,
-                cells=cells,
-                window=window,
-                fields=_vectors_of(main_keys, main_values, cells, width),
-                start=np.full(len(cells), start, dtype=np.int64),
-                end=np.full(len(cells), start + spec.length, dtype=np.int64),
-                **cell_metrics,
-            )
-            for name in KEYED:
-                keys, values = rolled[name]
-                owners = keys >> EXTRA_KEY_BITS
-                keep = np.isin(owners, cells) if touched is not None else slice(None)
-                keys, values, owners = keys[keep], values[keep], owners[keep]
-                put(
-                    name,
-                    cells=owners,
-                    window=np.full(len(keys), names.index(spec.name), dtype=np.int32),
-                    extras=keys & _EXTRA_MASK,
-                    values=values,
-                    start=np.full(len(keys), start, dtype=np.int64),
-                    end=np.full(len(keys), start + spec.length, dtype=np.int64),
-                )
+            if touched is None and start not in state.rolled:
+                window = self._final_columns(state, start, names)
+            else:
+                rolled = self._rolled(state, start, keep=touched is not None)
+                window = self._window_columns(rolled, state, start, touched, names)
+            for table, window_columns in window.items():
+                target = chunks.setdefault(table, {})
+                for name, column in window_columns.items():
+                    target.setdefault(name, []).append(column)
         out = []
         for table, columns in chunks.items():
             merged = {name: np.concatenate(parts) for name, parts in columns.items()}
             out.append(self._table_rows(table, merged, names, final, version))
+        return out
+
+    def _final_columns(
+        self, state: SpecState, start: int, names: list[str]
+    ) -> dict[str, dict[str, np.ndarray]]:
+        """A final window's columns (no cached rollups), built a grouping set at a time:
+        only one set's rollups are alive at once (the whole cube of the largest `5m_30s`
+        window at 10k dims held ~135 MiB, mostly latency buckets x 8 sets). A set's
+        rollup cells are its own, so the rows are the whole cube's, put back in cell
+        order."""
+        window_parts = state.parts(start)
+        finest = {family: window_sums(window_parts, family, None) for family in self._widths}
+        pieces: dict[str, list[dict[str, np.ndarray]]] = {}
+        for g in range(len(self.cells.grouping_sets)):
+            rolled = {family: self._rollup(*run, slice(g, g + 1)) for family, run in finest.items()}
+            for table, columns in self._window_columns(rolled, state, start, None, names).items():
+                pieces.setdefault(table, []).append(columns)
+            del rolled
+        return {table: _in_cell_order(chunks) for table, chunks in pieces.items()}
+
+    def _window_columns(
+        self,
+        rolled: dict[str, Run],
+        state: SpecState,
+        start: int,
+        touched: np.ndarray | None,
+        names: list[str],
+    ) -> dict[str, dict[str, np.ndarray]]:
+        """One window's columns per table from its rolled-up sums (of every rollup cell,
+        or of some grouping sets'); `touched`: only these finest cells' rollups (early)."""
+        spec = state.layout.spec
+        main_keys, main_values = rolled[MAIN]
+        # Every event adds a main row (its other families' rows come with it), so the
+        # main keys (extra key 0: sorted, unique) are the window's cells.
+        cells = main_keys >> EXTRA_KEY_BITS
+        if touched is not None:
+            # Early rows: only the rollup cells of the finest cells that changed.
+            cells = np.intersect1d(cells, np.unique(self.cells.rollups(touched)))
+        cell_metrics: dict[str, np.ndarray] = {}
+        for family in self._families.values():
+            cell_metrics.update(
+                family.cell_metrics(*rolled[family.name], cells, some=touched is not None)
+            )
+        window_id = names.index(spec.name)
+        out = {
+            MAIN: {
+                "cells": cells,
+                "window": np.full(len(cells), window_id, dtype=np.int32),
+                "fields": _vectors_of(main_keys, main_values, cells, self._layout.width),
+                "start": np.full(len(cells), start, dtype=np.int64),
+                "end": np.full(len(cells), start + spec.length, dtype=np.int64),
+                **cell_metrics,
+            }
+        }
+        for name in KEYED:
+            keys, values = rolled[name]
+            owners = keys >> EXTRA_KEY_BITS
+            keep = np.isin(owners, cells) if touched is not None else slice(None)
+            keys, values, owners = keys[keep], values[keep], owners[keep]
+            out[name] = {
+                "cells": owners,
+                "window": np.full(len(keys), window_id, dtype=np.int32),
+                "extras": keys & _EXTRA_MASK,
+                "values": values,
+                "start": np.full(len(keys), start, dtype=np.int64),
+                "end": np.full(len(keys), start + spec.length, dtype=np.int64),
+            }
         return out
 
     def _table_rows(
@@ -471,6 +517,29 @@ def _groups(
     for i, key in enumerate(zip(slice_starts.tolist(), cutoffs.tolist(), strict=True)):
         by_key.setdefault(key, []).append(i)
     return [(key, np.array(rows, dtype=np.int64)) for key, rows in by_key.items()]
+
+
+def _distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """np.unique(values, return_inverse=True), in one pass when `values` is sorted (a
+    window's rows are)."""
+    if len(values) == 0 or not (values[1:] >= values[:-1]).all():
+        distinct, inverse = np.unique(values, return_inverse=True)
+        return distinct, inverse
+    starts = np.concatenate(([True], values[1:] != values[:-1]))
+    return values[starts], np.cumsum(starts) - 1
+
+
+def _in_cell_order(chunks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """One window's columns from chunks of disjoint cells, each in key order: all of
+    them in key order (by cell; a cell's keyed rows stay in their chunk's order)."""
+    if len(chunks) == 1:
+        return chunks[0]
+    order = np.argsort(np.concatenate([c["cells"] for c in chunks]), kind="stable")
+    return {name: np.concatenate([c[name] for c in chunks])[order] for name in chunks[0]}
+
+
+def _rising(values: np.ndarray) -> bool:
+    return bool((values[1:] > values[:-1]).all())
 
 
 def _distinct_sorted(values: np.ndarray) -> np.ndarray:
