@@ -294,8 +294,12 @@ class _Writer:
         schema = self._schemas.get(table)
         if schema is None:
             schema = self._schemas[table] = describe(self._client, self.target.database, table)
-        # Batches carry their own dictionaries (Categorical columns); one block needs one.
-        arrow = pa.concat_tables([to_arrow(c.columns, schema) for c in block]).unify_dictionaries()
+        joined = joined_columns([c.columns for c in block])
+        if joined is not None:
+            arrow = to_arrow(joined, schema)
+        else:  # Batches carry their own dictionaries; one block needs one.
+            tables = [to_arrow(c.columns, schema) for c in block]
+            arrow = pa.concat_tables(tables).unify_dictionaries()
         try:
             self._client.insert_arrow(
                 f"{self.target.database}.{table}", arrow, settings=INSERT_SETTINGS
@@ -319,6 +323,44 @@ class _Writer:
             delay,
             extra={"event": "sink_retry", "attempt": state.attempt_number, "delay_s": delay},
         )
+
+
+def joined_columns(chunks: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The chunks' columns as one set, so a block is converted to Arrow once: the
+    conversion's cost is mostly per column and chunk (a live source's many small batches
+    made the writer's `to_arrow` its largest part). numpy columns are concatenated, lists
+    chained, Categoricals recoded onto the union of their categories; None when a column
+    mixes kinds (then each chunk is converted on its own)."""
+    if len(chunks) == 1:
+        return chunks[0]
+    if any(chunk.keys() != chunks[0].keys() for chunk in chunks):
+        return None
+    joined: dict[str, Any] = {}
+    for name in chunks[0]:
+        parts = [chunk[name] for chunk in chunks]
+        if all(isinstance(p, np.ndarray) for p in parts):
+            joined[name] = np.concatenate(parts)
+        elif all(isinstance(p, list) for p in parts):
+            joined[name] = [value for part in parts for value in part]
+        elif all(isinstance(p, Categorical) for p in parts):
+            joined[name] = _joined_categorical(parts)
+        else:
+            return None
+    return joined
+
+
+def _joined_categorical(parts: list[Categorical]) -> Categorical:
+    first = parts[0].categories
+    if all(p.categories is first or p.categories == first for p in parts):
+        return Categorical(np.concatenate([np.asarray(p.codes) for p in parts]), first)
+    index: dict[str, int] = {}
+    codes = []
+    for part in parts:
+        recode = np.array(
+            [index.setdefault(c, len(index)) for c in part.categories], dtype=np.int32
+        )
+        codes.append(recode[np.asarray(part.codes, dtype=np.int64)])
+    return Categorical(np.concatenate(codes), list(index))
 
 
 def row_bytes(rows: TableRows) -> int:

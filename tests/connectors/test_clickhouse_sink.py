@@ -243,3 +243,38 @@ def test_each_table_keeps_its_own_flush_interval(store: Store) -> None:
         writer.close()
     assert inserts == [60, 5, 60]
     assert store.rows("SELECT count() FROM pulse.metrics_late") == [(120,)]
+
+
+def test_a_blocks_chunks_are_joined_before_their_one_conversion(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many small chunks (a live source's batches) are converted to Arrow once per block,
+    not once per chunk, with Categoricals of different categories recoded: the rows
+    written are the same."""
+    migrate(store.open(), "pulse")
+    schema = describe(store.client, "pulse", "metrics_late")
+    conversions: list[int] = []
+    real_to_arrow = clickhouse_sink.to_arrow
+
+    def to_arrow(columns: dict[str, Any], schema: list[tuple[str, str]]) -> Any:
+        table = real_to_arrow(columns, schema)
+        conversions.append(table.num_rows)
+        return table
+
+    monkeypatch.setattr(clickhouse_sink, "to_arrow", to_arrow)
+    chunks = [_late_rows(schema, i * 3, 3) for i in range(20)]
+    for i, chunk in enumerate(chunks):  # each chunk its own window dictionary
+        chunk.columns["window"] = Categorical(np.full(3, i % 2, dtype=np.int32), ["1m", f"w{i}"])
+    writer = clickhouse_sink._Writer(
+        store.target, block_rows=1000, flush_interval=0.05, max_pending_rows=10_000,
+        retry_backoff_max=0.1, stats=FlowStats(), exit_on_failure=False,
+    )  # fmt: skip
+    try:
+        writer.add(chunks)
+        writer.flush()
+    finally:
+        writer.close()
+    assert conversions == [60]
+    got = store.rows("SELECT window, count() FROM pulse.metrics_late GROUP BY window ORDER BY 1")
+    expected = sorted([("1m", 30)] + [(f"w{i}", 3) for i in range(1, 20, 2)])
+    assert got == expected
