@@ -6,6 +6,7 @@
     python scripts/bench.py --api [--kafka HOST:PORT] [--api-seconds 10] [--api-connections 32]
                             [--api-rounds 3]
     python scripts/bench.py --ceiling [--freshness [--fresh-rate R] [--markers 120]]
+    python scripts/bench.py --alerts [--alert-rate 0 --alert-rate 2000] [--alarms 30]
 
 1. Generates N events (synthetic cube of about --dims dims combinations) into a fresh
    local log (not timed).
@@ -32,6 +33,9 @@
 6. With ``--api``: only the HTTP ingestion API (scripts/bench_api.py has the method):
    requests/s, events/s and p50/p99 latency for single events and batches of 100, into
    the local log and into Kafka, against the raw log-append rate of the same events.
+
+7. With ``--alerts``: only the pager latency (scripts/bench_alerts.py has the method): in
+   a live run, from a regression's feedback appended to its signed webhook received.
 
 Prints events/s, the ratio to the reference, and each process's RSS: steady (the highest
 sampled, every 50 ms, in the first three quarters of its run) and peak, and the
@@ -353,7 +357,20 @@ def main() -> None:
     parser.add_argument("--freshness", action="store_true", help="only (or also) freshness")
     parser.add_argument("--fresh-rate", type=float, help="events/s (default: half the flow's)")
     parser.add_argument("--markers", type=int, default=120, help="freshness markers per run")
+    parser.add_argument(
+        "--alerts", action="store_true", help="only the pager latency (scripts/bench_alerts.py)"
+    )
+    parser.add_argument(
+        "--alert-rate", type=float, action="append",
+        help="events/s of load beside the alarms (repeatable; default: 0 and 2000)",
+    )  # fmt: skip
+    parser.add_argument("--alarms", type=int, default=30, help="alarms per pager-latency run")
     args = parser.parse_args()
+    if args.alerts:
+        from scripts import bench_alerts
+
+        bench_alerts.main(args.alert_rate or [0.0, 2000.0], args.alarms, args.seed)
+        return
     if args.api:
         from scripts import bench_api
 
