@@ -115,16 +115,24 @@ def now_ms() -> float:
 
 Output = TableRows | PartialBatch | SessionBatch
 
+# Field readers mapped over a batch's events: C-level calls, no Python step per event.
 _TS = operator.attrgetter("ts")
+_REQUEST_ID = operator.attrgetter("request_id")
+_EVENT_ID = operator.attrgetter("event_id")
+_PREDICTION = operator.attrgetter("prediction")
+_CONFIDENCE = operator.attrgetter("confidence")
+_LATENCY = operator.attrgetter("latency_ms")
+_CELL = operator.attrgetter(
+    "tenant", "model_id", "deployment", "model_version", "segment", "endpoint"
+)
 
 
-def _is_inference(event: Event) -> bool:
-    return type(event) is Inference
-
-
-def _label(prediction: Any) -> str | None:
-    """A prediction as labels compare to it (metrics.as_label; strings trimmed inline)."""
-    return prediction.strip() if type(prediction) is str else as_label(prediction)
+def _gather(indexes: list[int], values: list[Any]) -> list[Any]:
+    """`values` at `indexes`, in one C-level call (an itemgetter of one index gives the
+    bare value, of none is not made)."""
+    if len(indexes) > 1:
+        return list(operator.itemgetter(*indexes)(values))
+    return [values[i] for i in indexes]
 
 
 def _objects(values: list[Any]) -> NDArray[np.object_]:
@@ -387,16 +395,22 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         ts = np.fromiter(map(_TS, events), dtype=np.int64, count=n)
         marks = clock.observe(ts)  # the watermark after each event
         cutoffs = clock.emitted(marks)  # what each event is late against
-        kinds = np.fromiter(map(_is_inference, events), dtype=np.bool_, count=n)
-        at = np.flatnonzero(kinds)
-        inferences = cast(list[Inference], [events[i] for i in at.tolist()])
-        held = self._on_inferences(
-            inferences, [offsets[i] for i in at.tolist()], ts[at], cutoffs[at]
+        kinds = np.fromiter(
+            map(operator.is_, map(type, events), repeat(Inference)), dtype=np.bool_, count=n
         )
+        at = np.flatnonzero(kinds)
+        if len(at) == n:
+            inferences, inference_offsets = cast(list[Inference], events), offsets
+        else:
+            inferences, inference_offsets = (
+                _gather(at.tolist(), events),
+                _gather(at.tolist(), offsets),
+            )
+        held = self._on_inferences(inferences, inference_offsets, ts[at], cutoffs[at])
         at_feedback = np.flatnonzero(~kinds)
         if len(at_feedback):
-            fb_events = cast(list[Feedback], [events[i] for i in at_feedback.tolist()])
-            fb_offsets = [offsets[i] for i in at_feedback.tolist()]
+            fb_events: list[Feedback] = _gather(at_feedback.tolist(), events)
+            fb_offsets = _gather(at_feedback.tolist(), offsets)
             self._on_feedback(fb_events, fb_offsets, at_feedback, ts, cutoffs, marks, held, at)
         elif held.waited.any():
             self._join_waiting(held, at, marks, [], np.empty(0, np.int64), [], cutoffs)
@@ -427,15 +441,17 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
                 [],
             )
         cell_ids = self._cell_ids(events)
-        labels = [_label(e.prediction) for e in events]
-        request_ids = [e.request_id for e in events]
+        labels = [  # as labels compare to it: metrics.as_label (strings trimmed inline)
+            p.strip() if type(p) is str else as_label(p) for p in map(_PREDICTION, events)
+        ]
+        request_ids = list(map(_REQUEST_ID, events))
         hashes = hash_keys(request_ids)
         rows = InferenceColumns(
             ts,
             np.array(cell_ids, dtype=np.int64),
             _objects(labels),
-            np.array([e.confidence for e in events], dtype=np.float64),  # None -> NaN
-            np.array([e.latency_ms for e in events], dtype=np.float64),
+            np.array(list(map(_CONFIDENCE, events)), dtype=np.float64),  # None -> NaN
+            np.array(list(map(_LATENCY, events)), dtype=np.float64),
         )
         accepted, _ = self.inferences.add_hashed(hashes, rows)
         kept = np.flatnonzero(accepted)
@@ -452,14 +468,19 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
             self._window_ends(slices), kept_cutoffs, self.config.allowed_lateness
         )
         late_list = late.tolist()
-        kept_events = [events[j] for j in kept_list]
-        kept_labels = [labels[j] for j in kept_list]
+        if len(kept) == n:
+            kept_events, kept_labels, kept_ids, kept_cells = events, labels, request_ids, cell_ids
+            kept_offsets = offsets
+        else:
+            kept_events, kept_labels = _gather(kept_list, events), _gather(kept_list, labels)
+            kept_ids, kept_cells = _gather(kept_list, request_ids), _gather(kept_list, cell_ids)
+            kept_offsets = _gather(kept_list, offsets)
         self._inference_rows.records.extend(
             zip(
                 kept_events,
                 kept_labels,
                 repeat(self.partition),
-                [offsets[j] for j in kept_list],
+                kept_offsets,
                 late_list,
                 strict=False,
             )
@@ -468,10 +489,10 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         for j in np.flatnonzero(late).tolist():
             counts[j] = self._late(
                 int(slices[j]),
-                cell_ids[kept_list[j]],
+                kept_cells[j],
                 float(kept_cutoffs[j]),
                 "inference",
-                request_ids[kept_list[j]],
+                kept_ids[j],
                 int(kept_ts[j]),
             )
         counted = self._counted
@@ -481,19 +502,12 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         counted.latencies += rows.latencies[kept][counts].tolist()
         counted.inference_cutoffs += np.where(late, kept_cutoffs, NO_CUTOFF)[counts].tolist()
         waited = (
-            self.pending.waiting_for([request_ids[j] for j in kept_list])
+            self.pending.waiting_for(kept_ids)
             if self.pending
             else np.zeros(len(kept), dtype=np.bool_)
         )
         return _Held(
-            first_slot,
-            kept,
-            hashes[kept],
-            waited,
-            [request_ids[j] for j in kept_list],
-            kept_events,
-            [cell_ids[j] for j in kept_list],
-            kept_labels,
+            first_slot, kept, hashes[kept], waited, kept_ids, kept_events, kept_cells, kept_labels
         )
 
     def _on_feedback(
@@ -511,14 +525,16 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         inference is held when it comes is counted; the rest waits (:meth:`_join_waiting`)."""
         stats = self.stats
         stats.feedback += len(events)
-        new = self.dedup.add([e.event_id for e in events], ts[at])
+        new = self.dedup.add(list(map(_EVENT_ID, events)), ts[at])
         fresh = np.flatnonzero(new)
         stats.duplicate_feedback += len(events) - len(fresh)
-        fresh_list = fresh.tolist()
-        fb_events = [events[j] for j in fresh_list]
-        fb_offsets = [offsets[j] for j in fresh_list]
+        if len(fresh) == len(events):
+            fb_events, fb_offsets = events, offsets
+        else:
+            fresh_list = fresh.tolist()
+            fb_events, fb_offsets = _gather(fresh_list, events), _gather(fresh_list, offsets)
         positions = at[fresh]
-        slots = self.inferences.slots(hash_keys([e.request_id for e in fb_events]))
+        slots = self.inferences.slots(hash_keys(list(map(_REQUEST_ID, fb_events))))
         # Held when this feedback comes: before this sequence, or added earlier in it (no
         # slot is pushed out within a sequence: see _process).
         added = slots >= held.first_slot
@@ -563,13 +579,23 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
                 contexts[j] = context
         take = np.flatnonzero(takers)
         take_at = at_inferences[held.kept[take]]
+        fb_cutoffs = cutoffs[positions].tolist()
+        count = self._count_feedback
+        if not len(take):  # the common case: no inference takes waiting feedback
+            for event, offset, joined_to, cutoff in zip(
+                fb_events, fb_offsets, contexts, fb_cutoffs, strict=True
+            ):
+                if joined_to is not None:
+                    count(event, offset, joined_to, cutoff)
+                else:
+                    pending.add(event.request_id, (event, offset, cutoff), event.ts + wait)
+            return
         order = np.argsort(np.concatenate([positions, take_at]), kind="stable").tolist()
         take_contexts = [held.context(t) for t in take.tolist()]
         nf = len(fb_events)
-        count = self._count_feedback
         for k in order:
             if k < nf:
-                event, cutoff = fb_events[k], float(cutoffs[positions[k]])
+                event, cutoff = fb_events[k], fb_cutoffs[k]
                 context = contexts[k]
                 if context is not None:
                     count(event, fb_offsets[k], context, cutoff)
@@ -600,15 +626,12 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
                 for e in events
             ]
         else:
-            cells = [
-                (e.tenant, e.model_id, e.deployment, e.model_version, e.segment, e.endpoint)
-                for e in events
-            ]
-        known = self.cells.ids.get
-        ids = [known(cell, -1) for cell in cells]
+            cells = list(map(_CELL, events))
+        ids = list(map(self.cells.ids.get, cells, repeat(-1)))
         if -1 in ids:
             id_of = self.cells.id_of
-            ids = [i if i >= 0 else id_of(cell) for i, cell in zip(ids, cells, strict=True)]
+            for j in np.flatnonzero(np.array(ids) < 0).tolist():
+                ids[j] = id_of(cells[j])
         return ids
 
     def _window_ends(self, slices: NDArray[np.int64]) -> NDArray[np.int64]:
