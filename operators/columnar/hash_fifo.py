@@ -17,6 +17,11 @@ push more out, so the iteration rises to the one fixed point, which is the seque
 answer; without eviction pressure it takes one pass. A batch longer than `max_entries`
 is cut in chunks of it, so a key accepted in a chunk is never pushed out inside it.
 
+Costs per batch follow the batch, not the set (live batches are tens of lines against a
+set of ~10⁵): the log grows into spare capacity (doubling), and new keys go to a small
+sorted *recent* index, merged into the main one once it is an eighth of its size, as an
+LSM tree's levels. A probe searches both.
+
 Keys are hashed to 64 bits by :func:`hash_keys` (CPython's SipHash of the string): two
 ids colliding (~n²/2⁶⁵: 3·10⁻⁸ at a million held) would count as one. The set is rebuilt
 from ClickHouse after a restart, as today, so the hash needs no stability across processes.
@@ -43,9 +48,14 @@ class HashFifo:
     """Bounded, expiring set of key hashes in arrival order; bulk add and probe."""
 
     __slots__ = (
-        "_base", "_index_keys", "_index_seqs", "_log_hash", "_log_payload", "_log_ts", "evicted",
-        "hi", "horizon", "lo", "max_entries",
+        "_base", "_keys", "_log", "_payload", "_recent_keys", "_recent_seqs", "_seqs", "_used",
+        "evicted", "hi", "horizon", "lo", "max_entries",
     )  # fmt: skip
+
+    # A recent index this long or an eighth of the main one is merged into it; gone log
+    # entries are dropped once past this many and most of the log (tests lower both).
+    MIN_RECENT = 256
+    MIN_GONE = 1024
 
     def __init__(self, horizon: int, max_entries: int) -> None:
         if max_entries < 1:
@@ -55,36 +65,37 @@ class HashFifo:
         self.evicted = 0
         self.lo = self.hi = 0  # live sequence numbers: [lo, hi)
         self._base = 0  # sequence number of the log's first element
-        self._log_hash: U64 = np.empty(0, dtype=np.uint64)
-        self._log_ts: I64 = np.empty(0, dtype=np.int64)
-        self._log_payload: dict[str, NDArray[Any]] = {}  # columns carried per entry
-        self._index_keys: U64 = np.empty(0, dtype=np.uint64)  # sorted, unique
-        self._index_seqs: I64 = np.empty(0, dtype=np.int64)
+        self._used = 0  # log entries in use (the arrays have spare capacity after them)
+        # The log: hashes, event times and the columns carried per entry, by sequence.
+        self._log: dict[str, NDArray[Any]] = {
+            _HASH: np.empty(0, dtype=np.uint64), _TS: np.empty(0, dtype=np.int64)
+        }  # fmt: skip
+        self._payload: tuple[str, ...] = ()
+        self._keys: U64 = np.empty(0, dtype=np.uint64)  # main index: sorted, unique
+        self._seqs: I64 = np.empty(0, dtype=np.int64)
+        self._recent_keys: U64 = np.empty(0, dtype=np.uint64)  # recent index: sorted, unique
+        self._recent_seqs: I64 = np.empty(0, dtype=np.int64)
 
     def __len__(self) -> int:
         return self.hi - self.lo
 
     def column(self, name: str, seqs: I64) -> NDArray[Any]:
         """A payload column's values for live sequence numbers (from :meth:`probe`)."""
-        values = self._log_payload.get(name)
+        values = self._log.get(name)
         if values is None:  # nothing added yet: nothing can be asked for
             return np.empty(0, dtype=np.object_)
         return values[seqs - self._base]
 
     def times(self, seqs: I64) -> I64:
         """The event times held for live sequence numbers."""
-        return self._log_ts[seqs - self._base]
+        return self._log[_TS][seqs - self._base]
 
     def probe(self, hashes: U64) -> I64:
         """The live sequence number of each hash, or -1 when not held."""
-        keys = self._index_keys
-        if len(keys) == 0 or len(hashes) == 0:
-            return np.full(len(hashes), -1, dtype=np.int64)
-        pos = np.searchsorted(keys, hashes)
-        np.minimum(pos, len(keys) - 1, out=pos)
-        seqs = self._index_seqs[pos]
-        held = (keys[pos] == hashes) & (seqs >= self.lo)
-        return np.where(held, seqs, -1)
+        seqs = _search(self._keys, self._seqs, hashes)
+        if len(self._recent_keys):
+            seqs = np.maximum(seqs, _search(self._recent_keys, self._recent_seqs, hashes))
+        return np.where(seqs >= self.lo, seqs, -1)
 
     def add(
         self, hashes: U64, ts: I64, payload: dict[str, NDArray[Any]] | None = None
@@ -113,9 +124,15 @@ class HashFifo:
 
     def expire(self, watermark: float) -> None:
         """Drop the oldest entries while their event time is `horizon` behind `watermark`."""
-        live = self._log_ts[self.lo - self._base : self.hi - self._base]
-        keep = live > watermark - self.horizon
-        self.lo += int(np.argmax(keep)) if keep.any() else len(live)
+        if self.lo == self.hi:
+            return
+        times = self._log[_TS]
+        start, stop = self.lo - self._base, self.hi - self._base
+        cutoff = watermark - self.horizon
+        if times[start] > cutoff:  # the oldest stays: nothing expires (most calls)
+            return
+        keep = times[start:stop] > cutoff
+        self.lo += int(np.argmax(keep)) if keep.any() else stop - start
         self._compact()
 
     def _accepted(self, hashes: U64) -> NDArray[np.bool_]:
@@ -140,38 +157,81 @@ class HashFifo:
             accepted = update
 
     def _append(self, hashes: U64, ts: I64, seqs: I64, payload: dict[str, NDArray[Any]]) -> None:
-        self._log_hash = np.concatenate([self._log_hash, hashes])
-        self._log_ts = np.concatenate([self._log_ts, ts])
-        for name, values in payload.items():
-            held = self._log_payload.get(name)
-            self._log_payload[name] = (
-                values.copy() if held is None else np.concatenate([held, values])
-            )
-        self.hi += len(hashes)
+        if not self._payload and payload:
+            self._payload = tuple(payload)
+            for name, values in payload.items():
+                self._log[name] = np.empty(len(self._log[_HASH]), dtype=values.dtype)
+        k = len(hashes)
+        used = self._used
+        self._reserve(used + k)
+        log = self._log
+        log[_HASH][used : used + k] = hashes
+        log[_TS][used : used + k] = ts
+        for name in self._payload:
+            log[name][used : used + k] = payload[name]
+        self._used = used + k
+        self.hi += k
         lo = max(self.lo, self.hi - self.max_entries)
         self.evicted += lo - self.lo
         self.lo = lo
-        keys, index_seqs = self._index_keys, self._index_seqs
-        pos = np.searchsorted(keys, hashes)
-        clipped = np.minimum(pos, max(len(keys) - 1, 0))
-        known = (keys[clipped] == hashes) if len(keys) else np.zeros(len(hashes), np.bool_)
-        index_seqs[clipped[known]] = seqs[known]  # a key back after it went: its new entry
-        fresh = ~known
+        # A key back after it went: its entry in either index now names the new one.
+        fresh = np.ones(k, dtype=np.bool_)
+        for keys, index_seqs in ((self._keys, self._seqs), (self._recent_keys, self._recent_seqs)):
+            if len(keys):
+                pos = np.minimum(np.searchsorted(keys, hashes), len(keys) - 1)
+                known = keys[pos] == hashes
+                index_seqs[pos[known]] = seqs[known]
+                fresh &= ~known
         order = np.argsort(hashes[fresh], kind="stable")
-        self._index_keys = np.insert(keys, pos[fresh][order], hashes[fresh][order])
-        self._index_seqs = np.insert(index_seqs, pos[fresh][order], seqs[fresh][order])
+        new_keys, new_seqs = hashes[fresh][order], seqs[fresh][order]
+        at = np.searchsorted(self._recent_keys, new_keys)
+        self._recent_keys = np.insert(self._recent_keys, at, new_keys)
+        self._recent_seqs = np.insert(self._recent_seqs, at, new_seqs)
+        if len(self._recent_keys) > max(self.MIN_RECENT, len(self._keys) // 8):
+            keys = np.concatenate([self._keys, self._recent_keys])
+            order = np.argsort(keys, kind="stable")
+            self._keys = keys[order]
+            self._seqs = np.concatenate([self._seqs, self._recent_seqs])[order]
+            self._recent_keys = np.empty(0, dtype=np.uint64)
+            self._recent_seqs = np.empty(0, dtype=np.int64)
         self._compact()
 
-    def _compact(self) -> None:
-        """Drop gone entries from the log and index once they are most of it."""
-        gone = self.lo - self._base
-        if gone <= max(1024, self.hi - self.lo):
+    def _reserve(self, size: int) -> None:
+        """Room in the log's arrays for `size` entries (capacity doubles: a batch's
+        append copies only the batch)."""
+        capacity = len(self._log[_HASH])
+        if size <= capacity:
             return
-        self._log_hash = self._log_hash[gone:].copy()
-        self._log_ts = self._log_ts[gone:].copy()
-        for name, values in self._log_payload.items():
-            self._log_payload[name] = values[gone:].copy()
+        capacity = max(size, 2 * capacity, 64)
+        for name, values in self._log.items():
+            grown = np.empty(capacity, dtype=values.dtype)
+            grown[: self._used] = values[: self._used]
+            self._log[name] = grown
+
+    def _compact(self) -> None:
+        """Drop gone entries from the log and indexes once they are most of it."""
+        gone = self.lo - self._base
+        if gone <= max(self.MIN_GONE, self.hi - self.lo):
+            return
+        live = self._used - gone
+        for name, values in self._log.items():
+            kept = np.empty(max(2 * live, 64), dtype=values.dtype)
+            kept[:live] = values[gone : self._used]
+            self._log[name] = kept
+        self._used = live
         self._base = self.lo
-        held = self._index_seqs >= self.lo
-        self._index_keys = self._index_keys[held]
-        self._index_seqs = self._index_seqs[held]
+        held = self._seqs >= self.lo
+        self._keys, self._seqs = self._keys[held], self._seqs[held]
+        held = self._recent_seqs >= self.lo
+        self._recent_keys, self._recent_seqs = self._recent_keys[held], self._recent_seqs[held]
+
+
+_HASH, _TS = "\0hash", "\0ts"  # the log's own columns (payload names are plain)
+
+
+def _search(keys: U64, seqs: I64, hashes: U64) -> I64:
+    """The sequence number each hash has in one sorted index, -1 where it has none."""
+    if len(keys) == 0 or len(hashes) == 0:
+        return np.full(len(hashes), -1, dtype=np.int64)
+    pos = np.minimum(np.searchsorted(keys, hashes), len(keys) - 1)
+    return np.where(keys[pos] == hashes, seqs[pos], -1)

@@ -6,11 +6,25 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from operators.columnar.dedup_set import DedupSet
+from operators.columnar.hash_fifo import HashFifo
 from operators.dedup import RecentIds
+
+
+@pytest.fixture(scope="module", autouse=True, params=["levels as shipped", "tiny levels"])
+def _levels(request: pytest.FixtureRequest) -> object:
+    """Also with the recent index merged and the log compacted at every add, so the
+    small inputs here reach those paths."""
+    saved = HashFifo.MIN_RECENT, HashFifo.MIN_GONE
+    if request.param == "tiny levels":
+        HashFifo.MIN_RECENT = HashFifo.MIN_GONE = 1
+    yield
+    HashFifo.MIN_RECENT, HashFifo.MIN_GONE = saved
+
 
 # An operation: a run of (event_id, ts) added, or an expiry at a watermark.
 events = st.lists(st.tuples(st.sampled_from([f"fb-{i}" for i in range(12)]), st.integers(0, 12)),

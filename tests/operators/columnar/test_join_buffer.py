@@ -7,11 +7,25 @@ import itertools
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from operators.columnar.hash_fifo import HashFifo
 from operators.columnar.join_buffer import InferenceColumns, JoinBuffer
 from operators.join import InferenceCache, InferenceContext
+
+
+@pytest.fixture(scope="module", autouse=True, params=["levels as shipped", "tiny levels"])
+def _levels(request: pytest.FixtureRequest) -> object:
+    """Also with the recent index merged and the log compacted at every add, so the
+    small inputs here reach those paths."""
+    saved = HashFifo.MIN_RECENT, HashFifo.MIN_GONE
+    if request.param == "tiny levels":
+        HashFifo.MIN_RECENT = HashFifo.MIN_GONE = 1
+    yield
+    HashFifo.MIN_RECENT, HashFifo.MIN_GONE = saved
+
 
 REQUESTS = [f"req-{i}" for i in range(10)]
 contexts = st.tuples(
