@@ -97,11 +97,12 @@ def _waiter() -> _Done:
 class _Pending:
     """One request's events, waiting for the committer."""
 
-    __slots__ = ("done", "events")
+    __slots__ = ("done", "events", "queued")
 
     def __init__(self, events: Sequence[Routed], done: _Done) -> None:
         self.events = events
         self.done = done
+        self.queued = time.perf_counter()
 
 
 class LocalDurableLog:
@@ -117,6 +118,10 @@ class LocalDurableLog:
         self._queue: list[_Pending] = []
         self._wake = threading.Condition()
         self._closed = False
+        # A list here records each request's time from its enqueue to its events being
+        # durable (ms): the log's own share, without the event loop's delay in resuming
+        # the awaiting request (scripts/bench_api.py).
+        self.durable_ms: list[float] | None = None
         self._committer = threading.Thread(
             target=self._commit, name="pulse-ingest-log", daemon=True
         )
@@ -160,6 +165,9 @@ class LocalDurableLog:
                 self._write(batch)
             except (OSError, PulseError) as exc:  # a full disk, a damaged log directory
                 error = exc
+            if (durable_ms := self.durable_ms) is not None:
+                now = time.perf_counter()
+                durable_ms.extend((now - pending.queued) * 1000 for pending in batch)
             for pending in batch:
                 pending.done.set(error)
 

@@ -19,7 +19,9 @@ a broker is given):
    all of them pooled: one 10 s run at ~450/s has its p99 in its 45 worst requests, so
    one neighbour's burst moves it. Each run also prints the log's own share: how long
    :meth:`DurableLog.append` took per request (p50/p99/max), the rest of a request's
-   latency being HTTP, validation and waiting for a core.
+   latency being HTTP, validation and waiting for a core; for the local log, also how
+   long after its enqueue each request's events were durable (the committer's share: the
+   rest of an append is the event loop getting back to the awaiting request).
 
 The load generator is asyncio streams with pre-encoded HTTP/1.1 requests and a minimal
 response reader (status line, Content-Length, body): an HTTP client library (httpx,
@@ -52,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 
 from config.settings import Settings, load_settings  # noqa: E402
 from connectors.event_writer import Routed  # noqa: E402
-from connectors.ingest_log import durable_log  # noqa: E402
+from connectors.ingest_log import LocalDurableLog, durable_log  # noqa: E402
 from connectors.kafka import EventProducer, KafkaTarget, ensure_topics  # noqa: E402
 from connectors.local_log import LocalLog  # noqa: E402
 from connectors.run_control import tune_garbage_collection  # noqa: E402
@@ -147,6 +149,11 @@ class TimedLog:
     def __init__(self, log: DurableLog) -> None:
         self.log = log
         self.appends_ms: list[float] = []
+        # The local log also says when each request's events were durable: the rest of
+        # an append is the event loop resuming the request.
+        self.durable = log if isinstance(log, LocalDurableLog) else None
+        if self.durable is not None:
+            self.durable.durable_ms = []
 
     def append(self, events: Sequence[Routed], timeout_s: float) -> None:
         started = time.perf_counter()
@@ -171,10 +178,17 @@ class TimedLog:
     def share(self) -> str:
         """p50/p99/max of the appends since the last call, and forget them."""
         found, self.appends_ms = self.appends_ms, []
-        return (
+        text = (
             f"log append p50 {percentile(found, 50):.1f} / p99 {percentile(found, 99):.1f} / "
             f"max {max(found, default=float('nan')):.1f} ms"
         )
+        if self.durable is not None and self.durable.durable_ms is not None:
+            durable, self.durable.durable_ms = self.durable.durable_ms, []
+            text += (
+                f", of which durable after p50 {percentile(durable, 50):.1f} / p99 "
+                f"{percentile(durable, 99):.1f} / max {max(durable, default=float('nan')):.1f} ms"
+            )
+        return text
 
 
 class _Connection:
