@@ -9,11 +9,14 @@ maximum rate shows up in `metrics` (an early row, ``final = 0``) within 1 s at p
 method, per setting of ``time.emit_interval`` and ``clickhouse.flush_interval`` (the
 defaults, 1 s and 1 s, then lower values; the defaults are not changed):
 
-1. Synthetic traffic (:mod:`operators.synthetic`, the bench's cube) is generated ahead,
-   its event times starting a little in the future, then `pulse run` (live, recovery on)
-   starts on a fresh home's local log and a thread appends each event once the wall
-   clock reaches its emission time (batches every 20 ms): the log grows at the given
-   rate, in event time ≈ now, with the generator's disorder, duplicates and bad lines.
+1. `pulse run` (live, recovery on) starts on a fresh home's local log; once its service
+   answers, synthetic traffic (:mod:`operators.synthetic`, the bench's cube) is generated,
+   its event times starting a little in the future (so neither the start nor the
+   generation leaves a burst to catch up on), and a thread appends each event once the
+   wall clock reaches its emission time (batches every 20 ms): the log grows at the
+   given rate, in event time ≈ now, with the generator's disorder, duplicates and bad
+   lines. The flow's log goes to a file (a pipe read only at the end would fill and
+   block the flow's threads as they log).
 2. After a warm-up, every 250 ms a *marker* is appended with the load: an inference and
    its feedback (ts = now) in a cell of its own (model_id ``marker``, model_version
    ``m<i>``). The time taken just before that append is the marker's start.
@@ -202,25 +205,32 @@ def run_once(rate: float, markers: int, emit: str, flush: str, seed: int) -> Run
     home = Path(tempfile.mkdtemp(prefix="pulse-fresh-"))
     log = LocalLog(home / "log", PARTITIONS)
     load_s = WARM_UP_S + markers * MARKER_EVERY_S + TAIL_S  # markers are seen under load
-    t = time.perf_counter()
-    sample = _traffic(rate, 2.0, 0, seed)  # how fast this machine generates, now
-    per_event = (time.perf_counter() - t) / max(1, len(sample))
-    lead_s = per_event * rate * load_s * 1.5 + 20.0  # generation + the flow's start
-    start_ms = int((time.time() + lead_s) * 1000)
-    traffic = _traffic(rate, load_s, start_ms, seed)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
     env.update({"PULSE_HOME": str(home), "PULSE_LOG_PARTITIONS": str(PARTITIONS)})
     env.update({"PULSE_TIME_EMIT_INTERVAL": emit, "PULSE_CLICKHOUSE_FLUSH_INTERVAL": flush})
-    flow = subprocess.Popen(
-        [sys.executable, "-m", "dataflows.cli", "run", "--quiet"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    # The flow's log goes to a file: a pipe nobody reads until the end would fill and
+    # block the flow's threads as they log.
+    stderr = home / "flow.stderr"
+    with open(stderr, "wb") as errors:  # the child keeps its own descriptor
+        flow = subprocess.Popen(
+            [sys.executable, "-m", "dataflows.cli", "run", "--quiet"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=errors,
+        )  # fmt: skip
     result = RunResult(emit, flush, rate)
     try:
+        # The flow starts first, the traffic is generated while it waits: the load is due
+        # only once both are ready, so it does not begin with a burst of what the start
+        # delayed (under load both take longer than any fixed lead).
         poller = Poller(*_service(home))
+        t = time.perf_counter()
+        sample = _traffic(rate, 2.0, 0, seed)  # how fast this machine generates, now
+        per_event = (time.perf_counter() - t) / max(1, len(sample))
+        start_ms = int((time.time() + per_event * rate * load_s * 2.0 + 2.0) * 1000)
+        traffic = _traffic(rate, load_s, start_ms, seed)
         if time.time() * 1000 > start_ms:
-            print(f"  (the flow started {time.time() - start_ms / 1000:.1f} s after the load "
-                  "was due: the first events come as a burst, inside the warm-up)")  # fmt: skip
+            late = time.time() - start_ms / 1000
+            print(f"  (the traffic was ready {late:.1f} s after the load was due: the first "
+                  "events come as a burst, inside the warm-up)")  # fmt: skip
         _drive(log, traffic, markers, start_ms, poller, flow.pid, result)
         trips = sorted(poller.round_trips)
         print(f"  poll round trip p50 {_ms(trips, 0.5)}, p99 {_ms(trips, 0.99)} "
@@ -228,12 +238,13 @@ def run_once(rate: float, markers: int, emit: str, flush: str, seed: int) -> Run
     finally:
         flow.send_signal(signal.SIGINT)
         try:
-            _, errors = flow.communicate(timeout=120)
+            flow.wait(timeout=120)
         except subprocess.TimeoutExpired:
             flow.kill()
-            _, errors = flow.communicate()
+            flow.wait()
         if flow.returncode not in (0, 130, -signal.SIGINT):
-            print(f"  the flow exited {flow.returncode}: {errors.decode()[-2000:]}")
+            tail = stderr.read_bytes()[-2000:].decode(errors="replace")
+            print(f"  the flow exited {flow.returncode}: {tail}")
         shutil.rmtree(home, ignore_errors=True)
     return result
 
