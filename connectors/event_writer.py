@@ -56,7 +56,7 @@ class LogWriter:
         return self.log.append_many(grouped)  # fsynced together
 
     def close(self) -> None:
-        pass
+        self.log.close()  # the files kept open to append (appending again reopens them)
 
 
 class KafkaWriter:

@@ -136,3 +136,18 @@ def test_a_writer_killed_mid_round_leaves_whole_lines_only(tmp_path: Path) -> No
         assert got[-1] == b"after"
         assert all(line == b"y" * (8 << 20) for line in got[:-1])
     assert partial, "no kill landed mid-write: the cut-back was not exercised"
+
+
+def test_closing_a_log_writer_closes_the_files_its_log_kept_open(tmp_path: Path) -> None:
+    from connectors.event_writer import LogWriter
+
+    def open_fds() -> set[str]:
+        return {os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+                if os.path.exists(f"/proc/self/fd/{fd}")}  # fmt: skip
+
+    writer = LogWriter(LocalLog(tmp_path, partitions=2))
+    writer.write([("feedback", f"r{i}", b'{"x": 1}') for i in range(8)])
+    kept = {path for path in open_fds() if path.startswith(str(tmp_path))}
+    assert kept  # the lock files and segments of both partitions
+    writer.close()
+    assert not {path for path in open_fds() if path.startswith(str(tmp_path))}
