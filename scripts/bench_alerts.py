@@ -206,6 +206,7 @@ def _drive(
         if due:
             placed.append(started)
         time.sleep(max(0.0, BATCH_S - (time.time() - now)))
+    writer.close()
     return placed
 
 
