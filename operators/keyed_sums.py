@@ -81,17 +81,17 @@ def _column_sums(
 
 
 def merge_runs(older: Run, newer: Run) -> Run:
-    """Two sorted runs as one, in O(n + m): shared keys are summed."""
+    """Two sorted runs as one, in O(n + m): shared keys are summed. The older values are
+    copied once (into the merged arrays, or, when no key is new, as they are)."""
     keys, values = older
     add_keys, add_values = newer
     n = len(keys)
     pos = np.searchsorted(keys, add_keys)
     found = pos < n
     found[found] = keys[pos[found]] == add_keys[found]
-    values = values.copy()
-    if found.any():
-        values[pos[found]] += add_values[found]
     if found.all():
+        values = values.copy()
+        values[pos] += add_values
         return keys, values
     new = ~found
     new_keys = add_keys[new]
@@ -106,6 +106,9 @@ def merge_runs(older: Run, newer: Run) -> Run:
     merged_values = np.empty((total, values.shape[1]), dtype=np.float64)
     merged_values[at] = add_values[new]
     merged_values[old] = values
+    if found.any():  # an older row moves down by the new keys before it
+        shared = add_keys[found]
+        merged_values[pos[found] + np.searchsorted(new_keys, shared)] += add_values[found]
     return merged_keys, merged_values
 
 

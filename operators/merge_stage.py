@@ -48,6 +48,7 @@ from operators.families import KEYED, MAIN, registry
 from operators.keyed_sums import (
     Run,
     merge_runs,
+    rows_in,
     sum_by_dense_keys,
     sum_by_key,
     sum_by_keys,
@@ -394,7 +395,11 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
                 window = self._final_columns(state, start, names)
             else:
                 rolled = self._rolled(state, start, keep=touched is not None)
-                window = self._window_columns(rolled, state, start, touched, names)
+                if touched is not None:
+                    # Early rows: only the rollup cells of the finest cells that changed,
+                    # found in the window's sorted runs (a cost in proportion to them).
+                    rolled = _of_cells(rolled, np.unique(self.cells.rollups(touched)))
+                window = self._window_columns(rolled, state, start, names)
             for table, window_columns in window.items():
                 target = chunks.setdefault(table, {})
                 for name, column in window_columns.items():
@@ -418,34 +423,24 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         pieces: dict[str, list[dict[str, np.ndarray]]] = {}
         for g in range(len(self.cells.grouping_sets)):
             rolled = {family: self._rollup(*run, slice(g, g + 1)) for family, run in finest.items()}
-            for table, columns in self._window_columns(rolled, state, start, None, names).items():
+            for table, columns in self._window_columns(rolled, state, start, names).items():
                 pieces.setdefault(table, []).append(columns)
             del rolled
         return {table: _in_cell_order(chunks) for table, chunks in pieces.items()}
 
     def _window_columns(
-        self,
-        rolled: dict[str, Run],
-        state: SpecState,
-        start: int,
-        touched: np.ndarray | None,
-        names: list[str],
+        self, rolled: dict[str, Run], state: SpecState, start: int, names: list[str]
     ) -> dict[str, dict[str, np.ndarray]]:
-        """One window's columns per table from its rolled-up sums (of every rollup cell,
-        or of some grouping sets'); `touched`: only these finest cells' rollups (early)."""
+        """One window's columns per table from rolled-up sums: rows for every cell they
+        hold (the whole cube, a grouping set's cells, or the changed cells' rollups)."""
         spec = state.layout.spec
         main_keys, main_values = rolled[MAIN]
         # Every event adds a main row (its other families' rows come with it), so the
-        # main keys (extra key 0: sorted, unique) are the window's cells.
+        # main keys (extra key 0: sorted, unique) are the cells.
         cells = main_keys >> EXTRA_KEY_BITS
-        if touched is not None:
-            # Early rows: only the rollup cells of the finest cells that changed.
-            cells = np.intersect1d(cells, np.unique(self.cells.rollups(touched)))
         cell_metrics: dict[str, np.ndarray] = {}
         for family in self._families.values():
-            cell_metrics.update(
-                family.cell_metrics(*rolled[family.name], cells, some=touched is not None)
-            )
+            cell_metrics.update(family.cell_metrics(*rolled[family.name], cells, some=False))
         window_id = names.index(spec.name)
         out = {
             MAIN: {
@@ -460,8 +455,6 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         for name in KEYED:
             keys, values = rolled[name]
             owners = keys >> EXTRA_KEY_BITS
-            keep = np.isin(owners, cells) if touched is not None else slice(None)
-            keys, values, owners = keys[keep], values[keep], owners[keep]
             out[name] = {
                 "cells": owners,
                 "window": np.full(len(keys), window_id, dtype=np.int32),
@@ -527,6 +520,16 @@ def _distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return distinct, inverse
     starts = np.concatenate(([True], values[1:] != values[:-1]))
     return values[starts], np.cumsum(starts) - 1
+
+
+def _of_cells(rolled: dict[str, Run], cells: np.ndarray) -> dict[str, Run]:
+    """The rows of the (sorted, unique) `cells` in each family's sorted run, in order."""
+    low, high = cells << EXTRA_KEY_BITS, (cells + 1) << EXTRA_KEY_BITS
+    out = {}
+    for family, (keys, values) in rolled.items():
+        rows = rows_in(keys, low, high)
+        out[family] = keys[rows], values[rows]
+    return out
 
 
 def _in_cell_order(chunks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
