@@ -6,8 +6,9 @@ a key wins, past `max_entries` the oldest go first (counted), and :meth:`expire`
 the oldest while their event time is `horizon` or more behind the watermark (a prefix in
 arrival order, as the row-wise ``OrderedDict`` pops it). Here that is a log of hashes and
 event times in arrival order (the live entries are the sequence numbers ``[lo, hi)``)
-plus a sorted index (hash → sequence number) probed with ``numpy.searchsorted``: a batch
-costs a few array operations, not a Python step per key.
+plus an index (hash → sequence number): a dict, read and written through C-level maps
+(``map(dict.get, ...)``, ``dict.update(zip(...))``), so a batch costs a few calls, not a
+Python step per key.
 
 Exactness under the `max_entries` bound: whether a key is still held at event *i*
 depends on how many keys the batch accepted before *i* (each may push out the oldest).
@@ -18,9 +19,11 @@ answer; without eviction pressure it takes one pass. A batch longer than `max_en
 is cut in chunks of it, so a key accepted in a chunk is never pushed out inside it.
 
 Costs per batch follow the batch, not the set (live batches are tens of lines against a
-set of ~10⁵): the log grows into spare capacity (doubling), and new keys go to a small
-sorted *recent* index, merged into the main one once it is an eighth of its size, as an
-LSM tree's levels. A probe searches both.
+set of ~10⁵): the log grows into spare capacity (doubling) and gone entries leave it and
+the index in bulk, once they are most of it. A sorted numpy index probed with
+``searchsorted`` (this module's first form) cost ~3.6 µs a key at batches of 100: a
+binary search's cache misses in a large array and ~60 numpy calls per batch; the dict
+costs ~0.1 µs a key.
 
 Keys are hashed to 64 bits by :func:`hash_keys` (CPython's SipHash of the string): two
 ids colliding (~n²/2⁶⁵: 3·10⁻⁸ at a million held) would count as one. The set is rebuilt
@@ -29,7 +32,9 @@ from ClickHouse after a restart, as today, so the hash needs no stability across
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -48,13 +53,11 @@ class HashFifo:
     """Bounded, expiring set of key hashes in arrival order; bulk add and probe."""
 
     __slots__ = (
-        "_base", "_keys", "_log", "_payload", "_recent_keys", "_recent_seqs", "_seqs", "_used",
-        "evicted", "hi", "horizon", "lo", "max_entries",
+        "_base", "_index", "_log", "_payload", "_used", "evicted", "hi", "horizon", "lo",
+        "max_entries",
     )  # fmt: skip
 
-    # A recent index this long or an eighth of the main one is merged into it; gone log
-    # entries are dropped once past this many and most of the log (tests lower both).
-    MIN_RECENT = 256
+    # Gone log entries are dropped once past this many and most of the log (tests lower it).
     MIN_GONE = 1024
 
     def __init__(self, horizon: int, max_entries: int) -> None:
@@ -71,10 +74,8 @@ class HashFifo:
             _HASH: np.empty(0, dtype=np.uint64), _TS: np.empty(0, dtype=np.int64)
         }  # fmt: skip
         self._payload: tuple[str, ...] = ()
-        self._keys: U64 = np.empty(0, dtype=np.uint64)  # main index: sorted, unique
-        self._seqs: I64 = np.empty(0, dtype=np.int64)
-        self._recent_keys: U64 = np.empty(0, dtype=np.uint64)  # recent index: sorted, unique
-        self._recent_seqs: I64 = np.empty(0, dtype=np.int64)
+        # hash -> its latest sequence number (gone when below lo; removed at compaction).
+        self._index: dict[int, int] = {}
 
     def __len__(self) -> int:
         return self.hi - self.lo
@@ -92,10 +93,13 @@ class HashFifo:
 
     def probe(self, hashes: U64) -> I64:
         """The live sequence number of each hash, or -1 when not held."""
-        seqs = _search(self._keys, self._seqs, hashes)
-        if len(self._recent_keys):
-            seqs = np.maximum(seqs, _search(self._recent_keys, self._recent_seqs, hashes))
+        seqs = self._indexed(hashes)
         return np.where(seqs >= self.lo, seqs, -1)
+
+    def _indexed(self, hashes: U64) -> I64:
+        """Each hash's sequence number in the index (maybe gone), -1 when not there."""
+        found = map(self._index.get, hashes.tolist(), repeat(-1))
+        return np.fromiter(found, dtype=np.int64, count=len(hashes))
 
     def add(
         self, hashes: U64, ts: I64, payload: dict[str, NDArray[Any]] | None = None
@@ -113,7 +117,7 @@ class HashFifo:
                 for i in range(0, n, step)
             ]  # fmt: skip
             return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-        accepted = self._accepted(hashes)
+        accepted = self._accepted(hashes, self.probe(hashes))
         count = int(accepted.sum())
         seqs = np.full(n, -1, dtype=np.int64)
         seqs[accepted] = np.arange(self.hi, self.hi + count, dtype=np.int64)
@@ -135,11 +139,17 @@ class HashFifo:
         self.lo += int(np.argmax(keep)) if keep.any() else stop - start
         self._compact()
 
-    def _accepted(self, hashes: U64) -> NDArray[np.bool_]:
-        """Which keys are added, as the row-wise FIFO decides it key by key."""
+    def _accepted(self, hashes: U64, old: I64) -> NDArray[np.bool_]:
+        """Which keys are added, as the row-wise FIFO decides it key by key (`old`: each
+        key's sequence number held at the batch's start, -1 when none)."""
         n = len(hashes)
+        if self.hi + n - self.max_entries <= self.lo:  # nothing can be pushed out
+            absent = np.flatnonzero(old < 0)
+            _, first = np.unique(hashes[absent], return_index=True)
+            accepted = np.zeros(n, dtype=np.bool_)
+            accepted[absent[first]] = True
+            return accepted
         _, inverse = np.unique(hashes, return_inverse=True)
-        old = self.probe(hashes)  # -1 when not held at the batch's start
         accepted = np.zeros(n, dtype=np.bool_)
         positions = np.arange(n)
         while True:
@@ -174,26 +184,9 @@ class HashFifo:
         lo = max(self.lo, self.hi - self.max_entries)
         self.evicted += lo - self.lo
         self.lo = lo
-        # A key back after it went: its entry in either index now names the new one.
-        fresh = np.ones(k, dtype=np.bool_)
-        for keys, index_seqs in ((self._keys, self._seqs), (self._recent_keys, self._recent_seqs)):
-            if len(keys):
-                pos = np.minimum(np.searchsorted(keys, hashes), len(keys) - 1)
-                known = keys[pos] == hashes
-                index_seqs[pos[known]] = seqs[known]
-                fresh &= ~known
-        order = np.argsort(hashes[fresh], kind="stable")
-        new_keys, new_seqs = hashes[fresh][order], seqs[fresh][order]
-        at = np.searchsorted(self._recent_keys, new_keys)
-        self._recent_keys = np.insert(self._recent_keys, at, new_keys)
-        self._recent_seqs = np.insert(self._recent_seqs, at, new_seqs)
-        if len(self._recent_keys) > max(self.MIN_RECENT, len(self._keys) // 8):
-            keys = np.concatenate([self._keys, self._recent_keys])
-            order = np.argsort(keys, kind="stable")
-            self._keys = keys[order]
-            self._seqs = np.concatenate([self._seqs, self._recent_seqs])[order]
-            self._recent_keys = np.empty(0, dtype=np.uint64)
-            self._recent_seqs = np.empty(0, dtype=np.int64)
+        # Unique within a call (a chunk never pushes out its own keys); a key back after
+        # it went now names its new entry.
+        self._index.update(zip(hashes.tolist(), seqs.tolist(), strict=True))
         self._compact()
 
     def _reserve(self, size: int) -> None:
@@ -209,10 +202,14 @@ class HashFifo:
             self._log[name] = grown
 
     def _compact(self) -> None:
-        """Drop gone entries from the log and indexes once they are most of it."""
+        """Drop gone entries from the log and the index once they are most of it."""
         gone = self.lo - self._base
         if gone <= max(self.MIN_GONE, self.hi - self.lo):
             return
+        hashes = self._log[_HASH][:gone]
+        # The index still names a gone entry unless its key came back later.
+        named = self._indexed(hashes) == np.arange(self._base, self.lo, dtype=np.int64)
+        deque(map(self._index.__delitem__, hashes[named].tolist()), maxlen=0)
         live = self._used - gone
         for name, values in self._log.items():
             kept = np.empty(max(2 * live, 64), dtype=values.dtype)
@@ -220,18 +217,6 @@ class HashFifo:
             self._log[name] = kept
         self._used = live
         self._base = self.lo
-        held = self._seqs >= self.lo
-        self._keys, self._seqs = self._keys[held], self._seqs[held]
-        held = self._recent_seqs >= self.lo
-        self._recent_keys, self._recent_seqs = self._recent_keys[held], self._recent_seqs[held]
 
 
 _HASH, _TS = "\0hash", "\0ts"  # the log's own columns (payload names are plain)
-
-
-def _search(keys: U64, seqs: I64, hashes: U64) -> I64:
-    """The sequence number each hash has in one sorted index, -1 where it has none."""
-    if len(keys) == 0 or len(hashes) == 0:
-        return np.full(len(hashes), -1, dtype=np.int64)
-    pos = np.minimum(np.searchsorted(keys, hashes), len(keys) - 1)
-    return np.where(keys[pos] == hashes, seqs[pos], -1)

@@ -15,15 +15,15 @@ from operators.columnar.hash_fifo import HashFifo
 from operators.dedup import RecentIds
 
 
-@pytest.fixture(scope="module", autouse=True, params=["levels as shipped", "tiny levels"])
+@pytest.fixture(scope="module", autouse=True, params=["as shipped", "compacted at once"])
 def _levels(request: pytest.FixtureRequest) -> object:
-    """Also with the recent index merged and the log compacted at every add, so the
-    small inputs here reach those paths."""
-    saved = HashFifo.MIN_RECENT, HashFifo.MIN_GONE
-    if request.param == "tiny levels":
-        HashFifo.MIN_RECENT = HashFifo.MIN_GONE = 1
+    """Also with the log and index compacted at every add, so the small inputs here
+    reach that path."""
+    saved = HashFifo.MIN_GONE
+    if request.param == "compacted at once":
+        HashFifo.MIN_GONE = 1
     yield
-    HashFifo.MIN_RECENT, HashFifo.MIN_GONE = saved
+    HashFifo.MIN_GONE = saved
 
 
 # An operation: a run of (event_id, ts) added, or an expiry at a watermark.
