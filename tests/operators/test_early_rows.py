@@ -185,3 +185,19 @@ def test_rows_from_cached_rollups_equal_a_full_recomputation_at_every_tick() -> 
                 emitted += both(lambda merge, item=item: merge.on_item(item)[0])
     emitted += both(lambda merge: merge.on_eof()[0])
     assert stats.windows_final > 10 and emitted > 1000 and reused > 30
+
+
+def test_the_budget_counts_the_work_of_an_emission_not_the_wall_time_it_waited() -> None:
+    """Live on a loaded machine an emission's wall time is mostly waiting (for the GIL,
+    held by the sink's writer, or for a core): 2 s of wall time for 1 ms of work must not
+    defer the next early rows by 18 s (a 10 % budget)."""
+    flow = Flow(cost=2000.0, budget=0.1)
+    work = Clock(cost=1.0)
+    flow.merge = MergeStage(
+        replace(flow.merge.config), flow.stats, clock=flow.clock.costly, work_clock=work.costly
+    )
+    flow.send(_inference("r1", T0, "a"))
+    assert _segments(flow.tick(1000)) == {"a"}
+    flow.send(_inference("r2", T0 + 1000, "b"))
+    assert _segments(flow.tick(1000)) == {"b"}  # not deferred
+    assert flow.stats.early_deferred == 0
