@@ -38,10 +38,11 @@ defaults, 1 s and 1 s, then lower values; the defaults are not changed):
    flow's own process (a chDB query each, ~8 ms of CPU), so the CPU per event is also
    taken over the last ``QUIET_S`` of the warm-up, before the first marker, when nothing
    polls: that figure is the flow's alone.
-5. The flow's own counters (``GET /metrics``, `pulse.pipeline.*`) over the measured span
-   say where its work went: early-row emissions (how many, their mean wall time), metric
-   rows and rows written per appended event, and the share of the span the sink spent
-   inserting.
+5. The flow's own counters (``GET /metrics``, `pulse.pipeline.*`) from the load's start
+   (scraped in a thread: a scrape of the grown `/metrics` takes seconds under load and
+   must not hold the appends up) to its end say where its work went: early-row
+   emissions (how many, their mean wall time), metric rows and rows written per
+   appended event, and the share of the span the sink spent inserting.
 
 Prints p50/p99/max per setting; the figures go into docs/performance.md.
 """
@@ -115,8 +116,9 @@ class RunResult:
     markers: list[Marker] = field(default_factory=list)
     cpu_per_event_us: float = 0.0  # flow process CPU per appended event
     quiet_cpu_per_event_us: float = 0.0  # the same before the first marker (no polls)
-    counters: dict[str, float] = field(default_factory=dict)  # pulse.pipeline.* over the span
-    span_s: float = 0.0  # the measured span (s)
+    counters: dict[str, float] = field(default_factory=dict)  # pulse.pipeline.* over the load
+    span_s: float = 0.0  # the counters' span (s): from the load's start to its end
+    counted_events: float = 0.0  # events appended over that span
     behind_s: float = 0.0  # how far the load thread lagged its schedule at most
 
 
@@ -294,7 +296,18 @@ def _drive(
     i, appended, measured_from = 0, 0, 0
     cpu_from = wall_from = 0.0
     quiet: tuple[float, float, int] | None = None  # (CPU, wall, appended) at its start
+    # The flow's counters from the load's start (few series yet: a cheap scrape), in a
+    # thread: a scrape of a grown /metrics takes seconds under load and must not hold
+    # the appends up.
     counters_from: dict[str, float] = {}
+    counted_from = [time.time(), 0.0]
+
+    def first_counters() -> None:
+        counters_from.update(poller.counters())
+        counted_from[:] = [time.time(), float(appended)]
+
+    first_scrape = threading.Thread(target=first_counters, daemon=True)
+    first_scrape.start()
     while i < len(traffic) or len(placed) < markers:
         now = time.time()
         if i < len(traffic) and traffic[i][0] <= now * 1000:
@@ -312,7 +325,6 @@ def _drive(
                 result.quiet_cpu_per_event_us = (
                     (cpu_from - quiet[0]) / max(1, appended - quiet[2]) * 1e6
                 )
-            counters_from = poller.counters()
         if due:
             batch.extend(_marker(len(placed)))
         start = time.time()
@@ -329,8 +341,10 @@ def _drive(
     events = appended - measured_from
     result.rate = events / span if span > 0 else 0.0
     result.cpu_per_event_us = (_cpu_seconds(pid) - cpu_from) / max(1, events) * 1e6
-    counters = poller.counters()
-    result.span_s = span
+    first_scrape.join()
+    counters = poller.counters()  # the load is over: a slow scrape delays nothing
+    result.span_s = time.time() - counted_from[0]
+    result.counted_events = appended - counted_from[1]
     result.counters = {k: v - counters_from.get(k, 0.0) for k, v in counters.items()}
     deadline = time.time() + 30.0  # the last markers, after the load
     while time.time() < deadline and any(m.seen is None for m in placed):
@@ -375,13 +389,13 @@ def report(result: RunResult, baseline: RunResult | None) -> None:
     print(f"  p50 of the first 20 markers {_ms(first, 0.5)}, of the last 20 {_ms(last, 0.5)}")
     print(f"  flow CPU without polls (the warm-up's last {QUIET_S:.0f} s) "
           f"{result.quiet_cpu_per_event_us:.1f} µs per event")  # fmt: skip
-    c, n = result.counters, max(1.0, result.rate * result.span_s)
+    c, n = result.counters, max(1.0, result.counted_events)
     emissions = c.get("pulse_pipeline_emissions_total", 0.0)
     if emissions and result.span_s:
         took = c.get("pulse_pipeline_emission_duration_seconds_total", 0.0)
         busy = c.get("pulse_pipeline_sink_insert_duration_seconds_total", 0.0) / result.span_s
         print(
-            f"  over the span: {emissions:.0f} emissions ({emissions / result.span_s:.2f}/s, "
+            f"  over the load: {emissions:.0f} emissions ({emissions / result.span_s:.2f}/s, "
             f"mean wall {took / emissions * 1000:,.0f} ms); per appended event "
             f"{c.get('pulse_pipeline_metric_rows_total', 0.0) / n:.1f} metric rows, "
             f"{c.get('pulse_pipeline_sink_rows_total', 0.0) / n:.1f} rows written; "
