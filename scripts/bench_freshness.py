@@ -35,7 +35,7 @@ defaults, 1 s and 1 s, then lower values; the defaults are not changed):
 4. The flow process's CPU seconds over the measured span, per appended event, against
    the default settings' is the throughput cost of the lower settings (a bounded run
    writes no early rows, so its rate would not show it). The polls are answered by the
-   flow's own process (a chDB query each, ~8 ms of CPU), so the CPU per event is also
+   flow's own process (a chDB query each, ~15–20 ms of CPU), so the CPU per event is also
    taken over the last ``QUIET_S`` of the warm-up, before the first marker, when nothing
    polls: that figure is the flow's alone.
 5. The flow's own counters (``GET /metrics``, `pulse.pipeline.*`) from the load's start
