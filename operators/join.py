@@ -4,7 +4,9 @@ Either side may come first (an interval join, as in Flink):
 
 * :class:`InferenceCache` holds recent inferences' context for `join.ttl` of event time,
   at most `join.max_entries` (oldest evicted first, counted). The first inference of a
-  `request_id` wins; later ones are duplicates.
+  `request_id` wins; later ones are duplicates. The partition stage holds them in the
+  bulk form of these rules (:class:`operators.columnar.join_buffer.JoinBuffer`); this
+  row-wise form is the reference its property tests compare with.
 * :class:`PendingFeedback` holds feedback whose inference has not been seen, until the
   watermark passes `ts + join.wait`. Then an :class:`InferenceLookup` (ClickHouse
   `inferences`, where every inference is stored) is asked for all of it in one batch:

@@ -8,10 +8,16 @@ deduplicate → join → pre-aggregate into per-slice deltas, with its own water
 produced and, once per `emit_interval` tick, one :class:`PartialBatch` of slice deltas
 with its watermark for the merge stage.
 
-Per event, only what depends on order runs in Python (watermark, dedup, join,
-lateness); the event is then *recorded* (:class:`~operators.columnar.joined.JoinedRecords`,
-with its cutoff when late for some windows), and the whole batch is added to the slice
-deltas at once by the metric families (:class:`~operators.columnar.accumulator.Accumulator`).
+Ordering, dedup and join are bulk calls over everything the stream merge releases at
+once (``_on_events``): each event's watermark is a running maximum and its lateness a
+vectorized comparison (:class:`~operators.columnar.clock.ColumnarClock`), feedback ids go
+through the dedup set (:class:`~operators.columnar.dedup_set.DedupSet`) and inferences
+into the join buffer (:class:`~operators.columnar.join_buffer.JoinBuffer`) in one call
+each, and feedback finds its inference in one probe. Only feedback whose inference comes
+later waits in Python (:class:`~operators.join.PendingFeedback`). Each counted event is
+then *recorded* (:class:`~operators.columnar.joined.JoinedRecords`, with its cutoff when
+late for some windows), and the whole batch is added to the slice deltas at once by the
+metric families (:class:`~operators.columnar.accumulator.Accumulator`).
 State per partition stays small in snapshots: Bytewax serializes a changed key's whole
 state at every snapshot, so the two bulky parts, the recent-inference cache and the
 dedup ids, are not in it. The stage records the last source offset it processed per

@@ -4,8 +4,8 @@ Built by role, as Flink's slicing window operator is a thin shell over its parts
 parser (:mod:`.parser`), a clock (:mod:`.clock`), a dedup set (:mod:`.dedup_set`) and a
 join buffer (:mod:`.join_buffer`), the last two over one persistent hashed FIFO
 (:mod:`.hash_fifo`), and an accumulator (:mod:`.accumulator`) over the metric families'
-objects (:mod:`operators.families`). Each gives exactly what today's row-wise component
-gives, whatever the batch split (property tests in ``tests/operators/columnar``). Only the
-accumulator is wired into the flow (the partition stage hands it its counted events);
-``docs/columnar.md`` says what remains.
+objects (:mod:`operators.families`). Each gives exactly what the row-wise component
+gives, whatever the batch split (property tests in ``tests/operators/columnar``). The
+clock, dedup set, join buffer and accumulator are wired into the partition stage; the
+parser is not yet (``docs/columnar.md`` says what remains).
 """
