@@ -342,9 +342,9 @@ def _drive(
     result.rate = events / span if span > 0 else 0.0
     result.cpu_per_event_us = (_cpu_seconds(pid) - cpu_from) / max(1, events) * 1e6
     first_scrape.join()
-    counters = poller.counters()  # the load is over: a slow scrape delays nothing
-    result.span_s = time.time() - counted_from[0]
+    result.span_s = time.time() - counted_from[0]  # before the scrape (seconds, under load)
     result.counted_events = appended - counted_from[1]
+    counters = poller.counters()  # the load is over: a slow scrape delays nothing
     result.counters = {k: v - counters_from.get(k, 0.0) for k, v in counters.items()}
     deadline = time.time() + 30.0  # the last markers, after the load
     while time.time() < deadline and any(m.seen is None for m in placed):
