@@ -453,7 +453,7 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         cells = main_keys >> EXTRA_KEY_BITS
         cell_metrics: dict[str, np.ndarray] = {}
         for family in self._families.values():
-            cell_metrics.update(family.cell_metrics(*rolled[family.name], cells, some=False))
+            cell_metrics.update(family.cell_metrics(*rolled[family.name], cells))
         window_id = names.index(spec.name)
         out = {
             MAIN: {

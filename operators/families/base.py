@@ -65,11 +65,11 @@ class Family(Protocol):
         ...
 
     def cell_metrics(
-        self, keys: np.ndarray, values: np.ndarray, cells: np.ndarray, some: bool
+        self, keys: np.ndarray, values: np.ndarray, cells: np.ndarray
     ) -> dict[str, np.ndarray]:
         """What this family adds to each of the (sorted, unique) `cells`' ``metrics`` row,
-        from a window's sorted rows ``cell << EXTRA_KEY_BITS | key -> values``; `some`:
-        the cells are a few of the window's (early rows)."""
+        from a window's sorted rows ``cell << EXTRA_KEY_BITS | key -> values`` (the rows
+        of these cells: the merge stage picks an early emission's changed cells first)."""
         ...
 
     def key_columns(self, keys: list[Any]) -> dict[str, list[Any]]:

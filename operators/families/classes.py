@@ -49,7 +49,7 @@ class ClassesFamily:
         )
 
     def cell_metrics(
-        self, keys: np.ndarray, values: np.ndarray, cells: np.ndarray, some: bool
+        self, keys: np.ndarray, values: np.ndarray, cells: np.ndarray
     ) -> dict[str, np.ndarray]:
         return {MACRO_F1: macro_f1(keys >> EXTRA_KEY_BITS, values, cells)}
 

@@ -15,7 +15,6 @@ import numpy as np
 from operators.cells import EXTRA_KEY_BITS
 from operators.columnar.joined import JoinedColumns
 from operators.families.base import Update
-from operators.keyed_sums import rows_in
 from operators.metrics import LATENCY_METRICS
 from operators.sketch import buckets_of, segment_quantiles
 
@@ -42,9 +41,9 @@ class LatencyFamily:
             )  # fmt: skip
 
     def cell_metrics(
-        self, keys: np.ndarray, values: np.ndarray, cells: np.ndarray, some: bool
+        self, keys: np.ndarray, values: np.ndarray, cells: np.ndarray
     ) -> dict[str, np.ndarray]:
-        quantiles = _quantiles(keys, values, cells, some)
+        quantiles = _quantiles(keys, values, cells)
         return {name: quantiles[:, j] for j, name in enumerate(LATENCY_METRICS)}
 
     def key_columns(self, keys: list[Any]) -> dict[str, list[Any]]:
@@ -54,15 +53,11 @@ class LatencyFamily:
         return {}
 
 
-def _quantiles(keys: np.ndarray, values: np.ndarray, cells: np.ndarray, some: bool) -> np.ndarray:
-    """Quantiles of the (sorted, unique) `cells` from their (cell, bucket) rows; `some`:
-    the cells are a few of the window's (early rows), so pick their rows first."""
+def _quantiles(keys: np.ndarray, values: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """Quantiles of the (sorted, unique) `cells` from their (cell, bucket) rows."""
     out = np.full((len(cells), len(LATENCY_METRICS)), np.nan)
     if len(keys) == 0:
         return out
-    if some:
-        rows = rows_in(keys, cells << EXTRA_KEY_BITS, (cells + 1) << EXTRA_KEY_BITS)
-        keys, values = keys[rows], values[rows]
     owners = keys >> EXTRA_KEY_BITS
     present, segment_starts = np.unique(owners, return_index=True)
     quantiles = segment_quantiles(segment_starts, keys & _EXTRA_MASK, values[:, 0])

@@ -57,7 +57,7 @@ class MainFamily:
             )
 
     def cell_metrics(
-        self, keys: np.ndarray, values: np.ndarray, cells: np.ndarray, some: bool
+        self, keys: np.ndarray, values: np.ndarray, cells: np.ndarray
     ) -> dict[str, np.ndarray]:
         return {}  # its vector is the row itself: see metrics()
 

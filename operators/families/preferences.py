@@ -41,7 +41,7 @@ class PreferencesFamily:
         )  # fmt: skip
 
     def cell_metrics(
-        self, keys: np.ndarray, values: np.ndarray, cells: np.ndarray, some: bool
+        self, keys: np.ndarray, values: np.ndarray, cells: np.ndarray
     ) -> dict[str, np.ndarray]:
         return {}
 

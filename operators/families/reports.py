@@ -39,7 +39,7 @@ class ReportsFamily:
         )  # fmt: skip
 
     def cell_metrics(
-        self, keys: np.ndarray, values: np.ndarray, cells: np.ndarray, some: bool
+        self, keys: np.ndarray, values: np.ndarray, cells: np.ndarray
     ) -> dict[str, np.ndarray]:
         return {}
 
