@@ -25,7 +25,6 @@ Prints p50/p99/max and how many alarms arrived; the figures go into docs/perform
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -46,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from connectors.event_writer import LogWriter, Routed  # noqa: E402
 from connectors.local_log import LocalLog  # noqa: E402
-from scripts.bench_freshness import BATCH_S, PARTITIONS, _service, _traffic  # noqa: E402
+from scripts.bench_freshness import BATCH_S, PARTITIONS, _service, _traffic, cell_events  # noqa: E402
 
 SECRET = "whsec_" + "YmVuY2gtYWxlcnRzLXNlY3JldC0xMjM0NTY3OA=="  # base64 of a fixed test key
 WARM_UP_S = 8.0
@@ -57,15 +56,7 @@ WAIT_S = 30.0  # for the last alarms' webhooks after the load
 
 def alarm_events(i: int, now_ms: int) -> list[Routed]:
     """Alarm `i`: an inference and its thumbs-down in a cell no other event touches."""
-    request_id = f"alarm-{i}"
-    dims = {"model_id": "alarm", "model_version": f"a{i}", "segment": "a", "endpoint": "/a"}
-    inference = {"type": "inference", "request_id": request_id, "ts": now_ms, **dims}
-    feedback = {"type": "feedback", "event_id": f"alarm-fb-{i}", "request_id": request_id,
-                "ts": now_ms, "kind": "thumbs", "value": False, "user_id": "alarm"}  # fmt: skip
-    return [
-        ("inferences", request_id, json.dumps(inference).encode()),
-        ("feedback", request_id, json.dumps(feedback).encode()),
-    ]
+    return cell_events(i, "alarm", "a", False, now_ms)
 
 
 def rules_config(url: str) -> dict[str, object]:

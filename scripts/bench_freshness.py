@@ -87,17 +87,25 @@ MARKERS_SQL = (
 )
 
 
-def _marker(i: int) -> list[Routed]:
-    now = int(time.time() * 1000)
-    request_id = f"marker-{i}"
-    dims = {"model_id": "marker", "model_version": f"m{i}", "segment": "m", "endpoint": "/m"}
-    inference = {"type": "inference", "request_id": request_id, "ts": now, **dims}
-    feedback = {"type": "feedback", "event_id": f"marker-fb-{i}", "request_id": request_id,
-                "ts": now, "kind": "thumbs", "value": True, "user_id": "marker"}  # fmt: skip
+def cell_events(i: int, model_id: str, tag: str, thumbs_up: bool, now_ms: int) -> list[Routed]:
+    """An inference and its thumbs feedback at `now_ms` in a cell no other event touches
+    (`model_id`, model_version ``<tag><i>``, segment `tag`): a marker here, an alarm in
+    scripts/bench_alerts.py."""
+    request_id = f"{model_id}-{i}"
+    dims = {"model_id": model_id, "model_version": f"{tag}{i}", "segment": tag,
+            "endpoint": f"/{tag}"}  # fmt: skip
+    inference = {"type": "inference", "request_id": request_id, "ts": now_ms, **dims}
+    feedback = {"type": "feedback", "event_id": f"{model_id}-fb-{i}",
+                "request_id": request_id, "ts": now_ms, "kind": "thumbs", "value": thumbs_up,
+                "user_id": model_id}  # fmt: skip
     return [
         ("inferences", request_id, json.dumps(inference).encode()),
         ("feedback", request_id, json.dumps(feedback).encode()),
     ]
+
+
+def _marker(i: int) -> list[Routed]:
+    return cell_events(i, "marker", "m", True, int(time.time() * 1000))
 
 
 @dataclass
