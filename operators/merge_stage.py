@@ -62,6 +62,7 @@ from operators.slices import NO_CUTOFF, FamilyDelta, PartialBatch
 from operators.snapshots import decode_state, encode_state
 from operators.stage_states import MergeState
 from operators.stats import FlowStats, timed
+from operators.ticks import merge_lag, next_tick
 from operators.window_metrics import WindowMetrics
 from operators.windows import WindowSpec, is_final, slice_length
 
@@ -149,7 +150,7 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
                     specs=[SpecState(PaneLayout(spec), self._widths) for spec in config.specs],
                     watermarks={},
                     ended=set(),
-                    next_tick=self._now() + config.emit_interval,
+                    next_tick=self._next_tick(),
                 )
             )
         else:
@@ -202,8 +203,13 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         tick = self._now() >= self.next_tick
         out = self._emit(early=tick)
         if tick:
-            self.next_tick = self._now() + self.config.emit_interval
+            self.next_tick = self._next_tick()
         return out, StatefulLogic.RETAIN
+
+    def _next_tick(self) -> float:
+        """Just after the partition stages' next tick (operators/ticks.py)."""
+        interval = self.config.emit_interval
+        return next_tick(self._now(), interval, merge_lag(interval))
 
     def on_eof(self) -> tuple[list[TableRows], bool]:
         """End of this execution: a bounded run has ended every partition; flush the rest

@@ -77,6 +77,7 @@ from operators.snapshots import decode_state, encode_state
 from operators.stage_states import PartitionState
 from operators.stats import FlowStats
 from operators.stream_merge import StreamMerge
+from operators.ticks import next_tick
 from operators.windows import WindowSpec, is_final, slice_length
 
 
@@ -209,7 +210,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         self._rebuild_pending = resume is not None
         now = self._now()
         self._last_run = now  # processing time this logic last ran (not state)
-        self.next_tick = now + config.emit_interval  # processing time (not state)
+        self.next_tick = next_tick(now, config.emit_interval)  # processing time (not state)
         if resume is None:
             self.from_state(self._initial_state(now))
         else:
@@ -320,7 +321,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         self._collect_rows(out)
         if self._has_deltas() or self.clock.emitted != self.sent_watermark:
             self._tick(out)
-        self.next_tick = now + self.config.emit_interval
+        self.next_tick = next_tick(now, self.config.emit_interval)
         return out, StatefulLogic.RETAIN
 
     def on_eof(self) -> tuple[list[Output], bool]:
