@@ -11,8 +11,9 @@ and the HTTP delivery to a receiver on 127.0.0.1.
 1. `pulse run` (live, recovery on, the default windows and cube) reads a fresh local log
    while a thread appends the bench's synthetic traffic at ``rate`` events/s in event
    time ≈ now (`scripts/bench_freshness.py`'s load; 0 for an idle flow).
-2. After a warm-up, every second an *alarm* is appended with the load: one inference and
-   its thumbs-down in a cell of its own (model_id ``alarm``, model_version ``a<i>``). One
+2. After a warm-up, in every second an *alarm* is appended with the load, at a random
+   moment within the second: one inference and its thumbs-down in a cell of its own
+   (model_id ``alarm``, model_version ``a<i>``). One
    rule, ``thumbs_down_rate >= 0.5`` per version with ``min_samples: 1`` and no ``for``,
    fires on each alarm's first early row; its target is the receiver, with
    ``group_wait: 0s`` so that grouping (in event time) adds nothing: with the default 30 s
@@ -26,6 +27,7 @@ Prints p50/p99/max and how many alarms arrived; the figures go into docs/perform
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -151,7 +153,7 @@ def run_once(rate: float, alarms: int, seed: int) -> Result:
     )  # fmt: skip
     try:
         _service(home)
-        placed = _drive(log, traffic, alarms, start_ms / 1000 + WARM_UP_S)
+        placed = _drive(log, traffic, alarms, start_ms / 1000 + WARM_UP_S, seed)
         deadline = time.time() + WAIT_S
         while time.time() < deadline and len(receiver.arrived) < len(placed):
             time.sleep(0.1)
@@ -175,10 +177,13 @@ def run_once(rate: float, alarms: int, seed: int) -> Result:
 
 
 def _drive(
-    log: LocalLog, traffic: list[tuple[int, Routed]], alarms: int, first_alarm: float
+    log: LocalLog, traffic: list[tuple[int, Routed]], alarms: int, first_alarm: float, seed: int
 ) -> list[float]:
-    """Append the load on schedule and an alarm every ALARM_EVERY_S from `first_alarm`;
-    the wall time just before each alarm's append."""
+    """Append the load on schedule and an alarm in each ALARM_EVERY_S from `first_alarm`,
+    at a random moment within it (the flow ticks on a fixed grid: alarms at a fixed phase
+    would all wait the same); the wall time just before each alarm's append."""
+    rng = random.Random(seed)
+    due_at = [first_alarm + (i + rng.random()) * ALARM_EVERY_S for i in range(alarms)]
     writer = LogWriter(log)
     placed: list[float] = []
     i = 0
@@ -188,7 +193,7 @@ def _drive(
         while i < len(traffic) and traffic[i][0] <= now * 1000:
             batch.append(traffic[i][1])
             i += 1
-        due = len(placed) < alarms and now >= first_alarm + len(placed) * ALARM_EVERY_S
+        due = len(placed) < alarms and now >= due_at[len(placed)]
         if due:
             batch.extend(alarm_events(len(placed), int(now * 1000)))
         started = time.time()
