@@ -6,25 +6,12 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from operators.columnar.dedup_set import DedupSet
-from operators.columnar.hash_fifo import HashFifo
 from operators.dedup import RecentIds
-
-
-@pytest.fixture(scope="module", autouse=True, params=["as shipped", "compacted at once"])
-def _levels(request: pytest.FixtureRequest) -> object:
-    """Also with the log and index compacted at every add, so the small inputs here
-    reach that path."""
-    saved = HashFifo.MIN_GONE
-    if request.param == "compacted at once":
-        HashFifo.MIN_GONE = 1
-    yield
-    HashFifo.MIN_GONE = saved
-
+from tests.operators.columnar.compaction import compaction_levels  # noqa: F401 (autouse)
 
 # An operation: a run of (event_id, ts) added, or an expiry at a watermark.
 events = st.lists(st.tuples(st.sampled_from([f"fb-{i}" for i in range(12)]), st.integers(0, 12)),

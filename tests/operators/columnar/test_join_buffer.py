@@ -7,25 +7,12 @@ import itertools
 import math
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from operators.columnar.hash_fifo import HashFifo
 from operators.columnar.join_buffer import InferenceColumns, JoinBuffer
 from operators.join import InferenceCache, InferenceContext
-
-
-@pytest.fixture(scope="module", autouse=True, params=["as shipped", "compacted at once"])
-def _levels(request: pytest.FixtureRequest) -> object:
-    """Also with the log and index compacted at every add, so the small inputs here
-    reach that path."""
-    saved = HashFifo.MIN_GONE
-    if request.param == "compacted at once":
-        HashFifo.MIN_GONE = 1
-    yield
-    HashFifo.MIN_GONE = saved
-
+from tests.operators.columnar.compaction import compaction_levels  # noqa: F401 (autouse)
 
 REQUESTS = [f"req-{i}" for i in range(10)]
 contexts = st.tuples(
