@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,6 +93,34 @@ def configs(sem: ref.Semantics, bounded: bool = True) -> tuple[PartitionConfig, 
     return partition, merge
 
 
+class Stages:
+    """A partition stage per partition, the merge stage and the session shards, wired as
+    the flow wires them: `handle` routes each output on until it reaches a table."""
+
+    def __init__(
+        self,
+        partition_config: PartitionConfig,
+        merge_config: MergeConfig,
+        sem: ref.Semantics,
+        out: Output,
+        clock: Callable[[], float],
+    ) -> None:
+        self.out = out
+        self.partitions = {p: PartitionStage(partition_config, out.stats, clock=clock)
+                           for p in range(sem.partitions)}  # fmt: skip
+        self.merge = MergeStage(merge_config, out.stats, clock=clock)
+        self.shards = {s: SessionStage(session_config(sem)) for s in range(SESSION_SHARDS)}
+
+    def handle(self, items: Iterable[Any]) -> None:
+        for item in items:
+            if isinstance(item, PartialBatch):
+                self.handle(self.merge.on_item(item)[0])
+            elif isinstance(item, SessionBatch):
+                self.handle(self.shards[item.shard].on_item(item)[0])
+            else:
+                self.out.tables[item.table].append(item)
+
+
 def run_stages(
     lines: Iterable[tuple[str, str | bytes, bytes]],
     sem: ref.Semantics,
@@ -110,19 +138,8 @@ def run_stages(
     for stream, key, line in lines:
         queues[partition_for(key, sem.partitions)][stream].append(line)
     clock = [0.0]
-    stages = {p: PartitionStage(partition_config, out.stats, clock=lambda: clock[0])
-              for p in range(sem.partitions)}  # fmt: skip
-    merge = MergeStage(merge_config, out.stats, clock=lambda: clock[0])
-    shards = {s: SessionStage(session_config(sem)) for s in range(SESSION_SHARDS)}
-
-    def handle(items: Iterable[Any]) -> None:
-        for item in items:
-            if isinstance(item, PartialBatch):
-                handle(merge.on_item(item)[0])
-            elif isinstance(item, SessionBatch):
-                handle(shards[item.shard].on_item(item)[0])
-            else:
-                out.tables[item.table].append(item)
+    wired = Stages(partition_config, merge_config, sem, out, lambda: clock[0])
+    stages, merge, shards, handle = wired.partitions, wired.merge, wired.shards, wired.handle
 
     offsets = {(p, s): 0 for p in range(sem.partitions) for s in STREAMS}
     pending = [(p, s) for p in range(sem.partitions) for s in STREAMS]

@@ -14,19 +14,14 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections import defaultdict
-from collections.abc import Iterable
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from operators.batches import STREAMS, RawBatch
-from operators.merge_stage import MergeStage
-from operators.partition_stage import PartitionStage
 from operators.partitioning import partition_for
-from operators.sessions import SessionBatch, SessionStage
-from operators.slices import PartialBatch
-from tests.harness import SESSION_SHARDS, Output, configs, session_config
+from tests.harness import Output, Stages, configs
 from tests.operators.test_semantics import SEM, lines, streams
 
 FOREVER = 10**12  # TTL and horizon: only max_entries pushes anything out (order decides it)
@@ -50,19 +45,8 @@ def run(
         dedup_horizon=FOREVER, dedup_max_entries=dedup_max, routing_check_every=3,
     )  # fmt: skip
     out = Output()
-    stages = {p: PartitionStage(partition_config, out.stats, clock=lambda: 0.0)
-              for p in range(SEM.partitions)}  # fmt: skip
-    merge = MergeStage(merge_config, out.stats, clock=lambda: 0.0)
-    shards = {s: SessionStage(session_config(SEM)) for s in range(SESSION_SHARDS)}
-
-    def handle(items: Iterable[Any]) -> None:
-        for item in items:
-            if isinstance(item, PartialBatch):
-                handle(merge.on_item(item)[0])
-            elif isinstance(item, SessionBatch):
-                handle(shards[item.shard].on_item(item)[0])
-            else:
-                out.tables[item.table].append(item)
+    wired = Stages(partition_config, merge_config, SEM, out, lambda: 0.0)
+    stages, merge, shards, handle = wired.partitions, wired.merge, wired.shards, wired.handle
 
     queues: dict[tuple[int, str], list[bytes]] = defaultdict(list)
     for name, key, line in stream:
