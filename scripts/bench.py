@@ -21,8 +21,9 @@
    chDB. Wall time includes start-up and the final flush.
 4. With ``--rules N``: the bounded flow (``--no-recovery``) with N generated rules of mixed
    types (threshold, ratio, spike, canary, drift; :func:`bench_rules`) over the bench log's
-   dims and windows, alternating with the same run without rules, --repeat times each;
-   the ratio of the best rates is what the rules cost.
+   dims and windows, against the same run without rules, --repeat rounds of one run each
+   in alternating order (ABBA); the ratios best against best and round by round (wall and
+   CPU time) are what the rules cost.
 
 5. With ``--ceiling``: only issue 13's yardstick — the flow (default config, and a
    1-minute-only config, recovery on) against one chDB query computing the same 1-minute
@@ -263,10 +264,16 @@ def load_kafka(log: LocalLog, bootstrap: str, prefix: str) -> None:
 def measure_rules(
     home: Path, env: dict[str, str], n: int, ref: float, count: int, repeat: int
 ) -> None:
-    """The flow with `count` rules against the same flow without, alternating: the ratio
-    best against best, and pair by pair (each with-rules run against the run without just
-    before it) with the median pair, in wall time and in CPU time (user + sys of the flow
-    process, steadier than wall time on a shared machine)."""
+    """The flow with `count` rules against the same flow without: the ratio best against
+    best, and pair by pair (the two runs of each round) with the median pair, in wall time
+    and in CPU time (user + sys of the flow process, steadier than wall time on a shared
+    machine).
+
+    Rounds alternate their order (without, with; then with, without: ABBA), so a trend in
+    the machine's load over the bench moves both configurations alike: with a fixed order
+    the run with rules always came second and a rising load counted against the rules in
+    every pair. Each run starts from the same home (the log; chDB's directory is removed
+    before each run, and nothing else is kept between runs)."""
     config = home / "rules.yaml"
     config.write_text(yaml.safe_dump({"rules": bench_rules(count)}, sort_keys=False))
     with_rules: list[Run] = []
@@ -274,24 +281,36 @@ def measure_rules(
     cpu_with: list[float] = []
     cpu_without: list[float] = []
     ruled_env = {"PULSE_CONFIG": str(config)}
-    for _ in range(repeat):
-        for runs, cpus, extra in ((without, cpu_without, {}), (with_rules, cpu_with, ruled_env)):
-            before = _children_cpu()
-            runs.append(run_flow(home, {**env, **extra}, "--no-recovery"))
-            cpus.append(_children_cpu() - before)
+    loads = [os.getloadavg()[0]]
+    for ruled in rules_order(repeat):
+        runs, cpus, extra = (
+            (with_rules, cpu_with, ruled_env) if ruled else (without, cpu_without, {})
+        )
+        before = _children_cpu()
+        runs.append(run_flow(home, {**env, **extra}, "--no-recovery"))
+        cpus.append(_children_cpu() - before)
+        loads.append(os.getloadavg()[0])
     plain = min(without, key=lambda run: run[0])
-    ruled = min(with_rules, key=lambda run: run[0])
+    ruled_best = min(with_rules, key=lambda run: run[0])
+    print(f"  order {''.join('B' if r else 'A' for r in rules_order(repeat))} (A without rules, "
+          f"B with); load average (1 min) {min(loads):.1f}-{max(loads):.1f}")  # fmt: skip
     report("no rules (--no-recovery):", n, ref, plain)
     print(f"  all runs: {_times(without)}; CPU {_seconds(cpu_without)}")
-    report(f"{count} rules (--no-recovery):", n, ref, ruled)
+    report(f"{count} rules (--no-recovery):", n, ref, ruled_best)
     print(f"  all runs: {_times(with_rules)}; CPU {_seconds(cpu_with)}")
-    print(f"  rate with rules / without: {plain[0] / ruled[0]:.3f} (best against best; "
-          f"the rules cost {1 - plain[0] / ruled[0]:.1%})")  # fmt: skip
+    print(f"  rate with rules / without: {plain[0] / ruled_best[0]:.3f} (best against best; "
+          f"the rules cost {1 - plain[0] / ruled_best[0]:.1%})")  # fmt: skip
     walls = [a[0] / b[0] for a, b in zip(without, with_rules, strict=True)]
     cpus = [a / b for a, b in zip(cpu_without, cpu_with, strict=True)]
     print(f"  wall ratio pair by pair: {_ratios(walls)}; median {statistics.median(walls):.3f}")
     print(f"  CPU ratio best against best: {min(cpu_without) / min(cpu_with):.3f}; pair by "
           f"pair: {_ratios(cpus)}; median {statistics.median(cpus):.3f}")  # fmt: skip
+
+
+def rules_order(repeat: int) -> list[bool]:
+    """Whether each run of :func:`measure_rules` has the rules: rounds of two, in the order
+    A B, B A, A B, ... (A without, B with)."""
+    return [ruled != (i % 2 == 1) for i in range(repeat) for ruled in (False, True)]
 
 
 def _children_cpu() -> float:
