@@ -4,8 +4,10 @@ chDB lets one process open a data directory. The process that holds it (a flow, 
 `pulse serve`) hosts the HTTP service (:mod:`connectors.service`) and records where in
 ``$PULSE_HOME/service.json`` (:mod:`connectors.service.discovery`). :func:`run_query`
 asks that service (``POST /v1/query``, read-only) with the key from ``PULSE_API_KEY`` or
-the file; when no service runs it opens the store itself, holding it as a run does
-(:func:`owned`, ``<olap dir>.lock``). A server DSN needs no service: it is queried directly.
+the file (its local key, tenant ``default``; its operator key when the caller asks for
+other tenants or needs ``admin``); when no service runs it opens the store itself,
+holding it as a run does (:func:`owned`, ``<olap dir>.lock``). A server DSN needs no
+service: it is queried directly.
 """
 
 from __future__ import annotations
@@ -140,16 +142,20 @@ def home_of(target: Target, home: Path | None = None) -> Path | None:
     return None if path is None else path.parent
 
 
-def service_client(target: Target, home: Path | None = None) -> ServiceClient | None:
+def service_client(
+    target: Target, home: Path | None = None, operator: bool = False
+) -> ServiceClient | None:
     """The service that holds this embedded store, if one runs (never for a server DSN,
-    nor in the process that hosts it)."""
+    nor in the process that hosts it). Its key: ``PULSE_API_KEY`` if set, else the file's
+    local key, or its operator key when `operator` (every tenant, every scope)."""
     where = home_of(target, home)
     if target.chdb_path is None or where is None:
         return None
     found = discovery.read(where)
     if found is None or found.pid == os.getpid():
         return None
-    return ServiceClient(found.url, os.environ.get(API_KEY_ENV) or found.key)
+    key = found.operator_key if operator else found.key
+    return ServiceClient(found.url, os.environ.get(API_KEY_ENV) or key)
 
 
 def run_query(
@@ -157,9 +163,11 @@ def run_query(
     sql: str,
     parameters: dict[str, Any] | None = None,
     home: Path | None = None,
+    operator: bool = False,
 ) -> QueryResult:
-    """Run SQL: through the service that holds the embedded store, else directly."""
-    client = service_client(target, home)
+    """Run SQL: through the service that holds the embedded store (with its operator key
+    when `operator`), else directly."""
+    client = service_client(target, home, operator)
     if client is not None:
         try:
             return client.query(sql, parameters)

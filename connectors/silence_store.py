@@ -106,8 +106,9 @@ class Silences(Protocol):
 
 
 def silences_for(target: Target, home: Path | None = None) -> Silences:
-    """Through the service that holds an embedded store, if one runs; else the table."""
-    client = service_client(target, home)
+    """Through the service that holds an embedded store, if one runs (with its operator
+    key: changing silences needs `admin`); else the table."""
+    client = service_client(target, home, operator=True)
     return ServiceSilences(client) if client is not None else SilenceStore(target, home=home)
 
 

@@ -55,11 +55,11 @@ from connectors.event_writer import (
 from connectors.kafka import ensure_topics
 from connectors.live_traffic import TrafficThread
 from connectors.local_log import LocalLog
-from connectors.query_server import QueryError, QueryResult, owned, run_query
+from connectors.query_server import API_KEY_ENV, QueryError, QueryResult, owned, run_query
 from connectors.redact import mask_dsn
 from connectors.run_control import STOP, tune_garbage_collection
 from connectors.service import discovery
-from connectors.service.auth import key_hash, new_key
+from connectors.service.auth import LOCAL_SCOPES, LOCAL_TENANT, key_hash, new_key
 from connectors.service.hosting import HostedService, host_service
 from operators.contract import json_schema
 from operators.errors import PulseError
@@ -234,6 +234,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         start_ms=int(time.time() * 1000),
         duration_s=10 * 365 * 86400.0,
         rate=args.rate,
+        tenants=(LOCAL_TENANT,),  # what the local key it prints reads
     )
     traffic = TrafficThread(
         TrafficGenerator(profile).events(),
@@ -276,8 +277,9 @@ def _service_line(settings: Settings, service: HostedService | None) -> str:
     if service.local_key is None:
         return f"Service: {service.url} (keys: service.api_keys; {where}).\n"
     return (
-        f"Service: {service.url}, local key {service.local_key} (all scopes, every tenant; "
-        f"also in {where}, mode 0600).\n"
+        f"Service: {service.url}, local key {service.local_key} (tenant {LOCAL_TENANT}: "
+        f"{', '.join(LOCAL_SCOPES)}; in {where}, mode 0600, next to an operator key for "
+        "silences and other tenants).\n"
     )
 
 
@@ -424,26 +426,56 @@ def _no_data(settings: Settings, target: Target) -> CliError:
     )
 
 
-def _query(settings: Settings, target: Target, sql: str, params: dict[str, Any]) -> QueryResult:
+def _query(
+    settings: Settings,
+    target: Target,
+    sql: str,
+    params: dict[str, Any],
+    operator: bool = False,
+) -> QueryResult:
+    """`sql` through the home's service (its operator key if `operator`), else directly."""
     path = target.chdb_path
     if path is not None and not path.exists():
         raise _no_data(settings, target)  # and opening it would create it
     try:
-        return run_query(target, sql, params, home=settings.home_dir)
+        return run_query(target, sql, params, home=settings.home_dir, operator=operator)
     except QueryError as exc:
         if f"Database {target.database} does not exist" in str(exc):
             raise _no_data(settings, target) from None
+        if "has no tenant column" in str(exc) and _local_key_reads(settings, target, operator):
+            raise QueryError(f"{exc}; {_ALL_TENANTS_HINT}") from None
         raise
 
 
+_ALL_TENANTS_HINT = "--all-tenants reads with the running service's operator key"
+
+
+def _local_key_reads(settings: Settings, target: Target, operator: bool) -> bool:
+    """Whether a read goes through this home's service with its local key, which reads
+    tenant `default` only (a hint is due when that hides rows)."""
+    if operator or os.environ.get(API_KEY_ENV) or target.chdb_path is None:
+        return False
+    found = discovery.read(settings.home_dir)
+    return found is not None and found.key is not None
+
+
 def _say_what_the_data_covers(
-    settings: Settings, target: Target, drill: Drilldown, args: argparse.Namespace
+    settings: Settings,
+    target: Target,
+    drill: Drilldown,
+    args: argparse.Namespace,
+    operator: bool,
 ) -> None:
     """After a drill-down found nothing: which window starts the store does hold."""
     sql, params = drill.coverage_sql(target.database)
-    count, first, last = _query(settings, target, sql, params).rows[0]
+    count, first, last = _query(settings, target, sql, params, operator).rows[0]
     asked = "--start/--end" if args.start or args.end else f"--since {args.since}"
     print(f"nothing found: {drill.coverage_note(count, first, last, asked)}", file=sys.stderr)
+    if _local_key_reads(settings, target, operator):
+        print(
+            f"(the local key reads tenant {LOCAL_TENANT!r} only; {_ALL_TENANTS_HINT})",
+            file=sys.stderr,
+        )
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -452,7 +484,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     settings = _settings(args)
     target = clickhouse_target(settings)
     if args.sql:
-        _print_result(_query(settings, target, args.sql, {}), args.format)
+        _print_result(_query(settings, target, args.sql, {}, args.all_tenants), args.format)
         return 0
     drill = from_options(
         metric=args.metric,
@@ -466,11 +498,13 @@ def cmd_query(args: argparse.Namespace) -> int:
         limit=args.limit,
         windows=tuple(w.name for w in settings.windows if w.kind != "session"),
     )
+    # The local key reads tenant `default`: another tenant asked for needs the operator key.
+    operator = args.all_tenants or drill.where.get("tenant", LOCAL_TENANT) != LOCAL_TENANT
     sql, params = drill.sql(target.database)
-    result = _query(settings, target, sql, params)
+    result = _query(settings, target, sql, params, operator)
     _print_result(result, args.format)
     if not result.rows:
-        _say_what_the_data_covers(settings, target, drill, args)
+        _say_what_the_data_covers(settings, target, drill, args, operator)
     return 0
 
 
@@ -485,7 +519,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     since = since_seconds(args.since)
 
     def run(sql: str, params: dict[str, Any]) -> QueryResult:
-        return _query(settings, target, sql, params)
+        return _query(settings, target, sql, params, args.all_tenants)
 
     try:
         found = report(run, target.database, None if since is None else since * 1000, args.limit)
@@ -621,6 +655,15 @@ def _add_traffic_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_all_tenants(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--all-tenants",
+        action="store_true",
+        help=f"every tenant's rows: a running service is asked with its operator key (its "
+        f"local key reads tenant {LOCAL_TENANT!r} only; --where tenant=T does this too)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pulse", description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -682,6 +725,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=10_000)
     p.add_argument("--sql", help="run this SQL instead")
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    _add_all_tenants(p)
     p.set_defaults(func=cmd_query)
 
     p = sub.add_parser("alerts", help="active alerts and recent transitions (the alerts table)")
@@ -691,6 +735,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--limit", type=int, default=100, help="at most this many transitions")
     p.add_argument("--format", choices=["table", "json"], default="table")
+    _add_all_tenants(p)
     p.set_defaults(func=cmd_alerts)
 
     p = sub.add_parser("migrate", help="create or upgrade the ClickHouse database and tables")

@@ -120,6 +120,9 @@ class TrafficProfile:
     canary_share: float = 0.0  # > 0: the canary scenario (see the module docstring)
     canary_degrade_at_ms: int | None = None  # the canary's inferences from here on degrade
     canary_thumbs_down: float | None = None  # ...to this thumbs-down probability
+    # The inferences' tenants, drawn uniformly; `pulse up` uses ("default",), the tenant of
+    # the local key it prints.
+    tenants: tuple[str, ...] = TENANTS
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.canary_share < 1.0:
@@ -231,7 +234,7 @@ class TrafficGenerator:
             "model_version": version,
             "endpoint": endpoint,
             "segment": segment,
-            "tenant": rng.choice(TENANTS),
+            "tenant": rng.choice(p.tenants),
             "deployment": deployment,
             "prediction": prediction,
             "confidence": round(min(1.0, max(0.0, rng.gauss(quality, 0.12))), 4),

@@ -359,7 +359,7 @@ def serve(settings: Settings) -> tuple[ServiceThread, ServiceContext, str, Timed
     log = durable_log(settings)
     assert log is not None
     timed = TimedLog(log)
-    context = ServiceContext(settings=settings, keys=KeyRing([], local_key=key), target=target,
+    context = ServiceContext(settings=settings, keys=KeyRing([], operator_key=key), target=target,
                              store=Store(target), log=timed)  # fmt: skip
     thread = ServiceThread(create_app(context), "127.0.0.1", 0).start()
     tune_garbage_collection()  # as `pulse serve` does once it serves

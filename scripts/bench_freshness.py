@@ -150,14 +150,15 @@ def _traffic(rate: float, seconds: float, start_ms: int, seed: int) -> list[tupl
 
 
 def _service(home: Path, timeout: float = 120.0) -> tuple[str, str]:
-    """URL and key of the running flow's service, once it answers."""
+    """URL and operator key of the running flow's service, once it answers (the markers are
+    any tenant's: the local key reads tenant `default` only)."""
     path = home / "service.json"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if path.exists():
             try:
                 info = json.loads(path.read_text())
-                return str(info["url"]), str(info["key"])
+                return str(info["url"]), str(info["operator_key"])
             except (ValueError, KeyError):
                 pass
         time.sleep(0.1)

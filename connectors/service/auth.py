@@ -22,6 +22,9 @@ from config.settings import ApiKeySettings, ApiScope
 
 ALL_TENANTS = "*"
 ALL_SCOPES: tuple[ApiScope, ...] = ("ingest", "read", "query", "admin")
+# The local key a run makes when no keys are configured, as issue 12 specifies it.
+LOCAL_TENANT = "default"
+LOCAL_SCOPES: tuple[ApiScope, ...] = ("ingest", "read", "query")
 KEY_PREFIX = "pk_"
 
 
@@ -50,15 +53,26 @@ class Principal:
 
 
 class KeyRing:
-    """The configured keys (and the local key a run made), by hash."""
+    """The configured keys, and the two a run makes when none are, by hash: the local key
+    (tenant ``default``: ingest, read, query) and the operator key (any tenant, every
+    scope: silences, other tenants' rows)."""
 
-    def __init__(self, keys: Iterable[ApiKeySettings], local_key: str | None = None) -> None:
+    def __init__(
+        self,
+        keys: Iterable[ApiKeySettings],
+        local_key: str | None = None,
+        operator_key: str | None = None,
+    ) -> None:
         self._by_hash: dict[str, Principal] = {
             k.sha256: Principal(k.name, k.tenant, frozenset(k.scopes)) for k in keys
         }
         if local_key is not None:
             self._by_hash[key_hash(local_key)] = Principal(
-                "local", ALL_TENANTS, frozenset(ALL_SCOPES)
+                "local", LOCAL_TENANT, frozenset(LOCAL_SCOPES)
+            )
+        if operator_key is not None:
+            self._by_hash[key_hash(operator_key)] = Principal(
+                "operator", ALL_TENANTS, frozenset(ALL_SCOPES)
             )
 
     def __len__(self) -> int:

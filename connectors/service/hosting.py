@@ -2,8 +2,10 @@
 
 `pulse serve` hosts it alone; `pulse run` / `pulse up` (:class:`dataflows.running.FlowRun`)
 host it next to the flow, which holds the embedded store, so other processes read through
-it. With no ``service.api_keys`` configured, a local key is made for this run (tenant
-"*", every scope: the operator's own key) and written to ``service.json`` only.
+it. With no ``service.api_keys`` configured, two keys are made for this run and written to
+``service.json`` only: the local key (tenant ``default``; ingest, read, query), which local
+commands use, and an operator key (any tenant, every scope) for what needs more: silences,
+other tenants' rows (``pulse query --all-tenants``).
 """
 
 from __future__ import annotations
@@ -31,13 +33,17 @@ class ServiceBusyError(PulseError):
 
 
 def build_context(
-    settings: Settings, *, hosted_by_flow: bool, local_key: str | None
+    settings: Settings,
+    *,
+    hosted_by_flow: bool,
+    local_key: str | None,
+    operator_key: str | None = None,
 ) -> ServiceContext:
-    """What the routes share: the store, the keys (configured + `local_key`), the log."""
+    """What the routes share: the store, the keys (configured + the run's), the log."""
     target = Target.of(settings)
     return ServiceContext(
         settings=settings,
-        keys=KeyRing(settings.service.api_keys, local_key=local_key),
+        keys=KeyRing(settings.service.api_keys, local_key=local_key, operator_key=operator_key),
         target=target,
         store=Store(target),
         log=ingest_log.durable_log(settings),
@@ -49,11 +55,12 @@ def build_context(
 
 @dataclass
 class HostedService:
-    """A started service: where it listens, the local key it made (if any)."""
+    """A started service: where it listens, the keys it made (if any)."""
 
     thread: ServiceThread
     context: ServiceContext
     local_key: str | None
+    operator_key: str | None = None
 
     @property
     def url(self) -> str:
@@ -75,14 +82,17 @@ def host_service(settings: Settings, hosted_by_flow: bool) -> HostedService:
             f"pid {running.pid} already serves {home} at {running.url}; stop it first, or "
             "give this process its own PULSE_HOME"
         )
-    local_key = None if settings.service.api_keys else new_key()
-    context = build_context(settings, hosted_by_flow=hosted_by_flow, local_key=local_key)
+    made = not settings.service.api_keys
+    local_key, operator_key = (new_key(), new_key()) if made else (None, None)
+    context = build_context(
+        settings, hosted_by_flow=hosted_by_flow, local_key=local_key, operator_key=operator_key
+    )
     try:
         thread = ServiceThread(create_app(context), settings.service.host, settings.service.port)
         thread.start()
     except BaseException:
         context.close()
         raise
-    discovery.write(home, thread.url, local_key)
+    discovery.write(home, thread.url, local_key, operator_key)
     log.info("service: %s (%s)", thread.url, discovery.service_file(home))
-    return HostedService(thread, context, local_key)
+    return HostedService(thread, context, local_key, operator_key)

@@ -197,9 +197,14 @@ def test_a_second_run_on_a_busy_home_names_the_pid_and_queries_still_work(
     second = run_pulse(["run", "--bounded", "--no-recovery"], env, check=False, timeout=120)
     _fails_with(second, f"pid {running_flow.pid}", "in use")
     # Queries go through the running flow, and the HTTP library keeps quiet about it.
-    query = run_pulse(["query", "--metric", "feedback_count", "--since", "all"], env)
+    query = run_pulse(
+        ["query", "--metric", "feedback_count", "--since", "all", "--all-tenants"], env
+    )
     assert query.stdout.count("\n") > 1
     assert "httpx" not in query.stderr and "HTTP Request" not in query.stderr, query.stderr
+    # The local key reads tenant `default`, which the generated traffic lacks: it says so.
+    local = run_pulse(["query", "--metric", "feedback_count", "--since", "all"], env)
+    assert "nothing found" in local.stderr and "--all-tenants" in local.stderr, local.stderr
     assert running_flow.poll() is None
 
 

@@ -51,6 +51,8 @@ def test_pulse_up_serves_queries_and_final_rows_replace_early_ones(
                     "AND segment = '*' AND endpoint = '*' ORDER BY window_start LIMIT 20",
                 )
         assert early, "no early (final = 0) rows while the windows were open"
+        # Read with the local key (tenant `default`), which the demo's traffic carries.
+        assert {r["tenant"] for r in early} == {"default"}
         # The same cells become final a few seconds later, while the process keeps running.
         time.sleep(10)
         keys = {(r["window_start"], r["tenant"], r["model_id"], r["deployment"]) for r in early}
@@ -64,7 +66,7 @@ def test_pulse_up_serves_queries_and_final_rows_replace_early_ones(
         }
         assert all(by_key[k]["final"] == 1 for k in keys)
         assert min(by_key[k]["version"] for k in keys) > max(r["version"] for r in early)
-        # A drill-down through the CLI, answered by the running process.
+        # A drill-down through the CLI, answered by the running process (the local key).
         table = run_pulse(
             [
                 "query",
@@ -85,9 +87,11 @@ def test_pulse_up_serves_queries_and_final_rows_replace_early_ones(
         out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err[-3000:]
     assert "events in" in out and "rows written" in out
+    assert "local key pk_" in out and "(tenant default: ingest, read, query;" in out
     assert "stopping" in err
     # After it stopped, the same query opens the directory itself.
     assert store.scalar("SELECT count() FROM {db}.metrics FINAL WHERE final = 1") > 0
+    assert store.rows("SELECT DISTINCT tenant FROM {db}.inferences") == [("default",)]
     assert not (home / "service.json").exists()
 
 

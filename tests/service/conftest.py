@@ -21,7 +21,7 @@ from dataflows.feedback import clickhouse_target
 
 
 class RunningService:
-    """A started service: its URL, a local key with every scope, and its context."""
+    """A started service: its URL, an operator key (any tenant, every scope), its context."""
 
     def __init__(self, thread: ServiceThread, context: ServiceContext, key: str) -> None:
         self.thread = thread
@@ -79,7 +79,7 @@ def service(home: Path) -> Iterator[ServiceFactory]:
         target = clickhouse_target(settings)
         context = ServiceContext(
             settings=settings,
-            keys=KeyRing(settings.service.api_keys, local_key=key),
+            keys=KeyRing(settings.service.api_keys, operator_key=key),
             target=target,
             store=Store(target),
             **fields,

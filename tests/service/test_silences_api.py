@@ -86,7 +86,7 @@ def test_a_tenant_bound_key_sees_and_changes_its_tenant_only(
         assert globex.get("/v1/silences").json() == []
         assert globex.delete(f"/v1/silences/{mine.json()['id']}").status_code == 404
         assert [s["id"] for s in acme.get("/v1/silences").json()] == [mine.json()["id"]]
-        # The operator's own (local) key, tenant "*", sees every tenant's.
+        # An operator key (the fixture's), tenant "*", sees every tenant's.
         with running.client() as operator:
             assert len(operator.get("/v1/silences").json()) == 1
 
