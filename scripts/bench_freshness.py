@@ -150,8 +150,10 @@ def _traffic(rate: float, seconds: float, start_ms: int, seed: int) -> list[tupl
 
 
 def _service(home: Path, timeout: float = 120.0) -> tuple[str, str]:
-    """URL and operator key of the running flow's service, once it answers (the markers are
-    any tenant's: the local key reads tenant `default` only)."""
+    """URL and operator key of the running flow's service, once it answers. The markers are
+    tenant `default`'s, which the local key reads too, but through the tenant filter (a
+    system.columns read and an EXPLAIN per poll): the operator key keeps the polls' cost
+    that of the recorded figures."""
     path = home / "service.json"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
