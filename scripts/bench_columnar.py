@@ -15,6 +15,16 @@ collector tuned as a flow run tunes it (``connectors.run_control``):
 2. clock: PartitionClock.observe + is_final per event vs ColumnarClock on the columns;
 3. dedup: RecentIds.add per feedback event vs DedupSet.add per batch;
 4. join: InferenceCache.add per inference and .get per feedback vs JoinBuffer add/probe.
+
+    python scripts/bench_columnar.py --stage [--events 300000] [--batch 5000] [--repeat 2]
+
+instead replays the lines through the partition stage alone: routed to the configured
+partitions by request_id (Kafka's partitioner), each partition's two streams fed to a
+`PartitionStage` (config/pulse.yaml's defaults, bounded, no snapshots, no join store) in
+batches of --batch lines per stream, then `on_eof`. It prints this process's CPU time for
+all of it per line, best of --repeat (fresh stages each time). With PULSE_BENCH_CODE=DIR
+the code comes from another checkout (a `git worktree` of an earlier commit), so an A/B
+pair runs this same harness on two versions of the stage.
 """
 
 from __future__ import annotations
@@ -31,7 +41,9 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(
+    0, os.environ.get("PULSE_BENCH_CODE") or str(Path(__file__).resolve().parent.parent)
+)
 
 from connectors.run_control import tune_garbage_collection
 from operators.clock import PartitionClock
@@ -79,13 +91,17 @@ def batches(items: list[Any], size: int) -> list[list[Any]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--events", type=int, default=None)
     ap.add_argument("--dims", type=int, default=10_000)
     ap.add_argument("--batch", type=int, default=50_000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--stage", action="store_true", help="replay through the partition stage")
     args = ap.parse_args()
-    lines = lines_of(args.events, args.dims, args.seed)
+    if args.stage:
+        stage_replay(args.events or 300_000, args.dims, args.batch, args.seed, args.repeat)
+        return
+    lines = lines_of(args.events or 200_000, args.dims, args.seed)
     n, repeat = len(lines), args.repeat
     tune_garbage_collection()
     decoder = BatchDecoder(65_536, 946_684_800_000, 4_102_444_800_000)
@@ -156,6 +172,68 @@ def main() -> None:
 
     inferences = [e for e in parsed.events if type(e) is Inference]
     join(inferences, feedback, args.batch, repeat)
+
+
+def stage_replay(events: int, dims: int, batch: int, seed: int, repeat: int) -> None:
+    """The partition stage alone, on the bench's lines (see the module's docstring)."""
+    from collections import defaultdict
+
+    from config.settings import load_settings
+    from dataflows.feedback import session_specs, window_specs
+    from operators.batches import RawBatch
+    from operators.partition_stage import PartitionConfig, PartitionStage
+    from operators.partitioning import partition_for
+    from operators.stats import FlowStats
+    from operators.synthetic import TrafficGenerator, TrafficProfile
+
+    settings = load_settings(environ={})
+    t = settings.time
+    partitions = settings.log.partitions
+    config = PartitionConfig(
+        partitions=partitions, specs=window_specs(settings),
+        grouping_sets=tuple(settings.aggregation.grouping_set_tuples()),
+        allowed_lateness=t.allowed_lateness, max_out_of_orderness=t.max_out_of_orderness,
+        idle_timeout=t.idle_timeout, emit_interval=t.emit_interval, bounded=True,
+        join_ttl=settings.join.ttl, join_max_entries=settings.join.max_entries,
+        join_wait=settings.join.wait, dedup_horizon=settings.dedup.horizon,
+        dedup_max_entries=settings.dedup.max_entries,
+        extra_dims=tuple(settings.aggregation.extra_dims),
+        confidence_bins=settings.aggregation.confidence_bins,
+        max_event_bytes=settings.validation.max_event_bytes,
+        min_ts=settings.validation.min_ts, max_ts=settings.validation.max_ts,
+        session_shards=settings.aggregation.session_shards if session_specs(settings) else 0,
+        snapshots=False,
+    )  # fmt: skip
+    rate = 2000.0
+    profile = TrafficProfile(seed=seed, duration_s=events / (rate * 1.85), rate=rate, dims=dims)
+    generated = list(TrafficGenerator(profile).events())[:events]
+    queues: dict[tuple[int, str], list[bytes]] = defaultdict(list)
+    for event in generated:
+        queues[(partition_for(event.key, partitions), event.stream)].append(event.line)
+    n = sum(len(q) for q in queues.values())
+    tune_garbage_collection()
+
+    def replay() -> float:
+        stats = FlowStats()
+        stages = {p: PartitionStage(config, stats, clock=lambda: 0.0) for p in range(partitions)}
+        start = time.process_time()
+        longest = max(len(q) for q in queues.values())
+        for a in range(0, longest, batch):
+            for (p, stream), lines in queues.items():
+                chunk = lines[a : a + batch]
+                if not chunk:
+                    continue
+                ended = a + batch >= len(lines)
+                offsets = list(range(a, a + len(chunk)))
+                stages[p].on_item(RawBatch(p, stream, stream, chunk, offsets, True, ended))  # type: ignore[arg-type]
+        for stage in stages.values():
+            stage.on_eof()
+        return time.process_time() - start
+
+    took = min(replay() for _ in range(repeat))
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"{took / n * 1e6:.2f} µs/line  ({n:,} lines, batch {batch:,}, "
+          f"code {os.environ.get('PULSE_BENCH_CODE', 'this checkout')}, load {load})")  # fmt: skip
 
 
 def join(inferences: list[Inference], feedback: list[Feedback], size: int, repeat: int) -> None:
