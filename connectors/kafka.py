@@ -14,6 +14,8 @@ Bytewax source and the dead-letter sink. Kafka's quirks live here.
   other in event time (:class:`operators.stream_merge.ReadAlignment`) and, on resuming
   it, seeks to the next offset not yet delivered (whatever librdkafka dropped from its
   fetch queue while paused is fetched again; nothing is skipped).
+* Bounded, a partition reads up to the high watermarks it found when built, then ends its
+  input once the merge stage has emitted every final window (:mod:`connectors.end_gate`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from connectors.end_gate import POLL, EndGate, SourceEnd
 from connectors.run_control import STOP, exit_write_failed
 from connectors.telemetry.consumer_lag import ConsumerLag
 from operators.batches import STREAMS, RawBatch, TableRows
@@ -206,6 +209,7 @@ class KafkaPartition(StatefulSourcePartition[RawBatch, Positions]):
         batch_size: int,
         poll_interval: timedelta,
         bounded: bool,
+        end_gate: EndGate | None = None,
     ) -> None:
         self.partition = partition
         self.batch_size = batch_size
@@ -244,7 +248,7 @@ class KafkaPartition(StatefulSourcePartition[RawBatch, Positions]):
         self.paused: set[str] = set()
         self._awake: datetime | None = None
         self._announced = False
-        self._done = False
+        self._end = SourceEnd(end_gate)
         self._lag = ConsumerLag(STATS)
 
     def _on_error(self, error: KafkaError) -> None:
@@ -261,8 +265,11 @@ class KafkaPartition(StatefulSourcePartition[RawBatch, Positions]):
         return 0 if position < 0 else position
 
     def next_batch(self) -> list[RawBatch]:
-        if self._done or STOP.is_set():
+        if STOP.is_set() or self._end.over():
             raise StopIteration
+        if self._end.waiting:  # everything delivered: the merge stage drains (end_gate.py)
+            self._awake = datetime.now(UTC) + POLL
+            return []
         lines: dict[str, list[bytes]] = {s: [] for s in STREAMS}
         offsets: dict[str, list[int]] = {s: [] for s in STREAMS}
         eof: set[str] = set()
@@ -320,7 +327,7 @@ class KafkaPartition(StatefulSourcePartition[RawBatch, Positions]):
         self._lag.sample(self.consumer, self.topics, self.partition, self.positions)
         self._align(lines)
         if self.ends is not None and len(self.ended) == len(STREAMS):
-            self._done = True
+            self._end.input_ended()
         idle = not any(lines.values())
         self._awake = datetime.now(UTC) + self.poll_interval if idle else None
         return out
@@ -367,12 +374,15 @@ class KafkaEventSource(FixedPartitionedSource[RawBatch, Positions]):
         batch_size: int,
         poll_interval_ms: int,
         bounded: bool,
+        end_gate: EndGate | None = None,
     ) -> None:
+        """`end_gate`: a bounded run's end waits for the merge stage (end_gate.py)."""
         self.target = target
         self.partitions = partitions
         self.batch_size = batch_size
         self.poll_interval = timedelta(milliseconds=poll_interval_ms)
         self.bounded = bounded
+        self.end_gate = end_gate
 
     def list_parts(self) -> list[str]:
         return [str(p) for p in range(self.partitions)]
@@ -387,6 +397,7 @@ class KafkaEventSource(FixedPartitionedSource[RawBatch, Positions]):
             self.batch_size,
             self.poll_interval,
             self.bounded,
+            self.end_gate,
         )
 
 

@@ -3,7 +3,8 @@ reading that partition of both streams (inferences and feedback).
 
 Resume state is the byte position in each stream. A bounded source fixes each stream's
 end when it is built ("everything in the log now"), delivers up to it, marks the stream
-ended, and stops once both have.
+ended, and once both have, ends its input when the merge stage has emitted every final
+window (:mod:`connectors.end_gate`).
 
 Reading a backlog, the two streams are kept aligned in event time
 (:class:`operators.stream_merge.ReadAlignment`): a stream whose last line read is ahead
@@ -29,6 +30,7 @@ from pathlib import Path
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from connectors.end_gate import POLL, EndGate, SourceEnd
 from connectors.local_log import LocalLog, LogReader
 from connectors.run_control import STOP
 from operators.batches import STREAMS, RawBatch
@@ -46,6 +48,7 @@ class LocalLogPartition(StatefulSourcePartition[RawBatch, Positions]):
         read_bytes: int,
         poll_interval: timedelta,
         bounded: bool,
+        end_gate: EndGate | None = None,
     ) -> None:
         self.partition = partition
         self.read_bytes = read_bytes
@@ -61,11 +64,14 @@ class LocalLogPartition(StatefulSourcePartition[RawBatch, Positions]):
         self.alignment = ReadAlignment()
         self.bounded = bounded
         self._awake: datetime | None = None
-        self._done = False
+        self._end = SourceEnd(end_gate)
 
     def next_batch(self) -> list[RawBatch]:
-        if self._done or STOP.is_set():
+        if STOP.is_set() or self._end.over():
             raise StopIteration
+        if self._end.waiting:  # everything delivered: the merge stage drains (end_gate.py)
+            self._awake = datetime.now(UTC) + POLL
+            return []
         out = []
         idle = True
         for stream in STREAMS:
@@ -93,7 +99,7 @@ class LocalLogPartition(StatefulSourcePartition[RawBatch, Positions]):
             if ended:
                 self.ended.add(stream)
         if len(self.ended) == len(STREAMS):
-            self._done = True
+            self._end.input_ended()
         self._awake = datetime.now(UTC) + self.poll_interval if self._wait(idle, out) else None
         return out
 
@@ -127,11 +133,14 @@ class LocalLogSource(FixedPartitionedSource[RawBatch, Positions]):
         read_bytes: int,
         poll_interval_ms: int,
         bounded: bool,
+        end_gate: EndGate | None = None,
     ) -> None:
+        """`end_gate`: a bounded run's end waits for the merge stage (end_gate.py)."""
         self.log = LocalLog(root)
         self.read_bytes = read_bytes
         self.poll_interval = timedelta(milliseconds=poll_interval_ms)
         self.bounded = bounded
+        self.end_gate = end_gate
 
     @property
     def partitions(self) -> int:
@@ -150,4 +159,5 @@ class LocalLogSource(FixedPartitionedSource[RawBatch, Positions]):
             self.read_bytes,
             self.poll_interval,
             self.bounded,
+            self.end_gate,
         )

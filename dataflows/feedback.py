@@ -32,6 +32,7 @@ from connectors.console import configure_logging
 from connectors.delivery import OutboxSink
 from connectors.delivery.configured import delivery_targets
 from connectors.delivery.outcome_log import OutcomeLog
+from connectors.end_gate import EndGate
 from connectors.join_store import ClickHouseJoinStore
 from connectors.kafka import (
     DeadLetterTopicSink,
@@ -105,8 +106,11 @@ def prepare_store(settings: Settings) -> Target:
     return target
 
 
-def event_source(settings: Settings) -> tuple[Source[RawBatch], int]:
-    """The configured event log as a Bytewax source, and its partition count."""
+def event_source(
+    settings: Settings, end_gate: EndGate | None = None
+) -> tuple[Source[RawBatch], int]:
+    """The configured event log as a Bytewax source, and its partition count; a bounded
+    source's end waits for `end_gate` (connectors/end_gate.py)."""
     if settings.log.backend == "local":
         root = settings.home_dir / "log"
         LocalLog(root, settings.log.partitions, settings.log.segment_bytes)
@@ -115,6 +119,7 @@ def event_source(settings: Settings) -> tuple[Source[RawBatch], int]:
             read_bytes=settings.source.read_bytes,
             poll_interval_ms=settings.source.poll_interval,
             bounded=settings.run.bounded,
+            end_gate=end_gate,
         )
         return source, source.partitions
     target = kafka_target(settings)
@@ -125,6 +130,7 @@ def event_source(settings: Settings) -> tuple[Source[RawBatch], int]:
         batch_size=settings.kafka.consumer_batch_size,
         poll_interval_ms=settings.source.poll_interval,
         bounded=settings.run.bounded,
+        end_gate=end_gate,
     )
     return kafka_source, partitions
 
@@ -142,7 +148,10 @@ def build_flow(settings: Settings, stats: FlowStats = STATS, recovery: bool = Tr
 def build(settings: Settings, stats: FlowStats = STATS, recovery: bool = True) -> Built:
     """The flow; `recovery=False` skips pickling state for snapshots nobody keeps."""
     target = prepare_store(settings)
-    source, partitions = event_source(settings)
+    # A bounded run's end of input waits until the merge stage has drained its final
+    # windows in bounded slices (connectors/end_gate.py).
+    end_gate = EndGate() if settings.run.bounded else None
+    source, partitions = event_source(settings, end_gate)
     specs = window_specs(settings)
     sessions = session_specs(settings)
     grouping_sets = tuple(settings.aggregation.grouping_set_tuples())
@@ -195,7 +204,9 @@ def build(settings: Settings, stats: FlowStats = STATS, recovery: bool = True) -
     rows = op.filter_map("rows", staged, _rows)
     partials = op.filter_map("partials", staged, _partials)
     merged = op.stateful(
-        "merge_stage", partials, lambda resume: MergeStage(merge_config, stats, resume)
+        "merge_stage",
+        partials,
+        lambda resume: MergeStage(merge_config, stats, resume, end=end_gate),
     )
     op.inspect("telemetry", merged, observe_emission)
     metric_rows = op.map("metric_rows", merged, _store_rows)

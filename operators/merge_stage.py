@@ -18,18 +18,25 @@ get at most `early_emit_budget` of processing time, counted as the worker thread
 time: when one emission takes longer than its share of the interval, the next waits (the
 interval stretches, never shrinks), so a flow catching up, or one with a very large cube,
 keeps ingesting instead of spending its time on rows that will soon be replaced. Final
-rows never wait.
+rows never wait for this budget.
 
 Final rows go out in bounded slices: one window at a time (its rollups, then its rows,
 before the next window's; the rollups a grouping set at a time, so one set's are alive,
 not the whole cube's; its panes evicted before the next), oldest end first, and at most
-`final_rows_per_call` rows per call. When more windows are final than that (the end of a
-bounded run closes every open window, ~1.3M rows on the bench log; a quiet partition's
-watermark jump closes many), the rest stay in state, still final by the same rule, and
-the next call (asked for at once) emits the next slice after the sink has taken the
-previous one. A snapshot between two slices holds the windows not yet emitted; a resume
-emits them. Only `on_eof` (Bytewax calls nothing after it) emits all that remain, still
-one window per slice.
+`final_rows_per_call` rows per call (in whole windows: 50k lets a large window go alone).
+When more windows are final than that (the end of a bounded run closes every open window,
+~1.3M rows on the bench log; a quiet partition's watermark jump closes many), the rest
+stay in state, still final by the same rule, and go out in later calls, each once the
+sink has written the previous slice (at most `final_sink_slack` rows unwritten,
+``FlowStats.sink_pending``; after `FINAL_WAIT_MAX_MS` whatever it holds), so one slice's
+rows and build, not all of them, are alive at a time. A snapshot between two slices holds
+the windows not yet emitted; a resume emits them.
+
+Bytewax calls nothing after `on_eof`, which would have to emit every window still waiting
+as one list. In a bounded run the sources hold their end of input until this stage has
+drained (`end`, :class:`connectors.end_gate.EndGate`: held when the stage is built,
+released once every partition ended and no final window waits), so `on_eof` finds none
+left; it still emits any that are (a stop, a source of a cluster's other process).
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from bytewax.operators import StatefulLogic
@@ -92,12 +99,19 @@ class MergeConfig:
     # At most this share of processing time goes to early rows (see the module docstring).
     early_emit_budget: float = 0.25
     # Final rows per call, in whole windows (at least one): the rest wait for the next call
-    # (100k: about one large window; 200k let a call hold ~2 windows of rows at the end).
-    final_rows_per_call: int = 100_000
+    # (50k: a large window, ~90k rows on the bench log, goes alone; 100k let a call hold two).
+    final_rows_per_call: int = 50_000
+    # Final windows that waited go out once the sink has at most this many rows unwritten
+    # (FlowStats.sink_pending): the previous slice is written before the next is built.
+    final_sink_slack: int = 20_000
 
 
 log = logging.getLogger("pulse.merge")
 DEFERRAL_LOG_EVERY_MS = 60_000
+# Final windows that wait for the sink are looked at again this often, and go out after
+# this long whatever the sink holds (a live flow's other rows must not starve them).
+FINAL_POLL_MS = 20.0
+FINAL_WAIT_MAX_MS = 5_000.0
 
 
 def _now_ms() -> float:
@@ -111,11 +125,21 @@ def _thread_cpu_ms() -> float:
 Emitted = tuple[SpecState, int, np.ndarray | None]  # (spec, window start, cells or all)
 
 
+class EndOfInput(Protocol):
+    """What holds a bounded run's end of input until this stage has drained
+    (:class:`connectors.end_gate.EndGate`)."""
+
+    def hold(self) -> None: ...
+
+    def release(self) -> None: ...
+
+
 class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
     """Sums partials per pane and cell, decides finality, emits `metrics` rows."""
 
     # Final windows left for the next call (not state: a resume finds them final again).
     _finals_waiting = False
+    _final_slice_at = -math.inf  # when the last slice of final rows went out
 
     def __init__(
         self,
@@ -124,7 +148,10 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         resume: bytes | None = None,
         clock: Callable[[], float] = _now_ms,
         work_clock: Callable[[], float] | None = None,
+        end: EndOfInput | None = None,
     ) -> None:
+        """`end`: held from now, released once every partition ended and every final
+        window is out (see the module docstring)."""
         self.config = config
         self.stats = stats
         self._now = clock
@@ -155,6 +182,9 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
             )
         else:
             self.from_state(decode_state(MergeState, resume))
+        self._end = end
+        if end is not None:
+            end.hold()
 
     def to_state(self) -> MergeState:
         """What a snapshot stores (:mod:`operators.stage_states`)."""
@@ -195,7 +225,9 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         if value.ended:
             self.ended.add(value.partition)
             if len(self.ended) >= self.config.partitions:
-                return self._emit(), StatefulLogic.RETAIN
+                out = self._emit()
+                self._release_if_drained()
+                return out, StatefulLogic.RETAIN
         return [], StatefulLogic.RETAIN
 
     def on_notify(self) -> tuple[list[TableRows], bool]:
@@ -204,7 +236,14 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         out = self._emit(early=tick)
         if tick:
             self.next_tick = self._next_tick()
+        self._release_if_drained()
         return out, StatefulLogic.RETAIN
+
+    def _release_if_drained(self) -> None:
+        """Every partition ended and no final window waits: the sources may end."""
+        drained = len(self.ended) >= self.config.partitions and not self._finals_waiting
+        if self._end is not None and drained:
+            self._end.release()
 
     def _next_tick(self) -> float:
         """Just after the partition stages' next tick (operators/ticks.py)."""
@@ -217,8 +256,19 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         return self._emit(final_rows=math.inf), StatefulLogic.RETAIN
 
     def notify_at(self) -> datetime:
-        at = self._now() if self._finals_waiting else self.next_tick
+        at = self.next_tick
+        if self._finals_waiting:
+            now = self._now()
+            at = now if self._sink_ready(now) else min(at, now + FINAL_POLL_MS)
         return datetime.fromtimestamp(at / 1000.0, tz=UTC)
+
+    def _sink_ready(self, now: float) -> bool:
+        """Whether final windows that wait may go out: the sink has written the previous
+        slice (all but `final_sink_slack` rows), or they waited `FINAL_WAIT_MAX_MS`."""
+        return (
+            self.stats.sink_pending <= self.config.final_sink_slack
+            or now - self._final_slice_at >= FINAL_WAIT_MAX_MS
+        )
 
     def snapshot(self) -> bytes | None:  # type: ignore[override]
         if not self.config.snapshots:
@@ -288,6 +338,8 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
                     if cells is not None:
                         early_rows.append((state, start, cells))
         limit = self.config.final_rows_per_call if final_rows is None else final_rows
+        if final_rows is None and self._finals_waiting and not self._sink_ready(self._now()):
+            limit = 0  # the sink still writes the previous slice: these wait on
         out = self._final_slices(finals, limit)
         if early_rows:
             version, started = int(self._now()), self._work()
@@ -321,6 +373,7 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
                 return out
             tables = self._tables([(state, start, None)], final=True, version=FINAL_VERSION)
             rows += sum(len(t) for t in tables)
+            self._final_slice_at = self._now()
             out.extend(tables)
             self.stats.windows_final += 1
             state.final_before = max(state.final_before, start + state.layout.spec.length)
