@@ -157,6 +157,25 @@ def test_wide_tables_merge_vertically_with_small_compression_buffers(store: Stor
         assert settings["max_compress_block_size"] == "262144", table
 
 
+METRIC_TABLES = ("metrics", "metrics_classes", "metrics_preferences", "metrics_reports")
+
+
+def test_metric_tables_wait_for_more_parts_before_merging(store: Store) -> None:
+    """chDB's background merges were ~16 % of a bounded run's CPU, most of it `metrics`
+    (docs/performance.md, "Profile of the bounded flow"): the metric tables merge parts
+    only once ~20 of a similar size are there (the default is 5), rewriting each row
+    fewer times."""
+    migrate(store.open(), "pulse")
+    for table in METRIC_TABLES:
+        engine = store.scalar(
+            f"SELECT engine_full FROM system.tables WHERE database = 'pulse' AND name = '{table}'"
+        )
+        settings = dict(
+            pair.strip().split(" = ") for pair in engine.split(" SETTINGS ", 1)[1].split(",")
+        )
+        assert settings["merge_selector_base"] == "20", table
+
+
 def test_migrating_a_fresh_store_does_not_import_pandas(tmp_path: Path) -> None:
     """Every fresh run migrates: recording a migration used clickhouse-connect's
     `insert`, which imports pandas (~0.4 s of start-up) to look at one row."""
