@@ -63,11 +63,18 @@ from operators.join import (
     tenant_refusal,
     tenant_refused,
 )
-from operators.metrics import KIND_CODES, MainLayout, as_label, as_labels, feedback_numbers
+from operators.metrics import (
+    KIND_CODES,
+    MainLayout,
+    as_label,
+    as_labels,
+    feedback_number,
+    feedback_numbers,
+)
 from operators.partitioning import partition_for
 from operators.reasons import TENANT
 from operators.rows import EventRows, InferenceRows, LateRows, dead_letter_rows
-from operators.sessions import SessionBatch, shards_of
+from operators.sessions import SessionBatch, shard_of, shards_of
 from operators.slices import NO_CUTOFF, PartialBatch, SliceDeltas
 from operators.snapshots import decode_state, encode_state
 from operators.stage_states import PartitionState
@@ -187,6 +194,8 @@ class _Held:
 
 class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
     """One source partition's decode, dedup, join and slice pre-aggregation."""
+
+    BULK_FROM = 128  # feedback runs at least this long are counted in bulk
 
     def __init__(
         self,
@@ -686,9 +695,14 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         """Count feedback events, in order, each joined to its context (None: given up on,
         counted unjoined), with the cutoff each is late against: the tenant rule, the
         label verdict and class ids, the raw rows, session records, keyed ids and the
-        counted rows, in bulk. Only refused and late events take a step of their own."""
+        counted rows, in bulk. Only refused and late events take a step of their own.
+        A run shorter than `BULK_FROM` is counted one event at a time (:meth:`_count_one`):
+        the bulk path's ~60 numpy calls cost more than they save on a few events."""
         n = len(events)
-        if not n:
+        if n < self.BULK_FROM:
+            for event, offset, context, cutoff in zip(events, offsets, contexts, cutoffs,
+                                                      strict=True):  # fmt: skip
+                self._count_one(event, offset, context, cutoff)
             return
         joined = list(map(operator.is_not, contexts, repeat(None)))
         if joined.count(True) == n:
@@ -753,8 +767,8 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
                 true[rows], predicted[rows] = ids[0::2], ids[1::2]
         ts = np.fromiter(map(_TS, events), np.int64, n)
         slices = ts - ts % self._slice
-        cutoff = np.array(cutoffs, dtype=np.float64)
-        late = ColumnarClock.late(self._window_ends(slices), cutoff, self.config.allowed_lateness)
+        cut = np.array(cutoffs, dtype=np.float64)
+        late = ColumnarClock.late(self._window_ends(slices), cut, self.config.allowed_lateness)
         late_list = late.tolist()
         self._event_rows.records.extend(
             zip(events, contexts, cells, repeat(self.partition), offsets, late_list, correct,
@@ -806,7 +820,69 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         counted.numbers += numbers[rows].tolist()
         counted.correct += map(bool, correct)
         counted.unjoined += map(operator.not_, joined)
-        counted.feedback_cutoffs += np.where(late, cutoff, NO_CUTOFF)[rows].tolist()
+        counted.feedback_cutoffs += np.where(late, cut, NO_CUTOFF)[rows].tolist()
+
+    def _count_one(
+        self, event: Feedback, offset: int, context: InferenceContext | None, cutoff: float
+    ) -> None:
+        """One feedback event counted as `_count_feedback` counts a run (the property test
+        tests/operators/columnar/test_feedback_counting.py holds the two equal), with the
+        per-event forms of the same rules."""
+        ts = event.ts
+        kind = event.kind
+        value: Any = event.value
+        correct: bool | None = None
+        true = predicted = pair = category = NONE  # keyed families' ids (NONE: not one)
+        winner = 0
+        if context is None:
+            cell_id = self.cells.id_of(self._unjoined_cell(event))
+        else:
+            cell_id = context[1]
+            if event.tenant is not UNSET:  # the join's tenant rule
+                refusal = tenant_refusal(event, self.cells.values[cell_id][0])
+                if refusal is not None:
+                    self._refuse(event, offset, refusal)
+                    return
+            prediction = context[2]
+            if kind == "label" and prediction is not None:
+                label = value.strip() if type(value) is str else as_label(value)
+                correct = label == prediction  # the rule: metrics.as_label, inlined
+                if type(value) in _CATEGORICAL:
+                    ids = self.keys[CLASSES]
+                    true, predicted = ids.id_of(label), ids.id_of(prediction)
+        slice_start = ts - ts % self._slice
+        end = self._earliest_end.get(slice_start)
+        if end is None:
+            end = self._window_end_floor(slice_start)
+        late = is_final(end, cutoff, self.config.allowed_lateness)
+        cell = self.cells.values[cell_id]
+        self._event_rows.records.append(
+            (event, context, cell, self.partition, offset, late, correct)
+        )
+        number = feedback_number(kind, value)
+        shards = self.config.session_shards
+        if shards:
+            self.session_records[shard_of(event.user_id, shards)].append(
+                (event.user_id, ts, cell, kind, number)
+            )
+        if kind == "preference":
+            pair = self.keys[PREFERENCES].id_of((value["policy_a"], value["policy_b"]))
+            winner = WINNER_CODES[value["winner"]]
+        elif kind == "report":
+            category = self.keys[REPORTS].id_of(value["category"])
+        if late and not self._late(slice_start, cell_id, cutoff, "feedback", event.event_id, ts):
+            return
+        counted = self._counted
+        if true != NONE or pair != NONE or category != NONE:
+            row = len(counted.feedback_slices)
+            counted.keyed.append((row, true, predicted, pair, winner, category))
+        counted.feedback_slices.append(slice_start)
+        counted.feedback_cells.append(cell_id)
+        counted.kinds.append(KIND_CODES[kind])
+        counted.numbers.append(number)
+        counted.correct.append(bool(correct))
+        counted.unjoined.append(context is None)
+        counted.feedback_cutoffs.append(cutoff if late else NO_CUTOFF)
 
     def _refuse(self, event: Feedback, offset: int, reason: str) -> None:
         """Feedback the join refused: a dead letter at its source position, not counted.

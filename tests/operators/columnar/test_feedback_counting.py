@@ -37,6 +37,12 @@ TENANTS = ("t1", "t2")
 CELLS = [(t, f"m{i}", "d", "v", "s", "e", "eu") for t in TENANTS for i in range(2)]
 
 
+class Bulk(PartitionStage):
+    """The stage counting every run in bulk, however short."""
+
+    BULK_FROM = 0
+
+
 class PerEvent(PartitionStage):
     """The stage with its per-event counting as it was at e5dc37f (one call per event)."""
 
@@ -197,9 +203,10 @@ def touched(stage: PartitionStage) -> str:
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batches())
 def test_bulk_counting_equals_counting_each_event(cut: list[list[Any]]) -> None:
-    bulk, each = stage_of(PartitionStage), stage_of(PerEvent)
+    bulk, each, mixed = stage_of(Bulk), stage_of(PerEvent), stage_of(PartitionStage)
     for batch in cut:
         columns = [list(column) for column in zip(*batch, strict=True)] or [[], [], [], []]
-        for stage in (bulk, each):
+        for stage in (bulk, each, mixed):
             stage._count_feedback(*[list(column) for column in columns])
     assert touched(bulk) == touched(each)
+    assert touched(mixed) == touched(each)  # short runs one at a time (_count_one)
