@@ -21,10 +21,8 @@ the feedback it sends), so another tenant's `request_id` cannot move its metrics
 from __future__ import annotations
 
 import heapq
-import operator
 from collections import OrderedDict
 from collections.abc import Sequence
-from itertools import repeat
 from typing import Any, Protocol
 
 import numpy as np
@@ -53,19 +51,6 @@ def tenant_refusal(feedback: Feedback, tenant: str) -> str | None:
     if claimed is UNSET or claimed == tenant:
         return None
     return foreign_tenant(claimed, feedback.request_id)
-
-
-def tenant_refused(claimed: Sequence[Any], tenants: Sequence[str | None]) -> NDArray[np.bool_]:
-    """:func:`tenant_refusal`'s verdict for a batch (True: refused; the reason is then
-    :func:`tenant_refusal`'s): `claimed` the feedback's `tenant` fields (UNSET: names none),
-    `tenants` the tenants of the inferences they join (None: joins none, not checked)."""
-    n = len(claimed)
-    named = np.fromiter(map(operator.is_not, claimed, repeat(UNSET)), np.bool_, n)
-    if not named.any():
-        return named
-    joins = np.fromiter(map(operator.is_not, tenants, repeat(None)), np.bool_, n)
-    other = np.fromiter(map(operator.ne, claimed, tenants), np.bool_, n)
-    return named & joins & other
 
 
 class JoinStore(Protocol):

@@ -20,13 +20,11 @@ finite (squares <= 1e18); past 2^33 a cell's sums round as float64 does.
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
 from operators.contract import FEEDBACK_KINDS
 
@@ -135,14 +133,6 @@ def as_label(value: Any) -> str | None:
     return str(value).strip()
 
 
-def as_labels(values: Sequence[Any]) -> list[str | None]:
-    """:func:`as_label` of each value, for a batch: strings (most labels) are trimmed by
-    one C-level map, other values go through the rule itself."""
-    if list(map(type, values)).count(str) == len(values):
-        return list(map(str.strip, values))
-    return [v.strip() if type(v) is str else as_label(v) for v in values]
-
-
 KIND_CODES = {kind: code for code, kind in enumerate(FEEDBACK_KINDS)}
 _LABEL, _THUMBS, _RATING, _REWARD, _CLICK, _CONVERSION, _DWELL, _PREFERENCE, _REPORT = range(9)
 
@@ -159,38 +149,6 @@ def feedback_number(kind: str, value: Any) -> float:
     if kind == "report":
         return round(float(value.get("amount") or 0.0) / QUANTUM) * QUANTUM
     return 0.0
-
-
-_NUMERIC_KINDS = (_RATING, _REWARD, _DWELL)
-_BOOLEAN_KINDS = (_THUMBS, _CLICK, _CONVERSION)
-_AMOUNT = operator.methodcaller("get", "amount")
-
-
-def _at(values: Sequence[Any], indexes: NDArray[np.int64]) -> list[Any]:
-    """`values` at `indexes`, in one C-level call."""
-    if len(indexes) > 1:
-        return list(operator.itemgetter(*indexes.tolist())(values))
-    return [values[i] for i in indexes.tolist()]
-
-
-def feedback_numbers(codes: NDArray[np.int64], values: Sequence[Any]) -> NDArray[np.float64]:
-    """:func:`feedback_number` of a batch (`codes`: the kinds' KIND_CODES), the same
-    floats: numpy rounds half to even as Python's `round` does, and ``+ 0.0`` turns the
-    -0.0 numpy keeps for a small negative value into the 0.0 that `round`'s int gives."""
-    out = np.zeros(len(codes), dtype=np.float64)
-    numeric = np.flatnonzero(np.isin(codes, _NUMERIC_KINDS))
-    if len(numeric):
-        given = np.array(_at(values, numeric), dtype=np.float64)
-        out[numeric] = np.round(given / QUANTUM) * QUANTUM + 0.0
-    boolean = np.flatnonzero(np.isin(codes, _BOOLEAN_KINDS))
-    if len(boolean):
-        out[boolean] = np.fromiter(map(bool, _at(values, boolean)), np.float64, len(boolean))
-    report = np.flatnonzero(codes == _REPORT)
-    if len(report):
-        amounts = list(map(_AMOUNT, _at(values, report)))
-        given = np.array(amounts, dtype=np.float64)  # None (no amount) -> NaN -> 0
-        out[report] = np.round(np.nan_to_num(given, nan=0.0) / QUANTUM) * QUANTUM + 0.0
-    return out
 
 
 def feedback_fields(

@@ -61,20 +61,17 @@ from operators.join import (
     PendingFeedback,
     StoredInference,
     tenant_refusal,
-    tenant_refused,
 )
 from operators.metrics import (
     KIND_CODES,
     MainLayout,
     as_label,
-    as_labels,
     feedback_number,
-    feedback_numbers,
 )
 from operators.partitioning import partition_for
 from operators.reasons import TENANT
 from operators.rows import EventRows, InferenceRows, LateRows, dead_letter_rows
-from operators.sessions import SessionBatch, shard_of, shards_of
+from operators.sessions import SessionBatch, shard_of
 from operators.slices import NO_CUTOFF, PartialBatch, SliceDeltas
 from operators.snapshots import decode_state, encode_state
 from operators.stage_states import PartitionState
@@ -135,16 +132,6 @@ _LATENCY = operator.attrgetter("latency_ms")
 _CELL = operator.attrgetter(
     "tenant", "model_id", "deployment", "model_version", "segment", "endpoint"
 )
-_TENANT = operator.attrgetter("tenant")
-_KIND = operator.attrgetter("kind")
-_VALUE = operator.attrgetter("value")
-_USER_ID = operator.attrgetter("user_id")
-_CONTEXT_CELL = operator.itemgetter(1)  # an InferenceContext's cell id
-_POLICY_A = operator.itemgetter("policy_a")  # a preference's fields (a dict on events)
-_POLICY_B = operator.itemgetter("policy_b")
-_WINNER = operator.itemgetter("winner")
-_CATEGORY = operator.itemgetter("category")  # a report's
-_CATEGORICAL = frozenset((str, int))  # label types that are classes (metrics_classes)
 
 
 def _gather(indexes: list[int], values: list[Any]) -> list[Any]:
@@ -153,16 +140,6 @@ def _gather(indexes: list[int], values: list[Any]) -> list[Any]:
     if len(indexes) > 1:
         return list(operator.itemgetter(*indexes)(values))
     return [values[i] for i in indexes]
-
-
-def _ids_of(ids: LocalIds[Any], values: list[Any]) -> list[int]:
-    """Each value's id in `ids`, new values numbered in order (as `id_of` one at a time)."""
-    found = list(map(ids.ids.get, values, repeat(-1)))
-    if -1 in found:
-        id_of = ids.id_of
-        for j in np.flatnonzero(np.array(found) < 0).tolist():
-            found[j] = id_of(values[j])
-    return found
 
 
 def _objects(values: list[Any]) -> NDArray[np.object_]:
@@ -194,8 +171,6 @@ class _Held:
 
 class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
     """One source partition's decode, dedup, join and slice pre-aggregation."""
-
-    BULK_FROM = 128  # feedback runs at least this long are counted in bulk
 
     def __init__(
         self,
@@ -612,25 +587,16 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         take = np.flatnonzero(takers)
         take_at = at_inferences[held.kept[take]]
         fb_cutoffs = cutoffs[positions].tolist()
+        count = self._count_feedback
         if not len(take):  # the common case: no inference takes waiting feedback
-            if joined is None or joined.all():
-                self._count_feedback(fb_events, fb_offsets, contexts, fb_cutoffs)
-                return
-            at = np.flatnonzero(joined).tolist()
-            self._count_feedback(
-                _gather(at, fb_events), _gather(at, fb_offsets), _gather(at, contexts),
-                _gather(at, fb_cutoffs),
-            )  # fmt: skip
-            for j in np.flatnonzero(waiting).tolist():
-                event = fb_events[j]
-                pending.add(
-                    event.request_id, (event, fb_offsets[j], fb_cutoffs[j]), event.ts + wait
-                )
+            for event, offset, joined_to, cutoff in zip(
+                fb_events, fb_offsets, contexts, fb_cutoffs, strict=True
+            ):
+                if joined_to is not None:
+                    count(event, offset, joined_to, cutoff)
+                else:
+                    pending.add(event.request_id, (event, offset, cutoff), event.ts + wait)
             return
-        # Counting moves no pending feedback: the counted events are collected in
-        # sequence order and counted at the end, in bulk.
-        counted: tuple[list[Feedback], list[int], list[InferenceContext | None], list[float]]
-        counted = ([], [], [], [])
         order = np.argsort(np.concatenate([positions, take_at]), kind="stable").tolist()
         take_contexts = [held.context(t) for t in take.tolist()]
         nf = len(fb_events)
@@ -639,10 +605,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
                 event, cutoff = fb_events[k], fb_cutoffs[k]
                 context = contexts[k]
                 if context is not None:
-                    counted[0].append(event)
-                    counted[1].append(fb_offsets[k])
-                    counted[2].append(context)
-                    counted[3].append(cutoff)
+                    count(event, fb_offsets[k], context, cutoff)
                 else:
                     pending.add(event.request_id, (event, fb_offsets[k], cutoff), event.ts + wait)
             else:
@@ -651,11 +614,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
                 for waiting_event, waiting_offset, waiting_cutoff in pending.take(
                     held.request_ids[take[t]]
                 ):
-                    counted[0].append(waiting_event)
-                    counted[1].append(waiting_offset)
-                    counted[2].append(take_contexts[t])
-                    counted[3].append(waiting_cutoff)
-        self._count_feedback(*counted)
+                    count(waiting_event, waiting_offset, take_contexts[t], waiting_cutoff)
 
     def _cell_ids(self, events: list[Inference]) -> list[int]:
         """Each inference's partition-local finest cell id (new cells numbered in order)."""
@@ -675,7 +634,12 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
             ]
         else:
             cells = list(map(_CELL, events))
-        return _ids_of(self.cells, cells)
+        ids = list(map(self.cells.ids.get, cells, repeat(-1)))
+        if -1 in ids:
+            id_of = self.cells.id_of
+            for j in np.flatnonzero(np.array(ids) < 0).tolist():
+                ids[j] = id_of(cells[j])
+        return ids
 
     def _window_ends(self, slices: NDArray[np.int64]) -> NDArray[np.int64]:
         """The earliest window end of each slice start (one lookup per distinct slice)."""
@@ -687,150 +651,14 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
 
     def _count_feedback(
         self,
-        events: list[Feedback],
-        offsets: list[int],
-        contexts: list[InferenceContext | None],
-        cutoffs: list[float],
+        event: Feedback,
+        offset: int,
+        context: InferenceContext | None,
+        cutoff: float,
     ) -> None:
-        """Count feedback events, in order, each joined to its context (None: given up on,
-        counted unjoined), with the cutoff each is late against: the tenant rule, the
-        label verdict and class ids, the raw rows, session records, keyed ids and the
-        counted rows, in bulk. Only refused and late events take a step of their own.
-        A run shorter than `BULK_FROM` is counted one event at a time (:meth:`_count_one`):
-        the bulk path's ~60 numpy calls cost more than they save on a few events."""
-        n = len(events)
-        if n < self.BULK_FROM:
-            for event, offset, context, cutoff in zip(events, offsets, contexts, cutoffs,
-                                                      strict=True):  # fmt: skip
-                self._count_one(event, offset, context, cutoff)
-            return
-        joined = list(map(operator.is_not, contexts, repeat(None)))
-        if joined.count(True) == n:
-            cell_ids: list[int] = list(map(_CONTEXT_CELL, cast(list[InferenceContext], contexts)))
-        else:  # unjoined feedback has its own cell (new cells numbered in order)
-            cell_ids = [
-                c[1] if c is not None else self.cells.id_of(self._unjoined_cell(e))
-                for e, c in zip(events, contexts, strict=True)
-            ]
-        cells = _gather(cell_ids, self.cells.values)
-        claimed = list(map(_TENANT, events))
-        if claimed.count(UNSET) != n:  # the join's tenant rule, asked of feedback naming one
-            tenants = [cell[0] if j else None for cell, j in zip(cells, joined, strict=True)]
-            refused = tenant_refused(claimed, tenants)
-            if refused.any():
-                for j in np.flatnonzero(refused).tolist():
-                    self._refuse(
-                        events[j],
-                        offsets[j],
-                        cast(str, tenant_refusal(events[j], cast(str, tenants[j]))),
-                    )
-                keep = np.flatnonzero(~refused).tolist()
-                events, offsets, contexts, cutoffs = (
-                    _gather(keep, events), _gather(keep, offsets),
-                    _gather(keep, contexts), _gather(keep, cutoffs),
-                )  # fmt: skip
-                joined, cell_ids, cells = (
-                    _gather(keep, joined),
-                    _gather(keep, cell_ids),
-                    _gather(keep, cells),
-                )
-                n = len(events)
-                if not n:
-                    return
-        kinds = list(map(_KIND, events))
-        values = list(map(_VALUE, events))
-        codes = np.fromiter(map(KIND_CODES.__getitem__, kinds), np.int64, n)
-        true = np.full(n, NONE, dtype=np.int64)  # keyed families' ids (NONE: not one)
-        predicted, pair, category = true.copy(), true.copy(), true.copy()
-        winner = np.zeros(n, dtype=np.int64)
-        correct: list[bool | None] = [None] * n
-        predictions = [c[2] if c is not None else None for c in contexts]
-        graded = np.flatnonzero(
-            (codes == KIND_CODES["label"])
-            & np.fromiter(map(operator.is_not, predictions, repeat(None)), np.bool_, n)
-        )
-        if len(graded):
-            at = graded.tolist()
-            given, truth = _gather(at, values), _gather(at, predictions)
-            labels = as_labels(given)
-            for j, verdict in zip(at, map(operator.eq, labels, truth), strict=True):
-                correct[j] = verdict
-            classed = np.fromiter(
-                map(_CATEGORICAL.__contains__, map(type, given)), np.bool_, len(at)
-            )
-            if classed.any():  # categorical labels: the label's and the prediction's class ids
-                which = np.flatnonzero(classed).tolist()
-                both = [None] * (2 * len(which))
-                both[0::2], both[1::2] = _gather(which, labels), _gather(which, truth)
-                ids = np.array(_ids_of(self.keys[CLASSES], both), dtype=np.int64)
-                rows = graded[classed]
-                true[rows], predicted[rows] = ids[0::2], ids[1::2]
-        ts = np.fromiter(map(_TS, events), np.int64, n)
-        slices = ts - ts % self._slice
-        cut = np.array(cutoffs, dtype=np.float64)
-        late = ColumnarClock.late(self._window_ends(slices), cut, self.config.allowed_lateness)
-        late_list = late.tolist()
-        self._event_rows.records.extend(
-            zip(events, contexts, cells, repeat(self.partition), offsets, late_list, correct,
-                strict=False)
-        )  # fmt: skip
-        numbers = feedback_numbers(codes, values)
-        shards = self.config.session_shards
-        if shards:
-            user_ids = list(map(_USER_ID, events))
-            records = list(zip(user_ids, ts.tolist(), cells, kinds, numbers.tolist(), strict=True))
-            shard = shards_of(user_ids, shards)
-            for s, shard_records in enumerate(self.session_records):
-                shard_records.extend(_gather(np.flatnonzero(shard == s).tolist(), records))
-        preferences = np.flatnonzero(codes == KIND_CODES["preference"])
-        if len(preferences):
-            chosen = _gather(preferences.tolist(), values)
-            policies = list(zip(map(_POLICY_A, chosen), map(_POLICY_B, chosen), strict=True))
-            pair[preferences] = _ids_of(self.keys[PREFERENCES], policies)
-            winner[preferences] = list(map(WINNER_CODES.__getitem__, map(_WINNER, chosen)))
-        reports = np.flatnonzero(codes == KIND_CODES["report"])
-        if len(reports):
-            named = list(map(_CATEGORY, _gather(reports.tolist(), values)))
-            category[reports] = _ids_of(self.keys[REPORTS], named)
-        counts = ~late
-        for j in np.flatnonzero(late).tolist():
-            counts[j] = self._late(
-                int(slices[j]), cell_ids[j], cutoffs[j], "feedback", events[j].event_id, int(ts[j])
-            )
-        counted = self._counted
-        rows = np.flatnonzero(counts)
-        if len(rows) < n:
-            at = rows.tolist()
-            cell_ids, joined, correct = (
-                _gather(at, cell_ids),
-                _gather(at, joined),
-                _gather(at, correct),
-            )
-        keyed = (true[rows] != NONE) | (pair[rows] != NONE) | (category[rows] != NONE)
-        if keyed.any():
-            k = rows[keyed]
-            first = len(counted.feedback_slices)
-            counted.keyed += zip(
-                (first + np.flatnonzero(keyed)).tolist(), true[k].tolist(), predicted[k].tolist(),
-                pair[k].tolist(), winner[k].tolist(), category[k].tolist(), strict=True,
-            )  # fmt: skip
-        counted.feedback_slices += slices[rows].tolist()
-        counted.feedback_cells += cell_ids
-        counted.kinds += codes[rows].tolist()
-        counted.numbers += numbers[rows].tolist()
-        counted.correct += map(bool, correct)
-        counted.unjoined += map(operator.not_, joined)
-        counted.feedback_cutoffs += np.where(late, cut, NO_CUTOFF)[rows].tolist()
-
-    def _count_one(
-        self, event: Feedback, offset: int, context: InferenceContext | None, cutoff: float
-    ) -> None:
-        """One feedback event counted as `_count_feedback` counts a run (the property test
-        tests/operators/columnar/test_feedback_counting.py holds the two equal), with the
-        per-event forms of the same rules."""
         ts = event.ts
         kind = event.kind
-        value: Any = event.value
+        value = event.value
         correct: bool | None = None
         true = predicted = pair = category = NONE  # keyed families' ids (NONE: not one)
         winner = 0
@@ -838,7 +666,8 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
             cell_id = self.cells.id_of(self._unjoined_cell(event))
         else:
             cell_id = context[1]
-            if event.tenant is not UNSET:  # the join's tenant rule
+            # The join's tenant rule (operators.join), asked only of feedback naming one.
+            if event.tenant is not UNSET:
                 refusal = tenant_refusal(event, self.cells.values[cell_id][0])
                 if refusal is not None:
                     self._refuse(event, offset, refusal)
@@ -847,7 +676,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
             if kind == "label" and prediction is not None:
                 label = value.strip() if type(value) is str else as_label(value)
                 correct = label == prediction  # the rule: metrics.as_label, inlined
-                if type(value) in _CATEGORICAL:
+                if type(value) is str or type(value) is int:  # categorical labels
                     ids = self.keys[CLASSES]
                     true, predicted = ids.id_of(label), ids.id_of(prediction)
         slice_start = ts - ts % self._slice
@@ -855,13 +684,13 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         if end is None:
             end = self._window_end_floor(slice_start)
         late = is_final(end, cutoff, self.config.allowed_lateness)
-        cell = self.cells.values[cell_id]
-        self._event_rows.records.append(
-            (event, context, cell, self.partition, offset, late, correct)
+        self._event_rows.add(
+            event, context, self.cells.values[cell_id], self.partition, offset, late, correct
         )
         number = feedback_number(kind, value)
         shards = self.config.session_shards
         if shards:
+            cell = self.cells.values[cell_id]
             self.session_records[shard_of(event.user_id, shards)].append(
                 (event.user_id, ts, cell, kind, number)
             )
@@ -957,19 +786,17 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
             found = self._store.lookup(wanted)
             self.stats.looked_up += len(wanted)
             self.stats.found_in_store += len(found)
-        contexts: list[InferenceContext | None] = []
-        for event, _, _ in due:
+        for event, offset, cutoff in due:
             stored = found.get(event.request_id)
             if stored is None:
                 self.stats.unjoined += 1
-                contexts.append(None)
+                self._count_feedback(event, offset, None, cutoff)
                 continue
-            contexts.append(
+            context = (
                 self.inferences.get(event.request_id)
                 or self._remember([(event.request_id, stored)])[0]
             )
-        events, offsets, cutoffs = (list(column) for column in zip(*due, strict=True))
-        self._count_feedback(events, offsets, contexts, cutoffs)
+            self._count_feedback(event, offset, context, cutoff)
 
     def _rebuild(self) -> None:
         """After a restart: the cache and dedup ids as they were at the snapshot."""

@@ -19,13 +19,10 @@ from __future__ import annotations
 
 import bisect
 import zlib
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from bytewax.operators import StatefulLogic
-from numpy.typing import NDArray
 
 from operators.batches import TableRows
 from operators.cells import BASE_DIMS, Cell, format_extra_dims
@@ -39,12 +36,6 @@ RATING, THUMBS = "rating", "thumbs"
 
 def shard_of(user_id: str, shards: int) -> int:
     return zlib.crc32(user_id.encode()) % shards
-
-
-def shards_of(user_ids: Sequence[str], shards: int) -> NDArray[np.int64]:
-    """:func:`shard_of` of a batch of user ids, in C-level maps."""
-    crcs = map(zlib.crc32, map(str.encode, user_ids))
-    return np.fromiter(crcs, np.int64, len(user_ids)) % shards
 
 
 @dataclass(frozen=True)
