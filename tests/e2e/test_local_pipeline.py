@@ -4,11 +4,15 @@ independent computation of the same seeded traffic."""
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 from operators.synthetic import TrafficGenerator, TrafficProfile
 from tests import reference as ref
-from tests.conftest import Store, pulse_env, run_pulse
+from tests.conftest import PULSE, ROOT, Store, pulse_env, run_pulse
 from tests.e2e.checks import DEFAULT_SEMANTICS, assert_store_matches_truth
 from tests.harness import assert_metrics_match, final_metric_rows
 
@@ -85,9 +89,9 @@ def test_an_unbounded_replay_under_pressure_gives_the_bounded_numbers(
     }
     env = pulse_env(home, **settings)
     run_pulse(["generate", *TRAFFIC], env)
-    run_pulse(["run", "--duration", "25", "--quiet"], env, timeout=180)
     valid = [(e.stream, e.key, e.line) for e in _truth() if e.invalid is None]
     expected = ref.compute(valid, DEFAULT_SEMANTICS)
+    _run_live_until_read(env, len(expected.events))
 
     events = {
         r[0]: r[1:] for r in store.rows("SELECT event_id, joined, late FROM {db}.events FINAL")
@@ -105,3 +109,29 @@ def test_an_unbounded_replay_under_pressure_gives_the_bounded_numbers(
     assert len(closed) > 100, "the idle timeout should have closed most windows"
     all_expected = ref.expected_rows(expected, DEFAULT_SEMANTICS)
     assert_metrics_match(closed, {key: all_expected[key] for key in closed})
+
+
+def _run_live_until_read(env: dict[str, str], feedback: int, settle_s: float = 5.0) -> None:
+    """`pulse run` live until its `events` table holds `feedback` events (asked through
+    the running service), then `settle_s` more for the idle timeout to close windows, then
+    Ctrl-C. A fixed duration failed on a slow machine: how long reading takes is not what
+    the test is about."""
+    process = subprocess.Popen([*PULSE, "run", "--duration", "240", "--quiet"], env=env,
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)  # fmt: skip
+    try:
+        count = "SELECT count() AS n FROM (SELECT DISTINCT event_id FROM pulse.events)"
+        while process.poll() is None:
+            time.sleep(3)
+            if not (Path(env["PULSE_HOME"]) / "service.json").exists():
+                continue
+            asked = run_pulse(["query", "--all-tenants", "--sql", count, "--format", "json"],
+                              env, timeout=60, check=False)  # fmt: skip
+            if asked.returncode == 0 and json.loads(asked.stdout)[0]["n"] >= feedback:
+                time.sleep(settle_s)
+                break
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err[-3000:]
