@@ -137,6 +137,14 @@ def test_the_sink_writes_batches_with_different_dictionaries_in_one_block(store:
     ]
 
 
+def _table_settings(store: Store, table: str) -> dict[str, str]:
+    """The SETTINGS clause of `table`'s engine, as name -> value."""
+    engine = store.scalar(
+        f"SELECT engine_full FROM system.tables WHERE database = 'pulse' AND name = '{table}'"
+    )
+    return dict(pair.strip().split(" = ") for pair in engine.split(" SETTINGS ", 1)[1].split(","))
+
+
 WIDE_TABLES = ("metrics", "metrics_classes", "metrics_preferences", "metrics_reports",
                "metrics_late", "events", "inferences", "sessions")  # fmt: skip
 
@@ -146,12 +154,7 @@ def test_wide_tables_merge_vertically_with_small_compression_buffers(store: Stor
     every table the flow writes in volume merges a column at a time, 256 KiB buffers."""
     migrate(store.open(), "pulse")
     for table in WIDE_TABLES:
-        engine = store.scalar(
-            f"SELECT engine_full FROM system.tables WHERE database = 'pulse' AND name = '{table}'"
-        )
-        settings = dict(
-            pair.strip().split(" = ") for pair in engine.split(" SETTINGS ", 1)[1].split(",")
-        )
+        settings = _table_settings(store, table)
         assert settings["vertical_merge_algorithm_min_rows_to_activate"] == "1", table
         assert settings["vertical_merge_algorithm_min_columns_to_activate"] == "1", table
         assert settings["max_compress_block_size"] == "262144", table
@@ -167,12 +170,7 @@ def test_metric_tables_wait_for_more_parts_before_merging(store: Store) -> None:
     fewer times."""
     migrate(store.open(), "pulse")
     for table in METRIC_TABLES:
-        engine = store.scalar(
-            f"SELECT engine_full FROM system.tables WHERE database = 'pulse' AND name = '{table}'"
-        )
-        settings = dict(
-            pair.strip().split(" = ") for pair in engine.split(" SETTINGS ", 1)[1].split(",")
-        )
+        settings = _table_settings(store, table)
         assert settings["merge_selector_base"] == "20", table
 
 
