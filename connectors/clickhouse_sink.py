@@ -46,7 +46,13 @@ import pyarrow as pa
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from tenacity import RetryCallState
 
-from connectors.clickhouse import Target, connect, describe, retrying_while_transient, to_arrow
+from connectors.clickhouse import (
+    Target,
+    connect_for_inserts,
+    describe,
+    retrying_while_transient,
+    to_arrow,
+)
 from connectors.run_control import exit_write_failed
 from operators.batches import Categorical, TableRows
 from operators.stats import FlowStats, timed
@@ -290,7 +296,7 @@ class _Writer:
     def _insert(self, table: str, block: list[TableRows]) -> None:
         """One INSERT of one block (at most `block_rows` rows)."""
         if self._client is None:
-            self._client = (self._client_factory or connect)(self.target)
+            self._client = (self._client_factory or connect_for_inserts)(self.target)
         schema = self._schemas.get(table)
         if schema is None:
             schema = self._schemas[table] = describe(self._client, self.target.database, table)
