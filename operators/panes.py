@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from operators.cells import EXTRA_KEY_BITS
-from operators.keyed_sums import KeyedSums, Run, sum_by_key
+from operators.keyed_sums import KeyedSums, Run, merge_runs, sum_by_key
 from operators.windows import WindowSpec
 
 
@@ -168,21 +168,33 @@ class SpecState:
 def window_sums(
     parts: list[Sums], family: str, cells: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A window's (keys, values) of one family: the sum of its parts, only `cells` if given."""
+    """A window's (keys, values) of one family: the sum of its parts, only `cells` if given.
+
+    A whole window's parts are merged one at a time into a running sum (each part is one
+    sorted run): what is alive is that sum and one part, not every part's rows at once
+    (concatenated for one sort, the ten panes of a `5m_30s` window were 40–49 MiB of
+    values in the end of the bench log's bounded run, issue 10). The same sums in any
+    order (values on a grid, :mod:`operators.metrics`)."""
+    if cells is None:
+        total: Run | None = None
+        for part in parts:
+            sums = part.families[family]
+            if len(sums):
+                run = sums.compacted()
+                total = run if total is None else merge_runs(total, run)
+        if total is None:
+            width = parts[0].families[family].width if parts else 1
+            return np.empty(0, dtype=np.int64), np.empty((0, width))
+        return total
     keys_chunks, value_chunks = [], []
     for part in parts:
         sums = part.families[family]
         if len(sums) == 0:
             continue
-        if cells is None:
-            keys, values = sums.compacted()
-        else:
-            keys, values = sums.gather(cells << EXTRA_KEY_BITS, (cells + 1) << EXTRA_KEY_BITS)
+        keys, values = sums.gather(cells << EXTRA_KEY_BITS, (cells + 1) << EXTRA_KEY_BITS)
         keys_chunks.append(keys)
         value_chunks.append(values)
     width = parts[0].families[family].width if parts else 1
     if not keys_chunks:
         return np.empty(0, dtype=np.int64), np.empty((0, width))
-    if len(keys_chunks) == 1 and cells is None:
-        return keys_chunks[0], value_chunks[0]
     return sum_by_key(np.concatenate(keys_chunks), np.concatenate(value_chunks))

@@ -39,12 +39,11 @@ def _bytes(tables: list[TableRows]) -> int:
     return total
 
 
-def test_a_large_final_window_is_built_with_little_besides_its_rows() -> None:
-    # One 1-minute window of ~1,500 finest cells, latency buckets under each: its cube's
-    # rollups (8 grouping sets) are several times its rows.
-    sem = semantics(partitions=1, windows=(ref.Window("1m", 60_000, 60_000),))
+def _final_calls(window: ref.Window, profile: TrafficProfile) -> list[tuple[list[TableRows], int]]:
+    """Every final window of one partition's traffic, one window per call: each call's
+    rows and the traced peak it reached above what was alive before it."""
+    sem = semantics(partitions=1, windows=(window,))
     partition_config, merge_config = configs(sem)
-    profile = TrafficProfile(seed=3, duration_s=60, rate=400, dims=1500, late_rate=0.0)
     stage = PartitionStage(partition_config, FlowStats(), clock=Clock())
     lines: dict[str, list[bytes]] = defaultdict(list)
     for event in TrafficGenerator(profile).events():
@@ -75,6 +74,14 @@ def test_a_large_final_window_is_built_with_little_besides_its_rows() -> None:
     calls = [measured(lambda: merge.on_item(partials[-1])[0])]
     while merge.notify_at().timestamp() * 1000 <= clock.now:
         calls.append(measured(lambda: merge.on_notify()[0]))
+    return calls
+
+
+def test_a_large_final_window_is_built_with_little_besides_its_rows() -> None:
+    # One 1-minute window of ~1,500 finest cells, latency buckets under each: its cube's
+    # rollups (8 grouping sets) are several times its rows.
+    profile = TrafficProfile(seed=3, duration_s=60, rate=400, dims=1500, late_rate=0.0)
+    calls = _final_calls(ref.Window("1m", 60_000, 60_000), profile)
     out, peak = max(calls, key=lambda call: _bytes(call[0]))  # the largest window
     metrics = [t for t in out if t.table == "metrics"]
     assert len(metrics) == 1 and bool(metrics[0].columns["final"].all())
@@ -83,3 +90,15 @@ def test_a_large_final_window_is_built_with_little_besides_its_rows() -> None:
     # Besides the rows returned: the window's finest sums and one grouping set's
     # rollups at a time (measured: 1.3x the rows; the whole cube at once: 3.5x).
     assert peak - rows < 2 * rows, f"built with {peak >> 10} KiB for {rows >> 10} KiB of rows"
+
+
+def test_a_sliding_window_sums_its_panes_without_holding_them_all_at_once() -> None:
+    # A 2-minute window sliding every 10 s is 12 panes of the same ~1,500 cells: their
+    # rows concatenated for one sort were several times the window's own sums.
+    profile = TrafficProfile(seed=3, duration_s=150, rate=400, dims=1500, late_rate=0.0)
+    calls = _final_calls(ref.Window("2m_10s", 120_000, 10_000), profile)
+    out, peak = max(calls, key=lambda call: _bytes(call[0]))
+    metrics = [t for t in out if t.table == "metrics"]
+    assert len(metrics) == 1 and len(metrics[0]) > 3_000
+    rows = _bytes(out)
+    assert peak - rows < 1.2 * rows, f"built with {peak >> 10} KiB for {rows >> 10} KiB of rows"
