@@ -438,10 +438,13 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         cells, at = np.divmod(present, len(extra_values))
         return (present_cells[cells] << EXTRA_KEY_BITS) | extra_values[at], sums
 
-    def _rolled(self, state: SpecState, start: int, keep: bool) -> dict[str, Run]:
+    def _rolled(
+        self, state: SpecState, start: int, keep: bool, changed: dict[str, np.ndarray] | None = None
+    ) -> dict[str, Run]:
         """The window's sums per family, rolled up: from its cache plus the deltas it got
         since (early rows every tick cost only those), else in full. `keep`: cache the
-        result (an early emission; every window it covers takes its fresh deltas now)."""
+        result (an early emission; every window it covers takes its fresh deltas now).
+        `changed`, from the cache only: each family's keys those deltas changed."""
         cached = state.rolled.get(start)
         if cached is None:
             parts = state.parts(start)
@@ -450,10 +453,15 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
             rolled = {}
             for family, run in cached.items():
                 fresh = state.fresh(start, family)
-                if fresh:  # the rollup sums repeated keys itself: no need to sum them first
-                    keys = np.concatenate([k for k, _ in fresh])
-                    run = merge_runs(run, self._rollup(keys, np.concatenate([v for _, v in fresh])))
-                rolled[family] = run
+                # Summed first: the rollup keeps a single set's repeated keys apart.
+                delta = (
+                    self._rollup(*sum_by_key(*_joined(fresh)))
+                    if fresh
+                    else (run[0][:0], run[1][:0])
+                )
+                if changed is not None:
+                    changed[family] = delta[0]
+                rolled[family] = merge_runs(run, delta) if fresh else run
         if keep:
             state.rolled[start] = rolled
         return rolled
@@ -466,12 +474,16 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
             if touched is None and start not in state.rolled:
                 window = self._final_columns(state, start, names)
             else:
-                rolled = self._rolled(state, start, keep=touched is not None)
+                changed: dict[str, np.ndarray] = {}
+                rolled = self._rolled(state, start, touched is not None, changed)
+                keyed = None
                 if touched is not None:
                     # Early rows: only the rollup cells of the finest cells that changed,
-                    # found in the window's sorted runs (a cost in proportion to them).
+                    # found in the window's sorted runs (a cost in proportion to them);
+                    # of the keyed families' tables only the rows that changed.
+                    keyed = _of_keys(rolled, changed) if changed else None
                     rolled = _of_cells(rolled, np.unique(self.cells.rollups(touched)))
-                window = self._window_columns(rolled, state, start, names)
+                window = self._window_columns(rolled, state, start, names, keyed)
             for table, window_columns in window.items():
                 target = chunks.setdefault(table, {})
                 for name, column in window_columns.items():
@@ -501,10 +513,16 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         return {table: _in_cell_order(chunks) for table, chunks in pieces.items()}
 
     def _window_columns(
-        self, rolled: dict[str, Run], state: SpecState, start: int, names: list[str]
+        self,
+        rolled: dict[str, Run],
+        state: SpecState,
+        start: int,
+        names: list[str],
+        keyed: dict[str, Run] | None = None,
     ) -> dict[str, dict[str, np.ndarray]]:
         """One window's columns per table from rolled-up sums: rows for every cell they
-        hold (the whole cube, a grouping set's cells, or the changed cells' rollups)."""
+        hold (the whole cube, a grouping set's cells, or the changed cells' rollups);
+        `keyed`: the keyed families' rows to write instead (an early row's changed keys)."""
         spec = state.layout.spec
         main_keys, main_values = rolled[MAIN]
         # Every event adds a main row (its other families' rows come with it), so the
@@ -525,7 +543,7 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
             }
         }
         for name in KEYED:
-            keys, values = rolled[name]
+            keys, values = (keyed or rolled)[name]
             owners = keys >> EXTRA_KEY_BITS
             out[name] = {
                 "cells": owners,
@@ -600,6 +618,25 @@ def _of_cells(rolled: dict[str, Run], cells: np.ndarray) -> dict[str, Run]:
     out = {}
     for family, (keys, values) in rolled.items():
         rows = rows_in(keys, low, high)
+        out[family] = keys[rows], values[rows]
+    return out
+
+
+def _joined(runs: list[Run]) -> Run:
+    """Runs as one (keys may repeat)."""
+    if len(runs) == 1:
+        return runs[0]
+    return np.concatenate([k for k, _ in runs]), np.concatenate([v for _, v in runs])
+
+
+def _of_keys(rolled: dict[str, Run], changed: dict[str, np.ndarray]) -> dict[str, Run]:
+    """The keyed families' rows whose (sorted, unique) keys `changed` holds: an early
+    emission rewrites only these. The rows it leaves out keep the values of the early row
+    written for them before (ReplacingMergeTree's latest version), so they stay true."""
+    out = {}
+    for family in KEYED:
+        keys, values = rolled[family]
+        rows = np.searchsorted(keys, changed[family])
         out[family] = keys[rows], values[rows]
     return out
 

@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Early rows alone: what each emission writes and costs, replayed in one process.
+
+    python scripts/bench_early_rows.py --rate 2000 --seconds 40 [--emit 1s] [--set K=V]
+
+The live freshness bench (:mod:`scripts.bench_freshness`) measures the whole process on
+a shared machine; this replays the same traffic (its `_traffic`: the bench's cube, event
+time ≈ the tick's time) through the partition stages and the merge stage with the
+default settings and a clock moved by hand, one tick of `emit_interval` at a time, and
+reports per early emission: rows by table and window spec, and the merge stage's CPU
+(thread time). Same input, same rows, run after run: an A/B of the early-row rules
+without the noise of the neighbours (the writer's and chDB's cost follows the rows).
+`--set windows.N.early_interval=5s`-style overrides go through the settings' own
+validation (`PULSE_*` variables).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from operators.batches import Categorical, RawBatch, TableRows  # noqa: E402
+from operators.partitioning import partition_for  # noqa: E402
+from operators.slices import PartialBatch  # noqa: E402
+from operators.stats import FlowStats  # noqa: E402
+
+PARTITIONS = 4
+WARM_S = 20  # ticks before the measured ones: every open window has cells and a cache
+
+
+def _configs() -> tuple[Any, Any]:
+    """The flow's configs from the settings (defaults, then PULSE_* variables), live."""
+    from config.settings import load_settings
+    from dataflows.feedback import window_specs
+    from operators.merge_stage import MergeConfig
+    from operators.partition_stage import PartitionConfig
+
+    settings = load_settings()
+    t, a = settings.time, settings.aggregation
+    specs, sets = window_specs(settings), tuple(a.grouping_set_tuples())
+    partition = PartitionConfig(
+        partitions=PARTITIONS, specs=specs, grouping_sets=sets,
+        allowed_lateness=t.allowed_lateness, max_out_of_orderness=t.max_out_of_orderness,
+        idle_timeout=t.idle_timeout, emit_interval=t.emit_interval, bounded=False,
+        join_ttl=settings.join.ttl, join_max_entries=settings.join.max_entries,
+        join_wait=settings.join.wait, dedup_horizon=settings.dedup.horizon,
+        dedup_max_entries=settings.dedup.max_entries, extra_dims=tuple(a.extra_dims),
+        confidence_bins=a.confidence_bins, max_event_bytes=settings.validation.max_event_bytes,
+        min_ts=settings.validation.min_ts, max_ts=settings.validation.max_ts,
+        session_shards=0, snapshots=False,
+    )  # fmt: skip
+    merge = MergeConfig(
+        partitions=PARTITIONS, specs=specs, grouping_sets=sets, extra_dims=tuple(a.extra_dims),
+        allowed_lateness=t.allowed_lateness, emit_interval=t.emit_interval,
+        confidence_bins=a.confidence_bins, early_emit_budget=t.early_emit_budget,
+        snapshots=False,
+    )  # fmt: skip
+    return partition, merge
+
+
+def main(rate: float, seconds: int, seed: int) -> None:
+    from operators.merge_stage import MergeStage
+    from operators.partition_stage import PartitionStage
+    from scripts.bench_freshness import _traffic
+
+    partition_config, merge_config = _configs()
+    start_ms = (int(time.time()) // 60 + 1) * 60_000
+    traffic = _traffic(rate, seconds + WARM_S, start_ms, seed)
+    now = [float(start_ms)]
+    stats = FlowStats()
+    stages = {p: PartitionStage(partition_config, stats, clock=lambda: now[0])
+              for p in range(PARTITIONS)}  # fmt: skip
+    merge = MergeStage(merge_config, stats, clock=lambda: now[0], work_clock=lambda: 0.0)
+    offsets: Counter[tuple[int, str]] = Counter()
+    i = 0
+    interval = merge_config.emit_interval
+    rows: dict[tuple[str, str], int] = defaultdict(int)
+    cpu = emissions = measured_events = 0.0
+    ticks = int((seconds + WARM_S) * 1000 / interval)
+    for tick in range(ticks):
+        end = start_ms + (tick + 1) * interval
+        lines: dict[tuple[int, str], list[bytes]] = defaultdict(list)
+        n = 0
+        while i < len(traffic) and traffic[i][0] < end:
+            stream, key, line = traffic[i][1]
+            lines[(partition_for(key, PARTITIONS), stream)].append(line)
+            i += 1
+            n += 1
+        now[0] = float(end)
+        partials: list[PartialBatch] = []
+        for p, stage in stages.items():
+            for stream in ("inferences", "feedback"):
+                chunk = lines.get((p, stream), [])
+                first = offsets[(p, stream)]
+                offsets[(p, stream)] += len(chunk)
+                batch = RawBatch(p, stream, stream, chunk, list(range(first, first + len(chunk))),
+                                 caught_up=True)  # fmt: skip
+                partials += [x for x in stage.on_item(batch)[0] if isinstance(x, PartialBatch)]
+            partials += [x for x in stage.on_notify()[0] if isinstance(x, PartialBatch)]
+        for item in partials:
+            merge.on_item(item)
+        now[0] = float(end + 100)
+        measure = tick >= WARM_S * 1000 / interval
+        t = time.thread_time()
+        out = merge.on_notify()[0]
+        took = time.thread_time() - t
+        if not measure:
+            continue
+        measured_events += n
+        cpu += took
+        emissions += 1
+        for table in out:
+            final = bool(table.columns["final"][0]) if len(table) else False
+            for name, count in _by_window(table).items():
+                rows[(f"{table.table}{' (final)' if final else ''}", name)] += count
+    print(f"{rate:,.0f} events/s, {seconds} s measured after {WARM_S} s, tick {interval} ms; "
+          f"load {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print(f"merge on_notify CPU {cpu / emissions * 1000:.1f} ms per tick, "
+          f"{cpu / measured_events * 1e6:.1f} µs per event")  # fmt: skip
+    total = sum(rows.values())
+    print(f"rows per tick {total / emissions:,.0f}, per event {total / measured_events:.2f}")
+    for (table, window), count in sorted(rows.items()):
+        print(f"  {table:<28} {window:<8} {count / emissions:>9,.0f} per tick  "
+              f"{count / measured_events:6.2f} per event")  # fmt: skip
+
+
+def _by_window(table: TableRows) -> Counter[str]:
+    window = table.columns["window"]
+    assert isinstance(window, Categorical)
+    return Counter(window.categories[c] for c in window.codes.tolist())
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=2000)
+    parser.add_argument("--seconds", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    main(args.rate, args.seconds, args.seed)
