@@ -178,6 +178,9 @@ class WindowSettings(Section):
     length: PositiveDuration | None = None
     slide: PositiveDuration | None = None
     gap: PositiveDuration | None = None
+    # How often this window's early rows go out (default: time.emit_interval); a sliding
+    # window's overlapping windows take turns. Not part of the recovery fingerprint.
+    early_interval: PositiveDuration | None = None
 
     @model_validator(mode="after")
     def _shape(self) -> WindowSettings:
@@ -191,6 +194,8 @@ class WindowSettings(Section):
                 raise ValueError(f"window {self.name}: slide must not exceed length")
         elif self.gap is None or self.length is not None or self.slide is not None:
             raise ValueError(f"window {self.name}: session takes `gap` only")
+        if self.kind == "session" and self.early_interval is not None:
+            raise ValueError(f"window {self.name}: sessions emit no early rows")
         return self
 
 

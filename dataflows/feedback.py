@@ -83,6 +83,14 @@ def window_specs(settings: Settings) -> tuple[WindowSpec, ...]:
     return tuple(specs)
 
 
+def early_intervals(settings: Settings) -> tuple[int, ...]:
+    """Per window spec (window_specs' order): how often its early rows go out."""
+    every = settings.time.emit_interval
+    return tuple(
+        max(every, w.early_interval or every) for w in settings.windows if w.kind != "session"
+    )
+
+
 def clickhouse_target(settings: Settings) -> Target:
     return Target.of(settings)
 
@@ -189,6 +197,7 @@ def build(settings: Settings, stats: FlowStats = STATS, recovery: bool = True) -
         confidence_bins=settings.aggregation.confidence_bins,
         early_rows=not settings.run.bounded,
         early_emit_budget=t.early_emit_budget,
+        early_intervals=early_intervals(settings),
         snapshots=recovery,
     )
 
@@ -249,7 +258,9 @@ def build(settings: Settings, stats: FlowStats = STATS, recovery: bool = True) -
         "source": settings.log.backend,
         "topics": settings.kafka.topic_prefix if settings.log.backend == "kafka" else None,
         "partitions": partitions,
-        "windows": [w.model_dump(mode="json") for w in settings.windows],
+        "windows": [
+            w.model_dump(mode="json", exclude={"early_interval"}) for w in settings.windows
+        ],
         "grouping_sets": [list(g) for g in grouping_sets],
         "extra_dims": list(extra_dims),
         "confidence_bins": settings.aggregation.confidence_bins,

@@ -13,7 +13,13 @@ once as the final row (``final = 1``, ``version`` = :data:`FINAL_VERSION`) that
 
 Early rows roll up only the deltas each open window got since its last early emission,
 onto that window's cached rollups (:mod:`operators.panes`); their cost still grows with
-the number of changed cells (their rows are found in each window's sorted rollups). They
+the number of changed cells (their rows are found in each window's sorted rollups). In
+the `metrics` table an early row covers every rollup cell of a changed cell (each has a
+new count); in the keyed families' tables only the (cell, key) rows whose sums changed:
+a row left out keeps its previous early row, which is still true. A spec's windows emit
+every `early_intervals` (default `emit_interval`); the ten open windows of a 5-minute
+window sliding by 30 s take turns, a share of them per tick (:meth:`SpecState.early_due`),
+since each rewrites the same changed cells: at every tick they were 5/6 of the rows. They
 get at most `early_emit_budget` of processing time, counted as the worker thread's CPU
 time: when one emission takes longer than its share of the interval, the next waits (the
 interval stretches, never shrinks), so a flow catching up, or one with a very large cube,
@@ -98,6 +104,9 @@ class MergeConfig:
     snapshots: bool = True
     # At most this share of processing time goes to early rows (see the module docstring).
     early_emit_budget: float = 0.25
+    # Per spec (in `specs` order; missing: emit_interval): how often one of its windows
+    # emits early rows; a sliding spec's windows take turns (SpecState.early_due).
+    early_intervals: tuple[int, ...] = ()
     # Final rows per call, in whole windows (at least one): the rest wait for the next call
     # (50k: a large window, ~90k rows on the bench log, goes alone; 100k let a call hold two).
     final_rows_per_call: int = 50_000
@@ -325,15 +334,17 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         early_due = early and self.config.early_rows and self._now() >= self._early_not_before
         finals: list[Emitted] = []
         early_rows: list[Emitted] = []
-        for state in self.specs:
+        now, interval = self._now(), self.config.emit_interval
+        for i, state in enumerate(self.specs):
             length = state.layout.spec.length
+            every = self._early_every(i)
             for start in sorted(state.window_starts()):
                 end = start + length
                 if end <= state.final_before:
                     continue
                 if is_final(end, watermark, lateness):
                     finals.append((state, start, None))
-                elif early_due:
+                elif early_due and state.early_due(start, now, interval, every):
                     cells = state.touched(start)
                     if cells is not None:
                         early_rows.append((state, start, cells))
@@ -345,9 +356,12 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
             version, started = int(self._now()), self._work()
             out.extend(self._tables(early_rows, final=False, version=version))
             self._pace_early_rows(len(early_rows), self._work() - started, self._now())
-        if early_due or not self.config.early_rows:
+        if not self.config.early_rows:
             for state in self.specs:
                 state.clear_touched()
+        elif early_due:
+            for state in self.specs:
+                state.take([start for s, start, _ in early_rows if s is state], now)
         elif early:
             self.stats.early_deferred += 1
         for state in self.specs:
@@ -356,6 +370,10 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
             if rows.table == "metrics":
                 self.stats.metric_rows += len(rows)
         return [rows for rows in out if len(rows)]
+
+    def _early_every(self, spec: int) -> float:
+        intervals = self.config.early_intervals
+        return intervals[spec] if spec < len(intervals) else self.config.emit_interval
 
     def _final_slices(self, finals: list[Emitted], limit: float) -> list[TableRows]:
         """Final rows of the given final windows, oldest end first, one window per slice,

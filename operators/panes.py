@@ -14,6 +14,12 @@ adds them to the cache. Sums stay exact in any order (operators.metrics keeps ev
 on a grid), so a cached window's rows equal a full recomputation's. The price is memory:
 rollups are larger than the finest sums (measured at 10k dims: 69 MiB of cache for the 12
 open windows against 12 MiB of panes), held only while a window is open.
+
+The windows over a pane need not emit at the same ticks (a sliding spec's windows take
+turns, :meth:`SpecState.early_due`): each part keeps its changes as a log, and each window
+a cursor per part (`taken`: how many it has emitted); a change leaves the log once every
+window over the part has taken it. Cursors and the log's deltas are not snapshotted: after
+a restart every window takes every change its parts still hold (a few rows more, once).
 """
 
 from __future__ import annotations
@@ -57,16 +63,21 @@ class PaneLayout:
         return pane_start - pane_start % self.spec.slide + self.spec.length
 
 
+PANE, EXTRA = 0, 1
+PartKey = tuple[int, int]  # (PANE, pane start) or (EXTRA, window start)
+_NOT_SNAPSHOTTED = frozenset({"rolled", "taken", "early_at"})
+
+
 @dataclass
 class Sums:
-    """One pane's (or one window's extra) sums per family, and cells touched this tick.
-
-    `fresh`: the deltas added since the touched cells were last cleared, per family (for
-    the windows' cached rollups; not part of a snapshot)."""
+    """One pane's (or one window's extra) sums per family, and its log of changes not
+    yet emitted by every window over it: `touched` (the cells each change touched) and,
+    in the same order, `fresh` (its family and delta, for the windows' cached rollups;
+    not part of a snapshot: None after a restore)."""
 
     families: dict[str, KeyedSums]
     touched: list[np.ndarray] = field(default_factory=list)
-    fresh: dict[str, list[Run]] = field(default_factory=dict)
+    fresh: list[tuple[str, Run] | None] = field(default_factory=list)
 
     @classmethod
     def empty(cls, widths: dict[str, int]) -> Sums:
@@ -80,14 +91,18 @@ class Sums:
         self.families[family].add_unique(keys, values)
         if touched is not None:
             self.touched.append(touched)
-            self.fresh.setdefault(family, []).append((keys, values))
+            self.fresh.append((family, (keys, values)))
+
+    def drop_log(self, taken: int) -> None:
+        """Forget the first `taken` changes (every window over this part emitted them)."""
+        del self.touched[:taken], self.fresh[:taken]
 
     def __getstate__(self) -> dict[str, object]:
         return {"families": self.families, "touched": self.touched}
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
-        self.fresh = {}
+        self.fresh = [None] * len(self.touched)
 
 
 @dataclass
@@ -101,13 +116,17 @@ class SpecState:
     final_before: float = -math.inf  # windows ending at or before this were emitted final
     # Window start -> family -> rolled-up sums as of the last early emission (a cache).
     rolled: dict[int, dict[str, Run]] = field(default_factory=dict)
+    # Window start -> part -> changes of that part's log the window has emitted.
+    taken: dict[int, dict[PartKey, int]] = field(default_factory=dict)
+    # Window start -> when it last emitted early rows (ms, processing time).
+    early_at: dict[int, float] = field(default_factory=dict)
 
     def __getstate__(self) -> dict[str, object]:
-        return {k: v for k, v in self.__dict__.items() if k != "rolled"}
+        return {k: v for k, v in self.__dict__.items() if k not in _NOT_SNAPSHOTTED}
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
-        self.rolled = {}
+        self.rolled, self.taken, self.early_at = {}, {}, {}
 
     def pane(self, pane_start: int) -> Sums:
         sums = self.panes.get(pane_start)
@@ -129,26 +148,77 @@ class SpecState:
         return starts
 
     def parts(self, window_start: int) -> list[Sums]:
-        parts = [
-            self.panes[p] for p in self.layout.panes_of_window(window_start) if p in self.panes
+        return [sums for _, sums in self._keyed_parts(window_start)]
+
+    def _keyed_parts(self, window_start: int) -> list[tuple[PartKey, Sums]]:
+        parts: list[tuple[PartKey, Sums]] = [
+            ((PANE, p), self.panes[p])
+            for p in self.layout.panes_of_window(window_start)
+            if p in self.panes
         ]
         extra = self.extras.get(window_start)
-        return [*parts, extra] if extra is not None else parts
+        return [*parts, ((EXTRA, window_start), extra)] if extra is not None else parts
+
+    def _untaken(self, window_start: int) -> Iterator[tuple[Sums, int]]:
+        """Each part of the window with how many of its logged changes it has emitted."""
+        taken = self.taken.get(window_start, {})
+        for key, part in self._keyed_parts(window_start):
+            yield part, taken.get(key, 0)
 
     def touched(self, window_start: int) -> np.ndarray | None:
-        chunks = [t for part in self.parts(window_start) for t in part.touched]
+        """Cells changed in the window since its last early emission (None: none)."""
+        chunks = [t for part, n in self._untaken(window_start) for t in part.touched[n:]]
         return np.unique(np.concatenate(chunks)) if chunks else None
 
     def fresh(self, window_start: int, family: str) -> list[Run]:
-        """Deltas of one family that reached the window since its touched cells were
-        last cleared."""
-        return [run for part in self.parts(window_start) for run in part.fresh.get(family, ())]
+        """Deltas of one family that reached the window since its last early emission."""
+        return [
+            entry[1]
+            for part, n in self._untaken(window_start)
+            for entry in part.fresh[n:]
+            if entry is not None and entry[0] == family
+        ]
+
+    def early_due(self, window_start: int, now: float, interval: float, every: float) -> bool:
+        """Whether the window's early rows go out at this tick (`interval` apart) when
+        its spec's go out `every` ms: the windows of a sliding spec take turns, one tick
+        each (a window's turn from its index, ``start // slide``), so a tick carries a
+        share of them rather than all at once every `every` ms; a window that missed
+        its turn (the early-row budget deferred it) goes at the next tick."""
+        if every <= interval:
+            return True
+        turns = max(1, round(every / interval))
+        turn = (int(now // interval) + window_start // self.layout.spec.slide) % turns == 0
+        return turn or now - self.early_at.get(window_start, -math.inf) >= every
+
+    def take(self, window_starts: list[int], now: float) -> None:
+        """After an early emission of these windows: each has emitted its parts' logged
+        changes; the changes every window over a part has emitted leave its log."""
+        for start in window_starts:
+            self.early_at[start] = now
+            self.taken[start] = {key: len(part.touched) for key, part in self._keyed_parts(start)}
+        for pane_start in {p for s in window_starts for p in self.layout.panes_of_window(s)}:
+            pane = self.panes.get(pane_start)
+            if pane is not None:
+                self._drop_taken((PANE, pane_start), pane, self.layout.windows_of_pane(pane_start))
+        for start in window_starts:
+            extra = self.extras.get(start)
+            if extra is not None:
+                self._drop_taken((EXTRA, start), extra, iter((start,)))
+
+    def _drop_taken(self, key: PartKey, part: Sums, windows: Iterator[int]) -> None:
+        open_windows = [w for w in windows if w + self.layout.spec.length > self.final_before]
+        done = min((self.taken.get(w, {}).get(key, 0) for w in open_windows), default=0)
+        if done:
+            part.drop_log(done)
+            for w in open_windows:
+                self.taken[w][key] -= done
 
     def clear_touched(self) -> None:
-        """After an early emission: every window with fresh deltas has taken them."""
+        """No early rows (a bounded run): no window needs the logged changes."""
         for sums in (*self.panes.values(), *self.extras.values()):
-            sums.touched = []
-            sums.fresh = {}
+            sums.drop_log(len(sums.touched))
+        self.taken = {}
 
     def evict_final(self) -> None:
         """Drop panes and extras no open window needs."""
@@ -160,9 +230,10 @@ class SpecState:
         self.extras = {
             w: s for w, s in self.extras.items() if w + self.layout.spec.length > self.final_before
         }
-        self.rolled = {
-            w: r for w, r in self.rolled.items() if w + self.layout.spec.length > self.final_before
-        }
+        open_ = self.layout.spec.length
+        self.rolled = {w: r for w, r in self.rolled.items() if w + open_ > self.final_before}
+        self.taken = {w: t for w, t in self.taken.items() if w + open_ > self.final_before}
+        self.early_at = {w: t for w, t in self.early_at.items() if w + open_ > self.final_before}
 
 
 def window_sums(

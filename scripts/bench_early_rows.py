@@ -10,8 +10,8 @@ default settings and a clock moved by hand, one tick of `emit_interval` at a tim
 reports per early emission: rows by table and window spec, and the merge stage's CPU
 (thread time). Same input, same rows, run after run: an A/B of the early-row rules
 without the noise of the neighbours (the writer's and chDB's cost follows the rows).
-`--set windows.N.early_interval=5s`-style overrides go through the settings' own
-validation (`PULSE_*` variables).
+The settings are the defaults and `PULSE_*` variables (e.g. `PULSE_WINDOWS` with
+another `early_interval`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from operators.batches import Categorical, RawBatch, TableRows  # noqa: E402
+from operators.batches import STREAMS, Categorical, RawBatch, TableRows  # noqa: E402
 from operators.partitioning import partition_for  # noqa: E402
 from operators.slices import PartialBatch  # noqa: E402
 from operators.stats import FlowStats  # noqa: E402
@@ -37,12 +37,19 @@ WARM_S = 20  # ticks before the measured ones: every open window has cells and a
 
 def _configs() -> tuple[Any, Any]:
     """The flow's configs from the settings (defaults, then PULSE_* variables), live."""
+    from dataclasses import fields
+
     from config.settings import load_settings
+    from dataflows import feedback
     from dataflows.feedback import window_specs
     from operators.merge_stage import MergeConfig
     from operators.partition_stage import PartitionConfig
 
     settings = load_settings()
+    # Run on an older checkout too (copied there, for A/B pairs): no per-spec intervals.
+    per_spec: dict[str, Any] = {}
+    if "early_intervals" in {f.name for f in fields(MergeConfig)}:
+        per_spec["early_intervals"] = feedback.early_intervals(settings)
     t, a = settings.time, settings.aggregation
     specs, sets = window_specs(settings), tuple(a.grouping_set_tuples())
     partition = PartitionConfig(
@@ -60,7 +67,7 @@ def _configs() -> tuple[Any, Any]:
         partitions=PARTITIONS, specs=specs, grouping_sets=sets, extra_dims=tuple(a.extra_dims),
         allowed_lateness=t.allowed_lateness, emit_interval=t.emit_interval,
         confidence_bins=a.confidence_bins, early_emit_budget=t.early_emit_budget,
-        snapshots=False,
+        snapshots=False, **per_spec,
     )  # fmt: skip
     return partition, merge
 
@@ -96,7 +103,7 @@ def main(rate: float, seconds: int, seed: int) -> None:
         now[0] = float(end)
         partials: list[PartialBatch] = []
         for p, stage in stages.items():
-            for stream in ("inferences", "feedback"):
+            for stream in STREAMS:
                 chunk = lines.get((p, stream), [])
                 first = offsets[(p, stream)]
                 offsets[(p, stream)] += len(chunk)
@@ -116,18 +123,18 @@ def main(rate: float, seconds: int, seed: int) -> None:
         measured_events += n
         cpu += took
         emissions += 1
-        for table in out:
-            final = bool(table.columns["final"][0]) if len(table) else False
-            for name, count in _by_window(table).items():
-                rows[(f"{table.table}{' (final)' if final else ''}", name)] += count
+        for emitted in out:
+            final = bool(emitted.columns["final"][0]) if len(emitted) else False
+            for name, count in _by_window(emitted).items():
+                rows[(f"{emitted.table}{' (final)' if final else ''}", name)] += count
     print(f"{rate:,.0f} events/s, {seconds} s measured after {WARM_S} s, tick {interval} ms; "
           f"load {os.getloadavg()[0]:.1f}")  # fmt: skip
     print(f"merge on_notify CPU {cpu / emissions * 1000:.1f} ms per tick, "
           f"{cpu / measured_events * 1e6:.1f} µs per event")  # fmt: skip
     total = sum(rows.values())
     print(f"rows per tick {total / emissions:,.0f}, per event {total / measured_events:.2f}")
-    for (table, window), count in sorted(rows.items()):
-        print(f"  {table:<28} {window:<8} {count / emissions:>9,.0f} per tick  "
+    for (table_name, window), count in sorted(rows.items()):
+        print(f"  {table_name:<28} {window:<8} {count / emissions:>9,.0f} per tick  "
               f"{count / measured_events:6.2f} per event")  # fmt: skip
 
 
