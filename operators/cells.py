@@ -225,6 +225,52 @@ class CellIndex(PickleCached):
         return list(dict.fromkeys(rollup_cell(cell, g) for g in self.grouping_sets))
 
 
+class CellDims:
+    """The base dims of a partition's local cells (:class:`LocalIds` values),
+    dictionary-encoded, so the raw tables' dim columns are numpy takes by cell id rather
+    than a value per row and dim. Derived from the cell list (not state): it catches up
+    with the cells it has not seen at each call.
+
+    A categories list once handed out is never changed (the sink reads it in its own
+    thread); while no new value comes, every call hands out the same list, which lets
+    the sink join chunks without recoding them."""
+
+    __slots__ = ("_categories", "_code_of", "_codes", "_handed", "_known")
+
+    def __init__(self) -> None:
+        self._codes = np.zeros((0, len(BASE_DIMS)), dtype=np.int32)
+        self._categories: list[list[str]] = [[] for _ in BASE_DIMS]
+        self._code_of: list[dict[str, int]] = [{} for _ in BASE_DIMS]
+        self._handed: list[list[str]] = [[] for _ in BASE_DIMS]
+        self._known = 0
+
+    def columns(self, cells: Sequence[Cell], cell_ids: np.ndarray) -> dict[str, Categorical]:
+        """Dim name -> the values of `cells[cell_ids]`, dictionary-encoded."""
+        if len(cells) > self._known:
+            self._learn(cells)
+        codes = self._codes[cell_ids]
+        return {name: Categorical(codes[:, j], self._handed[j]) for j, name in enumerate(BASE_DIMS)}
+
+    def _learn(self, cells: Sequence[Cell]) -> None:
+        start, stop = self._known, len(cells)
+        if stop > len(self._codes):
+            grown = np.zeros((max(64, 2 * stop), len(BASE_DIMS)), dtype=np.int32)
+            grown[:start] = self._codes[:start]
+            self._codes = grown
+        columns = list(zip(*cells[start:stop], strict=False))
+        for j in range(len(BASE_DIMS)):
+            code_of, categories = self._code_of[j], self._categories[j]
+            known = len(categories)
+            for value in dict.fromkeys(columns[j]):  # the distinct values, in order
+                if value not in code_of:
+                    code_of[value] = len(categories)
+                    categories.append(value)
+            self._codes[start:stop, j] = list(map(code_of.__getitem__, columns[j]))
+            if len(categories) > known:
+                self._handed[j] = list(categories)
+        self._known = stop
+
+
 def _grown(array: np.ndarray) -> np.ndarray:
     grown = np.zeros((max(64, 2 * len(array)), array.shape[1]), dtype=array.dtype)
     grown[: len(array)] = array

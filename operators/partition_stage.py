@@ -43,8 +43,8 @@ from bytewax.operators import StatefulLogic
 from msgspec import UNSET
 from numpy.typing import NDArray
 
-from operators.batches import STREAMS, DeadLetter, RawBatch, TableRows
-from operators.cells import Cell, CellIndex, LocalIds, unknown_cell
+from operators.batches import STREAMS, Categorical, DeadLetter, RawBatch, TableRows
+from operators.cells import Cell, CellDims, CellIndex, LocalIds, unknown_cell
 from operators.clock import PartitionClock
 from operators.columnar.accumulator import Accumulator
 from operators.columnar.clock import ColumnarClock
@@ -70,7 +70,7 @@ from operators.metrics import (
 )
 from operators.partitioning import partition_for
 from operators.reasons import TENANT
-from operators.rows import EventRows, InferenceRows, LateRows, dead_letter_rows
+from operators.rows import NO_CONTEXT, EventRows, InferenceRows, LateRows, dead_letter_rows
 from operators.sessions import SessionBatch, shard_of
 from operators.slices import NO_CUTOFF, PartialBatch, SliceDeltas
 from operators.snapshots import decode_state, encode_state
@@ -126,12 +126,6 @@ Output = TableRows | PartialBatch | SessionBatch
 _TS = operator.attrgetter("ts")
 _REQUEST_ID = operator.attrgetter("request_id")
 _EVENT_ID = operator.attrgetter("event_id")
-_PREDICTION = operator.attrgetter("prediction")
-_CONFIDENCE = operator.attrgetter("confidence")
-_LATENCY = operator.attrgetter("latency_ms")
-_CELL = operator.attrgetter(
-    "tenant", "model_id", "deployment", "model_version", "segment", "endpoint"
-)
 
 
 def _gather(indexes: list[int], values: list[Any]) -> list[Any]:
@@ -266,6 +260,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         self.pending = state.pending
         self.processed = state.processed  # last source offset processed, per stream
         self.cells = state.cells
+        self._cell_dims = CellDims()  # the raw tables' dims columns, from self.cells
         self.keys = state.keys
         self.deltas = state.deltas
         # Counted feedback for the session shards, sent with the next tick.
@@ -449,16 +444,16 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
             )
         cell_ids = self._cell_ids(events)
         labels = [  # as labels compare to it: metrics.as_label (strings trimmed inline)
-            p.strip() if type(p) is str else as_label(p) for p in map(_PREDICTION, events)
+            p.strip() if type(p) is str else as_label(p) for p in [e.prediction for e in events]
         ]
-        request_ids = list(map(_REQUEST_ID, events))
+        request_ids = [e.request_id for e in events]
         hashes = hash_keys(request_ids)
         rows = InferenceColumns(
             ts,
             np.array(cell_ids, dtype=np.int64),
             _objects(labels),
-            np.array(list(map(_CONFIDENCE, events)), dtype=np.float64),  # None -> NaN
-            np.array(list(map(_LATENCY, events)), dtype=np.float64),
+            np.array([e.confidence for e in events], dtype=np.float64),  # None -> NaN
+            np.array([e.latency_ms for e in events], dtype=np.float64),
         )
         accepted, _ = self.inferences.add_hashed(hashes, rows)
         kept = np.flatnonzero(accepted)
@@ -482,16 +477,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
             kept_events, kept_labels = _gather(kept_list, events), _gather(kept_list, labels)
             kept_ids, kept_cells = _gather(kept_list, request_ids), _gather(kept_list, cell_ids)
             kept_offsets = _gather(kept_list, offsets)
-        self._inference_rows.records.extend(
-            zip(
-                kept_events,
-                kept_labels,
-                repeat(self.partition),
-                kept_offsets,
-                late_list,
-                strict=False,
-            )
-        )
+        self._inference_rows.extend(kept_events, kept_labels, kept_cells, kept_offsets, late_list)
         counts = ~late
         for j in np.flatnonzero(late).tolist():
             counts[j] = self._late(
@@ -633,7 +619,10 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
                 for e in events
             ]
         else:
-            cells = list(map(_CELL, events))
+            cells = [  # a comprehension: ~2x faster than an attribute getter on Structs
+                (e.tenant, e.model_id, e.deployment, e.model_version, e.segment, e.endpoint)
+                for e in events
+            ]
         ids = list(map(self.cells.ids.get, cells, repeat(-1)))
         if -1 in ids:
             id_of = self.cells.id_of
@@ -685,7 +674,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
             end = self._window_end_floor(slice_start)
         late = is_final(end, cutoff, self.config.allowed_lateness)
         self._event_rows.add(
-            event, context, self.cells.values[cell_id], self.partition, offset, late, correct
+            event, NO_CONTEXT if context is None else context, cell_id, offset, late, correct
         )
         number = feedback_number(kind, value)
         shards = self.config.session_shards
@@ -877,10 +866,16 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         if self._refused:
             out.append(dead_letter_rows(self._refused))
             self._refused = []
-        for builder in (self._inference_rows, self._event_rows, self._late_rows):
-            rows = builder.take()
+        for builder in (self._inference_rows, self._event_rows):
+            rows = builder.take(self.partition, self._dim_columns)
             if rows is not None:
                 out.append(rows)
+        late = self._late_rows.take()
+        if late is not None:
+            out.append(late)
+
+    def _dim_columns(self, cell_ids: NDArray[np.int64]) -> dict[str, Categorical]:
+        return self._cell_dims.columns(self.cells.values, cell_ids)
 
     def _tick(self, out: list[Output]) -> None:
         """What goes downstream once per tick: the partial, and a batch for every shard."""

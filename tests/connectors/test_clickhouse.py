@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from connectors.clickhouse import describe, migrate, migrations, to_arrow
+from operators.cells import CellDims
 from operators.events import Feedback, Inference
 from operators.metrics import HISTOGRAM_METRIC, LATENCY_METRICS, METRIC_COLUMNS, METRICS, as_label
-from operators.rows import EventRows, InferenceRows, LateRows
+from operators.rows import NO_CONTEXT, EventRows, InferenceRows, LateRows
 from tests.conftest import ROOT, Store
 
 
@@ -40,9 +42,10 @@ def test_rows_of_every_raw_table_convert_to_their_column_types(store: Store) -> 
                           model_version="v", deployment="primary", segment="s", endpoint="e",
                           prediction=1.0, confidence=None, attributes={"k": "v"})  # fmt: skip
     rows = InferenceRows()
-    rows.add(inference, as_label(inference.prediction), 2, 17, late=False)
+    rows.extend([inference], [as_label(inference.prediction)], [0], [17], [False])
+    taken = rows.take(2, partial(CellDims().columns, [("t", "m", "primary", "v", "s", "e")]))
     client.insert_arrow(
-        "pulse.inferences", to_arrow(rows.take().columns, describe(client, "pulse", "inferences"))
+        "pulse.inferences", to_arrow(taken.columns, describe(client, "pulse", "inferences"))
     )
     assert store.rows(
         "SELECT request_id, toUnixTimestamp64Milli(ts), prediction, attributes, version FROM pulse.inferences"
@@ -59,9 +62,10 @@ def test_rows_of_every_raw_table_convert_to_their_column_types(store: Store) -> 
     events = EventRows()
     feedback = Feedback(event_id="e", request_id="r", ts=5_000, kind="report", user_id="u",
                         value={"category": "fraud", "amount": None})  # fmt: skip
-    events.add(feedback, None, ("unknown",) * 6, 0, 3, late=True, correct=None)
+    events.add(feedback, NO_CONTEXT, 0, 3, late=True, correct=None)
+    taken = events.take(0, partial(CellDims().columns, [("unknown",) * 6]))
     client.insert_arrow(
-        "pulse.events", to_arrow(events.take().columns, describe(client, "pulse", "events"))
+        "pulse.events", to_arrow(taken.columns, describe(client, "pulse", "events"))
     )
     assert store.rows("SELECT kind, value, value_num, joined, late FROM pulse.events") == [
         ("report", '{"category":"fraud","amount":null}', None, 0, 1)
@@ -85,9 +89,12 @@ def test_attribute_maps_keep_every_row_s_own_pairs(store: Store) -> None:
     for i, attrs in enumerate(attributes):
         inference = Inference(request_id=f"r{i}", ts=1_767_225_600_000 + i, model_id="m",
                               model_version="v", endpoint="e", attributes=attrs)  # fmt: skip
-        rows.add(inference, None, 0, i, late=False)
+        rows.extend([inference], [None], [0], [i], [False])
+    taken = rows.take(
+        0, partial(CellDims().columns, [("default", "m", "primary", "v", "default", "e")])
+    )
     client.insert_arrow(
-        "pulse.inferences", to_arrow(rows.take().columns, describe(client, "pulse", "inferences"))
+        "pulse.inferences", to_arrow(taken.columns, describe(client, "pulse", "inferences"))
     )
     stored = store.rows("SELECT attributes FROM pulse.inferences ORDER BY request_id")
     assert [row[0] for row in stored] == attributes

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 
 from connectors.clickhouse import describe, migrate, to_arrow
 from connectors.join_store import ClickHouseJoinStore
 from operators.batches import RawBatch
+from operators.cells import CellDims
 from operators.events import Inference
 from operators.metrics import as_label
 from operators.partition_stage import PartitionStage
 from operators.rows import InferenceRows
 from operators.stats import FlowStats
 from tests.conftest import Store
-from tests.harness import configs, semantics
+from tests.harness import _plain, configs, semantics
 
 T0 = 1_767_225_600_000
 
@@ -26,10 +28,14 @@ def _store_inferences(store: Store) -> None:
                       segment="web", prediction="cat", attributes={"country": "fr"})  # fmt: skip
     later = Inference(request_id="r1", ts=T0 + 5, model_id="m", model_version="v2", endpoint="/p")
     other = Inference(request_id="r2", ts=T0 + 9, model_id="m", model_version="v1", endpoint="/q")
-    for offset, event in ((10, first), (99, later), (11, other)):
-        rows.add(event, as_label(event.prediction), 0, offset, late=False)
+    events = [first, later, other]
+    cells = [(e.tenant, e.model_id, e.deployment, e.model_version, e.segment, e.endpoint)
+             for e in events]  # fmt: skip
+    labels = [as_label(e.prediction) for e in events]
+    rows.extend(events, labels, [0, 1, 2], [10, 99, 11], [False] * 3)
+    taken = rows.take(0, partial(CellDims().columns, cells))
     client.insert_arrow(
-        "pulse.inferences", to_arrow(rows.take().columns, describe(client, "pulse", "inferences"))
+        "pulse.inferences", to_arrow(taken.columns, describe(client, "pulse", "inferences"))
     )
 
 
@@ -66,7 +72,8 @@ def test_feedback_beyond_the_join_ttl_joins_through_the_store(store: Store) -> N
     out, _ = stage.on_item(
         RawBatch(0, "feedback", "feedback", lines, [0, 1, 2], caught_up=True, end_of_input=True)
     )
-    events = next(rows for rows in out if getattr(rows, "table", "") == "events").columns
+    rows = next(rows for rows in out if getattr(rows, "table", "") == "events")
+    events = {name: _plain(column) for name, column in rows.columns.items()}
     joined = dict(
         zip(
             events["event_id"],

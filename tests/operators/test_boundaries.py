@@ -22,7 +22,7 @@ from operators.merge_stage import MergeStage
 from operators.partition_stage import PartitionStage
 from operators.sessions import SessionBatch
 from operators.slices import PartialBatch
-from tests.harness import CUBE, DIMS, Output, configs, final_metric_rows, semantics
+from tests.harness import CUBE, DIMS, Output, _plain, configs, final_metric_rows, semantics
 from tests.operators.test_semantics import T0, feedback, inference
 
 SEM = semantics(partitions=1)
@@ -42,9 +42,9 @@ class MemoryJoinStore:
         table = {"inferences": self.inferences, "events": self.feedback}.get(rows.table)
         if table is not None:
             names = list(rows.columns)
+            columns = [_plain(rows.columns[name]) for name in names]
             table.extend(
-                dict(zip(names, values, strict=True))
-                for values in zip(*rows.columns.values(), strict=True)
+                dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)
             )
 
     @staticmethod
