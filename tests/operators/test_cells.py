@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 
-from operators.cells import CellIndex, GlobalIds, LocalIds
+from operators.cells import BASE_DIMS, CellDims, CellIndex, GlobalIds, LocalIds
 from operators.snapshots import ChunkedList
 from tests.harness import CUBE
 
@@ -126,3 +126,27 @@ def test_a_new_value_repacks_only_the_last_chunk(monkeypatch: pytest.MonkeyPatch
     values.extend([11, 12])  # fills the third chunk
     third = cache.pack(values)
     assert third[0] == first[0] and ChunkedList.unpack(third)[0] == values
+
+
+def test_cell_dims_decode_to_the_cells_and_never_change_a_handed_list() -> None:
+    """The raw tables' dims are codes into categories handed to the sink's thread: they
+    decode to each cell's values, cells learned later (in several steps) included, and a
+    categories list once handed out stays as it was (the same list while nothing is new)."""
+    rng = random.Random(3)
+    values = [("t", "u"), ("m",), ("primary", "canary"), ("v1", "v2", "v3"), ("s",), ("/a", "/b")]
+    ids = LocalIds()
+    dims = CellDims()
+    handed: list[tuple[list[str], list[str]]] = []
+    for _ in range(6):
+        for _ in range(rng.randrange(1, 8)):
+            ids.id_of(tuple(rng.choice(v) for v in values))
+        wanted = np.array([rng.randrange(len(ids.values)) for _ in range(20)], dtype=np.int64)
+        columns = dims.columns(ids.values, wanted)
+        for j, name in enumerate(BASE_DIMS):
+            column = columns[name]
+            got = [column.categories[c] for c in column.codes.tolist()]
+            assert got == [ids.values[i][j] for i in wanted.tolist()]
+            handed.append((column.categories, list(column.categories)))
+        again = dims.columns(ids.values, wanted)
+        assert all(again[name].categories is columns[name].categories for name in BASE_DIMS)
+    assert all(categories == copy for categories, copy in handed)
