@@ -304,6 +304,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         self._collect_rows(out)
         if self.ended:
             self._tick(out)
+            self._let_go()
         return out, StatefulLogic.RETAIN
 
     def on_notify(self) -> tuple[list[Output], bool]:
@@ -316,6 +317,8 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         self._collect_rows(out)
         if self._has_deltas() or self.clock.emitted != self.sent_watermark:
             self._tick(out)
+        if self.ended:
+            self._let_go()
         self.next_tick = next_tick(now, self.config.emit_interval)
         return out, StatefulLogic.RETAIN
 
@@ -836,6 +839,20 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         watermark = self.clock.watermark
         self.inferences.expire(watermark)
         self.dedup.expire(watermark)
+
+    def _let_go(self) -> None:
+        """Once every stream ended and the last counted events are out, free what only more
+        input could use: the join buffer, the dedup set (neither is snapshotted: a resume
+        rebuilds them from the store) and the late path's caches. In a bounded run the
+        merge stage then builds its last windows in that memory (the bench log: ~1M ids)."""
+        if not len(self.inferences) and not len(self.dedup):
+            return
+        config = self.config
+        self.dedup = DedupSet(config.dedup_horizon, config.dedup_max_entries)
+        self.inferences = JoinBuffer(config.join_ttl, config.join_max_entries)
+        self._join_evictions = self._dedup_evictions = 0
+        self._rollups.clear()
+        self._earliest_end.clear()
 
     def _count_evictions(self) -> None:
         """Report evictions (max_entries) as increments, several partitions share the

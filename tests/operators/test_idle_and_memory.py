@@ -221,3 +221,28 @@ def test_time_the_worker_was_held_elsewhere_is_not_quiet_time() -> None:
         clock.now += 1000
         stage.on_notify()
     assert stage.clock.watermark > watermark  # quiet for idle_timeout of running time
+
+
+def test_a_partition_whose_input_ended_lets_go_of_its_join_and_dedup_state() -> None:
+    """A bounded partition that has read its last line holds no inference or feedback id
+    (the merge stage builds its last windows in that memory), and its counts are the same
+    as when it keeps them: the joined feedback was counted before the state went."""
+    partition_config, _ = configs(semantics(partitions=1), bounded=True)
+    stats = FlowStats()
+    stage = PartitionStage(partition_config, stats, clock=Clock())
+    inferences = [_line({"type": "inference", "request_id": f"r{i}", "ts": T0 + i,
+                         "model_id": "m", "model_version": "v", "endpoint": "/e"})
+                  for i in range(50)]  # fmt: skip
+    feedback = [_line({"type": "feedback", "event_id": f"e{i}", "request_id": f"r{i}",
+                       "ts": T0 + 100 + i, "kind": "thumbs", "value": True, "user_id": "u"})
+                for i in range(50)]  # fmt: skip
+    stage.on_item(RawBatch(0, "inferences", "inferences", inferences, list(range(50))))
+    stage.on_item(RawBatch(0, "feedback", "feedback", feedback, list(range(50))))
+    stage.on_item(RawBatch(0, "inferences", "inferences", [], [], end_of_input=True))
+    assert not stage.ended and len(stage.inferences) == 50, "feedback may still come"
+    assert len(stage.dedup) == 50
+    stage.on_item(RawBatch(0, "feedback", "feedback", [], [], end_of_input=True))
+    assert stage.ended
+    assert len(stage.inferences) == 0 and len(stage.dedup) == 0
+    assert stats.feedback == 50 and stats.unjoined == 0
+    assert stats.join_evictions == 0 and stats.dedup_evictions == 0
