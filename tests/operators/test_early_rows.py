@@ -4,6 +4,7 @@ cost of a final row or of a changed cell."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -196,16 +197,9 @@ def test_rows_from_cached_rollups_equal_a_full_recomputation_at_every_tick(
             assert all(latest.get(key) == row for key, row in table_rows.items())
         return sum(len(r) for r in got.values())
 
-    offsets: dict[tuple[int, str], int] = defaultdict(int)
     emitted = 0
-    while any(queues.values()):
-        for (p, stream), queue in queues.items():
-            chunk, queues[(p, stream)] = queue[:40], queue[40:]
-            start = offsets[(p, stream)]
-            offsets[(p, stream)] += len(chunk)
-            ended = not queues[(p, stream)]
-            batch = RawBatch(p, stream, stream, chunk, list(range(start, start + len(chunk))),
-                             caught_up=ended, end_of_input=ended)  # fmt: skip
+    for batches in _rounds(queues, 40):
+        for p, batch in batches:
             items = stages[p].on_item(batch)[0] + stages[p].on_notify()[0]
             for item in items:
                 if isinstance(item, PartialBatch):
@@ -287,15 +281,8 @@ def test_sliding_windows_take_turns_and_each_one_carries_every_change_since_its_
     def window_rows(side: str, window: tuple[str, int]) -> dict[tuple[Any, ...], str]:
         return {k: v for k, v in latest[side].items() if (k[1], k[2]) == window}
 
-    offsets: dict[tuple[int, str], int] = defaultdict(int)
-    while any(queues.values()):
-        for (p, stream), queue in queues.items():
-            chunk, queues[(p, stream)] = queue[:3], queue[3:]
-            start = offsets[(p, stream)]
-            offsets[(p, stream)] += len(chunk)
-            ended = not queues[(p, stream)]
-            batch = RawBatch(p, stream, stream, chunk, list(range(start, start + len(chunk))),
-                             caught_up=ended, end_of_input=ended)  # fmt: skip
+    for batches in _rounds(queues, 3):
+        for p, batch in batches:
             for item in stages[p].on_item(batch)[0] + stages[p].on_notify()[0]:
                 if isinstance(item, PartialBatch):
                     keep("turns", turns.on_item(item)[0])
@@ -319,3 +306,22 @@ def test_sliding_windows_take_turns_and_each_one_carries_every_change_since_its_
     # tick (two, one more when a window's turn was missed or a new one begins), not all.
     later = counts[1:-1]
     assert len(later) > 100 and max(later) <= 5 and sum(later) / len(later) < 2.5
+
+
+def _rounds(
+    queues: dict[tuple[int, str], list[bytes]], size: int
+) -> Iterator[list[tuple[int, RawBatch]]]:
+    """The queued lines of each (partition, stream), `size` at a time, as rounds of one
+    batch per queue (a queue's last batch ends its stream), until every queue is empty."""
+    offsets: dict[tuple[int, str], int] = dict.fromkeys(queues, 0)
+    while any(queues.values()):
+        batches = []
+        for (p, stream), queue in queues.items():
+            chunk, queues[(p, stream)] = queue[:size], queue[size:]
+            start = offsets[(p, stream)]
+            offsets[(p, stream)] += len(chunk)
+            ended = not queues[(p, stream)]
+            batches.append((p, RawBatch(p, stream, stream, chunk,
+                                        list(range(start, start + len(chunk))),
+                                        caught_up=ended, end_of_input=ended)))  # fmt: skip
+        yield batches
