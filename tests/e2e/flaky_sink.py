@@ -59,8 +59,8 @@ def sample() -> None:
 def main() -> int:
     out, outage = Path(sys.argv[1]), float(sys.argv[2])
     pulse_args = sys.argv[sys.argv.index("--") + 1 :]
-    real_connect = clickhouse_sink.connect
-    clickhouse_sink.connect = lambda target: FlakyClient(real_connect(target), outage)  # type: ignore[assignment]
+    real_connect = clickhouse_sink.connect_for_inserts
+    clickhouse_sink.connect_for_inserts = lambda target: FlakyClient(real_connect(target), outage)  # type: ignore[assignment]
     real_init = clickhouse_sink._Writer.__init__
 
     def init(self: Any, *args: Any, **kwargs: Any) -> None:
