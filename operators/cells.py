@@ -254,9 +254,7 @@ class CellDims:
     def _learn(self, cells: Sequence[Cell]) -> None:
         start, stop = self._known, len(cells)
         if stop > len(self._codes):
-            grown = np.zeros((max(64, 2 * stop), len(BASE_DIMS)), dtype=np.int32)
-            grown[:start] = self._codes[:start]
-            self._codes = grown
+            self._codes = _grown(self._codes, stop)
         columns = list(zip(*cells[start:stop], strict=False))
         for j in range(len(BASE_DIMS)):
             code_of, categories = self._code_of[j], self._categories[j]
@@ -271,7 +269,8 @@ class CellDims:
         self._known = stop
 
 
-def _grown(array: np.ndarray) -> np.ndarray:
-    grown = np.zeros((max(64, 2 * len(array)), array.shape[1]), dtype=array.dtype)
+def _grown(array: np.ndarray, at_least: int = 0) -> np.ndarray:
+    """`array` in a zeroed buffer of at least twice its rows (and `at_least`)."""
+    grown = np.zeros((max(64, 2 * len(array), 2 * at_least), array.shape[1]), dtype=array.dtype)
     grown[: len(array)] = array
     return grown
