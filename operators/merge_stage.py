@@ -471,15 +471,13 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
             rolled = {}
             for family, run in cached.items():
                 fresh = state.fresh(start, family)
-                # Summed first: the rollup keeps a single set's repeated keys apart.
-                delta = (
-                    self._rollup(*sum_by_key(*_joined(fresh)))
-                    if fresh
-                    else (run[0][:0], run[1][:0])
-                )
+                if fresh:
+                    # Summed first: the rollup keeps a single set's repeated keys apart.
+                    delta = self._rollup(*sum_by_key(*_joined(fresh)))
+                    run = merge_runs(run, delta)
                 if changed is not None:
-                    changed[family] = delta[0]
-                rolled[family] = merge_runs(run, delta) if fresh else run
+                    changed[family] = delta[0] if fresh else run[0][:0]
+                rolled[family] = run
         if keep:
             state.rolled[start] = rolled
         return rolled
