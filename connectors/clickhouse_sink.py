@@ -8,7 +8,8 @@
   `time.emit_interval`) is therefore written when it arrives, not when the interval of
   the raw tables (fed by every source batch) next ends, up to `flush_interval` later;
   each table still gets at most one insert per interval (docs/performance.md,
-  "Ceiling and freshness"). A wide table's block is
+  "Ceiling and freshness"), unless a stage waits on the sink: then everything buffered
+  is written at once (:mod:`connectors.sink_demand`). A wide table's block is
   smaller: at most `block_bytes` (:func:`row_bytes`), because chDB's memory while it
   inserts a block follows the block's bytes, not its rows.
 * ``snapshot()`` — called by Bytewax at the end of every epoch, before the epoch's
@@ -55,6 +56,7 @@ from connectors.clickhouse import (
     to_arrow,
 )
 from connectors.run_control import exit_write_failed
+from connectors.sink_demand import SinkDemand
 from operators.batches import Categorical, TableRows
 from operators.stats import FlowStats, timed
 
@@ -109,6 +111,7 @@ class _Writer:
         self._pending = 0
         self._in_flight = 0
         self._flush_requested = False
+        self._hurried = False  # someone waits on what is buffered (hurry)
         self._closing = False
         self._error: BaseException | None = None
         self._cond = threading.Condition()
@@ -154,6 +157,13 @@ class _Writer:
         a block stays within `block_bytes`."""
         width = self._row_bytes.get(table, 1)
         return max(1, min(self.block_rows, self.block_bytes // max(width, 1)))
+
+    def hurry(self) -> None:
+        """Write what is buffered now, and what comes until nothing is (no table waits
+        for its interval): a stage waits on it (:mod:`connectors.sink_demand`)."""
+        with self._cond:
+            self._hurried = True
+            self._cond.notify_all()
 
     def flush(self) -> None:
         """Block until every row handed over so far is written."""
@@ -219,6 +229,8 @@ class _Writer:
                 )
                 self._in_flight += in_flight
                 self._pending -= in_flight
+                if not self._pending:
+                    self._hurried = False  # all it held is taken: the intervals apply again
                 self._in_flight_bytes += in_flight_bytes
                 self._pending_bytes -= in_flight_bytes
                 self._cond.notify_all()
@@ -261,10 +273,11 @@ class _Writer:
     def _due(self, table: str, now: float) -> bool:
         """Whether `table`'s rows are written now: a block is full, `flush_interval` has
         passed since the table's last write (each table has its own clock, see the module
-        docstring), a flush is asked, or the worker waits on the bound (nothing else would
-        free it sooner)."""
+        docstring), a flush is asked, a stage waits on the sink (:meth:`hurry`), or the
+        worker waits on the bound (nothing else would free it sooner)."""
         return (
             self._flush_requested
+            or self._hurried
             or self._over_bound
             or now - self._written_at.get(table, -math.inf) >= self.flush_interval
             or sum(len(c) for c in self._buffers.get(table, ())) >= self.block_rows_of(table)
@@ -423,8 +436,11 @@ class ClickHouseSink(FixedPartitionedSink[TableRows, None]):
         retry_backoff_max_ms: int,
         stats: FlowStats,
         on_open: Callable[[], None] | None = None,
+        demand: SinkDemand | None = None,
     ) -> None:
+        """`demand`: how a waiting stage asks this sink's writer to write now."""
         self.target = target
+        self.demand = demand
         self.options = {
             "block_rows": block_rows,
             "flush_interval": flush_interval_ms / 1000.0,
@@ -445,4 +461,7 @@ class ClickHouseSink(FixedPartitionedSink[TableRows, None]):
     ) -> ClickHouseSinkPartition:
         if self.on_open is not None:
             self.on_open()
-        return ClickHouseSinkPartition(_Writer(self.target, **self.options))  # type: ignore[arg-type]
+        writer = _Writer(self.target, **self.options)  # type: ignore[arg-type]
+        if self.demand is not None:
+            self.demand.attach(writer.hurry)
+        return ClickHouseSinkPartition(writer)

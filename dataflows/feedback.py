@@ -45,6 +45,7 @@ from connectors.local_log_source import LocalLogSource
 from connectors.recovery import bytewax_run_clustered, bytewax_run_recovery_directory
 from connectors.service.store import Store
 from connectors.silence_store import SilenceStore
+from connectors.sink_demand import SinkDemand
 from connectors.telemetry import observe_emission
 from connectors.telemetry.logs import log_alert_rows
 from operators.batches import RawBatch, TableRows
@@ -159,6 +160,8 @@ def build(settings: Settings, stats: FlowStats = STATS, recovery: bool = True) -
     # A bounded run's end of input waits until the merge stage has drained its final
     # windows in bounded slices (connectors/end_gate.py).
     end_gate = EndGate() if settings.run.bounded else None
+    # Final windows that wait on the sink ask it to write now (connectors/sink_demand.py).
+    sink_demand = SinkDemand()
     source, partitions = event_source(settings, end_gate)
     specs = window_specs(settings)
     sessions = session_specs(settings)
@@ -215,7 +218,7 @@ def build(settings: Settings, stats: FlowStats = STATS, recovery: bool = True) -
     merged = op.stateful(
         "merge_stage",
         partials,
-        lambda resume: MergeStage(merge_config, stats, resume, end=end_gate),
+        lambda resume: MergeStage(merge_config, stats, resume, end=end_gate, sink=sink_demand),
     )
     op.inspect("telemetry", merged, observe_emission)
     metric_rows = op.map("metric_rows", merged, _store_rows)
@@ -247,6 +250,7 @@ def build(settings: Settings, stats: FlowStats = STATS, recovery: bool = True) -
             max_pending_rows=settings.clickhouse.max_pending_rows,
             retry_backoff_max_ms=settings.clickhouse.retry_backoff_max,
             stats=stats,
+            demand=sink_demand,
         ),
     )
     if settings.log.backend == "kafka":

@@ -34,7 +34,8 @@ When more windows are final than that (the end of a bounded run closes every ope
 ~1.3M rows on the bench log; a quiet partition's watermark jump closes many), the rest
 stay in state, still final by the same rule, and go out in later calls, each once the
 sink has written the previous slice (at most `final_sink_slack` rows unwritten,
-``FlowStats.sink_pending``; after `FINAL_WAIT_MAX_MS` whatever it holds), so one slice's
+``FlowStats.sink_pending``; after `FINAL_WAIT_MAX_MS` whatever it holds; the sink is asked
+to write it at once, not at its tables' flush interval: `sink`), so one slice's
 rows and build, not all of them, are alive at a time. A snapshot between two slices holds
 the windows not yet emitted; a resume emits them.
 
@@ -143,6 +144,13 @@ class EndOfInput(Protocol):
     def release(self) -> None: ...
 
 
+class SinkDemand(Protocol):
+    """How final windows that wait on the sink ask it to write now
+    (:class:`connectors.sink_demand.SinkDemand`)."""
+
+    def ask(self) -> None: ...
+
+
 class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
     """Sums partials per pane and cell, decides finality, emits `metrics` rows."""
 
@@ -158,9 +166,11 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         clock: Callable[[], float] = _now_ms,
         work_clock: Callable[[], float] | None = None,
         end: EndOfInput | None = None,
+        sink: SinkDemand | None = None,
     ) -> None:
         """`end`: held from now, released once every partition ended and every final
-        window is out (see the module docstring)."""
+        window is out (see the module docstring). `sink`: asked to write at once while
+        final windows wait on it."""
         self.config = config
         self.stats = stats
         self._now = clock
@@ -192,6 +202,7 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         else:
             self.from_state(decode_state(MergeState, resume))
         self._end = end
+        self._sink = sink
         if end is not None:
             end.hold()
 
@@ -388,6 +399,8 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
                 for waiting, waiting_start, _ in finals[done:]:
                     waiting.rolled.pop(waiting_start, None)
                 self._finals_waiting = True
+                if self._sink is not None:
+                    self._sink.ask()  # the slice above is written as soon as it arrives
                 return out
             tables = self._tables([(state, start, None)], final=True, version=FINAL_VERSION)
             rows += sum(len(t) for t in tables)

@@ -13,6 +13,7 @@ import pytest
 
 from connectors import clickhouse_sink
 from connectors.clickhouse import Target, connect, describe, migrate
+from connectors.sink_demand import SinkDemand
 from operators.batches import Categorical, TableRows
 from operators.stats import FlowStats
 from tests.conftest import Store
@@ -243,6 +244,50 @@ def test_each_table_keeps_its_own_flush_interval(store: Store) -> None:
         writer.close()
     assert inserts == [60, 5, 60]
     assert store.rows("SELECT count() FROM pulse.metrics_late") == [(120,)]
+
+
+def test_a_stage_waiting_on_the_sink_has_it_write_at_once(store: Store) -> None:
+    """Asked through the flow's SinkDemand, the writer writes what it holds, and what comes
+    until it holds nothing, without waiting for the table's interval; then the interval
+    applies again (the merge stage's final windows waiting on the sink, not both idle)."""
+    migrate(store.open(), "pulse")
+    schema = describe(store.client, "pulse", "metrics_late")
+    release, inserts = threading.Event(), []
+    release.set()
+    stats = FlowStats()
+    writer = clickhouse_sink._Writer(
+        store.target, block_rows=1000, flush_interval=3600.0, max_pending_rows=10_000,
+        retry_backoff_max=0.1, stats=stats,
+        client_factory=lambda target: _HeldClient(target, release, inserts),
+        exit_on_failure=False,
+    )  # fmt: skip
+    demand = SinkDemand()
+    demand.attach(writer.hurry)
+
+    def written(rows: int) -> bool:
+        for _ in range(300):  # an insert's time, far below the interval
+            if stats.rows_written >= rows:
+                return True
+            threading.Event().wait(0.1)
+        return False
+
+    try:
+        writer.add([_late_rows(schema, 0, 60)])
+        assert written(60)  # the table's first rows: no interval yet
+        writer.add([_late_rows(schema, 60, 60)])
+        threading.Event().wait(0.3)
+        assert stats.rows_written == 60  # within the interval: waits
+        demand.ask()
+        assert written(120)  # asked: written now
+        demand.ask()  # asked while it holds nothing: the next rows go at once
+        writer.add([_late_rows(schema, 120, 10)])
+        assert written(130)
+        writer.add([_late_rows(schema, 130, 10)])
+        threading.Event().wait(0.3)
+        assert stats.rows_written == 130  # all it held was written: the interval again
+    finally:
+        writer.close()
+    assert inserts == [60, 60, 10, 10]
 
 
 def test_a_blocks_chunks_are_joined_before_their_one_conversion(

@@ -10,6 +10,7 @@ from collections import defaultdict
 from dataclasses import replace
 from typing import Any
 
+from connectors.sink_demand import SinkDemand
 from operators.batches import RawBatch, TableRows
 from operators.merge_stage import MergeConfig, MergeStage
 from operators.partition_stage import PartitionStage
@@ -119,6 +120,33 @@ def test_windows_closing_at_once_come_a_window_per_call_and_resume_after_a_snaps
     rest = sliced.on_eof()[0]
     assert len(_windows(rest)) == len(set(_windows(rest))) == waiting
     assert _final_rows(head + rest) == _final_rows(want)
+
+
+def test_windows_left_waiting_ask_the_sink_to_write_now() -> None:
+    """While final windows wait on the sink (the slice before them unwritten), the stage
+    asks it to write at once (connectors/sink_demand.py): the sink's flush interval and
+    the stage's wait do not add up. A stage with nothing waiting does not ask."""
+    config, partials = _partials(partitions=2)
+    asks: list[int] = []
+    demand = SinkDemand()
+    demand.attach(lambda: asks.append(1))
+    whole = MergeStage(replace(config, final_rows_per_call=10**9), FlowStats(), sink=demand)
+    for item in partials:
+        whole.on_item(item)
+    assert asks == []  # every window went out in one call: nothing waits
+
+    stats, clock = FlowStats(), Clock()
+    sliced = MergeStage(replace(config, final_rows_per_call=1), stats, clock=clock, sink=demand)
+    for item in partials:
+        sliced.on_item(item)
+    assert len(asks) == 1  # the first window went out, the rest wait for the next calls
+    stats.sink_rows_in = sliced.config.final_sink_slack + 1  # the sink has not written it
+    clock.now += 1
+    assert sliced.on_notify()[0] == []
+    assert len(asks) == 2  # still waiting: asked again
+    stats.rows_written = stats.sink_rows_in  # written
+    clock.now += 1
+    assert len(set(_windows(sliced.on_notify()[0]))) == 1
 
 
 def _inference(request_id: str, ts: int, segment: str) -> bytes:
