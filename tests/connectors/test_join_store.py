@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from functools import partial
+from typing import Any
 
 from connectors.clickhouse import describe, migrate, to_arrow
-from connectors.join_store import ClickHouseJoinStore
+from connectors.join_store import CHUNK, ClickHouseJoinStore
 from operators.batches import RawBatch
 from operators.cells import CellDims
 from operators.events import Inference
@@ -83,3 +84,51 @@ def test_feedback_beyond_the_join_ttl_joins_through_the_store(store: Store) -> N
     )
     assert joined == {"e0": (1, "v1", 1), "e1": (0, "unknown", None), "e2": (1, "v1", 1)}
     assert (stats.looked_up, stats.found_in_store, stats.unjoined) == (2, 1, 1)
+
+
+class _Watched(ClickHouseJoinStore):
+    """The real store, with the queries it runs written down (kinds, not text)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ran: list[str] = []
+
+    def _rows(self, sql: str, parameters: dict[str, Any]) -> list[Any]:
+        self.ran.append("read" if "argMax" in sql else "probe")
+        return super()._rows(sql, parameters)
+
+
+R1 = (T0, "default", "m", "primary", "v1", "web", "/p", "cat", None, None, {"country": "fr"})
+R2 = (T0 + 9, "default", "m", "primary", "v1", "default", "/q", None, None, None, {})
+
+
+def test_a_lookup_that_finds_nothing_runs_only_the_probe(store: Store) -> None:
+    _store_inferences(store)
+    lookups = _Watched(store.target)
+    assert lookups.lookup(["r3", "r4"]) == {}
+    assert lookups.ran == ["probe"]
+    lookups.ran.clear()
+    assert lookups.lookup(["r3", "r1", "r4"]) == {"r1": R1}  # the read asks for r1 alone
+    assert lookups.ran == ["probe", "read"]
+
+
+def test_lookups_that_keep_finding_read_at_once_with_the_same_answers(store: Store) -> None:
+    _store_inferences(store)
+    lookups = _Watched(store.target)
+    answers = []
+    for _ in range(12):
+        answers.append(lookups.lookup(["r2", "r3", "r1"]))
+    assert lookups.ran[:2] == ["probe", "read"]  # until finding is the rule
+    assert lookups.ran[-1:] == ["read"] and "probe" not in lookups.ran[-3:]
+    assert all(answer == {"r1": R1, "r2": R2} for answer in answers)
+    for _ in range(12):  # finding nothing for a while: back to probing first
+        assert lookups.lookup(["r3"]) == {}
+    assert lookups.ran[-1] == "probe"
+
+
+def test_a_lookup_past_one_chunk_probes_and_reads_every_chunk(store: Store) -> None:
+    _store_inferences(store)
+    lookups = _Watched(store.target)
+    ids = [f"x{i}" for i in range(CHUNK)] + ["r2"]  # r2 in the second chunk
+    assert lookups.lookup(ids) == {"r2": R2}
+    assert lookups.ran == ["probe", "probe", "read"]
