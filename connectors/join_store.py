@@ -4,7 +4,7 @@
   whole batch at once (one query per 10 000 ids). `inferences` keeps the first inference
   of a request with the highest `version`, so ``argMax(..., version)`` reads it even before
   parts are merged. Such a query costs its planning, not its reading (~4.5 ms of CPU in
-  chDB for 1 or 200 ids, found or not; one that selects only `request_id`, ~1.9 ms): while
+  chDB for 1 or 200 ids, found or not; one that selects only `request_id`, ~2 ms): while
   most lookups find nothing (feedback for requests that never had an inference), a chunk
   is first probed for the ids the store holds and only those are read (:class:`_Probing`).
 * ``recent_inferences`` / ``recent_feedback``: after a restart, the partition stage rebuilds
@@ -117,14 +117,15 @@ class ClickHouseJoinStore:
 
 
 class _Probing:
-    """Whether a lookup asks first which ids the store holds: the probe costs ~40 % of the
-    full read, and saves it whenever nothing is found. Decided from how often recent
-    lookups found anything (a moving average over chunks); either way the answer is the
-    same, only its cost differs (a chunk with something found costs probe + read)."""
+    """Whether a lookup asks first which ids the store holds: the probe costs 40-55 % of
+    the full read (alone / during a bounded run), and saves the read whenever nothing is
+    found. Decided from how often recent chunks found anything (a moving average); either
+    way the answer is the same, only its cost differs (a chunk with something found costs
+    probe + read). Probing first pays while that rate is below 1 - probe/read: ~0.5."""
 
     __slots__ = ("_found_rate",)
     ALPHA = 0.1  # weight of the latest chunk
-    ABOVE = 0.5  # found this often: read at once (break-even ~0.6 at the costs above)
+    ABOVE = 0.5  # found this often: read at once
 
     def __init__(self) -> None:
         self._found_rate = 0.0
