@@ -430,23 +430,29 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
             )  # fmt: skip
 
     def _rollup(
-        self, keys: np.ndarray, values: np.ndarray, sets: slice = _ALL_SETS
+        self,
+        keys: np.ndarray,
+        values: np.ndarray,
+        sets: slice = _ALL_SETS,
+        finest: FinestCells | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Finest-cell rows -> rows of every rollup cell they belong to in the grouping
-        sets `sets` (all by default), summed."""
+        sets `sets` (all by default), summed. `finest`: the keys' :class:`FinestCells`
+        when the caller rolls the same rows up a set at a time (found once, not per set)."""
         if len(keys) == 0:
             return keys, values
         # The distinct finest cells (few: a window's rows are cells x extra keys) and
         # their rollups, ranked: ids stay within the cells present, not the whole index.
-        finest, row_of = _distinct(keys >> EXTRA_KEY_BITS)
-        rollups = self.cells.rollups(finest)[:, sets]
+        if finest is None:
+            finest = FinestCells.of(keys, self.cells)
+        rollups = finest.rollups[:, sets]
         present_cells, rank = np.unique(rollups, return_inverse=True)
         rank = rank.reshape(rollups.shape)
         extras = keys & _EXTRA_MASK
         if rollups.shape[1] == 1 and _rising(rank[:, 0]):
             # One set that keeps every finest cell apart, in order: nothing to add up.
-            return (present_cells[rank[row_of, 0]] << EXTRA_KEY_BITS) | extras, values
-        rolled = rank[row_of]  # [rows, sets]: ranks, a fresh array
+            return (present_cells[finest.per_row(rank[:, 0])] << EXTRA_KEY_BITS) | extras, values
+        rolled = finest.per_row(rank)  # [rows, sets]: ranks, a fresh array
         # Dense ids (cell, extra key) when they fit: no sort of rows * sets keys. The extra
         # keys are small ids (classes, pairs, categories) or latency buckets, usually in a
         # narrow range: offsets from the smallest need no sort either; ranks do.
@@ -533,9 +539,15 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         order."""
         window_parts = state.parts(start)
         finest = {family: window_sums(window_parts, family, None) for family in self._widths}
+        cells_of = {
+            family: FinestCells.of(keys, self.cells) for family, (keys, _) in finest.items()
+        }
         pieces: dict[str, list[dict[str, np.ndarray]]] = {}
         for g in range(len(self.cells.grouping_sets)):
-            rolled = {family: self._rollup(*run, slice(g, g + 1)) for family, run in finest.items()}
+            rolled = {
+                family: self._rollup(*run, slice(g, g + 1), cells_of[family])
+                for family, run in finest.items()
+            }
             for table, columns in self._window_columns(rolled, state, start, names).items():
                 pieces.setdefault(table, []).append(columns)
             del rolled
@@ -631,14 +643,34 @@ def _groups(
     return [(key, np.array(rows, dtype=np.int64)) for key, rows in by_key.items()]
 
 
-def _distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """np.unique(values, return_inverse=True), in one pass when `values` is sorted (a
-    window's rows are)."""
-    if len(values) == 0 or not (values[1:] >= values[:-1]).all():
-        distinct, inverse = np.unique(values, return_inverse=True)
-        return distinct, inverse
-    starts = np.concatenate(([True], values[1:] != values[:-1]))
-    return values[starts], np.cumsum(starts) - 1
+@dataclass(frozen=True, slots=True)
+class FinestCells:
+    """The finest cells of rows keyed (cell << EXTRA_KEY_BITS) | extra key, and each
+    cell's rollup cells in every grouping set: what `_rollup` needs of the rows whatever
+    the sets. Sorted keys (a window's rows are) are described by each cell's number of
+    rows, so a per-cell value reaches the rows by a repeat, not a gather by row; unsorted
+    ones keep each row's cell index."""
+
+    rollups: np.ndarray  # [distinct finest cells, grouping sets]: CellIndex ids
+    counts: np.ndarray | None  # rows of each distinct cell, when the keys are sorted
+    row_of: np.ndarray | None  # each row's distinct cell, when they are not
+
+    @classmethod
+    def of(cls, keys: np.ndarray, index: CellIndex) -> FinestCells:
+        cells = keys >> EXTRA_KEY_BITS
+        if len(cells) == 0 or not (cells[1:] >= cells[:-1]).all():
+            distinct, row_of = np.unique(cells, return_inverse=True)
+            return cls(index.rollups(distinct), None, row_of)
+        starts = np.flatnonzero(np.concatenate(([True], cells[1:] != cells[:-1])))
+        counts = np.diff(starts, append=len(cells))
+        return cls(index.rollups(cells[starts]), counts, None)
+
+    def per_row(self, per_cell: np.ndarray) -> np.ndarray:
+        """A value per distinct cell (rows of `per_cell`) as one per row, a fresh array."""
+        if self.counts is not None:
+            return np.repeat(per_cell, self.counts, axis=0)
+        assert self.row_of is not None
+        return per_cell[self.row_of]
 
 
 def _of_cells(rolled: dict[str, Run], cells: np.ndarray) -> dict[str, Run]:
