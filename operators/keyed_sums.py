@@ -114,14 +114,21 @@ def merge_runs(older: Run, newer: Run) -> Run:
 
 def rows_in(keys: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """Row indices of the sorted keys in [low[i], high[i]) for every i, in key order."""
-    start = np.searchsorted(keys, low)
-    stop = np.searchsorted(keys, high)
+    return _spans(np.searchsorted(keys, low), np.searchsorted(keys, high))
+
+
+def _spans(start: np.ndarray, stop: np.ndarray) -> np.ndarray:
+    """Every integer in [start[i], stop[i]) for every i (stop >= start), in order."""
     lengths = stop - start
     total = int(lengths.sum())
     if total == 0:
         return np.empty(0, dtype=np.int64)
     offsets = np.concatenate(([0], np.cumsum(lengths)[:-1]))
     return np.arange(total) - np.repeat(offsets - start, lengths)
+
+
+DENSE_SLACK = 2  # a dense table may hold this many ids per id present, else runs
+DENSE_MIN_IDS = 1 << 8  # ids a dense table may always hold, however few are present
 
 
 class KeyedSums:
@@ -131,16 +138,30 @@ class KeyedSums:
     so a snapshot packs only the runs merged since the last one and copies the rest: a
     growing pane (the hour window's) repacks its big run O(log n) times in its life, not
     at every snapshot.
+
+    `dense_shift`: every key is ``id << dense_shift`` with ids small and mostly present
+    (a pane's main family: one row per finest cell, extra key 0). Then the sums are a
+    table indexed by id, and adding a batch is a scatter-add of its rows, never a merge
+    that copies the pane's rows (the main family's rows are 33 floats: its merges were
+    ~3 s of the bench log's bounded run). Once the ids present are too few for the range
+    the table would span (fewer than 1 in `DENSE_SLACK`), the table becomes a run and
+    the sums go on as runs. The table starts at -0.0, the sum's identity, so every sum
+    is bit for bit what the runs would hold.
     """
 
-    __slots__ = ("_blobs", "runs", "width")
+    __slots__ = ("_blobs", "_dense", "_present", "dense_shift", "runs", "width")
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, dense_shift: int | None = None) -> None:
         self.width = width
         self.runs: list[Run] = []
         self._blobs: list[bytes | None] = []  # runs[i] pickled, None until asked
+        self.dense_shift = dense_shift
+        self._dense: np.ndarray | None = None  # [ids, width], while dense
+        self._present = np.zeros(0, dtype=bool)  # ids added to, while dense
 
     def __reduce__(self) -> tuple[Any, tuple[int, list[bytes]]]:
+        if self._dense is not None:  # a snapshot holds a run, as it always did
+            return _keyed_sums_from_blobs, (self.width, [pack(self._dense_run())])
         ready: list[bytes] = []
         for i, blob in enumerate(self._blobs):
             if blob is None:
@@ -150,6 +171,8 @@ class KeyedSums:
 
     def __len__(self) -> int:
         """Rows stored (a key in several runs counts once per run)."""
+        if self._dense is not None:
+            return int(np.count_nonzero(self._present))
         return sum(len(keys) for keys, _ in self.runs)
 
     def add(self, keys: np.ndarray, values: np.ndarray) -> None:
@@ -161,11 +184,69 @@ class KeyedSums:
         """Add value rows whose keys are sorted and unique (as `sum_by_key` returns them)."""
         if len(keys) == 0:
             return
+        if self.dense_shift is not None and self._add_dense(keys, values):
+            return
         runs, blobs = self.runs, self._blobs
         runs.append((keys, values))
         blobs.append(None)
         while len(runs) > 1 and 2 * len(runs[-1][0]) >= len(runs[-2][0]):
             self._merge_last_two()
+
+    def _add_dense(self, keys: np.ndarray, values: np.ndarray) -> bool:
+        """Add to the dense table, made or grown as needed (taking in any runs), unless
+        the ids present would be too few for its size: then False, the caller adds to
+        the runs (the table, if any, becomes one)."""
+        assert self.dense_shift is not None
+        if (keys & ((1 << self.dense_shift) - 1)).any():  # not ids << shift: never dense
+            self._to_runs()
+            self.dense_shift = None
+            return False
+        ids = keys >> self.dense_shift
+        if self._dense is None or ids[-1] >= len(self._dense):  # keys are sorted
+            top = max([int(ids[-1]), *(int(k[-1]) >> self.dense_shift for k, _ in self.runs)])
+            size = max(top + 1 + (top + 1) // 8, 16)
+            held = len(self) + len(ids)  # ids present after the add, at most
+            # Hysteresis: a table gives way at twice the sparseness that makes one.
+            slack = DENSE_SLACK * (1 if self._dense is None else 2)
+            if size > max(DENSE_MIN_IDS, slack * held):
+                self._to_runs()
+                return False
+            self._grow(size)
+        assert self._dense is not None
+        self._dense[ids] += values
+        self._present[ids] = True
+        return True
+
+    def _grow(self, size: int) -> None:
+        dense = np.full((size, self.width), -0.0)
+        present = np.zeros(size, dtype=bool)
+        if self._dense is not None:
+            dense[: len(self._dense)] = self._dense
+            present[: len(self._present)] = self._present
+        for keys, values in self.runs:  # -0.0 + x is x: the same sums
+            ids = keys >> self.dense_shift
+            dense[ids] += values
+            present[ids] = True
+        self.runs, self._blobs = [], []
+        self._dense, self._present = dense, present
+
+    def _dense_run(self) -> Run:
+        """The dense table as a sorted run: its first rows as they are (a view, as the
+        runs of a compacted KeyedSums are its own) when the ids present are 0..n-1, else
+        the rows present, copied."""
+        assert self._dense is not None and self.dense_shift is not None
+        ids = np.flatnonzero(self._present)
+        keys = ids.astype(np.int64) << self.dense_shift
+        if len(ids) == 0 or ids[-1] == len(ids) - 1:
+            return keys, self._dense[: len(ids)]
+        return keys, self._dense[ids]
+
+    def _to_runs(self) -> None:
+        if self._dense is not None:
+            run = self._dense_run()
+            self._dense, self._present = None, np.zeros(0, dtype=bool)
+            if len(run[0]):
+                self.runs, self._blobs = [run], [None]
 
     def _merge_last_two(self) -> None:
         newer = self.runs.pop()
@@ -174,7 +255,10 @@ class KeyedSums:
         self._blobs[-1] = None
 
     def compacted(self) -> Run:
-        """Everything as one sorted run (and keep it that way)."""
+        """Everything as one sorted run (and keep it that way; a dense table's is made
+        at each call)."""
+        if self._dense is not None:
+            return self._dense_run()
         if not self.runs:
             return np.empty(0, dtype=np.int64), np.empty((0, self.width))
         while len(self.runs) > 1:
@@ -192,6 +276,8 @@ class KeyedSums:
     def gather(self, low: np.ndarray, high: np.ndarray) -> Run:
         """(keys, values) of the rows with keys in the ranges, from every run (unmerged:
         a key may appear once per run; sum with `sum_by_key`)."""
+        if self._dense is not None:
+            return self._gather_dense(low, high)
         keys_chunks, value_chunks = [], []
         for keys, values in self.runs:
             rows = rows_in(keys, low, high)
@@ -200,6 +286,46 @@ class KeyedSums:
         if not keys_chunks:
             return np.empty(0, dtype=np.int64), np.empty((0, self.width))
         return np.concatenate(keys_chunks), np.concatenate(value_chunks)
+
+    def _gather_dense(self, low: np.ndarray, high: np.ndarray) -> Run:
+        assert self._dense is not None and self.dense_shift is not None
+        size, shift = len(self._dense), self.dense_shift
+        # key = id << shift is in [low, high) iff id is in [ceil(low >> shift), ...).
+        first = np.clip(-((-low) >> shift), 0, size)
+        stop = np.clip(-((-high) >> shift), 0, size)
+        ids = _spans(first, np.maximum(stop, first))
+        ids = ids[self._present[ids]]
+        return ids.astype(np.int64) << shift, self._dense[ids]
+
+
+def summed(parts: list[KeyedSums]) -> Run | None:
+    """The sum of several KeyedSums as one sorted run (None: all empty). Dense tables
+    are added as tables (the sum of a window's panes: a vector add each, no merge); the
+    others are merged in, one at a time, into the running sum."""
+    tables = [p for p in parts if p._dense is not None]
+    total: Run | None = None
+    if len(tables) == 1 and not any(len(p) for p in parts if p is not tables[0]):
+        return tables[0]._dense_run()  # a tumbling window's one pane: no sum to make
+    if tables:
+        shift = tables[0].dense_shift
+        size = max(len(p._present) for p in tables)
+        if all(p.dense_shift == shift for p in tables):
+            sums = KeyedSums(tables[0].width, shift)
+            sums._grow(size)
+            assert sums._dense is not None
+            for p in tables:
+                assert p._dense is not None
+                sums._dense[: len(p._dense)] += p._dense
+                sums._present[: len(p._present)] |= p._present
+            total = sums._dense_run()
+            del sums
+        else:
+            tables = []
+    for p in parts:
+        if len(p) and not any(p is t for t in tables):
+            run = p.compacted()
+            total = run if total is None else merge_runs(total, run)
+    return total
 
 
 def _keyed_sums_from_blobs(width: int, blobs: list[bytes]) -> KeyedSums:

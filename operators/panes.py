@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from operators.cells import EXTRA_KEY_BITS
-from operators.keyed_sums import KeyedSums, Run, merge_runs, sum_by_key
+from operators.families import MAIN
+from operators.keyed_sums import KeyedSums, Run, sum_by_key, summed
 from operators.windows import WindowSpec
 
 
@@ -81,7 +82,14 @@ class Sums:
 
     @classmethod
     def empty(cls, widths: dict[str, int]) -> Sums:
-        return cls({name: KeyedSums(width) for name, width in widths.items()})
+        """The main family's sums are a dense table by cell while they fill one (its keys
+        are cell << EXTRA_KEY_BITS: :class:`~operators.keyed_sums.KeyedSums`)."""
+        return cls(
+            {
+                name: KeyedSums(width, EXTRA_KEY_BITS if name == MAIN else None)
+                for name, width in widths.items()
+            }
+        )
 
     def add(
         self, family: str, keys: np.ndarray, values: np.ndarray, touched: np.ndarray | None
@@ -242,17 +250,14 @@ def window_sums(
     """A window's (keys, values) of one family: the sum of its parts, only `cells` if given.
 
     A whole window's parts are merged one at a time into a running sum (each part is one
-    sorted run): what is alive is that sum and one part, not every part's rows at once
+    sorted run; the main family's dense tables are added as tables,
+    :func:`~operators.keyed_sums.summed`): what is alive is that sum and one part, not
+    every part's rows at once
     (concatenated for one sort, the ten panes of a `5m_30s` window were 40–49 MiB of
     values in the end of the bench log's bounded run, issue 10). The same sums in any
     order (values on a grid, :mod:`operators.metrics`)."""
     if cells is None:
-        total: Run | None = None
-        for part in parts:
-            sums = part.families[family]
-            if len(sums):
-                run = sums.compacted()
-                total = run if total is None else merge_runs(total, run)
+        total = summed([part.families[family] for part in parts])
         if total is None:
             width = parts[0].families[family].width if parts else 1
             return np.empty(0, dtype=np.int64), np.empty((0, width))

@@ -5,10 +5,12 @@ import numpy as np
 from operators.keyed_sums import (
     BINCOUNT_FROM,
     KeyedSums,
+    merge_runs,
     rows_in,
     sum_by_dense_keys,
     sum_by_key,
     sum_by_keys,
+    summed,
 )
 
 
@@ -120,3 +122,66 @@ def test_a_snapshot_pickles_only_the_runs_that_changed() -> None:
     assert sums._blobs[0] is None
     resumed = pickle.loads(pickle.dumps(sums))
     assert len(resumed) == 3001 and resumed.values.sum() == 3001.0
+
+
+def _dense_and_runs(seed: int, top: int, batches: int) -> tuple[KeyedSums, KeyedSums]:
+    """The same batches (keys id << 24, values on a grid, signed zeros among them) into
+    a dense KeyedSums and into one kept as runs."""
+    rng = np.random.default_rng(seed)
+    dense, runs = KeyedSums(3, dense_shift=24), KeyedSums(3)
+    for _ in range(batches):
+        ids = np.unique(rng.integers(0, top, size=rng.integers(1, top)))
+        values = rng.integers(-4, 5, size=(len(ids), 3)) / 8.0
+        values[values == 0] = rng.choice([0.0, -0.0], size=int((values == 0).sum()))
+        dense.add_unique(ids << 24, values)
+        runs.add_unique(ids << 24, values.copy())
+    return dense, runs
+
+
+def _same_bits(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> bool:
+    return a[0].tolist() == b[0].tolist() and a[1].tobytes() == b[1].tobytes()
+
+
+def test_a_dense_table_holds_the_runs_sums_bit_for_bit() -> None:
+    dense, runs = _dense_and_runs(11, 600, 40)
+    assert dense._dense is not None  # it did go dense
+    assert len(dense) == len(runs.compacted()[0])
+    assert _same_bits(dense.compacted(), runs.compacted())
+    low, high = np.array([0, 5 << 24, 300 << 24]), np.array([1, (40 << 24) + 1, 1 << 40])
+    assert _same_bits(sum_by_key(*dense.gather(low, high)), sum_by_key(*runs.gather(low, high)))
+    resumed = pickle.loads(pickle.dumps(dense))
+    assert _same_bits(resumed.compacted(), runs.compacted())
+    # A sum of nothing but -0.0 is -0.0 in a run: the table's too.
+    zeros = KeyedSums(1, dense_shift=24)
+    zeros.add_unique(np.arange(4) << 24, np.array([[-0.0], [0.0], [-0.0], [1.0]]))
+    zeros.add_unique(np.array([0, 1]) << 24, np.array([[-0.0], [-0.0]]))
+    assert zeros._dense is not None
+    assert np.signbit(zeros.values[:, 0]).tolist() == [True, False, True, False]
+
+
+def test_a_dense_table_becomes_runs_when_its_ids_are_too_sparse() -> None:
+    sums = KeyedSums(1, dense_shift=24)
+    sums.add_unique(np.arange(300) << 24, np.ones((300, 1)))
+    assert sums._dense is not None
+    sums.add_unique(np.array([1 << 20]) << 24, np.ones((1, 1)))  # far beyond: runs now
+    assert sums._dense is None and len(sums) == 301
+    assert sums.keys.tolist() == [*(np.arange(300) << 24).tolist(), 1 << 44]
+    # A key that is not an id << shift: runs for good.
+    other = KeyedSums(1, dense_shift=24)
+    other.add_unique(np.array([3, 5]), np.ones((2, 1)))
+    assert other._dense is None and other.dense_shift is None and other.keys.tolist() == [3, 5]
+
+
+def test_summed_adds_dense_tables_and_runs_alike() -> None:
+    parts = [_dense_and_runs(seed, 500, 20) for seed in range(4)]
+    mixed = [parts[0][0], parts[1][1], parts[2][0], parts[3][0], KeyedSums(3, 24)]
+    as_runs = [runs for _, runs in parts]
+    want = as_runs[0].compacted()
+    for other in as_runs[1:]:
+        want = merge_runs(want, other.compacted())
+    for chosen in (mixed, as_runs, [p[0] for p in parts]):
+        got = summed(chosen)
+        assert got is not None and _same_bits(got, want)
+    assert summed([KeyedSums(3, 24), KeyedSums(3)]) is None
+    one = summed([parts[0][0], KeyedSums(3, 24)])
+    assert one is not None and _same_bits(one, parts[0][1].compacted())
