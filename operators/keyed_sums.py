@@ -154,14 +154,17 @@ class KeyedSums:
     def __init__(self, width: int, dense_shift: int | None = None) -> None:
         self.width = width
         self.runs: list[Run] = []
-        self._blobs: list[bytes | None] = []  # runs[i] pickled, None until asked
+        # runs[i] pickled, None until asked (while dense: the table's run, once asked)
+        self._blobs: list[bytes | None] = []
         self.dense_shift = dense_shift
         self._dense: np.ndarray | None = None  # [ids, width], while dense
         self._present = np.zeros(0, dtype=bool)  # ids added to, while dense
 
     def __reduce__(self) -> tuple[Any, tuple[int, list[bytes]]]:
         if self._dense is not None:  # a snapshot holds a run, as it always did
-            return _keyed_sums_from_blobs, (self.width, [pack(self._dense_run())])
+            if not self._blobs:  # packed once while the table does not change
+                self._blobs = [pack(self._dense_run())]
+            return _keyed_sums_from_blobs, (self.width, [b for b in self._blobs if b])
         ready: list[bytes] = []
         for i, blob in enumerate(self._blobs):
             if blob is None:
@@ -215,6 +218,7 @@ class KeyedSums:
         assert self._dense is not None
         self._dense[ids] += values
         self._present[ids] = True
+        self._blobs = []  # the table's packed run, if any, is stale
         return True
 
     def _grow(self, size: int) -> None:
@@ -245,8 +249,7 @@ class KeyedSums:
         if self._dense is not None:
             run = self._dense_run()
             self._dense, self._present = None, np.zeros(0, dtype=bool)
-            if len(run[0]):
-                self.runs, self._blobs = [run], [None]
+            self.runs, self._blobs = ([run], [None]) if len(run[0]) else ([], [])
 
     def _merge_last_two(self) -> None:
         newer = self.runs.pop()
