@@ -2,8 +2,9 @@
 
 `pulse run` and `pulse up` call Bytewax's `cli_main` themselves; ``python -m bytewax.run
 dataflows.feedback:flow`` has Bytewax's runner call it on what `flow()` returns. The rest is
-:class:`FlowRun`, for both: the embedded store's lock (before chDB opens it), the recovery
-store's lock and check, the HTTP service (``service.enabled``; other processes read the
+:class:`FlowRun`, for both: the embedded store's lock (before chDB opens it) and its engine,
+kept up until the end (:func:`connectors.clickhouse.engine_kept`), the recovery store's
+lock and check, the HTTP service (``service.enabled``; other processes read the
 embedded store through it), the collector's tuning, and at the end the summary and, after
 a bounded run that completed, clearing the recovery store.
 
@@ -28,6 +29,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig
 
 from config.settings import Settings, format_duration
+from connectors.clickhouse import engine_kept
 from connectors.console import print_summary
 from connectors.query_server import owned
 from connectors.recovery import RecoveryStore, fingerprint, snapshot_write_failure
@@ -86,7 +88,9 @@ class FlowRun:
     def start(self) -> Dataflow:
         """Hold the stores, build the flow, check (or create) the recovery store."""
         try:
-            self._held.enter_context(owned(clickhouse_target(self.settings)))
+            target = clickhouse_target(self.settings)
+            self._held.enter_context(owned(target))
+            self._held.enter_context(engine_kept(target))  # closed before `owned` releases
             built = build(self.settings, STATS, recovery=self.store is not None)
             if self.store is not None:
                 self._held.enter_context(self.store.exclusive())
