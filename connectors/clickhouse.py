@@ -4,8 +4,9 @@ engine (``chdb:///abs/path``) and a server (``http(s)://user:password@host:port`
 This module holds ClickHouse's quirks: numbered migrations, the table schemas read back
 with ``DESCRIBE`` (the SQL in ``migrations/`` is the only definition of a table), the
 conversion of column-oriented rows to Arrow by column type for ``insert_arrow`` (about
-5x faster than row lists through chDB here), and :func:`connect_for_inserts`: on the
-embedded engine the same ``insert_arrow`` call hands the Arrow stream over in memory.
+5x faster than row lists through chDB here), :func:`connect_for_inserts`: on the
+embedded engine the same ``insert_arrow`` call hands the Arrow stream over in memory, and
+:func:`engine_kept`: chDB restarts an engine whose last connection closed.
 
 chDB allows one process per data directory and one engine path per process; the
 process that owns it serves queries for others through its HTTP service
