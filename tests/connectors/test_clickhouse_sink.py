@@ -207,34 +207,41 @@ def _dead_letter_rows(first: int, n: int) -> TableRows:
     )
 
 
-def test_each_table_keeps_its_own_flush_interval(store: Store) -> None:
-    """Rows of a table not written for an interval go out when they arrive, although
-    another table was just written (an early-row emission is not held until the raw
-    tables' interval next ends); a table written within its interval waits."""
-    migrate(store.open(), "pulse")
-    schema = describe(store.client, "pulse", "metrics_late")
-    release, inserts = threading.Event(), []
+def _hour_interval_writer(store: Store, stats: FlowStats, inserts: list[int]) -> Any:
+    """A writer whose tables wait an hour between writes unless something else asks."""
+    release = threading.Event()
     release.set()
-    stats = FlowStats()
-    writer = clickhouse_sink._Writer(
+    return clickhouse_sink._Writer(
         store.target, block_rows=1000, flush_interval=3600.0, max_pending_rows=10_000,
         retry_backoff_max=0.1, stats=stats,
         client_factory=lambda target: _HeldClient(target, release, inserts),
         exit_on_failure=False,
     )  # fmt: skip
 
-    def written(rows: int) -> bool:
-        for _ in range(300):  # an insert's time, far below the interval
-            if stats.rows_written >= rows:
-                return True
-            threading.Event().wait(0.1)
-        return False
+
+def _written(stats: FlowStats, rows: int) -> bool:
+    """Whether `rows` are written within 30 s (an insert's time, far below the interval)."""
+    for _ in range(300):
+        if stats.rows_written >= rows:
+            return True
+        threading.Event().wait(0.1)
+    return False
+
+
+def test_each_table_keeps_its_own_flush_interval(store: Store) -> None:
+    """Rows of a table not written for an interval go out when they arrive, although
+    another table was just written (an early-row emission is not held until the raw
+    tables' interval next ends); a table written within its interval waits."""
+    migrate(store.open(), "pulse")
+    schema = describe(store.client, "pulse", "metrics_late")
+    stats, inserts = FlowStats(), []
+    writer = _hour_interval_writer(store, stats, inserts)
 
     try:
         writer.add([_late_rows(schema, 0, 60)])
-        assert written(60)
+        assert _written(stats, 60)
         writer.add([_dead_letter_rows(0, 5)])
-        assert written(65)  # its own interval: never written before
+        assert _written(stats, 65)  # its own interval: never written before
         writer.add([_late_rows(schema, 60, 60)])
         threading.Event().wait(0.5)
         assert stats.rows_written == 65  # written 0.5 s ago, interval 3,600 s: waits
@@ -252,36 +259,22 @@ def test_a_stage_waiting_on_the_sink_has_it_write_at_once(store: Store) -> None:
     applies again (the merge stage's final windows waiting on the sink, not both idle)."""
     migrate(store.open(), "pulse")
     schema = describe(store.client, "pulse", "metrics_late")
-    release, inserts = threading.Event(), []
-    release.set()
-    stats = FlowStats()
-    writer = clickhouse_sink._Writer(
-        store.target, block_rows=1000, flush_interval=3600.0, max_pending_rows=10_000,
-        retry_backoff_max=0.1, stats=stats,
-        client_factory=lambda target: _HeldClient(target, release, inserts),
-        exit_on_failure=False,
-    )  # fmt: skip
+    stats, inserts = FlowStats(), []
+    writer = _hour_interval_writer(store, stats, inserts)
     demand = SinkDemand()
     demand.attach(writer.hurry)
 
-    def written(rows: int) -> bool:
-        for _ in range(300):  # an insert's time, far below the interval
-            if stats.rows_written >= rows:
-                return True
-            threading.Event().wait(0.1)
-        return False
-
     try:
         writer.add([_late_rows(schema, 0, 60)])
-        assert written(60)  # the table's first rows: no interval yet
+        assert _written(stats, 60)  # the table's first rows: no interval yet
         writer.add([_late_rows(schema, 60, 60)])
         threading.Event().wait(0.3)
         assert stats.rows_written == 60  # within the interval: waits
         demand.ask()
-        assert written(120)  # asked: written now
+        assert _written(stats, 120)  # asked: written now
         demand.ask()  # asked while it holds nothing: the next rows go at once
         writer.add([_late_rows(schema, 120, 10)])
-        assert written(130)
+        assert _written(stats, 130)
         writer.add([_late_rows(schema, 130, 10)])
         threading.Event().wait(0.3)
         assert stats.rows_written == 130  # all it held was written: the interval again
