@@ -28,25 +28,46 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from connectors.console import configure_logging
-from connectors.run_control import STOP
+import yaml
+from pydantic import ValidationError
+
+from config.settings import ApiKeySettings, Settings, load_settings, parse_duration_ms
+from connectors.clickhouse import ClickHouseError, Target
+from connectors.console import StatusPrinter, configure_logging
+from connectors.drilldown import (
+    QUERYABLE,
+    Drilldown,
+    DrilldownError,
+    from_options,
+    parse_time,
+    since_seconds,
+)
+from connectors.event_writer import (
+    EventWriter,
+    FileWriter,
+    KafkaWriter,
+    LogWriter,
+    read_lines,
+    route,
+)
+from connectors.kafka import ensure_topics
+from connectors.live_traffic import TrafficThread
+from connectors.local_log import LocalLog
+from connectors.query_server import API_KEY_ENV, QueryError, QueryResult, owned, run_query
+from connectors.redact import mask_dsn
+from connectors.run_control import STOP, tune_garbage_collection
+from connectors.service import discovery
+from connectors.service.auth import LOCAL_SCOPES, LOCAL_TENANT, key_hash, new_key
+from connectors.service.hosting import HostedService, host_service
+from operators.contract import json_schema
 from operators.errors import PulseError
-
-if TYPE_CHECKING:
-    from config.settings import Settings
-    from connectors.clickhouse import Target
-    from connectors.drilldown import Drilldown
-    from connectors.event_writer import EventWriter
-    from connectors.query_server import QueryResult
-    from connectors.service.hosting import HostedService
-    from operators.synthetic import TrafficProfile
+from operators.stats import STATS
+from operators.synthetic import DEFAULT_START_MS, TrafficGenerator, TrafficProfile
 
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "config" / "event-schema.json"
 log = logging.getLogger("pulse")
-# Each command imports what it uses: `pulse --help` or `pulse query` need not load the flow,
-# the service or the store's drivers (~1 s of start-up when all were imported here).
 
 
 class CliError(PulseError):
@@ -58,17 +79,12 @@ class CliError(PulseError):
 
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
     """The settings, and the log format they ask for (telemetry.log_format)."""
-    from config.settings import load_settings
-
     settings = load_settings(args.config)
     configure_logging(args.verbose, settings.telemetry.log_format)
     return settings.with_overrides(**overrides) if overrides else settings
 
 
 def _writer(settings: Settings, to: str, out: Path | None = None) -> EventWriter:
-    from connectors.event_writer import FileWriter, KafkaWriter, LogWriter
-    from connectors.kafka import ensure_topics
-    from connectors.local_log import LocalLog
     from dataflows.feedback import kafka_target
 
     if to == "file":
@@ -84,8 +100,6 @@ def _writer(settings: Settings, to: str, out: Path | None = None) -> EventWriter
 
 
 def _parse_start(value: str | None, seed: int | None) -> int:
-    from operators.synthetic import DEFAULT_START_MS
-
     if value is None:
         # Deterministic with a seed; live-looking without one.
         return DEFAULT_START_MS if seed is not None else int(time.time() * 1000)
@@ -95,8 +109,6 @@ def _parse_start(value: str | None, seed: int | None) -> int:
 def _parse_time(value: str, option: str) -> int:
     """RFC 3339 (UTC when no zone is given), epoch milliseconds or 'now' (the drill-down's
     rule, so `pulse generate --start` reads times as `pulse query --start` does)."""
-    from connectors.drilldown import DrilldownError, parse_time
-
     try:
         return parse_time(value, option)
     except DrilldownError as exc:
@@ -111,8 +123,6 @@ def _profile(args: argparse.Namespace, start_ms: int) -> TrafficProfile:
 
 
 def _traffic_profile(args: argparse.Namespace, start_ms: int) -> TrafficProfile:
-    from operators.synthetic import TrafficProfile
-
     return TrafficProfile(
         seed=args.seed if args.seed is not None else 0,
         start_ms=start_ms,
@@ -180,9 +190,7 @@ def _run_flow(
     """Run the flow; `started` is told the service it hosts, once it serves."""
     from bytewax.run import cli_main
 
-    from connectors.console import StatusPrinter
     from dataflows.running import FlowRun, first_final_within
-    from operators.stats import STATS
 
     recovery_dir = settings.recovery_dir if settings.run.recovery else None
     run = FlowRun(settings, recovery_dir, create_store=True)
@@ -220,11 +228,6 @@ def _run_flow(
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from connectors.live_traffic import TrafficThread
-    from connectors.redact import mask_dsn
-    from connectors.service.auth import LOCAL_TENANT
-    from operators.synthetic import TrafficGenerator, TrafficProfile
-
     settings = _settings(args, run={"recovery": False}) if args.no_recovery else _settings(args)
     profile = TrafficProfile(
         seed=args.seed if args.seed is not None else int(time.time()),
@@ -268,9 +271,6 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def _service_line(settings: Settings, service: HostedService | None) -> str:
     """Where the service listens and with which key, for a banner."""
-    from connectors.service import discovery
-    from connectors.service.auth import LOCAL_SCOPES, LOCAL_TENANT
-
     if service is None:
         return ""
     where = discovery.service_file(settings.home_dir)
@@ -297,10 +297,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """The service alone: it holds an embedded store (as a run does) until Ctrl-C."""
-    from connectors.clickhouse import ClickHouseError
-    from connectors.query_server import owned
-    from connectors.run_control import tune_garbage_collection
-    from connectors.service.hosting import host_service
     from dataflows.feedback import clickhouse_target, prepare_store
 
     settings = _settings(args)
@@ -325,8 +321,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _refuse_a_served_home(settings: Settings) -> None:
-    from connectors.service import discovery
-
     running = discovery.read(settings.home_dir)
     if running is not None and running.pid != os.getpid():
         raise CliError(
@@ -337,12 +331,6 @@ def _refuse_a_served_home(settings: Settings) -> None:
 
 def cmd_keys(args: argparse.Namespace) -> int:
     """A new API key: printed once; only its SHA-256 goes into the settings."""
-    import yaml
-    from pydantic import ValidationError
-
-    from config.settings import ApiKeySettings
-    from connectors.service.auth import key_hash, new_key
-
     key = new_key()
     scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
     try:
@@ -366,9 +354,6 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from connectors.live_traffic import TrafficThread
-    from operators.synthetic import TrafficGenerator
-
     settings = _settings(args)
     start_ms = int(time.time() * 1000) if args.live else _parse_start(args.start, args.seed)
     generator = TrafficGenerator(_profile(args, start_ms))
@@ -396,8 +381,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    from connectors.event_writer import read_lines, route
-
     settings = _settings(args)
     path = Path(args.file)
     if not path.is_file():
@@ -451,8 +434,6 @@ def _query(
     operator: bool = False,
 ) -> QueryResult:
     """`sql` through the home's service (its operator key if `operator`), else directly."""
-    from connectors.query_server import QueryError, run_query
-
     path = target.chdb_path
     if path is not None and not path.exists():
         raise _no_data(settings, target)  # and opening it would create it
@@ -472,9 +453,6 @@ _ALL_TENANTS_HINT = "--all-tenants reads with the running service's operator key
 def _local_key_reads(settings: Settings, target: Target, operator: bool) -> bool:
     """Whether a read goes through this home's service with its local key, which reads
     tenant `default` only (a hint is due when that hides rows)."""
-    from connectors.query_server import API_KEY_ENV
-    from connectors.service import discovery
-
     if operator or os.environ.get(API_KEY_ENV) or target.chdb_path is None:
         return False
     found = discovery.read(settings.home_dir)
@@ -489,8 +467,6 @@ def _say_what_the_data_covers(
     operator: bool,
 ) -> None:
     """After a drill-down found nothing: which window starts the store does hold."""
-    from connectors.service.auth import LOCAL_TENANT
-
     sql, params = drill.coverage_sql(target.database)
     count, first, last = _query(settings, target, sql, params, operator).rows[0]
     asked = "--start/--end" if args.start or args.end else f"--since {args.since}"
@@ -503,8 +479,6 @@ def _say_what_the_data_covers(
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from connectors.drilldown import from_options
-    from connectors.service.auth import LOCAL_TENANT
     from dataflows.feedback import clickhouse_target
 
     settings = _settings(args)
@@ -536,8 +510,6 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 def cmd_alerts(args: argparse.Namespace) -> int:
     from connectors.alert_report import no_alerts_table, report
-    from connectors.drilldown import since_seconds
-    from connectors.query_server import QueryError
     from dataflows.feedback import clickhouse_target
 
     settings = _settings(args)
@@ -568,15 +540,12 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
 
 def _print_records(records: list[dict[str, Any]]) -> None:
-    from connectors.query_server import QueryResult
-
     columns = list(records[0]) if records else []
     _print_result(QueryResult(columns, [list(r.values()) for r in records]), "table")
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     from connectors.clickhouse import connect, migrate
-    from connectors.query_server import owned
     from dataflows.feedback import clickhouse_target
 
     target = clickhouse_target(_settings(args))
@@ -591,8 +560,6 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from operators.contract import json_schema
-
     text = json.dumps(json_schema(), indent=2) + "\n"
     if args.write:
         SCHEMA_FILE.write_text(text)
@@ -615,8 +582,6 @@ def _matchers(given: list[str]) -> dict[str, str | list[str]]:
 
 def cmd_silence(args: argparse.Namespace) -> int:
     from config.rules import SilenceSettings
-    from config.settings import parse_duration_ms
-    from connectors.query_server import QueryResult
     from connectors.silence_store import rfc3339, silences_for
     from dataflows.feedback import clickhouse_target
 
@@ -690,37 +655,13 @@ def _add_traffic_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-class _Later:
-    """A part of a help text made when the help is shown: argparse fills ``%(name)s`` from
-    the action's attributes then, so building the parser imports nothing it names."""
-
-    def __init__(self, make: Callable[[], str]) -> None:
-        self._make = make
-
-    def __str__(self) -> str:
-        return self._make()
-
-
-def _queryable() -> str:
-    from connectors.drilldown import QUERYABLE  # the metrics' module: numpy and more
-
-    return ", ".join(QUERYABLE)
-
-
-def _local_tenant() -> str:
-    from connectors.service.auth import LOCAL_TENANT  # the service's module: FastAPI
-
-    return repr(LOCAL_TENANT)
-
-
 def _add_all_tenants(p: argparse.ArgumentParser) -> None:
-    action = p.add_argument(
+    p.add_argument(
         "--all-tenants",
         action="store_true",
-        help="every tenant's rows: a running service is asked with its operator key (its "
-        "local key reads tenant %(local_tenant)s only; --where tenant=T does this too)",
+        help=f"every tenant's rows: a running service is asked with its operator key (its "
+        f"local key reads tenant {LOCAL_TENANT!r} only; --where tenant=T does this too)",
     )
-    vars(action).update(local_tenant=_Later(_local_tenant))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -767,8 +708,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_load)
 
     p = sub.add_parser("query", help="drill down into metrics (or run --sql)")
-    metric = p.add_argument("--metric", help="comma-separated; one of: %(queryable)s")
-    vars(metric).update(queryable=_Later(_queryable))
+    p.add_argument("--metric", help=f"comma-separated; one of: {', '.join(QUERYABLE)}")
     p.add_argument(
         "--by",
         help="comma-separated dims: model_version, segment, endpoint "
