@@ -15,26 +15,22 @@ opens, the merge stage :meth:`~SinkDemand.ask`\\ s whenever it leaves windows wa
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 
 
 class SinkDemand:
-    """Relays "write what you hold now" from a waiting stage to the sinks' writers."""
+    """Relays "write what you hold now" from a waiting stage to the sink's writer (one
+    per process: every row goes through the sink's one partition)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._writers: list[Callable[[], None]] = []
+        self._hurry: Callable[[], None] | None = None
 
     def attach(self, hurry: Callable[[], None]) -> None:
-        """A writer of this process: `hurry` makes it write its buffered rows at once."""
-        with self._lock:
-            self._writers.append(hurry)
+        """The sink's writer, once it opens: `hurry` makes it write its rows at once."""
+        self._hurry = hurry
 
     def ask(self) -> None:
-        """A stage waits on the sink: every attached writer writes what it holds, and rows
-        handed over until it holds none, without waiting for its tables' intervals."""
-        with self._lock:
-            writers = list(self._writers)
-        for hurry in writers:
-            hurry()
+        """A stage waits on the sink: its writer writes what it holds, and rows handed
+        over until it holds none, without waiting for its tables' intervals."""
+        if self._hurry is not None:
+            self._hurry()
