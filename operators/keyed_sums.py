@@ -235,15 +235,8 @@ class KeyedSums:
         self._dense, self._present = dense, present
 
     def _dense_run(self) -> Run:
-        """The dense table as a sorted run: its first rows as they are (a view, as the
-        runs of a compacted KeyedSums are its own) when the ids present are 0..n-1, else
-        the rows present, copied."""
         assert self._dense is not None and self.dense_shift is not None
-        ids = np.flatnonzero(self._present)
-        keys = ids.astype(np.int64) << self.dense_shift
-        if len(ids) == 0 or ids[-1] == len(ids) - 1:
-            return keys, self._dense[: len(ids)]
-        return keys, self._dense[ids]
+        return _table_run(self._dense, self._present, self.dense_shift)
 
     def _to_runs(self) -> None:
         if self._dense is not None:
@@ -306,29 +299,35 @@ def summed(parts: list[KeyedSums]) -> Run | None:
     are added as tables (the sum of a window's panes: a vector add each, no merge); the
     others are merged in, one at a time, into the running sum."""
     tables = [p for p in parts if p._dense is not None]
-    total: Run | None = None
-    if len(tables) == 1 and not any(len(p) for p in parts if p is not tables[0]):
+    rest = [p for p in parts if p._dense is None and len(p)]
+    if len(tables) == 1 and not rest:
         return tables[0]._dense_run()  # a tumbling window's one pane: no sum to make
+    total: Run | None = None
     if tables:
         shift = tables[0].dense_shift
+        assert shift is not None and all(p.dense_shift == shift for p in tables)  # one family
         size = max(len(p._present) for p in tables)
-        if all(p.dense_shift == shift for p in tables):
-            sums = KeyedSums(tables[0].width, shift)
-            sums._grow(size)
-            assert sums._dense is not None
-            for p in tables:
-                assert p._dense is not None
-                sums._dense[: len(p._dense)] += p._dense
-                sums._present[: len(p._present)] |= p._present
-            total = sums._dense_run()
-            del sums
-        else:
-            tables = []
-    for p in parts:
-        if len(p) and not any(p is t for t in tables):
-            run = p.compacted()
-            total = run if total is None else merge_runs(total, run)
+        dense, present = np.full((size, tables[0].width), -0.0), np.zeros(size, dtype=bool)
+        for p in tables:
+            assert p._dense is not None
+            dense[: len(p._dense)] += p._dense
+            present[: len(p._present)] |= p._present
+        total = _table_run(dense, present, shift)
+    for p in rest:
+        run = p.compacted()
+        total = run if total is None else merge_runs(total, run)
     return total
+
+
+def _table_run(dense: np.ndarray, present: np.ndarray, shift: int) -> Run:
+    """A dense table as a sorted run: its first rows as they are (a view, as the runs of
+    a compacted KeyedSums are its own) when the ids present are 0..n-1, else the rows
+    present, copied."""
+    ids = np.flatnonzero(present)
+    keys = ids.astype(np.int64) << shift
+    if len(ids) == 0 or ids[-1] == len(ids) - 1:
+        return keys, dense[: len(ids)]
+    return keys, dense[ids]
 
 
 def _keyed_sums_from_blobs(width: int, blobs: list[bytes]) -> KeyedSums:
