@@ -156,7 +156,7 @@ def parse_time(value: str, option: str) -> int:
     """RFC 3339 (UTC when no zone is given), epoch milliseconds or 'now', in epoch ms."""
     if value == "now":
         return int(time.time() * 1000)
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit takes '¹', which int() refuses
         return int(value)
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))

@@ -101,6 +101,7 @@ def test_metrics_as_csv(service: ServiceFactory, seeded: Path) -> None:
         ({"metric": "accuracy", "window": "7m"}, "not a configured window"),
         ({"metric": "accuracy", "since": "yesterday"}, "takes a duration"),
         ({"metric": "accuracy", "start": "monday"}, "takes an RFC 3339 time"),
+        ({"metric": "accuracy", "start": "\u00b9"}, "takes an RFC 3339 time"),  # a digit to str
         ({"metric": "accuracy", "start": "2026-01-02", "end": "2026-01-01"}, "at or after"),
         ({"metric": "accuracy", "where": "model_version"}, "takes dim=value"),
         ({"metric": "accuracy,late_count"}, "queried on their own"),
