@@ -1,214 +1,197 @@
 #!/usr/bin/env python3
-"""Per-event cost of the columnar accumulator next to the partition stage's `_accumulate`
-as it was before it (git 6c4f4c4), on the same counted events.
+"""CPU per counted event of the partition stage's accumulate (records -> slice deltas).
 
-    python scripts/bench_accumulator.py [--events 200000] [--dims 10000] [--batch 50000]
+    python scripts/bench_accumulator.py capture FILE [--events 300000] [--dims 10000]
+    python scripts/bench_accumulator.py time FILE [--rounds 3]
 
-Generates the bench's kind of traffic (operators.synthetic, as scripts/bench.py and
-scripts/bench_columnar.py), runs it through that commit's partition stage (one
-partition, 1-minute slices) and keeps what each `_accumulate` call counted. Those
-records are regrouped into batches of about --batch counted events, and each batch is
-timed both ways, alternating A/B --rounds times on fresh deltas:
+`capture` replays the bench's kind of traffic (:mod:`operators.synthetic`, as
+scripts/bench.py) through the partition stage (the settings of $PULSE_CONFIG over
+config/pulse.yaml, bounded, no snapshots; as ``scripts/bench_columnar.py --stage``),
+keeps what every ``_accumulate`` call counted (its :class:`JoinedRecords`, as lists) and
+pickles them with the partition they came from. The stage of this replay ticks only at
+its end; `time` drains every --tick-every counted events of a partition, as a live run
+ticks about once a second.
 
-* today: the old `_accumulate` (lists to arrays, field vectors, slice sums per family);
-* columnar: the same rows as :class:`JoinedRecords` -> ``take()`` ->
-  :class:`Accumulator` over the Family objects (the code the stage runs now).
-
-Both include the lists-to-arrays step. Late rows are left out of both (the old stage
-added them one by one as they came; they are rare). Prints µs per counted event, each
-pair and the best of each.
+`time` runs the accumulate of the checkout it is run from (or of PULSE_BENCH_CODE=DIR,
+another worktree: an A/B pair runs the same FILE on two versions) on those records:
+``take()``, :class:`Accumulator` ``.add`` and the ticks' ``drain()``, timed in this
+process's CPU time, best of --rounds. It prints µs per counted event and a digest of
+every drained delta (canonically ordered), which two versions must share.
 """
 
 from __future__ import annotations
 
 import argparse
-import subprocess
+import hashlib
+import os
+import pickle
 import sys
 import time
-import types
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(
+    0, os.environ.get("PULSE_BENCH_CODE") or str(Path(__file__).resolve().parent.parent)
+)
 
-from operators.batches import RawBatch
 from operators.columnar.accumulator import Accumulator
-from operators.columnar.joined import NONE, JoinedRecords
+from operators.columnar.joined import JoinedRecords
 from operators.families import registry, widths
 from operators.metrics import MainLayout
-from operators.slices import NO_CUTOFF, SliceDeltas
-from operators.stats import FlowStats
-from operators.synthetic import TrafficGenerator, TrafficProfile
-from operators.windows import WindowSpec
+from operators.slices import FamilyDelta, SliceDeltas
 
-BEFORE = "6c4f4c4"  # the last commit whose partition stage had its own _accumulate
-BINS = 10
+Captured = list[tuple[int, dict[str, list[Any]]]]  # (partition, JoinedRecords' lists)
 
 
-def old_stage_module() -> types.ModuleType:
-    root = Path(__file__).resolve().parent.parent
-    source = subprocess.run(
-        ["git", "show", f"{BEFORE}:operators/partition_stage.py"],
-        cwd=root, check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
-    module = types.ModuleType("partition_stage_before")
-    sys.modules[module.__name__] = module
-    exec(compile(source, f"{BEFORE}:operators/partition_stage.py", "exec"), module.__dict__)
-    return module
+def capture(events: int, dims: int, batch: int, seed: int) -> tuple[int, Captured]:
+    """Every `_accumulate` call's counted events of a replay, in call order."""
+    from config.settings import load_settings
+    from dataflows.feedback import session_specs, window_specs
+    from operators.batches import STREAMS, RawBatch
+    from operators.partition_stage import PartitionConfig, PartitionStage
+    from operators.partitioning import partition_for
+    from operators.stats import FlowStats
+    from operators.stream_merge import ReadAlignment
+    from operators.synthetic import TrafficGenerator, TrafficProfile
 
-
-def counted_records(old: Any, events: int, dims: int, seed: int) -> list[Any]:
-    """What the old stage's `_accumulate` calls counted on the generated traffic."""
-    rate = 2000.0
-    profile = TrafficProfile(seed=seed, duration_s=events / (rate * 1.85), rate=rate, dims=dims)
-    generated = list(TrafficGenerator(profile).events())[:events]
-    config = old.PartitionConfig(
-        partitions=1, specs=(WindowSpec("1m", 60_000, 60_000),), grouping_sets=((),),
-        allowed_lateness=60_000, max_out_of_orderness=5_000, idle_timeout=5_000,
-        emit_interval=1_000, bounded=True, join_ttl=600_000, join_max_entries=1_000_000,
-        join_wait=30_000, dedup_horizon=86_400_000, dedup_max_entries=1_000_000,
-        extra_dims=(), confidence_bins=BINS, max_event_bytes=65_536, min_ts=0,
-        max_ts=1 << 62, snapshots=False,
+    settings = load_settings()
+    t = settings.time
+    partitions = settings.log.partitions
+    config = PartitionConfig(
+        partitions=partitions, specs=window_specs(settings),
+        grouping_sets=tuple(settings.aggregation.grouping_set_tuples()),
+        allowed_lateness=t.allowed_lateness, max_out_of_orderness=t.max_out_of_orderness,
+        idle_timeout=t.idle_timeout, emit_interval=t.emit_interval, bounded=True,
+        join_ttl=settings.join.ttl, join_max_entries=settings.join.max_entries,
+        join_wait=settings.join.wait, dedup_horizon=settings.dedup.horizon,
+        dedup_max_entries=settings.dedup.max_entries,
+        extra_dims=tuple(settings.aggregation.extra_dims),
+        confidence_bins=settings.aggregation.confidence_bins,
+        max_event_bytes=settings.validation.max_event_bytes,
+        min_ts=settings.validation.min_ts, max_ts=settings.validation.max_ts,
+        session_shards=settings.aggregation.session_shards if session_specs(settings) else 0,
+        snapshots=False,
     )  # fmt: skip
-    captured: list[Any] = []
+    captured: Captured = []
 
-    class Capturing(old.PartitionStage):
+    class Capturing(PartitionStage):
         def _accumulate(self) -> None:
             self._resolve_released()
-            captured.append(self._counted)
+            if self._counted:
+                lists = {name: list(getattr(self._counted, name))
+                         for name in JoinedRecords.__dataclass_fields__}  # fmt: skip
+                captured.append((self.partition, lists))
             super()._accumulate()
 
-    stage = Capturing(config, FlowStats(), clock=lambda: 0.0)
-    by_stream: dict[str, list[bytes]] = {"inferences": [], "feedback": []}
-    for event in generated:
-        by_stream[event.stream].append(event.line)
-    step = 5_000
-    longest = max(len(lines) for lines in by_stream.values())
-    for start in range(0, longest + step, step):
-        for stream, lines in by_stream.items():
-            chunk = lines[start : start + step]
-            ended = start + step >= len(lines)
-            offsets = list(range(start, start + len(chunk)))
-            stage.on_item(RawBatch(0, stream, stream, chunk, offsets, True, ended))  # type: ignore[arg-type]
-    return [c for c in captured if c.inference_cells or c.feedback_cells]
+    rate = 2000.0
+    profile = TrafficProfile(seed=seed, duration_s=events / (rate * 1.85), rate=rate, dims=dims)
+    queues: dict[tuple[int, str], list[bytes]] = defaultdict(list)
+    for event in list(TrafficGenerator(profile).events())[:events]:
+        queues[(partition_for(event.key, partitions), event.stream)].append(event.line)
+    stats = FlowStats()
+    stages = {p: Capturing(config, stats, clock=lambda: 0.0) for p in range(partitions)}
+    position = dict.fromkeys(queues, 0)
+    alignment = {p: ReadAlignment() for p in range(partitions)}
+    ended: dict[int, set[str]] = {p: set() for p in range(partitions)}
+    caught_up: dict[int, dict[str, bool | None]] = {
+        p: dict.fromkeys(STREAMS) for p in range(partitions)
+    }
+    for p in range(partitions):
+        for stream in STREAMS:
+            if not queues.get((p, stream)):
+                ended[p].add(stream)
+                stages[p].on_item(RawBatch(p, stream, stream, [], [], True, True))
+    while any(len(ended[p]) < len(STREAMS) for p in range(partitions)):
+        for p in range(partitions):
+            for stream in STREAMS:
+                if stream in ended[p] or alignment[p].ahead(stream, ended[p], caught_up[p]):
+                    continue
+                lines, a = queues[(p, stream)], position[(p, stream)]
+                chunk = lines[a : a + batch]
+                position[(p, stream)] = a + len(chunk)
+                end = a + len(chunk) >= len(lines)
+                alignment[p].read(stream, chunk)
+                caught_up[p][stream] = end
+                if end:
+                    ended[p].add(stream)
+                offsets = list(range(a, a + len(chunk)))
+                stages[p].on_item(RawBatch(p, stream, stream, chunk, offsets, end, end))
+    for stage in stages.values():
+        stage.on_eof()
+    return settings.aggregation.confidence_bins, captured
 
 
-def regrouped(old: Any, captured: list[Any], size: int) -> list[Any]:
-    """The counted records concatenated, cut into batches of about `size` events."""
-    out, current = [], old._Counted()
-    for counted in captured:
-        for name in current.__dataclass_fields__:
-            getattr(current, name).extend(getattr(counted, name))
-        if len(current.inference_cells) + len(current.feedback_cells) >= size:
-            out.append(current)
-            current = old._Counted()
-    if current.inference_cells or current.feedback_cells:
-        out.append(current)
-    return out
+def run(bins: int, captured: Captured, tick_every: int) -> tuple[float, int, str]:
+    """CPU seconds of the accumulate and ticks, counted events, digest of the deltas."""
+    layout = MainLayout(bins)
+    accumulator = Accumulator(registry(layout))
+    deltas: dict[int, dict[str, SliceDeltas]] = {}
+    since: dict[int, int] = defaultdict(int)
+    inputs = []
+    for partition, lists in captured:
+        records = JoinedRecords(**{name: list(v) for name, v in lists.items()})
+        inputs.append((partition, records))
+        if partition not in deltas:
+            deltas[partition] = {n: SliceDeltas(w) for n, w in widths(layout.width).items()}
+    drained: list[tuple[int, str, FamilyDelta]] = []
+    n = 0
+    start = time.process_time()
+    for partition, records in inputs:
+        count = len(records.inference_slices) + len(records.feedback_slices)
+        n += count
+        accumulator.add(records.take(), deltas[partition])
+        since[partition] += count
+        if since[partition] >= tick_every:
+            since[partition] = 0
+            for name, family in deltas[partition].items():
+                delta = family.drain()
+                if delta is not None:
+                    drained.append((partition, name, delta))
+    for partition, families in deltas.items():
+        for name, family in families.items():
+            delta = family.drain()
+            if delta is not None:
+                drained.append((partition, name, delta))
+    took = time.process_time() - start
+    return took, n, digest(drained)
 
 
-def as_joined(old: Any, counted: Any) -> JoinedRecords:
-    """The same rows as the accumulator's input: each keyed record goes back to the
-    feedback row it came from (records follow the rows' order; matched by slice and cell)."""
-    records = JoinedRecords(
-        list(counted.inference_slices), list(counted.inference_cells),
-        list(counted.confidences), list(counted.latencies),
-        [NO_CUTOFF] * len(counted.inference_cells),
-        list(counted.feedback_slices), list(counted.feedback_cells), list(counted.kinds),
-        list(counted.numbers), list(counted.correct), list(counted.unjoined),
-        [NO_CUTOFF] * len(counted.feedback_cells),
-    )  # fmt: skip
-    codes = old.KIND_CODES
-    keyed: dict[int, tuple[int, int, int, int, int]] = {}
-    for records_of, kind, place in (
-        (counted.classes, "label", lambda r: (r[2], r[3], NONE, 0, NONE)),
-        (counted.preferences, "preference", lambda r: (NONE, NONE, r[2], int(r[3]), NONE)),
-        (counted.reports, "report", lambda r: (NONE, NONE, NONE, 0, r[2])),
-    ):
-        pending = iter(records_of)
-        record = next(pending, None)
-        for i, code in enumerate(records.kinds):
-            if record is None:
-                break
-            same_row = (records.feedback_slices[i], records.feedback_cells[i]) == record[:2]
-            if code == codes[kind] and same_row:
-                keyed[i] = place(record)
-                record = next(pending, None)
-    records.keyed = [(i, *keys) for i, keys in sorted(keyed.items())]
-    return records
-
-
-def same(a: dict[str, SliceDeltas], b: dict[str, SliceDeltas]) -> bool:
-    """Both ways summed the same rows (each family's deltas in one canonical order)."""
-    for name in a:
-        x, y = a[name].drain(), b[name].drain()
-        if (x is None) != (y is None):
-            return False
-        if x is None or y is None:
-            continue
-        ox = np.lexsort((x.extras, x.cell_ids, x.slice_starts))
-        oy = np.lexsort((y.extras, y.cell_ids, y.slice_starts))
-        if not (np.array_equal(x.cell_ids[ox], y.cell_ids[oy])
-                and np.array_equal(x.extras[ox], y.extras[oy])
-                and np.array_equal(x.values[ox], y.values[oy])):  # fmt: skip
-            return False
-    return True
+def digest(drained: list[tuple[int, str, FamilyDelta]]) -> str:
+    """The deltas' rows, each delta in (slice, cutoff, cell, extra) order."""
+    h = hashlib.sha256()
+    for partition, name, d in drained:
+        order = np.lexsort((d.extras, d.cell_ids, d.cutoffs, d.slice_starts))
+        h.update(f"{partition}:{name}:{len(d)}".encode())
+        for column in (d.slice_starts, d.cutoffs, d.cell_ids, d.extras, d.values):
+            h.update(np.ascontiguousarray(column[order]).tobytes())
+    return h.hexdigest()[:16]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("command", choices=("capture", "time"))
+    ap.add_argument("file", type=Path)
+    ap.add_argument("--events", type=int, default=300_000)
     ap.add_argument("--dims", type=int, default=10_000)
-    ap.add_argument("--batch", type=int, default=50_000)
+    ap.add_argument("--batch", type=int, default=5_000, help="lines per stream and poll")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--tick-every", type=int, default=10_000)
     args = ap.parse_args()
-    old = old_stage_module()
-    batches = regrouped(old, counted_records(old, args.events, args.dims, args.seed), args.batch)
-    layout = MainLayout(BINS)
-    accumulator = Accumulator(registry(layout))
-    n = sum(len(b.inference_cells) + len(b.feedback_cells) for b in batches)
-
-    def fresh() -> dict[str, SliceDeltas]:
-        return {name: SliceDeltas(width) for name, width in widths(layout.width).items()}
-
-    results: dict[str, dict[str, SliceDeltas]] = {}
-
-    def today() -> float:
-        fake = types.SimpleNamespace(
-            _resolve_released=lambda: None, deltas=fresh(), _width=layout.width,
-            config=types.SimpleNamespace(confidence_bins=BINS),
-        )  # fmt: skip
-        start = time.perf_counter()
-        for counted in batches:
-            fake._counted = counted
-            old.PartitionStage._accumulate(fake)
-        took = time.perf_counter() - start
-        results["today"] = fake.deltas
-        return took
-
-    def columnar() -> float:
-        deltas = fresh()
-        inputs = [as_joined(old, b) for b in batches]
-        start = time.perf_counter()
-        for records in inputs:
-            accumulator.add(records.take(), deltas)
-        took = time.perf_counter() - start
-        results["columnar"] = deltas
-        return took
-
-    print(f"{n:,} counted events in {len(batches)} batches; µs per event: today, columnar")
-    pairs = []
-    for _ in range(args.rounds):
-        pairs.append((today() / n * 1e6, columnar() / n * 1e6))
-        print(
-            f"  {pairs[-1][0]:6.3f}  {pairs[-1][1]:6.3f}  ratio {pairs[-1][0] / pairs[-1][1]:4.2f}"
-        )
-    print("same deltas both ways:", same(results["today"], results["columnar"]))
-    best_today, best_columnar = min(p[0] for p in pairs), min(p[1] for p in pairs)
-    print(f"best {best_today:6.3f}  {best_columnar:6.3f}  ratio {best_today / best_columnar:4.2f}")
+    if args.command == "capture":
+        bins, captured = capture(args.events, args.dims, args.batch, args.seed)
+        args.file.write_bytes(pickle.dumps((bins, captured), pickle.HIGHEST_PROTOCOL))
+        print(f"{len(captured)} accumulate calls captured to {args.file}")
+        return
+    bins, captured = pickle.loads(args.file.read_bytes())
+    results = [run(bins, captured, args.tick_every) for _ in range(args.rounds)]
+    took, n, dig = min(results)
+    assert all(r[2] == dig for r in results)
+    print(f"{took / n * 1e6:.3f} µs per counted event ({n:,} events, {len(captured)} calls; "
+          f"code {os.environ.get('PULSE_BENCH_CODE', 'this checkout')}) digest {dig}")  # fmt: skip
 
 
 if __name__ == "__main__":
