@@ -21,9 +21,13 @@ from typing import Any
 import numpy as np
 
 from operators.cells import EXTRA_KEY_BITS, Cell
-from operators.keyed_sums import KeyedSums
+from operators.keyed_sums import KeyedSums, merge_runs
+from operators.scatter_sums import ScatterSums
 
 NO_CUTOFF = -math.inf
+_EXTRA_MASK = (1 << EXTRA_KEY_BITS) - 1
+SCATTER_FROM_WIDTH = 8  # narrower families' rows are cheap to sort (latency: 1 column)
+MAX_SPARE_TABLES = 2  # drained tables kept (a tick's rows are in one or two slices)
 
 
 @dataclass(slots=True)
@@ -63,37 +67,70 @@ class PartialBatch:
 class SliceDeltas:
     """One family's deltas since the last tick: per slice, sums by cell_id << 24 | extra.
 
-    On-time contributions arrive a batch at a time (vectorized); contributions with a
-    cutoff (late for some windows) are rare and kept one by one.
+    On-time contributions arrive a batch at a time (vectorized): a wide family's rows
+    without an extra key (``main``) are scatter-added to a table by cell id per slice
+    (:class:`~operators.scatter_sums.ScatterSums`; a slice's table is kept for the next
+    slice after a drain), the others summed into sorted runs
+    (:class:`~operators.keyed_sums.KeyedSums`). Contributions with a cutoff (late for
+    some windows) are rare and kept one by one. A snapshot holds runs only, as it always
+    did: a tick's rows, not the tables.
     """
 
-    __slots__ = ("on_time", "restricted", "width")
+    __slots__ = ("_spare", "on_time", "restricted", "tables", "width")
 
     def __init__(self, width: int) -> None:
         self.width = width
         self.on_time: dict[int, KeyedSums] = {}
+        self.tables: dict[int, ScatterSums] = {}
+        self._spare: list[ScatterSums] = []  # drained tables, for the next slices
         self.restricted: dict[tuple[int, int, int, float], np.ndarray] = {}
 
+    def __getstate__(self) -> tuple[None, dict[str, Any]]:
+        on_time = dict(self.on_time)
+        for slice_start, table in self.tables.items():
+            if len(table):
+                on_time[slice_start] = _with_run(on_time.get(slice_start), table, self.width)
+        return None, {"on_time": on_time, "restricted": self.restricted, "width": self.width}
+
+    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
+        fields = state[1]
+        self.width = fields["width"]
+        self.on_time = fields["on_time"]
+        self.restricted = fields["restricted"]
+        self.tables = {}
+        self._spare = []
+
     def __len__(self) -> int:
-        return sum(len(s) for s in self.on_time.values()) + len(self.restricted)
+        return (
+            sum(len(s) for s in self.on_time.values())
+            + sum(len(t) for t in self.tables.values())
+            + len(self.restricted)
+        )
 
     def add(self, slice_starts: np.ndarray, keys: np.ndarray, values: np.ndarray) -> None:
         if len(keys) == 0:
             return
         first = int(slice_starts[0])
         if (slice_starts == first).all():
-            self._sums(first).add(keys, values)
+            self._add_slice(first, keys, values)
             return
         uniques, inverse = np.unique(slice_starts, return_inverse=True)
         for i, slice_start in enumerate(uniques.tolist()):
             rows = inverse == i
-            self._sums(slice_start).add(keys[rows], values[rows])
+            self._add_slice(slice_start, keys[rows], values[rows])
 
-    def _sums(self, slice_start: int) -> KeyedSums:
+    def _add_slice(self, slice_start: int, keys: np.ndarray, values: np.ndarray) -> None:
+        if self.width >= SCATTER_FROM_WIDTH and not (keys & _EXTRA_MASK).any():
+            table = self.tables.get(slice_start)
+            if table is None:
+                spare = self._spare.pop() if self._spare else ScatterSums(self.width)
+                table = self.tables[slice_start] = spare
+            table.add(keys >> EXTRA_KEY_BITS, values)
+            return
         sums = self.on_time.get(slice_start)
         if sums is None:
             sums = self.on_time[slice_start] = KeyedSums(self.width)
-        return sums
+        sums.add(keys, values)
 
     def add_rows(
         self, slice_starts: np.ndarray, cutoffs: np.ndarray, keys: np.ndarray, values: np.ndarray
@@ -106,12 +143,11 @@ class SliceDeltas:
             return
         self.add(slice_starts[on_time], keys[on_time], values[on_time])
         late = np.flatnonzero(~on_time)
-        mask = (1 << EXTRA_KEY_BITS) - 1
         for row, slice_start, key, cutoff in zip(
             late.tolist(), slice_starts[late].tolist(), keys[late].tolist(),
             cutoffs[late].tolist(), strict=True,
         ):  # fmt: skip
-            self.add_restricted(slice_start, key >> EXTRA_KEY_BITS, key & mask, cutoff,
+            self.add_restricted(slice_start, key >> EXTRA_KEY_BITS, key & _EXTRA_MASK, cutoff,
                                 values[row].copy())  # fmt: skip
 
     def add_restricted(
@@ -124,7 +160,15 @@ class SliceDeltas:
     def drain(self) -> FamilyDelta | None:
         """The deltas as columns, leaving this accumulator empty."""
         starts, keys, values = [], [], []
-        for slice_start, sums in self.on_time.items():
+        on_time = self.on_time
+        for slice_start, table in self.tables.items():
+            if len(table):
+                on_time[slice_start] = _with_run(on_time.get(slice_start), table, self.width)
+            table.clear()
+        self._spare.extend(list(self.tables.values())[:MAX_SPARE_TABLES])
+        del self._spare[MAX_SPARE_TABLES:]
+        self.tables = {}
+        for slice_start, sums in on_time.items():
             run_keys, run_values = sums.compacted()
             starts.append(np.full(len(run_keys), slice_start, dtype=np.int64))
             keys.append(run_keys)
@@ -152,3 +196,15 @@ class SliceDeltas:
             all_keys & ((1 << EXTRA_KEY_BITS) - 1),
             np.concatenate(values),
         )
+
+
+def _with_run(sums: KeyedSums | None, table: ScatterSums, width: int) -> KeyedSums:
+    """`sums` (a snapshot's runs of the slice, if any) plus the table's rows, as runs."""
+    run = table.run(EXTRA_KEY_BITS)
+    if sums is None:
+        sums = KeyedSums(width)
+        sums.add_unique(*run)
+        return sums
+    merged = KeyedSums(width)
+    merged.add_unique(*merge_runs(sums.compacted(), run))
+    return merged
