@@ -29,6 +29,14 @@ def sum_by_key(keys: np.ndarray, values: np.ndarray) -> Run:
         return keys.astype(np.int64), values
     if len(keys) >= BINCOUNT_FROM:
         return sum_by_keys(keys[:, None], values)
+    return sum_by_sort(keys, values)
+
+
+def sum_by_sort(keys: np.ndarray, values: np.ndarray) -> Run:
+    """:func:`sum_by_key` by one stable sort, whatever the size: each key's rows are added
+    in their order, so a sum is -0.0 where all its rows are (a bincount starts at +0.0)."""
+    if len(keys) == 0:
+        return keys.astype(np.int64), values
     order = np.argsort(keys, kind="stable")
     keys = keys[order]
     values = values[order]

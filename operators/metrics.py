@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from operators.contract import FEEDBACK_KINDS
+from operators.field_entries import Entries, EntriesBuilder
 
 # ---- additive fields of the main family (one vector per window × dims cell) ----------
 FEEDBACK_FIELDS = (
@@ -154,55 +155,73 @@ def feedback_number(kind: str, value: Any) -> float:
 def feedback_fields(
     kinds: np.ndarray, numbers: np.ndarray, correct: np.ndarray, unjoined: np.ndarray, width: int
 ) -> np.ndarray:
-    """Field vectors [n, width] of n counted feedback events.
+    """Field vectors [n, width] of n counted feedback events (:func:`feedback_entries`)."""
+    return feedback_entries(kinds, numbers, correct, unjoined, width).dense()
+
+
+def feedback_entries(
+    kinds: np.ndarray, numbers: np.ndarray, correct: np.ndarray, unjoined: np.ndarray, width: int
+) -> Entries:
+    """The field vectors of n counted feedback events, as their entries other than +0.0.
 
     `kinds`: KIND_CODES; `numbers`: feedback_number(); `correct`: label == prediction.
+    Every event counts in feedback_count (and unjoined_count when it gave up waiting),
+    and in its kind's fields.
     """
-    out = np.zeros((len(kinds), width))
-    out[:, I_FEEDBACK] = 1.0
-    out[:, I_UNJOINED] = unjoined
-    label = kinds == _LABEL
-    out[:, I_LABELED] = label
-    out[:, I_CORRECT] = label & correct
-    thumbs = kinds == _THUMBS
-    out[:, I_THUMBS_UP] = thumbs & (numbers > 0)
-    out[:, I_THUMBS_DOWN] = thumbs & (numbers <= 0)
-    numbers = quantized(numbers)
-    rating = kinds == _RATING
-    out[:, I_RATING_COUNT] = rating
-    out[:, I_RATING_SUM] = np.where(rating, numbers, 0.0)
-    out[:, I_RATING_HIGH] = rating & (numbers >= CSAT_THRESHOLD)
-    reward = kinds == _REWARD
-    rewards = np.where(reward, numbers, 0.0)
-    out[:, I_REWARD_COUNT] = reward
-    out[:, I_REWARD_SUM] = rewards
+    out = EntriesBuilder(len(kinds), width)
+    out.put(np.arange(len(kinds)), I_FEEDBACK)
+    out.put(np.flatnonzero(unjoined), I_UNJOINED)
+    label = np.flatnonzero(kinds == _LABEL)
+    out.put(label, I_LABELED)
+    out.put(label[correct[label]], I_CORRECT)
+    thumbs = np.flatnonzero(kinds == _THUMBS)
+    up = numbers[thumbs] > 0  # the value itself: 1 or 0
+    out.put(thumbs[up], I_THUMBS_UP)
+    out.put(thumbs[numbers[thumbs] <= 0], I_THUMBS_DOWN)
+    rating = np.flatnonzero(kinds == _RATING)
+    ratings = quantized(numbers[rating])
+    out.put(rating, I_RATING_COUNT)
+    out.put(rating, I_RATING_SUM, ratings)
+    out.put(rating[ratings >= CSAT_THRESHOLD], I_RATING_HIGH)
+    reward = np.flatnonzero(kinds == _REWARD)
+    rewards = quantized(numbers[reward])
+    out.put(reward, I_REWARD_COUNT)
+    out.put(reward, I_REWARD_SUM, rewards)
     squares = rewards * rewards  # exact while |reward| < 90: k^2 * 2^-40 fits 53 bits
-    out[:, I_REWARD_SUMSQ] = quantized(squares)
-    out[:, I_REWARD_SUMSQ_RESIDUAL] = residual(squares, out[:, I_REWARD_SUMSQ])
-    out[:, I_CLICKS] = (kinds == _CLICK) & (numbers > 0)
-    out[:, I_CONVERSIONS] = (kinds == _CONVERSION) & (numbers > 0)
-    dwell = kinds == _DWELL
-    out[:, I_DWELL_COUNT] = dwell
-    out[:, I_DWELL_SUM] = np.where(dwell, numbers, 0.0)
-    out[:, I_PREFERENCE] = kinds == _PREFERENCE
-    report = kinds == _REPORT
-    out[:, I_REPORT_COUNT] = report
-    out[:, I_REPORT_AMOUNT] = np.where(report, numbers, 0.0)
-    return out
+    rounded = quantized(squares)
+    out.put(reward, I_REWARD_SUMSQ, rounded)
+    out.put(reward, I_REWARD_SUMSQ_RESIDUAL, residual(squares, rounded))
+    for kind, field in ((_CLICK, I_CLICKS), (_CONVERSION, I_CONVERSIONS)):
+        rows = np.flatnonzero(kinds == kind)
+        out.put(rows[quantized(numbers[rows]) > 0], field)
+    dwell = np.flatnonzero(kinds == _DWELL)
+    out.put(dwell, I_DWELL_COUNT)
+    out.put(dwell, I_DWELL_SUM, quantized(numbers[dwell]))
+    out.put(np.flatnonzero(kinds == _PREFERENCE), I_PREFERENCE)
+    report = np.flatnonzero(kinds == _REPORT)
+    out.put(report, I_REPORT_COUNT)
+    out.put(report, I_REPORT_AMOUNT, quantized(numbers[report]))
+    return out.build()
 
 
 def inference_fields(confidence: np.ndarray, width: int, bins: int) -> np.ndarray:
-    """Field vectors [n, width] of n counted inferences (`confidence` NaN when absent)."""
-    out = np.zeros((len(confidence), width))
-    out[:, I_INFERENCE] = 1.0
-    present = ~np.isnan(confidence)
-    out[:, I_CONFIDENCE_COUNT] = present
-    out[:, I_CONFIDENCE_SUM] = np.where(present, quantized(np.nan_to_num(confidence)), 0.0)
+    """Field vectors [n, width] of n counted inferences (:func:`inference_entries`)."""
+    return inference_entries(confidence, width, bins).dense()
+
+
+def inference_entries(confidence: np.ndarray, width: int, bins: int) -> Entries:
+    """The field vectors of n counted inferences (`confidence` NaN when absent, else in
+    [0, 1]), as their entries other than +0.0: the count, and with a confidence its
+    count, sum and histogram bin."""
+    out = EntriesBuilder(len(confidence), width)
+    out.put(np.arange(len(confidence)), I_INFERENCE)
+    rows = np.flatnonzero(~np.isnan(confidence))
+    present = confidence[rows]
+    out.put(rows, I_CONFIDENCE_COUNT)
+    out.put(rows, I_CONFIDENCE_SUM, quantized(present))
     first_bin = width - bins
-    rows = np.flatnonzero(present)
-    columns = first_bin + np.minimum((confidence[rows] * bins).astype(np.int64), bins - 1)
-    out[rows, columns] = 1.0
-    return out
+    out.put_columns(rows, first_bin + np.minimum((present * bins).astype(np.int64), bins - 1))
+    return out.build()
 
 
 # ---- published metrics, derived per emitted row ---------------------------------------

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from operators.field_entries import Entries
 from operators.keyed_sums import Run
 
 _MINUS_ZERO = np.int64(-(2**63))  # the bits of -0.0 read as an int64
@@ -40,27 +41,36 @@ class ScatterSums:
         """Ids added to since the last drain."""
         return int(np.count_nonzero(self._rows))
 
-    def add(self, ids: np.ndarray, values: np.ndarray) -> None:
+    def add(self, ids: np.ndarray, values: np.ndarray | Entries) -> None:
         """Add row i of `values` [n, width] at ids[i] (ids may repeat)."""
-        n, width = values.shape
-        if n == 0:
+        if len(ids) == 0:
             return
         top = int(ids.max())
         if top >= len(self._rows):
             self._grow(top + 1)
-        flat = values.ravel()
-        # Entry k of row i lands at ids[i] * width + k, i.e. its own flat index moved by
-        # (ids[i] - i) * width.
-        moved = (ids - np.arange(n)) * width
-        entries = np.flatnonzero(flat)
-        np.add.at(self._table.ravel(), entries + moved[entries // width], flat[entries])
         np.add.at(self._rows, ids, 1)
+        if isinstance(values, Entries):
+            self._add_entries(ids[values.rows], values.columns, values.values)
+            return
+        width = self.width
+        flat = values.ravel()
+        entries = np.flatnonzero(flat != 0)
+        rows, columns = np.divmod(entries, width)
+        self._add_entries(ids[rows], columns, flat[entries])
         negative_zeros = np.flatnonzero(flat.view(np.int64) == _MINUS_ZERO)
         if len(negative_zeros):
-            self._negative_zeros.append(negative_zeros + moved[negative_zeros // width])
+            rows, columns = np.divmod(negative_zeros, width)
+            self._negative_zeros.append(ids[rows] * width + columns)
+
+    def _add_entries(self, ids: np.ndarray, columns: np.ndarray, values: np.ndarray) -> None:
+        positions = ids * self.width + columns
+        np.add.at(self._table.ravel(), positions, values)
+        negative_zeros = values.view(np.int64) == _MINUS_ZERO
+        if negative_zeros.any():
+            self._negative_zeros.append(positions[negative_zeros])
 
     def _grow(self, size: int) -> None:
-        size = max(size + size // 4, 256)
+        size = max(size + size // 2, 256)
         table = np.zeros((size, self.width))
         rows = np.zeros(size, dtype=np.int64)
         table[: len(self._table)] = self._table

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from operators.cells import EXTRA_KEY_BITS, Cell
-from operators.keyed_sums import KeyedSums, merge_runs
+from operators.field_entries import Entries
+from operators.keyed_sums import KeyedSums, Run, merge_runs, sum_by_sort
 from operators.scatter_sums import ScatterSums
 
 NO_CUTOFF = -math.inf
@@ -67,29 +68,30 @@ class PartialBatch:
 class SliceDeltas:
     """One family's deltas since the last tick: per slice, sums by cell_id << 24 | extra.
 
-    On-time contributions arrive a batch at a time (vectorized): a wide family's rows
-    without an extra key (``main``) are scatter-added to a table by cell id per slice
-    (:class:`~operators.scatter_sums.ScatterSums`; a slice's table is kept for the next
-    slice after a drain), the others summed into sorted runs
-    (:class:`~operators.keyed_sums.KeyedSums`). Contributions with a cutoff (late for
-    some windows) are rare and kept one by one. A snapshot holds runs only, as it always
-    did: a tick's rows, not the tables.
+    On-time rows arrive a batch at a time and are summed once per tick, not per batch:
+    a wide family's rows without an extra key (``main``) are scatter-added to a table by
+    cell id per slice (:class:`~operators.scatter_sums.ScatterSums`; a drained table is
+    kept for the next slices), and the narrow families' rows (a few columns each) are
+    kept as they come and summed by one sort at the drain. Rows with a cutoff (late for
+    some windows) are rare and kept one by one. A snapshot holds each slice's sums as
+    one run (:class:`~operators.keyed_sums.KeyedSums`), as it always did: a tick's rows.
     """
 
-    __slots__ = ("_spare", "on_time", "restricted", "tables", "width")
+    __slots__ = ("_spare", "on_time", "pending", "restricted", "tables", "width")
 
     def __init__(self, width: int) -> None:
         self.width = width
-        self.on_time: dict[int, KeyedSums] = {}
+        self.on_time: dict[int, KeyedSums] = {}  # from a snapshot
         self.tables: dict[int, ScatterSums] = {}
+        self.pending: dict[int, list[Run]] = {}  # rows by key, not summed yet
         self._spare: list[ScatterSums] = []  # drained tables, for the next slices
         self.restricted: dict[tuple[int, int, int, float], np.ndarray] = {}
 
     def __getstate__(self) -> tuple[None, dict[str, Any]]:
-        on_time = dict(self.on_time)
-        for slice_start, table in self.tables.items():
-            if len(table):
-                on_time[slice_start] = _with_run(on_time.get(slice_start), table, self.width)
+        on_time = {}
+        for slice_start, run in self._runs().items():
+            on_time[slice_start] = sums = KeyedSums(self.width)
+            sums.add_unique(*run)
         return None, {"on_time": on_time, "restricted": self.restricted, "width": self.width}
 
     def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
@@ -97,17 +99,18 @@ class SliceDeltas:
         self.width = fields["width"]
         self.on_time = fields["on_time"]
         self.restricted = fields["restricted"]
-        self.tables = {}
-        self._spare = []
+        self.tables, self.pending, self._spare = {}, {}, []
 
     def __len__(self) -> int:
+        """Rows held (a key held in several ways counts once for each)."""
         return (
             sum(len(s) for s in self.on_time.values())
             + sum(len(t) for t in self.tables.values())
+            + sum(len(keys) for rows in self.pending.values() for keys, _ in rows)
             + len(self.restricted)
         )
 
-    def add(self, slice_starts: np.ndarray, keys: np.ndarray, values: np.ndarray) -> None:
+    def add(self, slice_starts: np.ndarray, keys: np.ndarray, values: np.ndarray | Entries) -> None:
         if len(keys) == 0:
             return
         first = int(slice_starts[0])
@@ -117,9 +120,9 @@ class SliceDeltas:
         uniques, inverse = np.unique(slice_starts, return_inverse=True)
         for i, slice_start in enumerate(uniques.tolist()):
             rows = inverse == i
-            self._add_slice(slice_start, keys[rows], values[rows])
+            self._add_slice(slice_start, keys[rows], _rows(values, rows))
 
-    def _add_slice(self, slice_start: int, keys: np.ndarray, values: np.ndarray) -> None:
+    def _add_slice(self, slice_start: int, keys: np.ndarray, values: np.ndarray | Entries) -> None:
         if self.width >= SCATTER_FROM_WIDTH and not (keys & _EXTRA_MASK).any():
             table = self.tables.get(slice_start)
             if table is None:
@@ -127,13 +130,15 @@ class SliceDeltas:
                 table = self.tables[slice_start] = spare
             table.add(keys >> EXTRA_KEY_BITS, values)
             return
-        sums = self.on_time.get(slice_start)
-        if sums is None:
-            sums = self.on_time[slice_start] = KeyedSums(self.width)
-        sums.add(keys, values)
+        dense = values.dense() if isinstance(values, Entries) else values
+        self.pending.setdefault(slice_start, []).append((keys, dense))
 
     def add_rows(
-        self, slice_starts: np.ndarray, cutoffs: np.ndarray, keys: np.ndarray, values: np.ndarray
+        self,
+        slice_starts: np.ndarray,
+        cutoffs: np.ndarray,
+        keys: np.ndarray,
+        values: np.ndarray | Entries,
     ) -> None:
         """Rows on time (cutoff NO_CUTOFF) and late alike: the one entry point of a family's
         bulk update (:mod:`operators.columnar.accumulator`)."""
@@ -141,14 +146,17 @@ class SliceDeltas:
         if on_time.all():
             self.add(slice_starts, keys, values)
             return
-        self.add(slice_starts[on_time], keys[on_time], values[on_time])
-        late = np.flatnonzero(~on_time)
-        for row, slice_start, key, cutoff in zip(
-            late.tolist(), slice_starts[late].tolist(), keys[late].tolist(),
-            cutoffs[late].tolist(), strict=True,
+        self.add(slice_starts[on_time], keys[on_time], _rows(values, on_time))
+        late = ~on_time
+        vectors = _rows(values, late)
+        if isinstance(vectors, Entries):
+            vectors = vectors.dense()
+        for vector, slice_start, key, cutoff in zip(
+            vectors, slice_starts[late].tolist(), keys[late].tolist(), cutoffs[late].tolist(),
+            strict=True,
         ):  # fmt: skip
             self.add_restricted(slice_start, key >> EXTRA_KEY_BITS, key & _EXTRA_MASK, cutoff,
-                                values[row].copy())  # fmt: skip
+                                vector.copy())  # fmt: skip
 
     def add_restricted(
         self, slice_start: int, cell_id: int, extra: int, cutoff: float, vector: np.ndarray
@@ -157,19 +165,33 @@ class SliceDeltas:
         previous = self.restricted.get(key)
         self.restricted[key] = vector if previous is None else previous + vector
 
+    def _runs(self) -> dict[int, Run]:
+        """Each slice's on-time sums as one sorted run (leaving this as it is)."""
+        runs = {slice_start: sums.compacted() for slice_start, sums in self.on_time.items()}
+        parts: list[tuple[int, Run]] = [
+            (slice_start, table.run(EXTRA_KEY_BITS))
+            for slice_start, table in self.tables.items()
+            if len(table)
+        ]
+        for slice_start, rows in self.pending.items():
+            keys = np.concatenate([k for k, _ in rows]) if len(rows) > 1 else rows[0][0]
+            values = np.concatenate([v for _, v in rows]) if len(rows) > 1 else rows[0][1]
+            parts.append((slice_start, sum_by_sort(keys, values)))
+        for slice_start, run in parts:
+            older = runs.get(slice_start)
+            runs[slice_start] = run if older is None else merge_runs(older, run)
+        return runs
+
     def drain(self) -> FamilyDelta | None:
         """The deltas as columns, leaving this accumulator empty."""
-        starts, keys, values = [], [], []
-        on_time = self.on_time
-        for slice_start, table in self.tables.items():
-            if len(table):
-                on_time[slice_start] = _with_run(on_time.get(slice_start), table, self.width)
+        runs = self._runs()
+        for table in self.tables.values():
             table.clear()
         self._spare.extend(list(self.tables.values())[:MAX_SPARE_TABLES])
         del self._spare[MAX_SPARE_TABLES:]
-        self.tables = {}
-        for slice_start, sums in on_time.items():
-            run_keys, run_values = sums.compacted()
+        self.on_time, self.tables, self.pending = {}, {}, {}
+        starts, keys, values = [], [], []
+        for slice_start, (run_keys, run_values) in runs.items():
             starts.append(np.full(len(run_keys), slice_start, dtype=np.int64))
             keys.append(run_keys)
             values.append(run_values)
@@ -182,7 +204,6 @@ class SliceDeltas:
             )
             cutoffs.append(np.array([k[3] for k, _ in entries]))
             values.append(np.array([v for _, v in entries]).reshape(len(entries), self.width))
-        self.on_time = {}
         self.restricted = {}
         if not keys:
             return None
@@ -193,18 +214,10 @@ class SliceDeltas:
             np.concatenate(starts),
             np.concatenate(cutoffs),
             all_keys >> EXTRA_KEY_BITS,
-            all_keys & ((1 << EXTRA_KEY_BITS) - 1),
+            all_keys & _EXTRA_MASK,
             np.concatenate(values),
         )
 
 
-def _with_run(sums: KeyedSums | None, table: ScatterSums, width: int) -> KeyedSums:
-    """`sums` (a snapshot's runs of the slice, if any) plus the table's rows, as runs."""
-    run = table.run(EXTRA_KEY_BITS)
-    if sums is None:
-        sums = KeyedSums(width)
-        sums.add_unique(*run)
-        return sums
-    merged = KeyedSums(width)
-    merged.add_unique(*merge_runs(sums.compacted(), run))
-    return merged
+def _rows(values: np.ndarray | Entries, keep: np.ndarray) -> np.ndarray | Entries:
+    return values.select(keep) if isinstance(values, Entries) else values[keep]

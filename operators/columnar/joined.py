@@ -15,6 +15,8 @@ record per event, so the families' rules run once per batch, on time or late ali
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import chain
+from typing import Any
 
 import numpy as np
 
@@ -97,27 +99,44 @@ class JoinedRecords:
     def take(self) -> JoinedColumns:
         """The rows as columns, leaving these lists empty."""
         inferences = InferenceSide(
-            np.array(self.inference_slices, dtype=np.int64),
-            np.array(self.inference_cells, dtype=np.int64),
+            _same_or(self.inference_slices, np.int64),
+            _ints(self.inference_cells),
             np.array(self.confidences, dtype=np.float64),  # None -> NaN
             np.array(self.latencies, dtype=np.float64),
-            np.array(self.inference_cutoffs, dtype=np.float64),
+            _same_or(self.inference_cutoffs, np.float64),
         )
-        keys = np.full((5, len(self.feedback_slices)), NONE, dtype=np.int64)
+        n = len(self.feedback_slices)
+        keys = np.full((5, n), NONE, dtype=np.int64)
         keys[3] = 0  # winner code where there is no pair
         if self.keyed:
-            keyed = np.array(self.keyed, dtype=np.int64)
+            width = len(self.keyed[0])
+            flat = chain.from_iterable(self.keyed)
+            keyed = np.fromiter(flat, np.int64, len(self.keyed) * width).reshape(-1, width)
             keys[:, keyed[:, 0]] = keyed[:, 1:].T
         feedback = FeedbackSide(
-            np.array(self.feedback_slices, dtype=np.int64),
-            np.array(self.feedback_cells, dtype=np.int64),
-            np.array(self.kinds, dtype=np.int64),
-            np.array(self.numbers, dtype=np.float64),
-            np.array(self.correct, dtype=np.bool_),
-            np.array(self.unjoined, dtype=np.bool_),
+            _same_or(self.feedback_slices, np.int64),
+            _ints(self.feedback_cells),
+            _ints(self.kinds),
+            np.fromiter(self.numbers, np.float64, n),
+            np.fromiter(self.correct, np.bool_, n),
+            np.fromiter(self.unjoined, np.bool_, n),
             keys[0], keys[1], keys[2], keys[3], keys[4],
-            np.array(self.feedback_cutoffs, dtype=np.float64),
+            _same_or(self.feedback_cutoffs, np.float64),
         )  # fmt: skip
         for name in self.__dataclass_fields__:
             getattr(self, name).clear()
         return JoinedColumns(inferences, feedback)
+
+
+# Python lists to arrays: np.fromiter with a count, and np.full for a column of one value
+# (most batches' slices and cutoffs), cost less than np.array's discovery of the shape.
+
+
+def _ints(values: list[int]) -> np.ndarray:
+    return np.fromiter(values, np.int64, len(values))
+
+
+def _same_or(values: list[Any], dtype: type[np.generic]) -> np.ndarray:
+    if values and values.count(values[0]) == len(values):
+        return np.full(len(values), values[0], dtype=dtype)
+    return np.fromiter(values, dtype, len(values))

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from operators.columnar.joined import JoinedColumns
+from operators.field_entries import Entries
 
 
 @dataclass(slots=True)
@@ -33,7 +34,7 @@ class Update:
     cutoffs: np.ndarray  # float64, NO_CUTOFF for on-time rows
     cells: np.ndarray  # int64
     keys: np.ndarray  # int64 extra key (0 for families without one)
-    values: np.ndarray  # float64 [rows, width]
+    values: np.ndarray | Entries  # float64 [rows, width], or its non-zero entries
 
     def __len__(self) -> int:
         return len(self.slices)

@@ -1,7 +1,8 @@
 """The ``main`` family: the catalogue's counters and sums (:mod:`operators.metrics`).
 
 No extra key: one vector per cell, the ``metrics`` table's row. Its fields and their
-published metrics are defined in :mod:`operators.metrics`; this object applies them.
+published metrics are defined in :mod:`operators.metrics`; this object applies them. Its
+updates carry the fields as sparse :class:`~operators.field_entries.Entries` (most are 0).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from operators.metrics import (
     HISTOGRAM_METRIC,
     MainLayout,
     derive,
-    feedback_fields,
-    inference_fields,
+    feedback_entries,
+    inference_entries,
 )
 
 MAIN = "main"
@@ -41,7 +42,7 @@ class MainFamily:
     def updates(self, batch: JoinedColumns) -> Iterator[Update]:
         inferences, feedback = batch.inferences, batch.feedback
         if len(inferences):
-            fields = inference_fields(
+            fields = inference_entries(
                 inferences.confidence, self.width, self.layout.confidence_bins
             )
             yield Update(
@@ -49,7 +50,7 @@ class MainFamily:
                 no_key(len(inferences)), fields,
             )  # fmt: skip
         if len(feedback):
-            fields = feedback_fields(
+            fields = feedback_entries(
                 feedback.kinds, feedback.numbers, feedback.correct, feedback.unjoined, self.width
             )
             yield Update(
