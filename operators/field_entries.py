@@ -53,10 +53,10 @@ class EntriesBuilder:
         self.n, self.width = n, width
         self._rows: list[np.ndarray] = []
         self._columns: list[int] = []
-        self._values: list[np.ndarray | float] = []
+        self._values: list[np.ndarray | None] = []
 
-    def put(self, rows: np.ndarray, column: int, values: np.ndarray | float = 1.0) -> None:
-        """Entries (rows[i], column) = values[i] (or `values` for every row)."""
+    def put(self, rows: np.ndarray, column: int, values: np.ndarray | None = None) -> None:
+        """Entries (rows[i], column) = values[i] (1.0 without `values`)."""
         self._rows.append(rows)
         self._columns.append(column)
         self._values.append(values)
@@ -69,17 +69,14 @@ class EntriesBuilder:
 
     def build(self) -> Entries:
         lengths = [len(rows) for rows in self._rows]
-        total = sum(lengths)
         rows = np.concatenate(self._rows) if self._rows else np.empty(0, dtype=np.int64)
-        columns = np.empty(total, dtype=np.int64)
-        values = np.ones(total)
+        columns = np.repeat(np.array(self._columns, dtype=np.int64), lengths)
+        values = np.ones(len(rows))
         at = 0
         for length, column, value in zip(lengths, self._columns, self._values, strict=True):
             if column < 0:  # put_columns: the columns vary, the values are 1.0
                 columns[at : at + length] = value
-            else:
-                columns[at : at + length] = column
-                if not isinstance(value, float) or value != 1.0:
-                    values[at : at + length] = value
+            elif value is not None:
+                values[at : at + length] = value
             at += length
         return Entries(self.n, self.width, rows.astype(np.int64, copy=False), columns, values)

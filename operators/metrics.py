@@ -168,39 +168,44 @@ def feedback_entries(
     Every event counts in feedback_count (and unjoined_count when it gave up waiting),
     and in its kind's fields.
     """
-    out = EntriesBuilder(len(kinds), width)
-    out.put(np.arange(len(kinds)), I_FEEDBACK)
+    n = len(kinds)
+    out = EntriesBuilder(n, width)
+    out.put(np.arange(n), I_FEEDBACK)
     out.put(np.flatnonzero(unjoined), I_UNJOINED)
-    label = np.flatnonzero(kinds == _LABEL)
+    # Each kind's rows, in order: one stable sort instead of a scan per kind.
+    by_kind = np.argsort(kinds.astype(np.int8), kind="stable")  # a radix sort
+    bounds = np.searchsorted(kinds[by_kind], np.arange(len(KIND_CODES) + 1)).tolist()
+    of = {code: by_kind[bounds[code] : bounds[code + 1]] for code in range(len(KIND_CODES))}
+    rounded = quantized(numbers)
+    label = of[_LABEL]
     out.put(label, I_LABELED)
     out.put(label[correct[label]], I_CORRECT)
-    thumbs = np.flatnonzero(kinds == _THUMBS)
-    up = numbers[thumbs] > 0  # the value itself: 1 or 0
-    out.put(thumbs[up], I_THUMBS_UP)
+    thumbs = of[_THUMBS]
+    out.put(thumbs[numbers[thumbs] > 0], I_THUMBS_UP)  # the value itself: 1 or 0
     out.put(thumbs[numbers[thumbs] <= 0], I_THUMBS_DOWN)
-    rating = np.flatnonzero(kinds == _RATING)
-    ratings = quantized(numbers[rating])
+    rating = of[_RATING]
+    ratings = rounded[rating]
     out.put(rating, I_RATING_COUNT)
     out.put(rating, I_RATING_SUM, ratings)
     out.put(rating[ratings >= CSAT_THRESHOLD], I_RATING_HIGH)
-    reward = np.flatnonzero(kinds == _REWARD)
-    rewards = quantized(numbers[reward])
+    reward = of[_REWARD]
+    rewards = rounded[reward]
     out.put(reward, I_REWARD_COUNT)
     out.put(reward, I_REWARD_SUM, rewards)
     squares = rewards * rewards  # exact while |reward| < 90: k^2 * 2^-40 fits 53 bits
-    rounded = quantized(squares)
-    out.put(reward, I_REWARD_SUMSQ, rounded)
-    out.put(reward, I_REWARD_SUMSQ_RESIDUAL, residual(squares, rounded))
+    squares_rounded = quantized(squares)
+    out.put(reward, I_REWARD_SUMSQ, squares_rounded)
+    out.put(reward, I_REWARD_SUMSQ_RESIDUAL, residual(squares, squares_rounded))
     for kind, field in ((_CLICK, I_CLICKS), (_CONVERSION, I_CONVERSIONS)):
-        rows = np.flatnonzero(kinds == kind)
-        out.put(rows[quantized(numbers[rows]) > 0], field)
-    dwell = np.flatnonzero(kinds == _DWELL)
+        rows = of[kind]
+        out.put(rows[rounded[rows] > 0], field)
+    dwell = of[_DWELL]
     out.put(dwell, I_DWELL_COUNT)
-    out.put(dwell, I_DWELL_SUM, quantized(numbers[dwell]))
-    out.put(np.flatnonzero(kinds == _PREFERENCE), I_PREFERENCE)
-    report = np.flatnonzero(kinds == _REPORT)
+    out.put(dwell, I_DWELL_SUM, rounded[dwell])
+    out.put(of[_PREFERENCE], I_PREFERENCE)
+    report = of[_REPORT]
     out.put(report, I_REPORT_COUNT)
-    out.put(report, I_REPORT_AMOUNT, quantized(numbers[report]))
+    out.put(report, I_REPORT_AMOUNT, rounded[report])
     return out.build()
 
 

@@ -31,11 +31,17 @@ class ScatterSums:
 
     __slots__ = ("_negative_zeros", "_rows", "_table", "width")
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, size: int = 0) -> None:
+        """`size`: ids to make room for at once (a partition's cells so far)."""
         self.width = width
-        self._table = np.zeros((0, width))  # [ids, width]; +0.0 where nothing was added
-        self._rows = np.zeros(0, dtype=np.int64)  # rows added per id
+        self._table = np.zeros((size, width))  # [ids, width]; +0.0 where nothing was added
+        self._rows = np.zeros(size, dtype=np.int64)  # rows added per id
         self._negative_zeros: list[np.ndarray] = []  # flat positions of -0.0 entries
+
+    @property
+    def size(self) -> int:
+        """Ids there is room for."""
+        return len(self._rows)
 
     def __len__(self) -> int:
         """Ids added to since the last drain."""

@@ -126,12 +126,18 @@ class SliceDeltas:
         if self.width >= SCATTER_FROM_WIDTH and not (keys & _EXTRA_MASK).any():
             table = self.tables.get(slice_start)
             if table is None:
-                spare = self._spare.pop() if self._spare else ScatterSums(self.width)
-                table = self.tables[slice_start] = spare
+                table = self.tables[slice_start] = self._table()
             table.add(keys >> EXTRA_KEY_BITS, values)
             return
         dense = values.dense() if isinstance(values, Entries) else values
         self.pending.setdefault(slice_start, []).append((keys, dense))
+
+    def _table(self) -> ScatterSums:
+        """A drained table, or a new one as large as the largest (cell ids only grow)."""
+        if self._spare:
+            return self._spare.pop()
+        sizes = [t.size for t in self.tables.values()]
+        return ScatterSums(self.width, max(sizes, default=0))
 
     def add_rows(
         self,
@@ -207,16 +213,21 @@ class SliceDeltas:
         self.restricted = {}
         if not keys:
             return None
-        all_keys = np.concatenate(keys)
+        all_keys = _joined(keys)
         if len(all_keys) == 0:
             return None
         return FamilyDelta(
-            np.concatenate(starts),
-            np.concatenate(cutoffs),
+            _joined(starts),
+            _joined(cutoffs),
             all_keys >> EXTRA_KEY_BITS,
             all_keys & _EXTRA_MASK,
-            np.concatenate(values),
+            _joined(values),
         )
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    """The parts as one array; the one part itself (most ticks have one slice: no copy)."""
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _rows(values: np.ndarray | Entries, keep: np.ndarray) -> np.ndarray | Entries:
