@@ -74,9 +74,11 @@ class EntriesBuilder:
         values = np.ones(len(rows))
         at = 0
         for length, column, value in zip(lengths, self._columns, self._values, strict=True):
-            if column < 0:  # put_columns: the columns vary, the values are 1.0
+            if value is None:
+                pass
+            elif column < 0:  # put_columns: the columns vary, the values are 1.0
                 columns[at : at + length] = value
-            elif value is not None:
+            else:
                 values[at : at + length] = value
             at += length
         return Entries(self.n, self.width, rows.astype(np.int64, copy=False), columns, values)
