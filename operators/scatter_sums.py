@@ -27,7 +27,7 @@ _MINUS_ZERO = np.int64(-(2**63))  # the bits of -0.0 read as an int64
 
 
 class ScatterSums:
-    """Sums of float64 rows of `width` by small non-negative int id, reset at `drain`."""
+    """Sums of float64 rows of `width` by small non-negative int id, emptied by `clear`."""
 
     __slots__ = ("_negative_zeros", "_rows", "_table", "width")
 

@@ -28,6 +28,9 @@ from operators.scatter_sums import ScatterSums
 NO_CUTOFF = -math.inf
 _EXTRA_MASK = (1 << EXTRA_KEY_BITS) - 1
 SCATTER_FROM_WIDTH = 8  # narrower families' rows are cheap to sort (latency: 1 column)
+# A slice's table is made for a batch of this many rows at least: a few stragglers of an
+# older slice are sorted at the drain rather than given a table as large as the cells.
+SCATTER_FROM_ROWS = 512
 MAX_SPARE_TABLES = 2  # drained tables kept (a tick's rows are in one or two slices)
 
 
@@ -71,8 +74,9 @@ class SliceDeltas:
     On-time rows arrive a batch at a time and are summed once per tick, not per batch:
     a wide family's rows without an extra key (``main``) are scatter-added to a table by
     cell id per slice (:class:`~operators.scatter_sums.ScatterSums`; a drained table is
-    kept for the next slices), and the narrow families' rows (a few columns each) are
-    kept as they come and summed by one sort at the drain. Rows with a cutoff (late for
+    kept for the next slices), and the narrow families' rows (a few columns each), like
+    a few stragglers of a slice without a table, are kept as they come and summed by one
+    sort at the drain. Rows with a cutoff (late for
     some windows) are rare and kept one by one. A snapshot holds each slice's sums as
     one run (:class:`~operators.keyed_sums.KeyedSums`), as it always did: a tick's rows.
     """
@@ -123,14 +127,18 @@ class SliceDeltas:
             self._add_slice(slice_start, keys[rows], _rows(values, rows))
 
     def _add_slice(self, slice_start: int, keys: np.ndarray, values: np.ndarray | Entries) -> None:
-        if self.width >= SCATTER_FROM_WIDTH and not (keys & _EXTRA_MASK).any():
-            table = self.tables.get(slice_start)
+        table = self.tables.get(slice_start)
+        if (table is not None or len(keys) >= SCATTER_FROM_ROWS) and self._scatters(keys):
             if table is None:
                 table = self.tables[slice_start] = self._table()
             table.add(keys >> EXTRA_KEY_BITS, values)
             return
         dense = values.dense() if isinstance(values, Entries) else values
         self.pending.setdefault(slice_start, []).append((keys, dense))
+
+    def _scatters(self, keys: np.ndarray) -> bool:
+        """Rows of a wide family without an extra key go to a scatter table."""
+        return self.width >= SCATTER_FROM_WIDTH and not (keys & _EXTRA_MASK).any()
 
     def _table(self) -> ScatterSums:
         """A drained table, or a new one as large as the largest (cell ids only grow)."""

@@ -12,12 +12,14 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from operators import slices as slice_module
 from operators.cells import EXTRA_KEY_BITS
 from operators.field_entries import Entries
 from operators.scatter_sums import ScatterSums
 from operators.slices import NO_CUTOFF, SliceDeltas
 
 WIDE, NARROW = 9, 2  # a scatter-table family (main-like) and a sorted one
+SCATTER_FROM_ROWS = slice_module.SCATTER_FROM_ROWS
 GRID = [0.0, -0.0, 1.0, -1.0, 0.5, -0.5, 2.0**-20, -(2.0**-20), 3.0]
 
 row = st.tuples(
@@ -70,21 +72,25 @@ def sparse(values: np.ndarray) -> Entries:
 def test_sums_are_the_rows_added_in_order(
     rows: list[tuple[int, int, int, list[float]]], cuts: list[int], entries: bool, snapshot: bool
 ) -> None:
-    for width in (WIDE, NARROW):
-        deltas = SliceDeltas(width)
-        bounds = [0, *sorted(min(c, len(rows)) for c in cuts), len(rows)]
-        for a, b in itertools.pairwise(bounds):
-            part = rows[a:b]
-            if not part:
-                continue
-            if snapshot:  # a snapshot between batches holds the same sums
-                deltas = pickle.loads(pickle.dumps(deltas))
-            slices = np.array([r[0] for r in part], dtype=np.int64)
-            keys = np.array([r[1] << EXTRA_KEY_BITS | r[2] for r in part], dtype=np.int64)
-            values = np.array([r[3][:width] for r in part])
-            cutoffs = np.full(len(part), NO_CUTOFF)
-            deltas.add_rows(slices, cutoffs, keys, sparse(values) if entries else values)
-        assert got(deltas) == expected(rows, width)
+    try:
+        for width, table_from in ((WIDE, 1), (WIDE, 10), (NARROW, 1)):
+            slice_module.SCATTER_FROM_ROWS = table_from  # a batch of this many rows makes a table
+            deltas = SliceDeltas(width)
+            bounds = [0, *sorted(min(c, len(rows)) for c in cuts), len(rows)]
+            for a, b in itertools.pairwise(bounds):
+                part = rows[a:b]
+                if not part:
+                    continue
+                if snapshot:  # a snapshot between batches holds the same sums
+                    deltas = pickle.loads(pickle.dumps(deltas))
+                slices = np.array([r[0] for r in part], dtype=np.int64)
+                keys = np.array([r[1] << EXTRA_KEY_BITS | r[2] for r in part], dtype=np.int64)
+                values = np.array([r[3][:width] for r in part])
+                cutoffs = np.full(len(part), NO_CUTOFF)
+                deltas.add_rows(slices, cutoffs, keys, sparse(values) if entries else values)
+            assert got(deltas) == expected(rows, width)
+    finally:
+        slice_module.SCATTER_FROM_ROWS = SCATTER_FROM_ROWS
 
 
 def test_a_sum_is_minus_zero_only_when_all_its_rows_are() -> None:
@@ -101,23 +107,26 @@ def test_a_sum_is_minus_zero_only_when_all_its_rows_are() -> None:
 
 def test_a_drained_table_is_reused_empty() -> None:
     deltas = SliceDeltas(WIDE)
-    ones = np.ones((2, WIDE))
-    deltas.add_rows(np.array([0, 0]), np.full(2, NO_CUTOFF), np.array([3, 3]) << 24, ones)
-    assert got(deltas) == {(0, 3, 0): bits(np.full(WIDE, 2.0))}
-    deltas.add_rows(np.array([60, 60]), np.full(2, NO_CUTOFF), np.array([1, 1]) << 24, ones)
-    assert got(deltas) == {(60, 1, 0): bits(np.full(WIDE, 2.0))}
+    n = SCATTER_FROM_ROWS  # enough rows for a table
+    ones = np.ones((n, WIDE))
+    deltas.add_rows(np.zeros(n, dtype=np.int64), np.full(n, NO_CUTOFF),
+                    np.full(n, 3) << 24, ones)  # fmt: skip
+    assert deltas.tables and got(deltas) == {(0, 3, 0): bits(np.full(WIDE, float(n)))}
+    deltas.add_rows(np.full(n, 60), np.full(n, NO_CUTOFF), np.full(n, 1) << 24, ones)
+    assert got(deltas) == {(60, 1, 0): bits(np.full(WIDE, float(n)))}
     assert len(deltas) == 0 and got(deltas) == {}
 
 
 def test_snapshot_holds_runs_of_the_tick() -> None:
     """A snapshot pickles each slice's rows as one run, not the (cell-sized) tables."""
     deltas = SliceDeltas(WIDE)
-    cells = np.arange(50_000, 50_003, dtype=np.int64)
-    deltas.add_rows(np.zeros(3, dtype=np.int64), np.full(3, NO_CUTOFF),
-                    cells << EXTRA_KEY_BITS, np.ones((3, WIDE)))  # fmt: skip
-    assert len(pickle.dumps(deltas)) < 2_000
+    cells = np.repeat(np.arange(50_000, 50_003, dtype=np.int64), SCATTER_FROM_ROWS)
+    n = len(cells)
+    deltas.add_rows(np.zeros(n, dtype=np.int64), np.full(n, NO_CUTOFF),
+                    cells << EXTRA_KEY_BITS, np.ones((n, WIDE)))  # fmt: skip
+    assert deltas.tables and len(pickle.dumps(deltas)) < 2_000
     sums = defaultdict(list)
     restored = pickle.loads(pickle.dumps(deltas))
     for key, value in got(restored).items():
         sums[key[1]] = value
-    assert sorted(sums) == cells.tolist()
+    assert sorted(sums) == np.unique(cells).tolist()
