@@ -62,16 +62,10 @@ from bytewax.operators import StatefulLogic
 from operators.batches import Categorical, TableRows
 from operators.cells import EXTRA_KEY_BITS, CellIndex, GlobalIds
 from operators.families import KEYED, MAIN, registry
-from operators.keyed_sums import (
-    Run,
-    merge_runs,
-    rows_in,
-    sum_by_dense_keys,
-    sum_by_key,
-    sum_by_keys,
-)
+from operators.keyed_sums import Run, sum_by_dense_keys, sum_by_key, sum_by_keys
 from operators.metrics import METRIC_COLUMNS, MainLayout
 from operators.panes import PaneLayout, SpecState, window_sums
+from operators.rollup_cache import RollupCache
 from operators.slices import NO_CUTOFF, FamilyDelta, PartialBatch
 from operators.snapshots import decode_state, encode_state
 from operators.stage_states import MergeState
@@ -133,6 +127,7 @@ def _thread_cpu_ms() -> float:
 
 
 Emitted = tuple[SpecState, int, np.ndarray | None]  # (spec, window start, cells or all)
+_DeltaMemo = dict[tuple[object, ...], Run]  # (family, ids of the deltas' keys) -> rollup
 
 
 class EndOfInput(Protocol):
@@ -475,49 +470,59 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         cells, at = np.divmod(present, len(extra_values))
         return (present_cells[cells] << EXTRA_KEY_BITS) | extra_values[at], sums
 
-    def _rolled(
-        self, state: SpecState, start: int, keep: bool, changed: dict[str, np.ndarray] | None = None
-    ) -> dict[str, Run]:
-        """The window's sums per family, rolled up: from its cache plus the deltas it got
-        since (early rows every tick cost only those), else in full. `keep`: cache the
-        result (an early emission; every window it covers takes its fresh deltas now).
-        `changed`, from the cache only: each family's keys those deltas changed."""
+    def _cached(
+        self, state: SpecState, start: int, changed: dict[str, np.ndarray], memo: _DeltaMemo
+    ) -> dict[str, RollupCache] | None:
+        """The window's cached rollups with the deltas it got since added (early rows
+        every tick cost only those), or None when it has none yet; `changed`: each
+        family's keys those deltas changed. `memo`: deltas already rolled up in this
+        call, by the arrays they came from (the `1m` and `1h` windows get the same)."""
         cached = state.rolled.get(start)
         if cached is None:
-            parts = state.parts(start)
-            rolled = {f: self._rollup(*window_sums(parts, f, None)) for f in self._widths}
-        else:
-            rolled = {}
-            for family, run in cached.items():
-                fresh = state.fresh(start, family)
-                if fresh:
-                    # Summed first: the rollup keeps a single set's repeated keys apart.
-                    delta = self._rollup(*sum_by_key(*_joined(fresh)))
-                    run = merge_runs(run, delta)
-                if changed is not None:
-                    changed[family] = delta[0] if fresh else run[0][:0]
-                rolled[family] = run
-        if keep:
-            state.rolled[start] = rolled
-        return rolled
+            return None
+        for family, cache in cached.items():
+            fresh = state.fresh(start, family)
+            if not fresh:
+                changed[family] = cache.keys[:0]
+                continue
+            of = (family, *(id(keys) for keys, _ in fresh))
+            delta = memo.get(of)
+            if delta is None:
+                # Summed first: the rollup keeps a single set's repeated keys apart.
+                delta = memo[of] = self._rollup(*sum_by_key(*_joined(fresh)))
+            cache.add(delta)
+            changed[family] = delta[0]
+        return cached
 
     def _tables(self, parts: list[Emitted], final: bool, version: int) -> list[TableRows]:
         """Rows of `metrics` and the keyed families' tables for the given windows."""
         chunks: dict[str, dict[str, list[np.ndarray]]] = {}
         names = [spec.name for spec in self.config.specs]
+        memo: _DeltaMemo = {}
         for state, start, touched in parts:
             if touched is None and start not in state.rolled:
                 window = self._final_columns(state, start, names)
             else:
                 changed: dict[str, np.ndarray] = {}
-                rolled = self._rolled(state, start, touched is not None, changed)
+                cached = self._cached(state, start, changed, memo)
+                if cached is None:  # an early emission without a cache: the window in full
+                    window_parts = state.parts(start)
+                    cached = state.rolled[start] = {
+                        f: RollupCache(self._rollup(*window_sums(window_parts, f, None)))
+                        for f in self._widths
+                    }
                 keyed = None
-                if touched is not None:
+                if touched is None:  # final, from the cache (dropped with the window)
+                    rolled = {family: cache.run() for family, cache in cached.items()}
+                else:
                     # Early rows: only the rollup cells of the finest cells that changed,
                     # found in the window's sorted runs (a cost in proportion to them);
                     # of the keyed families' tables only the rows that changed.
-                    keyed = _of_keys(rolled, changed) if changed else None
-                    rolled = _of_cells(rolled, np.unique(self.cells.rollups(touched)))
+                    if changed:
+                        keyed = {name: cached[name].of_keys(changed[name]) for name in KEYED}
+                    cells = np.unique(self.cells.rollups(touched))
+                    low, high = cells << EXTRA_KEY_BITS, (cells + 1) << EXTRA_KEY_BITS
+                    rolled = {family: cache.of_cells(low, high) for family, cache in cached.items()}
                 window = self._window_columns(rolled, state, start, names, keyed)
             for table, window_columns in window.items():
                 target = chunks.setdefault(table, {})
@@ -673,33 +678,11 @@ class FinestCells:
         return per_cell[self.row_of]
 
 
-def _of_cells(rolled: dict[str, Run], cells: np.ndarray) -> dict[str, Run]:
-    """The rows of the (sorted, unique) `cells` in each family's sorted run, in order."""
-    low, high = cells << EXTRA_KEY_BITS, (cells + 1) << EXTRA_KEY_BITS
-    out = {}
-    for family, (keys, values) in rolled.items():
-        rows = rows_in(keys, low, high)
-        out[family] = keys[rows], values[rows]
-    return out
-
-
 def _joined(runs: list[Run]) -> Run:
     """Runs as one (keys may repeat)."""
     if len(runs) == 1:
         return runs[0]
     return np.concatenate([k for k, _ in runs]), np.concatenate([v for _, v in runs])
-
-
-def _of_keys(rolled: dict[str, Run], changed: dict[str, np.ndarray]) -> dict[str, Run]:
-    """The keyed families' rows whose (sorted, unique) keys `changed` holds: an early
-    emission rewrites only these. The rows it leaves out keep the values of the early row
-    written for them before (ReplacingMergeTree's latest version), so they stay true."""
-    out = {}
-    for family in KEYED:
-        keys, values = rolled[family]
-        rows = np.searchsorted(keys, changed[family])
-        out[family] = keys[rows], values[rows]
-    return out
 
 
 def _in_cell_order(chunks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

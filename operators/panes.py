@@ -10,8 +10,9 @@ windows over a pane (an event late for the older ones) goes to those windows' ow
 Early rows re-read open windows every tick. Each window's rollups from its last early
 emission are cached (not snapshotted; rebuilt in full after a restart), and every part
 keeps the deltas it received since (`fresh`): the next emission rolls up only those and
-adds them to the cache. Sums stay exact in any order (operators.metrics keeps every value
-on a grid), so a cached window's rows equal a full recomputation's. The price is memory:
+adds them to the cache, in place (:class:`~operators.rollup_cache.RollupCache`). Sums
+stay exact in any order (operators.metrics keeps every value on a grid), so a cached
+window's rows equal a full recomputation's. The price is memory:
 rollups are larger than the finest sums (measured at 10k dims: 69 MiB of cache for the 12
 open windows against 12 MiB of panes), held only while a window is open.
 
@@ -33,6 +34,7 @@ import numpy as np
 from operators.cells import EXTRA_KEY_BITS
 from operators.families import MAIN
 from operators.keyed_sums import KeyedSums, Run, sum_by_key, summed
+from operators.rollup_cache import RollupCache
 from operators.windows import WindowSpec
 
 
@@ -123,7 +125,7 @@ class SpecState:
     extras: dict[int, Sums] = field(default_factory=dict)  # by window start
     final_before: float = -math.inf  # windows ending at or before this were emitted final
     # Window start -> family -> rolled-up sums as of the last early emission (a cache).
-    rolled: dict[int, dict[str, Run]] = field(default_factory=dict)
+    rolled: dict[int, dict[str, RollupCache]] = field(default_factory=dict)
     # Window start -> part -> changes of that part's log the window has emitted.
     taken: dict[int, dict[PartKey, int]] = field(default_factory=dict)
     # Window start -> when it last emitted early rows (ms, processing time).

@@ -135,8 +135,8 @@ def _state_entries(stages: dict[int, PartitionStage], merge: MergeStage) -> int:
     ]
     merge_state = sum(len(sums) for part in parts for sums in part.families.values())
     # The early rows' caches: each open window's rollups, each part's deltas since.
-    cached = sum(len(keys) for state in merge.specs for window in state.rolled.values()
-                 for keys, _ in window.values())  # fmt: skip
+    cached = sum(len(cache) for state in merge.specs for window in state.rolled.values()
+                 for cache in window.values())  # fmt: skip
     # Each part's log of changes: (family, (keys, values)), None after a restore.
     fresh = sum(len(entry[1][0]) for part in parts for entry in part.fresh if entry is not None)
     return partition_state + merge_state + cached + fresh
