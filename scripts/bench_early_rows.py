@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Early rows alone: what each emission writes and costs, replayed in one process.
 
-    python scripts/bench_early_rows.py --rate 2000 --seconds 40 [--emit 1s] [--set K=V]
+    python scripts/bench_early_rows.py --rate 2000 --seconds 40 [--warm 20] [--digest]
 
 The live freshness bench (:mod:`scripts.bench_freshness`) measures the whole process on
 a shared machine; this replays the same traffic (its `_traffic`: the bench's cube, event
@@ -10,12 +10,16 @@ default settings and a clock moved by hand, one tick of `emit_interval` at a tim
 reports per early emission: rows by table and window spec, and the merge stage's CPU
 (thread time). Same input, same rows, run after run: an A/B of the early-row rules
 without the noise of the neighbours (the writer's and chDB's cost follows the rows).
-The settings are the defaults and `PULSE_*` variables (e.g. `PULSE_WINDOWS` with
-another `early_interval`).
+The settings are the defaults and `PULSE_*` variables (e.g. `PULSE_TIME_EMIT_INTERVAL`,
+`PULSE_WINDOWS` with another `early_interval`). `--warm`: seconds replayed before the
+measured ones (the hour window's cache grows with them); `--digest`: a hash of every row
+written (all but `version`), to tell that two checkouts write the same rows (give both
+the same `--start-ms`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import time
@@ -72,14 +76,17 @@ def _configs() -> tuple[Any, Any]:
     return partition, merge
 
 
-def main(rate: float, seconds: int, seed: int) -> None:
+def main(
+    rate: float, seconds: int, seed: int, warm: int = WARM_S, digest: bool = False,
+    start: int | None = None,
+) -> None:  # fmt: skip
     from operators.merge_stage import MergeStage
     from operators.partition_stage import PartitionStage
     from scripts.bench_freshness import _traffic
 
     partition_config, merge_config = _configs()
-    start_ms = (int(time.time()) // 60 + 1) * 60_000
-    traffic = _traffic(rate, seconds + WARM_S, start_ms, seed)
+    start_ms = (int(time.time()) // 60 + 1) * 60_000 if start is None else start
+    traffic = _traffic(rate, seconds + warm, start_ms, seed)
     now = [float(start_ms)]
     stats = FlowStats()
     stages = {p: PartitionStage(partition_config, stats, clock=lambda: now[0])
@@ -90,7 +97,8 @@ def main(rate: float, seconds: int, seed: int) -> None:
     interval = merge_config.emit_interval
     rows: dict[tuple[str, str], int] = defaultdict(int)
     cpu = emissions = measured_events = 0.0
-    ticks = int((seconds + WARM_S) * 1000 / interval)
+    ticks = int((seconds + warm) * 1000 / interval)
+    hashed = hashlib.sha256()
     for tick in range(ticks):
         end = start_ms + (tick + 1) * interval
         lines: dict[tuple[int, str], list[bytes]] = defaultdict(list)
@@ -114,10 +122,13 @@ def main(rate: float, seconds: int, seed: int) -> None:
         for item in partials:
             merge.on_item(item)
         now[0] = float(end + 100)
-        measure = tick >= WARM_S * 1000 / interval
+        measure = tick >= warm * 1000 / interval
         t = time.thread_time()
         out = merge.on_notify()[0]
         took = time.thread_time() - t
+        if digest:
+            for emitted in out:
+                _hash_rows(hashed, emitted)
         if not measure:
             continue
         measured_events += n
@@ -127,7 +138,7 @@ def main(rate: float, seconds: int, seed: int) -> None:
             final = bool(emitted.columns["final"][0]) if len(emitted) else False
             for name, count in _by_window(emitted).items():
                 rows[(f"{emitted.table}{' (final)' if final else ''}", name)] += count
-    print(f"{rate:,.0f} events/s, {seconds} s measured after {WARM_S} s, tick {interval} ms; "
+    print(f"{rate:,.0f} events/s, {seconds} s measured after {warm} s, tick {interval} ms; "
           f"load {os.getloadavg()[0]:.1f}")  # fmt: skip
     print(f"merge on_notify CPU {cpu / emissions * 1000:.1f} ms per tick, "
           f"{cpu / measured_events * 1e6:.1f} µs per event")  # fmt: skip
@@ -136,6 +147,24 @@ def main(rate: float, seconds: int, seed: int) -> None:
     for (table_name, window), count in sorted(rows.items()):
         print(f"  {table_name:<28} {window:<8} {count / emissions:>9,.0f} per tick  "
               f"{count / measured_events:6.2f} per event")  # fmt: skip
+    if digest:
+        print(f"rows digest {hashed.hexdigest()[:16]}")
+
+
+def _hash_rows(hashed: Any, table: TableRows) -> None:
+    """Add a table's rows (every column but `version`) to the hash."""
+    hashed.update(table.table.encode())
+    for name in sorted(table.columns):
+        if name == "version":
+            continue
+        column = table.columns[name]
+        hashed.update(name.encode())
+        if isinstance(column, Categorical):
+            hashed.update(repr([column.categories[c] for c in column.codes.tolist()]).encode())
+        elif hasattr(column, "tobytes"):
+            hashed.update(column.tobytes())
+        else:
+            hashed.update(repr(list(column)).encode())
 
 
 def _by_window(table: TableRows) -> Counter[str]:
@@ -151,5 +180,8 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=2000)
     parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--warm", type=int, default=WARM_S)
+    parser.add_argument("--digest", action="store_true")
+    parser.add_argument("--start-ms", type=int, help="event time of the first event (ms)")
     args = parser.parse_args()
-    main(args.rate, args.seconds, args.seed)
+    main(args.rate, args.seconds, args.seed, args.warm, args.digest, args.start_ms)
