@@ -126,7 +126,7 @@ def _thread_cpu_ms() -> float:
     return time.thread_time() * 1000.0
 
 
-Emitted = tuple[SpecState, int, np.ndarray | None]  # (spec, window start, cells or all)
+Emitted = tuple[SpecState, int, bool]  # (spec, window start, early rows or final ones)
 _DeltaMemo = dict[tuple[object, ...], Run]  # (family, ids of the deltas' keys) -> rollup
 
 
@@ -349,11 +349,12 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
                 if end <= state.final_before:
                     continue
                 if is_final(end, watermark, lateness):
-                    finals.append((state, start, None))
-                elif early_due and state.early_due(start, now, interval, every):
-                    cells = state.touched(start)
-                    if cells is not None:
-                        early_rows.append((state, start, cells))
+                    finals.append((state, start, False))
+                elif (
+                    early_due and state.early_due(start, now, interval, every)
+                    and state.changed(start)
+                ):  # fmt: skip
+                    early_rows.append((state, start, True))
         limit = self.config.final_rows_per_call if final_rows is None else final_rows
         if final_rows is None and self._finals_waiting and not self._sink_ready(self._now()):
             limit = 0  # the sink still writes the previous slice: these wait on
@@ -397,7 +398,7 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
                 if self._sink is not None:
                     self._sink.ask()  # the slice above is written as soon as it arrives
                 return out
-            tables = self._tables([(state, start, None)], final=True, version=FINAL_VERSION)
+            tables = self._tables([(state, start, False)], final=True, version=FINAL_VERSION)
             rows += sum(len(t) for t in tables)
             self._final_slice_at = self._now()
             out.extend(tables)
@@ -499,8 +500,8 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         chunks: dict[str, dict[str, list[np.ndarray]]] = {}
         names = [spec.name for spec in self.config.specs]
         memo: _DeltaMemo = {}
-        for state, start, touched in parts:
-            if touched is None and start not in state.rolled:
+        for state, start, early in parts:
+            if not early and start not in state.rolled:
                 window = self._final_columns(state, start, names)
             else:
                 changed: dict[str, np.ndarray] = {}
@@ -512,7 +513,7 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
                         for f in self._widths
                     }
                 keyed = None
-                if touched is None:  # final, from the cache (dropped with the window)
+                if not early:  # final, from the cache (dropped with the window)
                     rolled = {family: cache.run() for family, cache in cached.items()}
                 else:
                     # Early rows: only the rollup cells of the finest cells that changed,
@@ -520,7 +521,13 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
                     # of the keyed families' tables only the rows that changed.
                     if changed:
                         keyed = {name: cached[name].of_keys(changed[name]) for name in KEYED}
-                    cells = np.unique(self.cells.rollups(touched))
+                    if changed and len(changed[MAIN]):
+                        # Every event adds a main row (with the same slice, cutoff and
+                        # cell as its other families' rows): the rolled-up main deltas'
+                        # keys (extra key 0: sorted, unique) are the changed rollup cells.
+                        cells = changed[MAIN] >> EXTRA_KEY_BITS
+                    else:
+                        cells = np.unique(self.cells.rollups(state.touched(start)))
                     low, high = cells << EXTRA_KEY_BITS, (cells + 1) << EXTRA_KEY_BITS
                     rolled = {family: cache.of_cells(low, high) for family, cache in cached.items()}
                 window = self._window_columns(rolled, state, start, names, keyed)

@@ -175,10 +175,14 @@ class SpecState:
         for key, part in self._keyed_parts(window_start):
             yield part, taken.get(key, 0)
 
-    def touched(self, window_start: int) -> np.ndarray | None:
-        """Cells changed in the window since its last early emission (None: none)."""
+    def changed(self, window_start: int) -> bool:
+        """Whether the window changed since its last early emission."""
+        return any(len(part.touched) > n for part, n in self._untaken(window_start))
+
+    def touched(self, window_start: int) -> np.ndarray:
+        """Cells changed in the window since its last early emission (sorted, unique)."""
         chunks = [t for part, n in self._untaken(window_start) for t in part.touched[n:]]
-        return np.unique(np.concatenate(chunks)) if chunks else None
+        return np.unique(np.concatenate(chunks)) if chunks else np.empty(0, dtype=np.int64)
 
     def fresh(self, window_start: int, family: str) -> list[Run]:
         """Deltas of one family that reached the window since its last early emission."""
