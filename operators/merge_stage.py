@@ -589,7 +589,7 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
             MAIN: {
                 "cells": cells,
                 "window": np.full(len(cells), window_id, dtype=np.int32),
-                "fields": _vectors_of(main_keys, main_values, cells, self._layout.width),
+                "fields": main_values,  # a row per cell, in order (read only: can be cached)
                 "start": np.full(len(cells), start, dtype=np.int64),
                 "end": np.full(len(cells), start + spec.length, dtype=np.int64),
                 **cell_metrics,
@@ -710,16 +710,3 @@ def _distinct_sorted(values: np.ndarray) -> np.ndarray:
     if len(values) == 0:
         return values
     return values[np.concatenate(([True], values[1:] != values[:-1]))]
-
-
-def _vectors_of(keys: np.ndarray, values: np.ndarray, cells: np.ndarray, width: int) -> np.ndarray:
-    """Main-family vectors of `cells` (zeros for a cell with no main row)."""
-    out = np.zeros((len(cells), width))
-    if len(keys) == 0:
-        return out
-    wanted = cells << EXTRA_KEY_BITS
-    pos = np.searchsorted(keys, wanted)
-    found = pos < len(keys)
-    found[found] = keys[pos[found]] == wanted[found]
-    out[found] = values[pos[found]]
-    return out
