@@ -16,8 +16,9 @@ doubling after each clean read), so a rejection reads again at most what was rea
 the last one. An error that names no line cuts the window in halves (bisection).
 
 A line the Structs refuse only for an unknown field is read alone, its unknown fields
-moved into `attributes` by today's rule (:func:`operators.decode._keep_unknown_fields`)
-and read again by the Structs: about 3 µs, where today's pydantic verdict costs ~12.
+moved into `attributes` by today's rule and read again by the Structs
+(:func:`operators.decode.move_unknown_fields`, which today's decoder uses too): about
+3 µs, where the pydantic verdict costs ~12.
 The parser remembers the last unknown field names it met, and the next batches' lines
 holding one skip the bulk reader. Every other rejected line goes through today's
 :class:`operators.decode.BatchDecoder`, so dead letters are today's, word for word. The
@@ -39,8 +40,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from operators.batches import DeadLetter
-from operators.contract import FEEDBACK_FIELDS, INFERENCE_FIELDS
-from operators.decode import BatchDecoder, _keep_unknown_fields, _reserved_extra_dim
+from operators.decode import BatchDecoder, _reserved_extra_dim
+from operators.decode import move_unknown_fields as _move_unknown_fields
 from operators.events import STRUCT_VALUES, VALUE_TYPES, Event, Feedback, epoch_ms
 
 _lines_decoder = msgspec.json.Decoder(Event)
@@ -54,9 +55,7 @@ _KEYS_KEPT = 8  # unknown field names remembered
 _WINDOW = 16  # lines per reader call after a rejection (docs/columnar.md: measured)
 _GROWTH = 2  # the window after a read without rejection
 _ReaderErrors = (msgspec.ValidationError, msgspec.DecodeError, RecursionError)
-_untyped = msgspec.json.Decoder()
 _encode = msgspec.json.encode
-_KNOWN = {"inference": INFERENCE_FIELDS, "feedback": FEEDBACK_FIELDS}
 
 
 @dataclass(slots=True)
@@ -362,22 +361,3 @@ def _bad_line(exc: Exception, starts: list[int], pos: int, end: int) -> int | No
     else:
         return None
     return index if 0 <= index < end - pos else None
-
-
-def _move_unknown_fields(line: bytes) -> Event | None:
-    """A line the Structs refused for an unknown field, read again with its unknown
-    fields moved into `attributes` by today's rule; None when the Structs still refuse
-    it (another fault, or moved attributes over their limits, which today's pydantic
-    path keeps): the judge has it then."""
-    try:
-        obj = _untyped.decode(line)
-        tag = obj.get("type") if type(obj) is dict else None
-        known = _KNOWN.get(tag) if type(tag) is str else None
-        if known is None or type(obj.get("attributes", {})) is not dict:
-            return None  # (today's rule reads a null or empty `attributes` as {})
-        if obj.keys() <= known:  # no unknown field after all (a hint): the judge reads it
-            return None
-        _keep_unknown_fields(obj, known)
-        return _lines_decoder.decode(_encode(obj))
-    except _ReaderErrors:
-        return None
