@@ -32,12 +32,18 @@ digests of every output). Arms, each in a fresh process, alternating per pair:
   the parent opens the IPC stream (zero-copy) into a ``pa.Table``, what the sink's
   insert takes.
 
-Pipelined: the parent sends batch N+`--depth`-1 before it takes batch N's outputs. A
-thread in the child drains its input pipe, so neither side can block the other on a
-full pipe. Printed per arm: the parent's CPU per event (its main thread, which would
-be the worker: ship, receive, deserialize; plus the Arrow conversion where the parent
-still does it), the process's, the child's CPU per event (stage, decode of messages,
-encode of outputs), the replay's wall time, peak RSS of parent and child.
+Pipelined: the parent sends batch N+`--depth`-1 before it takes batch N's outputs.
+Neither side may block the other on a full channel: with ``--io socket`` (the default)
+each child has a Unix socket pair whose kernel buffers (4 MiB) hold the batches in
+flight; with ``--io thread`` a pipe, and a thread in the child drains it (that thread
+needs the GIL for every 64 KiB the pipe takes while the child's main thread computes:
+a convoy, measured for the record).
+
+Printed per arm: the parent's CPU per event (its main thread, which would be the
+worker: ship, receive, deserialize; plus the Arrow conversion where the parent still
+does it), the process's, the child's CPU per event (stage, decode of messages, encode of
+outputs) and its wall time waiting for input, the replay's wall time, RSS of parent and
+child (before the replay → peak).
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ import multiprocessing as mp
 import os
 import pickle
 import queue
+import socket
 import subprocess
 import sys
 import tempfile
@@ -62,6 +69,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 BENCH_LOG = "/tmp/pulse-bench-zqknuwrs/log"
+SOCKET_BUFFER = 4 << 20  # net.core.wmem_max here; the kernel doubles it
 RAW_TABLES = ("inferences", "events", "metrics_late", "dead_letters")
 Schemas = dict[str, list[tuple[str, str]]]
 
@@ -305,6 +313,15 @@ def decode_outputs(data: bytes, arrow: bool) -> tuple[list[Any], Any]:
     return out, stats
 
 
+def socket_pair() -> tuple[Connection, Connection]:
+    """A duplex channel whose kernel buffers hold a few batches (no reader thread)."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    for end in (a, b):
+        end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+        end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+    return Connection(a.detach()), Connection(b.detach())
+
+
 def rss_peak_mib() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -322,7 +339,9 @@ def rss_now_mib() -> float:
 # ---- the child ------------------------------------------------------------------------
 
 
-def child_main(inbox: Connection, outbox: Connection, config: Any, schemas: Schemas | None) -> None:
+def child_main(
+    inbox: Connection, outbox: Connection, config: Any, schemas: Schemas | None, threaded: bool
+) -> None:
     """Hold stages; per message: a batch in, its outputs back (in order)."""
     from connectors.run_control import tune_garbage_collection
 
@@ -339,13 +358,24 @@ def child_main(inbox: Connection, outbox: Connection, config: Any, schemas: Sche
                 received.put(None)
                 return
 
-    threading.Thread(target=drain, daemon=True).start()
+    def direct() -> bytes | None:
+        try:
+            return inbox.recv_bytes()
+        except EOFError:
+            return None
+
+    if threaded:
+        threading.Thread(target=drain, daemon=True).start()
+    take = received.get if threaded else direct
     tune_garbage_collection()
     idle_rss = rss_now_mib()
-    t_decode = t_stage = t_encode = 0.0
+    t_decode = t_stage = t_encode = t_wait = 0.0
     cpu0: float | None = None
     while True:
-        data = received.get()
+        w = time.perf_counter()
+        data = take()
+        if cpu0 is not None:
+            t_wait += time.perf_counter() - w
         if data is None:
             return
         if data == b"ping":  # up and imported: the parent's clock starts after this
@@ -354,7 +384,7 @@ def child_main(inbox: Connection, outbox: Connection, config: Any, schemas: Sche
             outbox.send_bytes(b"pong")
             continue
         if cpu0 is None:
-            cpu0 = time.process_time()
+            cpu0, wall0 = time.process_time(), time.perf_counter()
         a = time.thread_time()
         message = pickle.loads(data)
         b = time.thread_time()
@@ -364,9 +394,10 @@ def child_main(inbox: Connection, outbox: Connection, config: Any, schemas: Sche
         d = time.thread_time()
         t_decode, t_stage, t_encode = t_decode + b - a, t_stage + c - b, t_encode + d - c
         if message[0] == "eof":
-            cpu = time.process_time() - cpu0
+            cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
             report = {"cpu": cpu, "decode": t_decode, "stage": t_stage, "encode": t_encode,
-                      "idle_rss": idle_rss, "peak_rss": rss_peak_mib()}  # fmt: skip
+                      "wait": t_wait, "wall": wall, "idle_rss": idle_rss,
+                      "peak_rss": rss_peak_mib()}  # fmt: skip
             outbox.send_bytes(reply)
             outbox.send_bytes(json.dumps(report).encode())
             return
@@ -459,7 +490,7 @@ def run_inproc(
 
 def run_children(
     steps: list[Step], config: Any, schemas: Schemas, rate: float, check: bool,
-    arrow: bool, children: int, depth: int,
+    arrow: bool, children: int, depth: int, io: str,
 ) -> Result:  # fmt: skip
     import pyarrow  # noqa: F401
 
@@ -469,16 +500,22 @@ def run_children(
     pipes = []
     procs = []
     for _ in range(children):
-        to_child_r, to_child_w = ctx.Pipe(duplex=False)
-        from_child_r, from_child_w = ctx.Pipe(duplex=False)
+        if io == "thread":
+            to_child_r, to_child_w = ctx.Pipe(duplex=False)
+            from_child_r, from_child_w = ctx.Pipe(duplex=False)
+        else:
+            to_child_w, to_child_r = socket_pair()
+            from_child_r = to_child_w
+            from_child_w = to_child_r
         proc = ctx.Process(
             target=child_main,
-            args=(to_child_r, from_child_w, config, schemas if arrow else None),
+            args=(to_child_r, from_child_w, config, schemas if arrow else None, io == "thread"),
             daemon=True,
         )
         proc.start()
         to_child_r.close()
-        from_child_w.close()
+        if io == "thread":
+            from_child_w.close()
         pipes.append((to_child_w, from_child_r))
         procs.append(proc)
     tune_garbage_collection()
@@ -557,7 +594,7 @@ def arm_main(args: argparse.Namespace) -> None:
         result = run_inproc(steps, config, schemas, args.rate, args.check)
     else:
         result = run_children(steps, config, schemas, args.rate, args.check,
-                              args.arm == "arrow", args.children, args.depth)  # fmt: skip
+                              args.arm == "arrow", args.children, args.depth, args.io)  # fmt: skip
     print(json.dumps(result.__dict__))
 
 
@@ -575,7 +612,8 @@ def show(r: Result) -> str:
             f" | wall {r.wall:5.1f} s | rss {r.base_rss:.0f}→{r.peak_rss:.0f} MiB")  # fmt: skip
     for c in r.child:
         line += (f" | child {us(c['cpu'], n)} (stage {us(c['stage'], n).strip()},"
-                 f" in {us(c['decode'], n).strip()}, out {us(c['encode'], n).strip()})"
+                 f" in {us(c['decode'], n).strip()}, out {us(c['encode'], n).strip()};"
+                 f" waited {c['wait']:.1f} of {c['wall']:.1f} s)"
                  f" rss {c['idle_rss']:.0f}→{c['peak_rss']:.0f} MiB")  # fmt: skip
     return line + (f" | {r.digest[:12]}" if r.digest else "")
 
@@ -591,6 +629,7 @@ def main() -> None:
     ap.add_argument("--arms", default="inproc,pickle,arrow")
     ap.add_argument("--children", type=int, default=1)
     ap.add_argument("--depth", type=int, default=2, help="batches in flight per parent")
+    ap.add_argument("--io", default="socket", choices=("socket", "thread"))
     ap.add_argument("--check", action="store_true", help="digest every output (slower)")
     ap.add_argument("--arm", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -600,13 +639,14 @@ def main() -> None:
     raw_schemas()
     here = Path(__file__).resolve()
     forward = [f"--log={args.log}", f"--batch={args.batch}", f"--rate={args.rate}",
-               f"--children={args.children}", f"--depth={args.depth}"]  # fmt: skip
+               f"--children={args.children}", f"--depth={args.depth}",
+               f"--io={args.io}"]  # fmt: skip
     if args.config:
         forward.append(f"--config={args.config}")
     if args.check:
         forward.append("--check")
-    print(f"log {args.log}, config {args.config or 'defaults'}, batch {args.batch}, "
-          f"children {args.children}, depth {args.depth}; µs per event, CPU")  # fmt: skip
+    print(f"log {args.log}, config {args.config or 'defaults'}, batch {args.batch}, children "
+          f"{args.children}, depth {args.depth}, io {args.io}; µs per event, CPU")  # fmt: skip
     for pair in range(args.pairs):
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         print(f"-- round {pair + 1} (load {load})")
