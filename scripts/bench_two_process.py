@@ -249,7 +249,10 @@ def sim_now(events_before: int, rate: float) -> float:
 
 def raw_schemas() -> Schemas:
     """(column, type) of each raw table, as the sink converts them (its `describe`)."""
-    cache = Path(tempfile.gettempdir()) / "pulse_two_process_schemas.json"
+    from connectors.clickhouse import migrations
+
+    version = hashlib.sha256(repr(migrations()).encode()).hexdigest()[:12]
+    cache = Path(tempfile.gettempdir()) / f"pulse_two_process_schemas_{version}.json"
     if cache.is_file():
         loaded = json.loads(cache.read_text())
         return {
