@@ -332,6 +332,13 @@ def rss_peak_mib() -> float:
     return float("nan")
 
 
+def reset_peak_rss() -> float:
+    """Start the peak (VmHWM) over from now, so it is the replay's, not the loading's
+    (Linux: 5 into clear_refs); the RSS now."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return rss_now_mib()
+
+
 def rss_now_mib() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -465,7 +472,7 @@ def run_inproc(
     tune_garbage_collection()
     h = hashlib.sha256()
     t_stage = t_arrow = 0.0
-    base_rss = rss_now_mib()
+    base_rss = reset_peak_rss()
     wall0, cpu0 = time.perf_counter(), time.process_time()
     events = 0
     for step in steps:
@@ -530,7 +537,7 @@ def run_children(
         r.recv_bytes()
     h = hashlib.sha256()
     t_send = t_recv = t_arrow = 0.0
-    base_rss = rss_now_mib()
+    base_rss = reset_peak_rss()
     pending: list[int] = []  # child of each batch sent and not yet taken, in order
     wall0, cpu0 = time.perf_counter(), time.process_time()
     events = 0
