@@ -35,9 +35,9 @@ digests of every output). Arms, each in a fresh process, alternating per pair:
 Pipelined: the parent sends batch N+`--depth`-1 before it takes batch N's outputs.
 Neither side may block the other on a full channel: with ``--io socket`` (the default)
 each child has a Unix socket pair whose kernel buffers (4 MiB) hold the batches in
-flight; with ``--io thread`` a pipe, and a thread in the child drains it (that thread
-needs the GIL for every 64 KiB the pipe takes while the child's main thread computes:
-a convoy, measured for the record).
+flight; with ``--io thread`` a pipe, and a thread in the child drains it (a second
+thread that takes the GIL for every 64 KiB the pipe holds; kept for comparison: the
+child waited no longer for input with it).
 
 Printed per arm: the parent's CPU per event (its main thread, which would be the
 worker: ship, receive, deserialize; plus the Arrow conversion where the parent still
