@@ -26,8 +26,8 @@ from pydantic import ValidationError
 from operators.batches import DeadLetter
 from operators.contract import EVENT_LIST_ADAPTER, FEEDBACK_FIELDS, INFERENCE_FIELDS
 from operators.events import (
-    _EPOCH,
-    _MS,
+    EPOCH,
+    ONE_MS,
     STRUCT_VALUES,
     VALUE_TYPES,
     Event,
@@ -173,7 +173,7 @@ class BatchDecoder:
         later: list[tuple[int, DeadLetter]] = []  # range and extra-dim refusals, by line
         limit, min_ts, max_ts = self.max_event_bytes, self.min_ts, self.max_ts
         extra_dims = self.extra_dims
-        read, values, epoch, ms = _event_decoder.decode, _value_decoders, _EPOCH, _MS
+        read, values, epoch, ms = _event_decoder.decode, _value_decoders, EPOCH, ONE_MS
         i = -1
         for line in lines:
             i += 1

@@ -54,13 +54,13 @@ Kind = Literal[
     "label", "thumbs", "rating", "reward", "click", "conversion", "dwell", "preference", "report"
 ]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ONE_MS = timedelta(milliseconds=1)
 
 
 def epoch_ms(instant: datetime) -> int:
     """Exact epoch milliseconds (floor), without float rounding."""
-    return (instant - _EPOCH) // _MS
+    return (instant - EPOCH) // ONE_MS
 
 
 def parse_instant(text: str) -> int:
