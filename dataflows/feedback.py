@@ -72,6 +72,35 @@ def session_specs(settings: Settings) -> tuple[SessionSpec, ...]:
     )
 
 
+def partition_config_of(
+    settings: Settings, partitions: int, *, snapshots: bool = True
+) -> PartitionConfig:
+    """The partition stage's plain values from settings (the flow's, and the benches')."""
+    t = settings.time
+    return PartitionConfig(
+        partitions=partitions,
+        specs=window_specs(settings),
+        grouping_sets=tuple(settings.aggregation.grouping_set_tuples()),
+        allowed_lateness=t.allowed_lateness,
+        max_out_of_orderness=t.max_out_of_orderness,
+        idle_timeout=t.idle_timeout,
+        emit_interval=t.emit_interval,
+        bounded=settings.run.bounded,
+        join_ttl=settings.join.ttl,
+        join_max_entries=settings.join.max_entries,
+        join_wait=settings.join.wait,
+        dedup_horizon=settings.dedup.horizon,
+        dedup_max_entries=settings.dedup.max_entries,
+        extra_dims=tuple(settings.aggregation.extra_dims),
+        confidence_bins=settings.aggregation.confidence_bins,
+        max_event_bytes=settings.validation.max_event_bytes,
+        min_ts=settings.validation.min_ts,
+        max_ts=settings.validation.max_ts,
+        session_shards=settings.aggregation.session_shards if session_specs(settings) else 0,
+        snapshots=snapshots,
+    )
+
+
 def window_specs(settings: Settings) -> tuple[WindowSpec, ...]:
     specs = []
     for window in settings.windows:
@@ -168,28 +197,7 @@ def build(settings: Settings, stats: FlowStats = STATS, recovery: bool = True) -
     grouping_sets = tuple(settings.aggregation.grouping_set_tuples())
     extra_dims = tuple(settings.aggregation.extra_dims)
     t = settings.time
-    partition_config = PartitionConfig(
-        partitions=partitions,
-        specs=specs,
-        grouping_sets=grouping_sets,
-        allowed_lateness=t.allowed_lateness,
-        max_out_of_orderness=t.max_out_of_orderness,
-        idle_timeout=t.idle_timeout,
-        emit_interval=t.emit_interval,
-        bounded=settings.run.bounded,
-        join_ttl=settings.join.ttl,
-        join_max_entries=settings.join.max_entries,
-        join_wait=settings.join.wait,
-        dedup_horizon=settings.dedup.horizon,
-        dedup_max_entries=settings.dedup.max_entries,
-        extra_dims=extra_dims,
-        confidence_bins=settings.aggregation.confidence_bins,
-        max_event_bytes=settings.validation.max_event_bytes,
-        min_ts=settings.validation.min_ts,
-        max_ts=settings.validation.max_ts,
-        session_shards=settings.aggregation.session_shards if sessions else 0,
-        snapshots=recovery,
-    )
+    partition_config = partition_config_of(settings, partitions, snapshots=recovery)
     merge_config = MergeConfig(
         partitions=partitions,
         specs=specs,

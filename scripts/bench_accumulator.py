@@ -49,32 +49,12 @@ Captured = list[tuple[int, dict[str, list[Any]]]]  # (partition, JoinedRecords' 
 def capture(events: int, dims: int, batch: int, seed: int) -> tuple[int, Captured]:
     """Every `_accumulate` call's counted events of a replay, in call order."""
     from config.settings import load_settings
-    from dataflows.feedback import session_specs, window_specs
-    from operators.batches import STREAMS, RawBatch
-    from operators.partition_stage import PartitionConfig, PartitionStage
-    from operators.partitioning import partition_for
+    from operators.partition_stage import PartitionStage
     from operators.stats import FlowStats
-    from operators.stream_merge import ReadAlignment
-    from operators.synthetic import TrafficGenerator, TrafficProfile
+    from scripts.bench_columnar import feed_stages, stage_config, stage_queues
 
     settings = load_settings()
-    t = settings.time
-    partitions = settings.log.partitions
-    config = PartitionConfig(
-        partitions=partitions, specs=window_specs(settings),
-        grouping_sets=tuple(settings.aggregation.grouping_set_tuples()),
-        allowed_lateness=t.allowed_lateness, max_out_of_orderness=t.max_out_of_orderness,
-        idle_timeout=t.idle_timeout, emit_interval=t.emit_interval, bounded=True,
-        join_ttl=settings.join.ttl, join_max_entries=settings.join.max_entries,
-        join_wait=settings.join.wait, dedup_horizon=settings.dedup.horizon,
-        dedup_max_entries=settings.dedup.max_entries,
-        extra_dims=tuple(settings.aggregation.extra_dims),
-        confidence_bins=settings.aggregation.confidence_bins,
-        max_event_bytes=settings.validation.max_event_bytes,
-        min_ts=settings.validation.min_ts, max_ts=settings.validation.max_ts,
-        session_shards=settings.aggregation.session_shards if session_specs(settings) else 0,
-        snapshots=False,
-    )  # fmt: skip
+    config = stage_config(settings)
     captured: Captured = []
 
     class Capturing(PartitionStage):
@@ -86,41 +66,10 @@ def capture(events: int, dims: int, batch: int, seed: int) -> tuple[int, Capture
                 captured.append((self.partition, lists))
             super()._accumulate()
 
-    rate = 2000.0
-    profile = TrafficProfile(seed=seed, duration_s=events / (rate * 1.85), rate=rate, dims=dims)
-    queues: dict[tuple[int, str], list[bytes]] = defaultdict(list)
-    for event in list(TrafficGenerator(profile).events())[:events]:
-        queues[(partition_for(event.key, partitions), event.stream)].append(event.line)
+    queues = stage_queues(events, dims, seed, config.partitions)
     stats = FlowStats()
-    stages = {p: Capturing(config, stats, clock=lambda: 0.0) for p in range(partitions)}
-    position = dict.fromkeys(queues, 0)
-    alignment = {p: ReadAlignment() for p in range(partitions)}
-    ended: dict[int, set[str]] = {p: set() for p in range(partitions)}
-    caught_up: dict[int, dict[str, bool | None]] = {
-        p: dict.fromkeys(STREAMS) for p in range(partitions)
-    }
-    for p in range(partitions):
-        for stream in STREAMS:
-            if not queues.get((p, stream)):
-                ended[p].add(stream)
-                stages[p].on_item(RawBatch(p, stream, stream, [], [], True, True))
-    while any(len(ended[p]) < len(STREAMS) for p in range(partitions)):
-        for p in range(partitions):
-            for stream in STREAMS:
-                if stream in ended[p] or alignment[p].ahead(stream, ended[p], caught_up[p]):
-                    continue
-                lines, a = queues[(p, stream)], position[(p, stream)]
-                chunk = lines[a : a + batch]
-                position[(p, stream)] = a + len(chunk)
-                end = a + len(chunk) >= len(lines)
-                alignment[p].read(stream, chunk)
-                caught_up[p][stream] = end
-                if end:
-                    ended[p].add(stream)
-                offsets = list(range(a, a + len(chunk)))
-                stages[p].on_item(RawBatch(p, stream, stream, chunk, offsets, end, end))
-    for stage in stages.values():
-        stage.on_eof()
+    stages = {p: Capturing(config, stats, clock=lambda: 0.0) for p in range(config.partitions)}
+    feed_stages(stages, queues, batch)
     return settings.aggregation.confidence_bins, captured
 
 

@@ -36,7 +36,8 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ sys.path.insert(
 )
 
 from connectors.run_control import tune_garbage_collection
+from operators.batches import Stream
 from operators.clock import PartitionClock
 from operators.columnar.clock import ColumnarClock
 from operators.columnar.dedup_set import DedupSet
@@ -175,43 +177,88 @@ def main() -> None:
     join(inferences, feedback, args.batch, repeat)
 
 
-def stage_replay(events: int, dims: int, batch: int, seed: int, repeat: int) -> None:
-    """The partition stage alone, on the bench's lines (see the module's docstring)."""
+def stage_config(settings: Any) -> Any:
+    """The flow's partition config from `settings`, bounded and without snapshots."""
+    from dataflows.feedback import partition_config_of
+
+    return replace(
+        partition_config_of(settings, settings.log.partitions, snapshots=False), bounded=True
+    )
+
+
+def stage_queues(events: int, dims: int, seed: int, partitions: int) -> dict[Any, list[bytes]]:
+    """The bench's kind of traffic (:mod:`operators.synthetic`), lines by (partition, stream)."""
     from collections import defaultdict
 
-    from config.settings import load_settings
-    from dataflows.feedback import session_specs, window_specs
-    from operators.batches import STREAMS, RawBatch
-    from operators.partition_stage import PartitionConfig, PartitionStage
     from operators.partitioning import partition_for
-    from operators.stats import FlowStats
-    from operators.stream_merge import ReadAlignment
     from operators.synthetic import TrafficGenerator, TrafficProfile
 
-    settings = load_settings(environ={})
-    t = settings.time
-    partitions = settings.log.partitions
-    config = PartitionConfig(
-        partitions=partitions, specs=window_specs(settings),
-        grouping_sets=tuple(settings.aggregation.grouping_set_tuples()),
-        allowed_lateness=t.allowed_lateness, max_out_of_orderness=t.max_out_of_orderness,
-        idle_timeout=t.idle_timeout, emit_interval=t.emit_interval, bounded=True,
-        join_ttl=settings.join.ttl, join_max_entries=settings.join.max_entries,
-        join_wait=settings.join.wait, dedup_horizon=settings.dedup.horizon,
-        dedup_max_entries=settings.dedup.max_entries,
-        extra_dims=tuple(settings.aggregation.extra_dims),
-        confidence_bins=settings.aggregation.confidence_bins,
-        max_event_bytes=settings.validation.max_event_bytes,
-        min_ts=settings.validation.min_ts, max_ts=settings.validation.max_ts,
-        session_shards=settings.aggregation.session_shards if session_specs(settings) else 0,
-        snapshots=False,
-    )  # fmt: skip
     rate = 2000.0
     profile = TrafficProfile(seed=seed, duration_s=events / (rate * 1.85), rate=rate, dims=dims)
-    generated = list(TrafficGenerator(profile).events())[:events]
-    queues: dict[tuple[int, str], list[bytes]] = defaultdict(list)
-    for event in generated:
+    queues: dict[Any, list[bytes]] = defaultdict(list)
+    for event in list(TrafficGenerator(profile).events())[:events]:
         queues[(partition_for(event.key, partitions), event.stream)].append(event.line)
+    return queues
+
+
+def bounded_reads(
+    queues: dict[Any, list[bytes]], partitions: list[int], batch: int
+) -> Iterator[tuple[int, Stream, int, list[bytes], bool]]:
+    """(partition, stream, first index, lines, ended) in the order the bounded local-log
+    source reads (connectors/local_log_source.py): up to `batch` lines per stream and
+    poll, a stream read ahead of the other in event time held back (ReadAlignment),
+    caught up only at its end; a stream with no lines ends at once. (Feeding both streams
+    as caught up from the start let the sparser feedback stream run ahead and made ~8 %
+    of the events late, with ~1M metrics_late rows on 300k lines.)"""
+    from operators.batches import STREAMS
+    from operators.stream_merge import ReadAlignment
+
+    position = dict.fromkeys(queues, 0)
+    alignment = {p: ReadAlignment() for p in partitions}
+    ended: dict[int, set[str]] = {p: set() for p in partitions}
+    caught_up: dict[int, dict[str, bool | None]] = {p: dict.fromkeys(STREAMS) for p in partitions}
+    for p in partitions:
+        for stream in STREAMS:
+            if not queues.get((p, stream)):
+                ended[p].add(stream)
+                yield p, stream, 0, [], True
+    while any(len(ended[p]) < len(STREAMS) for p in partitions):
+        for p in partitions:
+            for stream in STREAMS:
+                if stream in ended[p] or alignment[p].ahead(stream, ended[p], caught_up[p]):
+                    continue
+                lines, a = queues[(p, stream)], position[(p, stream)]
+                chunk = lines[a : a + batch]
+                position[(p, stream)] = a + len(chunk)
+                end = a + len(chunk) >= len(lines)
+                alignment[p].read(stream, chunk)
+                caught_up[p][stream] = end
+                if end:
+                    ended[p].add(stream)
+                yield p, stream, a, chunk, end
+
+
+def feed_stages(stages: dict[int, Any], queues: dict[Any, list[bytes]], batch: int) -> None:
+    """Every queued line through the stages (:func:`bounded_reads`), then their ends."""
+    from operators.batches import RawBatch
+
+    for p, stream, a, chunk, end in bounded_reads(queues, list(stages), batch):
+        offsets = list(range(a, a + len(chunk)))
+        stages[p].on_item(RawBatch(p, stream, stream, chunk, offsets, end, end))
+    for stage in stages.values():
+        stage.on_eof()
+
+
+def stage_replay(events: int, dims: int, batch: int, seed: int, repeat: int) -> None:
+    """The partition stage alone, on the bench's lines (see the module's docstring)."""
+    from config.settings import load_settings
+    from operators.partition_stage import PartitionStage
+    from operators.stats import FlowStats
+
+    settings = load_settings(environ={})
+    partitions = settings.log.partitions
+    config = stage_config(settings)
+    queues = stage_queues(events, dims, seed, partitions)
     n = sum(len(q) for q in queues.values())
     tune_garbage_collection()
 
@@ -219,39 +266,7 @@ def stage_replay(events: int, dims: int, batch: int, seed: int, repeat: int) -> 
         stats = FlowStats()
         stages = {p: PartitionStage(config, stats, clock=lambda: 0.0) for p in range(partitions)}
         start = time.process_time()
-        # As the bounded local-log source reads (connectors/local_log_source.py): up to
-        # --batch lines per stream and poll, a stream read ahead of the other in event
-        # time held back (ReadAlignment), caught up only at its end. (Feeding both
-        # streams as caught up from the start let the sparser feedback stream run ahead
-        # and made ~8 % of the events late, with ~1M metrics_late rows on 300k lines.)
-        position = dict.fromkeys(queues, 0)
-        alignment = {p: ReadAlignment() for p in range(partitions)}
-        ended: dict[int, set[str]] = {p: set() for p in range(partitions)}
-        caught_up: dict[int, dict[str, bool | None]] = {
-            p: dict.fromkeys(STREAMS) for p in range(partitions)
-        }
-        for p in range(partitions):  # a partition with no lines of a stream: ended at once
-            for stream in STREAMS:
-                if not queues.get((p, stream)):
-                    ended[p].add(stream)
-                    stages[p].on_item(RawBatch(p, stream, stream, [], [], True, True))
-        while any(len(ended[p]) < len(STREAMS) for p in range(partitions)):
-            for p in range(partitions):
-                for stream in STREAMS:
-                    if stream in ended[p] or alignment[p].ahead(stream, ended[p], caught_up[p]):
-                        continue
-                    lines, a = queues[(p, stream)], position[(p, stream)]
-                    chunk = lines[a : a + batch]
-                    position[(p, stream)] = a + len(chunk)
-                    end = a + len(chunk) >= len(lines)
-                    alignment[p].read(stream, chunk)
-                    caught_up[p][stream] = end
-                    if end:
-                        ended[p].add(stream)
-                    offsets = list(range(a, a + len(chunk)))
-                    stages[p].on_item(RawBatch(p, stream, stream, chunk, offsets, end, end))
-        for stage in stages.values():
-            stage.on_eof()
+        feed_stages(stages, queues, batch)
         return time.process_time() - start
 
     took = min(replay() for _ in range(repeat))

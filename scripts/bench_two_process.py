@@ -61,7 +61,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -117,40 +117,15 @@ def read_log(root: Path) -> dict[tuple[int, str], tuple[list[bytes], list[int]]]
 def schedule(
     queues: dict[tuple[int, str], tuple[list[bytes], list[int]]], partitions: int, batch: int
 ) -> list[Step]:
-    """Batches in the order the bounded local-log source reads them (as
-    scripts/bench_columnar.py --stage does): per round, each partition's streams, a
-    stream read ahead of the other in event time held back."""
-    from operators.batches import STREAMS
-    from operators.stream_merge import ReadAlignment
+    """Batches in the order the bounded local-log source reads them
+    (:func:`scripts.bench_columnar.bounded_reads`, as ``--stage`` there replays)."""
+    from scripts.bench_columnar import bounded_reads
 
+    lines_of_queue = {key: lines for key, (lines, _) in queues.items()}
     steps: list[Step] = []
-    position = dict.fromkeys(queues, 0)
-    alignment = {p: ReadAlignment() for p in range(partitions)}
-    ended: dict[int, set[str]] = {p: set() for p in range(partitions)}
-    caught_up: dict[int, dict[str, bool | None]] = {
-        p: dict.fromkeys(STREAMS) for p in range(partitions)
-    }
-    for p in range(partitions):
-        for stream in STREAMS:
-            if not queues.get((p, stream), ([], []))[0]:
-                ended[p].add(stream)
-                steps.append(Step(p, stream, b"", 0, 0, True, True))
-    while any(len(ended[p]) < len(STREAMS) for p in range(partitions)):
-        for p in range(partitions):
-            for stream in STREAMS:
-                if stream in ended[p] or alignment[p].ahead(stream, ended[p], caught_up[p]):
-                    continue
-                lines, offsets = queues[(p, stream)]
-                a = position[(p, stream)]
-                chunk = lines[a : a + batch]
-                position[(p, stream)] = a + len(chunk)
-                end = a + len(chunk) >= len(lines)
-                alignment[p].read(stream, chunk)
-                caught_up[p][stream] = end
-                if end:
-                    ended[p].add(stream)
-                first = offsets[a] if chunk else 0
-                steps.append(Step(p, stream, b"\n".join(chunk), first, len(chunk), end, end))
+    for p, stream, a, chunk, end in bounded_reads(lines_of_queue, list(range(partitions)), batch):
+        first = queues[(p, stream)][1][a] if chunk else 0
+        steps.append(Step(p, stream, b"\n".join(chunk), first, len(chunk), end, end))
     return steps
 
 
@@ -172,26 +147,10 @@ def lines_of(step: Step) -> tuple[list[bytes], list[int]]:
 
 def partition_config(config_file: str | None, partitions: int) -> Any:
     from config.settings import load_settings
-    from dataflows.feedback import session_specs, window_specs
-    from operators.partition_stage import PartitionConfig
+    from dataflows.feedback import partition_config_of
 
     settings = load_settings(config_file, environ={})
-    t = settings.time
-    return PartitionConfig(
-        partitions=partitions, specs=window_specs(settings),
-        grouping_sets=tuple(settings.aggregation.grouping_set_tuples()),
-        allowed_lateness=t.allowed_lateness, max_out_of_orderness=t.max_out_of_orderness,
-        idle_timeout=t.idle_timeout, emit_interval=t.emit_interval, bounded=True,
-        join_ttl=settings.join.ttl, join_max_entries=settings.join.max_entries,
-        join_wait=settings.join.wait, dedup_horizon=settings.dedup.horizon,
-        dedup_max_entries=settings.dedup.max_entries,
-        extra_dims=tuple(settings.aggregation.extra_dims),
-        confidence_bins=settings.aggregation.confidence_bins,
-        max_event_bytes=settings.validation.max_event_bytes,
-        min_ts=settings.validation.min_ts, max_ts=settings.validation.max_ts,
-        session_shards=settings.aggregation.session_shards if session_specs(settings) else 0,
-        snapshots=False,
-    )  # fmt: skip
+    return replace(partition_config_of(settings, partitions, snapshots=False), bounded=True)
 
 
 class Stages:
