@@ -75,8 +75,7 @@ def decode_fast(line: bytes) -> Event:
     """One line through the msgspec Structs; raises when they reject it."""
     event = _event_decoder.decode(line)
     if type(event) is Feedback:
-        value = _value_decoders[event.kind].decode(event.value)
-        event.value = msgspec.structs.asdict(value) if event.kind in STRUCT_VALUES else value
+        _type_value(event)
     if type(event.ts) is not int:
         event.ts = epoch_ms(cast(datetime, event.ts))
     return event
@@ -110,11 +109,17 @@ def _moved(line: bytes) -> Event | None:
     if (event := move_unknown_fields(line)) is None or type(event) is not Feedback:
         return event
     try:
-        value = _value_decoders[event.kind].decode(event.value)
+        _type_value(event)
     except _FastErrors:
         return None
-    event.value = _asdict(value) if event.kind in STRUCT_VALUES else value
     return event
+
+
+def _type_value(event: Feedback) -> None:
+    """A feedback's raw `value` typed by its kind (a Struct value kept as a dict); raises
+    when the kind's type refuses it. `BatchDecoder.decode` inlines this in its loop."""
+    value = _value_decoders[event.kind].decode(event.value)
+    event.value = _asdict(value) if event.kind in STRUCT_VALUES else value
 
 
 def decode_contract(obj: dict[str, Any]) -> Event:

@@ -48,8 +48,7 @@ NonNegative = (
 )
 Probability = Annotated[int, Meta(ge=0, le=1)] | Annotated[float, Meta(ge=0, le=1)]
 Rating = Annotated[int, Meta(ge=1, le=5)] | Annotated[float, Meta(ge=1, le=5)]
-_RESERVED = tuple(sorted(RESERVED_DIM_VALUES))
-_RESERVED_SET = RESERVED_DIM_VALUES
+_RESERVED = RESERVED_DIM_VALUES  # a frozenset: one hash lookup per value
 Kind = Literal[
     "label", "thumbs", "rating", "reward", "click", "conversion", "dwell", "preference", "report"
 ]
@@ -89,12 +88,12 @@ class Inference(
         # Runs for every inference read: a set lookup per dim, no tuple built and no
         # loop, measured 0.1-0.3 µs an inference cheaper (scripts/bench_decode.py's lines).
         if (
-            self.model_version in _RESERVED_SET
-            or self.segment in _RESERVED_SET
-            or self.endpoint in _RESERVED_SET
-            or self.model_id in _RESERVED_SET
-            or self.tenant in _RESERVED_SET
-            or self.deployment in _RESERVED_SET
+            self.model_version in _RESERVED
+            or self.segment in _RESERVED
+            or self.endpoint in _RESERVED
+            or self.model_id in _RESERVED
+            or self.tenant in _RESERVED
+            or self.deployment in _RESERVED
         ):
             raise ValueError("a dim value is reserved")
 

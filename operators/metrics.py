@@ -162,7 +162,8 @@ def feedback_fields(
 def feedback_entries(
     kinds: np.ndarray, numbers: np.ndarray, correct: np.ndarray, unjoined: np.ndarray, width: int
 ) -> Entries:
-    """The field vectors of n counted feedback events, as their entries other than +0.0.
+    """The field vectors of n counted feedback events, as the entries that can be other
+    than +0.0 (every other entry is +0.0).
 
     `kinds`: KIND_CODES; `numbers`: feedback_number(); `correct`: label == prediction.
     Every event counts in feedback_count (and unjoined_count when it gave up waiting),
@@ -216,7 +217,7 @@ def inference_fields(confidence: np.ndarray, width: int, bins: int) -> np.ndarra
 
 def inference_entries(confidence: np.ndarray, width: int, bins: int) -> Entries:
     """The field vectors of n counted inferences (`confidence` NaN when absent, else in
-    [0, 1]), as their entries other than +0.0: the count, and with a confidence its
+    [0, 1]), as the entries that can be other than +0.0: the count, and with a confidence its
     count, sum and histogram bin."""
     out = EntriesBuilder(len(confidence), width)
     out.put(np.arange(len(confidence)), I_INFERENCE)
