@@ -14,8 +14,8 @@ def _windows(*windows: dict[str, str]) -> dict[str, str]:
     return {"PULSE_WINDOWS": json.dumps(list(windows))}
 
 
-def test_the_defaults_give_the_sliding_window_ten_seconds() -> None:
-    assert early_intervals(load_settings(environ={})) == (1_000, 1_000, 10_000)
+def test_the_defaults_give_the_hour_and_the_sliding_window_ten_seconds() -> None:
+    assert early_intervals(load_settings(environ={})) == (1_000, 10_000, 10_000)
 
 
 def test_default_is_the_emit_interval_and_never_below_it() -> None:
