@@ -37,7 +37,9 @@ defaults, 1 s and 1 s, then lower values; the defaults are not changed):
    writes no early rows, so its rate would not show it). The polls are answered by the
    flow's own process (a chDB query each, ~15–20 ms of CPU), so the CPU per event is also
    taken over the last ``QUIET_S`` of the warm-up, before the first marker, when nothing
-   polls: that figure is the flow's alone.
+   polls: that figure is the flow's alone. Over the same span, the flow's worker thread
+   on a CPU and waiting for one, and the VM's steal: on this 2-core VM a worker that
+   waits for a CPU a third of the time falls behind with its process below one core.
 5. The flow's own counters (``GET /metrics``, `pulse.pipeline.*`) from the load's start
    (scraped in a thread: a scrape of the grown `/metrics` takes seconds under load and
    must not hold the appends up) to its end say where its work went: early-row
@@ -61,6 +63,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,6 +131,59 @@ class RunResult:
     span_s: float = 0.0  # the counters' span (s): from the load's start to its end
     counted_events: float = 0.0  # events appended over that span
     behind_s: float = 0.0  # how far the load thread lagged its schedule at most
+    shares: CpuShares | None = None  # what the machine gave the worker over the span
+
+
+@dataclass(frozen=True)
+class CpuShares:
+    """Over a span: the flow's worker thread (its main thread: every stage runs there)
+    on a CPU and runnable but waiting for one (the kernel's ``schedstat``), and the VM's
+    steal (CPU time its host gave others) as a share of the machine's CPU time. Tells a
+    flow that falls behind for want of CPU from one that falls behind with CPU to spare."""
+
+    on_cpu: float
+    waiting: float
+    steal: float
+
+
+def schedstat_seconds(text: str) -> tuple[float, float]:
+    """(seconds on a CPU, seconds runnable but waiting for one) from a thread's
+    ``/proc/<pid>/task/<tid>/schedstat`` (nanoseconds, then timeslices)."""
+    on_cpu, waiting, _ = text.split()
+    return int(on_cpu) / 1e9, int(waiting) / 1e9
+
+
+def steal_ticks(text: str) -> tuple[int, int]:
+    """(steal, all) ticks of the machine from the first line of ``/proc/stat``."""
+    ticks = [int(value) for value in text.split()[1:]]
+    return ticks[7], sum(ticks)
+
+
+class CpuReading(NamedTuple):
+    """The counters :class:`CpuShares` is the difference of, at one moment."""
+
+    at: float  # wall clock (s)
+    on_cpu: float  # the worker thread's seconds on a CPU
+    waiting: float  # its seconds runnable but waiting for one
+    steal: int  # the machine's stolen ticks
+    ticks: int  # all of the machine's ticks
+
+
+def _cpu_reading(pid: int) -> CpuReading:
+    with open(f"/proc/{pid}/task/{pid}/schedstat") as f:
+        on_cpu, waiting = schedstat_seconds(f.read())
+    with open("/proc/stat") as f:
+        steal, ticks = steal_ticks(f.readline())
+    return CpuReading(time.time(), on_cpu, waiting, steal, ticks)
+
+
+def cpu_shares(before: CpuReading, after: CpuReading) -> CpuShares:
+    span = max(after.at - before.at, 1e-9)
+    return CpuShares(
+        (after.on_cpu - before.on_cpu) / span,
+        (after.waiting - before.waiting) / span,
+        (after.steal - before.steal) / max(after.ticks - before.ticks, 1),
+    )
 
 
 def _traffic(rate: float, seconds: float, start_ms: int, seed: int) -> list[tuple[int, Routed]]:
@@ -306,6 +362,7 @@ def _drive(
     first_marker = start_ms / 1000 + WARM_UP_S
     i, appended, measured_from = 0, 0, 0
     cpu_from = wall_from = 0.0
+    readings_from = _cpu_reading(pid)  # taken again at the first marker
     quiet: tuple[float, float, int] | None = None  # (CPU, wall, appended) at its start
     # The flow's counters from the load's start (few series yet: a cheap scrape), in a
     # thread: a scrape of a grown /metrics takes seconds under load and must not hold
@@ -332,6 +389,7 @@ def _drive(
             quiet = (_cpu_seconds(pid), now, appended)
         if due and not placed:
             cpu_from, wall_from, measured_from = _cpu_seconds(pid), now, appended
+            readings_from = _cpu_reading(pid)
             if quiet is not None and now > quiet[1]:
                 result.quiet_cpu_per_event_us = (
                     (cpu_from - quiet[0]) / max(1, appended - quiet[2]) * 1e6
@@ -352,6 +410,8 @@ def _drive(
     events = appended - measured_from
     result.rate = events / span if span > 0 else 0.0
     result.cpu_per_event_us = (_cpu_seconds(pid) - cpu_from) / max(1, events) * 1e6
+    if placed:
+        result.shares = cpu_shares(readings_from, _cpu_reading(pid))
     first_scrape.join()
     result.span_s = time.time() - counted_from[0]  # before the scrape (seconds, under load)
     result.counted_events = appended - counted_from[1]
@@ -400,6 +460,11 @@ def report(result: RunResult, baseline: RunResult | None) -> None:
     print(f"  p50 of the first 20 markers {_ms(first, 0.5)}, of the last 20 {_ms(last, 0.5)}")
     print(f"  flow CPU without polls (the warm-up's last {QUIET_S:.0f} s) "
           f"{result.quiet_cpu_per_event_us:.1f} µs per event")  # fmt: skip
+    if result.shares is not None:
+        shares = result.shares
+        print(f"  the flow's worker thread on a CPU {shares.on_cpu:.0%} of the span, runnable "
+              f"but waiting for one {shares.waiting:.0%}; the VM's steal {shares.steal:.0%} "
+              "of the machine's CPU time")  # fmt: skip
     c, n = result.counters, max(1.0, result.counted_events)
     emissions = c.get("pulse_pipeline_emissions_total", 0.0)
     if emissions and result.span_s:
