@@ -23,8 +23,10 @@ since each rewrites the same changed cells: at every tick they were 5/6 of the r
 get at most `early_emit_budget` of processing time, counted as the worker thread's CPU
 time: when one emission takes longer than its share of the interval, the next waits (the
 interval stretches, never shrinks), so a flow catching up, or one with a very large cube,
-keeps ingesting instead of spending its time on rows that will soon be replaced. Final
-rows never wait for this budget.
+keeps ingesting instead of spending its time on rows that will soon be replaced. They
+also wait until the sink has written the previous early rows (all but `sink_slack` rows):
+handed over sooner, they would only block the worker on the sink's bound while the
+writer inserts. Final rows never wait for either.
 
 Final rows go out in bounded slices: one window at a time (its rollups, then its rows,
 before the next window's; the rollups a grouping set at a time, so one set's are alive,
@@ -33,7 +35,7 @@ not the whole cube's; its panes evicted before the next), oldest end first, and 
 When more windows are final than that (the end of a bounded run closes every open window,
 ~1.3M rows on the bench log; a quiet partition's watermark jump closes many), the rest
 stay in state, still final by the same rule, and go out in later calls, each once the
-sink has written the previous slice (at most `final_sink_slack` rows unwritten,
+sink has written the previous slice (at most `sink_slack` rows unwritten,
 ``FlowStats.sink_pending``; after `FINAL_WAIT_MAX_MS` whatever it holds; the sink is asked
 to write it at once, not at its tables' flush interval: `sink`), so one slice's
 rows and build, not all of them, are alive at a time. A snapshot between two slices holds
@@ -107,7 +109,9 @@ class MergeConfig:
     final_rows_per_call: int = 50_000
     # Final windows that waited go out once the sink has at most this many rows unwritten
     # (FlowStats.sink_pending): the previous slice is written before the next is built.
-    final_sink_slack: int = 20_000
+    # Early rows wait likewise for the sink to have written all but this many of the rows
+    # it held when the last early rows were handed to it.
+    sink_slack: int = 20_000
 
 
 log = logging.getLogger("pulse.merge")
@@ -181,6 +185,7 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         self._widths = {name: family.width for name, family in self._families.items()}
         # Processing-time pacing of early rows: not state (a restart starts afresh).
         self._early_not_before = -math.inf
+        self._early_rows_mark = 0  # rows handed to the sink up to the last early rows
         self._deferral_logged_at = -math.inf
         if resume is None:
             self.from_state(
@@ -279,9 +284,9 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
 
     def _sink_ready(self, now: float) -> bool:
         """Whether final windows that wait may go out: the sink has written the previous
-        slice (all but `final_sink_slack` rows), or they waited `FINAL_WAIT_MAX_MS`."""
+        slice (all but `sink_slack` rows), or they waited `FINAL_WAIT_MAX_MS`."""
         return (
-            self.stats.sink_pending <= self.config.final_sink_slack
+            self.stats.sink_pending <= self.config.sink_slack
             or now - self._final_slice_at >= FINAL_WAIT_MAX_MS
         )
 
@@ -337,7 +342,10 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         defers them: then their changed cells wait; `early` False: finals only)."""
         watermark = self.watermark
         lateness = self.config.allowed_lateness
-        early_due = early and self.config.early_rows and self._now() >= self._early_not_before
+        early_due = (
+            early and self.config.early_rows and self._now() >= self._early_not_before
+            and self._early_rows_written()
+        )  # fmt: skip
         finals: list[Emitted] = []
         early_rows: list[Emitted] = []
         now, interval = self._now(), self.config.emit_interval
@@ -363,6 +371,7 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
             version, started = int(self._now()), self._work()
             out.extend(self._tables(early_rows, final=False, version=version))
             self._pace_early_rows(len(early_rows), self._work() - started, self._now())
+            self._early_rows_mark = self.stats.sink_rows_in + sum(len(rows) for rows in out)
         if not self.config.early_rows:
             for state in self.specs:
                 state.clear_touched()
@@ -407,6 +416,17 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
             state.evict_final()  # its panes go now, not after every window of the call
         self._finals_waiting = False
         return out
+
+    def _early_rows_written(self) -> bool:
+        """Whether the sink has written the last early rows: all but `sink_slack` of the
+        rows it had been handed up to and with them. Until then, new early rows would only
+        wait behind them (the worker blocked on the sink's bound while the writer inserts)
+        and the changed cells are better carried by the next emission. Only with a sink
+        wired (`sink`): without one nothing is ever written."""
+        return (
+            self._sink is None
+            or self.stats.rows_written + self.config.sink_slack >= self._early_rows_mark
+        )
 
     def _pace_early_rows(self, windows: int, took: float, ended: float) -> None:
         """Keep early rows within their budget: after an emission that took `took` ms of

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from connectors.sink_demand import SinkDemand
 from operators.batches import RawBatch, TableRows
 from operators.merge_stage import MergeStage
 from operators.partition_stage import PartitionStage
@@ -230,6 +231,31 @@ def test_the_budget_counts_the_work_of_an_emission_not_the_wall_time_it_waited()
     flow.send(_inference("r2", T0 + 1000, "b"))
     assert _segments(flow.tick(1000)) == {"b"}  # not deferred
     assert flow.stats.early_deferred == 0
+
+
+def test_early_rows_wait_until_the_sink_has_written_the_last_ones() -> None:
+    """Early rows handed to a sink still inserting the previous ones would only block the
+    worker on its bound: they wait, and the next emission carries every cell changed
+    meanwhile (`sink_slack` 0 here: every row of the last early rows must be written)."""
+    flow = Flow(cost=1.0, budget=0.25)
+    flow.merge = MergeStage(
+        replace(flow.merge.config, sink_slack=0), flow.stats, clock=flow.clock.costly,
+        sink=SinkDemand(),
+    )  # fmt: skip
+    flow.send(_inference("r1", T0, "a"))
+    flow.clock.now += 1000
+    tables = flow.merge.on_notify()[0]  # every row as the sink gets it, to count them
+    assert _segments(_rows_1m(tables)) == {"a"}
+    handed = sum(len(t) for t in tables)
+    flow.stats.sink_rows_in += handed  # the sink holds them, writes none yet
+    flow.send(_inference("r2", T0 + 1000, "b"))
+    assert flow.tick(1000) == []  # the sink still holds the last early rows
+    flow.send(_inference("r3", T0 + 2000, "c"))
+    flow.stats.rows_written += handed - 1
+    assert flow.tick(1000) == []  # one row still unwritten
+    assert flow.stats.early_deferred == 2
+    flow.stats.rows_written += 1
+    assert _segments(flow.tick(1000)) == {"b", "c"}
 
 
 def test_sliding_windows_take_turns_and_each_one_carries_every_change_since_its_last() -> None:

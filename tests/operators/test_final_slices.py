@@ -140,7 +140,7 @@ def test_windows_left_waiting_ask_the_sink_to_write_now() -> None:
     for item in partials:
         sliced.on_item(item)
     assert len(asks) == 1  # the first window went out, the rest wait for the next calls
-    stats.sink_rows_in = sliced.config.final_sink_slack + 1  # the sink has not written it
+    stats.sink_rows_in = sliced.config.sink_slack + 1  # the sink has not written it
     clock.now += 1
     assert sliced.on_notify()[0] == []
     assert len(asks) == 2  # still waiting: asked again
