@@ -844,7 +844,11 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         """Once every stream ended and the last counted events are out, free what only more
         input could use: the join buffer, the dedup set (neither is snapshotted: a resume
         rebuilds them from the store) and the late path's caches. In a bounded run the
-        merge stage then builds its last windows in that memory (the bench log: ~1M ids)."""
+        merge stage then builds its last windows in that memory (the bench log: ~1M ids)
+        and chDB inserts them: the C heap's free pages go back to the system
+        (:mod:`operators.heap`), chDB's allocator would not reuse them."""
+        from operators.heap import give_back_free_pages
+
         if not len(self.inferences) and not len(self.dedup):
             return
         config = self.config
@@ -853,6 +857,9 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         self._join_evictions = self._dedup_evictions = 0
         self._rollups.clear()
         self._earliest_end.clear()
+        for deltas in self.deltas.values():
+            deltas.release()
+        give_back_free_pages()
 
     def _count_evictions(self) -> None:
         """Report evictions (max_entries) as increments, several partitions share the

@@ -130,3 +130,18 @@ def test_snapshot_holds_runs_of_the_tick() -> None:
     for key, value in got(restored).items():
         sums[key[1]] = value
     assert sorted(sums) == np.unique(cells).tolist()
+
+
+def test_released_tables_are_freed_and_new_ones_made_after() -> None:
+    deltas = SliceDeltas(WIDE)
+    n = SCATTER_FROM_ROWS
+    ones = np.ones((n, WIDE))
+    deltas.add_rows(np.zeros(n, dtype=np.int64), np.full(n, NO_CUTOFF),
+                    np.full(n, 3) << 24, ones)  # fmt: skip
+    got(deltas)
+    assert deltas.tables_held == 1  # drained, kept for the next slice
+    deltas.release()
+    assert deltas.tables_held == 0
+    deltas.add_rows(np.full(n, 60), np.full(n, NO_CUTOFF), np.full(n, 1) << 24, ones)
+    assert deltas.tables_held == 1
+    assert got(deltas) == {(60, 1, 0): bits(np.full(WIDE, float(n)))}
