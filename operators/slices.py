@@ -31,7 +31,7 @@ SCATTER_FROM_WIDTH = 8  # narrower families' rows are cheap to sort (latency: 1 
 # A slice's table is made for a batch of this many rows at least: a few stragglers of an
 # older slice are sorted at the drain rather than given a table as large as the cells.
 SCATTER_FROM_ROWS = 512
-MAX_SPARE_TABLES = 2  # drained tables kept (a tick's rows are in one or two slices)
+MAX_SPARE_TABLES = 1  # drained tables kept (a tick's rows are mostly in one slice)
 
 
 @dataclass(slots=True)
