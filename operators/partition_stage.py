@@ -55,6 +55,7 @@ from operators.columnar.joined import NONE, JoinedRecords
 from operators.decode import BatchDecoder
 from operators.events import Event, Feedback, Inference
 from operators.families import CLASSES, KEYED, PREFERENCES, REPORTS, WINNER_CODES, registry
+from operators.heap import give_back_free_pages
 from operators.join import (
     InferenceContext,
     JoinStore,
@@ -847,8 +848,6 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         merge stage then builds its last windows in that memory (the bench log: ~1M ids)
         and chDB inserts them: the C heap's free pages go back to the system
         (:mod:`operators.heap`), chDB's allocator would not reuse them."""
-        from operators.heap import give_back_free_pages
-
         if not len(self.inferences) and not len(self.dedup):
             return
         config = self.config
