@@ -36,7 +36,7 @@ When more windows are final than that (the end of a bounded run closes every ope
 ~1.3M rows on the bench log; a quiet partition's watermark jump closes many), the rest
 stay in state, still final by the same rule, and go out in later calls, each once the
 sink has written the previous slice (at most `sink_slack` rows unwritten,
-``FlowStats.sink_pending``; after `FINAL_WAIT_MAX_MS` whatever it holds; the sink is asked
+``FlowStats.sink_pending``; after `SINK_WAIT_MAX_MS` whatever it holds; the sink is asked
 to write it at once, not at its tables' flush interval: `sink`), so one slice's
 rows and build, not all of them, are alive at a time. A snapshot between two slices holds
 the windows not yet emitted; a resume emits them.
@@ -116,10 +116,12 @@ class MergeConfig:
 
 log = logging.getLogger("pulse.merge")
 DEFERRAL_LOG_EVERY_MS = 60_000
-# Final windows that wait for the sink are looked at again this often, and go out after
-# this long whatever the sink holds (a live flow's other rows must not starve them).
+# Final windows that wait for the sink are looked at again this often. They, and early
+# rows, go out after waiting this long whatever the sink holds: a live flow's other rows,
+# or a sink partition in another process of a cluster (whose writes this process's
+# stats do not count), must not starve them.
 FINAL_POLL_MS = 20.0
-FINAL_WAIT_MAX_MS = 5_000.0
+SINK_WAIT_MAX_MS = 5_000.0
 
 
 def _now_ms() -> float:
@@ -186,6 +188,7 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         # Processing-time pacing of early rows: not state (a restart starts afresh).
         self._early_not_before = -math.inf
         self._early_rows_mark = 0  # rows handed to the sink up to the last early rows
+        self._early_rows_at = -math.inf  # when they went out
         self._deferral_logged_at = -math.inf
         if resume is None:
             self.from_state(
@@ -284,10 +287,10 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
 
     def _sink_ready(self, now: float) -> bool:
         """Whether final windows that wait may go out: the sink has written the previous
-        slice (all but `sink_slack` rows), or they waited `FINAL_WAIT_MAX_MS`."""
+        slice (all but `sink_slack` rows), or they waited `SINK_WAIT_MAX_MS`."""
         return (
             self.stats.sink_pending <= self.config.sink_slack
-            or now - self._final_slice_at >= FINAL_WAIT_MAX_MS
+            or now - self._final_slice_at >= SINK_WAIT_MAX_MS
         )
 
     def snapshot(self) -> bytes | None:  # type: ignore[override]
@@ -372,6 +375,7 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
             out.extend(self._tables(early_rows, final=False, version=version))
             self._pace_early_rows(len(early_rows), self._work() - started, self._now())
             self._early_rows_mark = self.stats.sink_rows_in + sum(len(rows) for rows in out)
+            self._early_rows_at = now
         if not self.config.early_rows:
             for state in self.specs:
                 state.clear_touched()
@@ -422,10 +426,12 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         rows it had been handed up to and with them. Until then, new early rows would only
         wait behind them (the worker blocked on the sink's bound while the writer inserts)
         and the changed cells are better carried by the next emission. Only with a sink
-        wired (`sink`): without one nothing is ever written."""
+        wired (`sink`): without one nothing is ever written; and at most
+        `SINK_WAIT_MAX_MS` after the last early rows."""
         return (
             self._sink is None
             or self.stats.rows_written + self.config.sink_slack >= self._early_rows_mark
+            or self._now() - self._early_rows_at >= SINK_WAIT_MAX_MS
         )
 
     def _pace_early_rows(self, windows: int, took: float, ended: float) -> None:

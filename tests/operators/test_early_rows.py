@@ -12,7 +12,7 @@ import pytest
 
 from connectors.sink_demand import SinkDemand
 from operators.batches import RawBatch, TableRows
-from operators.merge_stage import MergeStage
+from operators.merge_stage import SINK_WAIT_MAX_MS, MergeStage
 from operators.partition_stage import PartitionStage
 from operators.slices import PartialBatch
 from operators.stats import FlowStats
@@ -256,6 +256,11 @@ def test_early_rows_wait_until_the_sink_has_written_the_last_ones() -> None:
     assert flow.stats.early_deferred == 2
     flow.stats.rows_written += 1
     assert _segments(flow.tick(1000)) == {"b", "c"}
+    flow.stats.sink_rows_in += 10**6  # a sink that never writes: after SINK_WAIT_MAX_MS
+    flow.send(_inference("r4", T0 + 3000, "d"))
+    assert flow.tick(1000) == []
+    flow.send(_inference("r5", T0 + 4000, "e"))
+    assert _segments(flow.tick(SINK_WAIT_MAX_MS)) == {"d", "e"}  # they go anyway
 
 
 def test_sliding_windows_take_turns_and_each_one_carries_every_change_since_its_last() -> None:
