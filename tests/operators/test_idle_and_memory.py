@@ -11,7 +11,7 @@ from operators.merge_stage import MergeStage
 from operators.partition_stage import PartitionConfig, PartitionStage
 from operators.partitioning import partition_for
 from operators.sessions import SessionBatch
-from operators.slices import PartialBatch
+from operators.slices import SCATTER_FROM_ROWS, PartialBatch
 from operators.stats import FlowStats
 from operators.synthetic import TrafficGenerator, TrafficProfile
 from tests.harness import configs, semantics
@@ -246,3 +246,26 @@ def test_a_partition_whose_input_ended_lets_go_of_its_join_and_dedup_state() -> 
     assert len(stage.inferences) == 0 and len(stage.dedup) == 0
     assert stats.feedback == 50 and stats.unjoined == 0
     assert stats.join_evictions == 0 and stats.dedup_evictions == 0
+
+
+def test_an_ended_partition_frees_its_scatter_tables() -> None:
+    """A bounded partition whose input ended keeps no scatter table: the end of a bounded
+    run closes every window in memory the partitions no longer need."""
+    n = 2 * SCATTER_FROM_ROWS  # one batch of counted events in one slice: a table
+    partition_config, _ = configs(semantics(partitions=1), bounded=True)
+    stats = FlowStats()
+    stage = PartitionStage(partition_config, stats, clock=Clock())
+    inferences = [_line({"type": "inference", "request_id": f"r{i}", "ts": T0 + i,
+                         "model_id": "m", "model_version": "v", "endpoint": f"/e{i % 40}"})
+                  for i in range(n)]  # fmt: skip
+    feedback = [_line({"type": "feedback", "event_id": f"e{i}", "request_id": f"r{i}",
+                       "ts": T0 + n + i, "kind": "thumbs", "value": True, "user_id": "u"})
+                for i in range(n)]  # fmt: skip
+    stage.on_item(RawBatch(0, "inferences", "inferences", inferences, list(range(n))))
+    stage.on_item(RawBatch(0, "feedback", "feedback", feedback, list(range(n))))
+    stage.on_item(RawBatch(0, "inferences", "inferences", [], [], end_of_input=True))
+    assert not stage.ended
+    assert sum(d.tables_held for d in stage.deltas.values()) > 0, "the test makes a table"
+    stage.on_item(RawBatch(0, "feedback", "feedback", [], [], end_of_input=True))
+    assert stage.ended and stats.feedback == n
+    assert sum(d.tables_held for d in stage.deltas.values()) == 0
