@@ -42,12 +42,20 @@ trailing ``SETTINGS`` clause; tests/service/test_sql_readonly.py pins each one):
 
 A server DSN gets the same settings and checks; its HTTP interface refuses INTO OUTFILE
 and several statements by itself.
+
+The checks cost three to five statements before the query itself, and a dashboard or a
+poller sends the same SQL again and again. The SQL that passed is remembered
+(:class:`VettedSql`) by what ClickHouse is sent for it: the bound text, the server-side
+parameters, and the tenant filter, which names every table the engine has, so a table
+created or recreated since is a new key and checked again. A refusal is never remembered.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
@@ -110,6 +118,43 @@ def _denied(name: str) -> bool:
     )
 
 
+VETTED_MAX = 1024  # distinct SQL remembered as passed (least recently used goes first)
+
+VettedKey = tuple[str | bytes, tuple[tuple[str, str], ...], str | None]
+
+
+class VettedSql:
+    """SQL that passed the checks, by what ClickHouse is sent for it; bounded, and safe
+    to share between the service's request threads."""
+
+    def __init__(self, max_entries: int = VETTED_MAX) -> None:
+        self.max_entries = max_entries
+        self._keys: OrderedDict[VettedKey, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(sql: str, parameters: dict[str, Any], filters: str | None) -> VettedKey:
+        text, server_side = bind_query(sql, parameters)
+        return text, tuple(sorted(server_side.items())), filters
+
+    def __contains__(self, key: VettedKey) -> bool:
+        with self._lock:
+            if key not in self._keys:
+                return False
+            self._keys.move_to_end(key)
+            return True
+
+    def add(self, key: VettedKey) -> None:
+        with self._lock:
+            self._keys[key] = None
+            self._keys.move_to_end(key)
+            while len(self._keys) > self.max_entries:
+                self._keys.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
 class ReadOnlyGuard:
     """Runs a caller's SQL read-only, within limits, and filtered to the caller's tenant.
 
@@ -124,6 +169,7 @@ class ReadOnlyGuard:
         self.max_rows = max_rows
         self.timeout_s = max(1, math.ceil(timeout_ms / 1000))
         self._table_functions: frozenset[str] | None = None
+        self.vetted = VettedSql()
 
     def close(self) -> None:
         self.store.close()
@@ -164,13 +210,16 @@ class ReadOnlyGuard:
         filters = None
         if tables is not None:
             filters = tenant_filters(tables, principal.tenant, self.other_tables(tables))
-        checks = self.settings(filters, max_rows=False)
         sql = sql.strip().rstrip(";").rstrip()
-        self._one_select(sql, parameters, checks)
-        self._functions(sql, parameters, checks)
-        if tables is not None:
-            allowed = {*tables, *HARMLESS_TABLES}
-            self._tenant_tables(sql, parameters, checks, allowed, principal.tenant)
+        vetted = self.vetted.key(sql, parameters, filters)
+        if vetted not in self.vetted:
+            checks = self.settings(filters, max_rows=False)
+            self._one_select(sql, parameters, checks)
+            self._functions(sql, parameters, checks)
+            if tables is not None:
+                allowed = {*tables, *HARMLESS_TABLES}
+                self._tenant_tables(sql, parameters, checks, allowed, principal.tenant)
+            self.vetted.add(vetted)
         return self.store.query(sql, parameters, self.settings(filters))
 
     def _format(self, text: str, settings: dict[str, Any]) -> str:

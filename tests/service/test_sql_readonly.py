@@ -12,9 +12,11 @@ import httpx
 import pytest
 
 from connectors.query_server import QueryError
-from connectors.service.sql_guard import ReadOnlyGuard, tenant_filters
+from connectors.service.auth import Principal
+from connectors.service.sql_guard import ReadOnlyGuard, SqlRefused, VettedSql, tenant_filters
 from connectors.service.store import Store as ServiceStore
 from dataflows.feedback import clickhouse_target
+from tests.conftest import Store
 from tests.service.conftest import RunningService, ServiceFactory
 from tests.service.test_reads_data import seed, settings_for, table_counts, with_key
 
@@ -344,3 +346,71 @@ def test_odd_input_is_answered_never_a_crash(
     if response.status_code == 400:
         assert response.json()["detail"] and "\n" not in response.json()["detail"]
     assert not Path("/tmp/pulse-x").exists()
+
+
+def test_sql_that_passed_is_checked_again_only_when_what_clickhouse_is_sent_changes(
+    seeded: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checks are remembered for the SQL that passed them (a poller's query costs one
+    statement), never for a refusal, and not past a change of tables: a table recreated
+    without its tenant column is refused to the same SQL that read it before."""
+    store = ServiceStore(clickhouse_target(settings_for(seeded)))
+    sent: list[str] = []
+    query = store.query
+
+    def counted(sql: str, *args: Any) -> Any:
+        sent.append(sql.split()[0] + " " + sql.split()[1])
+        return query(sql, *args)
+
+    monkeypatch.setattr(store, "query", counted)
+    acme = Principal("acme-key", "acme", frozenset({"query"}))
+    everyone = Principal("operator", "*", frozenset({"query"}))
+    guard = ReadOnlyGuard(store, "pulse", max_rows=100, timeout_ms=5000)
+    try:
+        polled = "SELECT count() FROM pulse.metrics WHERE model_version = {v:String}"
+
+        def statements(sql: str, principal: Principal, v: str = "v1") -> int:
+            sent.clear()
+            guard.run(sql, {"v": v}, principal)
+            return len(sent)
+
+        assert statements(polled, everyone) >= 4  # the checks, then the query
+        assert statements(polled, everyone) == 1
+        assert statements(polled, everyone, "v2") == 4  # another value: two formats, AST
+        assert statements(polled, acme) > 3  # the tenant's filter is another key
+        assert statements(polled, acme) == 3  # the table lists, then the query
+        sent.clear()
+        for _ in range(2):
+            with pytest.raises(SqlRefused, match="no tenant column"):
+                guard.run("SELECT count() FROM pulse.dead_letters", {}, acme)
+        assert sent.count("EXPLAIN QUERY") == 2 and len(guard.vetted) == 3  # each refusal
+
+        admin = Store(seeded)
+        scratch = "SELECT count() FROM pulse.scratch"
+        try:
+            admin.open().command("CREATE TABLE pulse.scratch (tenant String) ENGINE = Memory")
+            assert guard.run(scratch, {}, acme).rows == [[0]]
+            assert statements(scratch, acme) == 3
+            admin.open().command("DROP TABLE pulse.scratch")
+            admin.open().command("CREATE TABLE pulse.scratch (a Int8) ENGINE = Memory")
+            with pytest.raises(SqlRefused, match=r"table pulse\.scratch has no tenant column"):
+                guard.run(scratch, {}, acme)
+        finally:
+            admin.open().command("DROP TABLE IF EXISTS pulse.scratch")
+            admin.close()
+    finally:
+        store.close()
+
+
+def test_the_sql_remembered_is_bounded_least_recently_used_first_out() -> None:
+    vetted = VettedSql(max_entries=2)
+    keys = [VettedSql.key(f"SELECT {i}", {}, None) for i in range(3)]
+    vetted.add(keys[0])
+    vetted.add(keys[1])
+    assert keys[0] in vetted  # now the most recently used
+    vetted.add(keys[2])
+    assert keys[1] not in vetted and keys[0] in vetted and keys[2] in vetted
+    assert len(vetted) == 2
+    bound = VettedSql.key("SELECT {v:String}", {"v": "a"}, None)
+    assert bound != VettedSql.key("SELECT {v:String}", {"v": "b"}, None)
+    assert bound != VettedSql.key("SELECT {v:String}", {"v": "a"}, "{'pulse.metrics': '0'}")
