@@ -43,7 +43,7 @@ trailing ``SETTINGS`` clause; tests/service/test_sql_readonly.py pins each one):
 A server DSN gets the same settings and checks; its HTTP interface refuses INTO OUTFILE
 and several statements by itself.
 
-The checks cost three to five statements before the query itself, and a dashboard or a
+The checks cost three or four statements before the query itself, and a dashboard or a
 poller sends the same SQL again and again. The SQL that passed is remembered
 (:class:`VettedSql`) by what ClickHouse is sent for it: the bound text, the server-side
 parameters, and the tenant filter, which names every table the engine has, so a table
