@@ -119,23 +119,31 @@ def _denied(name: str) -> bool:
 
 
 VETTED_MAX = 1024  # distinct SQL remembered as passed (least recently used goes first)
+VETTED_MAX_CHARS = 4 << 20  # and what they hold at most: a caller's SQL may be 1M characters
 
 VettedKey = tuple[str | bytes, tuple[tuple[str, str], ...], str | None]
 
 
 class VettedSql:
-    """SQL that passed the checks, by what ClickHouse is sent for it; bounded, and safe
-    to share between the service's request threads."""
+    """SQL that passed the checks, by what ClickHouse is sent for it; bounded in entries
+    and in characters held, and safe to share between the service's request threads."""
 
-    def __init__(self, max_entries: int = VETTED_MAX) -> None:
+    def __init__(self, max_entries: int = VETTED_MAX, max_chars: int = VETTED_MAX_CHARS) -> None:
         self.max_entries = max_entries
-        self._keys: OrderedDict[VettedKey, None] = OrderedDict()
+        self.max_chars = max_chars
+        self.chars = 0
+        self._keys: OrderedDict[VettedKey, int] = OrderedDict()
         self._lock = threading.Lock()
 
     @staticmethod
     def key(sql: str, parameters: dict[str, Any], filters: str | None) -> VettedKey:
         text, server_side = bind_query(sql, parameters)
         return text, tuple(sorted(server_side.items())), filters
+
+    @staticmethod
+    def size(key: VettedKey) -> int:
+        text, server_side, filters = key
+        return len(text) + sum(len(n) + len(v) for n, v in server_side) + len(filters or "")
 
     def __contains__(self, key: VettedKey) -> bool:
         with self._lock:
@@ -145,11 +153,16 @@ class VettedSql:
             return True
 
     def add(self, key: VettedKey) -> None:
+        """Remember `key`, unless it alone is over `max_chars`."""
+        size = self.size(key)
+        if size > self.max_chars:
+            return
         with self._lock:
-            self._keys[key] = None
+            self.chars += size - self._keys.get(key, 0)
+            self._keys[key] = size
             self._keys.move_to_end(key)
-            while len(self._keys) > self.max_entries:
-                self._keys.popitem(last=False)
+            while len(self._keys) > self.max_entries or self.chars > self.max_chars:
+                self.chars -= self._keys.popitem(last=False)[1]
 
     def __len__(self) -> int:
         return len(self._keys)

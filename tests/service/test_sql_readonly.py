@@ -402,7 +402,7 @@ def test_sql_that_passed_is_checked_again_only_when_what_clickhouse_is_sent_chan
         store.close()
 
 
-def test_the_sql_remembered_is_bounded_least_recently_used_first_out() -> None:
+def test_the_sql_remembered_is_bounded_in_entries_and_characters() -> None:
     vetted = VettedSql(max_entries=2)
     keys = [VettedSql.key(f"SELECT {i}", {}, None) for i in range(3)]
     vetted.add(keys[0])
@@ -411,6 +411,15 @@ def test_the_sql_remembered_is_bounded_least_recently_used_first_out() -> None:
     vetted.add(keys[2])
     assert keys[1] not in vetted and keys[0] in vetted and keys[2] in vetted
     assert len(vetted) == 2
+    held = VettedSql(max_entries=10, max_chars=40)
+    short, long = VettedSql.key("SELECT 1", {}, None), VettedSql.key("SELECT 12345678", {}, None)
+    held.add(VettedSql.key("SELECT " + "1" * 40, {}, None))  # over the bound alone
+    assert len(held) == 0
+    for key in (short, long, short, long, long):
+        held.add(key)
+    assert len(held) == 2 and held.chars == 23
+    held.add(VettedSql.key("SELECT 12345678901234567890", {}, None))  # 27 more: 2 go
+    assert short not in held and long not in held and held.chars == 27
     bound = VettedSql.key("SELECT {v:String}", {"v": "a"}, None)
     assert bound != VettedSql.key("SELECT {v:String}", {"v": "b"}, None)
     assert bound != VettedSql.key("SELECT {v:String}", {"v": "a"}, "{'pulse.metrics': '0'}")
