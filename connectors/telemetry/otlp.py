@@ -29,8 +29,9 @@ def otlp_endpoint(environ: Mapping[str, str] = os.environ) -> str | None:
     return None
 
 
-def otlp_reader() -> MetricReader | None:
-    """A periodic OTLP/HTTP reader, or None when no endpoint is configured."""
+def otlp_reader(announce: bool = True) -> MetricReader | None:
+    """A periodic OTLP/HTTP reader, or None when no endpoint is configured; `announce`:
+    log where it exports (once per process: the window gauges have a reader of their own)."""
     endpoint = otlp_endpoint()
     if endpoint is None:
         return None
@@ -38,6 +39,8 @@ def otlp_reader() -> MetricReader | None:
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
     reader = PeriodicExportingMetricReader(OTLPMetricExporter())
+    if not announce:
+        return reader
     log.info(
         "OTLP metric export to %s", mask_dsn(endpoint),
         extra={"event": "otlp_export", "endpoint": mask_dsn(endpoint)},

@@ -3,10 +3,16 @@
 Readers: a Prometheus one (opentelemetry-exporter-prometheus) on a private
 ``prometheus_client.CollectorRegistry`` (rendered by ``generate_latest``; private, so two
 services in one process, as in tests, never collide) and, when configured, the OTLP one
-(:mod:`connectors.telemetry.otlp`). Instruments: the window gauges
-(:mod:`connectors.telemetry.window_gauges`), the pipeline self-metrics
+(:mod:`connectors.telemetry.otlp`). Instruments: the pipeline self-metrics
 (:mod:`connectors.telemetry.pipeline`) and the API request metrics
 (:mod:`connectors.telemetry.requests`).
+
+The window gauges (:mod:`connectors.telemetry.window_gauges`: up to `max_series` series
+of each of 34 metrics) are not on that provider: `/metrics` renders them from their
+snapshot (:mod:`connectors.telemetry.window_exposition`), since through the SDK a scrape
+of the default 10,000 series ran past its 10 s callback timeout. For OTLP they are
+observable gauges of a second provider whose only reader is a second OTLP reader, so a
+scrape never runs their callbacks.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from config.settings import TelemetrySettings
 from connectors.telemetry.otlp import otlp_reader
 from connectors.telemetry.pipeline import register_pipeline_metrics
 from connectors.telemetry.requests import RequestMetrics
+from connectors.telemetry.window_exposition import render
 from connectors.telemetry.window_gauges import WindowGauges
 from operators.stats import FlowStats
 
@@ -51,25 +58,37 @@ class Telemetry:
         resource = Resource.create({SERVICE_NAME: "feedback-pulse"})
         self.provider = MeterProvider(metric_readers=readers, resource=resource)
         meter = self.provider.get_meter(SCOPE)
-        _register_window_gauges(meter, self.windows)
+        _register_guard_counters(meter, self.windows)
         register_pipeline_metrics(meter, stats)
         self.requests = RequestMetrics(meter)
+        self.window_provider: MeterProvider | None = None
+        window_exporter = otlp_reader(announce=False) if self.exports_otlp else None
+        if window_exporter is not None:
+            self.window_provider = MeterProvider(
+                metric_readers=[window_exporter], resource=resource
+            )
+            _register_window_gauges(self.window_provider.get_meter(SCOPE), self.windows)
 
     def prometheus_text(self) -> tuple[bytes, str]:
         if self.registry is None:
             return b"", CONTENT_TYPE_LATEST
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry) + render(self.windows), CONTENT_TYPE_LATEST
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.observe(route, method, status, seconds)
 
     def flush(self) -> None:
         """Export now (OTLP); what a bounded run does before it exits."""
-        self.provider.force_flush()
+        for provider in self._providers():
+            provider.force_flush()
 
     def shutdown(self) -> None:
         """A last export, then the readers stop (and leave their registry)."""
-        self.provider.shutdown()
+        for provider in self._providers():
+            provider.shutdown()
+
+    def _providers(self) -> list[MeterProvider]:
+        return [self.provider] + ([self.window_provider] if self.window_provider else [])
 
 
 def _register_window_gauges(meter: Meter, windows: WindowGauges) -> None:
@@ -77,6 +96,9 @@ def _register_window_gauges(meter: Meter, windows: WindowGauges) -> None:
         meter.create_observable_gauge(
             f"pulse.{metric}", [_window_callback(windows, metric)], description=metric
         )
+
+
+def _register_guard_counters(meter: Meter, windows: WindowGauges) -> None:
     meter.create_observable_counter(
         "pulse.telemetry.series_dropped",
         [lambda _options: [Observation(windows.dropped)]],

@@ -187,6 +187,13 @@ class WindowGauges:
         for i in np.flatnonzero(np.isfinite(column)).tolist():
             yield float(column[i]), attributes[i]
 
+    def snapshot(self) -> tuple[np.ndarray, list[dict[str, str]]]:
+        """Every exported series' values (a column per metric of :attr:`metrics`, NaN:
+        none) and attributes, as of now: a copy the flow's next emission leaves alone."""
+        with self._lock:
+            values, attributes = self._collect()
+            return values.copy(), attributes
+
     def _collect(self) -> tuple[np.ndarray, list[dict[str, str]]]:
         """The exported series: the stored ones, or (dims summed) their sums; computed
         once per change, not once per metric."""

@@ -48,20 +48,30 @@ class OtlpReceiver:
         self.server.server_close()
 
     def points(self) -> dict[str, list[tuple[dict[str, str], float]]]:
-        """Metric name -> (attributes, value) of every data point of the last request."""
+        """Metric name -> (attributes, value) of every data point of the last request
+        that carried the metric (the window gauges come in requests of their own)."""
         out: dict[str, list[tuple[dict[str, str], float]]] = {}
-        for resource in self.requests[-1].resource_metrics:
-            for scope in resource.scope_metrics:
-                for metric in scope.metrics:
-                    kind = metric.WhichOneof("data")
-                    for point in getattr(metric, kind).data_points:
-                        attributes = {a.key: a.value.string_value for a in point.attributes}
-                        value = (
-                            point.count
-                            if kind == "histogram"
-                            else point.as_double
-                            if point.WhichOneof("value") == "as_double"
-                            else point.as_int
-                        )
-                        out.setdefault(metric.name, []).append((attributes, float(value)))
+        for request in self.requests:
+            carried: dict[str, list[tuple[dict[str, str], float]]] = {}
+            for resource in request.resource_metrics:
+                for scope in resource.scope_metrics:
+                    for metric in scope.metrics:
+                        carried.setdefault(metric.name, []).extend(_points(metric))
+            out.update(carried)
         return out
+
+
+def _points(metric: Any) -> list[tuple[dict[str, str], float]]:
+    kind = metric.WhichOneof("data")
+    out = []
+    for point in getattr(metric, kind).data_points:
+        attributes = {a.key: a.value.string_value for a in point.attributes}
+        value = (
+            point.count
+            if kind == "histogram"
+            else point.as_double
+            if point.WhichOneof("value") == "as_double"
+            else point.as_int
+        )
+        out.append((attributes, float(value)))
+    return out

@@ -167,3 +167,59 @@ def test_a_collection_before_the_first_emission_has_no_series_and_does_not_fail(
     assert series(g, "feedback_count") == {}
     g.observe(rows([{"window": "1m", "start": 0, "segment": "s", "feedback_count": 2}]))
     assert list(series(g, "feedback_count").values()) == [2.0]
+
+
+def _scraped(telemetry: Any) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """The window gauges of a `/metrics` text, parsed by prometheus_client: metric ->
+    sorted label pairs -> value."""
+    text = telemetry.prometheus_text()[0].decode()
+    return {
+        family.name: {tuple(sorted(s.labels.items())): s.value for s in family.samples}
+        for family in text_string_to_metric_families(text)
+        if family.type == "gauge" and family.name != "target_info"
+    }
+
+
+def test_the_scrape_renders_every_series_as_the_gauges_hold_it(tmp_path: Any) -> None:
+    """What `/metrics` says is what the gauges hold, label values with a quote, a
+    backslash, a newline or any character included (prometheus_client's parser reads
+    it back); a metric without a value in any series is left out."""
+    settings = load_settings(environ={"PULSE_HOME": str(tmp_path)})
+    telemetry = service_telemetry(settings, FlowStats())
+    assert telemetry is not None
+    odd = ['say "hi"', "back\\slash", "two\nlines", "é/漢字", "{x=1}", ""]
+    telemetry.windows.observe(rows([
+        {"window": "1m", "start": 0, "segment": s, "feedback_count": i, "accuracy": i / 10}
+        for i, s in enumerate(odd)
+    ] + [{"window": "5m", "start": 0, "segment": "only-count", "feedback_count": 7}]))  # fmt: skip
+    scraped = _scraped(telemetry)
+    for metric in ("feedback_count", "accuracy"):
+        held = {
+            tuple(sorted(attributes.items())): value
+            for value, attributes in telemetry.windows.observations(metric)
+        }
+        assert scraped[f"pulse_{metric}"] == held
+    assert len(scraped["pulse_feedback_count"]) == 7 and len(scraped["pulse_accuracy"]) == 6
+    assert {dict(k)["segment"] for k in scraped["pulse_accuracy"]} == set(odd)
+    assert "pulse_thumbs_up" not in scraped  # no series has a value
+
+
+def test_a_scrape_of_the_default_max_series_of_every_metric_answers(tmp_path: Any) -> None:
+    """10,000 series (telemetry.max_series' default) of the 34 gauges: through the
+    OpenTelemetry SDK's reader the scrape ran past its 10 s callback timeout here
+    (MetricsTimeoutError: `/metrics` answered 500)."""
+    settings = load_settings(environ={"PULSE_HOME": str(tmp_path)})
+    telemetry = service_telemetry(settings, FlowStats())
+    assert telemetry is not None
+    n = settings.telemetry.max_series
+    assert n == 10_000
+    columns = rows([{"window": "1m", "start": 0, "segment": f"s{i}"} for i in range(n)])
+    values = np.random.default_rng(1).random((len(telemetry.windows.metrics), n))
+    for metric, column in zip(telemetry.windows.metrics, values, strict=True):
+        columns[metric] = column
+    telemetry.windows.observe(columns)
+    lines = telemetry.prometheus_text()[0].decode().splitlines()
+    for j, metric in enumerate(telemetry.windows.metrics):
+        samples = [line for line in lines if line.startswith(f"pulse_{metric}{{")]
+        assert len(samples) == n, metric
+        assert sorted(float(line.split()[-1]) for line in samples) == sorted(values[j])
