@@ -6,9 +6,8 @@ a key wins, past `max_entries` the oldest go first (counted), and :meth:`expire`
 the oldest while their event time is `horizon` or more behind the watermark (a prefix in
 arrival order, as the row-wise ``OrderedDict`` pops it). Here that is a log of hashes and
 event times in arrival order (the live entries are the sequence numbers ``[lo, hi)``)
-plus an index (hash → sequence number): a dict, read and written through C-level maps
-(``map(dict.get, ...)``, ``dict.update(zip(...))``), so a batch costs a few calls, not a
-Python step per key.
+plus an index (hash → sequence number, :class:`.hash_index.HashIndex`: two numpy arrays
+probed in bulk), so a batch costs a few calls, not a Python step per key.
 
 Exactness under the `max_entries` bound: whether a key is still held at event *i*
 depends on how many keys the batch accepted before *i* (each may push out the oldest).
@@ -20,10 +19,10 @@ is cut in chunks of it, so a key accepted in a chunk is never pushed out inside 
 
 Costs per batch follow the batch, not the set (live batches are tens of lines against a
 set of ~10⁵): the log grows into spare capacity (doubling) and gone entries leave it and
-the index in bulk, once they are most of it. A sorted numpy index probed with
-``searchsorted`` (this module's first form) cost ~3.6 µs a key at batches of 100: a
-binary search's cache misses in a large array and ~60 numpy calls per batch; the dict
-costs ~0.1 µs a key.
+the index in bulk, once they are most of it (the index is then rebuilt from the live
+keys). A sorted numpy index probed with ``searchsorted`` (this module's first form) cost
+~3.6 µs a key at batches of 100: a binary search's cache misses in a large array and ~60
+numpy calls per batch. A dict (the second) cost ~0.1 µs a key, but ~110 bytes.
 
 Keys are hashed to 64 bits by :func:`hash_keys` (CPython's SipHash of the string): two
 ids colliding (~n²/2⁶⁵: 3·10⁻⁸ at a million held) would count as one. The set is rebuilt
@@ -32,13 +31,13 @@ from ClickHouse after a restart, as today, so the hash needs no stability across
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
-from itertools import repeat
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from operators.columnar.hash_index import HashIndex
 
 U64 = NDArray[np.uint64]
 I64 = NDArray[np.int64]
@@ -74,8 +73,8 @@ class HashFifo:
             _HASH: np.empty(0, dtype=np.uint64), _TS: np.empty(0, dtype=np.int64)
         }  # fmt: skip
         self._payload: tuple[str, ...] = ()
-        # hash -> its latest sequence number (gone when below lo; removed at compaction).
-        self._index: dict[int, int] = {}
+        # hash -> its latest sequence number (gone when below lo; dropped at compaction).
+        self._index = HashIndex()
 
     def __len__(self) -> int:
         return self.hi - self.lo
@@ -98,8 +97,7 @@ class HashFifo:
 
     def _indexed(self, hashes: U64) -> I64:
         """Each hash's sequence number in the index (maybe gone), -1 when not there."""
-        found = map(self._index.get, hashes.tolist(), repeat(-1))
-        return np.fromiter(found, dtype=np.int64, count=len(hashes))
+        return self._index.get(hashes)
 
     def add(
         self, hashes: U64, ts: I64, payload: dict[str, NDArray[Any]] | None = None
@@ -186,7 +184,7 @@ class HashFifo:
         self.lo = lo
         # Unique within a call (a chunk never pushes out its own keys); a key back after
         # it went now names its new entry.
-        self._index.update(zip(hashes.tolist(), seqs.tolist(), strict=True))
+        self._index.put(hashes, seqs)
         self._compact()
 
     def _reserve(self, size: int) -> None:
@@ -206,10 +204,6 @@ class HashFifo:
         gone = self.lo - self._base
         if gone <= max(self.MIN_GONE, self.hi - self.lo):
             return
-        hashes = self._log[_HASH][:gone]
-        # The index still names a gone entry unless its key came back later.
-        named = self._indexed(hashes) == np.arange(self._base, self.lo, dtype=np.int64)
-        deque(map(self._index.__delitem__, hashes[named].tolist()), maxlen=0)
         live = self._used - gone
         for name, values in self._log.items():
             kept = np.empty(max(2 * live, 64), dtype=values.dtype)
@@ -217,6 +211,9 @@ class HashFifo:
             self._log[name] = kept
         self._used = live
         self._base = self.lo
+        # A live key is held once (a key is accepted only when not held), so the live
+        # entries are exactly what the index must still name.
+        self._index.rebuild(self._log[_HASH][:live], np.arange(self.lo, self.hi, dtype=np.int64))
 
 
 _HASH, _TS = "\0hash", "\0ts"  # the log's own columns (payload names are plain)

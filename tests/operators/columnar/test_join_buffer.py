@@ -69,3 +69,18 @@ def test_bulk_insert_and_probe_equal_row_wise_at_any_split(
                 )
             assert accepted == want
             assert (len(bulk), bulk.evicted) == (len(row), row.evicted)
+
+
+def test_equal_labels_are_held_as_one_object() -> None:
+    """A held label is shared (memory: one str per distinct label, not per inference)."""
+    buffer = JoinBuffer(10**9, 100)
+    labels = ["".join(["c", "at"]) for _ in range(3)] + [None]  # equal, distinct objects
+    assert labels[0] is not labels[1]
+    rows = InferenceColumns(
+        np.zeros(4, dtype=np.int64), np.arange(4, dtype=np.int64), np.array(labels, dtype=object),
+        np.full(4, np.nan), np.full(4, np.nan),
+    )  # fmt: skip
+    buffer.add(["r0", "r1", "r2", "r3"], rows)
+    _, held = buffer.probe(["r0", "r1", "r2", "r3"])
+    assert held.labels.tolist() == labels
+    assert held.labels[0] is held.labels[1] is held.labels[2]
