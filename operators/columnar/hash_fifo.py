@@ -18,7 +18,7 @@ answer; without eviction pressure it takes one pass. A batch longer than `max_en
 is cut in chunks of it, so a key accepted in a chunk is never pushed out inside it.
 
 Costs per batch follow the batch, not the set (live batches are tens of lines against a
-set of ~10⁵): the log grows into spare capacity (doubling) and gone entries leave it and
+set of ~10⁵): the log grows into spare capacity (by a quarter) and gone entries leave it and
 the index in bulk, once they are most of it (the index is then rebuilt from the live
 keys). A sorted numpy index probed with ``searchsorted`` (this module's first form) cost
 ~3.6 µs a key at batches of 100: a binary search's cache misses in a large array and ~60
@@ -188,12 +188,13 @@ class HashFifo:
         self._compact()
 
     def _reserve(self, size: int) -> None:
-        """Room in the log's arrays for `size` entries (capacity doubles: a batch's
-        append copies only the batch)."""
+        """Room in the log's arrays for `size` entries (capacity grows by a quarter: a
+        batch's append copies only the batch, and at most a fifth of the log is spare —
+        doubling left up to half of a join buffer's 48 bytes an entry unused)."""
         capacity = len(self._log[_HASH])
         if size <= capacity:
             return
-        capacity = max(size, 2 * capacity, 64)
+        capacity = max(size, capacity + capacity // 4, 64)
         for name, values in self._log.items():
             grown = np.empty(capacity, dtype=values.dtype)
             grown[: self._used] = values[: self._used]
