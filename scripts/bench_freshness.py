@@ -431,6 +431,21 @@ def _ms(values: list[float], q: float) -> str:
     return f"{values[min(len(values) - 1, int(q * len(values)))] * 1000:,.0f} ms"
 
 
+def slowest(markers: list[Marker], count: int = 5) -> str:
+    """The slowest markers, each with where in its wall-clock minute it was appended (event
+    time is the wall clock: :00 is where a `1m` window ends and the next begins, :00 and
+    :30 where `5m_30s` windows do) and how long its emission took, to tell a window's end
+    from a steady delay."""
+    late = sorted(((m.seen - m.start, m) for m in markers if m.seen is not None), reverse=True,
+                  key=lambda pair: pair[0])  # fmt: skip
+    parts = [
+        f"{latency:.2f} s at :{m.start % 60:04.1f}"
+        + (f" (emitted after {m.emitted_ms / 1000 - m.start:.2f} s)" if m.emitted_ms else "")
+        for latency, m in late[:count]
+    ]
+    return ", ".join(parts) or "—"
+
+
 def report(result: RunResult, baseline: RunResult | None) -> None:
     latency, bracket, emitted = [], [], []
     for m in result.markers:
@@ -458,6 +473,7 @@ def report(result: RunResult, baseline: RunResult | None) -> None:
         f"{result.cpu_per_event_us:.1f} µs per event{cost}"
     )
     print(f"  p50 of the first 20 markers {_ms(first, 0.5)}, of the last 20 {_ms(last, 0.5)}")
+    print(f"  slowest: {slowest(result.markers)}")
     print(f"  flow CPU without polls (the warm-up's last {QUIET_S:.0f} s) "
           f"{result.quiet_cpu_per_event_us:.1f} µs per event")  # fmt: skip
     if result.shares is not None:
