@@ -25,7 +25,8 @@ defaults, 1 s and 1 s, then lower values; the defaults are not changed):
    keep-alive connection, for the marker cells whose 1-minute row counts the feedback
    (the table's key prefix: window, tenant, model_id; a scan would cost the flow's process
    more as `metrics` grows),
-   polling again as soon as an answer is in (at most every ``POLL_S``). A marker first
+   polling again as soon as an answer is in (at most every ``--poll-every``, 50 ms by
+   default). A marker first
    seen in an answer became visible after the previous poll was sent and before this
    answer came back: its latency is reported as the upper bound (answer received −
    start); the bracket (this answer − previous send) is the measurement's error, and
@@ -79,7 +80,7 @@ BATCH_S = 0.02  # the load thread appends what is due this often
 MARKER_EVERY_S = 0.25
 WARM_UP_S = 8.0
 MAX_DELAY_S = 6.0  # feedback follows its inference within this (see _traffic)
-POLL_S = 0.05  # the poller waits at most this long between answers and the next ask
+POLL_S = 0.05  # the poller's default wait at most between an answer and the next ask
 TAIL_S = 3.0  # load after the last marker
 QUIET_S = 4.0  # the warm-up's last seconds, without polls: the flow's own CPU per event
 SETTINGS = (("1s", "1s"), ("250ms", "250ms"), ("100ms", "100ms"))  # (emit, flush)
@@ -269,14 +270,21 @@ def pipeline_counters(text: str) -> dict[str, float]:
     return out
 
 
-def run_once(rate: float, markers: int, emit: str, flush: str, seed: int) -> RunResult:
-    """One live run at `rate` events/s with `markers` markers, on a fresh home."""
+def run_once(
+    rate: float, markers: int, emit: str, flush: str, seed: int,
+    flow_env: dict[str, str] | None = None, poll_every: float = POLL_S,
+) -> RunResult:  # fmt: skip
+    """One live run at `rate` events/s with `markers` markers, on a fresh home; `flow_env`:
+    settings of the flow's own (``PULSE_...``), for an A/B of one of them; `poll_every`:
+    the poller's period (each poll is a query in the flow's process: fewer cost it less,
+    and widen the bracket)."""
     home = Path(tempfile.mkdtemp(prefix="pulse-fresh-"))
     log = LocalLog(home / "log", PARTITIONS)
     load_s = WARM_UP_S + markers * MARKER_EVERY_S + TAIL_S  # markers are seen under load
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
     env.update({"PULSE_HOME": str(home), "PULSE_LOG_PARTITIONS": str(PARTITIONS)})
     env.update({"PULSE_TIME_EMIT_INTERVAL": emit, "PULSE_CLICKHOUSE_FLUSH_INTERVAL": flush})
+    env.update(flow_env or {})
     # The flow's log goes to a file: a pipe nobody reads until the end would fill and
     # block the flow's threads as they log.
     stderr = home / "flow.stderr"
@@ -300,7 +308,7 @@ def run_once(rate: float, markers: int, emit: str, flush: str, seed: int) -> Run
             late = time.time() - start_ms / 1000
             print(f"  (the traffic was ready {late:.1f} s after the load was due: the first "
                   "events come as a burst, inside the warm-up)")  # fmt: skip
-        _drive(log, traffic, markers, start_ms, poller, flow.pid, result)
+        _drive(log, traffic, markers, start_ms, poller, flow.pid, result, poll_every)
         trips = sorted(poller.round_trips)
         print(f"  poll round trip p50 {_ms(trips, 0.5)}, p99 {_ms(trips, 0.99)} "
               f"({len(trips):,} polls)")  # fmt: skip
@@ -331,6 +339,7 @@ def _drive(
     poller: Poller,
     pid: int,
     result: RunResult,
+    poll_every: float = POLL_S,
 ) -> None:
     """Append the load and the markers on schedule while the poller watches."""
     writer = LogWriter(log)
@@ -344,7 +353,7 @@ def _drive(
             with lock:
                 waiting = {f"m{i}": m for i, m in enumerate(placed) if m.seen is None}
             if not waiting:
-                time.sleep(POLL_S / 5)
+                time.sleep(poll_every / 5)
                 asked = time.time()
                 continue
             sent = time.time()
@@ -355,7 +364,7 @@ def _drive(
                 if marker is not None:
                     marker.seen, marker.asked, marker.emitted_ms = now, asked, version
             asked = sent
-            time.sleep(max(0.0, POLL_S - (time.time() - sent)))
+            time.sleep(max(0.0, poll_every - (time.time() - sent)))
 
     watcher = threading.Thread(target=poll, daemon=True)
     watcher.start()
@@ -500,13 +509,16 @@ def main(
     markers: int,
     seed: int,
     settings: tuple[tuple[str, str], ...] = SETTINGS,
+    flow_env: dict[str, str] | None = None,
+    poll_every: float = POLL_S,
 ) -> None:
     """Freshness at `rate` events/s for each (emit, flush) setting."""
     print(f"freshness: live `pulse run` at {rate:,.0f} events/s, {markers} markers each; "
-          f"load {os.getloadavg()[0]:.1f} (1-min average)")  # fmt: skip
+          f"load {os.getloadavg()[0]:.1f} (1-min average); polls every {poll_every:g} s"
+          + "".join(f"; {key}={value}" for key, value in (flow_env or {}).items()))  # fmt: skip
     baseline: RunResult | None = None
     for emit, flush in settings:
-        result = run_once(rate, markers, emit, flush, seed)
+        result = run_once(rate, markers, emit, flush, seed, flow_env, poll_every)
         report(result, baseline)
         baseline = baseline or result
 
@@ -522,6 +534,15 @@ if __name__ == "__main__":
         "--setting", action="append", metavar="EMIT/FLUSH",
         help="e.g. 1s/1s (repeatable; default: " + ", ".join(f"{e}/{f}" for e, f in SETTINGS) + ")",
     )  # fmt: skip
+    parser.add_argument(
+        "--flow-env", action="append", default=[], metavar="PULSE_KEY=VALUE",
+        help="a setting of the flow's (repeatable), e.g. PULSE_RUN_SNAPSHOT_INTERVAL=300s",
+    )  # fmt: skip
+    parser.add_argument(
+        "--poll-every", type=float, default=POLL_S, metavar="SECONDS",
+        help=f"the poller's period (default {POLL_S}; each poll costs the flow a query)",
+    )  # fmt: skip
     args = parser.parse_args()
+    flow_env = dict(kv.partition("=")[::2] for kv in args.flow_env)
     chosen = tuple((s.partition("/")[0], s.partition("/")[2] or "1s") for s in args.setting or ())
-    main(args.rate, args.markers, args.seed, chosen or SETTINGS)
+    main(args.rate, args.markers, args.seed, chosen or SETTINGS, flow_env, args.poll_every)
