@@ -92,12 +92,8 @@ class HashFifo:
 
     def probe(self, hashes: U64) -> I64:
         """The live sequence number of each hash, or -1 when not held."""
-        seqs = self._indexed(hashes)
+        seqs = self._index.get(hashes)  # maybe gone (below lo), -1 when not there
         return np.where(seqs >= self.lo, seqs, -1)
-
-    def _indexed(self, hashes: U64) -> I64:
-        """Each hash's sequence number in the index (maybe gone), -1 when not there."""
-        return self._index.get(hashes)
 
     def add(
         self, hashes: U64, ts: I64, payload: dict[str, NDArray[Any]] | None = None

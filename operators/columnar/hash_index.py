@@ -86,9 +86,7 @@ class HashIndex:
 
     def rebuild(self, hashes: U64, values: I64) -> None:
         """Hold exactly these (distinct) hashes, in a table sized for them."""
-        self.count = 0
-        self._allocate(_slots_for(len(hashes)))
-        self._insert(hashes, values)
+        self._refill(hashes, values, _slots_for(len(hashes)))
 
     def _insert(self, hashes: U64, values: I64) -> None:
         walking = np.arange(len(hashes))
@@ -111,10 +109,13 @@ class HashIndex:
 
     def _grow(self, count: int) -> None:
         held = self._values != EMPTY
-        keys, values = self._keys[held], self._values[held]
+        self._refill(self._keys[held], self._values[held], _slots_for(count))
+
+    def _refill(self, hashes: U64, values: I64, slots: int) -> None:
+        """A table of `slots` slots holding exactly these (distinct) hashes."""
         self.count = 0
-        self._allocate(_slots_for(count))
-        self._insert(keys, values)
+        self._allocate(slots)
+        self._insert(hashes, values)
 
     def _allocate(self, slots: int) -> None:
         self._keys = np.zeros(slots, dtype=np.uint64)
