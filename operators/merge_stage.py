@@ -18,12 +18,16 @@ the `metrics` table an early row covers every rollup cell of a changed cell (eac
 new count); in the keyed families' tables only the (cell, key) rows whose sums changed:
 a row left out keeps its previous early row, which is still true. A spec's windows emit
 every `early_intervals` (default `emit_interval`); the ten open windows of a 5-minute
-window sliding by 30 s take turns, a share of them per tick (:meth:`SpecState.early_due`),
-since each rewrites the same changed cells: at every tick they were 5/6 of the rows. They
-get at most `early_emit_budget` of processing time, counted as the worker thread's CPU
-time: when one emission takes longer than its share of the interval, the next waits (the
+window sliding by 30 s take turns, a share of them per tick (:meth:`SpecState.early_due`,
+:meth:`SpecState.early_share`), since each rewrites the same changed cells: at every tick
+they were 5/6 of the rows. They get at most `early_emit_budget` of processing time,
+counted as the worker thread's CPU time and shared equally by the window specs: when one
+spec's emission takes longer than its share of the interval, that spec's next waits (the
 interval stretches, never shrinks), so a flow catching up, or one with a very large cube,
-keeps ingesting instead of spending its time on rows that will soon be replaced. They
+keeps ingesting instead of spending its time on rows that will soon be replaced. Each spec
+is paced by its own work: paced together, one emission of a sliding spec's windows
+(~0.1-0.5 s of work at 3,000 events/s on the bench's cube) held the minute window's next
+rows for 3x that, and that was the tail of freshness (docs/performance.md). They
 also wait until the sink has written the previous early rows (all but `sink_slack` rows):
 handed over sooner, they would only block the worker on the sink's bound while the
 writer inserts. Final rows never wait for either.
@@ -99,7 +103,8 @@ class MergeConfig:
     early_rows: bool = True
     # Without recovery Bytewax still asks for snapshots every epoch; skip the pickling.
     snapshots: bool = True
-    # At most this share of processing time goes to early rows (see the module docstring).
+    # At most this share of processing time goes to early rows, an equal part of it per
+    # window spec (see the module docstring).
     early_emit_budget: float = 0.25
     # Per spec (in `specs` order; missing: emit_interval): how often one of its windows
     # emits early rows; a sliding spec's windows take turns (SpecState.early_due).
@@ -186,7 +191,7 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         self._families = {family.name: family for family in registry(self._layout)}
         self._widths = {name: family.width for name, family in self._families.items()}
         # Processing-time pacing of early rows: not state (a restart starts afresh).
-        self._early_not_before = -math.inf
+        self._early_not_before = [-math.inf] * len(config.specs)  # per spec
         self._early_rows_mark = 0  # rows handed to the sink up to the last early rows
         self._early_rows_at = -math.inf  # when they went out
         self._deferral_logged_at = -math.inf
@@ -342,19 +347,18 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
     def _emit(self, final_rows: float | None = None, early: bool = True) -> list[TableRows]:
         """Final rows for windows the watermark has passed (up to `final_rows`, default
         `final_rows_per_call`), early rows for changed ones (unless the early-row budget
-        defers them: then their changed cells wait; `early` False: finals only)."""
+        defers their spec's: then their changed cells wait; `early` False: finals only)."""
         watermark = self.watermark
         lateness = self.config.allowed_lateness
-        early_due = (
-            early and self.config.early_rows and self._now() >= self._early_not_before
-            and self._early_rows_written()
-        )  # fmt: skip
-        finals: list[Emitted] = []
-        early_rows: list[Emitted] = []
         now, interval = self._now(), self.config.emit_interval
+        early_due = early and self.config.early_rows and self._early_rows_written()
+        paced = [early_due and now >= self._early_not_before[i] for i in range(len(self.specs))]
+        finals: list[Emitted] = []
+        early_rows: list[list[Emitted]] = []
         for i, state in enumerate(self.specs):
             length = state.layout.spec.length
             every = self._early_every(i)
+            due: list[int] = []
             for start in sorted(state.window_starts()):
                 end = start + length
                 if end <= state.final_before:
@@ -362,27 +366,34 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
                 if is_final(end, watermark, lateness):
                     finals.append((state, start, False))
                 elif (
-                    early_due and state.early_due(start, now, interval, every)
+                    paced[i] and state.early_due(start, now, interval, every)
                     and state.changed(start)
                 ):  # fmt: skip
-                    early_rows.append((state, start, True))
+                    due.append(start)
+            early_rows.append(
+                [(state, start, True) for start in state.early_share(due, now, interval, every)]
+            )
         limit = self.config.final_rows_per_call if final_rows is None else final_rows
         if final_rows is None and self._finals_waiting and not self._sink_ready(self._now()):
             limit = 0  # the sink still writes the previous slice: these wait on
         out = self._final_slices(finals, limit)
-        if early_rows:
-            version, started = int(self._now()), self._work()
-            out.extend(self._tables(early_rows, final=False, version=version))
-            self._pace_early_rows(len(early_rows), self._work() - started, self._now())
+        if any(early_rows):
+            version = int(self._now())
+            for i, windows in enumerate(early_rows):
+                if windows:
+                    started = self._work()
+                    out.extend(self._tables(windows, final=False, version=version))
+                    self._pace_early_rows(i, len(windows), self._work() - started, self._now())
             self._early_rows_mark = self.stats.sink_rows_in + sum(len(rows) for rows in out)
             self._early_rows_at = now
         if not self.config.early_rows:
             for state in self.specs:
                 state.clear_touched()
-        elif early_due:
-            for state in self.specs:
-                state.take([start for s, start, _ in early_rows if s is state], now)
-        elif early:
+        else:
+            for i, state in enumerate(self.specs):
+                if paced[i]:
+                    state.take([start for _, start, _ in early_rows[i]], now)
+        if early and self.config.early_rows and not all(paced):
             self.stats.early_deferred += 1
         for state in self.specs:
             state.evict_final()
@@ -434,21 +445,24 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
             or self._now() - self._early_rows_at >= SINK_WAIT_MAX_MS
         )
 
-    def _pace_early_rows(self, windows: int, took: float, ended: float) -> None:
-        """Keep early rows within their budget: after an emission that took `took` ms of
-        work, the next may start `took * (1 - budget) / budget` later."""
-        budget = self.config.early_emit_budget
+    def _pace_early_rows(self, spec: int, windows: int, took: float, ended: float) -> None:
+        """Keep a spec's early rows within its share of the budget (an equal share per
+        spec): after an emission that took `took` ms of work, the spec's next may start
+        `took * (1 - share) / share` later. Each spec is paced by its own work, so the
+        many rows of a sliding spec's windows do not hold a minute window's next rows."""
+        share = self.config.early_emit_budget / len(self.specs)
         took = max(took, 0.0)
-        pause = took * (1.0 - budget) / budget
-        self._early_not_before = ended + pause
+        pause = took * (1.0 - share) / share
+        self._early_not_before[spec] = ended + pause
         if pause > self.config.emit_interval and (
             ended - self._deferral_logged_at >= DEFERRAL_LOG_EVERY_MS
         ):
             self._deferral_logged_at = ended
             log.info(
-                "early rows of %d open windows took %.0f ms; the next come %.1f s later "
-                "(time.early_emit_budget = %.0f%%)",
-                windows, took, pause / 1000.0, budget * 100,
+                "early rows of %d open %s windows took %.0f ms; its next come %.1f s later "
+                "(time.early_emit_budget = %.0f%%, an equal share per window spec)",
+                windows, self.specs[spec].layout.spec.name, took, pause / 1000.0,
+                self.config.early_emit_budget * 100,
             )  # fmt: skip
 
     def _rollup(

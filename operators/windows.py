@@ -25,6 +25,11 @@ class WindowSpec:
     def tumbling(cls, name: str, length: int) -> WindowSpec:
         return cls(name, length, length)
 
+    @property
+    def overlap(self) -> int:
+        """At most how many of the spec's windows contain an instant: ceil(length / slide)."""
+        return -(-self.length // self.slide)
+
     def starts_containing_slice(self, slice_start: int, slice_len: int) -> Iterator[int]:
         """Starts of the windows that contain the slice [slice_start, slice_start + slice_len)."""
         start = slice_start - slice_start % self.slide
