@@ -21,16 +21,17 @@ every `early_intervals` (default `emit_interval`); the ten open windows of a 5-m
 window sliding by 30 s take turns, a share of them per tick (:meth:`SpecState.early_due`,
 :meth:`SpecState.early_share`), since each rewrites the same changed cells: at every tick
 they were 5/6 of the rows. They get at most `early_emit_budget` of processing time,
-counted as the worker thread's CPU time and shared equally by the window specs: when one
-spec's emission takes longer than its share of the interval, that spec's next waits (the
-interval stretches, never shrinks), so a flow catching up, or one with a very large cube,
-keeps ingesting instead of spending its time on rows that will soon be replaced. Each spec
-is paced by its own work: paced together, one emission of a sliding spec's windows
-(~0.1-0.5 s of work at 3,000 events/s on the bench's cube) held the minute window's next
-rows for 3x that, and that was the tail of freshness (docs/performance.md). They
-also wait until the sink has written the previous early rows (all but `sink_slack` rows):
-handed over sooner, they would only block the worker on the sink's bound while the
-writer inserts. Final rows never wait for either.
+counted as the worker thread's CPU time and shared by the window specs
+(:class:`~operators.early_budget.EarlyBudget`): when one spec's emission takes longer
+than its part of the interval, that spec's next waits (the interval stretches, never
+shrinks), so a flow catching up, or one with a very large cube, keeps ingesting instead of
+spending its time on rows that will soon be replaced. Each spec is paced by its own work:
+paced together, one emission of a sliding spec's windows (~0.1-0.5 s of work at 3,000
+events/s on the bench's cube) held the minute window's next rows for 3x that, and that was
+the tail of freshness (docs/performance.md). They also wait until the sink has written
+the previous early rows (all but `sink_slack` rows): handed over sooner, they would only
+block the worker on the sink's bound while the writer inserts. Final rows never wait for
+either.
 
 Final rows go out in bounded slices: one window at a time (its rollups, then its rows,
 before the next window's; the rollups a grouping set at a time, so one set's are alive,
@@ -67,6 +68,7 @@ from bytewax.operators import StatefulLogic
 
 from operators.batches import Categorical, TableRows
 from operators.cells import EXTRA_KEY_BITS, CellIndex, GlobalIds
+from operators.early_budget import EarlyBudget
 from operators.families import KEYED, MAIN, registry
 from operators.keyed_sums import Run, sum_by_dense_keys, sum_by_key, sum_by_keys
 from operators.metrics import METRIC_COLUMNS, MainLayout
@@ -103,8 +105,8 @@ class MergeConfig:
     early_rows: bool = True
     # Without recovery Bytewax still asks for snapshots every epoch; skip the pickling.
     snapshots: bool = True
-    # At most this share of processing time goes to early rows, an equal part of it per
-    # window spec (see the module docstring).
+    # At most this share of processing time goes to early rows, shared by the window
+    # specs (operators/early_budget.py).
     early_emit_budget: float = 0.25
     # Per spec (in `specs` order; missing: emit_interval): how often one of its windows
     # emits early rows; a sliding spec's windows take turns (SpecState.early_due).
@@ -191,7 +193,7 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         self._families = {family.name: family for family in registry(self._layout)}
         self._widths = {name: family.width for name, family in self._families.items()}
         # Processing-time pacing of early rows: not state (a restart starts afresh).
-        self._early_not_before = [-math.inf] * len(config.specs)  # per spec
+        self._early_budget = EarlyBudget(len(config.specs), config.early_emit_budget)
         self._early_rows_mark = 0  # rows handed to the sink up to the last early rows
         self._early_rows_at = -math.inf  # when they went out
         self._deferral_logged_at = -math.inf
@@ -352,7 +354,7 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         lateness = self.config.allowed_lateness
         now, interval = self._now(), self.config.emit_interval
         early_due = early and self.config.early_rows and self._early_rows_written()
-        paced = [early_due and now >= self._early_not_before[i] for i in range(len(self.specs))]
+        paced = [early_due and self._early_budget.ready(i, now) for i in range(len(self.specs))]
         finals: list[Emitted] = []
         early_rows: list[list[Emitted]] = []
         for i, state in enumerate(self.specs):
@@ -446,21 +448,17 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         )
 
     def _pace_early_rows(self, spec: int, windows: int, took: float, ended: float) -> None:
-        """Keep a spec's early rows within its share of the budget (an equal share per
-        spec): after an emission that took `took` ms of work, the spec's next may start
-        `took * (1 - share) / share` later. Each spec is paced by its own work, so the
-        many rows of a sliding spec's windows do not hold a minute window's next rows."""
-        share = self.config.early_emit_budget / len(self.specs)
-        took = max(took, 0.0)
-        pause = took * (1.0 - share) / share
-        self._early_not_before[spec] = ended + pause
+        """Charge a spec's early rows to the budget (:class:`EarlyBudget`): after an
+        emission that took `took` ms of work, the spec's next waits until its credit is
+        paid back; the other specs' do not."""
+        pause = self._early_budget.spend(spec, took, ended)
         if pause > self.config.emit_interval and (
             ended - self._deferral_logged_at >= DEFERRAL_LOG_EVERY_MS
         ):
             self._deferral_logged_at = ended
             log.info(
-                "early rows of %d open %s windows took %.0f ms; its next come %.1f s later "
-                "(time.early_emit_budget = %.0f%%, an equal share per window spec)",
+                "early rows of %d open %s windows took %.0f ms; its next come %.1f s later or "
+                "more (time.early_emit_budget = %.0f%%, shared by the window specs)",
                 windows, self.specs[spec].layout.spec.name, took, pause / 1000.0,
                 self.config.early_emit_budget * 100,
             )  # fmt: skip

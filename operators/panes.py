@@ -214,9 +214,8 @@ class SpecState:
         emits every tick; otherwise its share of a round's turns, ``ceil(open windows ·
         interval / every)``, the longest waiting first. Windows the early-row budget
         deferred are due together once it lets rows out again; sent at once they made one
-        emission of several windows' rows (~0.5 s of work at 3,000 events/s), and the
-        budget's pause after it held every window's next rows for 3x that. The rest stay
-        due for the next tick."""
+        emission of several windows' rows (~0.5 s of work at 3,000 events/s) and one
+        long pause after it. The rest stay due for the next tick."""
         if every <= interval or not due:
             return due
         share = math.ceil(self.layout.spec.overlap * interval / every)

@@ -45,7 +45,7 @@ def _inference(request_id: str, ts: int, segment: str) -> bytes:
 
 class Flow:
     """One partition and the merge stage, with the `1m` window only unless `windows` are
-    given (the budget is shared equally by the window specs: one spec has all of it)."""
+    given (the budget is shared by the window specs: one spec has all of it)."""
 
     def __init__(
         self, cost: float, budget: float, windows: tuple[Any, ...] = DEFAULT_WINDOWS[:1]
@@ -120,9 +120,11 @@ def test_costly_early_rows_wait_for_their_budget_and_lose_no_changed_cell() -> N
 
 
 def test_a_costly_spec_defers_only_its_own_early_rows() -> None:
-    """Each window spec is paced by its own work, within an equal share of the budget:
-    the hour window's costly early rows (2 s of work each) wait 18 s, while the minute
-    window's (1 ms) come at the next tick. Paced together, the minute's waited too."""
+    """Each window spec is paced by its own work (operators/early_budget.py): the hour
+    window's costly early rows (2 s of work) wait, while the minute window's (1 ms) come
+    at the next tick; paced together, the minute's waited too. And the budget is not
+    split into fixed parts: what the minute does not need goes to the hour, whose debt
+    is paid at the whole budget's rate (0.2 / 0.8 per ms: ~8 s), not at half of it (18 s)."""
     flow = Flow(cost=0.0, budget=0.2, windows=DEFAULT_WINDOWS[:2])
     work = Clock(cost=0.0)
     cost = {"1m": 1.0, "1h": 2000.0}
@@ -145,9 +147,10 @@ def test_a_costly_spec_defers_only_its_own_early_rows() -> None:
     flow.send(_inference("r2", T0 + 1000, "b"))
     tables = tick(1000)
     assert _segments(_rows_1m(tables)) == {"b"}  # the minute's rows are not held
-    assert _rows_1m(tables, "1h") == []  # the hour's wait: 2 s x (1 - 0.1) / 0.1 = 18 s
-    assert flow.stats.early_deferred == 1
-    assert _segments(_rows_1m(tick(20_000), "1h")) == {"b"}  # nothing lost
+    assert _rows_1m(tables, "1h") == []  # the hour's debt: 2,000 - 249 ms of work
+    assert _rows_1m(tick(6000), "1h") == []  # 7 s after its rows: 252 ms still owed
+    assert flow.stats.early_deferred == 2
+    assert _segments(_rows_1m(tick(1100), "1h")) == {"b"}  # paid by 8.1 s: nothing lost
 
 
 def test_final_rows_do_not_wait_for_the_early_budget() -> None:
