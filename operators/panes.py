@@ -203,7 +203,7 @@ class SpecState:
         after (:meth:`early_share` picks which of those go)."""
         if every <= interval:
             return True
-        turns = max(1, round(every / interval))
+        turns = _turns(interval, every)
         spec = self.layout.spec
         offset = (window_start // spec.slide) % spec.overlap * turns // spec.overlap
         turn = (int(now // interval) + offset) % turns == 0
@@ -211,14 +211,14 @@ class SpecState:
 
     def early_share(self, due: list[int], now: float, interval: float, every: float) -> list[int]:
         """Which of the windows `due` for early rows go at this tick: all when the spec
-        emits every tick; otherwise its share of a round's turns, ``ceil(open windows ·
-        interval / every)``, the longest waiting first. Windows the early-row budget
+        emits every tick; otherwise its share of a round's turns, ``ceil(open windows /
+        ticks of a round)``, the longest waiting first. Windows the early-row budget
         deferred are due together once it lets rows out again; sent at once they made one
         emission of several windows' rows (~0.5 s of work at 3,000 events/s) and one
         long pause after it. The rest stay due for the next tick."""
         if every <= interval or not due:
             return due
-        share = math.ceil(self.layout.spec.overlap * interval / every)
+        share = math.ceil(self.layout.spec.overlap / _turns(interval, every))
         waited = sorted(due, key=lambda start: self.early_at.get(start, -math.inf))
         return sorted(waited[:share])
 
@@ -297,3 +297,9 @@ def window_sums(
     if not keys_chunks:
         return np.empty(0, dtype=np.int64), np.empty((0, width))
     return sum_by_key(np.concatenate(keys_chunks), np.concatenate(value_chunks))
+
+
+def _turns(interval: float, every: float) -> int:
+    """Ticks in a round of a spec's early rows: `interval` apart, each window once per
+    `every` (early_due gives each its tick of the round, early_share a tick's share)."""
+    return max(1, round(every / interval))
