@@ -29,6 +29,12 @@ class SinkDemand:
         """The sink's writer, once it opens: `hurry` makes it write its rows at once."""
         self._hurry = hurry
 
+    @property
+    def in_process(self) -> bool:
+        """Whether the sink's writer runs in this process (it attached): only then do this
+        process's stats count what it writes, and is waiting on them worth anything."""
+        return self._hurry is not None
+
     def ask(self) -> None:
         """A stage waits on the sink: its writer writes what it holds, and rows handed
         over until it holds none, without waiting for its tables' intervals."""

@@ -40,10 +40,11 @@ not the whole cube's; its panes evicted before the next), oldest end first, and 
 When more windows are final than that (the end of a bounded run closes every open window,
 ~1.3M rows on the bench log; a quiet partition's watermark jump closes many), the rest
 stay in state, still final by the same rule, and go out in later calls, each once the
-sink has written the previous slice (at most `sink_slack` rows unwritten,
-``FlowStats.sink_pending``; after `SINK_WAIT_MAX_MS` whatever it holds; the sink is asked
-to write it at once, not at its tables' flush interval: `sink`), so one slice's
-rows and build, not all of them, are alive at a time. A snapshot between two slices holds
+sink has got and written the previous slice (all but `sink_slack` of the rows up to it,
+:class:`~operators.sink_wait.SinkWait`, the rule early rows wait on too; after
+`SINK_WAIT_MAX_MS` whatever it holds; the sink is asked to write it at once, not at its
+tables' flush interval: `sink`), so one slice's rows and build, not all of them, are
+alive at a time. A snapshot between two slices holds
 the windows not yet emitted; a resume emits them.
 
 Bytewax calls nothing after `on_eof`, which would have to emit every window still waiting
@@ -74,6 +75,7 @@ from operators.keyed_sums import Run, sum_by_dense_keys, sum_by_key, sum_by_keys
 from operators.metrics import METRIC_COLUMNS, MainLayout
 from operators.panes import PaneLayout, SpecState, window_sums
 from operators.rollup_cache import RollupCache
+from operators.sink_wait import SinkWait
 from operators.slices import NO_CUTOFF, FamilyDelta, PartialBatch
 from operators.snapshots import decode_state, encode_state
 from operators.stage_states import MergeState
@@ -114,10 +116,9 @@ class MergeConfig:
     # Final rows per call, in whole windows (at least one): the rest wait for the next call
     # (50k: a large window, ~90k rows on the bench log, goes alone; 100k let a call hold two).
     final_rows_per_call: int = 50_000
-    # Final windows that waited go out once the sink has at most this many rows unwritten
-    # (FlowStats.sink_pending): the previous slice is written before the next is built.
-    # Early rows wait likewise for the sink to have written all but this many of the rows
-    # it held when the last early rows were handed to it.
+    # Final windows that waited go out once the sink has written all but this many of the
+    # rows up to the previous slice (operators/sink_wait.py): it is written before the
+    # next is built. Early rows wait likewise on the rows up to the last early rows.
     sink_slack: int = 20_000
 
 
@@ -158,13 +159,15 @@ class SinkDemand(Protocol):
 
     def ask(self) -> None: ...
 
+    @property
+    def in_process(self) -> bool: ...
+
 
 class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
     """Sums partials per pane and cell, decides finality, emits `metrics` rows."""
 
     # Final windows left for the next call (not state: a resume finds them final again).
     _finals_waiting = False
-    _final_slice_at = -math.inf  # when the last slice of final rows went out
 
     def __init__(
         self,
@@ -194,8 +197,9 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         self._widths = {name: family.width for name, family in self._families.items()}
         # Processing-time pacing of early rows: not state (a restart starts afresh).
         self._early_budget = EarlyBudget(len(config.specs), config.early_emit_budget)
-        self._early_rows_mark = 0  # rows handed to the sink up to the last early rows
-        self._early_rows_at = -math.inf  # when they went out
+        # What the sink was handed up to the last early rows, and the last final slice.
+        self._early_handed = SinkWait(SINK_WAIT_MAX_MS)
+        self._final_handed = SinkWait(SINK_WAIT_MAX_MS)
         self._deferral_logged_at = -math.inf
         if resume is None:
             self.from_state(
@@ -294,11 +298,17 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
 
     def _sink_ready(self, now: float) -> bool:
         """Whether final windows that wait may go out: the sink has written the previous
-        slice (all but `sink_slack` rows), or they waited `SINK_WAIT_MAX_MS`."""
-        return (
-            self.stats.sink_pending <= self.config.sink_slack
-            or now - self._final_slice_at >= SINK_WAIT_MAX_MS
+        slice (all but `sink_slack` rows), or it waited `SINK_WAIT_MAX_MS`."""
+        return not self._sink_counted or self._final_handed.written(
+            self.stats, self.config.sink_slack, now
         )
+
+    @property
+    def _sink_counted(self) -> bool:
+        """Whether this process's stats count what the sink writes: a sink is wired and
+        its writer runs here. Otherwise nothing is ever counted as written, and waiting
+        on it would only wait out `SINK_WAIT_MAX_MS` (a cluster's other process)."""
+        return self._sink is not None and self._sink.in_process
 
     def snapshot(self) -> bytes | None:  # type: ignore[override]
         if not self.config.snapshots:
@@ -379,6 +389,8 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         if final_rows is None and self._finals_waiting and not self._sink_ready(self._now()):
             limit = 0  # the sink still writes the previous slice: these wait on
         out = self._final_slices(finals, limit)
+        if out:
+            self._final_handed.handed(self.stats, sum(len(rows) for rows in out), now)
         if any(early_rows):
             version = int(self._now())
             for i, windows in enumerate(early_rows):
@@ -386,8 +398,7 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
                     started = self._work()
                     out.extend(self._tables(windows, final=False, version=version))
                     self._pace_early_rows(i, len(windows), self._work() - started, self._now())
-            self._early_rows_mark = self.stats.sink_rows_in + sum(len(rows) for rows in out)
-            self._early_rows_at = now
+            self._early_handed.handed(self.stats, sum(len(rows) for rows in out), now)
         if not self.config.early_rows:
             for state in self.specs:
                 state.clear_touched()
@@ -426,7 +437,6 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
                 return out
             tables = self._tables([(state, start, False)], final=True, version=FINAL_VERSION)
             rows += sum(len(t) for t in tables)
-            self._final_slice_at = self._now()
             out.extend(tables)
             self.stats.windows_final += 1
             state.final_before = max(state.final_before, start + state.layout.spec.length)
@@ -439,12 +449,9 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         rows it had been handed up to and with them. Until then, new early rows would only
         wait behind them (the worker blocked on the sink's bound while the writer inserts)
         and the changed cells are better carried by the next emission. Only with a sink
-        wired (`sink`): without one nothing is ever written; and at most
-        `SINK_WAIT_MAX_MS` after the last early rows."""
-        return (
-            self._sink is None
-            or self.stats.rows_written + self.config.sink_slack >= self._early_rows_mark
-            or self._now() - self._early_rows_at >= SINK_WAIT_MAX_MS
+        counted here (`_sink_counted`); at most `SINK_WAIT_MAX_MS` after the last ones."""
+        return not self._sink_counted or self._early_handed.written(
+            self.stats, self.config.sink_slack, self._now()
         )
 
     def _pace_early_rows(self, spec: int, windows: int, took: float, ended: float) -> None:

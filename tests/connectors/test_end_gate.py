@@ -22,6 +22,7 @@ from connectors.end_gate import EndGate, SourceEnd
 from connectors.local_log import LocalLog
 from connectors.local_log_source import LocalLogSource
 from connectors.run_control import STOP
+from connectors.sink_demand import SinkDemand
 from operators.batches import TableRows
 from operators.merge_stage import MergeStage
 from operators.partition_stage import PartitionStage
@@ -35,27 +36,34 @@ PARTITIONS = 2
 
 
 class _Batches(StatelessSinkPartition[Any]):
-    def __init__(self, batches: list[list[tuple[str, int]]], lock: threading.Lock) -> None:
-        self.batches, self.lock = batches, lock
+    def __init__(self, recorder: BatchRecorder) -> None:
+        self.recorder = recorder
 
     def write_batch(self, items: list[Any]) -> None:
         windows = []
         for _key, rows in items:
             if rows.table == "metrics" and rows.columns["final"].any():
                 windows += _windows(rows)
-        with self.lock:
-            self.batches.append(windows)
+        with self.recorder.lock:
+            self.recorder.batches.append(windows)
+            # Counted in and written at once, as the ClickHouse sink counts its rows.
+            rows_in = sum(len(rows) for _key, rows in items)
+            self.recorder.stats.sink_rows_in += rows_in
+            self.recorder.stats.rows_written += rows_in
 
 
 class BatchRecorder(DynamicSink[Any]):
-    """Per batch the sink is given: the (window, start) of each final `metrics` slice."""
+    """Per batch the sink is given: the (window, start) of each final `metrics` slice;
+    its rows counted in `stats` as written, and `demand` attached, as the real sink's."""
 
-    def __init__(self) -> None:
+    def __init__(self, stats: FlowStats, demand: SinkDemand) -> None:
         self.batches: list[list[tuple[str, int]]] = []
         self.lock = threading.Lock()
+        self.stats, self.demand = stats, demand
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Batches:
-        return _Batches(self.batches, self.lock)
+        self.demand.attach(lambda: None)
+        return _Batches(self)
 
 
 def _windows(rows: TableRows) -> list[tuple[str, int]]:
@@ -76,10 +84,11 @@ def _log(root: Path) -> None:
 
 
 def _flow(root: Path, gate: EndGate | None, sink: BatchRecorder) -> Dataflow:
-    """The main flow's source and stages (dataflows/feedback.py), metric rows to `sink`."""
+    """The main flow's source and stages (dataflows/feedback.py), metric rows to `sink`
+    (a slice waits until the sink has written every row of the one before)."""
     partition_config, merge_config = configs(semantics(partitions=PARTITIONS))
-    merge_config = replace(merge_config, early_rows=False, final_rows_per_call=1)
-    stats = FlowStats()
+    merge_config = replace(merge_config, early_rows=False, final_rows_per_call=1, sink_slack=0)
+    stats = sink.stats
     source = LocalLogSource(root, read_bytes=1 << 20, poll_interval_ms=10, bounded=True,
                             end_gate=gate)  # fmt: skip
     flow = Dataflow("end_gate")
@@ -91,14 +100,16 @@ def _flow(root: Path, gate: EndGate | None, sink: BatchRecorder) -> Dataflow:
         "partials", staged, lambda kv: ("merge", kv[1]) if isinstance(kv[1], PartialBatch) else None
     )
     merged = op.stateful(
-        "merge_stage", partials, lambda r: MergeStage(merge_config, stats, r, end=gate)
+        "merge_stage",
+        partials,
+        lambda r: MergeStage(merge_config, stats, r, end=gate, sink=sink.demand),
     )
     op.output("sink", merged, sink)
     return flow
 
 
 def _run(root: Path, workers: int, gated: bool) -> list[list[tuple[str, int]]]:
-    sink = BatchRecorder()
+    sink = BatchRecorder(FlowStats(), SinkDemand())
     flow = _flow(root, EndGate() if gated else None, sink)
     if workers == 1:
         run_main(flow)
@@ -115,8 +126,11 @@ def test_the_windows_a_bounded_run_closes_at_its_end_reach_the_sink_a_window_at_
     batches = _run(tmp_path, workers, gated=True)
     emitted = [window for batch in batches for window in batch]
     assert len(emitted) == len(set(emitted)) > 20  # every window once
-    # final_rows_per_call = 1: one window per merge stage call, one call per sink batch
-    # (before the gate: the windows still waiting at Bytewax's end came as one list).
+    # final_rows_per_call = 1: one window per merge stage call, and one call per sink batch:
+    # the next waits until the sink has written it (before the gate: the windows still
+    # waiting at Bytewax's end came as one list; before the stage waited on the rows it
+    # handed, not on what the sink had counted, two calls of one activation could share
+    # a batch).
     assert max(len(batch) for batch in batches) == 1, batches
     # The same windows as without the gate.
     assert sorted(emitted) == sorted(w for b in _run(tmp_path, workers, gated=False) for w in b)

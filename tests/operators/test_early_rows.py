@@ -278,10 +278,11 @@ def test_early_rows_wait_until_the_sink_has_written_the_last_ones() -> None:
     worker on its bound: they wait, and the next emission carries every cell changed
     meanwhile (`sink_slack` 0 here: every row of the last early rows must be written)."""
     flow = Flow(cost=1.0, budget=0.25)
+    sink = SinkDemand()
+    sink.attach(lambda: None)  # its writer runs in this process: these stats count it
     flow.merge = MergeStage(
-        replace(flow.merge.config, sink_slack=0), flow.stats, clock=flow.clock.costly,
-        sink=SinkDemand(),
-    )  # fmt: skip
+        replace(flow.merge.config, sink_slack=0), flow.stats, clock=flow.clock.costly, sink=sink
+    )
     flow.send(_inference("r1", T0, "a"))
     flow.clock.now += 1000
     tables = flow.merge.on_notify()[0]  # every row as the sink gets it, to count them
@@ -301,6 +302,17 @@ def test_early_rows_wait_until_the_sink_has_written_the_last_ones() -> None:
     assert flow.tick(1000) == []
     flow.send(_inference("r5", T0 + 4000, "e"))
     assert _segments(flow.tick(SINK_WAIT_MAX_MS)) == {"d", "e"}  # they go anyway
+
+    # A sink whose writer runs in another process (not attached here): never waited on.
+    elsewhere = Flow(cost=1.0, budget=0.25)
+    elsewhere.merge = MergeStage(
+        replace(elsewhere.merge.config, sink_slack=0), elsewhere.stats,
+        clock=elsewhere.clock.costly, sink=SinkDemand(),
+    )  # fmt: skip
+    elsewhere.send(_inference("r1", T0, "a"))
+    assert _segments(elsewhere.tick(1000)) == {"a"}
+    elsewhere.send(_inference("r2", T0 + 1000, "b"))
+    assert _segments(elsewhere.tick(1000)) == {"b"}  # none written, none counted: no wait
 
 
 def test_sliding_windows_take_turns_and_each_one_carries_every_change_since_its_last() -> None:

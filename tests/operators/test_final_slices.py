@@ -136,17 +136,43 @@ def test_windows_left_waiting_ask_the_sink_to_write_now() -> None:
     assert asks == []  # every window went out in one call: nothing waits
 
     stats, clock = FlowStats(), Clock()
-    sliced = MergeStage(replace(config, final_rows_per_call=1), stats, clock=clock, sink=demand)
-    for item in partials:
-        sliced.on_item(item)
+    sliced = MergeStage(replace(config, final_rows_per_call=1, sink_slack=0), stats,
+                        clock=clock, sink=demand)  # fmt: skip
+    first = [rows for item in partials for rows in sliced.on_item(item)[0]]
     assert len(asks) == 1  # the first window went out, the rest wait for the next calls
-    stats.sink_rows_in = sliced.config.sink_slack + 1  # the sink has not written it
+    stats.sink_rows_in += sum(len(rows) for rows in first)  # the sink has not written it
     clock.now += 1
     assert sliced.on_notify()[0] == []
     assert len(asks) == 2  # still waiting: asked again
     stats.rows_written = stats.sink_rows_in  # written
     clock.now += 1
     assert len(set(_windows(sliced.on_notify()[0]))) == 1
+
+
+def test_the_next_slice_waits_for_the_sink_to_get_and_write_the_one_before() -> None:
+    """A slice reaches the sink only after the stage's call returns, so a second call of
+    the same activation must not read "the sink holds nothing" as "the previous slice is
+    written": it waits until the sink got it and wrote it. A sink whose writer runs in
+    another process (never attached here) is not waited on."""
+    config, partials = _partials(partitions=2)
+    config = replace(config, final_rows_per_call=1, sink_slack=0)
+    demand = SinkDemand()
+    demand.attach(lambda: None)
+    stats, clock = FlowStats(), Clock()
+    stage = MergeStage(config, stats, clock=clock, sink=demand)
+    first = [rows for item in partials for rows in stage.on_item(item)[0]]
+    assert len(set(_windows(first))) == 1
+    clock.now += 1
+    assert stage.on_notify()[0] == []  # handed, not yet seen by the sink: it waits
+    stats.sink_rows_in += sum(len(rows) for rows in first)  # the sink got it
+    assert stage.on_notify()[0] == []
+    stats.rows_written = stats.sink_rows_in  # and wrote it
+    assert len(set(_windows(stage.on_notify()[0]))) == 1
+
+    elsewhere = MergeStage(config, FlowStats(), clock=clock, sink=SinkDemand())
+    for item in partials:
+        elsewhere.on_item(item)
+    assert len(set(_windows(elsewhere.on_notify()[0]))) == 1
 
 
 def _inference(request_id: str, ts: int, segment: str) -> bytes:

@@ -1,0 +1,38 @@
+"""Whether the sink has written what a stage last handed it: the one rule the merge
+stage's early rows and its final slices both wait on.
+
+A stage's output reaches the sink only after the stage's call returns (Bytewax hands it
+downstream at the end of the activation), so "the sink holds at most `slack` unwritten
+rows" read right after a call is true before the sink has even seen that call's rows: a
+second call in the same activation then handed its rows too, and two slices that were
+meant to be written one after the other reached the sink as one batch. A mark taken when
+the rows are handed — the sink's count of rows in, plus those rows — is only reached once
+the sink has got them and written all but `slack` of everything up to them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from operators.stats import FlowStats
+
+
+@dataclass
+class SinkWait:
+    """Rows handed to the sink up to and with a stage's last output, and when."""
+
+    max_wait_ms: float
+    mark: int = 0
+    at: float = -math.inf
+
+    def handed(self, stats: FlowStats, rows: int, now: float) -> None:
+        """`rows` are handed to the sink now (not counted by it yet)."""
+        self.mark = stats.sink_rows_in + rows
+        self.at = now
+
+    def written(self, stats: FlowStats, slack: int, now: float) -> bool:
+        """The sink has written all but `slack` of the rows up to the mark, or the rows
+        waited `max_wait_ms` (a sink whose writes these stats do not count must not starve
+        the stage)."""
+        return stats.rows_written + slack >= self.mark or now - self.at >= self.max_wait_ms
