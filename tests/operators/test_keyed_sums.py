@@ -59,7 +59,7 @@ def test_runs_stay_few_and_gather_sees_every_run() -> None:
 
 
 def test_both_summing_paths_equal_a_dict_bit_for_bit() -> None:
-    """Small inputs sort, large ones bincount per column; on the QUANTUM grid both sums are
+    """Small inputs sort, large ones take one sparse product; on the QUANTUM grid both sums are
     exact, so they must agree to the last bit (and with a dict), row keys sorted."""
     rng = np.random.default_rng(11)
     for rows in (10, BINCOUNT_FROM - 1, BINCOUNT_FROM, 3 * BINCOUNT_FROM):
