@@ -29,9 +29,12 @@ spending its time on rows that will soon be replaced. Each spec is paced by its 
 paced together, one emission of a sliding spec's windows (~0.1-0.5 s of work at 3,000
 events/s on the bench's cube) held the minute window's next rows for 3x that, and that was
 the tail of freshness (docs/performance.md). They also wait until the sink has written
-the previous early rows (all but `sink_slack` rows): handed over sooner, they would only
-block the worker on the sink's bound while the writer inserts. Final rows never wait for
-either.
+their spec's previous early rows (all but `sink_slack` rows): handed over sooner, they
+would only block the worker on the sink's bound while the writer inserts. When several
+specs' early rows are due at a tick, a call hands over one spec's, the most frequent
+first, and the stage asks to be called again at once for the rest
+(:class:`~operators.early_handoff.EarlyHandOff`), so the minute window's rows are not
+held while the hour's are built. Final rows never wait for any of this.
 
 Final rows go out in bounded slices: one window at a time (its rollups, then its rows,
 before the next window's; the rollups a grouping set at a time, so one set's are alive,
@@ -70,6 +73,7 @@ from bytewax.operators import StatefulLogic
 from operators.batches import Categorical, TableRows
 from operators.cells import EXTRA_KEY_BITS, CellIndex, GlobalIds
 from operators.early_budget import EarlyBudget
+from operators.early_handoff import EarlyHandOff
 from operators.families import KEYED, MAIN, registry
 from operators.keyed_sums import Run, sum_by_dense_keys, sum_by_key, sum_by_keys
 from operators.metrics import METRIC_COLUMNS, MainLayout
@@ -197,8 +201,14 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         self._widths = {name: family.width for name, family in self._families.items()}
         # Processing-time pacing of early rows: not state (a restart starts afresh).
         self._early_budget = EarlyBudget(len(config.specs), config.early_emit_budget)
-        # What the sink was handed up to the last early rows, and the last final slice.
-        self._early_handed = SinkWait(SINK_WAIT_MAX_MS)
+        # A tick's early rows go one spec per call, the most frequent first (not state).
+        self._handoff = EarlyHandOff(
+            [self._early_every(i) for i in range(len(config.specs))],
+            [spec.length for spec in config.specs],
+        )
+        # What the sink was handed up to each spec's last early rows, and the last final
+        # slice.
+        self._early_handed = [SinkWait(SINK_WAIT_MAX_MS) for _ in config.specs]
         self._final_handed = SinkWait(SINK_WAIT_MAX_MS)
         self._deferral_logged_at = -math.inf
         if resume is None:
@@ -265,7 +275,8 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         return [], StatefulLogic.RETAIN
 
     def on_notify(self) -> tuple[list[TableRows], bool]:
-        # Called early for final windows that waited: their slice only, no early rows.
+        # Called early for final windows that waited (their slice only) or for the rest of
+        # a tick's early rows (operators/early_handoff.py): no new early rows.
         tick = self._now() >= self.next_tick
         out = self._emit(early=tick)
         if tick:
@@ -290,11 +301,17 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         return self._emit(final_rows=math.inf), StatefulLogic.RETAIN
 
     def notify_at(self) -> datetime:
-        at = self.next_tick
-        if self._finals_waiting:
-            now = self._now()
-            at = now if self._sink_ready(now) else min(at, now + FINAL_POLL_MS)
+        at, now = self.next_tick, self._now()
+        if self.call_again_now(now):
+            at = now
+        elif self._finals_waiting:
+            at = min(at, now + FINAL_POLL_MS)
         return datetime.fromtimestamp(at / 1000.0, tz=UTC)
+
+    def call_again_now(self, now: float) -> bool:
+        """Whether this stage has more to hand over at once: the rest of a tick's early
+        rows (one spec per call), or final windows the sink is ready for."""
+        return self._handoff.waiting or (self._finals_waiting and self._sink_ready(now))
 
     def _sink_ready(self, now: float) -> bool:
         """Whether final windows that wait may go out: the sink has written the previous
@@ -359,32 +376,45 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
     def _emit(self, final_rows: float | None = None, early: bool = True) -> list[TableRows]:
         """Final rows for windows the watermark has passed (up to `final_rows`, default
         `final_rows_per_call`), early rows for changed ones (unless the early-row budget
-        defers their spec's: then their changed cells wait; `early` False: finals only)."""
+        defers their spec's: then their changed cells wait; `early` False: no new ones),
+        one spec's per call (:class:`~operators.early_handoff.EarlyHandOff`)."""
         watermark = self.watermark
         lateness = self.config.allowed_lateness
         now, interval = self._now(), self.config.emit_interval
-        early_due = early and self.config.early_rows and self._early_rows_written()
-        paced = [early_due and self._early_budget.ready(i, now) for i in range(len(self.specs))]
+        early_due = early and self.config.early_rows
+        paced = [
+            early_due and self._early_rows_written(i) and self._early_budget.ready(i, now)
+            for i in range(len(self.specs))
+        ]
         finals: list[Emitted] = []
-        early_rows: list[list[Emitted]] = []
+        chosen: list[list[int]] = []
+        queued = self._handoff.take_queued()  # chosen at the tick before, not yet out
         for i, state in enumerate(self.specs):
             length = state.layout.spec.length
             every = self._early_every(i)
             due: list[int] = []
+            still_open: set[int] = set()
             for start in sorted(state.window_starts()):
                 end = start + length
                 if end <= state.final_before:
                     continue
                 if is_final(end, watermark, lateness):
                     finals.append((state, start, False))
-                elif (
-                    paced[i] and state.early_due(start, now, interval, every)
+                    continue
+                still_open.add(start)
+                if (
+                    i not in queued and paced[i] and state.early_due(start, now, interval, every)
                     and state.changed(start)
                 ):  # fmt: skip
                     due.append(start)
-            early_rows.append(
-                [(state, start, True) for start in state.early_share(due, now, interval, every)]
-            )
+            if i in queued:
+                chosen.append([start for start in queued[i] if start in still_open])
+            else:
+                chosen.append(state.early_share(due, now, interval, every))
+        early_rows = [
+            [(self.specs[i], start, True) for start in starts]
+            for i, starts in enumerate(self._handoff.split(chosen))
+        ]
         limit = self.config.final_rows_per_call if final_rows is None else final_rows
         if final_rows is None and self._finals_waiting and not self._sink_ready(self._now()):
             limit = 0  # the sink still writes the previous slice: these wait on
@@ -398,14 +428,14 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
                     started = self._work()
                     out.extend(self._tables(windows, final=False, version=version))
                     self._pace_early_rows(i, len(windows), self._work() - started, self._now())
-            self._early_handed.handed(self.stats, sum(len(rows) for rows in out), now)
+                    self._early_handed[i].handed(self.stats, sum(len(rows) for rows in out), now)
         if not self.config.early_rows:
             for state in self.specs:
                 state.clear_touched()
         else:
-            for i, state in enumerate(self.specs):
-                if paced[i]:
-                    state.take([start for _, start, _ in early_rows[i]], now)
+            for state, windows in zip(self.specs, early_rows, strict=True):
+                if windows:
+                    state.take([start for _, start, _ in windows], now)
         if early and self.config.early_rows and not all(paced):
             self.stats.early_deferred += 1
         for state in self.specs:
@@ -444,13 +474,16 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         self._finals_waiting = False
         return out
 
-    def _early_rows_written(self) -> bool:
-        """Whether the sink has written the last early rows: all but `sink_slack` of the
-        rows it had been handed up to and with them. Until then, new early rows would only
-        wait behind them (the worker blocked on the sink's bound while the writer inserts)
-        and the changed cells are better carried by the next emission. Only with a sink
+    def _early_rows_written(self, spec: int) -> bool:
+        """Whether the sink has written the spec's last early rows: all but `sink_slack`
+        of the rows it had been handed up to and with them. Until then, new early rows of
+        the spec would only wait behind them (the worker blocked on the sink's bound
+        while the writer inserts) and its changed cells are better carried by the next
+        emission. Per spec: the minute window's rows, handed first, are not held until
+        the sink has also written the hour window's and a sliding window's handed after
+        them (~45k rows each at 6,000 events/s, docs/performance.md). Only with a sink
         counted here (`_sink_counted`); at most `SINK_WAIT_MAX_MS` after the last ones."""
-        return not self._sink_counted or self._early_handed.written(
+        return not self._sink_counted or self._early_handed[spec].written(
             self.stats, self.config.sink_slack, self._now()
         )
 

@@ -16,7 +16,7 @@ from operators.merge_stage import SINK_WAIT_MAX_MS, MergeStage
 from operators.partition_stage import PartitionStage
 from operators.slices import PartialBatch
 from operators.stats import FlowStats
-from tests.harness import CUBE, DEFAULT_WINDOWS, Output, configs, semantics
+from tests.harness import CUBE, DEFAULT_WINDOWS, Output, configs, notified, semantics
 
 T0 = 1_767_225_600_000  # a minute boundary
 
@@ -75,7 +75,7 @@ class Flow:
     def tick(self, after_ms: float) -> list[dict[str, Any]]:
         """A merge tick `after_ms` later: the 1m window's metrics rows it emitted."""
         self.clock.now += after_ms
-        return _rows_1m(self.merge.on_notify()[0])
+        return _rows_1m(notified(self.merge, self.clock.now))
 
 
 def _rows_1m(tables: list[TableRows], window: str = "1m") -> list[dict[str, Any]]:
@@ -139,7 +139,7 @@ def test_a_costly_spec_defers_only_its_own_early_rows() -> None:
 
     def tick(after_ms: float) -> list[TableRows]:
         flow.clock.now += after_ms
-        return flow.merge.on_notify()[0]
+        return notified(flow.merge, flow.clock.now)
 
     flow.send(_inference("r1", T0, "a"))
     tables = tick(1000)
@@ -151,6 +151,64 @@ def test_a_costly_spec_defers_only_its_own_early_rows() -> None:
     assert _rows_1m(tick(6000), "1h") == []  # 7 s after its rows: 252 ms still owed
     assert flow.stats.early_deferred == 2
     assert _segments(_rows_1m(tick(1100), "1h")) == {"b"}  # paid by 8.1 s: nothing lost
+
+
+def test_a_ticks_early_rows_go_one_spec_per_call_the_most_frequent_first() -> None:
+    """When several specs' early rows are due at a tick, a call hands over one spec's and
+    the stage asks to be called again at once for the next (operators/early_handoff.py):
+    the minute's rows are not held while the hour's are built. The spec whose early rows
+    go most often first, then the shorter window; the rows are those one call gave."""
+
+    def calls(intervals: tuple[int, ...]) -> list[list[tuple[set[str], set[str]]]]:
+        """Per tick, per call: the segments of the call's 1m and 1h early rows."""
+        flow = Flow(cost=0.0, budget=0.9, windows=DEFAULT_WINDOWS[:2])
+        config = replace(flow.merge.config, early_intervals=intervals)
+        flow.merge = MergeStage(config, flow.stats, clock=flow.clock, work_clock=lambda: 0.0)
+        ticks = []
+        for i, segment in enumerate("ab"):
+            flow.send(_inference(f"r{i}", T0 + 1000 * i, segment))
+            flow.clock.now += 1000
+            out = [flow.merge.on_notify()[0]]
+            while flow.merge.call_again_now(flow.clock.now):
+                out.append(flow.merge.on_notify()[0])
+            ticks.append([(_segments(_rows_1m(t)), _segments(_rows_1m(t, "1h"))) for t in out])
+        assert not flow.merge.call_again_now(flow.clock.now)
+        return ticks
+
+    # Both every tick (1 s): the shorter window first.
+    assert calls(()) == [[({"a"}, set()), (set(), {"a"})], [({"b"}, set()), (set(), {"b"})]]
+    # The hour's every 500 ms (still at every 1 s tick): it goes first.
+    assert calls((1000, 500)) == [[(set(), {"a"}), ({"a"}, set())],
+                                  [(set(), {"b"}), ({"b"}, set())]]  # fmt: skip
+
+
+def test_a_spec_waits_for_the_sink_to_write_its_own_early_rows_only() -> None:
+    """The sink's gate is per spec: the minute window's next rows wait until its own last
+    ones are written, not until the hour window's, handed after them, are too."""
+    flow = Flow(cost=1.0, budget=0.9, windows=DEFAULT_WINDOWS[:2])
+    sink = SinkDemand()
+    sink.attach(lambda: None)
+    flow.merge = MergeStage(
+        replace(flow.merge.config, sink_slack=0), flow.stats, clock=flow.clock.costly, sink=sink
+    )
+
+    def handed(tables: list[TableRows], written: bool) -> tuple[set[str], set[str]]:
+        rows = sum(len(t) for t in tables)
+        flow.stats.sink_rows_in += rows
+        flow.stats.rows_written += rows if written else 0
+        return _segments(_rows_1m(tables)), _segments(_rows_1m(tables, "1h"))
+
+    flow.send(_inference("r1", T0, "a"))
+    flow.clock.now += 1000
+    assert handed(flow.merge.on_notify()[0], written=True) == ({"a"}, set())
+    assert handed(flow.merge.on_notify()[0], written=False) == (set(), {"a"})
+    flow.send(_inference("r2", T0 + 1000, "b"))
+    flow.clock.now += 1000
+    assert handed(flow.merge.on_notify()[0], written=True) == ({"b"}, set())  # not held
+    assert not flow.merge.call_again_now(flow.clock.now)  # the hour's wait for the sink
+    flow.stats.rows_written = flow.stats.sink_rows_in
+    flow.clock.now += 1000
+    assert _segments(_rows_1m(notified(flow.merge, flow.clock.now), "1h")) == {"b"}  # now
 
 
 def test_final_rows_do_not_wait_for_the_early_budget() -> None:

@@ -14,7 +14,7 @@ from operators.sessions import SessionBatch
 from operators.slices import SCATTER_FROM_ROWS, PartialBatch
 from operators.stats import FlowStats
 from operators.synthetic import TrafficGenerator, TrafficProfile
-from tests.harness import configs, semantics
+from tests.harness import configs, notified, semantics
 
 T0 = 1_767_225_600_000
 
@@ -58,7 +58,7 @@ def test_a_stream_that_stops_has_its_last_window_final_an_idle_timeout_later() -
         for item in items:
             if isinstance(item, PartialBatch):
                 rows += merge.on_item(item)[0]
-        rows += merge.on_notify()[0]
+        rows += notified(merge, clock.now)
         return {int(s) for r in rows if r.table == "metrics" for s, w, f in
                 zip(r.columns["window_start"], r.columns["window"].codes, r.columns["final"], strict=True)
                 if f and r.columns["window"].categories[w] == "1m"}  # fmt: skip
@@ -99,7 +99,7 @@ def test_state_stays_bounded_on_an_endless_stream() -> None:
         clock.now += 1000
         for stage in stages.values():
             route(stage.on_notify()[0])
-        merge.on_notify()
+        notified(merge, clock.now)
 
     def route(items: list) -> None:
         for item in items:

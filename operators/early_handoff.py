@@ -1,0 +1,55 @@
+"""A tick's early rows go to the sink one window spec per call, the most frequent first.
+
+Built in one call, every spec's early rows reached the sink only once the costliest was
+built: at 6,000 events/s the minute window's rows (~20 ms of work) waited behind the hour
+window's and a sliding window's (~130 ms each) whenever their turns fell on the same tick,
+every 10 s, and those were the slowest markers of the freshness bench
+(docs/performance.md). Bytewax hands a step's output on when its call returns, so the
+merge stage emits one spec's rows per call and asks to be called again at once for the
+rest (`notify_at`). Which windows go was decided at the tick (turns, the budget, the
+sink's gate); the calls after it only hand them over.
+
+The order is fixed: the spec whose early rows go most often first (its `early_interval`),
+then the shorter window. Its rows carry the changes of the least time, so they are the
+cheapest to build (shortest job first gets the most rows out soonest), and they are the
+ones read for freshness (the minute window's, which rules and pages read). Ordering by
+each spec's measured cost was tried first and failed as it is measured: a sliding window
+that had just opened cost ~1 ms once, went first at the next tick with ~45k rows, and
+held the minute's behind it for ~340 ms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class EarlyHandOff:
+    """Which specs' chosen early windows go in this call; the rest wait for the next."""
+
+    __slots__ = ("_rank", "queued")
+
+    def __init__(self, every: Sequence[float], lengths: Sequence[int]) -> None:
+        """`every`: each spec's early-row interval (ms); `lengths`: its window length."""
+        order = sorted(range(len(every)), key=lambda i: (every[i], lengths[i], i))
+        self._rank = {spec: rank for rank, spec in enumerate(order)}
+        self.queued: dict[int, list[int]] = {}  # spec -> window starts, for the next call
+
+    @property
+    def waiting(self) -> bool:
+        """Some spec's early rows were chosen and not yet handed over."""
+        return bool(self.queued)
+
+    def take_queued(self) -> dict[int, list[int]]:
+        """The windows queued by the last call (this call hands them over)."""
+        queued, self.queued = self.queued, {}
+        return queued
+
+    def split(self, chosen: list[list[int]]) -> list[list[int]]:
+        """Of each spec's chosen windows, those that go now: the first spec's in order;
+        the others' are queued."""
+        waiting = [i for i, starts in enumerate(chosen) if starts]
+        if len(waiting) <= 1:
+            return chosen
+        first = min(waiting, key=self._rank.__getitem__)
+        self.queued = {i: chosen[i] for i in waiting if i != first}
+        return [starts if i == first else [] for i, starts in enumerate(chosen)]
