@@ -122,7 +122,7 @@ class MergeConfig:
     final_rows_per_call: int = 50_000
     # Final windows that waited go out once the sink has written all but this many of the
     # rows up to the previous slice (operators/sink_wait.py): it is written before the
-    # next is built. Early rows wait likewise on the rows up to the last early rows.
+    # next is built. Early rows wait likewise on the rows up to their spec's last ones.
     sink_slack: int = 20_000
 
 
