@@ -13,9 +13,15 @@
   smaller: at most `block_bytes` (:func:`row_bytes`), because chDB's memory while it
   inserts a block follows the block's bytes, not its rows.
 * ``snapshot()`` — called by Bytewax at the end of every epoch, before the epoch's
-  snapshot is committed — blocks until everything buffered is written. A committed
-  snapshot therefore never points past rows that were lost in a crash; rows written
-  after it are rewritten on replay under the same keys (see the migrations).
+  snapshot is committed — blocks until every durable row buffered is written. A
+  committed snapshot therefore never points past rows that were lost in a crash; rows
+  written after it are rewritten on replay under the same keys (see the migrations).
+  Early window rows are not waited for (:attr:`TableRows.provisional`: each is replaced
+  by a later row of its key, at last the final row): they are buffered apart and written
+  at their table's interval. Waiting for them held the worker ~0.7 s every 10 s at
+  12,000 events/s behind a sliding window's early rows, the tail of freshness
+  (docs/performance.md). One lost in a crash leaves the window's previous early row
+  until its next change or its final row.
 * Backpressure: while `max_pending_rows` or `max_pending_bytes` are unwritten (buffered
   or being inserted), ``write_batch`` blocks, after each :class:`TableRows` it hands
   over: an outage slows
@@ -75,8 +81,11 @@ MAX_PENDING_BYTES = 32 << 20
 INSERT_SETTINGS = {"optimize_on_insert": 0}
 
 
+Lane = tuple[str, bool]  # (table, provisional): rows buffered and inserted together
+
+
 class _Writer:
-    """Buffers per table and writes from one thread; thread-safe."""
+    """Buffers per table (early rows apart) and writes from one thread; thread-safe."""
 
     def __init__(
         self,
@@ -107,8 +116,9 @@ class _Writer:
         self._client_factory = client_factory
         self._client: Any = None
         self._schemas: dict[str, list[tuple[str, str]]] = {}
-        self._buffers: dict[str, deque[TableRows]] = {}
+        self._buffers: dict[Lane, deque[TableRows]] = {}
         self._pending = 0
+        self._durable = 0  # rows not provisional, buffered or in flight (what flush waits for)
         self._in_flight = 0
         self._flush_requested = False
         self._hurried = False  # someone waits on what is buffered (hurry)
@@ -116,7 +126,7 @@ class _Writer:
         self._error: BaseException | None = None
         self._cond = threading.Condition()
         self._failing_since: float | None = None
-        self._written_at: dict[str, float] = {}  # per table: its last write (monotonic)
+        self._written_at: dict[Lane, float] = {}  # per lane: its last write (monotonic)
         self._thread = threading.Thread(target=self._run, name="clickhouse-writer", daemon=True)
         self._thread.start()
 
@@ -131,8 +141,10 @@ class _Writer:
                 if not n:
                     continue
                 width = self._row_bytes.setdefault(rows.table, row_bytes(rows))
-                self._buffers.setdefault(rows.table, deque()).append(rows)
+                provisional = rows.provisional
+                self._buffers.setdefault((rows.table, provisional), deque()).append(rows)
                 self._pending += n
+                self._durable += 0 if provisional else n
                 self._pending_bytes += n * width
                 self.stats.sink_rows_in += n
                 self._cond.notify_all()
@@ -166,11 +178,12 @@ class _Writer:
             self._cond.notify_all()
 
     def flush(self) -> None:
-        """Block until every row handed over so far is written."""
+        """Block until every durable row handed over so far is written (provisional ones
+        go at their interval, or at :meth:`close`)."""
         with self._cond:
             self._flush_requested = True
             self._cond.notify_all()
-            while (self._pending or self._in_flight) and self._error is None:
+            while self._durable and self._error is None:
                 self._cond.wait(1.0)
             self._flush_requested = False
             self._raise_if_failed()
@@ -193,16 +206,17 @@ class _Writer:
 
     # ---- the writer thread -------------------------------------------------------------
 
-    def _take(self, now: float) -> list[tuple[str, list[TableRows]]]:
-        """One block (at most `block_rows` rows) of each table due for writing
-        (:meth:`_due`); a chunk that crosses the block's end is sliced."""
+    def _take(self, now: float) -> list[tuple[Lane, list[TableRows]]]:
+        """One block (at most `block_rows` rows) of each lane due for writing
+        (:meth:`_due`), durable lanes first; a chunk that crosses the block's end is
+        sliced."""
         due = []
-        for table, chunks in list(self._buffers.items()):
-            if not self._due(table, now):
+        for lane, chunks in sorted(self._buffers.items(), key=lambda item: item[0][1]):
+            if not self._due(lane, now):
                 continue
-            self._written_at[table] = now
+            self._written_at[lane] = now
             block: list[TableRows] = []
-            room = self.block_rows_of(table)
+            room = self.block_rows_of(lane[0])
             while chunks and room:
                 rows_taken = chunks.popleft()
                 if len(rows_taken) > room:
@@ -211,8 +225,8 @@ class _Writer:
                 block.append(rows_taken)
                 room -= len(rows_taken)
             if not chunks:
-                del self._buffers[table]
-            due.append((table, block))
+                del self._buffers[lane]
+            due.append((lane, block))
         return due
 
     def _run(self) -> None:
@@ -225,7 +239,7 @@ class _Writer:
                 due = self._take(time.monotonic())
                 in_flight = sum(len(c) for _, chunks in due for c in chunks)
                 in_flight_bytes = sum(
-                    len(c) * self._row_bytes[table] for table, chunks in due for c in chunks
+                    len(c) * self._row_bytes[table] for (table, _), chunks in due for c in chunks
                 )
                 self._in_flight += in_flight
                 self._pending -= in_flight
@@ -236,11 +250,12 @@ class _Writer:
                 self._cond.notify_all()
             try:
                 while due:
-                    table, block = due.pop(0)
+                    (table, provisional), block = due.pop(0)
                     written = sum(len(c) for c in block)
                     self._write(table, block)
                     del block  # written: its rows may go
                     with self._cond:
+                        self._durable -= 0 if provisional else written
                         self._in_flight -= written
                         in_flight -= written
                         self._in_flight_bytes -= written * self._row_bytes[table]
@@ -270,27 +285,30 @@ class _Writer:
             extra={"event": "sink_failed"},
         )
 
-    def _due(self, table: str, now: float) -> bool:
-        """Whether `table`'s rows are written now: a block is full, `flush_interval` has
-        passed since the table's last write (each table has its own clock, see the module
-        docstring), a flush is asked, a stage waits on the sink (:meth:`hurry`), or the
-        worker waits on the bound (nothing else would free it sooner)."""
+    def _due(self, lane: Lane, now: float) -> bool:
+        """Whether a lane's rows are written now: a block is full, `flush_interval` has
+        passed since the lane's last write (each has its own clock, see the module
+        docstring), a flush is asked (durable rows only), the sink closes, a stage waits
+        on it (:meth:`hurry`), or the worker waits on the bound (nothing else would free
+        it sooner)."""
+        table, provisional = lane
         return (
-            self._flush_requested
+            (self._flush_requested and not provisional)
+            or self._closing
             or self._hurried
             or self._over_bound
-            or now - self._written_at.get(table, -math.inf) >= self.flush_interval
-            or sum(len(c) for c in self._buffers.get(table, ())) >= self.block_rows_of(table)
+            or now - self._written_at.get(lane, -math.inf) >= self.flush_interval
+            or sum(len(c) for c in self._buffers.get(lane, ())) >= self.block_rows_of(table)
         )
 
     def _ready(self, now: float) -> bool:
-        return bool(self._pending) and any(self._due(table, now) for table in self._buffers)
+        return bool(self._pending) and any(self._due(lane, now) for lane in self._buffers)
 
     def _next_due(self, now: float) -> float:
-        """Seconds until the first buffered table's interval ends (a wait's timeout)."""
+        """Seconds until the first buffered lane's interval ends (a wait's timeout)."""
         if not self._buffers:
             return self.flush_interval
-        first = min(self._written_at.get(table, -math.inf) for table in self._buffers)
+        first = min(self._written_at.get(lane, -math.inf) for lane in self._buffers)
         return min(self.flush_interval, max(first + self.flush_interval - now, 0.001))
 
     def _write(self, table: str, block: list[TableRows]) -> None:

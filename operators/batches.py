@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
+
 Stream = Literal["inferences", "feedback"]
 STREAMS: tuple[Stream, Stream] = ("inferences", "feedback")
 
@@ -69,6 +71,14 @@ class TableRows:
         for values in self.columns.values():
             return len(values)
         return 0
+
+    @property
+    def provisional(self) -> bool:
+        """Early window rows (a `final` column, none of it set): a later row of the same
+        key replaces each (the next early row, at last the final row, by `version`), so
+        they need not be written before a snapshot (connectors/clickhouse_sink.py)."""
+        final = self.columns.get("final")
+        return final is not None and len(final) > 0 and not np.asarray(final).any()
 
     def slice(self, start: int, stop: int) -> TableRows:
         """Rows [start, stop): numpy columns as views, lists copied (references only)."""

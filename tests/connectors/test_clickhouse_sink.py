@@ -253,6 +253,57 @@ def test_each_table_keeps_its_own_flush_interval(store: Store) -> None:
     assert store.rows("SELECT count() FROM pulse.metrics_late") == [(120,)]
 
 
+def _class_rows(first: int, n: int, final: bool) -> TableRows:
+    """`metrics_classes` rows of one window, early (final = 0) or final."""
+    dims = {name: [""] * n for name in ("tenant", "model_id", "deployment", "model_version",
+                                        "segment", "endpoint", "extra_dims")}  # fmt: skip
+    counts = {name: np.ones(n, dtype=np.uint64) for name in ("tp", "fp", "fn", "support")}
+    return TableRows(
+        "metrics_classes",
+        {
+            "window": Categorical(np.zeros(n, dtype=np.int32), ["1m"]),
+            "window_start": np.zeros(n, dtype=np.int64),
+            "window_end": np.full(n, 60_000, dtype=np.int64),
+            **dims,
+            "class": [f"c{first + i}" for i in range(n)],
+            "final": np.full(n, 1 if final else 0, dtype=np.uint8),
+            "version": np.full(n, 2**62 if final else 1, dtype=np.uint64),
+            **counts,
+            **{name: np.full(n, 0.5) for name in ("precision", "recall", "f1")},
+        },
+    )
+
+
+def test_a_snapshot_waits_for_durable_rows_not_for_early_rows(store: Store) -> None:
+    """`flush` (a snapshot) writes and waits for every row that must survive a crash, but
+    early window rows (replaced by a later row of their key, at last the final one) stay
+    buffered for their interval: they are buffered apart from the same table's final
+    rows, so a flush never waits for them. Closing writes them."""
+    migrate(store.open(), "pulse")
+    stats, inserts = FlowStats(), []
+    writer = _hour_interval_writer(store, stats, inserts)
+    early, final = _class_rows(0, 40, final=False), _class_rows(40, 10, final=True)
+    assert early.provisional and not final.provisional
+    assert not _dead_letter_rows(0, 5).provisional  # no `final` column: durable
+
+    try:
+        first = [_dead_letter_rows(0, 5), _class_rows(100, 1, final=True),
+                 _class_rows(200, 1, final=False)]  # fmt: skip
+        writer.add(first)
+        assert _written(stats, 7)  # each lane's first rows: written at once
+        writer.add([early, final, _dead_letter_rows(5, 5)])
+        threading.Event().wait(0.3)
+        assert stats.rows_written == 7  # within the interval: all wait
+        writer.flush()
+        assert stats.rows_written == 22  # the final and dead-letter rows, not the early
+        assert store.rows("SELECT count() FROM pulse.metrics_classes WHERE final = 0") == [(1,)]
+    finally:
+        writer.close()
+    assert sorted(inserts[:3]) == [1, 1, 5] and sorted(inserts[3:5]) == [5, 10]
+    assert inserts[5:] == [40]  # the early rows at close
+    assert store.rows("SELECT count() FROM pulse.metrics_classes WHERE final = 0") == [(41,)]
+
+
 def test_a_stage_waiting_on_the_sink_has_it_write_at_once(store: Store) -> None:
     """Asked through the flow's SinkDemand, the writer writes what it holds, and what comes
     until it holds nothing, without waiting for the table's interval; then the interval
