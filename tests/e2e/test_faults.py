@@ -72,7 +72,7 @@ def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(
     steady, crashed = tmp_path / "steady", tmp_path / "crashed"
     steady.mkdir()
     crashed.mkdir()
-    run_pulse(["generate", "--to", "kafka", "--seed", str(seed % 1000), "--duration", "1200", "--rate", "90",
+    run_pulse(["generate", "--to", "kafka", "--seed", str(seed % 1000), "--duration", "1800", "--rate", "90",
                "--late-rate", "0.01"], pulse_env(steady, **kafka))  # fmt: skip
 
     started = time.monotonic()

@@ -22,7 +22,16 @@ from operators.merge_stage import MergeStage
 from operators.partition_stage import PartitionStage
 from operators.sessions import SessionBatch
 from operators.slices import PartialBatch
-from tests.harness import CUBE, DIMS, Output, _plain, configs, final_metric_rows, semantics
+from tests.harness import (
+    CUBE,
+    DIMS,
+    Output,
+    _plain,
+    configs,
+    final_metric_rows,
+    notified,
+    semantics,
+)
 from tests.operators.test_semantics import T0, feedback, inference
 
 SEM = semantics(partitions=1)
@@ -140,7 +149,7 @@ class Flow:
         self.now += 1_000
         for p in partitions:
             self._route(self.stages[p].on_notify()[0])
-        self._route(self.merge.on_notify()[0])
+        self._route(notified(self.merge, self.now))
 
     def end(self) -> Output:
         """End every stream (a bounded run's end of input) and flush; the rows emitted."""

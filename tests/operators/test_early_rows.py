@@ -304,7 +304,7 @@ def test_rows_from_cached_rollups_equal_a_full_recomputation_at_every_tick(
                 if isinstance(item, PartialBatch):
                     emitted += both(lambda merge, item=item: merge.on_item(item)[0])
         clock.now += 1_000
-        emitted += both(lambda merge: merge.on_notify()[0])
+        emitted += both(lambda merge: notified(merge, clock.now))
     for stage in stages.values():
         for item in stage.on_eof()[0]:
             if isinstance(item, PartialBatch):
