@@ -383,7 +383,7 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         now, interval = self._now(), self.config.emit_interval
         early_due = early and self.config.early_rows
         paced = [
-            early_due and self._early_rows_written(i) and self._early_budget.ready(i, now)
+            early_due and self._early_rows_written(i, now) and self._early_budget.ready(i, now)
             for i in range(len(self.specs))
         ]
         finals: list[Emitted] = []
@@ -474,7 +474,7 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         self._finals_waiting = False
         return out
 
-    def _early_rows_written(self, spec: int) -> bool:
+    def _early_rows_written(self, spec: int, now: float) -> bool:
         """Whether the sink has written the spec's last early rows: all but `sink_slack`
         of the rows it had been handed up to and with them. Until then, new early rows of
         the spec would only wait behind them (the worker blocked on the sink's bound
@@ -484,7 +484,7 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         them (~45k rows each at 6,000 events/s, docs/performance.md). Only with a sink
         counted here (`_sink_counted`); at most `SINK_WAIT_MAX_MS` after the last ones."""
         return not self._sink_counted or self._early_handed[spec].written(
-            self.stats, self.config.sink_slack, self._now()
+            self.stats, self.config.sink_slack, now
         )
 
     def _pace_early_rows(self, spec: int, windows: int, took: float, ended: float) -> None:
