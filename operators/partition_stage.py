@@ -34,7 +34,7 @@ import operator
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import repeat
+from itertools import compress, repeat
 from typing import Any, cast
 
 import msgspec
@@ -554,11 +554,19 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         joined: NDArray[np.bool_] | None = None,
         slots: NDArray[np.int64] | None = None,
     ) -> None:
-        """In sequence order: count the joined feedback, hold the rest as waiting, and let
-        each inference that some waiting feedback wants take it, unless the watermark
-        reached that feedback's give-up time first (it is then released, as the row-wise
-        stage releases at every watermark step)."""
-        pending, wait = self.pending, self.clock.join_wait
+        """Count the joined feedback (in bulk), hold the rest as waiting, then let each
+        inference that some waiting feedback wants take it, in sequence order, unless the
+        watermark reached that feedback's give-up time first (it is then released, as the
+        row-wise stage releases at every watermark step).
+
+        Holding every waiting feedback before the first taker runs is exact: a taker can
+        only take feedback that came before it (feedback after its inference found it
+        held, and joined), and feedback that a taker's watermark releases early would be
+        released by the next one, or by this sequence's last release, before any later
+        inference could take it. Only the order in which counted rows are listed differs."""
+        pending = self.pending
+        if joined is not None and slots is not None:
+            self._count_run(fb_events, fb_offsets, positions, cutoffs, joined, slots)
         waiting = np.zeros(0, np.bool_) if joined is None else ~joined
         takers = held.waited.copy()
         if waiting.any():
@@ -566,45 +574,40 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
                 [e.request_id for e, w in zip(fb_events, waiting.tolist(), strict=True) if w]
             )
             takers |= np.isin(held.hashes, wanted)
-        contexts: list[InferenceContext | None] = [None] * len(fb_events)
-        if joined is not None and slots is not None and joined.any():
-            for j, context in zip(
-                np.flatnonzero(joined).tolist(),
-                self.inferences.contexts(slots[joined]),
-                strict=True,
-            ):
-                contexts[j] = context
         take = np.flatnonzero(takers)
         take_at = at_inferences[held.kept[take]]
-        fb_cutoffs = cutoffs[positions].tolist()
-        count = self._count_feedback
-        if not len(take):  # the common case: no inference takes waiting feedback
-            for event, offset, joined_to, cutoff in zip(
-                fb_events, fb_offsets, contexts, fb_cutoffs, strict=True
-            ):
-                if joined_to is not None:
-                    count(event, offset, joined_to, cutoff)
-                else:
-                    pending.add(event.request_id, (event, offset, cutoff), event.ts + wait)
-            return
-        order = np.argsort(np.concatenate([positions, take_at]), kind="stable").tolist()
-        take_contexts = [held.context(t) for t in take.tolist()]
-        nf = len(fb_events)
-        for k in order:
-            if k < nf:
-                event, cutoff = fb_events[k], fb_cutoffs[k]
-                context = contexts[k]
-                if context is not None:
-                    count(event, fb_offsets[k], context, cutoff)
-                else:
-                    pending.add(event.request_id, (event, fb_offsets[k], cutoff), event.ts + wait)
-            else:
-                t = k - nf
-                self._released.extend(pending.due(float(marks[take_at[t]])))
-                for waiting_event, waiting_offset, waiting_cutoff in pending.take(
-                    held.request_ids[take[t]]
-                ):
-                    count(waiting_event, waiting_offset, take_contexts[t], waiting_cutoff)
+        for t, at in zip(take.tolist(), take_at.tolist(), strict=True):
+            self._released.extend(pending.due(float(marks[at])))
+            taken = pending.take(held.request_ids[t])
+            if taken:
+                context = held.context(t)
+                for waiting_event, waiting_offset, waiting_cutoff in taken:
+                    self._count_feedback(waiting_event, waiting_offset, context, waiting_cutoff)
+
+    def _count_run(
+        self,
+        fb_events: list[Feedback],
+        fb_offsets: list[int],
+        positions: NDArray[np.int64],
+        cutoffs: NDArray[np.float64],
+        joined: NDArray[np.bool_],
+        slots: NDArray[np.int64],
+    ) -> None:
+        """A sequence's feedback: the joined counted in bulk, the rest held as waiting."""
+        if joined.all():
+            self._count_joined(fb_events, fb_offsets, slots, cutoffs[positions])
+        elif joined.any():
+            at = np.flatnonzero(joined)
+            chosen = at.tolist()
+            self._count_joined(
+                _gather(chosen, fb_events), _gather(chosen, fb_offsets),
+                slots[at], cutoffs[positions[at]],
+            )  # fmt: skip
+        pending, wait = self.pending, self.clock.join_wait
+        for k in np.flatnonzero(~joined).tolist():
+            event = fb_events[k]
+            item = (event, fb_offsets[k], float(cutoffs[positions[k]]))
+            pending.add(event.request_id, item, event.ts + wait)
 
     def _cell_ids(self, events: list[Inference]) -> list[int]:
         """Each inference's partition-local finest cell id (new cells numbered in order)."""
@@ -705,6 +708,105 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         counted.correct.append(bool(correct))
         counted.unjoined.append(context is None)
         counted.feedback_cutoffs.append(cutoff if late else NO_CUTOFF)
+
+    def _count_joined(
+        self,
+        events: list[Feedback],
+        offsets: list[int],
+        slots: NDArray[np.int64],
+        cutoffs: NDArray[np.float64],
+    ) -> None:
+        """Feedback joined to held inferences (`slots`), counted in bulk: what
+        :meth:`_count_feedback` does for one joined event, as columns, with a Python step
+        only for the rows that need one (a tenant named, a label, a preference or a
+        report, a late event, a session record). Each family's keys are numbered in
+        sequence order, as one at a time."""
+        context = self.inferences.columns(slots)
+        cells = context.cells
+        if any(e.tenant is not UNSET for e in events):
+            keep = []
+            for j, event in enumerate(events):
+                tenant = self.cells.values[int(cells[j])][0]
+                refusal = None if event.tenant is UNSET else tenant_refusal(event, tenant)
+                if refusal is None:
+                    keep.append(j)
+                else:
+                    self._refuse(event, offsets[j], refusal)
+            if len(keep) < len(events):
+                events, offsets = _gather(keep, events), _gather(keep, offsets)
+                at = np.array(keep, dtype=np.int64)
+                context = InferenceColumns(
+                    context.ts[at], cells[at], context.labels[at],
+                    context.confidences[at], context.latencies[at],
+                )  # fmt: skip
+                cells, cutoffs = context.cells, cutoffs[at]
+        n = len(events)
+        if not n:
+            return
+        kinds = [e.kind for e in events]
+        values = [e.value for e in events]
+        codes = np.fromiter(map(KIND_CODES.__getitem__, kinds), np.int64, n)
+        correct: list[bool | None] = [None] * n
+        keyed: list[tuple[int, int, int, int, int, int]] = []  # as JoinedRecords.keyed
+        predictions = context.labels
+        classes = self.keys[CLASSES]
+        for j in np.flatnonzero(codes == KIND_CODES["label"]).tolist():
+            prediction = predictions[j]
+            if prediction is None:
+                continue
+            value = values[j]
+            label = value.strip() if type(value) is str else as_label(value)
+            correct[j] = label == prediction  # the rule: metrics.as_label, inlined
+            if type(value) is str or type(value) is int:  # categorical labels
+                keyed.append((j, classes.id_of(label), classes.id_of(prediction), NONE, 0, NONE))
+        ts = np.fromiter(map(_TS, events), np.int64, n)
+        slices = ts - ts % self._slice
+        late = ColumnarClock.late(self._window_ends(slices), cutoffs, self.config.allowed_lateness)
+        self._event_rows.extend(events, context, offsets, late.tolist(), correct)
+        numbers = list(map(feedback_number, kinds, values))
+        shards = self.config.session_shards
+        if shards:
+            dims, records = self.cells.values, self.session_records
+            for event, cell_id, kind, number in zip(
+                events, cells.tolist(), kinds, numbers, strict=True
+            ):
+                user = event.user_id
+                record = (user, event.ts, dims[cell_id], kind, number)
+                records[shard_of(user, shards)].append(record)
+        keyed_kinds = (codes == KIND_CODES["preference"]) | (codes == KIND_CODES["report"])
+        for j in np.flatnonzero(keyed_kinds).tolist():
+            value = values[j]
+            if kinds[j] == "preference":
+                pair = self.keys[PREFERENCES].id_of((value["policy_a"], value["policy_b"]))
+                keyed.append((j, NONE, NONE, pair, WINNER_CODES[value["winner"]], NONE))
+            else:
+                category = self.keys[REPORTS].id_of(value["category"])
+                keyed.append((j, NONE, NONE, NONE, 0, category))
+        counts = ~late
+        for j in np.flatnonzero(late).tolist():
+            counts[j] = self._late(
+                int(slices[j]), int(cells[j]), float(cutoffs[j]), "feedback",
+                events[j].event_id, int(ts[j]),
+            )  # fmt: skip
+        counted = self._counted
+        flags = [c is True for c in correct]
+        if not counts.all():
+            kept = counts.tolist()
+            numbers, flags = list(compress(numbers, kept)), list(compress(flags, kept))
+        if keyed:  # a counted row's place in `counted`: its rank among the counted
+            rows = np.cumsum(counts) - 1 + len(counted.feedback_slices)
+            counted.keyed += [
+                (int(rows[j]), true, predicted, pair, winner, category)
+                for j, true, predicted, pair, winner, category in keyed
+                if counts[j]
+            ]
+        counted.feedback_slices += slices[counts].tolist()
+        counted.feedback_cells += cells[counts].tolist()
+        counted.kinds += codes[counts].tolist()
+        counted.numbers += numbers
+        counted.correct += flags
+        counted.unjoined += [False] * len(flags)
+        counted.feedback_cutoffs += np.where(late, cutoffs, NO_CUTOFF)[counts].tolist()
 
     def _refuse(self, event: Feedback, offset: int, reason: str) -> None:
         """Feedback the join refused: a dead letter at its source position, not counted.

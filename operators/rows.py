@@ -13,9 +13,7 @@ request_id (first wins: ``version`` falls with the source offset), `events` by e
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable
-from itertools import repeat
 from typing import Any
 
 import msgspec
@@ -23,6 +21,7 @@ import numpy as np
 
 from operators.batches import Categorical, DeadLetter, TableRows
 from operators.cells import BASE_DIMS, Cell, format_extra_dims
+from operators.columnar.join_buffer import InferenceColumns
 from operators.events import Feedback, Inference
 from operators.join import InferenceContext
 from operators.metrics import as_label
@@ -116,15 +115,26 @@ def _label(kind: str, value: Any) -> str | None:
 
 
 class EventRows:
-    """Enriched feedback: the event, joined to its inference's fields. One tuple per event
-    (the stage counts feedback one at a time); the columns at `take()`, as for
-    InferenceRows. An unjoined event's context is :data:`NO_CONTEXT`."""
+    """Enriched feedback: the event, joined to its inference's fields. The stage hands
+    over whole sequences of joined feedback as columns (:meth:`extend`) and single events
+    where it counts one at a time (:meth:`add`: released feedback, feedback an inference
+    took); the columns are built at `take()`, as for InferenceRows. An unjoined event's
+    context is :data:`NO_CONTEXT`; a missing confidence or latency is None, not NaN."""
 
-    __slots__ = ("records",)
+    __slots__ = ("cells", "confidences", "correct", "events", "inference_ts", "joined",
+                 "late", "latencies", "offsets", "predictions")  # fmt: skip
 
     def __init__(self) -> None:
-        # (event, context, cell id, source offset, late, correct)
-        self.records: list[tuple[Feedback, InferenceContext, int, int, bool, bool | None]] = []
+        self.events: list[Feedback] = []
+        self.inference_ts: list[int | None] = []
+        self.predictions: list[str | None] = []
+        self.confidences: list[float | None] = []
+        self.latencies: list[float | None] = []
+        self.cells: list[int] = []
+        self.offsets: list[int] = []
+        self.late: list[bool] = []
+        self.correct: list[bool | None] = []
+        self.joined: list[bool] = []
 
     def add(
         self,
@@ -135,18 +145,45 @@ class EventRows:
         late: bool,
         correct: bool | None,
     ) -> None:
-        self.records.append((e, context, cell_id, offset, late, correct))
+        self.events.append(e)
+        inference_ts, _, prediction, confidence, latency = context
+        self.inference_ts.append(inference_ts)
+        self.predictions.append(prediction)
+        self.confidences.append(confidence)
+        self.latencies.append(latency)
+        self.cells.append(cell_id)
+        self.offsets.append(offset)
+        self.late.append(late)
+        self.correct.append(correct)
+        self.joined.append(context is not NO_CONTEXT)
+
+    def extend(
+        self,
+        events: list[Feedback],
+        context: InferenceColumns,
+        offsets: list[int],
+        late: list[bool],
+        correct: list[bool | None],
+    ) -> None:
+        """Joined feedback in bulk: `context` holds each event's inference columns."""
+        self.events += events
+        self.inference_ts += context.ts.tolist()
+        self.predictions += context.labels.tolist()
+        self.confidences += [None if c != c else c for c in context.confidences.tolist()]
+        self.latencies += [None if v != v else v for v in context.latencies.tolist()]
+        self.cells += context.cells.tolist()
+        self.offsets += offsets
+        self.late += late
+        self.correct += correct
+        self.joined += [True] * len(events)
 
     def take(self, partition: int, dims: DimColumns) -> TableRows | None:
-        records = self.records
-        if not records:
+        events = self.events
+        if not events:
             return None
-        self.records = []
-        n = len(records)
-        events, contexts, cells, offsets, late, correct = zip(*records, strict=True)
+        n = len(events)
         kind = [e.kind for e in events]
         value = [e.value for e in events]
-        inference_ts, _, prediction, confidence, latency = map(list, zip(*contexts, strict=True))
         columns: dict[str, Any] = {
             "event_id": [e.event_id for e in events],
             "request_id": [e.request_id for e in events],
@@ -155,22 +192,21 @@ class EventRows:
             "value": list(map(_encode, value)),
             "value_num": list(map(_value_num, kind, value)),
             "label": list(map(_label, kind, value)),
-            "correct": list(map(_UINT8.get, correct)),
+            "correct": list(map(_UINT8.get, self.correct)),
             "user_id": [e.user_id for e in events],
             "session_id": [e.session_id for e in events],
             "attributes": [e.attributes for e in events],
-            "joined": np.fromiter(
-                map(operator.is_not, contexts, repeat(NO_CONTEXT)), dtype=np.uint8, count=n
-            ),
-            "late": np.array(late, dtype=np.uint8),
-            "inference_ts": inference_ts,
+            "joined": np.fromiter(self.joined, dtype=np.uint8, count=n),
+            "late": np.fromiter(self.late, dtype=np.uint8, count=n),
+            "inference_ts": self.inference_ts,
         }
-        columns.update(dims(np.array(cells, dtype=np.int64)))
-        columns["prediction"] = prediction
-        columns["confidence"] = confidence
-        columns["latency_ms"] = latency
+        columns.update(dims(np.fromiter(self.cells, dtype=np.int64, count=n)))
+        columns["prediction"] = self.predictions
+        columns["confidence"] = self.confidences
+        columns["latency_ms"] = self.latencies
         columns["source_partition"] = np.full(n, partition, dtype=np.uint32)
-        columns["source_offset"] = np.array(offsets, dtype=np.uint64)
+        columns["source_offset"] = np.fromiter(self.offsets, dtype=np.uint64, count=n)
+        self.__init__()  # type: ignore[misc]
         return TableRows("events", columns)
 
 

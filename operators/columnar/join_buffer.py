@@ -104,6 +104,14 @@ class JoinBuffer:
         """The slot of each hashed request id's held inference, -1 where none is held."""
         return self._table.probe(hashes)
 
+    def columns(self, slots: NDArray[np.int64]) -> InferenceColumns:
+        """The context columns of held slots, one row per slot."""
+        table = self._table
+        return InferenceColumns(
+            table.times(slots), table.column("cells", slots), table.column("labels", slots),
+            table.column("confidences", slots), table.column("latencies", slots),
+        )  # fmt: skip
+
     def contexts(self, slots: NDArray[np.int64]) -> list[InferenceContext]:
         """The row-wise stage's context tuples of held slots (NaN back to None), built
         from whole columns rather than one numpy scalar at a time."""
@@ -129,12 +137,7 @@ class JoinBuffer:
         """For each request id, the slot of its held inference (-1: none) and the
         context columns of the hits (in the order of the found ids)."""
         seqs = self._table.probe(hash_keys(request_ids))
-        hits = seqs[seqs >= 0]
-        table = self._table
-        return seqs, InferenceColumns(
-            table.times(hits), table.column("cells", hits), table.column("labels", hits),
-            table.column("confidences", hits), table.column("latencies", hits),
-        )  # fmt: skip
+        return seqs, self.columns(seqs[seqs >= 0])
 
     def expire(self, watermark: float) -> None:
         """Drop inferences `ttl` or more behind the watermark, in arrival order."""
