@@ -271,6 +271,24 @@ def test_a_late_event_beyond_lateness_is_counted_late_not_in_its_window() -> Non
     assert total_row(out, "1h", T0)["thumbs_up"] == 1
 
 
+def test_feedback_late_for_every_window_leaves_the_kinds_after_it_counted_as_they_are() -> None:
+    # Feedback is counted a sequence at a time: one late for every window (1h included)
+    # is not counted, and the rows after it in its sequence keep their own kinds and
+    # values (under some of these batchings the three share one sequence).
+    r2 = _request_near("r1", "r2")
+    later = T0 + 7_200_000
+    events = [inference("r1", T0 + 1_000), inference(r2, later),
+              feedback("e0", r2, later + 1_000, "thumbs", True),
+              feedback("e1", "r1", T0 + 5_000, "rating", 5),
+              feedback("e2", r2, later + 2_000, "click", True),
+              feedback("e3", r2, later + 3_000, "label", "dog")]  # fmt: skip
+    for seed in range(12):
+        out, expected = check(events, seed=seed, max_batch=4)
+        assert expected.events["e1"]["late"] and not expected.events["e2"]["late"]
+        row = total_row(out, "1m", later)
+        assert (row["thumbs_up"], row["clicks"], row["labeled_count"], row["rating_count"]) == (1, 1, 1, 0)
+
+
 def test_a_window_is_final_exactly_when_the_watermark_reaches_its_end() -> None:
     # held-back watermark = max ts - ooo - wait; 1m window [T0, T0 + 60 s) ends at T0 + 60 s.
     edge = T0 + 60_000 + SEM.max_out_of_orderness + SEM.join_wait
