@@ -639,6 +639,9 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
 
     def _window_ends(self, slices: NDArray[np.int64]) -> NDArray[np.int64]:
         """The earliest window end of each slice start (one lookup per distinct slice)."""
+        if len(slices) and (first := int(slices[0])) == slices.min() == slices.max():
+            end = self._earliest_end.get(first)  # most sequences fall in one slice
+            return np.full(len(slices), self._window_end_floor(first) if end is None else end)
         distinct, inverse = np.unique(slices, return_inverse=True)
         ends = self._earliest_end
         floor = self._window_end_floor
