@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from operators.cells import Cell, CellIndex, GlobalIds, LocalIds
     from operators.clock import PartitionClock
-    from operators.join import PendingFeedback
+    from operators.join import PendingFeedback, ReleasedFeedback
     from operators.panes import SpecState
     from operators.rules.evaluation import Evaluator
     from operators.rules.grouping import OpenGroup
@@ -40,12 +40,13 @@ class PartitionState(VersionedState):
     """One source partition (:class:`~operators.partition_stage.PartitionStage`)."""
 
     KIND = "partition_stage"
-    VERSION = 1
+    VERSION = 2  # 2: released feedback waits for the tick's store lookup (`released`)
 
     partition: int  # -1 until the first batch names it
     clock: PartitionClock
     merge: StreamMerge  # events read but not yet released in time order
     pending: PendingFeedback  # feedback waiting for its inference
+    released: ReleasedFeedback  # feedback given up on, until the tick's store lookup
     processed: dict[str, int]  # last source offset processed, per stream
     cells: LocalIds[Cell]
     keys: dict[str, LocalIds[Any]]  # per keyed family

@@ -235,8 +235,9 @@ def test_pending_feedback_gives_up_when_the_watermark_reaches_ts_plus_wait_exact
 def test_an_inference_after_the_give_up_does_not_join_its_feedback(short_of_edge: int) -> None:
     # rX moves the watermark (max ts - ooo) to e1's ts + wait - short_of_edge; r1's
     # inference comes right after rX in its log (out of order: only the join is tested).
+    # The store has r1 by the time e1's lookup runs: r1 came after the give-up all the same.
     fts = T0 + 5_000
-    flow = Flow()
+    flow = Flow(store=MemoryJoinStore())
     flow.send("feedback", [feedback("e1", "r1", fts, "thumbs", True)], ended=True)
     flow.send("inferences", [inference("rX", fts + WAIT + OOO - short_of_edge),
                              inference("r1", fts - 1_000)])  # fmt: skip
@@ -250,6 +251,47 @@ def test_an_inference_after_the_give_up_does_not_join_its_feedback(short_of_edge
         assert unknown is not None and unknown["unjoined_count"] == 1
     else:
         assert unknown is None
+
+
+def test_an_inference_stored_after_the_give_up_does_not_join_it_at_the_tick() -> None:
+    # e1 gives up when rX arrives; its store lookup waits for the partition's tick. r1's
+    # inference comes in the next batch and is stored before that tick: it came after the
+    # give-up, so e1 stays unjoined, as a lookup at the give-up would have left it.
+    store = MemoryJoinStore()
+    fts = T0 + 5_000
+    flow = Flow(bounded=False, store=store)
+    flow.send("feedback", [feedback("e1", "r1", fts, "thumbs", True)])
+    flow.send("inferences", [inference("rX", fts + WAIT + OOO)])
+    flow.send("inferences", [inference("r1", fts - 1_000)])
+    assert [row["request_id"] for row in store.inferences] == ["rX", "r1"]
+    assert flow.rows("events", event_id="e1") == []  # released, not yet looked up
+    flow.tick(0)
+    [row] = flow.rows("events", event_id="e1")
+    assert row["joined"] == 0
+    assert (flow.out.stats.unjoined, flow.out.stats.found_in_store) == (1, 0)
+
+
+def test_feedback_given_up_on_before_a_snapshot_is_looked_up_after_the_resume() -> None:
+    # e1 gives up and the snapshot comes before its tick: it is resolved after the resume
+    # (joined to the inference an earlier run stored), counted once, and a resent copy is
+    # a duplicate.
+    store = MemoryJoinStore()
+    earlier = Flow(store=store)
+    earlier.send("inferences", [inference("r1", T0 + 1_000)])
+    earlier.end()
+    fts = T0 + 5_000
+    flow = Flow(bounded=False, store=store)
+    e1 = feedback("e1", "r1", fts, "thumbs", True)
+    flow.send("feedback", [e1])
+    flow.send("inferences", [inference("rX", fts + WAIT + OOO)])
+    flow.restart(0)
+    flow.send("feedback", [e1])
+    flow.tick(0)
+    out = flow.end()
+    [row] = flow.rows("events", event_id="e1")
+    assert row["joined"] == 1
+    assert (out.stats.found_in_store, out.stats.duplicate_feedback) == (1, 1)
+    assert flow.finals()[(T0, TOTAL)]["thumbs_up"] == 1
 
 
 # ---- 3. label correctness across types --------------------------------------------------

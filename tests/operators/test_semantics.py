@@ -286,7 +286,8 @@ def test_feedback_late_for_every_window_leaves_the_kinds_after_it_counted_as_the
         out, expected = check(events, seed=seed, max_batch=4)
         assert expected.events["e1"]["late"] and not expected.events["e2"]["late"]
         row = total_row(out, "1m", later)
-        assert (row["thumbs_up"], row["clicks"], row["labeled_count"], row["rating_count"]) == (1, 1, 1, 0)
+        counts = (row["thumbs_up"], row["clicks"], row["labeled_count"], row["rating_count"])
+        assert counts == (1, 1, 1, 0)
 
 
 def test_a_window_is_final_exactly_when_the_watermark_reaches_its_end() -> None:

@@ -280,15 +280,17 @@ KINDS = ("partition_stage", "merge_stage", "session_stage")
 def test_a_snapshot_of_an_unknown_state_version_is_refused_before_unpickling(kind: str) -> None:
     cls, data = _snapshots()[kind]
     header, _, _ = data.partition(b"\n")
-    assert header == f"pulse-state {kind} v1".encode()
+    version = {state.KIND: state.VERSION for state in LAYOUTS}[kind]
+    assert header == f"pulse-state {kind} v{version}".encode()
     # A future version whose body this version could not even unpickle.
     future = (
-        f"pulse-state {kind} v2\n".encode()
+        f"pulse-state {kind} v{version + 1}\n".encode()
         + b"\x80\x05coperators.stage_states\nStateOfTheFuture\n."
     )
     with pytest.raises(
         StateFormatError,
-        match=rf"{kind} state version '2' is unknown .*reads version 1.*recovery directory",
+        match=rf"{kind} state version '{version + 1}' is unknown .*reads version {version}.*"
+        "recovery directory",
     ):
         _resume(cls, future)
 
@@ -315,11 +317,12 @@ def test_a_state_whose_fields_changed_without_a_new_version_is_refused() -> None
     assert _resume(cls, data).watermarks == {}
 
 
-# The stored layout as of STATE_FORMAT 7. A change to a state type's fields must come with
+# The stored layout as of STATE_FORMAT 8. A change to a state type's fields must come with
 # a new VERSION and STATE_FORMAT (then record the new layout here).
 LAYOUTS = {
-    PartitionState: (1, ("partition", "clock", "merge", "pending", "processed", "cells", "keys",
-                         "deltas", "session_records", "sent_watermark", "ended", "sampled")),
+    PartitionState: (2, ("partition", "clock", "merge", "pending", "released", "processed",
+                         "cells", "keys", "deltas", "session_records", "sent_watermark", "ended",
+                         "sampled")),
     MergeState: (1, ("cells", "local_cells", "keys", "specs", "watermarks", "ended", "next_tick")),
     SessionShardState: (1, ("users", "watermarks")),
     RulesState: (3, ("alerts", "evaluators", "groups", "inhibiting", "clock")),
@@ -327,7 +330,7 @@ LAYOUTS = {
 
 
 def test_a_state_type_changes_only_with_a_new_version() -> None:
-    recorded = (7, {cls.KIND: layout for cls, layout in LAYOUTS.items()})
+    recorded = (8, {cls.KIND: layout for cls, layout in LAYOUTS.items()})
     now = (
         STATE_FORMAT,
         {cls.KIND: (cls.VERSION, tuple(f.name for f in fields(cls))) for cls in LAYOUTS},
