@@ -72,7 +72,7 @@ from operators.metrics import (
 )
 from operators.partitioning import partition_for
 from operators.reasons import TENANT
-from operators.rows import NO_CONTEXT, EventRows, InferenceRows, LateRows, dead_letter_rows
+from operators.rows import EventRows, InferenceRows, LateRows, dead_letter_rows
 from operators.sessions import SessionBatch, shard_of
 from operators.slices import NO_CUTOFF, PartialBatch, SliceDeltas
 from operators.snapshots import decode_state, encode_state
@@ -159,14 +159,6 @@ class _Held:
     hashes: NDArray[np.uint64]
     waited: NDArray[np.bool_]
     request_ids: list[str]
-    events: list[Inference]
-    cells: list[int]
-    labels: list[str | None]
-
-    def context(self, i: int) -> InferenceContext:
-        """The join's context of the i-th accepted inference, as the row-wise stage built it."""
-        e = self.events[i]
-        return (e.ts, self.cells[i], self.labels[i], e.confidence, e.latency_ms)
 
 
 class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
@@ -449,9 +441,6 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
                 np.empty(0, np.uint64),
                 np.empty(0, np.bool_),
                 [],
-                [],
-                [],
-                [],
             )
         cell_ids = self._cell_ids(events)
         labels = [  # as labels compare to it: metrics.as_label (strings trimmed inline)
@@ -511,9 +500,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
             if self.pending
             else np.zeros(len(kept), dtype=np.bool_)
         )
-        return _Held(
-            first_slot, kept, hashes[kept], waited, kept_ids, kept_events, kept_cells, kept_labels
-        )
+        return _Held(first_slot, kept, hashes[kept], waited, kept_ids)
 
     def _on_feedback(
         self,
@@ -584,13 +571,19 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
             takers |= np.isin(held.hashes, wanted)
         take = np.flatnonzero(takers)
         take_at = at_inferences[held.kept[take]]
+        taken: list[tuple[Feedback, int, float]] = []
+        taken_slots: list[int] = []
         for t, at in zip(take.tolist(), take_at.tolist(), strict=True):
             self._release(pending.due(float(marks[at])), boundary=held.first_slot + t)
-            taken = pending.take(held.request_ids[t])
-            if taken:
-                context = held.context(t)
-                for waiting_event, waiting_offset, waiting_cutoff in taken:
-                    self._count_feedback(waiting_event, waiting_offset, context, waiting_cutoff)
+            items = pending.take(held.request_ids[t])
+            taken += items
+            taken_slots += [held.first_slot + t] * len(items)
+        if taken:
+            events, offsets, cutoffs_taken = map(list, zip(*taken, strict=True))
+            self._count(
+                events, offsets, np.array(taken_slots, dtype=np.int64),
+                np.array(cutoffs_taken, dtype=np.float64),
+            )  # fmt: skip
 
     def _count_run(
         self,
@@ -603,11 +596,11 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
     ) -> None:
         """A sequence's feedback: the joined counted in bulk, the rest held as waiting."""
         if joined.all():
-            self._count_joined(fb_events, fb_offsets, slots, cutoffs[positions])
+            self._count(fb_events, fb_offsets, slots, cutoffs[positions])
         elif joined.any():
             at = np.flatnonzero(joined)
             chosen = at.tolist()
-            self._count_joined(
+            self._count(
                 _gather(chosen, fb_events), _gather(chosen, fb_offsets),
                 slots[at], cutoffs[positions[at]],
             )  # fmt: skip
@@ -656,89 +649,26 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         values = [end if (end := ends.get(s)) is not None else floor(s) for s in distinct.tolist()]
         return np.array(values, dtype=np.int64)[inverse]
 
-    def _count_feedback(
-        self,
-        event: Feedback,
-        offset: int,
-        context: InferenceContext | None,
-        cutoff: float,
-    ) -> None:
-        ts = event.ts
-        kind = event.kind
-        value = event.value
-        correct: bool | None = None
-        true = predicted = pair = category = NONE  # keyed families' ids (NONE: not one)
-        winner = 0
-        if context is None:
-            cell_id = self.cells.id_of(self._unjoined_cell(event))
-        else:
-            cell_id = context[1]
-            # The join's tenant rule (operators.join), asked only of feedback naming one.
-            if event.tenant is not UNSET:
-                refusal = tenant_refusal(event, self.cells.values[cell_id][0])
-                if refusal is not None:
-                    self._refuse(event, offset, refusal)
-                    return
-            prediction = context[2]
-            if kind == "label" and prediction is not None:
-                label = value.strip() if type(value) is str else as_label(value)
-                correct = label == prediction  # the rule: metrics.as_label, inlined
-                if type(value) is str or type(value) is int:  # categorical labels
-                    ids = self.keys[CLASSES]
-                    true, predicted = ids.id_of(label), ids.id_of(prediction)
-        slice_start = ts - ts % self._slice
-        end = self._earliest_end.get(slice_start)
-        if end is None:
-            end = self._window_end_floor(slice_start)
-        late = is_final(end, cutoff, self.config.allowed_lateness)
-        self._event_rows.add(
-            event, NO_CONTEXT if context is None else context, cell_id, offset, late, correct
-        )
-        number = feedback_number(kind, value)
-        shards = self.config.session_shards
-        if shards:
-            cell = self.cells.values[cell_id]
-            self.session_records[shard_of(event.user_id, shards)].append(
-                (event.user_id, ts, cell, kind, number)
-            )
-        if kind == "preference":
-            pair = self.keys[PREFERENCES].id_of((value["policy_a"], value["policy_b"]))
-            winner = WINNER_CODES[value["winner"]]
-        elif kind == "report":
-            category = self.keys[REPORTS].id_of(value["category"])
-        if late and not self._late(slice_start, cell_id, cutoff, "feedback", event.event_id, ts):
-            return
-        counted = self._counted
-        if true != NONE or pair != NONE or category != NONE:
-            row = len(counted.feedback_slices)
-            counted.keyed.append((row, true, predicted, pair, winner, category))
-        counted.feedback_slices.append(slice_start)
-        counted.feedback_cells.append(cell_id)
-        counted.kinds.append(KIND_CODES[kind])
-        counted.numbers.append(number)
-        counted.correct.append(bool(correct))
-        counted.unjoined.append(context is None)
-        counted.feedback_cutoffs.append(cutoff if late else NO_CUTOFF)
-
-    def _count_joined(
+    def _count(
         self,
         events: list[Feedback],
         offsets: list[int],
         slots: NDArray[np.int64],
         cutoffs: NDArray[np.float64],
     ) -> None:
-        """Feedback joined to held inferences (`slots`), counted in bulk: what
-        :meth:`_count_feedback` does for one joined event, as columns, with a Python step
-        only for the rows that need one (a tenant named, a label, a preference or a
-        report, a late event, a session record). Each family's keys are numbered in
-        sequence order, as one at a time."""
-        context = self.inferences.columns(slots)
+        """Count feedback in bulk: each event joined to the held inference at its slot,
+        or unjoined where the slot is -1 (it gave up, and the store had nothing). Column
+        operations, with a Python step only for the rows that need one (a tenant named,
+        a label, a preference or a report, a late event, a session record); each
+        family's keys are numbered in the events' order, as one at a time."""
+        context, joined = self._contexts(events, slots)
         cells = context.cells
         if any(e.tenant is not UNSET for e in events):
             keep = []
             for j, event in enumerate(events):
-                tenant = self.cells.values[int(cells[j])][0]
-                refusal = None if event.tenant is UNSET else tenant_refusal(event, tenant)
+                refusal = None
+                if event.tenant is not UNSET and joined[j]:
+                    refusal = tenant_refusal(event, self.cells.values[int(cells[j])][0])
                 if refusal is None:
                     keep.append(j)
                 else:
@@ -750,7 +680,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
                     context.ts[at], cells[at], context.labels[at],
                     context.confidences[at], context.latencies[at],
                 )  # fmt: skip
-                cells, cutoffs = context.cells, cutoffs[at]
+                cells, cutoffs, joined = context.cells, cutoffs[at], joined[at]
         n = len(events)
         if not n:
             return
@@ -773,7 +703,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         ts = np.fromiter(map(_TS, events), np.int64, n)
         slices = ts - ts % self._slice
         late = ColumnarClock.late(self._window_ends(slices), cutoffs, self.config.allowed_lateness)
-        self._event_rows.extend(events, context, offsets, late.tolist(), correct)
+        self._event_rows.extend(events, context, joined, offsets, late.tolist(), correct)
         numbers = list(map(feedback_number, kinds, values))
         shards = self.config.session_shards
         if shards:
@@ -816,8 +746,35 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         counted.kinds += codes[counts].tolist()
         counted.numbers += numbers
         counted.correct += flags
-        counted.unjoined += [False] * len(flags)
+        counted.unjoined += (~joined[counts]).tolist()
         counted.feedback_cutoffs += np.where(late, cutoffs, NO_CUTOFF)[counts].tolist()
+
+    def _contexts(
+        self, events: list[Feedback], slots: NDArray[np.int64]
+    ) -> tuple[InferenceColumns, NDArray[np.bool_]]:
+        """The join's context columns of each event (its held inference's, or for an
+        unjoined one its own cell of unknown dims and no inference fields), and which
+        joined."""
+        joined = slots >= 0
+        if joined.all():
+            return self.inferences.columns(slots), joined
+        n = len(events)
+        id_of, unjoined_cell = self.cells.id_of, self._unjoined_cell
+        unjoined = compress(events, (~joined).tolist())
+        cells = np.fromiter((id_of(unjoined_cell(e)) for e in unjoined), np.int64)
+        context = InferenceColumns(
+            np.zeros(n, np.int64), np.empty(n, np.int64), np.full(n, None, dtype=np.object_),
+            np.full(n, np.nan), np.full(n, np.nan),
+        )  # fmt: skip
+        context.cells[~joined] = cells
+        if joined.any():
+            held = self.inferences.columns(slots[joined])
+            context.ts[joined] = held.ts
+            context.cells[joined] = held.cells
+            context.labels[joined] = held.labels
+            context.confidences[joined] = held.confidences
+            context.latencies[joined] = held.latencies
+        return context, joined
 
     def _refuse(self, event: Feedback, offset: int, reason: str) -> None:
         """Feedback the join refused: a dead letter at its source position, not counted.
@@ -901,17 +858,21 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
             found = self._store.lookup(wanted)
             self.stats.looked_up += len(wanted)
             self.stats.found_in_store += len(found)
-        for event, offset, cutoff, gone in due:
-            stored = None if gone else found.get(event.request_id)
-            if stored is None:
-                self.stats.unjoined += 1
-                self._count_feedback(event, offset, None, cutoff)
-                continue
-            context = (
-                self.inferences.get(event.request_id)
-                or self._remember([(event.request_id, stored)])[0]
-            )
-            self._count_feedback(event, offset, context, cutoff)
+        # Stored inferences are held like fresh ones (their later feedback needs no lookup).
+        found_ids = [rid for rid in wanted if rid in found]
+        if found_ids:
+            held = (self.inferences.slots(hash_keys(found_ids)) >= 0).tolist()
+            new = compress(found_ids, [not h for h in held])
+            self._remember([(rid, found[rid]) for rid in new])
+        request_ids = [event.request_id if not gone and event.request_id in found else None
+                       for event, _, _, gone in due]  # fmt: skip
+        slots = np.full(len(due), -1, dtype=np.int64)
+        at = [j for j, rid in enumerate(request_ids) if rid is not None]
+        if at:
+            slots[at] = self.inferences.slots(hash_keys(_gather(at, request_ids)))
+        self.stats.unjoined += int(np.count_nonzero(slots < 0))
+        events, offsets, cutoffs, _ = map(list, zip(*due, strict=True))
+        self._count(events, offsets, slots, np.array(cutoffs, dtype=np.float64))
 
     def _rebuild(self) -> None:
         """After a restart: the cache and dedup ids as they were at the snapshot."""
@@ -938,9 +899,9 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
             self.partition, len(recent), len(seen),
         )  # fmt: skip
 
-    def _remember(self, recent: list[tuple[str, StoredInference]]) -> list[InferenceContext]:
+    def _remember(self, recent: list[tuple[str, StoredInference]]) -> None:
         """Hold stored inferences like fresh ones, in order (their later feedback needs no
-        lookup); their contexts."""
+        lookup)."""
         names = self.config.extra_dims
         contexts: list[InferenceContext] = []
         for _, stored in recent:
@@ -957,7 +918,6 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
                 np.array(latencies, dtype=np.float64),
             )  # fmt: skip
             self.inferences.add([request_id for request_id, _ in recent], rows)
-        return contexts
 
     def _expire(self) -> None:
         watermark = self.clock.watermark

@@ -18,20 +18,17 @@ from typing import Any
 
 import msgspec
 import numpy as np
+from numpy.typing import NDArray
 
 from operators.batches import Categorical, DeadLetter, TableRows
 from operators.cells import BASE_DIMS, Cell, format_extra_dims
 from operators.columnar.join_buffer import InferenceColumns
 from operators.events import Feedback, Inference
-from operators.join import InferenceContext
 from operators.metrics import as_label
 
 _encode = msgspec.json.encode
 MAX_VERSION = (1 << 63) - 1
 
-# The context of an unjoined feedback event: its inference_ts, prediction, confidence and
-# latency_ms columns are null.
-NO_CONTEXT: InferenceContext = (None, -1, None, None, None)  # type: ignore[assignment]
 # Cell ids -> the dims columns of those cells (:meth:`operators.cells.CellDims.columns`).
 DimColumns = Callable[[np.ndarray], dict[str, Categorical]]
 _UINT8 = {None: None, True: 1, False: 0}  # a Nullable(UInt8) from a bool or None
@@ -116,10 +113,8 @@ def _label(kind: str, value: Any) -> str | None:
 
 class EventRows:
     """Enriched feedback: the event, joined to its inference's fields. The stage hands
-    over whole sequences of joined feedback as columns (:meth:`extend`) and single events
-    where it counts one at a time (:meth:`add`: released feedback, feedback an inference
-    took); the columns are built at `take()`, as for InferenceRows. An unjoined event's
-    context is :data:`NO_CONTEXT`; a missing confidence or latency is None, not NaN."""
+    over what it counts as columns (:meth:`extend`); the table's columns are built at
+    `take()`, as for InferenceRows. A missing confidence or latency is None, not NaN."""
 
     __slots__ = ("cells", "confidences", "correct", "events", "inference_ts", "joined",
                  "late", "latencies", "offsets", "predictions")  # fmt: skip
@@ -136,46 +131,33 @@ class EventRows:
         self.correct: list[bool | None] = []
         self.joined: list[bool] = []
 
-    def add(
-        self,
-        e: Feedback,
-        context: InferenceContext,
-        cell_id: int,
-        offset: int,
-        late: bool,
-        correct: bool | None,
-    ) -> None:
-        self.events.append(e)
-        inference_ts, _, prediction, confidence, latency = context
-        self.inference_ts.append(inference_ts)
-        self.predictions.append(prediction)
-        self.confidences.append(confidence)
-        self.latencies.append(latency)
-        self.cells.append(cell_id)
-        self.offsets.append(offset)
-        self.late.append(late)
-        self.correct.append(correct)
-        self.joined.append(context is not NO_CONTEXT)
-
     def extend(
         self,
         events: list[Feedback],
         context: InferenceColumns,
+        joined: NDArray[np.bool_],
         offsets: list[int],
         late: list[bool],
         correct: list[bool | None],
     ) -> None:
-        """Joined feedback in bulk: `context` holds each event's inference columns."""
+        """Counted feedback: `context` holds each event's inference columns, read where
+        it `joined` (an unjoined event's inference fields are null)."""
         self.events += events
-        self.inference_ts += context.ts.tolist()
-        self.predictions += context.labels.tolist()
-        self.confidences += [None if c != c else c for c in context.confidences.tolist()]
-        self.latencies += [None if v != v else v for v in context.latencies.tolist()]
+        ts, labels = context.ts.tolist(), context.labels.tolist()
+        confidences = [None if c != c else c for c in context.confidences.tolist()]  # NaN
+        latencies = [None if v != v else v for v in context.latencies.tolist()]
+        if not joined.all():
+            for j in np.flatnonzero(~joined).tolist():
+                ts[j] = labels[j] = confidences[j] = latencies[j] = None
+        self.inference_ts += ts
+        self.predictions += labels
+        self.confidences += confidences
+        self.latencies += latencies
         self.cells += context.cells.tolist()
         self.offsets += offsets
         self.late += late
         self.correct += correct
-        self.joined += [True] * len(events)
+        self.joined += joined.tolist()
 
     def take(self, partition: int, dims: DimColumns) -> TableRows | None:
         events = self.events

@@ -112,27 +112,6 @@ class JoinBuffer:
             table.column("confidences", slots), table.column("latencies", slots),
         )  # fmt: skip
 
-    def contexts(self, slots: NDArray[np.int64]) -> list[InferenceContext]:
-        """The row-wise stage's context tuples of held slots (NaN back to None), built
-        from whole columns rather than one numpy scalar at a time."""
-        table = self._table
-        confidences = table.column("confidences", slots).tolist()
-        latencies = table.column("latencies", slots).tolist()
-        return list(
-            zip(
-                table.times(slots).tolist(), table.column("cells", slots).tolist(),
-                table.column("labels", slots).tolist(),
-                [None if c != c else c for c in confidences],  # NaN: none given
-                [None if v != v else v for v in latencies],
-                strict=True,
-            )
-        )  # fmt: skip
-
-    def get(self, request_id: str) -> InferenceContext | None:
-        """One request id's held context (the rare single lookups: released feedback)."""
-        slots = self._table.probe(hash_keys([request_id]))
-        return self.contexts(slots)[0] if slots[0] >= 0 else None
-
     def probe(self, request_ids: Sequence[str]) -> tuple[NDArray[np.int64], InferenceColumns]:
         """For each request id, the slot of its held inference (-1: none) and the
         context columns of the hits (in the order of the found ids)."""

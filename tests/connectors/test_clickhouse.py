@@ -12,9 +12,10 @@ import numpy as np
 
 from connectors.clickhouse import describe, migrate, migrations, to_arrow
 from operators.cells import CellDims
+from operators.columnar.join_buffer import InferenceColumns
 from operators.events import Feedback, Inference
 from operators.metrics import HISTOGRAM_METRIC, LATENCY_METRICS, METRIC_COLUMNS, METRICS, as_label
-from operators.rows import NO_CONTEXT, EventRows, InferenceRows, LateRows
+from operators.rows import EventRows, InferenceRows, LateRows
 from tests.conftest import ROOT, Store
 
 
@@ -62,14 +63,19 @@ def test_rows_of_every_raw_table_convert_to_their_column_types(store: Store) -> 
     events = EventRows()
     feedback = Feedback(event_id="e", request_id="r", ts=5_000, kind="report", user_id="u",
                         value={"category": "fraud", "amount": None})  # fmt: skip
-    events.add(feedback, NO_CONTEXT, 0, 3, late=True, correct=None)
+    unjoined = InferenceColumns(  # an unjoined event's columns: none is read
+        np.zeros(1, np.int64), np.zeros(1, np.int64), np.full(1, None, dtype=np.object_),
+        np.full(1, np.nan), np.full(1, np.nan),
+    )  # fmt: skip
+    events.extend([feedback], unjoined, np.zeros(1, np.bool_), [3], [True], [None])
     taken = events.take(0, partial(CellDims().columns, [("unknown",) * 6]))
     client.insert_arrow(
         "pulse.events", to_arrow(taken.columns, describe(client, "pulse", "events"))
     )
-    assert store.rows("SELECT kind, value, value_num, joined, late FROM pulse.events") == [
-        ("report", '{"category":"fraud","amount":null}', None, 0, 1)
-    ]
+    assert store.rows(
+        "SELECT kind, value, value_num, joined, late, inference_ts, prediction, confidence "
+        "FROM pulse.events"
+    ) == [("report", '{"category":"fraud","amount":null}', None, 0, 1, None, None, None)]
 
 
 def test_attribute_maps_keep_every_row_s_own_pairs(store: Store) -> None:

@@ -78,11 +78,21 @@ def test_feedback_beyond_the_join_ttl_joins_through_the_store(store: Store) -> N
     joined = dict(
         zip(
             events["event_id"],
-            zip(events["joined"], events["model_version"], events["correct"], strict=True),
+            zip(
+                events["joined"],
+                events["model_version"],
+                events["correct"],
+                events["inference_ts"],
+                strict=True,
+            ),
             strict=True,
         )
     )
-    assert joined == {"e0": (1, "v1", 1), "e1": (0, "unknown", None), "e2": (1, "v1", 1)}
+    assert joined == {
+        "e0": (1, "v1", 1, T0),
+        "e1": (0, "unknown", None, None),
+        "e2": (1, "v1", 1, T0),
+    }
     assert (stats.looked_up, stats.found_in_store, stats.unjoined) == (2, 1, 1)
 
 
