@@ -35,6 +35,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import compress, repeat
+from sys import intern
 from typing import Any, cast
 
 import msgspec
@@ -611,26 +612,31 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
             pending.add(event.request_id, item, event.ts + wait)
 
     def _cell_ids(self, events: list[Inference]) -> list[int]:
-        """Each inference's partition-local finest cell id (new cells numbered in order)."""
+        """Each inference's partition-local finest cell id (new cells numbered in order).
+        The dims are interned: a decoded event's strings are its own, and comparing them
+        with a held cell's, scattered in memory among ~20k cells, cost a cache miss each
+        (in a bounded run 1.6 µs an inference; interned, the comparison is by identity)."""
         names = self.config.extra_dims
+        i = intern
         if names:
             cells: list[Cell] = [
                 (
-                    e.tenant,
-                    e.model_id,
-                    e.deployment,
-                    e.model_version,
-                    e.segment,
-                    e.endpoint,
-                    *(e.attributes.get(name, "") for name in names),
+                    i(e.tenant),
+                    i(e.model_id),
+                    i(e.deployment),
+                    i(e.model_version),
+                    i(e.segment),
+                    i(e.endpoint),
+                    *(i(e.attributes.get(name, "")) for name in names),
                 )
                 for e in events
             ]
         else:
             cells = [  # a comprehension: ~2x faster than an attribute getter on Structs
-                (e.tenant, e.model_id, e.deployment, e.model_version, e.segment, e.endpoint)
+                (i(e.tenant), i(e.model_id), i(e.deployment), i(e.model_version), i(e.segment),
+                 i(e.endpoint))
                 for e in events
-            ]
+            ]  # fmt: skip
         ids = list(map(self.cells.ids.get, cells, repeat(-1)))
         if -1 in ids:
             id_of = self.cells.id_of
