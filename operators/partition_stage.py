@@ -970,6 +970,9 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         store lookup, which counts it."""
         if resolve or len(self.released) >= RELEASED_BOUND:
             self._resolve_released()
+        self._add_counted()
+
+    def _add_counted(self) -> None:
         if self._counted:
             self._accumulator.add(self._counted.take(), self.deltas)
 

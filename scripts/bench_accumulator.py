@@ -7,7 +7,7 @@
 `capture` replays the bench's kind of traffic (:mod:`operators.synthetic`, as
 scripts/bench.py) through the partition stage (the settings of $PULSE_CONFIG over
 config/pulse.yaml, bounded, no snapshots; as ``scripts/bench_columnar.py --stage``),
-keeps what every ``_accumulate`` call counted (its :class:`JoinedRecords`, as lists) and
+keeps what every ``_add_counted`` call counted (its :class:`JoinedRecords`, as lists) and
 pickles them with the partition they came from. The stage of this replay ticks only at
 its end; `time` drains every --tick-every counted events of a partition, as a live run
 ticks about once a second.
@@ -47,7 +47,7 @@ Captured = list[tuple[int, dict[str, list[Any]]]]  # (partition, JoinedRecords' 
 
 
 def capture(events: int, dims: int, batch: int, seed: int) -> tuple[int, Captured]:
-    """Every `_accumulate` call's counted events of a replay, in call order."""
+    """Every `_add_counted` call's counted events of a replay, in call order."""
     from config.settings import load_settings
     from operators.partition_stage import PartitionStage
     from operators.stats import FlowStats
@@ -58,13 +58,12 @@ def capture(events: int, dims: int, batch: int, seed: int) -> tuple[int, Capture
     captured: Captured = []
 
     class Capturing(PartitionStage):
-        def _accumulate(self) -> None:
-            self._resolve_released()
+        def _add_counted(self) -> None:
             if self._counted:
                 lists = {name: list(getattr(self._counted, name))
                          for name in JoinedRecords.__dataclass_fields__}  # fmt: skip
                 captured.append((self.partition, lists))
-            super()._accumulate()
+            super()._add_counted()
 
     queues = stage_queues(events, dims, seed, config.partitions)
     stats = FlowStats()
