@@ -559,7 +559,8 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         only take feedback that came before it (feedback after its inference found it
         held, and joined), and feedback that a taker's watermark releases early would be
         released by the next one, or by this sequence's last release, before any later
-        inference could take it. Only the order in which counted rows are listed differs."""
+        inference could take it. Only the order in which counted rows are listed differs
+        (and so the partition-local numbers of new keys, which the merge maps by value)."""
         pending = self.pending
         if joined is not None and slots is not None:
             self._count_run(fb_events, fb_offsets, positions, cutoffs, joined, slots)
@@ -666,7 +667,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         or unjoined where the slot is -1 (it gave up, and the store had nothing). Column
         operations, with a Python step only for the rows that need one (a tenant named,
         a label, a preference or a report, a late event, a session record); each
-        family's keys are numbered in the events' order, as one at a time."""
+        family's new keys are numbered in the order of `events`."""
         context, joined = self._contexts(events, slots)
         cells = context.cells
         if any(e.tenant is not UNSET for e in events):
