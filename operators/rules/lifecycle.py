@@ -105,6 +105,18 @@ class Evaluation:
     evidence: Mapping[str, Any] | None = None
 
 
+def in_cell_order(evaluations: Iterable[Evaluation]) -> list[Evaluation]:
+    """A rule's evaluations of one window in the order their transitions go out: by cell
+    (dims), not by row. The merge stage lists cells in the order the partitions' deltas
+    reached it, which differs between a run and its replay, and a grouped notification's
+    key lists its transitions in order."""
+    return sorted(evaluations, key=_dims)
+
+
+def _dims(evaluation: Evaluation) -> Dims:
+    return evaluation.dims
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
     """How one rule's alerts live: the timing and who hears of them."""

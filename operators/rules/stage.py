@@ -19,7 +19,9 @@ the emission (oldest end first):
    no transition and keep no state, so skipping them is exact (a thin cell's
    inconclusive result, a healthy cell's FALSE cost no Python object). A canary reads its
    sides from its reads' masks (:class:`~operators.rules.evaluation.SidesEvaluator`);
-   any other evaluator gets :class:`~operators.rules.evaluation.CellWindow` records;
+   any other evaluator gets :class:`~operators.rules.evaluation.CellWindow` records.
+   A rule's evaluations reach the lifecycle in order of their cells' dims, not of the
+   rows (the merge stage's row order follows arrival across partitions);
 4. routes the transitions through :class:`~operators.rules.silences.Muting` (silences and
    inhibition) and the :class:`~operators.rules.grouping.Grouper` (group_wait in event
    time) into :class:`~operators.rules.alerts.Notification` records; a firing transition
@@ -63,7 +65,7 @@ from operators.rules.evaluation import (
     SidesEvaluator,
 )
 from operators.rules.grouping import Grouper
-from operators.rules.lifecycle import Evaluation, Lifecycle, Policy
+from operators.rules.lifecycle import Evaluation, Lifecycle, Policy, in_cell_order
 from operators.rules.silences import Inhibition, Inhibitor, Muting, Silence, Silences
 from operators.snapshots import decode_state, encode_state
 from operators.stage_states import RulesState
@@ -231,7 +233,7 @@ class RulesStage(StatefulLogic[WindowMetrics, RulesOutput, bytes]):
                 evaluations = as_sides.evaluate_block(cells, sides, now)
             else:
                 evaluations = evaluator.evaluate(block.cells(picked.tolist()), now)
-            for evaluation in evaluations:
+            for evaluation in in_cell_order(evaluations):
                 for transition in self.lifecycle.observe(evaluator.rule, evaluation):
                     transitions.append(transition)
                     if transition.action:

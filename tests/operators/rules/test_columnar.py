@@ -24,7 +24,7 @@ from operators.rules.evaluators.drift import DriftEvaluator
 from operators.rules.evaluators.ratio import RatioEvaluator
 from operators.rules.evaluators.spike import SpikeEvaluator
 from operators.rules.evaluators.threshold import ThresholdEvaluator
-from operators.rules.lifecycle import Evaluation, Lifecycle, Policy
+from operators.rules.lifecycle import Evaluation, Lifecycle, Policy, in_cell_order
 from operators.rules.stage import RulesConfig, RulesStage
 from operators.stats import FlowStats
 from operators.window_metrics import WindowMetrics
@@ -129,7 +129,7 @@ def reference(rules: list[Any], items: list[WindowMetrics]) -> list[tuple[Any, .
             cells = cell_windows(item, group.window, group.start, group.end, group.rows)
             for ev in evaluators:
                 mine = [c for c in cells if ev.wants(c.dims, c.window)]
-                for evaluation in ev.evaluate(mine, int(clock)):
+                for evaluation in in_cell_order(ev.evaluate(mine, int(clock))):
                     out.extend(_key(t) for t in life.observe(ev.rule, evaluation))
     return out
 

@@ -356,3 +356,33 @@ def test_the_real_evaluators_resume_from_a_snapshot_with_identical_transitions()
     assert [(a.kind, a.from_version, a.to_version) for a in rollbacks] == [("rollback", "v2", "v1")]
     fired = {(r["rule"], r["state"]) for r in alert_rows(rest)}
     assert {("canary-thumbs-down", "firing"), ("accuracy-floor", "firing")} <= fired
+
+
+def test_the_order_of_a_windows_rows_does_not_change_the_outputs() -> None:
+    """The merge stage lists a window's cells in the order partitions' deltas reached it,
+    which differs between a run and its replay; a grouped notification's key lists its
+    transitions in order, so the outputs must not follow the rows. Both evaluator paths:
+    the test evaluator (cell records) and the real ones (blocks, canary sides)."""
+    from operators.rules.evaluators import evaluator_for
+    from tests.operators.rules.cell_windows import example_settings
+
+    settings = example_settings()
+    failing = [cell(f"s{i:02}", 100, 50) for i in range(12)]  # the test evaluator's
+    failing += [cell(f"s{i:02}", 100, 50, model_version="v1", endpoint="/x") for i in range(12)]
+    windows = [(start, [*cells, *failing]) for start, cells in _example_windows(3)]
+    real = RulesConfig.of(settings, lambda rule: evaluator_for(rule, settings))
+    grouped = []
+    for rules in (config(for_ms=0, group_wait=2 * M), real):
+        outputs = []
+        for seed in range(4):
+            shuffled = [(s, random.Random(seed).sample(c, len(c))) for s, c in windows]
+            out = run(RulesStage(rules, FlowStats()), [emission([w]) for w in shuffled])
+            outputs.append(
+                (alert_rows(out), [repr(x) for x in out if not isinstance(x, TableRows)])
+            )
+            notified = [x for x in out if isinstance(x, Notification)]
+            grouped.append(max(len(n.transitions) for n in notified))
+        assert sum(r["state"] == "firing" for r in outputs[0][0]) >= 12  # many in one window
+        assert all(o == outputs[0] for o in outputs[1:])
+    assert grouped[0] >= 12  # the test evaluator's firings in one request (the real
+    # rules: the canary inhibits the others)
