@@ -14,6 +14,7 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import time
 from collections import Counter
@@ -32,6 +33,9 @@ from tests.e2e.test_faults import FAST_SNAPSHOTS
 # version that opens and closes episodes all along the log.
 TRAFFIC = ["--seed", "23", "--duration", "900", "--rate", "60", "--canary-share", "0.2",
            "--canary-degrade-at", "2026-01-01T00:04:00Z", "--canary-thumbs-down", "0.25"]  # fmt: skip
+# Snapshots every 200 ms: the flow reads the log in ~1.5 s, so a kill can land between
+# several committed epochs while episodes open and close, not only before the first.
+SNAPSHOTS = {**FAST_SNAPSHOTS, "PULSE_RUN_SNAPSHOT_INTERVAL": "200ms"}
 FAILURES_PER_START = 30  # the receiver's first answers after each start: 500 (seconds of retries)
 KILLS = 4
 
@@ -130,6 +134,19 @@ def _wait_for_500s(receiver: Receiver, process: subprocess.Popen[str], n: int) -
         time.sleep(0.01)
 
 
+def _wait_for_a_commit(recovery: Path, process: subprocess.Popen[str]) -> None:
+    """Until some start committed a snapshot (the resume epoch is past 1), or the process
+    ended: a kill then resumes from written state, not from the beginning, however slowly
+    the first start went (a fast flow reads this log in ~1.5 s)."""
+    while process.poll() is None:
+        try:
+            if RecoveryStore(recovery).resume_epoch() > 1:
+                return
+        except sqlite3.OperationalError:  # tables not created yet, or being written
+            pass
+        time.sleep(0.02)
+
+
 def _failing_for_a_while(receiver: Receiver) -> None:
     with receiver.lock:
         receiver.script.clear()
@@ -147,8 +164,8 @@ def test_sigkill_during_alert_episodes_and_delivery_retries_loses_and_repeats_no
     steady, crashed = tmp_path / "steady", tmp_path / "crashed"
     steady.mkdir()
     crashed.mkdir()
-    env_steady = pulse_env(steady, OPS_WEBHOOK_SECRET=SECRET, **FAST_SNAPSHOTS)
-    env = pulse_env(crashed, OPS_WEBHOOK_SECRET=SECRET, **FAST_SNAPSHOTS)
+    env_steady = pulse_env(steady, OPS_WEBHOOK_SECRET=SECRET, **SNAPSHOTS)
+    env = pulse_env(crashed, OPS_WEBHOOK_SECRET=SECRET, **SNAPSHOTS)
     config_steady = _config(tmp_path / "steady.yaml", steady_rx.url)
     config = _config(tmp_path / "crashed.yaml", crashed_rx.url)
     run_pulse(["generate", *TRAFFIC], env_steady)
@@ -167,7 +184,8 @@ def test_sigkill_during_alert_episodes_and_delivery_retries_loses_and_repeats_no
                                    env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE, text=True)  # fmt: skip
         if kills % 2 == 0:  # a seeded point of the run: alert episodes open and close
-            time.sleep(3.0 + rng.uniform(0.05, 0.35) * max(uninterrupted - 3.0, 1.0))
+            _wait_for_a_commit(crashed / "recovery", process)
+            time.sleep(rng.uniform(0.05, 0.35) * max(uninterrupted - 3.0, 1.0))
         else:  # during delivery retries: after this start's n-th 500
             _wait_for_500s(crashed_rx, process, rng.randint(1, FAILURES_PER_START - 1))
         if process.poll() is not None:  # finished: the log was too small for the kills
