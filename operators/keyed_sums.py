@@ -21,6 +21,7 @@ Run = tuple[np.ndarray, np.ndarray]  # sorted unique int64 keys, float64 [rows, 
 
 
 BINCOUNT_FROM = 4096  # rows; below this one sort beats the sums by id (_column_sums)
+RANK_BY_SORT = 8  # rank ids by a sort when they are this many times fewer than the range
 
 
 def sum_by_key(keys: np.ndarray, values: np.ndarray) -> Run:
@@ -99,6 +100,21 @@ def _column_sums(
     ones = np.ones(len(ids))
     matrix = scipy.sparse.csr_array((ones, (ids, columns)), shape=(size, rows))
     return np.ascontiguousarray(matrix @ values)
+
+
+def rank_ids(ids: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """`np.unique(ids, return_inverse=True)` for ids in [0, size), the inverse in `ids`'
+    shape: the distinct ids, sorted, and each id's rank among them. Ids of a dense range
+    (cell ids) are ranked by a table of `size` flags and its running count, O(size + n),
+    instead of a sort, unless they are far fewer than `size` (a rollup's ids: 3-10x
+    faster at the merge stage's sizes)."""
+    if ids.size * RANK_BY_SORT < size:
+        distinct, rank = np.unique(ids, return_inverse=True)
+        return distinct, rank.reshape(ids.shape)
+    seen = np.zeros(size, dtype=bool)
+    seen[ids] = True
+    rank_of = np.cumsum(seen) - 1
+    return np.flatnonzero(seen), rank_of[ids]
 
 
 def merge_runs(older: Run, newer: Run) -> Run:

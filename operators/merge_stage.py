@@ -75,7 +75,7 @@ from operators.cells import EXTRA_KEY_BITS, CellIndex, GlobalIds
 from operators.early_budget import EarlyBudget
 from operators.early_handoff import EarlyHandOff
 from operators.families import KEYED, MAIN, registry
-from operators.keyed_sums import Run, sum_by_dense_keys, sum_by_key, sum_by_keys
+from operators.keyed_sums import Run, rank_ids, sum_by_dense_keys, sum_by_key, sum_by_keys
 from operators.metrics import METRIC_COLUMNS, MainLayout
 from operators.panes import PaneLayout, SpecState, window_sums
 from operators.rollup_cache import RollupCache
@@ -520,8 +520,7 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         if finest is None:
             finest = FinestCells.of(keys, self.cells)
         rollups = finest.rollups[:, sets]
-        present_cells, rank = np.unique(rollups, return_inverse=True)
-        rank = rank.reshape(rollups.shape)
+        present_cells, rank = rank_ids(rollups, len(self.cells))
         extras = keys & _EXTRA_MASK
         if rollups.shape[1] == 1 and _rising(rank[:, 0]):
             # One set that keeps every finest cell apart, in order: nothing to add up.

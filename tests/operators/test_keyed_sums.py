@@ -1,11 +1,13 @@
 import pickle
 
 import numpy as np
+import pytest
 
 from operators.keyed_sums import (
     BINCOUNT_FROM,
     KeyedSums,
     merge_runs,
+    rank_ids,
     rows_in,
     sum_by_dense_keys,
     sum_by_key,
@@ -190,3 +192,14 @@ def test_summed_adds_dense_tables_and_runs_alike() -> None:
     assert summed([KeyedSums(3, 24), KeyedSums(3)]) is None
     one = summed([parts[0][0], KeyedSums(3, 24)])
     assert one is not None and _same_bits(one, parts[0][1].compacted())
+
+
+@pytest.mark.parametrize("n, size", [(0, 100), (3, 1000), (40, 100), (5000, 20_000)])
+def test_ids_are_ranked_as_numpy_unique_ranks_them(n: int, size: int) -> None:
+    """By a sort (ids far fewer than the range) or by a table of the range: the same."""
+    ids = np.random.default_rng(n).integers(0, size, (n, 3))
+    distinct, rank = rank_ids(ids, size)
+    want, inverse = np.unique(ids, return_inverse=True)
+    assert distinct.tolist() == want.tolist()
+    assert rank.shape == ids.shape and rank.tolist() == inverse.reshape(ids.shape).tolist()
+    assert (distinct[rank] == ids).all()
