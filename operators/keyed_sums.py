@@ -102,6 +102,14 @@ def _column_sums(
     return np.ascontiguousarray(matrix @ values)
 
 
+def run_starts(values: np.ndarray) -> np.ndarray:
+    """Where each run of equal values starts in a sorted array: `np.unique`'s first
+    indices, in one pass and no sort."""
+    if len(values) == 0:
+        return np.empty(0, dtype=np.intp)
+    return np.flatnonzero(np.concatenate(([True], values[1:] != values[:-1])))
+
+
 def rank_ids(ids: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """`np.unique(ids, return_inverse=True)` for ids in [0, size), the inverse in `ids`'
     shape: the distinct ids, sorted, and each id's rank among them. Ids of a dense range

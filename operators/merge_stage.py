@@ -75,7 +75,14 @@ from operators.cells import EXTRA_KEY_BITS, CellIndex, GlobalIds
 from operators.early_budget import EarlyBudget
 from operators.early_handoff import EarlyHandOff
 from operators.families import KEYED, MAIN, registry
-from operators.keyed_sums import Run, rank_ids, sum_by_dense_keys, sum_by_key, sum_by_keys
+from operators.keyed_sums import (
+    Run,
+    rank_ids,
+    run_starts,
+    sum_by_dense_keys,
+    sum_by_key,
+    sum_by_keys,
+)
 from operators.metrics import METRIC_COLUMNS, MainLayout
 from operators.panes import PaneLayout, SpecState, window_sums
 from operators.rollup_cache import RollupCache
@@ -352,7 +359,8 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         for (slice_start, cutoff), rows in _groups(delta.slice_starts, delta.cutoffs):
             group_keys, group_values = sum_by_key(keys[rows], delta.values[rows])
             # Cells changed, for early rows (keys are sorted: no sort needed for unique).
-            touched = _distinct_sorted(group_keys >> EXTRA_KEY_BITS) if early else None
+            owners = group_keys >> EXTRA_KEY_BITS
+            touched = owners[run_starts(owners)] if early else None
             for state in self.specs:
                 spec = state.layout.spec
                 if cutoff == NO_CUTOFF:
@@ -750,7 +758,7 @@ class FinestCells:
         if len(cells) == 0 or not (cells[1:] >= cells[:-1]).all():
             distinct, row_of = np.unique(cells, return_inverse=True)
             return cls(index.rollups(distinct), None, row_of)
-        starts = np.flatnonzero(np.concatenate(([True], cells[1:] != cells[:-1])))
+        starts = run_starts(cells)
         counts = np.diff(starts, append=len(cells))
         return cls(index.rollups(cells[starts]), counts, None)
 
@@ -780,10 +788,3 @@ def _in_cell_order(chunks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]
 
 def _rising(values: np.ndarray) -> bool:
     return bool((values[1:] > values[:-1]).all())
-
-
-def _distinct_sorted(values: np.ndarray) -> np.ndarray:
-    """np.unique of an already sorted array, in one pass."""
-    if len(values) == 0:
-        return values
-    return values[np.concatenate(([True], values[1:] != values[:-1]))]

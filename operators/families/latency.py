@@ -15,6 +15,7 @@ import numpy as np
 from operators.cells import EXTRA_KEY_BITS
 from operators.columnar.joined import JoinedColumns
 from operators.families.base import Update
+from operators.keyed_sums import run_starts
 from operators.metrics import LATENCY_METRICS
 from operators.sketch import buckets_of, segment_quantiles
 
@@ -54,12 +55,14 @@ class LatencyFamily:
 
 
 def _quantiles(keys: np.ndarray, values: np.ndarray, cells: np.ndarray) -> np.ndarray:
-    """Quantiles of the (sorted, unique) `cells` from their (cell, bucket) rows."""
+    """Quantiles of the (sorted, unique) `cells` from their (cell, bucket) rows, sorted by
+    key (each cell's rows are one segment)."""
     out = np.full((len(cells), len(LATENCY_METRICS)), np.nan)
     if len(keys) == 0:
         return out
-    owners = keys >> EXTRA_KEY_BITS
-    present, segment_starts = np.unique(owners, return_index=True)
+    owners = keys >> EXTRA_KEY_BITS  # sorted, as the keys are
+    segment_starts = run_starts(owners)
+    present = owners[segment_starts]
     quantiles = segment_quantiles(segment_starts, keys & _EXTRA_MASK, values[:, 0])
     at = np.asarray(np.searchsorted(cells, present))
     wanted = at < len(cells)
