@@ -359,8 +359,10 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         for (slice_start, cutoff), rows in _groups(delta.slice_starts, delta.cutoffs):
             group_keys, group_values = sum_by_key(keys[rows], delta.values[rows])
             # Cells changed, for early rows (keys are sorted: no sort needed for unique).
-            owners = group_keys >> EXTRA_KEY_BITS
-            touched = owners[run_starts(owners)] if early else None
+            touched = None
+            if early:
+                owners = group_keys >> EXTRA_KEY_BITS
+                touched = owners[run_starts(owners)]
             for state in self.specs:
                 spec = state.layout.spec
                 if cutoff == NO_CUTOFF:
