@@ -24,6 +24,14 @@ BINCOUNT_FROM = 4096  # rows; below this one sort beats the sums by id (_column_
 RANK_BY_SORT = 8  # rank ids by a sort when they are this many times fewer than the range
 
 
+def run_starts(values: np.ndarray) -> np.ndarray:
+    """Where each run of equal values starts in a sorted array: `np.unique`'s first
+    indices, in one pass and no sort."""
+    if len(values) == 0:
+        return np.empty(0, dtype=np.intp)
+    return np.flatnonzero(np.concatenate(([True], values[1:] != values[:-1])))
+
+
 def sum_by_key(keys: np.ndarray, values: np.ndarray) -> Run:
     """Sorted unique keys and the sum of the value rows of each."""
     if len(keys) == 0:
@@ -41,7 +49,7 @@ def sum_by_sort(keys: np.ndarray, values: np.ndarray) -> Run:
     order = np.argsort(keys, kind="stable")
     keys = keys[order]
     values = values[order]
-    starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+    starts = run_starts(keys)
     if len(starts) == len(keys):
         return keys, values
     return keys[starts], np.add.reduceat(values, starts, axis=0)
@@ -100,14 +108,6 @@ def _column_sums(
     ones = np.ones(len(ids))
     matrix = scipy.sparse.csr_array((ones, (ids, columns)), shape=(size, rows))
     return np.ascontiguousarray(matrix @ values)
-
-
-def run_starts(values: np.ndarray) -> np.ndarray:
-    """Where each run of equal values starts in a sorted array: `np.unique`'s first
-    indices, in one pass and no sort."""
-    if len(values) == 0:
-        return np.empty(0, dtype=np.intp)
-    return np.flatnonzero(np.concatenate(([True], values[1:] != values[:-1])))
 
 
 def rank_ids(ids: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
