@@ -178,9 +178,14 @@ class WindowSettings(Section):
     length: PositiveDuration | None = None
     slide: PositiveDuration | None = None
     gap: PositiveDuration | None = None
-    # How often this window's early rows go out (default: time.emit_interval); a sliding
-    # window's overlapping windows take turns. Not part of the recovery fingerprint.
+    # How often this window's early rows go out (default: time.emit_interval). Not part of
+    # the recovery fingerprint.
     early_interval: PositiveDuration | None = None
+    # Sliding windows only: which of the overlapping open windows emit early rows.
+    # `latest` (the default): the one ending soonest of those holding the newest event
+    # time, i.e. the latest `length` of events; `all`: every open one, taking turns.
+    # Not part of the recovery fingerprint.
+    early_windows: Literal["latest", "all"] | None = None
 
     @model_validator(mode="after")
     def _shape(self) -> WindowSettings:
@@ -196,6 +201,8 @@ class WindowSettings(Section):
             raise ValueError(f"window {self.name}: session takes `gap` only")
         if self.kind == "session" and self.early_interval is not None:
             raise ValueError(f"window {self.name}: sessions emit no early rows")
+        if self.kind != "sliding" and self.early_windows is not None:
+            raise ValueError(f"window {self.name}: early_windows is for sliding windows only")
         return self
 
 

@@ -121,6 +121,16 @@ def early_intervals(settings: Settings) -> tuple[int, ...]:
     )
 
 
+def early_latest(settings: Settings) -> tuple[bool, ...]:
+    """Per window spec (window_specs' order): whether only its latest window emits early
+    rows (a sliding window's default, `early_windows: latest`)."""
+    return tuple(
+        w.kind == "sliding" and w.early_windows != "all"
+        for w in settings.windows
+        if w.kind != "session"
+    )
+
+
 def clickhouse_target(settings: Settings) -> Target:
     return Target.of(settings)
 
@@ -209,6 +219,7 @@ def build(settings: Settings, stats: FlowStats = STATS, recovery: bool = True) -
         early_rows=not settings.run.bounded,
         early_emit_budget=t.early_emit_budget,
         early_intervals=early_intervals(settings),
+        early_latest=early_latest(settings),
         snapshots=recovery,
     )
 
@@ -271,7 +282,8 @@ def build(settings: Settings, stats: FlowStats = STATS, recovery: bool = True) -
         "topics": settings.kafka.topic_prefix if settings.log.backend == "kafka" else None,
         "partitions": partitions,
         "windows": [
-            w.model_dump(mode="json", exclude={"early_interval"}) for w in settings.windows
+            w.model_dump(mode="json", exclude={"early_interval", "early_windows"})
+            for w in settings.windows
         ],
         "grouping_sets": [list(g) for g in grouping_sets],
         "extra_dims": list(extra_dims),

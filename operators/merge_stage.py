@@ -17,10 +17,12 @@ the number of changed cells (their rows are found in each window's sorted rollup
 the `metrics` table an early row covers every rollup cell of a changed cell (each has a
 new count); in the keyed families' tables only the (cell, key) rows whose sums changed:
 a row left out keeps its previous early row, which is still true. A spec's windows emit
-every `early_intervals` (default `emit_interval`); the ten open windows of a 5-minute
-window sliding by 30 s take turns, a share of them per tick (:meth:`SpecState.early_due`,
-:meth:`SpecState.early_share`), since each rewrites the same changed cells: at every tick
-they were 5/6 of the rows. They get at most `early_emit_budget` of processing time,
+every `early_intervals` (default `emit_interval`). Of the ten open windows of a 5-minute
+window sliding by 30 s, each rewrites the same changed cells (at every tick they were 5/6
+of the rows): by default only the latest emits (`early_latest`,
+:meth:`SpecState.latest_window`: the latest `length` of events); otherwise they take
+turns, a share of them per tick (:meth:`SpecState.early_due`,
+:meth:`SpecState.early_share`). They get at most `early_emit_budget` of processing time,
 counted as the worker thread's CPU time and shared by the window specs
 (:class:`~operators.early_budget.EarlyBudget`): when one spec's emission takes longer
 than its part of the interval, that spec's next waits (the interval stretches, never
@@ -122,8 +124,12 @@ class MergeConfig:
     # specs (operators/early_budget.py).
     early_emit_budget: float = 0.25
     # Per spec (in `specs` order; missing: emit_interval): how often one of its windows
-    # emits early rows; a sliding spec's windows take turns (SpecState.early_due).
+    # emits early rows; a sliding spec's windows take turns unless `early_latest`
+    # (SpecState.early_due).
     early_intervals: tuple[int, ...] = ()
+    # Per spec (missing: False): only its latest window emits early rows, the one ending
+    # soonest of those over the newest pane (a sliding spec's default, `early_windows`).
+    early_latest: tuple[bool, ...] = ()
     # Final rows per call, in whole windows (at least one): the rest wait for the next call
     # (50k: a large window, ~90k rows on the bench log, goes alone; 100k let a call hold two).
     final_rows_per_call: int = 50_000
@@ -404,6 +410,8 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
             every = self._early_every(i)
             due: list[int] = []
             still_open: set[int] = set()
+            latest = self._early_latest(i)
+            newest = state.latest_window() if latest else None
             for start in sorted(state.window_starts()):
                 end = start + length
                 if end <= state.final_before:
@@ -412,8 +420,11 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
                     finals.append((state, start, False))
                     continue
                 still_open.add(start)
+                if latest and start != newest:
+                    continue  # early rows from the spec's latest window only
                 if (
-                    i not in queued and paced[i] and state.early_due(start, now, interval, every)
+                    i not in queued and paced[i]
+                    and state.early_due(start, now, interval, every, alone=latest)
                     and state.changed(start)
                 ):  # fmt: skip
                     due.append(start)
@@ -443,9 +454,9 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
             for state in self.specs:
                 state.clear_touched()
         else:
-            for state, windows in zip(self.specs, early_rows, strict=True):
+            for i, (state, windows) in enumerate(zip(self.specs, early_rows, strict=True)):
                 if windows:
-                    state.take([start for _, start, _ in windows], now)
+                    state.take([start for _, start, _ in windows], now, self._early_latest(i))
         if early and self.config.early_rows and not all(paced):
             self.stats.early_deferred += 1
         for state in self.specs:
@@ -454,6 +465,10 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
             if rows.table == "metrics":
                 self.stats.metric_rows += len(rows)
         return [rows for rows in out if len(rows)]
+
+    def _early_latest(self, spec: int) -> bool:
+        latest = self.config.early_latest
+        return spec < len(latest) and latest[spec]
 
     def _early_every(self, spec: int) -> float:
         intervals = self.config.early_intervals
@@ -593,14 +608,17 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
             else:
                 changed: dict[str, np.ndarray] = {}
                 cached = self._cached(state, start, changed, memo)
-                if cached is None:  # an early emission without a cache: the window in full
+                # The window's first early rows since this stage started are all of it:
+                # its logged changes are kept only once it has emitted (SpecState.changed).
+                whole = early and not state.emitted_early(start)
+                if cached is None:  # built from its parts in full
                     window_parts = state.parts(start)
                     cached = state.rolled[start] = {
                         f: RollupCache(self._rollup(*window_sums(window_parts, f, None)))
                         for f in self._widths
                     }
                 keyed = None
-                if not early:  # final, from the cache (dropped with the window)
+                if not early or whole:  # from the cache (a final one's dropped with it)
                     rolled = {family: cache.run() for family, cache in cached.items()}
                 else:
                     # Early rows: only the rollup cells of the finest cells that changed,

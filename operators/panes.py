@@ -17,10 +17,14 @@ rollups are larger than the finest sums (measured at 10k dims: 69 MiB of cache f
 open windows against 12 MiB of panes), held only while a window is open.
 
 The windows over a pane need not emit at the same ticks (a sliding spec's windows take
-turns, :meth:`SpecState.early_due`): each part keeps its changes as a log, and each window
-a cursor per part (`taken`: how many it has emitted); a change leaves the log once every
-window over the part has taken it. Cursors and the log's deltas are not snapshotted: after
-a restart every window takes every change its parts still hold (a few rows more, once).
+turns, :meth:`SpecState.early_due`, or only the latest emits): each part keeps its changes
+as a log, and each window that has emitted early rows a cursor per part (`taken`: how many
+it has emitted); a change leaves the log once every such window over the part has taken
+it. A window's first early rows are all of it, built from its parts, so the log is not
+kept for windows that have not emitted (the newer windows of a sliding spec that emits
+only its latest would otherwise hold every change until their turn). The log's cells and
+the cursors are snapshotted, its deltas are not: a restart rebuilds each window's rollups
+in full and emits the cells its cursors had not taken, as the run before would have.
 """
 
 from __future__ import annotations
@@ -68,7 +72,7 @@ class PaneLayout:
 
 PANE, EXTRA = 0, 1
 PartKey = tuple[int, int]  # (PANE, pane start) or (EXTRA, window start)
-_NOT_SNAPSHOTTED = frozenset({"rolled", "taken", "early_at"})
+_NOT_SNAPSHOTTED = frozenset({"rolled", "early_at"})
 
 
 @dataclass
@@ -135,8 +139,10 @@ class SpecState:
         return {k: v for k, v in self.__dict__.items() if k not in _NOT_SNAPSHOTTED}
 
     def __setstate__(self, state: dict[str, object]) -> None:
-        self.__dict__.update(state)
-        self.rolled, self.taken, self.early_at = {}, {}, {}
+        # A snapshot without `taken` (before early_windows): no window has emitted, so
+        # each emits all of itself first (SpecState.changed).
+        self.__dict__.update({"taken": {}, **state})
+        self.rolled, self.early_at = {}, {}
 
     def pane(self, pane_start: int) -> Sums:
         sums = self.panes.get(pane_start)
@@ -175,8 +181,17 @@ class SpecState:
         for key, part in self._keyed_parts(window_start):
             yield part, taken.get(key, 0)
 
+    def emitted_early(self, window_start: int) -> bool:
+        """Whether the window has emitted early rows since this stage started."""
+        return window_start in self.taken
+
     def changed(self, window_start: int) -> bool:
-        """Whether the window changed since its last early emission."""
+        """Whether the window changed since its last early emission; one that has not
+        emitted any (since this stage started) has if it holds anything: its first
+        early rows are built from its parts in full, not from the logged changes
+        (which are kept only for the windows that emitted, :meth:`_drop_taken`)."""
+        if not self.emitted_early(window_start):
+            return bool(self._keyed_parts(window_start))
         return any(len(part.touched) > n for part, n in self._untaken(window_start))
 
     def touched(self, window_start: int) -> np.ndarray:
@@ -193,16 +208,21 @@ class SpecState:
             if entry is not None and entry[0] == family
         ]
 
-    def early_due(self, window_start: int, now: float, interval: float, every: float) -> bool:
+    def early_due(
+        self, window_start: int, now: float, interval: float, every: float, alone: bool = False
+    ) -> bool:
         """Whether the window's early rows go out at this tick (`interval` apart) when
         its spec's go out `every` ms: the windows of a sliding spec take turns, one tick
         each, spread evenly over the `every / interval` ticks of a round (a window's turn
         from its index, ``start // slide``), so a tick carries a share of them rather than
         all at once every `every` ms, nor all within a few consecutive ticks; a window
         that missed its turn (the early-row budget deferred it) is due at every tick
-        after (:meth:`early_share` picks which of those go)."""
+        after (:meth:`early_share` picks which of those go). `alone`: the spec's only
+        window with early rows (:meth:`latest_window`): due `every` ms, no turns."""
         if every <= interval:
             return True
+        if alone:
+            return now - self.early_at.get(window_start, -math.inf) >= every
         turns = _turns(interval, every)
         spec = self.layout.spec
         offset = (window_start // spec.slide) % spec.overlap * turns // spec.overlap
@@ -222,27 +242,50 @@ class SpecState:
         waited = sorted(due, key=lambda start: self.early_at.get(start, -math.inf))
         return sorted(waited[:share])
 
-    def take(self, window_starts: list[int], now: float) -> None:
+    def latest_window(self) -> int | None:
+        """The window ending soonest of those over the newest pane: the spec's latest
+        `length` of event time, the one window with early rows under `early_windows:
+        latest` (not the oldest open one: a lagging watermark would hold that one's rows
+        while newer panes fill)."""
+        if not self.panes:
+            return None
+        return min(self.layout.windows_of_pane(max(self.panes)))
+
+    def take(self, window_starts: list[int], now: float, latest: bool = False) -> None:
         """After an early emission of these windows: each has emitted its parts' logged
-        changes; the changes every window over a part has emitted leave its log."""
+        changes; a part's changes that every window over it which emitted early rows has
+        emitted leave its log (all of them when none has: the parts only newer windows
+        cover, a late event's extras of a window that has not emitted). `latest`: the
+        spec emits only its latest window, so the older ones never again: their
+        cursors go, and the changes they held with them, and so do their cached rollups
+        (which those changes would have kept current: their final rows are built from
+        their parts)."""
+        if latest:
+            first = min(window_starts)
+            self.taken = {w: cursors for w, cursors in self.taken.items() if w >= first}
+            self.rolled = {w: cached for w, cached in self.rolled.items() if w >= first}
         for start in window_starts:
             self.early_at[start] = now
             self.taken[start] = {key: len(part.touched) for key, part in self._keyed_parts(start)}
-        for pane_start in {p for s in window_starts for p in self.layout.panes_of_window(s)}:
-            pane = self.panes.get(pane_start)
-            if pane is not None:
-                self._drop_taken((PANE, pane_start), pane, self.layout.windows_of_pane(pane_start))
-        for start in window_starts:
-            extra = self.extras.get(start)
-            if extra is not None:
-                self._drop_taken((EXTRA, start), extra, iter((start,)))
+        for pane_start, pane in self.panes.items():
+            self._drop_taken((PANE, pane_start), pane, self.layout.windows_of_pane(pane_start))
+        for start, extra in self.extras.items():
+            self._drop_taken((EXTRA, start), extra, iter((start,)))
 
     def _drop_taken(self, key: PartKey, part: Sums, windows: Iterator[int]) -> None:
-        open_windows = [w for w in windows if w + self.layout.spec.length > self.final_before]
-        done = min((self.taken.get(w, {}).get(key, 0) for w in open_windows), default=0)
+        """Forget the part's changes every window over it that emitted early rows has
+        emitted: a window that has not yet builds its first ones in full."""
+        if not part.touched:
+            return
+        emitted = [
+            w
+            for w in windows
+            if w + self.layout.spec.length > self.final_before and self.emitted_early(w)
+        ]
+        done = min((self.taken[w].get(key, 0) for w in emitted), default=len(part.touched))
         if done:
             part.drop_log(done)
-            for w in open_windows:
+            for w in emitted:
                 self.taken[w][key] -= done
 
     def clear_touched(self) -> None:

@@ -54,6 +54,8 @@ def _configs() -> tuple[Any, Any]:
     per_spec: dict[str, Any] = {}
     if "early_intervals" in {f.name for f in fields(MergeConfig)}:
         per_spec["early_intervals"] = feedback.early_intervals(settings)
+    if "early_latest" in {f.name for f in fields(MergeConfig)}:
+        per_spec["early_latest"] = feedback.early_latest(settings)
     t, a = settings.time, settings.aggregation
     specs, sets = window_specs(settings), tuple(a.grouping_set_tuples())
     partition = PartitionConfig(

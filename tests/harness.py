@@ -89,6 +89,9 @@ def configs(sem: ref.Semantics, bounded: bool = True) -> tuple[PartitionConfig, 
         partitions=sem.partitions, specs=specs, grouping_sets=sem.grouping_sets, extra_dims=(),
         allowed_lateness=sem.allowed_lateness, emit_interval=1_000,
         confidence_bins=sem.confidence_bins,
+        # As the settings do (dataflows.feedback.early_latest): a sliding window's early
+        # rows from its oldest open window only.
+        early_latest=tuple(w.slide < w.length for w in sem.windows),
     )  # fmt: skip
     return partition, merge
 

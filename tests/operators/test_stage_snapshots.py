@@ -7,7 +7,7 @@ from __future__ import annotations
 import pickle
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -100,9 +100,14 @@ class Flow:
     # from its cached rollups, which a resumed stage rebuilds (its first emission of a
     # window writes every key of a changed cell).
     keyed: dict[tuple[Any, ...], str] = field(default_factory=dict)
+    # The sliding window's early rows from its latest window only (the default), or from
+    # every open one taking turns (`early_windows: all`).
+    early_windows: str = "latest"
 
     def __post_init__(self) -> None:
         partition_config, merge_config = configs(SEM)
+        if self.early_windows == "all":
+            merge_config = replace(merge_config, early_latest=())
         saved = self.snapshots or {}
         stats, clock = FlowStats(), lambda: self.now
         self.partitions = {
@@ -210,17 +215,19 @@ def _write(store: Store, rows: list[TableRows]) -> None:
         client.insert_arrow(f"pulse.{chunk.table}", to_arrow(chunk.columns, schemas[chunk.table]))
 
 
+@pytest.mark.parametrize("early_windows", ["latest", "all"])
 def test_every_step_resumed_from_its_snapshot_emits_what_the_uninterrupted_one_does(
-    store: Store,
+    store: Store, early_windows: str
 ) -> None:
     """Halfway through, every step is snapshotted and rebuilt from its snapshot (the rows
     written so far in ClickHouse, as after a crash); from then on each step must emit
-    exactly what the same step never stopped emits, output for output."""
+    exactly what the same step never stopped emits, output for output (early rows too:
+    which windows have emitted, and how far into their parts' logs, is in the snapshot)."""
     migrate(store.open(), "pulse")
     steps = schedule()
     half = len(steps) // 2
     kept_store, resumed_store = ClickHouseJoinStore(store.target), ClickHouseJoinStore(store.target)
-    kept = Flow(kept_store)
+    kept = Flow(kept_store, early_windows=early_windows)
     kept.run(steps[:half])
     _write(store, kept.to_store)
     snapshots = kept.take_snapshots()
@@ -230,7 +237,9 @@ def test_every_step_resumed_from_its_snapshot_emits_what_the_uninterrupted_one_d
     assert any(shard.users for shard in kept.shards.values())
     assert any(state.panes for state in kept.merge.specs)
 
-    resumed = Flow(resumed_store, snapshots, now=kept.now, keyed=dict(kept.keyed))
+    resumed = Flow(
+        resumed_store, snapshots, now=kept.now, keyed=dict(kept.keyed), early_windows=early_windows
+    )
     kept.emitted.clear()
     kept.tables.clear()
     try:
