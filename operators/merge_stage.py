@@ -17,7 +17,10 @@ the number of changed cells (their rows are found in each window's sorted rollup
 the `metrics` table an early row covers every rollup cell of a changed cell (each has a
 new count); in the keyed families' tables only the (cell, key) rows whose sums changed:
 a row left out keeps its previous early row, which is still true. A spec's windows emit
-every `early_intervals` (default `emit_interval`). Of the ten open windows of a 5-minute
+within `early_intervals` (default `emit_interval`): when that is several ticks, a share of
+a window's changed rows at every tick (:mod:`operators.early_shares`; its cached rollups
+take every tick's deltas, rolled up once for all specs), not all of them in one
+emission that held the minute window's next rows. Of the ten open windows of a 5-minute
 window sliding by 30 s, each rewrites the same changed cells (at every tick they were 5/6
 of the rows): by default only the latest emits (`early_latest`,
 :meth:`SpecState.latest_window`: the latest `length` of events); otherwise they take
@@ -158,7 +161,8 @@ def _thread_cpu_ms() -> float:
 
 
 Emitted = tuple[SpecState, int, bool]  # (spec, window start, early rows or final ones)
-_DeltaMemo = dict[tuple[object, ...], Run]  # (family, ids of the deltas' keys) -> rollup
+# (family, ids of the deltas' keys) -> (the deltas, kept so no id is reused; their rollup)
+_DeltaMemo = dict[tuple[object, ...], tuple[list[Run], Run]]
 
 
 class EndOfInput(Protocol):
@@ -212,6 +216,9 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         # Every family's rollups and derived metrics come from its object.
         self._families = {family.name: family for family in registry(self._layout)}
         self._widths = {name: family.width for name, family in self._families.items()}
+        self._shares = {spec.name: self._early_shares(i) for i, spec in enumerate(config.specs)}
+        # The deltas rolled up for early rows at this tick, for the other specs' calls.
+        self._memo: _DeltaMemo = {}
         # Processing-time pacing of early rows: not state (a restart starts afresh).
         self._early_budget = EarlyBudget(len(config.specs), config.early_emit_budget)
         # A tick's early rows go one spec per call, the most frequent first (not state).
@@ -291,6 +298,8 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         # Called early for final windows that waited (their slice only) or for the rest of
         # a tick's early rows (operators/early_handoff.py): no new early rows.
         tick = self._now() >= self.next_tick
+        if tick:
+            self._memo.clear()  # a new tick's deltas
         out = self._emit(early=tick)
         if tick:
             self.next_tick = self._next_tick()
@@ -412,6 +421,7 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
             still_open: set[int] = set()
             latest = self._early_latest(i)
             newest = state.latest_window() if latest else None
+            shares = self._shares[state.layout.spec.name]
             for start in sorted(state.window_starts()):
                 end = start + length
                 if end <= state.final_before:
@@ -424,12 +434,14 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
                     continue  # early rows from the spec's latest window only
                 if (
                     i not in queued and paced[i]
-                    and state.early_due(start, now, interval, every, alone=latest)
+                    and (shares > 1 or state.early_due(start, now, interval, every))
                     and state.changed(start)
                 ):  # fmt: skip
                     due.append(start)
             if i in queued:
                 chosen.append([start for start in queued[i] if start in still_open])
+            elif shares > 1:
+                chosen.append(due)  # every tick, a share of each window's changed rows
             else:
                 chosen.append(state.early_share(due, now, interval, every))
         early_rows = [
@@ -447,7 +459,7 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
             for i, windows in enumerate(early_rows):
                 if windows:
                     started = self._work()
-                    out.extend(self._tables(windows, final=False, version=version))
+                    out.extend(self._tables(windows, False, version, int(now // interval)))
                     self._pace_early_rows(i, len(windows), self._work() - started, self._now())
                     self._early_handed[i].handed(self.stats, sum(len(rows) for rows in out), now)
         if not self.config.early_rows:
@@ -465,6 +477,16 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
             if rows.table == "metrics":
                 self.stats.metric_rows += len(rows)
         return [rows for rows in out if len(rows)]
+
+    def _early_shares(self, spec: int) -> int:
+        """Ticks in a round of the spec's early rows when they go in shares, a part of the
+        changed rows at every tick (operators/early_shares.py): a window whose
+        `early_interval` is several ticks, tumbling or a sliding spec's latest; 1 for the
+        others (a sliding spec's windows that take turns instead)."""
+        spec_of = self.config.specs[spec]
+        if spec_of.slide != spec_of.length and not self._early_latest(spec):
+            return 1
+        return max(1, round(self._early_every(spec) / self.config.emit_interval))
 
     def _early_latest(self, spec: int) -> bool:
         latest = self.config.early_latest
@@ -578,8 +600,10 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
     ) -> dict[str, RollupCache] | None:
         """The window's cached rollups with the deltas it got since added (early rows
         every tick cost only those), or None when it has none yet; `changed`: each
-        family's keys those deltas changed. `memo`: deltas already rolled up in this
-        call, by the arrays they came from (the `1m` and `1h` windows get the same)."""
+        family's keys those deltas changed. `memo`: deltas already rolled up at this
+        tick, by the arrays they came from (every spec's windows get the same: the `1m`,
+        the `1h` and a sliding spec's latest window each take a tick's deltas, one spec
+        per call)."""
         cached = state.rolled.get(start)
         if cached is None:
             return None
@@ -589,19 +613,25 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
                 changed[family] = cache.keys[:0]
                 continue
             of = (family, *(id(keys) for keys, _ in fresh))
-            delta = memo.get(of)
-            if delta is None:
+            hit = memo.get(of)
+            if hit is None:
                 # Summed first: the rollup keeps a single set's repeated keys apart.
-                delta = memo[of] = self._rollup(*sum_by_key(*_joined(fresh)))
+                delta = self._rollup(*sum_by_key(*_joined(fresh)))
+                memo[of] = (fresh, delta)
+            else:
+                delta = hit[1]
             cache.add(delta)
             changed[family] = delta[0]
         return cached
 
-    def _tables(self, parts: list[Emitted], final: bool, version: int) -> list[TableRows]:
-        """Rows of `metrics` and the keyed families' tables for the given windows."""
+    def _tables(
+        self, parts: list[Emitted], final: bool, version: int, tick: int = 0
+    ) -> list[TableRows]:
+        """Rows of `metrics` and the keyed families' tables for the given windows; `tick`
+        (``now // emit_interval``): whose share of a window's changed rows goes out."""
         chunks: dict[str, dict[str, list[np.ndarray]]] = {}
         names = [spec.name for spec in self.config.specs]
-        memo: _DeltaMemo = {}
+        memo = self._memo
         for state, start, early in parts:
             if not early and start not in state.rolled:
                 window = self._final_columns(state, start, names)
@@ -618,21 +648,19 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
                         for f in self._widths
                     }
                 keyed = None
-                if not early or whole:  # from the cache (a final one's dropped with it)
+                in_shares = early and self._shares[state.layout.spec.name] > 1
+                if not early or (whole and not in_shares):
+                    # From the cache (a final one's dropped with it).
                     rolled = {family: cache.run() for family, cache in cached.items()}
                 else:
                     # Early rows: only the rollup cells of the finest cells that changed,
                     # found in the window's sorted runs (a cost in proportion to them);
                     # of the keyed families' tables only the rows that changed.
-                    if changed:
-                        keyed = {name: cached[name].of_keys(changed[name]) for name in KEYED}
-                    if changed and len(changed[MAIN]):
-                        # Every event adds a main row (with the same slice, cutoff and
-                        # cell as its other families' rows): the rolled-up main deltas'
-                        # keys (extra key 0: sorted, unique) are the changed rollup cells.
-                        cells = changed[MAIN] >> EXTRA_KEY_BITS
-                    else:
-                        cells = np.unique(self.cells.rollups(state.touched(start)))
+                    if whole:  # every row has changed; they go in shares
+                        changed = {family: cached[family].run()[0] for family in cached}
+                    cells, keys = self._changed_rows(state, start, cached, changed, tick)
+                    if keys is not None:
+                        keyed = {name: cached[name].of_keys(keys[name]) for name in KEYED}
                     low, high = cells << EXTRA_KEY_BITS, (cells + 1) << EXTRA_KEY_BITS
                     rolled = {family: cache.of_cells(low, high) for family, cache in cached.items()}
                 window = self._window_columns(rolled, state, start, names, keyed)
@@ -645,6 +673,38 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
             merged = {name: np.concatenate(parts) for name, parts in columns.items()}
             out.append(self._table_rows(table, merged, names, final, version))
         return out
+
+    def _changed_rows(
+        self,
+        state: SpecState,
+        start: int,
+        cached: dict[str, RollupCache],
+        changed: dict[str, np.ndarray],
+        tick: int,
+    ) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+        """What a window's early rows write: the rollup cells, and the keyed families'
+        keys (None: every key of those cells), that its fresh deltas (`changed`, each
+        family's rolled-up keys; empty when the cache was just rebuilt) changed; for a
+        spec in shares, those whose share's tick came (:mod:`operators.early_shares`)."""
+        keys = {name: changed[name] for name in KEYED} if changed else None
+        if changed and len(changed[MAIN]):
+            # Every event adds a main row (with the same slice, cutoff and cell as its
+            # other families' rows): the rolled-up main deltas' keys (extra key 0:
+            # sorted, unique) are the changed rollup cells.
+            cells = changed[MAIN] >> EXTRA_KEY_BITS
+        else:
+            cells = np.unique(self.cells.rollups(state.touched(start)))
+        shares = self._shares[state.layout.spec.name]
+        if shares == 1:
+            return cells, keys
+        if keys is None:  # rebuilt after a restart: every key of the changed cells
+            low, high = cells << EXTRA_KEY_BITS, (cells + 1) << EXTRA_KEY_BITS
+            keys = {name: cached[name].of_cells(low, high)[0] for name in KEYED}
+        pending = state.pending_rows(start)
+        pending.add({MAIN: cells << EXTRA_KEY_BITS, **keys})
+        due = pending.take(tick, shares)
+        empty = cells[:0]
+        return due[MAIN] >> EXTRA_KEY_BITS, {name: due.get(name, empty) for name in KEYED}
 
     def _final_columns(
         self, state: SpecState, start: int, names: list[str]

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from operators.cells import EXTRA_KEY_BITS
+from operators.early_shares import PendingRows
 from operators.families import MAIN
 from operators.keyed_sums import KeyedSums, Run, sum_by_key, summed
 from operators.rollup_cache import RollupCache
@@ -134,14 +135,17 @@ class SpecState:
     taken: dict[int, dict[PartKey, int]] = field(default_factory=dict)
     # Window start -> when it last emitted early rows (ms, processing time).
     early_at: dict[int, float] = field(default_factory=dict)
+    # Window start -> its changed rows waiting for their share's tick (a spec whose early
+    # rows go in shares, operators/early_shares.py).
+    pending: dict[int, PendingRows] = field(default_factory=dict)
 
     def __getstate__(self) -> dict[str, object]:
         return {k: v for k, v in self.__dict__.items() if k not in _NOT_SNAPSHOTTED}
 
     def __setstate__(self, state: dict[str, object]) -> None:
         # A snapshot without `taken` (before early_windows): no window has emitted, so
-        # each emits all of itself first (SpecState.changed).
-        self.__dict__.update({"taken": {}, **state})
+        # each emits all of itself first (SpecState.changed); none has rows waiting.
+        self.__dict__.update({"taken": {}, "pending": {}, **state})
         self.rolled, self.early_at = {}, {}
 
     def pane(self, pane_start: int) -> Sums:
@@ -185,13 +189,23 @@ class SpecState:
         """Whether the window has emitted early rows since this stage started."""
         return window_start in self.taken
 
+    def pending_rows(self, window_start: int) -> PendingRows:
+        """The window's changed rows that wait for their share's tick."""
+        pending = self.pending.get(window_start)
+        if pending is None:
+            pending = self.pending[window_start] = PendingRows()
+        return pending
+
     def changed(self, window_start: int) -> bool:
-        """Whether the window changed since its last early emission; one that has not
+        """Whether the window changed since its last early emission, or has changed rows
+        that wait for their share (:mod:`operators.early_shares`); one that has not
         emitted any (since this stage started) has if it holds anything: its first
         early rows are built from its parts in full, not from the logged changes
         (which are kept only for the windows that emitted, :meth:`_drop_taken`)."""
         if not self.emitted_early(window_start):
             return bool(self._keyed_parts(window_start))
+        if self.pending.get(window_start):
+            return True  # rows still wait for their share
         return any(len(part.touched) > n for part, n in self._untaken(window_start))
 
     def touched(self, window_start: int) -> np.ndarray:
@@ -208,21 +222,16 @@ class SpecState:
             if entry is not None and entry[0] == family
         ]
 
-    def early_due(
-        self, window_start: int, now: float, interval: float, every: float, alone: bool = False
-    ) -> bool:
+    def early_due(self, window_start: int, now: float, interval: float, every: float) -> bool:
         """Whether the window's early rows go out at this tick (`interval` apart) when
         its spec's go out `every` ms: the windows of a sliding spec take turns, one tick
         each, spread evenly over the `every / interval` ticks of a round (a window's turn
         from its index, ``start // slide``), so a tick carries a share of them rather than
         all at once every `every` ms, nor all within a few consecutive ticks; a window
         that missed its turn (the early-row budget deferred it) is due at every tick
-        after (:meth:`early_share` picks which of those go). `alone`: the spec's only
-        window with early rows (:meth:`latest_window`): due `every` ms, no turns."""
+        after (:meth:`early_share` picks which of those go)."""
         if every <= interval:
             return True
-        if alone:
-            return now - self.early_at.get(window_start, -math.inf) >= every
         turns = _turns(interval, every)
         spec = self.layout.spec
         offset = (window_start // spec.slide) % spec.overlap * turns // spec.overlap
@@ -259,11 +268,12 @@ class SpecState:
         spec emits only its latest window, so the older ones never again: their
         cursors go, and the changes they held with them, and so do their cached rollups
         (which those changes would have kept current: their final rows are built from
-        their parts)."""
+        their parts) and the rows that waited for a share (their final rows carry them)."""
         if latest:
             first = min(window_starts)
             self.taken = {w: cursors for w, cursors in self.taken.items() if w >= first}
             self.rolled = {w: cached for w, cached in self.rolled.items() if w >= first}
+            self.pending = {w: rows for w, rows in self.pending.items() if w >= first}
         for start in window_starts:
             self.early_at[start] = now
             self.taken[start] = {key: len(part.touched) for key, part in self._keyed_parts(start)}
@@ -308,6 +318,7 @@ class SpecState:
         self.rolled = {w: r for w, r in self.rolled.items() if w + open_ > self.final_before}
         self.taken = {w: t for w, t in self.taken.items() if w + open_ > self.final_before}
         self.early_at = {w: t for w, t in self.early_at.items() if w + open_ > self.final_before}
+        self.pending = {w: p for w, p in self.pending.items() if w + open_ > self.final_before}
 
 
 def window_sums(
