@@ -22,9 +22,10 @@ as a log, and each window that has emitted early rows a cursor per part (`taken`
 it has emitted); a change leaves the log once every such window over the part has taken
 it. A window's first early rows are all of it, built from its parts, so the log is not
 kept for windows that have not emitted (the newer windows of a sliding spec that emits
-only its latest would otherwise hold every change until their turn). The log's cells and
-the cursors are snapshotted, its deltas are not: a restart rebuilds each window's rollups
-in full and emits the cells its cursors had not taken, as the run before would have.
+only its latest would otherwise hold every change until their turn). The log's cells, the
+cursors and the rows waiting for a share (:mod:`operators.early_shares`) are snapshotted,
+the log's deltas are not: a restart rebuilds each window's rollups in full and emits the
+cells its cursors had not taken, as the run before would have.
 """
 
 from __future__ import annotations
