@@ -242,11 +242,8 @@ def test_rows_from_cached_rollups_equal_a_full_recomputation_at_every_tick(
     as ReplacingMergeTree reads them (each key's latest row) are equal. One grouping set
     too: its rollup keeps keys apart, so deltas that repeat a key are summed first (they
     broke the merge into the cache: 86 rows for 79 keys)."""
-    import math
-    from collections import defaultdict
 
-    from operators.partitioning import partition_for
-    from operators.synthetic import TrafficGenerator, TrafficProfile
+    from operators.synthetic import TrafficProfile
 
     profile = TrafficProfile(seed=8, duration_s=150, rate=12, late_rate=0.02, dims=60)
     sem = semantics(partitions=2, grouping_sets=sets)
@@ -256,24 +253,15 @@ def test_rows_from_cached_rollups_equal_a_full_recomputation_at_every_tick(
     stages = {p: PartitionStage(partition_config, stats, clock=clock) for p in range(2)}
     cached = MergeStage(merge_config, stats, clock=clock)
     full = MergeStage(merge_config, FlowStats(), clock=clock)
-    queues: dict[tuple[int, str], list[bytes]] = defaultdict(list)
-    for event in sorted(TrafficGenerator(profile).events(), key=lambda e: e.emit_ms):
-        queues[(partition_for(event.key, 2), event.stream)].append(event.line)
+    queues = _queued_lines(profile, partitions=2)
 
     def rows(tables: list[TableRows]) -> dict[str, dict[tuple[Any, ...], str]]:
         """Each table's rows (without the version) by their key in the table."""
-        out = Output()
-        for t in tables:
-            out.tables[t.table].append(t)
         by_table: dict[str, dict[tuple[Any, ...], str]] = {}
-        for table in list(out.tables):
-            got = by_table[table] = {}
-            for r in out.column_rows(table):
-                r = {k: None if isinstance(v, float) and math.isnan(v) else v
-                     for k, v in r.items() if k != "version"}  # fmt: skip
-                key = tuple(r[k] for k in ROW_KEY + TABLE_KEYS[table])
-                assert key not in got
-                got[key] = repr(r)
+        for key, r in _keyed_rows(tables):
+            got = by_table.setdefault(key[0], {})
+            assert key[1:] not in got
+            got[key[1:]] = repr(r)
         return by_table
 
     reused = skipped = 0
@@ -379,11 +367,8 @@ def test_sliding_windows_take_turns_and_each_one_carries_every_change_since_its_
     a tick emits a share of its windows; when a window's turn comes its rows, read as the
     table keeps them (each key's latest row), equal those of a stage that emits every
     window at every tick; final rows are the same bit for bit."""
-    import math
-    from collections import defaultdict
 
-    from operators.partitioning import partition_for
-    from operators.synthetic import TrafficGenerator, TrafficProfile
+    from operators.synthetic import TrafficProfile
 
     profile = TrafficProfile(seed=5, duration_s=120, rate=10, late_rate=0.02, dims=40)
     sem = semantics(partitions=2)
@@ -397,28 +382,20 @@ def test_sliding_windows_take_turns_and_each_one_carries_every_change_since_its_
     merge_config = replace(merge_config, early_latest=())  # every open window emits
     turns = MergeStage(replace(merge_config, early_intervals=intervals), stats, clock=clock)
     every = MergeStage(merge_config, FlowStats(), clock=clock)
-    queues: dict[tuple[int, str], list[bytes]] = defaultdict(list)
-    for event in sorted(TrafficGenerator(profile).events(), key=lambda e: e.emit_ms):
-        queues[(partition_for(event.key, 2), event.stream)].append(event.line)
+    queues = _queued_lines(profile, partitions=2)
     latest: dict[str, dict[tuple[Any, ...], str]] = {"turns": {}, "every": {}}
     counts: list[int] = []
     finals: dict[str, list[str]] = {"turns": [], "every": []}
 
     def keep(side: str, tables: list[TableRows]) -> set[tuple[str, int]]:
         """Store the rows as the tables keep them; the (window, start) pairs emitted early."""
-        out = Output()
-        for t in tables:
-            out.tables[t.table].append(t)
         windows = set()
-        for table in list(out.tables):
-            for r in out.column_rows(table):
-                r = {k: None if isinstance(v, float) and math.isnan(v) else v
-                     for k, v in r.items() if k != "version"}  # fmt: skip
-                if r["final"]:
-                    finals[side].append(repr(r))
-                else:
-                    windows.add((r["window"], r["window_start"]))
-                latest[side][(table, *(r[k] for k in ROW_KEY + TABLE_KEYS[table]))] = repr(r)
+        for key, r in _keyed_rows(tables):
+            if r["final"]:
+                finals[side].append(repr(r))
+            else:
+                windows.add((r["window"], r["window_start"]))
+            latest[side][key] = repr(r)
         return windows
 
     def window_rows(side: str, window: tuple[str, int]) -> dict[tuple[Any, ...], str]:
@@ -461,10 +438,8 @@ def test_only_the_latest_sliding_window_emits_early_rows_first_all_of_it() -> No
     changes, not all since the newer windows' panes began (the partitions' watermarks
     lag by tens of seconds here). Final rows are the same bit for bit."""
     import math
-    from collections import defaultdict
 
-    from operators.partitioning import partition_for
-    from operators.synthetic import TrafficGenerator, TrafficProfile
+    from operators.synthetic import TrafficProfile
 
     profile = TrafficProfile(seed=5, duration_s=240, rate=10, late_rate=0.02, dims=40)
     sem = semantics(partitions=2)
@@ -477,27 +452,19 @@ def test_only_the_latest_sliding_window_emits_early_rows_first_all_of_it() -> No
     sliding = [s.layout.spec.name for s in latest.specs].index("5m_30s")
     assert latest.config.early_latest[sliding]  # the harness's default, as the settings'
     length, slide = 300_000, 30_000
-    queues: dict[tuple[int, str], list[bytes]] = defaultdict(list)
-    for event in sorted(TrafficGenerator(profile).events(), key=lambda e: e.emit_ms):
-        queues[(partition_for(event.key, 2), event.stream)].append(event.line)
+    queues = _queued_lines(profile, partitions=2)
     rows: dict[str, dict[tuple[Any, ...], str]] = {"latest": {}, "every": {}}
     finals: dict[str, list[str]] = {"latest": [], "every": []}
 
     def keep(side: str, tables: list[TableRows]) -> set[int]:
         """Store the rows as the tables keep them; the 5m_30s windows emitted early."""
-        out = Output()
-        for t in tables:
-            out.tables[t.table].append(t)
         starts = set()
-        for table in list(out.tables):
-            for r in out.column_rows(table):
-                r = {k: None if isinstance(v, float) and math.isnan(v) else v
-                     for k, v in r.items() if k != "version"}  # fmt: skip
-                if r["final"]:
-                    finals[side].append(repr(r))
-                elif r["window"] == "5m_30s":
-                    starts.add(r["window_start"])
-                rows[side][(table, *(r[k] for k in ROW_KEY + TABLE_KEYS[table]))] = repr(r)
+        for key, r in _keyed_rows(tables):
+            if r["final"]:
+                finals[side].append(repr(r))
+            elif r["window"] == "5m_30s":
+                starts.add(r["window_start"])
+            rows[side][key] = repr(r)
         return starts
 
     def window_rows(side: str, start: int) -> dict[tuple[Any, ...], str]:
@@ -550,11 +517,8 @@ def test_a_long_windows_early_rows_go_in_shares_each_changed_row_within_its_inte
     `1h` and of the latest `5m_30s` window is at most 4 ticks old: it equals what a stage writing every changed row at every tick
     had written at one of the last 4 ticks, and no row that stage had 3 ticks ago is
     missing. Final rows are the same bit for bit, and in the end the tables read the same."""
-    import math
-    from collections import defaultdict
 
-    from operators.partitioning import partition_for
-    from operators.synthetic import TrafficGenerator, TrafficProfile
+    from operators.synthetic import TrafficProfile
 
     profile = TrafficProfile(seed=11, duration_s=200, rate=10, late_rate=0.02, dims=40)
     sem = semantics(partitions=2)
@@ -569,27 +533,19 @@ def test_a_long_windows_early_rows_go_in_shares_each_changed_row_within_its_inte
     )  # fmt: skip
     every = MergeStage(merge_config, FlowStats(), clock=clock)
     assert spread._shares == {"1m": 1, "1h": shares, "5m_30s": shares}
-    queues: dict[tuple[int, str], list[bytes]] = defaultdict(list)
-    for event in sorted(TrafficGenerator(profile).events(), key=lambda e: e.emit_ms):
-        queues[(partition_for(event.key, 2), event.stream)].append(event.line)
+    queues = _queued_lines(profile, partitions=2)
     views: dict[str, dict[tuple[Any, ...], str]] = {"spread": {}, "every": {}}
     finals: dict[str, list[str]] = {"spread": [], "every": []}
     long_rows: dict[str, list[int]] = {"spread": [], "every": []}
 
     def keep(side: str, tables: list[TableRows]) -> None:
-        out = Output()
-        for t in tables:
-            out.tables[t.table].append(t)
         count = 0
-        for table in list(out.tables):
-            for r in out.column_rows(table):
-                r = {k: None if isinstance(v, float) and math.isnan(v) else v
-                     for k, v in r.items() if k != "version"}  # fmt: skip
-                if r["final"]:
-                    finals[side].append(repr(r))
-                elif r["window"] != "1m":
-                    count += 1
-                views[side][(table, *(r[k] for k in ROW_KEY + TABLE_KEYS[table]))] = repr(r)
+        for key, r in _keyed_rows(tables):
+            if r["final"]:
+                finals[side].append(repr(r))
+            elif r["window"] != "1m":
+                count += 1
+            views[side][key] = repr(r)
         long_rows[side].append(count)
 
     def long_early(view: dict[tuple[Any, ...], str]) -> dict[tuple[Any, ...], str]:
@@ -629,6 +585,34 @@ def test_a_long_windows_early_rows_go_in_shares_each_changed_row_within_its_inte
     assert checked > 10_000
     # The same rows, spread over the ticks: fewer at the busiest tick.
     assert max(long_rows["spread"]) < max(long_rows["every"]) / 2
+
+
+def _queued_lines(profile: Any, partitions: int) -> dict[tuple[int, str], list[bytes]]:
+    """The generator's lines in emission order, queued per (partition, stream)."""
+    from collections import defaultdict
+
+    from operators.partitioning import partition_for
+    from operators.synthetic import TrafficGenerator
+
+    queues: dict[tuple[int, str], list[bytes]] = defaultdict(list)
+    for event in sorted(TrafficGenerator(profile).events(), key=lambda e: e.emit_ms):
+        queues[(partition_for(event.key, partitions), event.stream)].append(event.line)
+    return queues
+
+
+def _keyed_rows(tables: list[TableRows]) -> Iterator[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """Each row (without the version; NaN as None, so equal rows compare equal) with its
+    key as the table keeps it: (table, window, dims, start, and the family's key)."""
+    import math
+
+    out = Output()
+    for t in tables:
+        out.tables[t.table].append(t)
+    for table in list(out.tables):
+        for r in out.column_rows(table):
+            r = {k: None if isinstance(v, float) and math.isnan(v) else v
+                 for k, v in r.items() if k != "version"}  # fmt: skip
+            yield (table, *(r[k] for k in ROW_KEY + TABLE_KEYS[table])), r
 
 
 def _rounds(
