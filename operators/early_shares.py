@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from operators.cells import EXTRA_KEY_BITS
+from operators.keyed_sums import run_starts
 
 
 @dataclass
@@ -69,7 +70,4 @@ def _union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     key once."""
     both = np.concatenate((a, b))
     both.sort(kind="stable")
-    keep = np.empty(len(both), dtype=bool)
-    keep[0] = True
-    np.not_equal(both[1:], both[:-1], out=keep[1:])
-    return both[keep]
+    return both[run_starts(both)]
