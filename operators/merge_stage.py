@@ -657,7 +657,7 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
                     # found in the window's sorted runs (a cost in proportion to them);
                     # of the keyed families' tables only the rows that changed.
                     if whole:  # every row has changed; they go in shares
-                        changed = {family: cached[family].run()[0] for family in cached}
+                        changed = {f: cached[f].run()[0] for f in (MAIN, *KEYED)}
                     cells, keys = self._changed_rows(state, start, cached, changed, tick)
                     if keys is not None:
                         keyed = {name: cached[name].of_keys(keys[name]) for name in KEYED}
