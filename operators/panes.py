@@ -171,6 +171,15 @@ class SpecState:
     def parts(self, window_start: int) -> list[Sums]:
         return [sums for _, sums in self._keyed_parts(window_start)]
 
+    def parts_apart(self, older: int, newer: int) -> tuple[list[Sums], list[Sums]]:
+        """The parts only window `older` covers (its oldest panes, its extras), and those
+        only window `newer` covers: what turns one window's sums into the other's."""
+        old, new = dict(self._keyed_parts(older)), dict(self._keyed_parts(newer))
+        return (
+            [sums for key, sums in old.items() if key not in new],
+            [sums for key, sums in new.items() if key not in old],
+        )
+
     def _keyed_parts(self, window_start: int) -> list[tuple[PartKey, Sums]]:
         parts: list[tuple[PartKey, Sums]] = [
             ((PANE, p), self.panes[p])

@@ -8,6 +8,10 @@ the cache are merged, into a small side run that joins the main run once it has 
 to about sqrt(2 · main · new) rows: each emission costs in proportion to its delta and
 the side run, the main run's copy amortized over many emissions. The sums are the same
 additions (cached + delta, key by key) as a merge's, so the rows are bit for bit the same.
+
+A delta may subtract too (a sliding window's cache passed on to the next window, less
+the parts it no longer covers, :meth:`drop_emptied`): every value is on a grid
+(:mod:`operators.metrics`), so the differences are exact.
 """
 
 from __future__ import annotations
@@ -58,6 +62,21 @@ class RollupCache:
             side = self.keys[:0], self.values[:0]
         self.side = side
 
+    def drop_emptied(self, keys: np.ndarray) -> None:
+        """Forget those of `keys` (sorted, unique, every one cached) whose sums are now
+        all zero: a delta took away every contribution they had. Every contribution
+        counts in some field of its family (an event, a tp, fp or fn, a win or tie, a
+        report, a latency bucket: each adds a positive count), so all-zero sums are
+        exactly the keys a sum of the remaining parts would not hold."""
+        if len(keys) == 0:
+            return
+        empty = ~self.of_keys(keys)[1].any(axis=1)
+        if not empty.any():
+            return
+        gone = keys[empty]
+        self.keys, self.values = _without(self.keys, self.values, gone)
+        self.side = _without(*self.side, gone)
+
     def run(self) -> Run:
         """Everything as one sorted run (it may share the cache's arrays: read only)."""
         if len(self.side[0]) == 0:
@@ -95,3 +114,13 @@ def _find(keys: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     found = pos < len(keys)
     found[found] = keys[pos[found]] == wanted[found]
     return pos, found
+
+
+def _without(keys: np.ndarray, values: np.ndarray, gone: np.ndarray) -> Run:
+    """The sorted run less the rows of `gone` (sorted; any of them may be absent)."""
+    keep = np.ones(len(keys), dtype=bool)
+    pos, found = _find(keys, gone)
+    keep[pos[found]] = False
+    if keep.all():
+        return keys, values
+    return keys[keep], values[keep]

@@ -27,6 +27,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -99,6 +101,7 @@ def main(
     interval = merge_config.emit_interval
     rows: dict[tuple[str, str], int] = defaultdict(int)
     cpu = emissions = measured_events = 0.0
+    per_tick: list[float] = []
     ticks = int((seconds + warm) * 1000 / interval)
     hashed = hashlib.sha256()
     for tick in range(ticks):
@@ -140,6 +143,7 @@ def main(
             continue
         measured_events += n
         cpu += took
+        per_tick.append(took)
         emissions += 1
         for emitted in out:
             final = bool(emitted.columns["final"][0]) if len(emitted) else False
@@ -149,6 +153,11 @@ def main(
           f"load {os.getloadavg()[0]:.1f}")  # fmt: skip
     print(f"merge on_notify CPU {cpu / emissions * 1000:.1f} ms per tick, "
           f"{cpu / measured_events * 1e6:.1f} µs per event")  # fmt: skip
+    p50, p99 = np.percentile(per_tick, [50, 99]) * 1000
+    print(
+        f"  per tick p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {max(per_tick) * 1000:.1f} ms "
+        "(the slowest ticks hold the next early rows: freshness's tail)"
+    )
     total = sum(rows.values())
     print(f"rows per tick {total / emissions:,.0f}, per event {total / measured_events:.2f}")
     for (table_name, window), count in sorted(rows.items()):

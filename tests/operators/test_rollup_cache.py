@@ -56,3 +56,38 @@ def test_keys_new_to_a_large_cache_wait_in_the_side_run() -> None:
     cache.add(_run([1, 3, 4], 1, 1))
     assert cache.values is main
     assert len(cache.side[0]) == 2 and len(cache) == 10_002
+
+
+@settings(max_examples=200, deadline=None)
+@given(parts=st.lists(_keys, min_size=2, max_size=6), added=_keys, dropped=st.integers(1, 3))
+def test_a_cache_less_its_oldest_parts_equals_the_sum_of_the_rest(
+    parts: list[list[int]], added: list[int], dropped: int
+) -> None:
+    """A sliding window's cache passed on: the sums of every part, plus a new part, less
+    the oldest parts, with the keys left empty dropped, equal the sum of the parts that
+    remain (keys and values), whether the emptied keys sit in the main or the side run.
+    Each part's values are positive counts, as every contribution's are (a key with all
+    zero sums holds none)."""
+
+    def counts(keys: list[int], seed: int) -> Run:
+        unique = np.unique(np.array(keys, dtype=np.int64))
+        rng = np.random.default_rng(seed)
+        return unique, rng.integers(1, 5, (len(unique), 2)) / 4.0 - [0.0, 1.0]
+
+    runs = [counts(keys, seed) for seed, keys in enumerate(parts)]
+    cache = RollupCache(runs[0])
+    for run in runs[1:]:
+        cache.add(run)  # later parts' keys may wait in the side run
+    new = counts(added, 99)
+    gone = runs[:dropped]
+    delta = new
+    for keys, values in gone:
+        delta = merge_runs(delta, (keys, -values))
+    cache.add(delta)
+    cache.drop_emptied(delta[0])
+    want: Run = (np.empty(0, dtype=np.int64), np.empty((0, 2)))
+    for run in [*runs[dropped:], new]:
+        want = merge_runs(want, run)
+    got = cache.run()
+    assert np.array_equal(got[0], want[0])
+    assert np.array_equal(got[1], want[1])
