@@ -1,5 +1,5 @@
-"""Process-wide controls of a flow process: graceful stop, exit on a failed output, and
-how often Python collects garbage.
+"""Process-wide controls of a flow process: graceful stop, exit on a failed output, how
+often Python collects garbage, and numpy's arrays kept off transparent huge pages.
 
 Sources poll :data:`STOP` (first Ctrl-C, or `--duration`); once set, they end their input,
 the flow drains (partition and merge stages emit what they hold, the sink flushes) and
@@ -55,3 +55,25 @@ def tune_garbage_collection() -> None:
     """
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+def numpy_without_huge_pages() -> None:
+    """Stop numpy from asking the kernel for transparent huge pages for its large arrays.
+
+    numpy `madvise`s every allocation of 4 MiB or more for huge pages. Here that made
+    the merge stage's large one-off arrays slow at random: a rollup cache's main run
+    merged with its side run (~1M rows) took 40-228 ms in the flow's heap against
+    13 ms alone, and in the early-row replay at 24,000 events/s the slowest ticks' p99
+    was 219-246 ms with huge pages and 97-118 ms without (three runs each); the bounded
+    bench's rates did not move (docs/performance.md). The same switch as the
+    `NUMPY_MADVISE_HUGEPAGE=0` environment variable, which numpy reads only at import
+    (before any flow code runs); numpy keeps it in a private function, so a numpy
+    without it leaves the default.
+    """
+    from numpy._core import multiarray
+
+    switch = getattr(multiarray, "_set_madvise_hugepage", None)
+    if switch is None:
+        logging.getLogger("pulse").debug("numpy has no huge-page switch; left as it is")
+        return
+    switch(False)

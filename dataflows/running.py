@@ -33,7 +33,7 @@ from connectors.clickhouse import engine_kept
 from connectors.console import print_summary
 from connectors.query_server import owned
 from connectors.recovery import RecoveryStore, fingerprint, snapshot_write_failure
-from connectors.run_control import STOP, tune_garbage_collection
+from connectors.run_control import STOP, numpy_without_huge_pages, tune_garbage_collection
 from connectors.service.hosting import HostedService, host_service
 from connectors.telemetry.logs import log_startup
 from dataflows.feedback import build, clickhouse_target
@@ -104,6 +104,7 @@ class FlowRun:
             self._host_service()
             log_startup(self.settings)
             tune_garbage_collection()
+            numpy_without_huge_pages()
         except BaseException:
             self._held.close()
             raise

@@ -27,6 +27,10 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+# As a flow process (connectors/run_control.py), on any checkout: numpy reads this at
+# import. `NUMPY_MADVISE_HUGEPAGE=1 scripts/bench_early_rows.py …` measures with them.
+os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
+
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
