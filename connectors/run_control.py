@@ -68,8 +68,11 @@ def numpy_without_huge_pages() -> None:
     bench's rates did not move (docs/performance.md). The same switch as the
     `NUMPY_MADVISE_HUGEPAGE=0` environment variable, which numpy reads only at import
     (before any flow code runs); numpy keeps it in a private function, so a numpy
-    without it leaves the default.
+    without it leaves the default. A process started with that variable set keeps what
+    it says (`NUMPY_MADVISE_HUGEPAGE=1` measures with huge pages).
     """
+    if os.environ.get("NUMPY_MADVISE_HUGEPAGE"):
+        return
     from numpy._core import multiarray
 
     switch = getattr(multiarray, "_set_madvise_hugepage", None)
