@@ -20,8 +20,10 @@ The windows over a pane need not emit at the same ticks (a sliding spec's window
 turns, :meth:`SpecState.early_due`, or only the latest emits): each part keeps its changes
 as a log, and each window that has emitted early rows a cursor per part (`taken`: how many
 it has emitted); a change leaves the log once every such window over the part has taken
-it. A window's first early rows are all of it, built from its parts, so the log is not
-kept for windows that have not emitted (the newer windows of a sliding spec that emits
+it. A window's first early rows are all of it, built from its parts' sums (or from the
+previous latest window's cache, less the parts only that one covered and plus those only
+the new one covers: :meth:`SpecState.parts_apart`), so the log is not kept for windows
+that have not emitted (the newer windows of a sliding spec that emits
 only its latest would otherwise hold every change until their turn). The log's cells, the
 cursors and the rows waiting for a share (:mod:`operators.early_shares`) are snapshotted,
 the log's deltas are not: a restart rebuilds each window's rollups in full and emits the
