@@ -9,7 +9,11 @@
   the raw tables (fed by every source batch) next ends, up to `flush_interval` later;
   each table still gets at most one insert per interval (docs/performance.md,
   "Ceiling and freshness"), unless a stage waits on the sink: then everything buffered
-  is written at once (:mod:`connectors.sink_demand`). A wide table's block is
+  is written at once (:mod:`connectors.sink_demand`), or rows come marked
+  :attr:`~operators.batches.TableRows.write_now` (the early rows of a window spec that
+  emits at every tick: written with whatever their lane holds when they arrive, where
+  they had waited up to an interval behind the other specs' early rows, which go in
+  shares and are never marked). A wide table's block is
   smaller: at most `block_bytes` (:func:`row_bytes`), because chDB's memory while it
   inserts a block follows the block's bytes, not its rows.
 * ``snapshot()`` — called by Bytewax at the end of every epoch, before the epoch's
@@ -127,6 +131,8 @@ class _Writer:
         self._cond = threading.Condition()
         self._failing_since: float | None = None
         self._written_at: dict[Lane, float] = {}  # per lane: its last write (monotonic)
+        # Lanes holding rows to write when they arrive (TableRows.write_now).
+        self._write_now: set[Lane] = set()
         self._thread = threading.Thread(target=self._run, name="clickhouse-writer", daemon=True)
         self._thread.start()
 
@@ -143,6 +149,8 @@ class _Writer:
                 width = self._row_bytes.setdefault(rows.table, row_bytes(rows))
                 provisional = rows.provisional
                 self._buffers.setdefault((rows.table, provisional), deque()).append(rows)
+                if rows.write_now:
+                    self._write_now.add((rows.table, provisional))
                 self._pending += n
                 self._durable += 0 if provisional else n
                 self._pending_bytes += n * width
@@ -215,6 +223,7 @@ class _Writer:
             if not self._due(lane, now):
                 continue
             self._written_at[lane] = now
+            self._write_now.discard(lane)
             block: list[TableRows] = []
             room = self.block_rows_of(lane[0])
             while chunks and room:
@@ -289,13 +298,14 @@ class _Writer:
         """Whether a lane's rows are written now: a block is full, `flush_interval` has
         passed since the lane's last write (each has its own clock, see the module
         docstring), a flush is asked (durable rows only), the sink closes, a stage waits
-        on it (:meth:`hurry`), or the worker waits on the bound (nothing else would free
-        it sooner)."""
+        on it (:meth:`hurry`), it holds rows to write now (`write_now`), or the worker
+        waits on the bound (nothing else would free it sooner)."""
         table, provisional = lane
         return (
             (self._flush_requested and not provisional)
             or self._closing
             or self._hurried
+            or lane in self._write_now
             or self._over_bound
             or now - self._written_at.get(lane, -math.inf) >= self.flush_interval
             or sum(len(c) for c in self._buffers.get(lane, ())) >= self.block_rows_of(table)

@@ -66,6 +66,10 @@ class TableRows:
 
     table: str
     columns: dict[str, list[Any]]
+    # Written when they reach the sink, not at their table's flush interval: a tick's
+    # early rows of a window spec that emits at every tick (MergeStage), whose wait for
+    # the interval was up to a whole interval of their freshness.
+    write_now: bool = field(default=False, kw_only=True)
 
     def __len__(self) -> int:
         for values in self.columns.values():
@@ -88,4 +92,4 @@ class TableRows:
                 columns[name] = Categorical(values.codes[start:stop], values.categories)
             else:
                 columns[name] = values[start:stop]
-        return TableRows(self.table, columns)
+        return TableRows(self.table, columns, write_now=self.write_now)

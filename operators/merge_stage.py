@@ -460,7 +460,10 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
             for i, windows in enumerate(early_rows):
                 if windows:
                     started = self._work()
-                    out.extend(self._tables(windows, False, version, int(now // interval)))
+                    emitted = self._tables(windows, False, version, int(now // interval))
+                    for table_rows in emitted:  # the spec's rows go at every tick
+                        table_rows.write_now = self._early_every(i) <= interval
+                    out.extend(emitted)
                     self._pace_early_rows(i, len(windows), self._work() - started, self._now())
                     self._early_handed[i].handed(self.stats, sum(len(rows) for rows in out), now)
         if not self.config.early_rows:

@@ -47,7 +47,7 @@ class WindowMetrics(TableRows):
 
     def table_rows(self) -> TableRows:
         """The same rows as plain TableRows (what the sink keeps until written)."""
-        return TableRows(self.table, self.columns)
+        return TableRows(self.table, self.columns, write_now=self.write_now)
 
     def groups(self) -> Iterator[WindowGroup]:
         """The rows by window, in order of window end then name (oldest first)."""

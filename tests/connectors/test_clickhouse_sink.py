@@ -253,6 +253,32 @@ def test_each_table_keeps_its_own_flush_interval(store: Store) -> None:
     assert store.rows("SELECT count() FROM pulse.metrics_late") == [(120,)]
 
 
+def test_rows_marked_write_now_do_not_wait_for_their_tables_interval(store: Store) -> None:
+    """Early rows marked `write_now` (a spec that emits at every tick) are written when
+    they arrive, with the rows their lane holds, although the lane was written within
+    its interval; unmarked ones wait for the interval (an hour here)."""
+    migrate(store.open(), "pulse")
+    stats, inserts = FlowStats(), []
+    writer = _hour_interval_writer(store, stats, inserts)
+    try:
+        writer.add([_class_rows(0, 3, final=False)])
+        assert _written(stats, 3)  # the lane's first rows: written at once
+        writer.add([_class_rows(3, 4, final=False)])
+        threading.Event().wait(0.5)
+        assert stats.rows_written == 3  # within the interval: waits
+        marked = _class_rows(7, 5, final=False)
+        marked.write_now = True
+        writer.add([marked])
+        assert _written(stats, 12)  # with the 4 that waited, in one insert
+        writer.add([_class_rows(12, 2, final=False)])
+        threading.Event().wait(0.5)
+        assert stats.rows_written == 12  # the mark went with its rows
+        assert marked.slice(1, 3).write_now  # a block's remainder keeps it
+    finally:
+        writer.close()
+    assert inserts == [3, 9, 2]
+
+
 def _class_rows(first: int, n: int, final: bool) -> TableRows:
     """`metrics_classes` rows of one window, early (final = 0) or final."""
     dims = {name: [""] * n for name in ("tenant", "model_id", "deployment", "model_version",

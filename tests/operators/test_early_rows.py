@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from connectors.sink_demand import SinkDemand
-from operators.batches import RawBatch, TableRows
+from operators.batches import Categorical, RawBatch, TableRows
 from operators.merge_stage import SINK_WAIT_MAX_MS, MergeStage
 from operators.partition_stage import PartitionStage
 from operators.slices import PartialBatch
@@ -525,9 +525,11 @@ def test_only_the_latest_sliding_window_emits_early_rows_first_all_of_it() -> No
 def test_a_long_windows_early_rows_go_in_shares_each_changed_row_within_its_interval() -> None:
     """With `early_interval` 4 ticks on `1h` and `5m_30s` (its latest window), each tick
     writes a share of their changed rows (operators/early_shares.py), not all of them
-    every 4th tick. Read as the tables keep them (each key's latest row), every row of
-    `1h` and of the latest `5m_30s` window is at most 4 ticks old: it equals what a stage writing every changed row at every tick
-    had written at one of the last 4 ticks, and no row that stage had 3 ticks ago is
+    every 4th tick; the `1m` rows, emitted every tick, are marked for the sink to write
+    when they arrive (the shares and final rows are not). Read as the tables keep them
+    (each key's latest row), every row of `1h` and of the latest `5m_30s` window is at
+    most 4 ticks old: it equals what a stage writing every changed row at every tick had
+    written at one of the last 4 ticks, and no row that stage had 3 ticks ago is
     missing. Final rows are the same bit for bit, and in the end the tables read the same."""
 
     from operators.synthetic import TrafficProfile
@@ -551,6 +553,9 @@ def test_a_long_windows_early_rows_go_in_shares_each_changed_row_within_its_inte
     long_rows: dict[str, list[int]] = {"spread": [], "every": []}
 
     def keep(side: str, tables: list[TableRows]) -> None:
+        for t in tables:  # the sink writes the 1m rows when they arrive, not the shares
+            every_tick = {"1m"} if side == "spread" else {"1m", "1h", "5m_30s"}
+            assert t.write_now == (t.provisional and set(_windows(t)) <= every_tick)
         count = 0
         for key, r in _keyed_rows(tables):
             if r["final"]:
@@ -644,3 +649,10 @@ def _rounds(
                                         list(range(start, start + len(chunk))),
                                         caught_up=ended, end_of_input=ended)))  # fmt: skip
         yield batches
+
+
+def _windows(table: TableRows) -> list[str]:
+    """The window spec of each row."""
+    window = table.columns["window"]
+    assert isinstance(window, Categorical)
+    return [window.categories[c] for c in window.codes.tolist()]
