@@ -39,7 +39,9 @@ would only block the worker on the sink's bound while the writer inserts. When s
 specs' early rows are due at a tick, a call hands over one spec's, the most frequent
 first, and the stage asks to be called again at once for the rest
 (:class:`~operators.early_handoff.EarlyHandOff`), so the minute window's rows are not
-held while the hour's are built. Final rows never wait for any of this.
+held while the hour's are built. The rows of a spec that emits at every tick are marked
+for the sink to write as they arrive (`TableRows.write_now`), not at the flush interval
+that the other specs' rows, handed over just after, restart. Final rows never wait for any of this.
 
 Final rows go out in bounded slices: one window at a time (its rollups, then its rows,
 before the next window's; the rollups a grouping set at a time, so one set's are alive,
