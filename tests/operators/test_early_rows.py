@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from connectors.sink_demand import SinkDemand
-from operators.batches import Categorical, RawBatch, TableRows
+from operators.batches import RawBatch, TableRows
 from operators.merge_stage import SINK_WAIT_MAX_MS, MergeStage
 from operators.partition_stage import PartitionStage
 from operators.slices import PartialBatch
@@ -553,9 +553,10 @@ def test_a_long_windows_early_rows_go_in_shares_each_changed_row_within_its_inte
     long_rows: dict[str, list[int]] = {"spread": [], "every": []}
 
     def keep(side: str, tables: list[TableRows]) -> None:
+        every_tick = {"1m"} if side == "spread" else {"1m", "1h", "5m_30s"}
         for t in tables:  # the sink writes the 1m rows when they arrive, not the shares
-            every_tick = {"1m"} if side == "spread" else {"1m", "1h", "5m_30s"}
-            assert t.write_now == (t.provisional and set(_windows(t)) <= every_tick)
+            windows = {r["window"] for _, r in _keyed_rows([t])}
+            assert t.write_now == (t.provisional and windows <= every_tick)
         count = 0
         for key, r in _keyed_rows(tables):
             if r["final"]:
@@ -649,10 +650,3 @@ def _rounds(
                                         list(range(start, start + len(chunk))),
                                         caught_up=ended, end_of_input=ended)))  # fmt: skip
         yield batches
-
-
-def _windows(table: TableRows) -> list[str]:
-    """The window spec of each row."""
-    window = table.columns["window"]
-    assert isinstance(window, Categorical)
-    return [window.categories[c] for c in window.codes.tolist()]
