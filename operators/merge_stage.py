@@ -27,9 +27,9 @@ of the rows): by default only the latest emits (`early_latest`,
 turns, a share of them per tick (:meth:`SpecState.early_due`,
 :meth:`SpecState.early_share`). They get at most `early_emit_budget` of processing time,
 counted as the worker thread's CPU time and shared by the window specs
-(:class:`~operators.early_budget.EarlyBudget`): when one spec's emission takes longer
-than its part of the interval, that spec's next waits (the interval stretches, never
-shrinks), so a flow catching up, or one with a very large cube, keeps ingesting instead of
+(:class:`~operators.early_budget.EarlyBudget`): when one spec's emissions take longer
+than its part of the interval for longer than a second's banked credit covers, that
+spec's next waits (the interval stretches, never shrinks), so a flow catching up, or one with a very large cube, keeps ingesting instead of
 spending its time on rows that will soon be replaced. Each spec is paced by its own work:
 paced together, one emission of a sliding spec's windows (~0.1-0.5 s of work at 3,000
 events/s on the bench's cube) held the minute window's next rows for 3x that, and that was
