@@ -29,19 +29,24 @@ turns, a share of them per tick (:meth:`SpecState.early_due`,
 counted as the worker thread's CPU time and shared by the window specs
 (:class:`~operators.early_budget.EarlyBudget`): when one spec's emissions take longer
 than its part of the interval for longer than a second's banked credit covers, that
-spec's next waits (the interval stretches, never shrinks), so a flow catching up, or one with a very large cube, keeps ingesting instead of
-spending its time on rows that will soon be replaced. Each spec is paced by its own work:
+spec's next waits (the interval stretches, never shrinks), so a flow catching up, or one
+with a very large cube, keeps ingesting instead of spending its time on rows that will
+soon be replaced. Each spec is paced by its own work:
 paced together, one emission of a sliding spec's windows (~0.1-0.5 s of work at 3,000
 events/s on the bench's cube) held the minute window's next rows for 3x that, and that was
 the tail of freshness (docs/performance.md). They also wait until the sink has written
 their spec's previous early rows (all but `sink_slack` rows): handed over sooner, they
-would only block the worker on the sink's bound while the writer inserts. When several
+would only block the worker on the sink's bound while the writer inserts (a spec whose
+rows the sink writes at once counts only such rows, which jump the sink's queue: not the
+final rows handed before them, :mod:`operators.sink_wait`). When several
 specs' early rows are due at a tick, a call hands over one spec's, the most frequent
 first, and the stage asks to be called again at once for the rest
 (:class:`~operators.early_handoff.EarlyHandOff`), so the minute window's rows are not
-held while the hour's are built. The rows of a spec that emits at every tick are marked
-for the sink to write as they arrive (`TableRows.write_now`), not at the flush interval
-that the other specs' rows, handed over just after, restart. Final rows never wait for any of this.
+held while the hour's are built (and a spec queued at one call goes at the next, with the
+minute's new rows if a tick came first: it does not starve behind them). The rows of a
+spec that emits at every tick are marked for the sink to write as they arrive and ahead
+of other rows (`TableRows.write_now`), not at the flush interval that the other specs'
+rows, handed over just after, restart. Final rows never wait for any of this.
 
 Final rows go out in bounded slices: one window at a time (its rollups, then its rows,
 before the next window's; the rollups a grouping set at a time, so one set's are alive,
@@ -229,9 +234,13 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
             [self._early_every(i) for i in range(len(config.specs))],
             [spec.length for spec in config.specs],
         )
-        # What the sink was handed up to each spec's last early rows, and the last final
-        # slice.
-        self._early_handed = [SinkWait(SINK_WAIT_MAX_MS) for _ in config.specs]
+        # Specs whose early rows go at every tick: the sink writes them at once.
+        self._write_now = [
+            self._early_every(i) <= config.emit_interval for i in range(len(config.specs))
+        ]
+        # What the sink was handed up to each spec's last early rows (of the rows it
+        # writes at once, for those specs), and the last final slice.
+        self._early_handed = [SinkWait(SINK_WAIT_MAX_MS, now) for now in self._write_now]
         self._final_handed = SinkWait(SINK_WAIT_MAX_MS)
         self._deferral_logged_at = -math.inf
         if resume is None:
@@ -449,7 +458,7 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
                 chosen.append(state.early_share(due, now, interval, every))
         early_rows = [
             [(self.specs[i], start, True) for start in starts]
-            for i, starts in enumerate(self._handoff.split(chosen))
+            for i, starts in enumerate(self._handoff.split(chosen, carried=queued))
         ]
         limit = self.config.final_rows_per_call if final_rows is None else final_rows
         if final_rows is None and self._finals_waiting and not self._sink_ready(self._now()):
@@ -463,11 +472,12 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
                 if windows:
                     started = self._work()
                     emitted = self._tables(windows, False, version, int(now // interval))
-                    for table_rows in emitted:  # the spec's rows go at every tick
-                        table_rows.write_now = self._early_every(i) <= interval
+                    for table_rows in emitted:
+                        table_rows.write_now = self._write_now[i]
                     out.extend(emitted)
                     self._pace_early_rows(i, len(windows), self._work() - started, self._now())
-                    self._early_handed[i].handed(self.stats, sum(len(rows) for rows in out), now)
+                    handed = emitted if self._write_now[i] else out  # what the wait counts
+                    self._early_handed[i].handed(self.stats, sum(map(len, handed)), now)
         if not self.config.early_rows:
             for state in self.specs:
                 state.clear_touched()

@@ -8,6 +8,11 @@ second call in the same activation then handed its rows too, and two slices that
 meant to be written one after the other reached the sink as one batch. A mark taken when
 the rows are handed — the sink's count of rows in, plus those rows — is only reached once
 the sink has got them and written all but `slack` of everything up to them.
+
+Rows the sink writes at once (`TableRows.write_now`: the minute window's early rows) jump
+its queue, so a wait for them counts only such rows (`write_now`): counted with every
+row, the minute's next early rows waited until a window's final rows, handed before
+them and written after them, were written too.
 """
 
 from __future__ import annotations
@@ -23,16 +28,18 @@ class SinkWait:
     """Rows handed to the sink up to and with a stage's last output, and when."""
 
     max_wait_ms: float
+    write_now: bool = False  # the rows waited on are written at once: count only those
     mark: int = 0
     at: float = -math.inf
 
     def handed(self, stats: FlowStats, rows: int, now: float) -> None:
         """`rows` are handed to the sink now (not counted by it yet)."""
-        self.mark = stats.sink_rows_in + rows
+        self.mark = (stats.sink_now_in if self.write_now else stats.sink_rows_in) + rows
         self.at = now
 
     def written(self, stats: FlowStats, slack: int, now: float) -> bool:
         """The sink has written all but `slack` of the rows up to the mark, or the rows
         waited `max_wait_ms` (a sink whose writes these stats do not count must not starve
         the stage)."""
-        return stats.rows_written + slack >= self.mark or now - self.at >= self.max_wait_ms
+        written = stats.now_written if self.write_now else stats.rows_written
+        return written + slack >= self.mark or now - self.at >= self.max_wait_ms

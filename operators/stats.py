@@ -56,6 +56,10 @@ class FlowStats:
     emissions: int = 0
     emission_us: int = 0
     sink_rows_in: int = 0
+    # Of those, rows to write at once (TableRows.write_now), and how many are written: the
+    # minute window's early rows wait on their own, not on final rows handed before them.
+    sink_now_in: int = 0
+    now_written: int = 0
     sink_inserts: int = 0
     sink_insert_us: int = 0
     sink_retries: int = 0

@@ -133,6 +133,21 @@ def notified(merge: MergeStage, now: float) -> list[TableRows]:
     return out
 
 
+def sink_gets(stats: FlowStats, tables: list[TableRows]) -> tuple[int, int]:
+    """Count `tables` handed over as the ClickHouse sink does; returns (rows, rows of them
+    to write at once), for :func:`sink_writes`."""
+    rows, now = sum(map(len, tables)), sum(len(t) for t in tables if t.write_now)
+    stats.sink_rows_in += rows
+    stats.sink_now_in += now
+    return rows, now
+
+
+def sink_writes(stats: FlowStats, rows: int, now: int) -> None:
+    """Count `rows` written as the ClickHouse sink does, `now` of them written at once."""
+    stats.rows_written += rows
+    stats.now_written += now
+
+
 def run_stages(
     lines: Iterable[tuple[str, str | bytes, bytes]],
     sem: ref.Semantics,

@@ -393,3 +393,87 @@ def test_a_blocks_chunks_are_joined_before_their_one_conversion(
     got = store.rows("SELECT window, count() FROM pulse.metrics_late GROUP BY window ORDER BY 1")
     expected = sorted([("1m", 30)] + [(f"w{i}", 3) for i in range(1, 20, 2)])
     assert got == expected
+
+
+class _OrderedClient:
+    """The real client; records each insert's (table, rows) and holds the inserts whose
+    number (from 1) is in `holds` until their event is set, setting `started` first."""
+
+    def __init__(self, target: Target, holds: dict[int, threading.Event],
+                 started: dict[int, threading.Event], inserts: list[tuple[str, int]]) -> None:  # fmt: skip
+        self.client = connect(target)
+        self.holds, self.started, self.inserts = holds, started, inserts
+
+    def insert_arrow(self, table: str, arrow: Any, settings: Any = None) -> Any:
+        self.inserts.append((table.split(".")[-1], arrow.num_rows))
+        number = len(self.inserts)
+        if number in self.holds:
+            self.started[number].set()
+            assert self.holds[number].wait(30)
+        return self.client.insert_arrow(table, arrow, settings=settings)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+def _ordered_writer(
+    store: Store, held: tuple[int, ...]
+) -> tuple[Any, dict[int, threading.Event], dict[int, threading.Event], list[tuple[str, int]]]:
+    """A writer with hour-long intervals, whose inserts numbered `held` wait for the test."""
+    holds = {n: threading.Event() for n in held}
+    started = {n: threading.Event() for n in held}
+    inserts: list[tuple[str, int]] = []
+    writer = clickhouse_sink._Writer(
+        store.target, block_rows=10, flush_interval=3600.0, max_pending_rows=10_000,
+        retry_backoff_max=0.1, stats=FlowStats(),
+        client_factory=lambda target: _OrderedClient(target, holds, started, inserts),
+        exit_on_failure=False,
+    )  # fmt: skip
+    return writer, holds, started, inserts
+
+
+def _write_now(rows: TableRows) -> TableRows:
+    rows.write_now = True
+    return rows
+
+
+def test_rows_to_write_at_once_go_first_in_a_round_of_blocks(store: Store) -> None:
+    """Rows marked `write_now` that wait while an insert runs go before the durable
+    blocks due with them (a window's final rows, raw rows): the minute's early rows
+    wait for one block, not for the round."""
+    migrate(store.open(), "pulse")
+    schema = describe(store.client, "pulse", "metrics_late")
+    writer, holds, started, inserts = _ordered_writer(store, held=(1,))
+    try:
+        writer.add([_late_rows(schema, 0, 6)])
+        assert started[1].wait(30)  # its insert runs (held)
+        writer.add([_dead_letter_rows(0, 10), _write_now(_class_rows(0, 3, final=False))])
+        holds[1].set()
+        writer.flush()
+        assert _written(writer.stats, 19)
+    finally:
+        writer.close()
+    assert inserts == [("metrics_late", 6), ("metrics_classes", 3), ("dead_letters", 10)]
+
+
+def test_rows_to_write_at_once_go_between_two_blocks_of_a_round(store: Store) -> None:
+    """Rows marked `write_now` that arrive while a round of blocks is written go after
+    the block being written, before the round's other blocks."""
+    migrate(store.open(), "pulse")
+    schema = describe(store.client, "pulse", "metrics_late")
+    writer, holds, started, inserts = _ordered_writer(store, held=(1, 2))
+    try:
+        writer.add([_late_rows(schema, 0, 6)])
+        assert started[1].wait(30)
+        # Two durable lanes, never written: both due in the next round.
+        writer.add([_dead_letter_rows(0, 5), _class_rows(0, 7, final=True)])
+        holds[1].set()
+        assert started[2].wait(30)  # the round's first block is being written
+        writer.add([_write_now(_class_rows(7, 3, final=False))])
+        holds[2].set()
+        writer.flush()
+        assert _written(writer.stats, 21)
+        assert writer.stats.now_written == writer.stats.sink_now_in == 3
+    finally:
+        writer.close()
+    assert [rows for _, rows in inserts] == [6, 5, 3, 7]
