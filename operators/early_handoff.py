@@ -17,28 +17,33 @@ each spec's measured cost was tried first and failed as it is measured: a slidin
 that had just opened cost ~1 ms once, went first at the next tick with ~45k rows, and
 held the minute's behind it for ~340 ms.
 
-A spec queued at one call is never overtaken at the next: on a busy worker the stage
+A queued spec is overtaken at most `MAX_OVERTAKEN` times: on a busy worker the stage
 may be called again only at the next tick, where the minute's new rows come first again,
 and the hour's, re-queued behind them tick after tick, starved (7 s at 24,000 events/s;
-then 7 s of deltas rolled up in one 0.7 s call held every other row). So when a spec
-chosen anew goes first, the specs carried over from the call before go with it.
+then 7 s of deltas rolled up in one 0.7 s call held every other row). After that, it
+goes with the spec that would overtake it once more. Not at the first overtaking: live,
+every call then carried the long windows' rows with the minute's, and the minute's rows
+waited on them at every tick (freshness p50 0.8-0.95 s against 0.3-0.46 s).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
+MAX_OVERTAKEN = 3  # times a queued spec lets a spec chosen anew go first, at most
+
 
 class EarlyHandOff:
     """Which specs' chosen early windows go in this call; the rest wait for the next."""
 
-    __slots__ = ("_rank", "queued")
+    __slots__ = ("_overtaken", "_rank", "queued")
 
     def __init__(self, every: Sequence[float], lengths: Sequence[int]) -> None:
         """`every`: each spec's early-row interval (ms); `lengths`: its window length."""
         order = sorted(range(len(every)), key=lambda i: (every[i], lengths[i], i))
         self._rank = {spec: rank for rank, spec in enumerate(order)}
         self.queued: dict[int, list[int]] = {}  # spec -> window starts, for the next call
+        self._overtaken: dict[int, int] = {}  # queued spec -> times overtaken since queued
 
     @property
     def waiting(self) -> bool:
@@ -52,12 +57,19 @@ class EarlyHandOff:
 
     def split(self, chosen: list[list[int]], carried: Collection[int] = ()) -> list[list[int]]:
         """Of each spec's chosen windows, those that go now: the first spec's in order,
-        and when that one was chosen anew, those of the specs `carried` over from the
-        last call (:meth:`take_queued`) too; the others' are queued."""
+        and, when that one was chosen anew, those of the specs `carried` over from the
+        last call (:meth:`take_queued`) it overtakes for more than `MAX_OVERTAKEN` times;
+        the others' are queued."""
         waiting = [i for i, starts in enumerate(chosen) if starts]
-        if len(waiting) <= 1:
-            return chosen
-        first = min(waiting, key=self._rank.__getitem__)
-        going = {first} if first in carried else {first, *carried}
+        going: set[int] = set()
+        if waiting:
+            first = min(waiting, key=self._rank.__getitem__)
+            going.add(first)
+            if first not in carried:  # chosen anew: it overtakes the carried specs
+                for spec in (i for i in carried if i in waiting):
+                    self._overtaken[spec] = self._overtaken.get(spec, 0) + 1
+                    if self._overtaken[spec] > MAX_OVERTAKEN:
+                        going.add(spec)
         self.queued = {i: chosen[i] for i in waiting if i not in going}
+        self._overtaken = {i: n for i, n in self._overtaken.items() if i in self.queued}
         return [starts if i in going else [] for i, starts in enumerate(chosen)]

@@ -12,6 +12,7 @@ import pytest
 
 from connectors.sink_demand import SinkDemand
 from operators.batches import RawBatch, TableRows
+from operators.early_handoff import MAX_OVERTAKEN
 from operators.merge_stage import SINK_WAIT_MAX_MS, MergeStage
 from operators.partition_stage import PartitionStage
 from operators.slices import PartialBatch
@@ -191,25 +192,25 @@ def test_a_ticks_early_rows_go_one_spec_per_call_the_most_frequent_first() -> No
                                   [(set(), {"b"}), ({"b"}, set())]]  # fmt: skip
 
 
-def test_a_spec_queued_at_one_call_goes_at_the_next_though_a_new_tick_came() -> None:
+def test_a_queued_spec_is_overtaken_at_most_max_overtaken_times() -> None:
     """On a busy worker the stage may be called again only at the next tick, where the
-    minute's new rows come first again: the hour's, queued at a tick, go with them
-    instead of being queued behind them tick after tick (they starved for 7 s at 24,000
-    events/s, then 7 s of deltas were rolled up in one 0.7 s call that held every other
-    row)."""
+    minute's new rows come first again: the hour's, queued at a tick, go with them once
+    overtaken `MAX_OVERTAKEN` times instead of being queued behind them tick after tick
+    (they starved for 7 s at 24,000 events/s, then 7 s of deltas were rolled up in one
+    0.7 s call that held every other row)."""
     flow = Flow(cost=0.0, budget=0.9, windows=DEFAULT_WINDOWS[:2])
     config = replace(flow.merge.config, early_intervals=(1000, 10_000))  # the hour in shares
     flow.merge = MergeStage(config, flow.stats, clock=flow.clock, work_clock=lambda: 0.0)
     calls = []
-    for i, segment in enumerate("abcd"):
+    for i, segment in enumerate("abcdefghij"):
         flow.send(_inference(f"r{i}", T0 + 1000 * i, segment))
         flow.clock.now += 1000
         tables = flow.merge.on_notify()[0]  # once a tick: never called again at once
         calls.append((_segments(_rows_1m(tables)), len(_rows_1m(tables, "1h"))))
-    assert [minute for minute, _ in calls] == [{"a"}, {"b"}, {"c"}, {"d"}]
-    # Queued behind the minute's at a tick, with them at the next (a share of the
-    # hour's changed rows): every other call.
-    assert [hour > 0 for _, hour in calls] == [False, True, False, True]
+    assert [minute for minute, _ in calls] == [{segment} for segment in "abcdefghij"]
+    # Queued at a tick, overtaken at the next MAX_OVERTAKEN, with the minute's after.
+    went = [i for i, (_, hour) in enumerate(calls) if hour]
+    assert went == [MAX_OVERTAKEN + 1, 2 * MAX_OVERTAKEN + 3]  # [4, 9]
 
 
 def test_a_spec_waits_for_the_sink_to_write_its_own_early_rows_only() -> None:
