@@ -42,8 +42,8 @@ final rows handed before them, :mod:`operators.sink_wait`). When several
 specs' early rows are due at a tick, a call hands over one spec's, the most frequent
 first, and the stage asks to be called again at once for the rest
 (:class:`~operators.early_handoff.EarlyHandOff`), so the minute window's rows are not
-held while the hour's are built (and a spec queued at one call goes at the next, with the
-minute's new rows if a tick came first: it does not starve behind them). The rows of a
+held while the hour's are built (a queued spec lets a spec chosen anew go first at most
+`MAX_OVERTAKEN` times, then goes with it: it does not starve behind them). The rows of a
 spec that emits at every tick are marked for the sink to write as they arrive and ahead
 of other rows (`TableRows.write_now`), not at the flush interval that the other specs'
 rows, handed over just after, restart. Final rows never wait for any of this.
