@@ -52,7 +52,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from itertools import chain
 from typing import Any
 
@@ -218,9 +218,12 @@ class _Writer:
 
     # ---- the writer thread -------------------------------------------------------------
 
-    def _take(self, now: float, only_now: bool = False) -> list[tuple[Lane, list[TableRows]]]:
+    def _take(
+        self, now: float, only_now: bool = False, taken: Collection[Lane] = ()
+    ) -> list[tuple[Lane, list[TableRows]]]:
         """One block (at most `block_rows` rows) of each lane due for writing
-        (:meth:`_due`; `only_now`: of the lanes holding rows to write at once), those
+        (:meth:`_due`; `only_now`: of the lanes holding rows to write at once, but for
+        those with a block `taken` and not yet written: a lane's rows go in order), those
         lanes first, then durable ones; a chunk that crosses the block's end is sliced;
         the taken blocks are counted in flight."""
         due = []
@@ -228,7 +231,9 @@ class _Writer:
             self._buffers.items(), key=lambda item: (item[0] not in self._write_now, item[0][1])
         )
         for lane, chunks in lanes:
-            if (only_now and lane not in self._write_now) or not self._due(lane, now):
+            if only_now and (lane not in self._write_now or lane in taken):
+                continue
+            if not self._due(lane, now):
                 continue
             self._written_at[lane] = now
             block: list[TableRows] = []
@@ -274,7 +279,8 @@ class _Writer:
                         self._in_flight -= written
                         self._in_flight_bytes -= written * self._row_bytes[table]
                         if self._write_now and due:  # arrived meanwhile: before the rest
-                            due[:0] = self._take(time.monotonic(), only_now=True)
+                            taken = [lane for lane, _ in due]
+                            due[:0] = self._take(time.monotonic(), only_now=True, taken=taken)
                         self._cond.notify_all()
             except BaseException as exc:  # not transient
                 self._fail(exc)

@@ -22,8 +22,8 @@ may be called again only at the next tick, where the minute's new rows come firs
 and the hour's, re-queued behind them tick after tick, starved (7 s at 24,000 events/s;
 then 7 s of deltas rolled up in one 0.7 s call held every other row). After that, it
 goes with the spec that would overtake it once more. Not at the first overtaking: live,
-every call then carried the long windows' rows with the minute's, and the minute's rows
-waited on them at every tick (freshness p50 0.8-0.95 s against 0.3-0.46 s).
+nearly every call then built the long windows' rows with the minute's, and the minute's
+rows waited on them at every tick (docs/performance.md).
 """
 
 from __future__ import annotations

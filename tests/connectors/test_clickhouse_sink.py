@@ -477,3 +477,30 @@ def test_rows_to_write_at_once_go_between_two_blocks_of_a_round(store: Store) ->
     finally:
         writer.close()
     assert [rows for _, rows in inserts] == [6, 5, 3, 7]
+
+
+def test_a_lanes_rows_go_in_order_when_picked_up_between_blocks(store: Store) -> None:
+    """Rows to write at once that arrive during a round go before its other blocks,
+    except behind a block of their own lane still to be written: a lane's rows are
+    written in the order they were handed over."""
+    migrate(store.open(), "pulse")
+    schema = describe(store.client, "pulse", "metrics_late")
+    writer, holds, started, inserts = _ordered_writer(store, held=(1, 2))
+    try:
+        writer.add([_late_rows(schema, 0, 6)])
+        assert started[1].wait(30)
+        writer.add(
+            [_write_now(_class_rows(0, 3, final=False)), _write_now(_dead_letter_rows(0, 5))]
+        )
+        holds[1].set()
+        assert started[2].wait(30)  # the round: dead letters (durable) first, then classes
+        writer.add(
+            [_write_now(_class_rows(3, 4, final=False)), _write_now(_dead_letter_rows(5, 2))]
+        )
+        holds[2].set()
+        writer.flush()
+        assert _written(writer.stats, 20)
+    finally:
+        writer.close()
+    # The new dead letters go before the round's classes block; the new classes after it.
+    assert [rows for _, rows in inserts] == [6, 5, 2, 3, 4]
