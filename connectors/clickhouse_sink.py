@@ -14,9 +14,10 @@
   emits at every tick: written with whatever their lane holds when they arrive, where
   they had waited up to an interval behind the other specs' early rows, which go in
   shares and are never marked). Those lanes also go first: at the head of each round of
-  blocks, and between two blocks of a round when they arrive during it, so the minute's
-  early rows wait for at most one block, not for a round of final rows and raw rows
-  (~1 s once a minute at 24,000 events/s). A wide table's block is
+  blocks, and between two blocks of a round when they arrive during it (but never
+  before a block of their own lane still to be written: a lane's rows keep their
+  order), so the minute's early rows wait for about one block, not for a round of final
+  rows and raw rows (~1 s once a minute at 24,000 events/s). A wide table's block is
   smaller: at most `block_bytes` (:func:`row_bytes`), because chDB's memory while it
   inserts a block follows the block's bytes, not its rows.
 * ``snapshot()`` — called by Bytewax at the end of every epoch, before the epoch's
