@@ -456,51 +456,51 @@ def test_rows_to_write_at_once_go_first_in_a_round_of_blocks(store: Store) -> No
     assert inserts == [("metrics_late", 6), ("metrics_classes", 3), ("dead_letters", 10)]
 
 
-def test_rows_to_write_at_once_go_between_two_blocks_of_a_round(store: Store) -> None:
-    """Rows marked `write_now` that arrive while a round of blocks is written go after
-    the block being written, before the round's other blocks."""
+def _inserts_around_a_round(
+    store: Store, round_rows: list[TableRows], during: list[TableRows]
+) -> tuple[list[int], FlowStats]:
+    """Rows of each insert when `round_rows` are due in one round of blocks and `during`
+    arrive while its first block is written (after a first insert of 6 rows)."""
     migrate(store.open(), "pulse")
     schema = describe(store.client, "pulse", "metrics_late")
     writer, holds, started, inserts = _ordered_writer(store, held=(1, 2))
+    total = 6 + sum(map(len, round_rows)) + sum(map(len, during))
     try:
         writer.add([_late_rows(schema, 0, 6)])
         assert started[1].wait(30)
-        # Two durable lanes, never written: both due in the next round.
-        writer.add([_dead_letter_rows(0, 5), _class_rows(0, 7, final=True)])
+        writer.add(round_rows)
         holds[1].set()
         assert started[2].wait(30)  # the round's first block is being written
-        writer.add([_write_now(_class_rows(7, 3, final=False))])
+        writer.add(during)
         holds[2].set()
         writer.flush()
-        assert _written(writer.stats, 21)
-        assert writer.stats.now_written == writer.stats.sink_now_in == 3
+        assert _written(writer.stats, total)
     finally:
         writer.close()
-    assert [rows for _, rows in inserts] == [6, 5, 3, 7]
+    return [rows for _, rows in inserts], writer.stats
+
+
+def test_rows_to_write_at_once_go_between_two_blocks_of_a_round(store: Store) -> None:
+    """Rows marked `write_now` that arrive while a round of blocks is written go after
+    the block being written, before the round's other blocks."""
+    # Two durable lanes, never written: both due in the next round.
+    inserts, stats = _inserts_around_a_round(
+        store, [_dead_letter_rows(0, 5), _class_rows(0, 7, final=True)],
+        during=[_write_now(_class_rows(7, 3, final=False))],
+    )  # fmt: skip
+    assert inserts == [6, 5, 3, 7]
+    assert stats.now_written == stats.sink_now_in == 3
 
 
 def test_a_lanes_rows_go_in_order_when_picked_up_between_blocks(store: Store) -> None:
     """Rows to write at once that arrive during a round go before its other blocks,
     except behind a block of their own lane still to be written: a lane's rows are
     written in the order they were handed over."""
-    migrate(store.open(), "pulse")
-    schema = describe(store.client, "pulse", "metrics_late")
-    writer, holds, started, inserts = _ordered_writer(store, held=(1, 2))
-    try:
-        writer.add([_late_rows(schema, 0, 6)])
-        assert started[1].wait(30)
-        writer.add(
-            [_write_now(_class_rows(0, 3, final=False)), _write_now(_dead_letter_rows(0, 5))]
-        )
-        holds[1].set()
-        assert started[2].wait(30)  # the round: dead letters (durable) first, then classes
-        writer.add(
-            [_write_now(_class_rows(3, 4, final=False)), _write_now(_dead_letter_rows(5, 2))]
-        )
-        holds[2].set()
-        writer.flush()
-        assert _written(writer.stats, 20)
-    finally:
-        writer.close()
+    # The round: dead letters (durable) first, then classes; during it, more of both.
+    inserts, _ = _inserts_around_a_round(
+        store,
+        [_write_now(_class_rows(0, 3, final=False)), _write_now(_dead_letter_rows(0, 5))],
+        during=[_write_now(_class_rows(3, 4, final=False)), _write_now(_dead_letter_rows(5, 2))],
+    )
     # The new dead letters go before the round's classes block; the new classes after it.
-    assert [rows for _, rows in inserts] == [6, 5, 2, 3, 4]
+    assert inserts == [6, 5, 2, 3, 4]
