@@ -248,7 +248,7 @@ class _Writer:
                 room -= len(rows_taken)
             if not chunks:
                 del self._buffers[lane]
-            if not any(c.write_now for c in chunks):
+            if lane in self._write_now and not any(c.write_now for c in chunks):
                 self._write_now.discard(lane)  # else the rest of them go in the next round
             due.append((lane, block))
             rows = sum(len(c) for c in block)

@@ -240,7 +240,7 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         ]
         # What the sink was handed up to each spec's last early rows (of the rows it
         # writes at once, for those specs), and the last final slice.
-        self._early_handed = [SinkWait(SINK_WAIT_MAX_MS, now) for now in self._write_now]
+        self._early_handed = [SinkWait(SINK_WAIT_MAX_MS, write_now=now) for now in self._write_now]
         self._final_handed = SinkWait(SINK_WAIT_MAX_MS)
         self._deferral_logged_at = -math.inf
         if resume is None:
