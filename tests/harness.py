@@ -148,6 +148,11 @@ def sink_writes(stats: FlowStats, rows: int, now: int) -> None:
     stats.now_written += now
 
 
+def sink_writes_all(stats: FlowStats) -> None:
+    """Count every row handed over so far as written."""
+    sink_writes(stats, stats.sink_pending, stats.sink_now_in - stats.now_written)
+
+
 def run_stages(
     lines: Iterable[tuple[str, str | bytes, bytes]],
     sem: ref.Semantics,

@@ -30,7 +30,7 @@ from operators.partitioning import partition_for
 from operators.slices import PartialBatch
 from operators.stats import FlowStats
 from operators.synthetic import TrafficGenerator, TrafficProfile
-from tests.harness import configs, semantics
+from tests.harness import configs, semantics, sink_gets, sink_writes_all
 
 PARTITIONS = 2
 
@@ -47,9 +47,8 @@ class _Batches(StatelessSinkPartition[Any]):
         with self.recorder.lock:
             self.recorder.batches.append(windows)
             # Counted in and written at once, as the ClickHouse sink counts its rows.
-            rows_in = sum(len(rows) for _key, rows in items)
-            self.recorder.stats.sink_rows_in += rows_in
-            self.recorder.stats.rows_written += rows_in
+            sink_gets(self.recorder.stats, [rows for _key, rows in items])
+            sink_writes_all(self.recorder.stats)
 
 
 class BatchRecorder(DynamicSink[Any]):

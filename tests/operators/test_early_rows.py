@@ -26,6 +26,7 @@ from tests.harness import (
     semantics,
     sink_gets,
     sink_writes,
+    sink_writes_all,
 )
 
 T0 = 1_767_225_600_000  # a minute boundary
@@ -238,9 +239,7 @@ def test_a_spec_waits_for_the_sink_to_write_its_own_early_rows_only() -> None:
     flow.clock.now += 1000
     assert handed(flow.merge.on_notify()[0], written=True) == ({"b"}, set())  # not held
     assert not flow.merge.call_again_now(flow.clock.now)  # the hour's wait for the sink
-    sink_writes(
-        flow.stats, flow.stats.sink_pending, flow.stats.sink_now_in - flow.stats.now_written
-    )
+    sink_writes_all(flow.stats)
     flow.clock.now += 1000
     assert _segments(_rows_1m(notified(flow.merge, flow.clock.now), "1h")) == {"b"}  # now
     # Rows handed before the minute's and not written yet, of those the sink does not

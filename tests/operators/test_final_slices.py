@@ -19,7 +19,7 @@ from operators.slices import PartialBatch
 from operators.stats import FlowStats
 from operators.synthetic import TrafficGenerator, TrafficProfile
 from tests import reference as ref
-from tests.harness import Output, configs, semantics
+from tests.harness import Output, configs, semantics, sink_gets, sink_writes_all
 
 T0 = 1_767_225_600_000  # a minute boundary
 
@@ -140,11 +140,11 @@ def test_windows_left_waiting_ask_the_sink_to_write_now() -> None:
                         clock=clock, sink=demand)  # fmt: skip
     first = [rows for item in partials for rows in sliced.on_item(item)[0]]
     assert len(asks) == 1  # the first window went out, the rest wait for the next calls
-    stats.sink_rows_in += sum(len(rows) for rows in first)  # the sink has not written it
+    sink_gets(stats, first)  # the sink has not written it
     clock.now += 1
     assert sliced.on_notify()[0] == []
     assert len(asks) == 2  # still waiting: asked again
-    stats.rows_written = stats.sink_rows_in  # written
+    sink_writes_all(stats)  # written
     clock.now += 1
     assert len(set(_windows(sliced.on_notify()[0]))) == 1
 
@@ -164,9 +164,9 @@ def test_the_next_slice_waits_for_the_sink_to_get_and_write_the_one_before() -> 
     assert len(set(_windows(first))) == 1
     clock.now += 1
     assert stage.on_notify()[0] == []  # handed, not yet seen by the sink: it waits
-    stats.sink_rows_in += sum(len(rows) for rows in first)  # the sink got it
+    sink_gets(stats, first)  # the sink got it
     assert stage.on_notify()[0] == []
-    stats.rows_written = stats.sink_rows_in  # and wrote it
+    sink_writes_all(stats)  # and wrote it
     assert len(set(_windows(stage.on_notify()[0]))) == 1
 
     elsewhere = MergeStage(config, FlowStats(), clock=clock, sink=SinkDemand())
