@@ -86,7 +86,13 @@ def _flow(root: Path, gate: EndGate | None, sink: BatchRecorder) -> Dataflow:
     """The main flow's source and stages (dataflows/feedback.py), metric rows to `sink`
     (a slice waits until the sink has written every row of the one before)."""
     partition_config, merge_config = configs(semantics(partitions=PARTITIONS))
-    merge_config = replace(merge_config, early_rows=False, final_rows_per_call=1, sink_slack=0)
+    merge_config = replace(
+        merge_config,
+        early_rows=False,
+        final_rows_per_call=1,
+        sink_slack=0,
+        final_slices_in_flight=1,
+    )
     stats = sink.stats
     source = LocalLogSource(root, read_bytes=1 << 20, poll_interval_ms=10, bounded=True,
                             end_gate=gate)  # fmt: skip

@@ -19,7 +19,7 @@ from operators.slices import PartialBatch
 from operators.stats import FlowStats
 from operators.synthetic import TrafficGenerator, TrafficProfile
 from tests import reference as ref
-from tests.harness import Output, configs, semantics, sink_gets, sink_writes_all
+from tests.harness import Output, configs, semantics, sink_gets, sink_writes, sink_writes_all
 
 T0 = 1_767_225_600_000  # a minute boundary
 
@@ -136,8 +136,8 @@ def test_windows_left_waiting_ask_the_sink_to_write_now() -> None:
     assert asks == []  # every window went out in one call: nothing waits
 
     stats, clock = FlowStats(), Clock()
-    sliced = MergeStage(replace(config, final_rows_per_call=1, sink_slack=0), stats,
-                        clock=clock, sink=demand)  # fmt: skip
+    one_at_a_time = replace(config, final_rows_per_call=1, sink_slack=0, final_slices_in_flight=1)
+    sliced = MergeStage(one_at_a_time, stats, clock=clock, sink=demand)
     first = [rows for item in partials for rows in sliced.on_item(item)[0]]
     assert len(asks) == 1  # the first window went out, the rest wait for the next calls
     sink_gets(stats, first)  # the sink has not written it
@@ -155,7 +155,7 @@ def test_the_next_slice_waits_for_the_sink_to_get_and_write_the_one_before() -> 
     written": it waits until the sink got it and wrote it. A sink whose writer runs in
     another process (never attached here) is not waited on."""
     config, partials = _partials(partitions=2)
-    config = replace(config, final_rows_per_call=1, sink_slack=0)
+    config = replace(config, final_rows_per_call=1, sink_slack=0, final_slices_in_flight=1)
     demand = SinkDemand()
     demand.attach(lambda: None)
     stats, clock = FlowStats(), Clock()
@@ -173,6 +173,31 @@ def test_the_next_slice_waits_for_the_sink_to_get_and_write_the_one_before() -> 
     for item in partials:
         elsewhere.on_item(item)
     assert len(set(_windows(elsewhere.on_notify()[0]))) == 1
+
+
+def test_with_two_slices_in_flight_the_next_is_built_while_the_sink_writes_one() -> None:
+    """`final_slices_in_flight` 2 (the default): the next slice goes while the sink still
+    holds the last one unwritten, and the one after waits until the sink has written the
+    first (all but `sink_slack` rows): two slices unwritten at most, not all of them."""
+    config, partials = _partials(partitions=2)
+    config = replace(config, final_rows_per_call=1, sink_slack=0)
+    assert config.final_slices_in_flight == 2
+    demand = SinkDemand()
+    demand.attach(lambda: None)
+    stats, clock = FlowStats(), Clock()
+    stage = MergeStage(config, stats, clock=clock, sink=demand)
+    first = [rows for item in partials for rows in stage.on_item(item)[0]]
+    clock.now += 1
+    second = stage.on_notify()[0]  # the first is unwritten: this one goes all the same
+    assert len(set(_windows(first))) == len(set(_windows(second))) == 1
+    assert _windows(first) != _windows(second)
+    sink_gets(stats, first + second)
+    clock.now += 1
+    assert stage.on_notify()[0] == []  # two unwritten: the third waits
+    sink_writes(stats, sum(map(len, first)) - 1, 0)
+    assert stage.on_notify()[0] == []  # the first not written whole yet
+    sink_writes(stats, 1, 0)
+    assert len(set(_windows(stage.on_notify()[0]))) == 1  # the second may still be unwritten
 
 
 def _inference(request_id: str, ts: int, segment: str) -> bytes:
