@@ -152,6 +152,21 @@ def _reserved_extra_dim(event: Event, names: tuple[str, ...]) -> str | None:
     return None
 
 
+def _reasons_by_item(exc: ValidationError) -> dict[int, str]:
+    """The contract's verdict per refused item, as text only.
+
+    Its errors must not outlive this call: a validator's `ValueError` (in an error's
+    `ctx`) holds its traceback, whose frames reach back through the caller's frames to
+    Bytewax's, which hold the whole batch, its lines and events. Held in a local of
+    `_contract_path` (a frame in that chain), they made a reference cycle: every batch
+    with such a line stayed in memory until the collector's next pass over the older
+    generations (~0.5 GiB more RSS with fewer collections)."""
+    by_item: dict[int, list[Any]] = {}
+    for err in exc.errors():
+        by_item.setdefault(int(err["loc"][0]), []).append(err)
+    return {k: describe(errors) for k, errors in by_item.items()}
+
+
 class BatchDecoder:
     """Turns raw lines into validated events; one instance per partition stage."""
 
@@ -275,15 +290,11 @@ class BatchDecoder:
         try:
             valid = EVENT_LIST_ADAPTER.validate_python(objects)
         except ValidationError as exc:
-            by_item: dict[int, list[Any]] = {}
-            for err in exc.errors():
-                by_item.setdefault(int(err["loc"][0]), []).append(err)
-            for k, errors in by_item.items():
+            reasons = _reasons_by_item(exc)
+            for k, reason in reasons.items():
                 i = positions[k]
-                dead.append(
-                    DeadLetter(topic, partition, offsets[i], lines[i], "invalid", describe(errors))
-                )
-            keep = [k for k in range(len(objects)) if k not in by_item]
+                dead.append(DeadLetter(topic, partition, offsets[i], lines[i], "invalid", reason))
+            keep = [k for k in range(len(objects)) if k not in reasons]
             valid = EVENT_LIST_ADAPTER.validate_python([objects[k] for k in keep])
             positions = [positions[k] for k in keep]
         for event, i in zip(valid, positions, strict=True):
