@@ -1,7 +1,9 @@
 """The join's view of ClickHouse: stored inferences and feedback ids.
 
-* ``lookup``: inferences by request_id, for feedback whose inference is not in memory; a
-  whole batch at once (one query per 10 000 ids). `inferences` keeps the first inference
+* ``lookup``: inferences by request_id, for feedback whose inference is not in memory, with
+  where the log had them (the stage joins only those it had read:
+  :func:`operators.join.read_before_release`); a whole batch at once (one query per
+  10 000 ids). `inferences` keeps the first inference
   of a request with the highest `version`, so ``argMax(..., version)`` reads it even before
   parts are merged. Such a query costs its planning, not its reading (~4.5 ms of CPU in
   chDB for 1 or 200 ids, found or not; one that selects only `request_id`, ~2 ms): while
@@ -23,11 +25,12 @@ from typing import Any
 from tenacity import RetryCallState
 
 from connectors.clickhouse import Target, connect, retrying_while_transient
-from operators.join import StoredInference
+from operators.join import FoundInference, StoredInference
 from operators.metrics import as_label
 
 log = logging.getLogger("pulse.lookup")
 CHUNK = 10_000
+_POSITION = ("source_partition", "source_offset")  # the first inference's, as it was read
 _COLUMNS = (
     "toUnixTimestamp64Milli(ts)", "tenant", "model_id", "deployment", "model_version", "segment",
     "endpoint", "prediction", "confidence", "latency_ms", "attributes",
@@ -41,10 +44,10 @@ class ClickHouseJoinStore:
         self._client: Any = None
         self._probing = _Probing()
 
-    def lookup(self, request_ids: list[str]) -> dict[str, StoredInference]:
-        found: dict[str, StoredInference] = {}
+    def lookup(self, request_ids: list[str]) -> dict[str, FoundInference]:
+        found: dict[str, FoundInference] = {}
         table = f"{self.target.database}.inferences"
-        picked = ", ".join(f"argMax({c}, version)" for c in _COLUMNS)
+        picked = ", ".join(f"argMax({c}, version)" for c in (*_POSITION, *_COLUMNS))
         where = "WHERE request_id IN %(ids)s"
         read = f"SELECT request_id, {picked} FROM {table} {where} GROUP BY request_id"
         probe = f"SELECT request_id FROM {table} {where}"
@@ -55,7 +58,9 @@ class ClickHouseJoinStore:
                 wanted = [request_id for request_id in wanted if request_id in held]
             rows = self._rows(read, {"ids": wanted}) if wanted else []
             self._probing.saw(bool(rows))
-            found.update((row[0], _stored(row[1:])) for row in rows)
+            found.update(
+                (row[0], FoundInference(int(row[1]), int(row[2]), _stored(row[3:]))) for row in rows
+            )
         return found
 
     def recent_inferences(

@@ -24,7 +24,7 @@ from __future__ import annotations
 import heapq
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 from msgspec import UNSET
@@ -43,6 +43,60 @@ InferenceContext = tuple[int, int, str | None, float | None, float | None]
 StoredInference = tuple[
     int, str, str, str, str, str, str, str | None, float | None, float | None, dict[str, str]
 ]
+
+
+class FoundInference(NamedTuple):
+    """A request's first stored inference, and where the log had it."""
+
+    partition: int  # its source partition
+    offset: int  # its source offset in the partition's inference stream
+    inference: StoredInference
+
+
+# A release outside a replay: whatever the store holds for the request joins.
+NOT_REPLAYING = (1 << 63) - 1
+
+
+def read_before_release(found: FoundInference, partition: int, read_up_to: int) -> bool:
+    """Whether feedback released when the partition stage had read its inference stream
+    up to `read_up_to` may join `found`: the stage had read it, or the release was not
+    during a replay (`NOT_REPLAYING`, :class:`ReplayWindow`).
+
+    During a replay the store may hold an inference the stage has not read yet, stored
+    by the crashed execution's sink; one that came after the give-up leaves the
+    feedback unjoined in the run without the crash, so it must here too. Outside a
+    replay a stored inference the stage has not read is from an earlier log (topics
+    recreated, offsets reset): it joins, as it always did. So does one stored from
+    another partition (the log was partitioned differently when it was written)."""
+    return found.partition != partition or found.offset <= read_up_to
+
+
+class ReplayWindow:
+    """Whether a partition stage resumed from a snapshot is still re-reading what its
+    crashed execution may have read (and that execution's sink stored): until it has
+    processed its inference stream up to where the source stood when it first said it
+    was caught up after the resume. The crashed execution cannot have read past that:
+    the stream's end only grows. A stage that did not resume never replays."""
+
+    __slots__ = ("_read", "_until", "active")
+
+    def __init__(self, resumed: bool, read: int) -> None:
+        self.active = resumed
+        self._read = read  # the last inference offset read from the source
+        self._until: int | None = None
+
+    def read(self, offsets: Sequence[int], caught_up: bool) -> None:
+        """A batch of the inference stream was read."""
+        if offsets:
+            self._read = max(self._read, offsets[-1])
+        if self.active and caught_up and self._until is None:
+            self._until = self._read
+
+    def read_up_to(self, processed: int) -> int:
+        """What a release now records: `processed` during the replay, else NOT_REPLAYING."""
+        if self.active and self._until is not None and processed >= self._until:
+            self.active = False
+        return processed if self.active else NOT_REPLAYING
 
 
 def tenant_refusal(feedback: Feedback, tenant: str) -> str | None:
@@ -64,21 +118,30 @@ class ReleasedFeedback:
     the feedback's wait, which then stays unjoined, as it would have been. The stage
     marks it twice: at the release, for the inferences of the same sequence that come
     after it (:meth:`add`'s `superseded`), and for later ones as they arrive
-    (:meth:`arrived`)."""
+    (:meth:`arrived`). Each item keeps how far the stage had read its inference stream
+    at the release, for a lookup after a crash (:func:`read_before_release`)."""
 
     __slots__ = ("_items", "_open")
 
     def __init__(self) -> None:
-        # [event, source offset, cutoff, superseded], in release order
+        # [event, source offset, cutoff, superseded, inference offset read up to], in
+        # release order
         self._items: list[list[Any]] = []
         self._open: dict[str, list[list[Any]]] = {}  # request id -> items not superseded
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def add(self, items: list[tuple[Feedback, int, float]], superseded: Sequence[bool]) -> None:
+    def add(
+        self,
+        items: list[tuple[Feedback, int, float]],
+        superseded: Sequence[bool],
+        read_up_to: int,
+    ) -> None:
+        """Feedback given up on now, the stage having read its inference stream up to
+        the offset `read_up_to`."""
         for (event, offset, cutoff), gone in zip(items, superseded, strict=True):
-            item = [event, offset, cutoff, gone]
+            item = [event, offset, cutoff, gone, read_up_to]
             self._items.append(item)
             if not gone:
                 self._open.setdefault(event.request_id, []).append(item)
@@ -94,9 +157,12 @@ class ReleasedFeedback:
     def events(self) -> list[Feedback]:
         return [item[0] for item in self._items]
 
-    def take(self) -> list[tuple[Feedback, int, float, bool]]:
-        """Everything released, in release order: (event, offset, cutoff, superseded)."""
-        items = [(event, offset, cutoff, gone) for event, offset, cutoff, gone in self._items]
+    def take(self) -> list[tuple[Feedback, int, float, bool, int]]:
+        """Everything released, in release order: (event, offset, cutoff, superseded,
+        inference offset read up to)."""
+        items = [
+            (event, offset, cutoff, gone, read) for event, offset, cutoff, gone, read in self._items
+        ]
         self._items, self._open = [], {}
         return items
 
@@ -104,8 +170,8 @@ class ReleasedFeedback:
 class JoinStore(Protocol):
     """Where every inference and every counted feedback event is stored (ClickHouse)."""
 
-    def lookup(self, request_ids: list[str]) -> dict[str, StoredInference]:
-        """The first stored inference of each request id found."""
+    def lookup(self, request_ids: list[str]) -> dict[str, FoundInference]:
+        """The first stored inference of each request id found, with its source position."""
         ...
 
     def recent_inferences(

@@ -58,11 +58,14 @@ from operators.events import Event, Feedback, Inference
 from operators.families import CLASSES, KEYED, PREFERENCES, REPORTS, WINNER_CODES, registry
 from operators.heap import give_back_free_pages
 from operators.join import (
+    FoundInference,
     InferenceContext,
     JoinStore,
     PendingFeedback,
     ReleasedFeedback,
+    ReplayWindow,
     StoredInference,
+    read_before_release,
     tenant_refusal,
 )
 from operators.metrics import (
@@ -200,6 +203,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         self.dedup = DedupSet(config.dedup_horizon, config.dedup_max_entries)
         self.inferences = JoinBuffer(config.join_ttl, config.join_max_entries)
         self._rebuild_pending = resume is not None
+        self._replay = ReplayWindow(resumed=False, read=-1)  # a resume starts one
         now = self._now()
         self._last_run = now  # processing time this logic last ran (not state)
         self.next_tick = next_tick(now, config.emit_interval)  # processing time (not state)
@@ -277,6 +281,10 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         self.clock.bounded = self.config.bounded
         self.clock.touch(now)
         self.merge.restart()
+        held = self.merge.buffers["inferences"].offsets  # read before the snapshot
+        self._replay = ReplayWindow(
+            resumed=True, read=max([self.processed["inferences"], *held[-1:]])
+        )
 
     # ---- bytewax hooks -----------------------------------------------------------------
 
@@ -288,6 +296,8 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         events: list[Event] = []
         offsets: list[int] = []
         self.stats.count_read(value.topic, value.stream, len(value.lines))
+        if value.stream == "inferences":
+            self._replay.read(value.offsets, value.caught_up or value.end_of_input)
         if value.lines:
             self.clock.touch(now)
             decoded = self._decoder.decode(value.topic, self.partition, value.lines, value.offsets)
@@ -849,36 +859,46 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         inference already held at a later slot came after the release."""
         if items:
             slots = self.inferences.slots(hash_keys([event.request_id for event, _, _ in items]))
-            self.released.add(items, (slots >= boundary).tolist())
+            read_up_to = self._replay.read_up_to(self.processed["inferences"])
+            self.released.add(items, (slots >= boundary).tolist(), read_up_to)
 
     def _resolve_released(self) -> None:
         """Released feedback: joined to a stored inference if the store has it, else
         unjoined; one lookup for everything released since the last (each costs ~2.5 ms
         in chDB, whatever its size). Feedback whose inference came after its release
-        stays unjoined without a lookup (:class:`~operators.join.ReleasedFeedback`)."""
+        stays unjoined without a lookup (:class:`~operators.join.ReleasedFeedback`), and so
+        does feedback released during a replay whose stored inference the stage had not
+        read then (stored by the crashed execution: :func:`~operators.join.read_before_release`)."""
         due = self.released.take()
         if not due:
             return
-        found: dict[str, StoredInference] = {}
-        wanted = list(dict.fromkeys(event.request_id for event, _, _, gone in due if not gone))
+        found: dict[str, FoundInference] = {}
+        wanted = list(dict.fromkeys(event.request_id for event, _, _, gone, _ in due if not gone))
         if self._store is not None and wanted:
             found = self._store.lookup(wanted)
             self.stats.looked_up += len(wanted)
-            self.stats.found_in_store += len(found)
+        partition = self.partition
+        request_ids = [
+            rid
+            if not gone
+            and (hit := found.get(rid := event.request_id)) is not None
+            and read_before_release(hit, partition, read_up_to)
+            else None
+            for event, _, _, gone, read_up_to in due
+        ]
         # Stored inferences are held like fresh ones (their later feedback needs no lookup).
-        found_ids = [rid for rid in wanted if rid in found]
+        found_ids = list(dict.fromkeys(rid for rid in request_ids if rid is not None))
+        self.stats.found_in_store += len(found_ids)
         if found_ids:
             held = (self.inferences.slots(hash_keys(found_ids)) >= 0).tolist()
             new = compress(found_ids, [not h for h in held])
-            self._remember([(rid, found[rid]) for rid in new])
-        request_ids = [event.request_id if not gone and event.request_id in found else None
-                       for event, _, _, gone in due]  # fmt: skip
+            self._remember([(rid, found[rid].inference) for rid in new])
         slots = np.full(len(due), -1, dtype=np.int64)
         at = [j for j, rid in enumerate(request_ids) if rid is not None]
         if at:
             slots[at] = self.inferences.slots(hash_keys(_gather(at, request_ids)))
         self.stats.unjoined += int(np.count_nonzero(slots < 0))
-        events, offsets, cutoffs, _ = map(list, zip(*due, strict=True))
+        events, offsets, cutoffs, _, _ = map(list, zip(*due, strict=True))
         self._count(events, offsets, slots, np.array(cutoffs, dtype=np.float64))
 
     def _rebuild(self) -> None:

@@ -52,7 +52,8 @@ from operators.stats import FlowStats
 # 6: RulesState v2 (rules' per-cell state in arrays by cell slot).
 # 7: RulesState v3 (drift and spike find a cell's slot by its merge-stage cell id).
 # 8: PartitionState v2 (released feedback held until the tick's store lookup).
-STATE_FORMAT = 8
+# 9: PartitionState v3 (a released item keeps how far the inference stream was read).
+STATE_FORMAT = 9
 
 ZSTD_LEVEL = 1
 SNAPSHOT_FAILED = "snapshot_failed"  # the log record's `event` (docs/telemetry.md, "Logs")

@@ -40,7 +40,9 @@ class PartitionState(VersionedState):
     """One source partition (:class:`~operators.partition_stage.PartitionStage`)."""
 
     KIND = "partition_stage"
-    VERSION = 2  # 2: released feedback waits for the tick's store lookup (`released`)
+    # 2: released feedback waits for the tick's store lookup (`released`); 3: each
+    # released item keeps how far the inference stream was read at its release
+    VERSION = 3
 
     partition: int  # -1 until the first batch names it
     clock: PartitionClock

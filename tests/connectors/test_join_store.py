@@ -11,6 +11,7 @@ from connectors.join_store import CHUNK, ClickHouseJoinStore
 from operators.batches import RawBatch
 from operators.cells import CellDims
 from operators.events import Inference
+from operators.join import FoundInference
 from operators.metrics import as_label
 from operators.partition_stage import PartitionStage
 from operators.rows import InferenceRows
@@ -44,7 +45,8 @@ def test_lookup_finds_the_first_inference_of_each_request(store: Store) -> None:
     _store_inferences(store)
     found = ClickHouseJoinStore(store.target).lookup(["r1", "r2", "r3"])
     assert set(found) == {"r1", "r2"}
-    assert found["r1"] == (
+    assert found["r1"][:2] == (0, 10) and found["r2"][:2] == (0, 11)  # where the log had them
+    assert found["r1"].inference == (
         T0,
         "default",
         "m",
@@ -108,8 +110,12 @@ class _Watched(ClickHouseJoinStore):
         return super()._rows(sql, parameters)
 
 
-R1 = (T0, "default", "m", "primary", "v1", "web", "/p", "cat", None, None, {"country": "fr"})
-R2 = (T0 + 9, "default", "m", "primary", "v1", "default", "/q", None, None, None, {})
+R1 = FoundInference(
+    0, 10, (T0, "default", "m", "primary", "v1", "web", "/p", "cat", None, None, {"country": "fr"})
+)
+R2 = FoundInference(
+    0, 11, (T0 + 9, "default", "m", "primary", "v1", "default", "/q", None, None, None, {})
+)
 
 
 def test_a_lookup_that_finds_nothing_runs_only_the_probe(store: Store) -> None:

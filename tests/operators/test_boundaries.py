@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from operators.batches import STREAMS, RawBatch, TableRows
-from operators.join import PendingFeedback, StoredInference
+from operators.join import FoundInference, PendingFeedback, StoredInference
 from operators.merge_stage import MergeStage
 from operators.partition_stage import PartitionStage
 from operators.sessions import SessionBatch
@@ -62,11 +62,13 @@ class MemoryJoinStore:
                 row["segment"], row["endpoint"], row["prediction"], row["confidence"], row["latency_ms"],
                 dict(row["attributes"]))  # fmt: skip
 
-    def lookup(self, request_ids: list[str]) -> dict[str, StoredInference]:
-        found: dict[str, StoredInference] = {}
+    def lookup(self, request_ids: list[str]) -> dict[str, FoundInference]:
+        found: dict[str, FoundInference] = {}
         for row in sorted(self.inferences, key=lambda r: r["source_offset"]):
             if row["request_id"] in request_ids and row["request_id"] not in found:
-                found[row["request_id"]] = self._stored(row)
+                found[row["request_id"]] = FoundInference(
+                    row["source_partition"], row["source_offset"], self._stored(row)
+                )
         return found
 
     def recent_inferences(
@@ -281,6 +283,7 @@ def test_feedback_given_up_on_before_a_snapshot_is_looked_up_after_the_resume() 
     earlier.end()
     fts = T0 + 5_000
     flow = Flow(bounded=False, store=store)
+    flow.offsets[(0, "inferences")] = 1  # the same log, read on after r1
     e1 = feedback("e1", "r1", fts, "thumbs", True)
     flow.send("feedback", [e1])
     flow.send("inferences", [inference("rX", fts + WAIT + OOO)])
@@ -292,6 +295,57 @@ def test_feedback_given_up_on_before_a_snapshot_is_looked_up_after_the_resume() 
     assert row["joined"] == 1
     assert (out.stats.found_in_store, out.stats.duplicate_feedback) == (1, 1)
     assert flow.finals()[(T0, TOTAL)]["thumbs_up"] == 1
+
+
+def test_an_inference_a_crashed_run_stored_after_the_give_up_does_not_join_it_on_replay() -> None:
+    # e1 gives up when rX arrives; r1's inference comes next and the sink stores it; then
+    # the process dies before the tick, and the stage resumes from a snapshot taken before
+    # rX. The replay gives e1 up at rX again (the source not caught up: r1 follows) and
+    # looks it up at the next tick, before r1 is read again: the store holds r1 (from the
+    # crashed run), but the stage had not read it when e1 gave up, so e1 stays unjoined,
+    # as the run without the crash left it.
+    store = MemoryJoinStore()
+    fts = T0 + 5_000
+    flow = Flow(bounded=False, store=store)
+    flow.send("feedback", [feedback("e1", "r1", fts, "thumbs", True)])
+    snapshot = flow.stages[0].snapshot()
+    flow.send("inferences", [inference("rX", fts + WAIT + OOO)])
+    flow.send("inferences", [inference("r1", fts - 1_000)])
+    assert [row["request_id"] for row in store.inferences] == ["rX", "r1"]
+    flow.stages[0] = flow._stage(0, resume=snapshot)  # the crash; the log is read again
+    flow.offsets[(0, "inferences")] = 0
+    flow.send("feedback", [])  # read up to the end again: nothing after e1
+    flow.send("inferences", [inference("rX", fts + WAIT + OOO)], caught_up=False)
+    flow.tick(0)
+    [row] = flow.rows("events", event_id="e1")
+    assert row["joined"] == 0
+    assert (flow.out.stats.unjoined, flow.out.stats.found_in_store) == (1, 0)
+    flow.send("inferences", [inference("r1", fts - 1_000)])  # read again: held, not a duplicate
+    assert flow.out.stats.duplicate_inferences == 0
+
+
+def test_after_the_replay_an_inference_stored_from_an_earlier_log_joins_again() -> None:
+    # The store holds r9 from an earlier log (offset 500: the topics were recreated since).
+    # A resumed stage checks stored offsets only while it re-reads what the crashed
+    # execution may have read: once it has processed its inference stream up to where the
+    # source first was caught up, e1's lookup joins r9 as a run without the crash does.
+    store = MemoryJoinStore()
+    store.inferences.append({"request_id": "r9", "ts": T0 + 1_000, "tenant": "default",
+                             "model_id": "m", "deployment": "primary", "model_version": "v1",
+                             "segment": "s", "endpoint": "/p", "prediction": None,
+                             "confidence": None, "latency_ms": None, "attributes": {},
+                             "source_partition": 0, "source_offset": 500})  # fmt: skip
+    fts = T0 + 5_000
+    flow = Flow(bounded=False, store=store)
+    flow.send("feedback", [])
+    flow.restart(0)
+    flow.send("feedback", [feedback("e1", "r9", fts, "thumbs", True)])
+    flow.send("inferences", [inference("rA", fts - 2_000)])  # caught up: the replay is over
+    flow.send("inferences", [inference("rX", fts + WAIT + OOO)])
+    flow.tick(0)
+    [row] = flow.rows("events", event_id="e1")
+    assert row["joined"] == 1 and row["model_version"] == "v1"
+    assert flow.out.stats.found_in_store == 1
 
 
 # ---- 3. label correctness across types --------------------------------------------------

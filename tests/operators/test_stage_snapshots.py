@@ -326,10 +326,10 @@ def test_a_state_whose_fields_changed_without_a_new_version_is_refused() -> None
     assert _resume(cls, data).watermarks == {}
 
 
-# The stored layout as of STATE_FORMAT 8. A change to a state type's fields must come with
+# The stored layout as of STATE_FORMAT 9. A change to a state type's fields must come with
 # a new VERSION and STATE_FORMAT (then record the new layout here).
 LAYOUTS = {
-    PartitionState: (2, ("partition", "clock", "merge", "pending", "released", "processed",
+    PartitionState: (3, ("partition", "clock", "merge", "pending", "released", "processed",
                          "cells", "keys", "deltas", "session_records", "sent_watermark", "ended",
                          "sampled")),
     MergeState: (1, ("cells", "local_cells", "keys", "specs", "watermarks", "ended", "next_tick")),
@@ -339,7 +339,7 @@ LAYOUTS = {
 
 
 def test_a_state_type_changes_only_with_a_new_version() -> None:
-    recorded = (8, {cls.KIND: layout for cls, layout in LAYOUTS.items()})
+    recorded = (9, {cls.KIND: layout for cls, layout in LAYOUTS.items()})
     now = (
         STATE_FORMAT,
         {cls.KIND: (cls.VERSION, tuple(f.name for f in fields(cls))) for cls in LAYOUTS},
