@@ -82,11 +82,11 @@ class ReplayWindow:
 
     def __init__(self, resumed: bool, read: int) -> None:
         self.active = resumed
-        self._read = read  # the last inference offset read from the source
+        self._read = read  # the last valid inference's offset read from the source
         self._until: int | None = None
 
     def read(self, offsets: Sequence[int], caught_up: bool) -> None:
-        """A batch of the inference stream was read."""
+        """A batch of the inference stream was read: its valid events' offsets."""
         if offsets:
             self._read = max(self._read, offsets[-1])
         if self.active and caught_up and self._until is None:

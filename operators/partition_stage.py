@@ -296,8 +296,6 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         events: list[Event] = []
         offsets: list[int] = []
         self.stats.count_read(value.topic, value.stream, len(value.lines))
-        if value.stream == "inferences":
-            self._replay.read(value.offsets, value.caught_up or value.end_of_input)
         if value.lines:
             self.clock.touch(now)
             decoded = self._decoder.decode(value.topic, self.partition, value.lines, value.offsets)
@@ -307,6 +305,8 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
                 self.stats.count_dead_letters(decoded.dead_letters)
                 out.append(dead_letter_rows(decoded.dead_letters))
             events, offsets = decoded.events, decoded.offsets
+        if value.stream == "inferences":  # valid ones: a dead letter is never processed
+            self._replay.read(offsets, value.caught_up or value.end_of_input)
         self.merge.push(
             value.stream, events, offsets, caught_up=value.caught_up, ended=value.end_of_input
         )

@@ -340,8 +340,10 @@ def test_after_the_replay_an_inference_stored_from_an_earlier_log_joins_again() 
     flow.send("feedback", [])
     flow.restart(0)
     flow.send("feedback", [feedback("e1", "r9", fts, "thumbs", True)])
-    flow.send("inferences", [inference("rA", fts - 2_000)])  # caught up: the replay is over
-    flow.send("inferences", [inference("rX", fts + WAIT + OOO)])
+    # Caught up: the replay is over once rA is processed (the invalid line after it, a
+    # dead letter, is never processed: the window must not wait for it).
+    flow.send("inferences", [inference("rA", fts - 2_000), {"type": "inference"}])
+    flow.send("feedback", [feedback("eX", "rZ", fts + WAIT + OOO)])  # e1 gives up here
     flow.tick(0)
     [row] = flow.rows("events", event_id="e1")
     assert row["joined"] == 1 and row["model_version"] == "v1"
