@@ -66,8 +66,10 @@ def read_before_release(found: FoundInference, partition: int, read_up_to: int) 
     by the crashed execution's sink; one that came after the give-up leaves the
     feedback unjoined in the run without the crash, so it must here too. Outside a
     replay a stored inference the stage has not read is from an earlier log (topics
-    recreated, offsets reset): it joins, as it always did. So does one stored from
-    another partition (the log was partitioned differently when it was written)."""
+    recreated, offsets reset): it joins, as it always did; during one, such an inference
+    beyond the offset read is taken for the crashed execution's and does not (the one
+    case the replay rule gets wrong, for the seconds a replay lasts). One stored from
+    another partition (the log was partitioned differently when it was written) joins."""
     return found.partition != partition or found.offset <= read_up_to
 
 
