@@ -89,9 +89,11 @@ class ReplayWindow:
 
     def read(self, offsets: Sequence[int], caught_up: bool) -> None:
         """A batch of the inference stream was read: its valid events' offsets."""
+        if not self.active or self._until is not None:
+            return  # not replaying, or its end is known: nothing to follow
         if offsets:
             self._read = max(self._read, offsets[-1])
-        if self.active and caught_up and self._until is None:
+        if caught_up:
             self._until = self._read
 
     def read_up_to(self, processed: int) -> int:

@@ -36,14 +36,15 @@ class SinkWait:
     write_now: bool = False  # the rows waited on are written at once: count only those
     in_flight: int = 1  # outputs that may be unwritten when the next goes
     # (mark, when handed) of the last `in_flight` outputs, oldest first.
-    marks: deque[tuple[int, float]] = field(default_factory=deque)
+    marks: deque[tuple[int, float]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.marks = deque(maxlen=self.in_flight)
 
     def handed(self, stats: FlowStats, rows: int, now: float) -> None:
         """`rows` are handed to the sink now (not counted by it yet)."""
         mark = (stats.sink_now_in if self.write_now else stats.sink_rows_in) + rows
-        self.marks.append((mark, now))
-        if len(self.marks) > self.in_flight:
-            self.marks.popleft()
+        self.marks.append((mark, now))  # the oldest falls out past `in_flight`
 
     def written(self, stats: FlowStats, slack: int, now: float) -> bool:
         """Fewer than `in_flight` outputs were handed, or the sink has written all but
