@@ -143,6 +143,8 @@ class CellIndex(PickleCached):
         self._rollups = np.zeros((0, len(self.grouping_sets)), dtype=np.int64)
         self._cell_chunks: ChunkedList[Cell] = ChunkedList()
         self._finest_chunks: ChunkedList[Cell] = ChunkedList()
+        # (finer set, coarser set) -> (cells known when made, the table): see coarser().
+        self._coarser: dict[tuple[int, int], tuple[int, np.ndarray]] = {}
         self._pickled = None
 
     def __len__(self) -> int:
@@ -151,7 +153,7 @@ class CellIndex(PickleCached):
     # Snapshots leave out the lookup dicts (rebuilt on resume from the lists they index);
     # the two cell lists, append-only, go by chunks.
     _DERIVED = ("_ids", "_code_of", "_finest", "_pickled", "_cells", "_cell_chunks",
-                "_finest_chunks")  # fmt: skip
+                "_finest_chunks", "_coarser")  # fmt: skip
 
     def _state(self) -> dict[str, Any]:
         state = {k: v for k, v in self.__dict__.items() if k not in self._DERIVED}
@@ -167,6 +169,7 @@ class CellIndex(PickleCached):
         self._ids = {cell: i for i, cell in enumerate(self._cells)}
         self._code_of = [{v: i for i, v in enumerate(c)} for c in self._categories]
         self._finest = {cell: row for row, cell in enumerate(finest_cells)}
+        self._coarser = {}
 
     def cell(self, cell_id: int) -> Cell:
         return self._cells[cell_id]
@@ -211,6 +214,21 @@ class CellIndex(PickleCached):
     def rollups(self, finest: np.ndarray) -> np.ndarray:
         """[len(finest), grouping sets] cell ids of each finest cell's rollups."""
         return self._rollups[finest]
+
+    def coarser(self, finer: int, coarser: int) -> np.ndarray:
+        """By cell id, each rollup cell of grouping set `finer` as a cell of set `coarser`
+        (whose dims `finer` keeps all of), -1 for the other cells: rows already rolled
+        up to `finer` roll up to `coarser` without going back to the finest cells.
+        Made again only once cells were added since."""
+        known = len(self._cells)
+        cached = self._coarser.get((finer, coarser))
+        if cached is not None and cached[0] == known:
+            return cached[1]
+        finest = len(self._finest)
+        table = np.full(known, -1, dtype=np.int64)
+        table[self._rollups[:finest, finer]] = self._rollups[:finest, coarser]
+        self._coarser[(finer, coarser)] = (known, table)
+        return table
 
     def dim_columns(self, cell_ids: np.ndarray) -> dict[str, Categorical]:
         """Dim name -> dictionary-encoded values, one per cell id."""

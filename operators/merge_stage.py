@@ -84,7 +84,7 @@ import numpy as np
 from bytewax.operators import StatefulLogic
 
 from operators.batches import Categorical, TableRows
-from operators.cells import EXTRA_KEY_BITS, CellIndex, GlobalIds
+from operators.cells import EXTRA_KEY_BITS, ROLLUP_DIMS, CellIndex, GlobalIds
 from operators.early_budget import EarlyBudget
 from operators.early_handoff import EarlyHandOff
 from operators.families import KEYED, MAIN, registry
@@ -595,28 +595,18 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         if rollups.shape[1] == 1 and _rising(rank[:, 0]):
             # One set that keeps every finest cell apart, in order: nothing to add up.
             return (present_cells[finest.per_row(rank[:, 0])] << EXTRA_KEY_BITS) | extras, values
-        rolled = finest.per_row(rank)  # [rows, sets]: ranks, a fresh array
-        # Dense ids (cell, extra key) when they fit: no sort of rows * sets keys. The extra
-        # keys are small ids (classes, pairs, categories) or latency buckets, usually in a
-        # narrow range: offsets from the smallest need no sort either; ranks do.
-        low = int(extras.min())
-        span = int(extras.max()) - low + 1
-        if len(present_cells) * span <= min(DENSE_OFFSET_LIMIT, DENSE_ROLLUP_LIMIT):
-            extra_values, extra_ids = np.arange(low, low + span), extras - low
-        else:
-            extra_values, extra_ids = np.unique(extras, return_inverse=True)
-        size = len(present_cells) * len(extra_values)
-        # A bincount costs the whole id range; a few rows (an early emission's deltas) sort
-        # faster than that.
-        if size > DENSE_ROLLUP_LIMIT or rolled.size * SORT_OVER_DENSE < size:
-            cells = present_cells[rolled]
-            return sum_by_keys((cells << EXTRA_KEY_BITS) | extras[:, None], values)
-        dense = rolled  # dense ids in place, no copy
-        dense *= len(extra_values)
-        dense += extra_ids[:, None]
-        present, sums = sum_by_dense_keys(dense, values, size)
-        cells, at = np.divmod(present, len(extra_values))
-        return (present_cells[cells] << EXTRA_KEY_BITS) | extra_values[at], sums
+        return _sum_ranked(present_cells, finest.per_row(rank), extras, values)
+
+    def _rollup_rolled(self, run: Run, finer: int, coarser: int) -> Run:
+        """Rows rolled up to grouping set `finer` -> rows of set `coarser` (whose dims
+        `finer` keeps all of), summed: what `_rollup` of the finest rows would give, as
+        sums are exact in any order (:mod:`operators.metrics`)."""
+        keys, values = run
+        if len(keys) == 0:
+            return run
+        cells = self.cells.coarser(finer, coarser)[keys >> EXTRA_KEY_BITS]
+        present_cells, rank = rank_ids(cells[:, None], len(self.cells))
+        return _sum_ranked(present_cells, rank, keys & _EXTRA_MASK, values)
 
     def _cached(
         self, state: SpecState, start: int, changed: dict[str, np.ndarray], memo: _DeltaMemo
@@ -768,23 +758,36 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         self, state: SpecState, start: int, names: list[str]
     ) -> dict[str, dict[str, np.ndarray]]:
         """A final window's columns (no cached rollups), built a grouping set at a time:
-        only one set's rollups are alive at once (the whole cube of the largest `5m_30s`
-        window at 10k dims held ~135 MiB, mostly latency buckets x 8 sets). A set's
-        rollup cells are its own, so the rows are the whole cube's, put back in cell
-        order."""
+        only one set's rollups are alive at once, and those of the sets coarser ones are
+        rolled up from (the whole cube of the largest `5m_30s` window at 10k dims held
+        ~135 MiB, mostly latency buckets x 8 sets). A set is rolled up from the smallest
+        finer set already rolled up (:func:`rollup_sources`), not from the finest cells:
+        in the cube, the one-dim sets and the grand total read a two-dim set's rows. A
+        set's rollup cells are its own, so the rows are the whole cube's, put back in
+        cell order."""
         window_parts = state.parts(start)
         finest = {family: window_sums(window_parts, family, None) for family in self._widths}
         cells_of = {
             family: FinestCells.of(keys, self.cells) for family, (keys, _) in finest.items()
         }
+        sets = self.cells.grouping_sets
+        order, sources = rollup_sources(sets)
+        kept: dict[int, dict[str, Run]] = {}  # rolled-up sets a later one rolls up from
         pieces: dict[str, list[dict[str, np.ndarray]]] = {}
-        for g in range(len(self.cells.grouping_sets)):
-            rolled = {
-                family: self._rollup(*run, slice(g, g + 1), cells_of[family])
-                for family, run in finest.items()
-            }
+        for g in order:
+            rolled: dict[str, Run] = {}
+            for family, run in finest.items():
+                # The finer set (already rolled up) with the fewest rows, if any.
+                source = min(sources[g], key=lambda s: len(kept[s][family][0]), default=None)
+                if source is None:
+                    rolled[family] = self._rollup(*run, slice(g, g + 1), cells_of[family])
+                else:
+                    rolled[family] = self._rollup_rolled(kept[source][family], source, g)
             for table, columns in self._window_columns(rolled, state, start, names).items():
                 pieces.setdefault(table, []).append(columns)
+            if any(g in later for later in sources):
+                kept[g] = rolled
+            kept = {s: runs for s, runs in kept.items() if _needed(s, g, order, sources)}
             del rolled
         return {table: _in_cell_order(chunks) for table, chunks in pieces.items()}
 
@@ -906,6 +909,55 @@ class FinestCells:
             return np.repeat(per_cell, self.counts, axis=0)
         assert self.row_of is not None
         return per_cell[self.row_of]
+
+
+def _sum_ranked(
+    present_cells: np.ndarray, rolled: np.ndarray, extras: np.ndarray, values: np.ndarray
+) -> Run:
+    """Rows summed by (rollup cell, extra key): `rolled` [rows, sets] holds each row's
+    rollup cells as ranks among `present_cells` (a fresh array: used in place)."""
+    # Dense ids (cell, extra key) when they fit: no sort of rows * sets keys. The extra
+    # keys are small ids (classes, pairs, categories) or latency buckets, usually in a
+    # narrow range: offsets from the smallest need no sort either; ranks do.
+    low = int(extras.min())
+    span = int(extras.max()) - low + 1
+    if len(present_cells) * span <= min(DENSE_OFFSET_LIMIT, DENSE_ROLLUP_LIMIT):
+        extra_values, extra_ids = np.arange(low, low + span), extras - low
+    else:
+        extra_values, extra_ids = np.unique(extras, return_inverse=True)
+    size = len(present_cells) * len(extra_values)
+    # A bincount costs the whole id range; a few rows (an early emission's deltas) sort
+    # faster than that.
+    if size > DENSE_ROLLUP_LIMIT or rolled.size * SORT_OVER_DENSE < size:
+        cells = present_cells[rolled]
+        return sum_by_keys((cells << EXTRA_KEY_BITS) | extras[:, None], values)
+    dense = rolled  # dense ids in place, no copy
+    dense *= len(extra_values)
+    dense += extra_ids[:, None]
+    present, sums = sum_by_dense_keys(dense, values, size)
+    cells, at = np.divmod(present, len(extra_values))
+    return (present_cells[cells] << EXTRA_KEY_BITS) | extra_values[at], sums
+
+
+def rollup_sources(sets: list[frozenset[str]]) -> tuple[list[int], list[list[int]]]:
+    """The order in which to roll up grouping sets (more dims first) and, for each set,
+    the sets it can be rolled up from instead of the finest cells: those before it in
+    that order that keep all its dims, the fewest more (in the cube, a one-dim set's
+    two two-dim sets). Not the set that keeps every rollup dim: its rows are the
+    finest cells' own, so reading them gains nothing, and keeping them costs memory."""
+    order = sorted(range(len(sets)), key=lambda g: -len(sets[g]))
+    finest = frozenset(ROLLUP_DIMS)
+    sources: list[list[int]] = [[] for _ in sets]
+    for at, g in enumerate(order):
+        finer = [s for s in order[:at] if sets[g] < sets[s] != finest]
+        fewest = min((len(sets[s]) for s in finer), default=0)
+        sources[g] = [s for s in finer if len(sets[s]) == fewest]
+    return order, sources
+
+
+def _needed(kept: int, done: int, order: list[int], sources: list[list[int]]) -> bool:
+    """Whether set `kept`'s rollups are a source of a set after `done` in `order`."""
+    return any(kept in sources[g] for g in order[order.index(done) + 1 :])
 
 
 def _joined(runs: list[Run]) -> Run:

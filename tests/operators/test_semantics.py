@@ -452,6 +452,49 @@ def test_rollups_sum_alike_by_offsets_ranks_or_sorting(monkeypatch: Any) -> None
             assert np.array_equal(got, np.array([want[k] for k in sorted(want)]))
 
 
+def test_a_set_rolled_up_from_a_finer_set_equals_its_rollup_from_the_finest_cells() -> None:
+    """Final windows roll a coarser grouping set up from a finer one's rows
+    (`rollup_sources`, `_rollup_rolled`): the same rows as from the finest cells, for
+    every set and each of its sources, in the cube and in sets a user lists."""
+    from itertools import combinations
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from operators.cells import EXTRA_KEY_BITS, CellIndex
+    from operators.merge_stage import FinestCells, MergeStage, rollup_sources
+
+    dims = ("model_version", "segment", "endpoint")
+    cube = [c for r in range(3, -1, -1) for c in combinations(dims, r)]
+    for listed in (cube, [("model_version", "segment"), ("segment",), ()]):
+        index = CellIndex(listed, ())
+        finest = index.finest_ids(
+            [("t", "m", "d", f"v{a}", f"s{b}", f"e{c}") for a in range(3) for b in range(4)
+             for c in range(2)]
+        )  # fmt: skip
+        rng = np.random.default_rng(7)
+        raw = (finest[rng.integers(0, len(finest), 300)] << EXTRA_KEY_BITS) | rng.choice(
+            [0, 3, 32768, 32790], 300
+        )
+        keys = np.unique(raw)
+        values = rng.integers(0, 4, (len(keys), 2)).astype(float)
+        owner = SimpleNamespace(cells=index)
+        cells = FinestCells.of(keys, index)
+        direct = [
+            MergeStage._rollup(owner, keys, values, slice(g, g + 1), cells)  # type: ignore[arg-type]
+            for g in range(len(listed))
+        ]
+        order, sources = rollup_sources(index.grouping_sets)
+        assert sorted(order) == list(range(len(listed)))
+        assert any(sources), "no set is rolled up from another"
+        for g, from_sets in enumerate(sources):
+            for source in from_sets:
+                assert order.index(source) < order.index(g)
+                got_keys, got = MergeStage._rollup_rolled(owner, direct[source], source, g)  # type: ignore[arg-type]
+                assert got_keys.tolist() == direct[g][0].tolist()
+                assert np.array_equal(got, direct[g][1])
+
+
 # ---- feedback naming a tenant: joins only its own tenant's inference (issue 12) ----------
 
 GLOBEX = ("globex", "m", "primary", "*", "*", "*")  # globex's total cell
