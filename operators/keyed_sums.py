@@ -342,7 +342,7 @@ class KeyedSums:
 def summed(parts: list[KeyedSums]) -> Run | None:
     """The sum of several KeyedSums as one sorted run (None: all empty). Dense tables
     are added as tables (the sum of a window's panes: a vector add each, no merge); the
-    others are merged in, one at a time, into the running sum."""
+    others' rows are summed together, then merged into the tables' sum."""
     tables = [p for p in parts if p._dense is not None]
     rest = [p for p in parts if p._dense is None and len(p)]
     if len(tables) == 1 and not rest:
@@ -363,19 +363,14 @@ def summed(parts: list[KeyedSums]) -> Run | None:
         # :func:`sum_by_key`): merging the parts one at a time into a running sum copied
         # that sum at each merge, 2-3x the time for a `5m_30s` window's ten panes. These
         # are the sparse families (widths 1-3): their rows together are a few MB.
-        keys = np.concatenate([keys for p in rest for keys, _ in p.runs])
-        values = np.concatenate([values for p in rest for _, values in p.runs])
-        rest = [_one_run(*sum_by_key(keys, values))]
-    for p in rest:
-        run = p.compacted()
+        keys = np.concatenate([k for p in rest for k, _ in p.runs])
+        values = np.concatenate([v for p in rest for _, v in p.runs])
+        runs = [sum_by_key(keys, values)]
+    else:
+        runs = [p.compacted() for p in rest]
+    for run in runs:
         total = run if total is None else merge_runs(total, run)
     return total
-
-
-def _one_run(keys: np.ndarray, values: np.ndarray) -> KeyedSums:
-    sums = KeyedSums(values.shape[1])
-    sums.runs, sums._blobs = [(keys, values)], [None]
-    return sums
 
 
 def _table_run(dense: np.ndarray, present: np.ndarray, shift: int) -> Run:
