@@ -1,17 +1,17 @@
 #!/usr/bin/env python3
 """Where a bounded flow run's CPU goes, by section (issue 13's profiles).
 
-    python scripts/profile_sections.py --home DIR [--config YAML] [--sections A,B,...]
-        [--flow-env PULSE_KEY=VALUE] [--out FILE]
+    python scripts/profile_sections.py --home DIR [--root TREE] [--config YAML]
+        [--sections A,B,...] [--flow-env PULSE_KEY=VALUE] [--out FILE]
 
 Runs ``pulse run --bounded --quiet`` over `--home` (a home with a local log, such as the
 one ``scripts/bench.py --keep`` leaves; its ``olap`` and ``recovery`` are removed first,
 as the bench does) and prints each section's own thread CPU time
 (:mod:`scripts.section_timer`), largest first, then the run's wall time. The default
 sections are the stages' methods the performance notes quote; `--sections` names others
-(``module:Qualified.name``, comma-separated). Run it from a ``git worktree`` of another
-commit (with this checkout's virtualenv) to compare two commits section by section: a
-section the older code lacks is listed as missing.
+(``module:Qualified.name``, comma-separated). `--root` runs another tree's code (a ``git
+worktree`` of another commit, with this checkout's virtualenv and this timer) to compare
+two commits section by section: a section the older code lacks is listed as missing.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ ENV_OUT = "SECTION_TIMER_OUT"
 # Put on the flow's PYTHONPATH: wraps the sections at start, writes the report at exit.
 SITECUSTOMIZE = f"""\
 import atexit, os, time
-from scripts.section_timer import SectionTimer
+from _section_timer import SectionTimer  # this checkout's, whichever tree runs
 
 _timer = SectionTimer()
 _timer.install(os.environ[{ENV_SECTIONS!r}].split(","))
@@ -74,16 +74,18 @@ atexit.register(_report)
 
 
 def profile(
-    home: Path, sections: list[str], env_extra: dict[str, str], out: Path
+    home: Path, sections: list[str], env_extra: dict[str, str], out: Path, root: Path = ROOT
 ) -> tuple[float, int]:
-    """One bounded run with the sections timed; its wall seconds and exit status."""
+    """One bounded run of `root`'s code with the sections timed; its wall seconds and
+    exit status."""
     with tempfile.TemporaryDirectory(prefix="pulse-probe-") as probe:
         Path(probe, "sitecustomize.py").write_text(SITECUSTOMIZE)
+        shutil.copy(Path(__file__).with_name("section_timer.py"), Path(probe, "_section_timer.py"))
         env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
         env.update(env_extra)
         env.update({
             "PULSE_HOME": str(home),
-            "PYTHONPATH": os.pathsep.join([probe, str(ROOT)]),
+            "PYTHONPATH": os.pathsep.join([probe, str(root)]),
             ENV_SECTIONS: ",".join(sections),
             ENV_OUT: str(out),
         })  # fmt: skip
@@ -92,7 +94,7 @@ def profile(
         started = time.perf_counter()
         done = subprocess.run(
             [sys.executable, "-m", "dataflows.cli", "run", "--bounded", "--quiet"],
-            cwd=ROOT,
+            cwd=root,
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -107,6 +109,7 @@ def profile(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--home", type=Path, required=True, help="a home with a local log")
+    parser.add_argument("--root", type=Path, default=ROOT, help="the tree whose code runs")
     parser.add_argument("--config", type=Path, help="the flow's config (PULSE_CONFIG)")
     parser.add_argument("--sections", help="module:Qualified.name,... (default: the stages')")
     parser.add_argument(
@@ -121,7 +124,7 @@ def main() -> None:
     sections = args.sections.split(",") if args.sections else list(SECTIONS)
     with tempfile.TemporaryDirectory() as scratch:
         out = args.out or Path(scratch, "sections.txt")
-        seconds, status = profile(args.home.resolve(), sections, env, out)
+        seconds, status = profile(args.home.resolve(), sections, env, out, args.root.resolve())
         if status != 0:
             sys.exit(f"profile_sections: the flow exited {status}")
         print(out.read_text(), end="")
