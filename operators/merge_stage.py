@@ -770,11 +770,12 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
         cells_of = {
             family: FinestCells.of(keys, self.cells) for family, (keys, _) in finest.items()
         }
-        sets = self.cells.grouping_sets
-        order, sources = rollup_sources(sets)
+        order, sources = rollup_sources(self.cells.grouping_sets)
+        # Each source's last reader, by place in `order`: kept until then, no longer.
+        last_read = {s: at for at, g in enumerate(order) for s in sources[g]}
         kept: dict[int, dict[str, Run]] = {}  # rolled-up sets a later one rolls up from
         pieces: dict[str, list[dict[str, np.ndarray]]] = {}
-        for g in order:
+        for at, g in enumerate(order):
             rolled: dict[str, Run] = {}
             for family, run in finest.items():
                 # The finer set (already rolled up) with the fewest rows, if any.
@@ -785,9 +786,9 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
                     rolled[family] = self._rollup_rolled(kept[source][family], source, g)
             for table, columns in self._window_columns(rolled, state, start, names).items():
                 pieces.setdefault(table, []).append(columns)
-            if any(g in later for later in sources):
+            if g in last_read:
                 kept[g] = rolled
-            kept = {s: runs for s, runs in kept.items() if _needed(s, g, order, sources)}
+            kept = {s: runs for s, runs in kept.items() if last_read[s] > at}
             del rolled
         return {table: _in_cell_order(chunks) for table, chunks in pieces.items()}
 
@@ -953,11 +954,6 @@ def rollup_sources(sets: list[frozenset[str]]) -> tuple[list[int], list[list[int
         fewest = min((len(sets[s]) for s in finer), default=0)
         sources[g] = [s for s in finer if len(sets[s]) == fewest]
     return order, sources
-
-
-def _needed(kept: int, done: int, order: list[int], sources: list[list[int]]) -> bool:
-    """Whether set `kept`'s rollups are a source of a set after `done` in `order`."""
-    return any(kept in sources[g] for g in order[order.index(done) + 1 :])
 
 
 def _joined(runs: list[Run]) -> Run:
