@@ -87,11 +87,18 @@ class Session:
             self.thumbs += 1
             self.thumbs_up += number > 0
 
+    def reach(self, start: int, last: int, cell: Cell) -> None:
+        """Cover [start, last]; the cell is the earliest event's (the smallest cell among
+        events at the same first ts)."""
+        if (start, cell) < (self.start, self.cell):
+            self.cell = cell
+        if start < self.start:
+            self.start = start
+        if last > self.last:
+            self.last = last
+
     def absorb(self, other: Session) -> None:
-        if (other.start, other.cell) < (self.start, self.cell):
-            self.cell = other.cell
-        self.start = min(self.start, other.start)
-        self.last = max(self.last, other.last)
+        self.reach(other.start, other.last, other.cell)
         self.events += other.events
         self.rating_sum += other.rating_sum
         self.ratings += other.ratings
@@ -111,36 +118,27 @@ class UserSessions:
     def add(self, ts: int, cell: Cell, kind: str, number: float, gap: int, late: bool) -> None:
         """Add an event; `late`: its own window [ts, ts + gap) is already final.
 
-        The common case, an event whose window overlaps exactly one open session, updates
-        that session in place: what merging a one-event session into it would give (the
-        same start, cell, sums — float addition commutes — and not late), and its place
-        in the order by start holds (a start that moves earlier stays after every
-        session the event does not overlap). ~2x less per event than the merge below,
-        on the bench's 500 users of ~900 events each."""
+        Windows [ts, ts + gap) that overlap merge (Flink's merging session windows), so
+        events exactly `gap` apart are in different sessions. The common case, an event
+        that overlaps exactly one open session, extends that session in place, without a
+        one-event session to absorb: the same sums (float addition commutes), and its
+        place in the order by start holds (a start that moves earlier stays after every
+        session the event does not overlap). ~30 % less per event, on the bench's 500
+        users of ~900 events each."""
         overlapping = [s for s in self.sessions if not s.late and s.start - gap < ts < s.last + gap]
         if len(overlapping) == 1:
             only = overlapping[0]
-            if (ts, cell) < (only.start, only.cell):
-                only.cell = cell
-            if ts < only.start:
-                only.start = ts
-            elif ts > only.last:
-                only.last = ts
+            only.reach(ts, ts, cell)
             only.add(ts, kind, number)
             return
         session = Session(ts, ts, cell)
         session.add(ts, kind, number)
-        # Windows [ts, ts + gap) that overlap merge (Flink's merging session windows), so
-        # events exactly `gap` apart are in different sessions.
-        keep, merged = [], False
-        for other in self.sessions:
-            if not other.late and other.start - gap < ts < other.last + gap:
-                session.absorb(other)
-                merged = True
-            else:
-                keep.append(other)
+        for other in overlapping:
+            session.absorb(other)
         # A late event that no open session takes is a session of its own, marked late.
-        session.late = late and not merged
+        session.late = late and not overlapping
+        merged = {id(other) for other in overlapping}
+        keep = [other for other in self.sessions if id(other) not in merged]
         keep.insert(bisect.bisect([s.start for s in keep], session.start), session)
         self.sessions = keep
 
