@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -294,6 +295,34 @@ def _unwrap(ch_type: str) -> tuple[str, bool]:
             return ch_type, nullable
         nullable = nullable or match.group(1) == "Nullable"
         ch_type = match.group(2)
+
+
+class _PandasWithheld:
+    """A finder that refuses pandas (see :func:`_arrow_without_pandas`)."""
+
+    @staticmethod
+    def find_spec(name: str, path: Any = None, target: Any = None) -> None:
+        if name == "pandas":
+            raise ModuleNotFoundError("withheld while pyarrow looks for it", name=name)
+
+
+def _arrow_without_pandas() -> None:
+    """pyarrow imports pandas at its first conversion of a sequence or array, only to ask
+    whether it is a pandas object: 0.3 s of imports under the GIL, in the sink's writer
+    thread, in the middle of a run, while the worker waits. Ask once with pandas withheld
+    so pyarrow remembers none is there; conversions to pandas (``to_pandas``) still
+    import it. Done at import, before the flow starts its threads; nothing when pandas
+    is already loaded."""
+    if "pandas" in sys.modules:
+        return
+    sys.meta_path.insert(0, _PandasWithheld)
+    try:
+        pa.array([], pa.int64())
+    finally:
+        sys.meta_path.remove(_PandasWithheld)
+
+
+_arrow_without_pandas()
 
 
 def to_arrow_column(values: Any, ch_type: str) -> pa.Array:

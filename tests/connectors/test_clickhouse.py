@@ -222,3 +222,25 @@ def test_migrating_a_fresh_store_does_not_import_pandas(tmp_path: Path) -> None:
     subprocess.run(
         [sys.executable, "-c", child, str(tmp_path / "olap")], env=env, check=True, timeout=120
     )
+
+
+def test_converting_rows_to_arrow_does_not_import_pandas() -> None:
+    """pyarrow imports pandas at its first conversion, only to ask whether a column is a
+    pandas object: 0.3 s of imports in the sink's writer thread, mid-run. Every kind of
+    column the sink converts leaves pandas unloaded; a conversion *to* pandas still works."""
+    child = (
+        "import sys, numpy as np\n"
+        "from connectors.clickhouse import to_arrow\n"
+        "from operators.batches import Categorical\n"
+        "table = to_arrow(\n"
+        "    {'s': ['a', None], 'n': [1, 2], 'f': np.array([0.5, np.nan]), 'u': np.array([1, 2]),\n"
+        "     'ts': [1, 2], 'd': Categorical(np.array([1, 0], np.int32), ['x', 'y'])},\n"
+        "    [('s', 'Nullable(String)'), ('n', 'Int64'), ('f', 'Nullable(Float64)'),\n"
+        "     ('u', 'UInt32'), ('ts', \"DateTime64(3, 'UTC')\"), ('d', 'LowCardinality(String)')],\n"
+        ")\n"
+        "assert table.column('f').null_count == 1\n"
+        "assert 'pandas' not in sys.modules, 'pandas was imported'\n"
+        "assert table.to_pandas()['d'].tolist() == ['y', 'x']\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-c", child], env=env, check=True, timeout=120)
