@@ -61,6 +61,7 @@ from connectors.run_control import STOP, tune_garbage_collection
 from connectors.service import discovery
 from connectors.service.auth import LOCAL_SCOPES, LOCAL_TENANT, key_hash, new_key
 from connectors.service.hosting import HostedService, host_service
+from connectors.store_start import StoreStart
 from operators.contract import json_schema
 from operators.errors import PulseError
 from operators.stats import STATS
@@ -188,13 +189,19 @@ def _run_flow(
     started: Callable[[HostedService | None], None] | None = None,
 ) -> None:
     """Run the flow; `started` is told the service it hosts, once it serves."""
-    from bytewax.run import cli_main
+    # The store opens and migrates while the flow's modules import (connectors/store_start.py).
+    store = StoreStart(Target.of(settings))
+    try:
+        from bytewax.run import cli_main
 
-    from dataflows.running import FlowRun, first_final_within
+        from dataflows.running import FlowRun, first_final_within
 
-    recovery_dir = settings.recovery_dir if settings.run.recovery else None
-    run = FlowRun(settings, recovery_dir, create_store=True)
-    flow = run.start()
+        recovery_dir = settings.recovery_dir if settings.run.recovery else None
+        run = FlowRun(settings, recovery_dir, create_store=True)
+        flow = run.start(store)
+    except BaseException:
+        store.close()
+        raise
     completed = False
     try:
         if started is not None:

@@ -3,7 +3,8 @@
 `pulse run` and `pulse up` call Bytewax's `cli_main` themselves; ``python -m bytewax.run
 dataflows.feedback:flow`` has Bytewax's runner call it on what `flow()` returns. The rest is
 :class:`FlowRun`, for both: the embedded store's lock (before chDB opens it) and its engine,
-kept up until the end (:func:`connectors.clickhouse.engine_kept`), the recovery store's
+kept up until the end (:func:`connectors.clickhouse.engine_kept`; both and the migrations
+on a thread of their own, :mod:`connectors.store_start`), the recovery store's
 lock and check, the HTTP service (``service.enabled``; other processes read the
 embedded store through it), the collector's tuning, and at the end the summary and, after
 a bounded run that completed, clearing the recovery store.
@@ -29,12 +30,11 @@ from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig
 
 from config.settings import Settings, format_duration
-from connectors.clickhouse import engine_kept
 from connectors.console import print_summary
-from connectors.query_server import owned
 from connectors.recovery import RecoveryStore, fingerprint, snapshot_write_failure
 from connectors.run_control import STOP, numpy_without_huge_pages, tune_garbage_collection
 from connectors.service.hosting import HostedService, host_service
+from connectors.store_start import StoreStart
 from connectors.telemetry.logs import log_startup
 from dataflows.feedback import build, clickhouse_target
 from operators.errors import PulseError, pulse_error_in
@@ -85,12 +85,12 @@ class FlowRun:
         self._started = time.monotonic()
         self._failed = False
 
-    def start(self) -> Dataflow:
-        """Hold the stores, build the flow, check (or create) the recovery store."""
+    def start(self, store: StoreStart | None = None) -> Dataflow:
+        """Hold the stores, build the flow, check (or create) the recovery store. `store`:
+        the ClickHouse store's start, begun earlier (`pulse run` begins it before importing
+        this module); otherwise it begins here."""
         try:
-            target = clickhouse_target(self.settings)
-            self._held.enter_context(owned(target))
-            self._held.enter_context(engine_kept(target))  # closed before `owned` releases
+            self._held.enter_context(store or StoreStart(clickhouse_target(self.settings)))
             built = build(self.settings, STATS, recovery=self.store is not None)
             if self.store is not None:
                 self._held.enter_context(self.store.exclusive())
