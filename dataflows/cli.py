@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import ValidationError
@@ -44,28 +44,19 @@ from connectors.drilldown import (
     parse_time,
     since_seconds,
 )
-from connectors.event_writer import (
-    EventWriter,
-    FileWriter,
-    KafkaWriter,
-    LogWriter,
-    read_lines,
-    route,
-)
-from connectors.kafka import ensure_topics
-from connectors.live_traffic import TrafficThread
-from connectors.local_log import LocalLog
 from connectors.query_server import API_KEY_ENV, QueryError, QueryResult, owned, run_query
 from connectors.redact import mask_dsn
 from connectors.run_control import STOP, tune_garbage_collection
 from connectors.service import discovery
-from connectors.service.auth import LOCAL_SCOPES, LOCAL_TENANT, key_hash, new_key
-from connectors.service.hosting import HostedService, host_service
+from connectors.service.keys import LOCAL_SCOPES, LOCAL_TENANT, key_hash, new_key
 from connectors.store_start import StoreStart
-from operators.contract import json_schema
 from operators.errors import PulseError
 from operators.stats import STATS
-from operators.synthetic import DEFAULT_START_MS, TrafficGenerator, TrafficProfile
+
+if TYPE_CHECKING:  # the commands import what only they use: a run's start imports less
+    from connectors.event_writer import EventWriter
+    from connectors.service.hosting import HostedService
+    from operators.synthetic import TrafficProfile
 
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "config" / "event-schema.json"
 log = logging.getLogger("pulse")
@@ -86,6 +77,9 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
 
 
 def _writer(settings: Settings, to: str, out: Path | None = None) -> EventWriter:
+    from connectors.event_writer import FileWriter, KafkaWriter, LogWriter
+    from connectors.kafka import ensure_topics
+    from connectors.local_log import LocalLog
     from dataflows.feedback import kafka_target
 
     if to == "file":
@@ -103,6 +97,8 @@ def _writer(settings: Settings, to: str, out: Path | None = None) -> EventWriter
 def _parse_start(value: str | None, seed: int | None) -> int:
     if value is None:
         # Deterministic with a seed; live-looking without one.
+        from operators.synthetic import DEFAULT_START_MS
+
         return DEFAULT_START_MS if seed is not None else int(time.time() * 1000)
     return _parse_time(value, "--start")
 
@@ -124,6 +120,8 @@ def _profile(args: argparse.Namespace, start_ms: int) -> TrafficProfile:
 
 
 def _traffic_profile(args: argparse.Namespace, start_ms: int) -> TrafficProfile:
+    from operators.synthetic import TrafficProfile
+
     return TrafficProfile(
         seed=args.seed if args.seed is not None else 0,
         start_ms=start_ms,
@@ -235,6 +233,9 @@ def _run_flow(
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from connectors.live_traffic import TrafficThread
+    from operators.synthetic import TrafficGenerator, TrafficProfile
+
     settings = _settings(args, run={"recovery": False}) if args.no_recovery else _settings(args)
     profile = TrafficProfile(
         seed=args.seed if args.seed is not None else int(time.time()),
@@ -304,6 +305,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """The service alone: it holds an embedded store (as a run does) until Ctrl-C."""
+    from connectors.service.hosting import host_service
     from dataflows.feedback import clickhouse_target, prepare_store
 
     settings = _settings(args)
@@ -361,6 +363,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    from connectors.live_traffic import TrafficThread
+    from operators.synthetic import TrafficGenerator
+
     settings = _settings(args)
     start_ms = int(time.time() * 1000) if args.live else _parse_start(args.start, args.seed)
     generator = TrafficGenerator(_profile(args, start_ms))
@@ -388,6 +393,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
+    from connectors.event_writer import read_lines, route
+
     settings = _settings(args)
     path = Path(args.file)
     if not path.is_file():
@@ -567,6 +574,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    from operators.contract import json_schema
+
     text = json.dumps(json_schema(), indent=2) + "\n"
     if args.write:
         SCHEMA_FILE.write_text(text)

@@ -59,8 +59,9 @@ from connectors.kafka import EventProducer, KafkaTarget, ensure_topics  # noqa: 
 from connectors.local_log import LocalLog  # noqa: E402
 from connectors.run_control import tune_garbage_collection  # noqa: E402
 from connectors.service.app import create_app  # noqa: E402
-from connectors.service.auth import KeyRing, new_key  # noqa: E402
+from connectors.service.auth import KeyRing  # noqa: E402
 from connectors.service.context import DurableLog, ServiceContext  # noqa: E402
+from connectors.service.keys import new_key  # noqa: E402
 from connectors.service.server import ServiceThread  # noqa: E402
 from connectors.service.store import Store  # noqa: E402
 from operators.partitioning import partition_for  # noqa: E402

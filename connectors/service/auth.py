@@ -1,16 +1,13 @@
 """API keys: `Authorization: Bearer <key>` -> the key's tenant and scopes.
 
-Keys are random 256-bit tokens (``pk_`` + url-safe base64), so they are stored as a plain
-SHA-256: nothing to brute-force, and one hash per request costs ~1 µs (a password hash
-such as argon2 would cost ~50 ms per request for no gain). Lookup is by the hash;
-`hmac.compare_digest` keeps the comparison constant-time anyway.
+The keys themselves (format, hash, the local key's tenant and scopes) are
+:mod:`connectors.service.keys`. Lookup is by the key's SHA-256; `hmac.compare_digest`
+keeps the comparison constant-time anyway.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Annotated
@@ -19,21 +16,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from config.settings import ApiKeySettings, ApiScope
-
-ALL_TENANTS = "*"
-ALL_SCOPES: tuple[ApiScope, ...] = ("ingest", "read", "query", "admin")
-# The local key a run makes when no keys are configured, as issue 12 specifies it.
-LOCAL_TENANT = "default"
-LOCAL_SCOPES: tuple[ApiScope, ...] = ("ingest", "read", "query")
-KEY_PREFIX = "pk_"
-
-
-def new_key() -> str:
-    return KEY_PREFIX + secrets.token_urlsafe(32)
-
-
-def key_hash(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
+from connectors.service.keys import ALL_SCOPES, ALL_TENANTS, LOCAL_SCOPES, LOCAL_TENANT, key_hash
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ from connectors import ingest_log, telemetry
 from connectors.clickhouse import Target
 from connectors.service import discovery
 from connectors.service.app import create_app
-from connectors.service.auth import KeyRing, new_key
+from connectors.service.auth import KeyRing
 from connectors.service.context import ServiceContext
+from connectors.service.keys import new_key
 from connectors.service.server import ServiceThread
 from connectors.service.store import Store
 from operators.errors import PulseError

@@ -13,8 +13,9 @@ import pytest
 from config.settings import Settings, load_settings
 from connectors.clickhouse import connect, migrate
 from connectors.service.app import create_app
-from connectors.service.auth import KeyRing, key_hash, new_key
+from connectors.service.auth import KeyRing
 from connectors.service.context import ServiceContext
+from connectors.service.keys import key_hash, new_key
 from connectors.service.server import ServiceThread
 from connectors.service.store import Store
 from dataflows.feedback import clickhouse_target

@@ -18,8 +18,9 @@ import yaml
 
 from config.settings import load_settings
 from connectors.service import discovery
-from connectors.service.auth import KeyRing, Principal, key_hash
+from connectors.service.auth import KeyRing, Principal
 from connectors.service.hosting import ServiceBusyError, host_service
+from connectors.service.keys import key_hash
 from tests.conftest import PULSE, ROOT, pulse_env, run_pulse
 from tests.service.conftest import api_keys, keyed_settings
 

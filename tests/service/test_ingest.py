@@ -14,7 +14,7 @@ import msgspec
 from config.settings import Settings, load_settings
 from connectors.ingest_log import LocalDurableLog, durable_log
 from connectors.local_log import LocalLog
-from connectors.service.auth import key_hash, new_key
+from connectors.service.keys import key_hash, new_key
 from operators.batches import STREAMS
 from tests.conftest import Store, pulse_env, run_pulse
 from tests.service.conftest import RunningService, ServiceFactory

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from config.settings import Settings, load_settings
 from connectors.event_writer import LogWriter, Routed, route
 from connectors.local_log import LocalLog
-from connectors.service.auth import key_hash, new_key
+from connectors.service.keys import key_hash, new_key
 from connectors.telemetry import service_telemetry
 from dataflows.feedback import build_flow
 from operators.stats import FlowStats

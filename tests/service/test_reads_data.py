@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from config.settings import ApiKeySettings, Settings, load_settings
-from connectors.service.auth import key_hash, new_key
+from connectors.service.keys import key_hash, new_key
 from dataflows.feedback import prepare_store
 from tests.conftest import Store
 

@@ -34,7 +34,7 @@ from schemathesis.specs.openapi.checks import (
 from config.settings import Settings
 from connectors.ingest_log import durable_log
 from connectors.local_log import LocalLog
-from connectors.service.auth import ALL_SCOPES
+from connectors.service.keys import ALL_SCOPES
 from operators.batches import STREAMS
 from operators.decode import BatchDecoder
 from operators.events import Event, Inference
