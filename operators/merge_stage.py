@@ -858,8 +858,7 @@ class MergeStage(StatefulLogic[PartialBatch, TableRows, bytes]):
                 str(of.table), columns, final, self.watermark, self._layout.names, fields,
                 c["cells"],
             )  # fmt: skip
-        values = self.keys[family].values
-        columns.update(of.key_columns([values[e] for e in c["extras"].tolist()]))
+        columns.update(of.key_columns(c["extras"], self.keys[family].values))
         columns.update(of.metrics(c["values"], (c["end"] - c["start"]) / 1000.0))
         return TableRows(str(of.table), columns)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from operators.batches import Categorical
 from operators.cells import EXTRA_KEY_BITS
 from operators.columnar.joined import JoinedColumns
 from operators.families.base import Update
@@ -53,8 +54,8 @@ class ClassesFamily:
     ) -> dict[str, np.ndarray]:
         return {MACRO_F1: macro_f1(keys >> EXTRA_KEY_BITS, values, cells)}
 
-    def key_columns(self, keys: list[Any]) -> dict[str, list[Any]]:
-        return {"class": keys}
+    def key_columns(self, ids: np.ndarray, values: list[Any]) -> dict[str, Any]:
+        return {"class": Categorical(ids, values)}
 
     def metrics(self, values: np.ndarray, seconds: np.ndarray) -> dict[str, np.ndarray]:
         return class_metrics(values)

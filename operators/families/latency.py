@@ -47,7 +47,7 @@ class LatencyFamily:
         quantiles = _quantiles(keys, values, cells)
         return {name: quantiles[:, j] for j, name in enumerate(LATENCY_METRICS)}
 
-    def key_columns(self, keys: list[Any]) -> dict[str, list[Any]]:
+    def key_columns(self, ids: np.ndarray, values: list[Any]) -> dict[str, Any]:
         return {}
 
     def metrics(self, values: np.ndarray, seconds: np.ndarray) -> dict[str, np.ndarray]:

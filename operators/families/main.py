@@ -62,7 +62,7 @@ class MainFamily:
     ) -> dict[str, np.ndarray]:
         return {}  # its vector is the row itself: see metrics()
 
-    def key_columns(self, keys: list[Any]) -> dict[str, list[Any]]:
+    def key_columns(self, ids: np.ndarray, values: list[Any]) -> dict[str, Any]:
         return {}
 
     def metrics(self, values: np.ndarray, seconds: np.ndarray) -> dict[str, np.ndarray]:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from operators.batches import Categorical
 from operators.columnar.joined import JoinedColumns
 from operators.families.base import Update
 from operators.metrics import ratio
@@ -45,8 +46,11 @@ class PreferencesFamily:
     ) -> dict[str, np.ndarray]:
         return {}
 
-    def key_columns(self, keys: list[Any]) -> dict[str, list[Any]]:
-        return {"policy_a": [k[0] for k in keys], "policy_b": [k[1] for k in keys]}
+    def key_columns(self, ids: np.ndarray, values: list[Any]) -> dict[str, Any]:
+        return {
+            "policy_a": Categorical(ids, [pair[0] for pair in values]),
+            "policy_b": Categorical(ids, [pair[1] for pair in values]),
+        }
 
     def metrics(self, values: np.ndarray, seconds: np.ndarray) -> dict[str, np.ndarray]:
         return preference_metrics(values)

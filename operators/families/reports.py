@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from operators.batches import Categorical
 from operators.columnar.joined import JoinedColumns
 from operators.families.base import Update
 
@@ -43,8 +44,8 @@ class ReportsFamily:
     ) -> dict[str, np.ndarray]:
         return {}
 
-    def key_columns(self, keys: list[Any]) -> dict[str, list[Any]]:
-        return {"category": keys}
+    def key_columns(self, ids: np.ndarray, values: list[Any]) -> dict[str, Any]:
+        return {"category": Categorical(ids, values)}
 
     def metrics(self, values: np.ndarray, seconds: np.ndarray) -> dict[str, np.ndarray]:
         return report_metrics(values)
