@@ -2,13 +2,12 @@
 
 A run's start holds the store (:func:`connectors.query_server.owned`), starts the embedded
 engine and keeps it up (:func:`connectors.clickhouse.engine_kept`), applies the
-migrations, and builds the flow. Importing the flow's modules (Bytewax, the stages, the
-service) takes ~0.2 s of the same start, and chDB starts its engine and runs the DDL mostly
-without the GIL. So `pulse run` begins a :class:`StoreStart` before those imports and the
-run waits for it only when it builds the flow: from the process's start to the flow's,
-1.15 → 1.04 s (docs/performance.md). The two sides now take about as long (~0.5 s each,
-the thread slowed by the imports' hold on the GIL), so importing less before it begins
-gains nothing more. The lock is taken on the caller's
+migrations, and builds the flow. chDB starts its engine and runs the DDL mostly without
+the GIL, so `pulse run` begins a :class:`StoreStart` as soon as it has its settings and
+imports the flow's modules (Bytewax, the stages, the service) meanwhile; the run waits
+for it only when it builds the flow. From the process's start to the flow's: 1.15 →
+1.04 s (docs/performance.md). The two sides now take about as long, ~0.5 s each (the
+thread slowed by the imports' hold on the GIL). The lock is taken on the caller's
 thread, before chDB opens the directory, so a store another process holds is refused at
 once, as before; an error of the thread (a bad DSN, a refused migration) is raised where
 the run waits for it.
