@@ -11,6 +11,7 @@ import pytest
 from connectors.clickhouse import ClickHouseError, Target, connect, migrations
 from connectors.query_server import owned
 from connectors.store_start import StoreStart
+from tests.engine_probe import engine_survives_a_closed_client
 
 
 def _applied(target: Target) -> set[int]:
@@ -18,20 +19,6 @@ def _applied(target: Target) -> set[int]:
     try:
         rows = client.query(f"SELECT version FROM {target.database}.schema_migrations")
         return {row[0] for row in rows.result_rows}
-    finally:
-        client.close()
-
-
-def _survives_a_closed_client(target: Target) -> bool:
-    """Whether the engine stays up past one client (a `Memory` table lives as long)."""
-    client = connect(target)
-    client.command("CREATE TABLE IF NOT EXISTS pulse.alive (a UInt8) ENGINE = Memory")
-    client.command("TRUNCATE TABLE pulse.alive")
-    client.command("INSERT INTO pulse.alive VALUES (1)")
-    client.close()
-    client = connect(target)
-    try:
-        return bool(client.command("SELECT count() FROM pulse.alive"))
     finally:
         client.close()
 
@@ -44,9 +31,9 @@ def test_the_store_is_held_at_once_migrated_and_kept_until_closed(tmp_path: Path
         pass
     with start:
         assert _applied(target) == {version for version, _, _ in migrations()}
-        assert _survives_a_closed_client(target)  # the engine is kept up
+        assert engine_survives_a_closed_client(target)  # the engine is kept up
     with owned(target):  # released, and the engine closed before that
-        assert not _survives_a_closed_client(target)
+        assert not engine_survives_a_closed_client(target)
 
 
 def test_an_error_of_the_thread_is_raised_where_the_run_waits() -> None:

@@ -8,30 +8,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from config.settings import load_settings
-from connectors.clickhouse import Target, connect, engine_kept
+from connectors.clickhouse import Target, engine_kept
 from connectors.query_server import owned
 from dataflows.running import FlowRun
-
-
-def _rows_survive_a_closed_client(target: Target) -> bool:
-    client = connect(target)
-    client.command("CREATE DATABASE IF NOT EXISTS probe")
-    client.command("CREATE TABLE IF NOT EXISTS probe.alive (a UInt8) ENGINE = Memory")
-    client.command("TRUNCATE TABLE probe.alive")
-    client.command("INSERT INTO probe.alive VALUES (1)")
-    client.close()
-    client = connect(target)
-    try:
-        return bool(client.command("SELECT count() FROM probe.alive"))
-    finally:
-        client.close()
+from tests.engine_probe import engine_survives_a_closed_client
 
 
 def test_the_engine_restarts_unless_kept(tmp_path: Path) -> None:
     target = Target(f"chdb://{tmp_path / 'olap'}", "pulse")
-    assert not _rows_survive_a_closed_client(target)
+    assert not engine_survives_a_closed_client(target)
     with engine_kept(target):
-        assert _rows_survive_a_closed_client(target)
+        assert engine_survives_a_closed_client(target)
 
 
 def test_a_server_dsn_is_left_alone() -> None:
@@ -48,8 +35,8 @@ def test_a_run_keeps_the_engine_until_it_finishes(tmp_path: Path) -> None:
     run = FlowRun(settings, None, create_store=True)
     run.start()
     try:
-        assert _rows_survive_a_closed_client(target)
+        assert engine_survives_a_closed_client(target)
     finally:
         run.finish(completed=False)
     with owned(target):  # released, engine closed first
-        assert not _rows_survive_a_closed_client(target)
+        assert not engine_survives_a_closed_client(target)

@@ -6,25 +6,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from connectors.local_log import LocalLog
-from operators.partitioning import partition_for
-from operators.synthetic import TrafficGenerator, TrafficProfile
+from operators.synthetic import TrafficProfile
 from scripts.bench_merge_process import merge_config, partials_of, run_child, run_inproc
+from tests.scripts.synthetic_log import write_log
 
 PARTITIONS = 2
 RATE = 2_000.0  # events per simulated second: a tick every ~2,000 events
 
 
 def test_the_merge_stage_in_a_child_gives_the_in_process_rows(tmp_path: Path) -> None:
-    log = LocalLog(tmp_path / "log", PARTITIONS)
-    groups: dict[tuple[str, int], list[bytes]] = {}
-    profile = TrafficProfile(seed=5, duration_s=130.0, rate=40.0, dims=30)
-    for event in TrafficGenerator(profile).events():
-        groups.setdefault((event.stream, partition_for(event.key, PARTITIONS)), []).append(
-            event.line
-        )
-    log.append_many(groups)
-    log.close()
+    write_log(
+        tmp_path / "log", PARTITIONS, TrafficProfile(seed=5, duration_s=130.0, rate=40.0, dims=30)
+    )
     calls = partials_of(tmp_path / "log", None, 300, RATE)
     config = merge_config(None, PARTITIONS)
 

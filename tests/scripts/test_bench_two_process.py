@@ -6,9 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from connectors.local_log import LocalLog
-from operators.partitioning import partition_for
-from operators.synthetic import TrafficGenerator, TrafficProfile
+from operators.synthetic import TrafficProfile
 from scripts.bench_two_process import (
     partition_config,
     raw_schemas,
@@ -17,21 +15,16 @@ from scripts.bench_two_process import (
     run_inproc,
     schedule,
 )
+from tests.scripts.synthetic_log import write_log
 
 PARTITIONS = 2
 RATE = 2_000.0  # events per simulated second: a tick every ~2,000 events
 
 
 def test_child_processes_give_the_in_process_outputs(tmp_path: Path) -> None:
-    log = LocalLog(tmp_path / "log", PARTITIONS)
-    groups: dict[tuple[str, int], list[bytes]] = {}
-    profile = TrafficProfile(seed=3, duration_s=10.0, rate=200.0, dims=50)
-    for event in TrafficGenerator(profile).events():
-        groups.setdefault((event.stream, partition_for(event.key, PARTITIONS)), []).append(
-            event.line
-        )
-    log.append_many(groups)
-    log.close()
+    write_log(
+        tmp_path / "log", PARTITIONS, TrafficProfile(seed=3, duration_s=10.0, rate=200.0, dims=50)
+    )
     steps = schedule(read_log(tmp_path / "log"), PARTITIONS, 300)
     config, schemas = partition_config(None, PARTITIONS), raw_schemas()
 
