@@ -101,6 +101,25 @@ def partition_config_of(
     )
 
 
+def merge_config_of(settings: Settings, partitions: int, *, snapshots: bool = True) -> MergeConfig:
+    """The merge stage's plain values from settings (the flow's, and the benches')."""
+    t = settings.time
+    return MergeConfig(
+        partitions=partitions,
+        specs=window_specs(settings),
+        grouping_sets=tuple(settings.aggregation.grouping_set_tuples()),
+        extra_dims=tuple(settings.aggregation.extra_dims),
+        allowed_lateness=t.allowed_lateness,
+        emit_interval=t.emit_interval,
+        confidence_bins=settings.aggregation.confidence_bins,
+        early_rows=not settings.run.bounded,
+        early_emit_budget=t.early_emit_budget,
+        early_intervals=early_intervals(settings),
+        early_latest=early_latest(settings),
+        snapshots=snapshots,
+    )
+
+
 def window_specs(settings: Settings) -> tuple[WindowSpec, ...]:
     specs = []
     for window in settings.windows:
@@ -202,26 +221,12 @@ def build(settings: Settings, stats: FlowStats = STATS, recovery: bool = True) -
     # Final windows that wait on the sink ask it to write now (connectors/sink_demand.py).
     sink_demand = SinkDemand()
     source, partitions = event_source(settings, end_gate)
-    specs = window_specs(settings)
     sessions = session_specs(settings)
     grouping_sets = tuple(settings.aggregation.grouping_set_tuples())
     extra_dims = tuple(settings.aggregation.extra_dims)
     t = settings.time
     partition_config = partition_config_of(settings, partitions, snapshots=recovery)
-    merge_config = MergeConfig(
-        partitions=partitions,
-        specs=specs,
-        grouping_sets=grouping_sets,
-        extra_dims=extra_dims,
-        allowed_lateness=t.allowed_lateness,
-        emit_interval=t.emit_interval,
-        confidence_bins=settings.aggregation.confidence_bins,
-        early_rows=not settings.run.bounded,
-        early_emit_budget=t.early_emit_budget,
-        early_intervals=early_intervals(settings),
-        early_latest=early_latest(settings),
-        snapshots=recovery,
-    )
+    merge_config = merge_config_of(settings, partitions, snapshots=recovery)
 
     flow = Dataflow("feedback_pulse")
     raw = op.input("events", flow, source)

@@ -39,7 +39,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -52,25 +52,10 @@ Call = tuple[float, Any]  # (simulated ms, a PartialBatch)
 def merge_config(config_file: str | None, partitions: int) -> Any:
     """The flow's merge config for a bounded run without recovery (dataflows/feedback.py)."""
     from config.settings import load_settings
-    from dataflows.feedback import early_intervals, early_latest, window_specs
-    from operators.merge_stage import MergeConfig
+    from dataflows.feedback import merge_config_of
 
     settings = load_settings(config_file, environ={})
-    t = settings.time
-    return MergeConfig(
-        partitions=partitions,
-        specs=window_specs(settings),
-        grouping_sets=tuple(settings.aggregation.grouping_set_tuples()),
-        extra_dims=tuple(settings.aggregation.extra_dims),
-        allowed_lateness=t.allowed_lateness,
-        emit_interval=t.emit_interval,
-        confidence_bins=settings.aggregation.confidence_bins,
-        early_rows=False,
-        early_emit_budget=t.early_emit_budget,
-        early_intervals=early_intervals(settings),
-        early_latest=early_latest(settings),
-        snapshots=False,
-    )
+    return replace(merge_config_of(settings, partitions, snapshots=False), early_rows=False)
 
 
 def partials_of(log: Path, config_file: str | None, batch: int, rate: float) -> list[Call]:
