@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,6 +238,13 @@ def migrate(client: Client, database: str) -> list[str]:
         )
         applied.append(name)
     return applied
+
+
+def prepare(client: Client, database: str, grouping_sets: Sequence[tuple[str, ...]]) -> None:
+    """A store ready for a flow: the migrations, then the views that follow the settings
+    (`session_metrics` over the configured grouping sets)."""
+    migrate(client, database)
+    client.command(session_view_sql(database, list(grouping_sets)))
 
 
 SESSION_ROLLUP_DIMS = ("model_version", "segment", "endpoint")

@@ -188,7 +188,7 @@ def _run_flow(
 ) -> None:
     """Run the flow; `started` is told the service it hosts, once it serves."""
     # The store opens and migrates while the flow's modules import (connectors/store_start.py).
-    store = StoreStart(Target.of(settings))
+    store = StoreStart(Target.of(settings), settings.aggregation.grouping_set_tuples())
     try:
         from bytewax.run import cli_main
 

@@ -26,7 +26,7 @@ from bytewax.inputs import Source
 
 from config.settings import Settings, load_settings
 from connectors.actions import ActionSink
-from connectors.clickhouse import Target, connect, migrate, session_view_sql
+from connectors.clickhouse import Target, connect, prepare
 from connectors.clickhouse_sink import ClickHouseSink
 from connectors.console import configure_logging
 from connectors.delivery import OutboxSink
@@ -165,9 +165,7 @@ def prepare_store(settings: Settings) -> Target:
     target = clickhouse_target(settings)
     client = connect(target)
     try:
-        migrate(client, target.database)
-        grouping_sets = settings.aggregation.grouping_set_tuples()
-        client.command(session_view_sql(target.database, grouping_sets))
+        prepare(client, target.database, settings.aggregation.grouping_set_tuples())
     finally:
         client.close()
     return target
@@ -212,9 +210,12 @@ def build_flow(settings: Settings, stats: FlowStats = STATS, recovery: bool = Tr
     return build(settings, stats, recovery).flow
 
 
-def build(settings: Settings, stats: FlowStats = STATS, recovery: bool = True) -> Built:
-    """The flow; `recovery=False` skips pickling state for snapshots nobody keeps."""
-    target = prepare_store(settings)
+def build(
+    settings: Settings, stats: FlowStats = STATS, recovery: bool = True, prepared: bool = False
+) -> Built:
+    """The flow; `recovery=False` skips pickling state for snapshots nobody keeps;
+    `prepared`: the store is ready already (a run's :class:`~connectors.store_start.StoreStart`)."""
+    target = clickhouse_target(settings) if prepared else prepare_store(settings)
     # A bounded run's end of input waits until the merge stage has drained its final
     # windows in bounded slices (connectors/end_gate.py).
     end_gate = EndGate() if settings.run.bounded else None

@@ -90,8 +90,11 @@ class FlowRun:
         the ClickHouse store's start, begun earlier (`pulse run` begins it before importing
         this module); otherwise it begins here."""
         try:
-            self._held.enter_context(store or StoreStart(clickhouse_target(self.settings)))
-            built = build(self.settings, STATS, recovery=self.store is not None)
+            if store is None:
+                grouping_sets = self.settings.aggregation.grouping_set_tuples()
+                store = StoreStart(clickhouse_target(self.settings), grouping_sets)
+            self._held.enter_context(store)
+            built = build(self.settings, STATS, recovery=self.store is not None, prepared=True)
             if self.store is not None:
                 self._held.enter_context(self.store.exclusive())
                 expected = fingerprint(built.flow, built.shape)
