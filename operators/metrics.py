@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from operators.contract import FEEDBACK_KINDS
 from operators.field_entries import Entries, EntriesBuilder
@@ -138,18 +139,39 @@ KIND_CODES = {kind: code for code, kind in enumerate(FEEDBACK_KINDS)}
 _LABEL, _THUMBS, _RATING, _REWARD, _CLICK, _CONVERSION, _DWELL, _PREFERENCE, _REPORT = range(9)
 
 
-def feedback_number(kind: str, value: Any) -> float:
-    """The number a feedback value contributes, rounded to QUANTUM: the value itself for
-    numeric kinds, 1/0 for boolean ones, a report's amount (0 when none), 0 otherwise.
+_NUMERIC = np.zeros(len(KIND_CODES), np.bool_)  # kinds whose value is the number (bools 1/0)
+_NUMERIC[[_THUMBS, _RATING, _REWARD, _CLICK, _CONVERSION, _DWELL]] = True
+_SUMMED = _NUMERIC.copy()  # kinds whose number the sums count: a report's amount too
+_SUMMED[_REPORT] = True
+
+
+def value_numbers(codes: NDArray[np.int64], values: list[Any]) -> NDArray[np.float64]:
+    """The number each feedback value carries, NaN where it carries none: the value of a
+    numeric kind (a boolean one's as 1 or 0), a numeric label, a report's amount. In
+    bulk: one conversion for the numeric kinds, a Python step only for labels and reports.
     Finite for every valid event: the contract bounds these values to +-1e9
-    (:mod:`operators.limits`), where 1e308 would overflow the division by QUANTUM."""
-    if kind in ("rating", "reward", "dwell"):
-        return round(float(value) / QUANTUM) * QUANTUM
-    if kind in ("thumbs", "click", "conversion"):
-        return 1.0 if value else 0.0
-    if kind == "report":
-        return round(float(value.get("amount") or 0.0) / QUANTUM) * QUANTUM
-    return 0.0
+    (:mod:`operators.limits`)."""
+    at = np.flatnonzero(_NUMERIC[codes])
+    if len(at) == len(values):
+        return np.fromiter(values, np.float64, len(values))
+    out = np.full(len(values), np.nan)
+    if len(at):
+        out[at] = np.fromiter(map(values.__getitem__, at.tolist()), np.float64, len(at))
+    for j in np.flatnonzero(codes == _LABEL).tolist():
+        if type(label := values[j]) is not str:
+            out[j] = float(label)
+    for j in np.flatnonzero(codes == _REPORT).tolist():
+        if (amount := values[j].get("amount")) is not None:
+            out[j] = float(amount)
+    return out
+
+
+def feedback_numbers(codes: NDArray[np.int64], numbers: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The number each feedback adds to its kind's sums, rounded to QUANTUM: its
+    :func:`value_numbers` for the numeric and boolean kinds, a report's amount (0 when
+    none), 0 for the rest (a label counts by its class, not by its number)."""
+    summed = _SUMMED[codes] & ~np.isnan(numbers)
+    return quantized(np.where(summed, numbers, 0.0)) + 0.0  # + 0.0: no -0.0 from rounding
 
 
 def feedback_fields(
@@ -165,7 +187,7 @@ def feedback_entries(
     """The field vectors of n counted feedback events, as the entries that can be other
     than +0.0 (every other entry is +0.0).
 
-    `kinds`: KIND_CODES; `numbers`: feedback_number(); `correct`: label == prediction.
+    `kinds`: KIND_CODES; `numbers`: feedback_numbers(); `correct`: label == prediction.
     Every event counts in feedback_count (and unjoined_count when it gave up waiting),
     and in its kind's fields.
     """

@@ -51,7 +51,7 @@ from operators.columnar.accumulator import Accumulator
 from operators.columnar.clock import ColumnarClock
 from operators.columnar.dedup_set import DedupSet
 from operators.columnar.hash_fifo import hash_keys
-from operators.columnar.join_buffer import InferenceColumns, JoinBuffer
+from operators.columnar.join_buffer import InferenceColumns, JoinBuffer, object_column
 from operators.columnar.joined import NONE, JoinedRecords
 from operators.decode import BatchDecoder
 from operators.events import Event, Feedback, Inference
@@ -72,11 +72,12 @@ from operators.metrics import (
     KIND_CODES,
     MainLayout,
     as_label,
-    feedback_number,
+    feedback_numbers,
+    value_numbers,
 )
 from operators.partitioning import partition_for
 from operators.reasons import TENANT
-from operators.rows import EventRows, InferenceRows, LateRows, dead_letter_rows
+from operators.rows import EventRows, InferenceRows, LateRows, ReadValues, dead_letter_rows
 from operators.sessions import SessionBatch, shard_of
 from operators.slices import NO_CUTOFF, PartialBatch, SliceDeltas
 from operators.snapshots import decode_state, encode_state
@@ -144,12 +145,6 @@ def _gather(indexes: list[int], values: list[Any]) -> list[Any]:
     if len(indexes) > 1:
         return list(operator.itemgetter(*indexes)(values))
     return [values[i] for i in indexes]
-
-
-def _objects(values: list[Any]) -> NDArray[np.object_]:
-    array = np.empty(len(values), dtype=np.object_)
-    array[:] = values
-    return array
 
 
 @dataclass(slots=True)
@@ -459,13 +454,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         ]
         request_ids = [e.request_id for e in events]
         hashes = hash_keys(request_ids)
-        rows = InferenceColumns(
-            ts,
-            np.array(cell_ids, dtype=np.int64),
-            _objects(labels),
-            np.array([e.confidence for e in events], dtype=np.float64),  # None -> NaN
-            np.array([e.latency_ms for e in events], dtype=np.float64),
-        )
+        rows = InferenceColumns.of(events, ts, cell_ids, labels)
         accepted, _ = self.inferences.add_hashed(hashes, rows)
         kept = np.flatnonzero(accepted)
         stats.duplicate_inferences += n - len(kept)
@@ -480,15 +469,17 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         late = ColumnarClock.late(
             self._window_ends(slices), kept_cutoffs, self.config.allowed_lateness
         )
-        late_list = late.tolist()
         if len(kept) == n:
-            kept_events, kept_labels, kept_ids, kept_cells = events, labels, request_ids, cell_ids
-            kept_offsets = offsets
+            kept_events, kept_ids, kept_cells = events, request_ids, cell_ids
+            kept_offsets, kept_rows = offsets, rows
         else:
-            kept_events, kept_labels = _gather(kept_list, events), _gather(kept_list, labels)
-            kept_ids, kept_cells = _gather(kept_list, request_ids), _gather(kept_list, cell_ids)
-            kept_offsets = _gather(kept_list, offsets)
-        self._inference_rows.extend(kept_events, kept_labels, kept_cells, kept_offsets, late_list)
+            kept_events, kept_ids = _gather(kept_list, events), _gather(kept_list, request_ids)
+            kept_cells, kept_offsets = _gather(kept_list, cell_ids), _gather(kept_list, offsets)
+            kept_rows = InferenceColumns(
+                kept_ts, rows.cells[kept], rows.labels[kept], rows.confidences[kept],
+                rows.latencies[kept],
+            )  # fmt: skip
+        self._inference_rows.extend(kept_events, kept_rows, kept_offsets, late.tolist())
         self.released.arrived(kept_ids)
         counts = ~late
         for j in np.flatnonzero(late).tolist():
@@ -502,9 +493,9 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
             )
         counted = self._counted
         counted.inference_slices += slices[counts].tolist()
-        counted.inference_cells += rows.cells[kept][counts].tolist()
-        counted.confidences += rows.confidences[kept][counts].tolist()
-        counted.latencies += rows.latencies[kept][counts].tolist()
+        counted.inference_cells += kept_rows.cells[counts].tolist()
+        counted.confidences += kept_rows.confidences[counts].tolist()
+        counted.latencies += kept_rows.latencies[counts].tolist()
         counted.inference_cutoffs += np.where(late, kept_cutoffs, NO_CUTOFF)[counts].tolist()
         waited = (
             self.pending.waiting_for(kept_ids)
@@ -704,29 +695,32 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         kinds = [e.kind for e in events]
         values = [e.value for e in events]
         codes = np.fromiter(map(KIND_CODES.__getitem__, kinds), np.int64, n)
+        labels: list[str | None] = [None] * n
         correct: list[bool | None] = [None] * n
         keyed: list[tuple[int, int, int, int, int, int]] = []  # as JoinedRecords.keyed
         predictions = context.labels
         classes = self.keys[CLASSES]
         for j in np.flatnonzero(codes == KIND_CODES["label"]).tolist():
+            value = values[j]
+            labels[j] = label = value.strip() if type(value) is str else as_label(value)
             prediction = predictions[j]
             if prediction is None:
                 continue
-            value = values[j]
-            label = value.strip() if type(value) is str else as_label(value)
             correct[j] = label == prediction  # the rule: metrics.as_label, inlined
             if type(value) is str or type(value) is int:  # categorical labels
                 keyed.append((j, classes.id_of(label), classes.id_of(prediction), NONE, 0, NONE))
         ts = np.fromiter(map(_TS, events), np.int64, n)
         slices = ts - ts % self._slice
         late = ColumnarClock.late(self._window_ends(slices), cutoffs, self.config.allowed_lateness)
-        self._event_rows.extend(events, context, joined, offsets, late.tolist(), correct)
-        numbers = list(map(feedback_number, kinds, values))
+        carried = value_numbers(codes, values)
+        read = ReadValues(ts, carried, labels, correct)
+        self._event_rows.extend(events, read, context, joined, offsets, late.tolist())
+        numbers = feedback_numbers(codes, carried)
         shards = self.config.session_shards
         if shards:
             dims, records = self.cells.values, self.session_records
             for event, cell_id, kind, number in zip(
-                events, cells.tolist(), kinds, numbers, strict=True
+                events, cells.tolist(), kinds, numbers.tolist(), strict=True
             ):
                 user = event.user_id
                 record = (user, event.ts, dims[cell_id], kind, number)
@@ -749,8 +743,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         counted = self._counted
         flags = [c is True for c in correct]
         if not counts.all():
-            kept = counts.tolist()
-            numbers, flags = list(compress(numbers, kept)), list(compress(flags, kept))
+            flags = list(compress(flags, counts.tolist()))
         if keyed:  # a counted row's place in `counted`: its rank among the counted
             rows = np.cumsum(counts) - 1 + len(counted.feedback_slices)
             counted.keyed += [
@@ -761,7 +754,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         counted.feedback_slices += slices[counts].tolist()
         counted.feedback_cells += cells[counts].tolist()
         counted.kinds += codes[counts].tolist()
-        counted.numbers += numbers
+        counted.numbers += numbers[counts].tolist()
         counted.correct += flags
         counted.unjoined += (~joined[counts]).tolist()
         counted.feedback_cutoffs += np.where(late, cutoffs, NO_CUTOFF)[counts].tolist()
@@ -941,7 +934,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
             ts_, cells, labels, confidences, latencies = zip(*contexts, strict=True)
             rows = InferenceColumns(
                 np.array(ts_, dtype=np.int64), np.array(cells, dtype=np.int64),
-                _objects(list(labels)), np.array(confidences, dtype=np.float64),
+                object_column(list(labels)), np.array(confidences, dtype=np.float64),
                 np.array(latencies, dtype=np.float64),
             )  # fmt: skip
             self.inferences.add([request_id for request_id, _ in recent], rows)

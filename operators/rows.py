@@ -1,11 +1,12 @@
 """Rows for the raw tables: `inferences`, `events`, `dead_letters`, `metrics_late`.
 
 Column names match `connectors/migrations`; timestamps are epoch ms. Builders keep what
-the stage hands over (whole lists, or one tuple per row where it works one event at a
-time) and build the columns once per batch (a comprehension per event field, C-level
-maps and transpositions for the rest); the
-dims of `inferences` and `events` are dictionary codes of cell ids
-(:class:`~operators.cells.CellDims`), as the merge stage's `metrics` rows are.
+the stage hands over (its arrays and lists per sequence, or one tuple per row where it
+works one event at a time) and build the columns once per batch: numbers, times and
+flags as numpy arrays (NaN is null: the sink converts them without a Python object per
+value), strings by a comprehension per event field; the dims of `inferences` and
+`events` are dictionary codes of cell ids (:class:`~operators.cells.CellDims`), as the
+merge stage's `metrics` rows are.
 Every row carries the deterministic key that makes a replay harmless: `inferences` by
 request_id (first wins: ``version`` falls with the source offset), `events` by event_id,
 `dead_letters` by source position, `metrics_late` by (window, cell, event).
@@ -14,6 +15,8 @@ request_id (first wins: ``version`` falls with the source offset), `events` by e
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import msgspec
@@ -24,7 +27,6 @@ from operators.batches import Categorical, DeadLetter, TableRows
 from operators.cells import BASE_DIMS, Cell, format_extra_dims
 from operators.columnar.join_buffer import InferenceColumns
 from operators.events import Feedback, Inference
-from operators.metrics import as_label
 
 _encode = msgspec.json.encode
 MAX_VERSION = (1 << 63) - 1
@@ -36,31 +38,26 @@ DEAD_LETTER_RAW_LIMIT = 1 << 20  # raw payloads above this are stored truncated
 
 
 class InferenceRows:
-    """Inferences: the stage hands over whole lists per sequence (its accepted inferences,
-    their labels, cell ids, offsets and lateness); the columns are built at `take()`, by
-    C-level maps and one transposition rather than a tuple or a value per event and
-    column, the dims as dictionary codes of the cell ids."""
+    """Inferences: the stage hands over whole sequences (its accepted inferences, the
+    join's columns of them, offsets and lateness); the table's columns are built at
+    `take()`: the numbers and the dims' cell ids from the stage's arrays (no list per
+    value for the sink to convert), the strings by one comprehension per field."""
 
-    __slots__ = ("cells", "events", "labels", "late", "offsets")
+    __slots__ = ("columns", "events", "late", "offsets")
 
     def __init__(self) -> None:
         self.events: list[Inference] = []
-        self.labels: list[str | None] = []  # the prediction as labels compare to it
-        self.cells: list[int] = []
+        self.columns: list[InferenceColumns] = []
         self.offsets: list[int] = []
         self.late: list[bool] = []
 
     def extend(
-        self,
-        events: list[Inference],
-        labels: list[str | None],
-        cells: list[int],
-        offsets: list[int],
+        self, events: list[Inference], columns: InferenceColumns, offsets: list[int],
         late: list[bool],
-    ) -> None:
+    ) -> None:  # fmt: skip
+        """`columns`: the events' own (ts, cell ids, labels, confidence, latency)."""
         self.events += events
-        self.labels += labels
-        self.cells += cells
+        self.columns.append(columns)
         self.offsets += offsets
         self.late += late
 
@@ -68,21 +65,22 @@ class InferenceRows:
         events = self.events
         if not events:
             return None
+        parts = self.columns
         # A comprehension per field: on msgspec Structs, ~2x faster than an attribute
         # getter map, and than astuple + a transposition at batches of thousands.
         request_id = [e.request_id for e in events]
-        ts = [e.ts for e in events]
-        confidence = [e.confidence for e in events]
-        latency = [e.latency_ms for e in events]
         attributes = [e.attributes for e in events]
         offsets = np.array(self.offsets, dtype=np.uint64)
-        columns: dict[str, Any] = {"request_id": request_id, "ts": ts}
-        columns.update(dims(np.array(self.cells, dtype=np.int64)))
+        columns: dict[str, Any] = {
+            "request_id": request_id,
+            "ts": np.concatenate([c.ts for c in parts]),
+        }
+        columns.update(dims(np.concatenate([c.cells for c in parts])))
         columns.update(
             {
-                "prediction": self.labels,
-                "confidence": confidence,
-                "latency_ms": latency,
+                "prediction": np.concatenate([c.labels for c in parts]).tolist(),
+                "confidence": np.concatenate([c.confidences for c in parts]),  # NaN: null
+                "latency_ms": np.concatenate([c.latencies for c in parts]),
                 "attributes": attributes,
                 "late": np.array(self.late, dtype=np.uint8),
                 "source_partition": np.full(len(events), partition, dtype=np.uint32),
@@ -94,69 +92,56 @@ class InferenceRows:
         return TableRows("inferences", columns)
 
 
-def _value_num(kind: str, value: Any) -> float | None:
-    if kind in ("rating", "reward", "dwell"):
-        return float(value)
-    if kind in ("thumbs", "click", "conversion"):
-        return 1.0 if value else 0.0
-    if kind == "label" and not isinstance(value, str):
-        return float(value)
-    if kind == "report":
-        amount = value.get("amount")
-        return None if amount is None else float(amount)
-    return None
+@dataclass(frozen=True)
+class ReadValues:
+    """What the stage read of counted feedback, per event: its `ts`, its value's number
+    (:func:`operators.metrics.value_numbers`, NaN for none), its label (a label's value as
+    labels compare, else None) and whether that label was correct (None: not compared)."""
 
-
-def _label(kind: str, value: Any) -> str | None:
-    return as_label(value) if kind == "label" else None
+    ts: NDArray[np.int64]
+    numbers: NDArray[np.float64]
+    labels: list[str | None]
+    correct: list[bool | None]
 
 
 class EventRows:
     """Enriched feedback: the event, joined to its inference's fields. The stage hands
     over what it counts as columns (:meth:`extend`); the table's columns are built at
-    `take()`, as for InferenceRows. A missing confidence or latency is None, not NaN."""
+    `take()`, as for InferenceRows. A missing number, confidence or latency is NaN in the
+    arrays and null in the table (the sink converts NaN to null; valid values are finite)."""
 
-    __slots__ = ("cells", "confidences", "correct", "events", "inference_ts", "joined",
-                 "late", "latencies", "offsets", "predictions")  # fmt: skip
+    __slots__ = ("context", "events", "inference_ts", "joined", "late", "offsets", "read")
 
     def __init__(self) -> None:
         self.events: list[Feedback] = []
+        self.read: list[ReadValues] = []
+        self.context: list[InferenceColumns] = []
         self.inference_ts: list[int | None] = []
-        self.predictions: list[str | None] = []
-        self.confidences: list[float | None] = []
-        self.latencies: list[float | None] = []
-        self.cells: list[int] = []
         self.offsets: list[int] = []
         self.late: list[bool] = []
-        self.correct: list[bool | None] = []
         self.joined: list[bool] = []
 
     def extend(
         self,
         events: list[Feedback],
+        read: ReadValues,
         context: InferenceColumns,
         joined: NDArray[np.bool_],
         offsets: list[int],
         late: list[bool],
-        correct: list[bool | None],
     ) -> None:
         """Counted feedback: `context` holds each event's inference columns, read where
-        it `joined` (an unjoined event's inference fields are null)."""
+        it `joined` (an unjoined event's are null: no label, NaN numbers)."""
         self.events += events
-        ts, labels = context.ts.tolist(), context.labels.tolist()
-        confidences = [None if c != c else c for c in context.confidences.tolist()]  # NaN
-        latencies = [None if v != v else v for v in context.latencies.tolist()]
+        self.read.append(read)
+        inference_ts = context.ts.tolist()
         if not joined.all():
             for j in np.flatnonzero(~joined).tolist():
-                ts[j] = labels[j] = confidences[j] = latencies[j] = None
-        self.inference_ts += ts
-        self.predictions += labels
-        self.confidences += confidences
-        self.latencies += latencies
-        self.cells += context.cells.tolist()
+                inference_ts[j] = None
+        self.inference_ts += inference_ts
+        self.context.append(context)
         self.offsets += offsets
         self.late += late
-        self.correct += correct
         self.joined += joined.tolist()
 
     def take(self, partition: int, dims: DimColumns) -> TableRows | None:
@@ -164,17 +149,16 @@ class EventRows:
         if not events:
             return None
         n = len(events)
-        kind = [e.kind for e in events]
-        value = [e.value for e in events]
+        read, context = self.read, self.context
         columns: dict[str, Any] = {
             "event_id": [e.event_id for e in events],
             "request_id": [e.request_id for e in events],
-            "ts": [e.ts for e in events],
-            "kind": kind,
-            "value": list(map(_encode, value)),
-            "value_num": list(map(_value_num, kind, value)),
-            "label": list(map(_label, kind, value)),
-            "correct": list(map(_UINT8.get, self.correct)),
+            "ts": np.concatenate([r.ts for r in read]),
+            "kind": [e.kind for e in events],
+            "value": list(map(_encode, [e.value for e in events])),
+            "value_num": np.concatenate([r.numbers for r in read]),  # NaN: null
+            "label": list(chain.from_iterable(r.labels for r in read)),
+            "correct": list(map(_UINT8.get, chain.from_iterable(r.correct for r in read))),
             "user_id": [e.user_id for e in events],
             "session_id": [e.session_id for e in events],
             "attributes": [e.attributes for e in events],
@@ -182,10 +166,10 @@ class EventRows:
             "late": np.fromiter(self.late, dtype=np.uint8, count=n),
             "inference_ts": self.inference_ts,
         }
-        columns.update(dims(np.fromiter(self.cells, dtype=np.int64, count=n)))
-        columns["prediction"] = self.predictions
-        columns["confidence"] = self.confidences
-        columns["latency_ms"] = self.latencies
+        columns.update(dims(np.concatenate([c.cells for c in context])))
+        columns["prediction"] = np.concatenate([c.labels for c in context]).tolist()
+        columns["confidence"] = np.concatenate([c.confidences for c in context])
+        columns["latency_ms"] = np.concatenate([c.latencies for c in context])
         columns["source_partition"] = np.full(n, partition, dtype=np.uint32)
         columns["source_offset"] = np.fromiter(self.offsets, dtype=np.uint64, count=n)
         self.__init__()  # type: ignore[misc]

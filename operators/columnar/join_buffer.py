@@ -16,12 +16,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from operators.columnar.hash_fifo import HashFifo, hash_keys
+from operators.events import Inference
 from operators.join import InferenceContext
+
+
+def object_column(values: Sequence[Any]) -> NDArray[np.object_]:
+    """A 1-d object array of `values` (np.array would nest tuples or guess a dtype)."""
+    array = np.empty(len(values), dtype=np.object_)
+    array[:] = values
+    return array
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +42,19 @@ class InferenceColumns:
     labels: NDArray[np.object_]  # str or None: the prediction as compared with labels
     confidences: NDArray[np.float64]  # NaN: none given
     latencies: NDArray[np.float64]  # NaN: none given
+
+    @classmethod
+    def of(
+        cls, events: Sequence[Inference], ts: NDArray[np.int64], cells: Sequence[int],
+        labels: Sequence[str | None],
+    ) -> InferenceColumns:  # fmt: skip
+        """The columns of decoded inferences: their `ts` (epoch ms), cell ids and labels
+        as the caller has them, the numbers read here (None -> NaN)."""
+        return cls(
+            ts, np.array(cells, dtype=np.int64), object_column(labels),
+            np.array([e.confidence for e in events], dtype=np.float64),
+            np.array([e.latency_ms for e in events], dtype=np.float64),
+        )  # fmt: skip
 
     def context(self, i: int) -> InferenceContext:
         """Row `i` as the row-wise stage's tuple."""

@@ -41,7 +41,7 @@ class InferenceSide:
 class FeedbackSide:
     """Counted feedback: row i is one feedback event, joined or given up on.
 
-    `numbers` is :func:`operators.metrics.feedback_number` (a report's amount for a
+    `numbers` is :func:`operators.metrics.feedback_numbers` (a report's amount for a
     report). Keyed columns hold ``NONE`` where the event has no key of that family:
     `class_true`/`class_predicted` for categorical labels joined to a prediction,
     `pairs` + `winners` (:data:`operators.families.WINNER_CODES`) for preferences,

@@ -1,6 +1,6 @@
 """The ``reports`` family: fraud/abuse reports (count, amount sum); key = category.
 
-The amount is the feedback's number (:func:`operators.metrics.feedback_number`: the
+The amount is the feedback's number (:func:`operators.metrics.feedback_numbers`: the
 report's amount on the exact-sum grid, 0 when none)."""
 
 from __future__ import annotations

@@ -14,8 +14,16 @@ from connectors.clickhouse import describe, migrate, migrations, to_arrow
 from operators.cells import CellDims
 from operators.columnar.join_buffer import InferenceColumns
 from operators.events import Feedback, Inference
-from operators.metrics import HISTOGRAM_METRIC, LATENCY_METRICS, METRIC_COLUMNS, METRICS, as_label
-from operators.rows import EventRows, InferenceRows, LateRows
+from operators.metrics import (
+    HISTOGRAM_METRIC,
+    KIND_CODES,
+    LATENCY_METRICS,
+    METRIC_COLUMNS,
+    METRICS,
+    as_label,
+    value_numbers,
+)
+from operators.rows import EventRows, InferenceRows, LateRows, ReadValues
 from tests.conftest import ROOT, Store
 
 
@@ -43,7 +51,13 @@ def test_rows_of_every_raw_table_convert_to_their_column_types(store: Store) -> 
                           model_version="v", deployment="primary", segment="s", endpoint="e",
                           prediction=1.0, confidence=None, attributes={"k": "v"})  # fmt: skip
     rows = InferenceRows()
-    rows.extend([inference], [as_label(inference.prediction)], [0], [17], [False])
+    label = as_label(inference.prediction)
+    rows.extend(
+        [inference],
+        InferenceColumns.of([inference], np.array([inference.ts]), [0], [label]),
+        [17],
+        [False],
+    )
     taken = rows.take(2, partial(CellDims().columns, [("t", "m", "primary", "v", "s", "e")]))
     client.insert_arrow(
         "pulse.inferences", to_arrow(taken.columns, describe(client, "pulse", "inferences"))
@@ -67,7 +81,9 @@ def test_rows_of_every_raw_table_convert_to_their_column_types(store: Store) -> 
         np.zeros(1, np.int64), np.zeros(1, np.int64), np.full(1, None, dtype=np.object_),
         np.full(1, np.nan), np.full(1, np.nan),
     )  # fmt: skip
-    events.extend([feedback], unjoined, np.zeros(1, np.bool_), [3], [True], [None])
+    number = value_numbers(np.array([KIND_CODES["report"]]), [feedback.value])  # no amount
+    read = ReadValues(np.array([feedback.ts]), number, [None], [None])
+    events.extend([feedback], read, unjoined, np.zeros(1, np.bool_), [3], [True])
     taken = events.take(0, partial(CellDims().columns, [("unknown",) * 6]))
     client.insert_arrow(
         "pulse.events", to_arrow(taken.columns, describe(client, "pulse", "events"))
@@ -95,7 +111,12 @@ def test_attribute_maps_keep_every_row_s_own_pairs(store: Store) -> None:
     for i, attrs in enumerate(attributes):
         inference = Inference(request_id=f"r{i}", ts=1_767_225_600_000 + i, model_id="m",
                               model_version="v", endpoint="e", attributes=attrs)  # fmt: skip
-        rows.extend([inference], [None], [0], [i], [False])
+        rows.extend(
+            [inference],
+            InferenceColumns.of([inference], np.array([inference.ts]), [0], [None]),
+            [i],
+            [False],
+        )
     taken = rows.take(
         0, partial(CellDims().columns, [("default", "m", "primary", "v", "default", "e")])
     )

@@ -6,10 +6,13 @@ import json
 from functools import partial
 from typing import Any
 
+import numpy as np
+
 from connectors.clickhouse import describe, migrate, to_arrow
 from connectors.join_store import CHUNK, ClickHouseJoinStore
 from operators.batches import RawBatch
 from operators.cells import CellDims
+from operators.columnar.join_buffer import InferenceColumns
 from operators.events import Inference
 from operators.join import FoundInference
 from operators.metrics import as_label
@@ -34,7 +37,10 @@ def _store_inferences(store: Store) -> None:
     cells = [(e.tenant, e.model_id, e.deployment, e.model_version, e.segment, e.endpoint)
              for e in events]  # fmt: skip
     labels = [as_label(e.prediction) for e in events]
-    rows.extend(events, labels, [0, 1, 2], [10, 99, 11], [False] * 3)
+    ts = np.array([e.ts for e in events])
+    rows.extend(
+        events, InferenceColumns.of(events, ts, [0, 1, 2], labels), [10, 99, 11], [False] * 3
+    )
     taken = rows.take(0, partial(CellDims().columns, cells))
     client.insert_arrow(
         "pulse.inferences", to_arrow(taken.columns, describe(client, "pulse", "inferences"))

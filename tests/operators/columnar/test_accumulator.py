@@ -41,8 +41,9 @@ from operators.metrics import (
     KIND_CODES,
     MainLayout,
     feedback_fields,
-    feedback_number,
+    feedback_numbers,
     inference_fields,
+    value_numbers,
 )
 from operators.sketch import buckets_of
 from operators.slices import NO_CUTOFF, FamilyDelta, SliceDeltas
@@ -88,6 +89,12 @@ batches = st.tuples(st.lists(inference, max_size=30), st.lists(feedback, max_siz
 
 Inference = tuple[int, int, float | None, float | None, float]
 Feedback = tuple[int, int, str, Any, bool, bool, tuple[int, int] | None, float]
+
+
+def _number(kind: str, value: Any) -> float:
+    """One value's number for the sums, by the stage's rule in bulk."""
+    codes = np.array([KIND_CODES[kind]], dtype=np.int64)
+    return float(feedback_numbers(codes, value_numbers(codes, [value]))[0])
 
 
 def _keyed(kind: str, value: Any, number: float) -> tuple[str, int, float] | None:
@@ -149,7 +156,7 @@ def today(
         for family, extra, vector in parts:
             deltas[family].add_restricted(slice_start, cell_id, extra, cutoff, vector)
     for slice_start, cell_id, kind, value, right, alone, pair, cutoff in feedback:
-        number = feedback_number(kind, value)
+        number = _number(kind, value)
         classes = _classes(kind, pair)
         keyed = _keyed(kind, value, number)
         if cutoff == NO_CUTOFF:
@@ -230,7 +237,7 @@ def columns(inferences: list[Inference], feedback: list[Feedback]) -> JoinedColu
         records.latencies.append(latency)
         records.inference_cutoffs.append(cutoff)
     for slice_start, cell_id, kind, value, right, alone, pair, cutoff in feedback:
-        number = feedback_number(kind, value)
+        number = _number(kind, value)
         classes = _classes(kind, pair) or (NONE, NONE)
         keyed = _keyed(kind, value, number)
         preference = (keyed[1], int(keyed[2])) if keyed and keyed[0] == PREFERENCES else (NONE, 0)
