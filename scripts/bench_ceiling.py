@@ -473,9 +473,15 @@ def measure(home: Path, n: int, repeat: int, env: dict[str, str]) -> float:
     """The ceiling against the bounded flow over the same log (``home/log``), from one run:
     the flow's default config and a 1-minute-only config (no rollups, no other windows),
     both with recovery on, alternating with the query `repeat` times. Prints rates, each
-    flow's ratio to the ceiling (wall best against best and round by round; CPU), peak
-    RSS, and how the last flow run's 1-minute finest-cell rows compare with the query's.
-    Returns the default config's best rate (events/s)."""
+    flow's ratio to the ceiling (wall best against best and round by round; CPU; process
+    to process), peak RSS, and how the last flow run's 1-minute finest-cell rows compare
+    with the query's. Returns the default config's best rate (events/s).
+
+    The ratio issue 13 judges is the strict one: the query alone (timed inside its
+    process) against the flow's whole process, whose start (imports, the store's
+    migrations) and end (the final windows, the sink's last writes) it includes. Process
+    to process counts both whole, the query's start-up (Python, chDB) and its Parquet
+    output as well: the like-for-like figure, printed beside it, not instead of it."""
     from scripts.bench import _children_cpu, run_flow
 
     config = home / "one-minute.yaml"
@@ -505,10 +511,12 @@ def measure(home: Path, n: int, repeat: int, env: dict[str, str]) -> float:
         seconds, _, cpu = min(runs)
         peak = max(r[1] for r in runs)
         pairs = ", ".join(f"{c.seconds / r[0]:.3f}" for c, r in zip(ceilings, runs, strict=True))
+        whole = min(c.wall for c in ceilings) / seconds
         print(
             f"{label + ':':<36} {n / seconds:12,.0f} events/s  ratio {best.seconds / seconds:.3f}"
-            f" (CPU {min(c.cpu for c in ceilings) / min(r[2] for r in runs):.3f})  "
-            f"{seconds:.1f} s, CPU {cpu:.1f} s; peak RSS {peak / 1024:,.0f} MiB (highest run)"
+            f" (CPU {min(c.cpu for c in ceilings) / min(r[2] for r in runs):.3f}; process to"
+            f" process {whole:.3f})  {seconds:.1f} s, CPU {cpu:.1f} s; peak RSS"
+            f" {peak / 1024:,.0f} MiB (highest run)"
         )
         print(
             f"  round by round: {pairs}; all runs "
