@@ -52,7 +52,7 @@ from operators.columnar.clock import ColumnarClock
 from operators.columnar.dedup_set import DedupSet
 from operators.columnar.hash_fifo import hash_keys
 from operators.columnar.join_buffer import InferenceColumns, JoinBuffer, object_column
-from operators.columnar.joined import NONE, JoinedRecords
+from operators.columnar.joined import NONE, FeedbackSide, InferenceSide, JoinedRecords
 from operators.decode import BatchDecoder
 from operators.events import Event, Feedback, Inference
 from operators.families import CLASSES, KEYED, PREFERENCES, REPORTS, WINNER_CODES, registry
@@ -145,6 +145,17 @@ def _gather(indexes: list[int], values: list[Any]) -> list[Any]:
     if len(indexes) > 1:
         return list(operator.itemgetter(*indexes)(values))
     return [values[i] for i in indexes]
+
+
+@dataclass(slots=True)
+class _LabelsRead:
+    """What :meth:`PartitionStage._labels` read of a feedback sequence, per event: the
+    label as labels compare (None: not a label), and whether it equals the joined
+    prediction (`correct`: None where not compared, for the raw rows; `right`: False)."""
+
+    values: NDArray[np.object_]
+    correct: list[bool | None]
+    right: NDArray[np.bool_]
 
 
 @dataclass(slots=True)
@@ -491,12 +502,11 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
                 kept_ids[j],
                 int(kept_ts[j]),
             )
-        counted = self._counted
-        counted.inference_slices += slices[counts].tolist()
-        counted.inference_cells += kept_rows.cells[counts].tolist()
-        counted.confidences += kept_rows.confidences[counts].tolist()
-        counted.latencies += kept_rows.latencies[counts].tolist()
-        counted.inference_cutoffs += np.where(late, kept_cutoffs, NO_CUTOFF)[counts].tolist()
+        side = InferenceSide(
+            slices[counts], kept_rows.cells[counts], kept_rows.confidences[counts],
+            kept_rows.latencies[counts], np.where(late, kept_cutoffs, NO_CUTOFF)[counts],
+        )  # fmt: skip
+        self._counted.inferences.append(side)
         waited = (
             self.pending.waiting_for(kept_ids)
             if self.pending
@@ -695,25 +705,14 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         kinds = [e.kind for e in events]
         values = [e.value for e in events]
         codes = np.fromiter(map(KIND_CODES.__getitem__, kinds), np.int64, n)
-        labels: list[str | None] = [None] * n
-        correct: list[bool | None] = [None] * n
-        keyed: list[tuple[int, int, int, int, int, int]] = []  # as JoinedRecords.keyed
-        predictions = context.labels
-        classes = self.keys[CLASSES]
-        for j in np.flatnonzero(codes == KIND_CODES["label"]).tolist():
-            value = values[j]
-            labels[j] = label = value.strip() if type(value) is str else as_label(value)
-            prediction = predictions[j]
-            if prediction is None:
-                continue
-            correct[j] = label == prediction  # the rule: metrics.as_label, inlined
-            if type(value) is str or type(value) is int:  # categorical labels
-                keyed.append((j, classes.id_of(label), classes.id_of(prediction), NONE, 0, NONE))
+        keys = np.full((5, n), NONE, dtype=np.int64)  # as FeedbackSide's keyed columns
+        keys[3] = 0  # the winner code where there is no pair
+        labels = self._labels(codes, values, context.labels, keys)
         ts = np.fromiter(map(_TS, events), np.int64, n)
         slices = ts - ts % self._slice
         late = ColumnarClock.late(self._window_ends(slices), cutoffs, self.config.allowed_lateness)
         carried = value_numbers(codes, values)
-        read = ReadValues(ts, carried, labels, correct)
+        read = ReadValues(ts, carried, labels.values, labels.correct)
         self._event_rows.extend(events, read, context, joined, offsets, late.tolist())
         numbers = feedback_numbers(codes, carried)
         shards = self.config.session_shards
@@ -729,35 +728,70 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         for j in np.flatnonzero(keyed_kinds).tolist():
             value = values[j]
             if kinds[j] == "preference":
-                pair = self.keys[PREFERENCES].id_of((value["policy_a"], value["policy_b"]))
-                keyed.append((j, NONE, NONE, pair, WINNER_CODES[value["winner"]], NONE))
+                keys[2, j] = self.keys[PREFERENCES].id_of((value["policy_a"], value["policy_b"]))
+                keys[3, j] = WINNER_CODES[value["winner"]]
             else:
-                category = self.keys[REPORTS].id_of(value["category"])
-                keyed.append((j, NONE, NONE, NONE, 0, category))
+                keys[4, j] = self.keys[REPORTS].id_of(value["category"])
         counts = ~late
         for j in np.flatnonzero(late).tolist():
             counts[j] = self._late(
                 int(slices[j]), int(cells[j]), float(cutoffs[j]), "feedback",
                 events[j].event_id, int(ts[j]),
             )  # fmt: skip
-        counted = self._counted
-        flags = [c is True for c in correct]
-        if not counts.all():
-            flags = list(compress(flags, counts.tolist()))
-        if keyed:  # a counted row's place in `counted`: its rank among the counted
-            rows = np.cumsum(counts) - 1 + len(counted.feedback_slices)
-            counted.keyed += [
-                (int(rows[j]), true, predicted, pair, winner, category)
-                for j, true, predicted, pair, winner, category in keyed
-                if counts[j]
-            ]
-        counted.feedback_slices += slices[counts].tolist()
-        counted.feedback_cells += cells[counts].tolist()
-        counted.kinds += codes[counts].tolist()
-        counted.numbers += numbers[counts].tolist()
-        counted.correct += flags
-        counted.unjoined += (~joined[counts]).tolist()
-        counted.feedback_cutoffs += np.where(late, cutoffs, NO_CUTOFF)[counts].tolist()
+        kept = keys[:, counts]
+        side = FeedbackSide(
+            slices[counts], cells[counts], codes[counts], numbers[counts], labels.right[counts],
+            ~joined[counts], kept[0], kept[1], kept[2], kept[3], kept[4],
+            np.where(late, cutoffs, NO_CUTOFF)[counts],
+        )  # fmt: skip
+        self._counted.feedback.append(side)
+
+    def _labels(
+        self,
+        codes: NDArray[np.int64],
+        values: list[Any],
+        predictions: NDArray[np.object_],
+        keys: NDArray[np.int64],
+    ) -> _LabelsRead:
+        """Each label as labels compare (:func:`~operators.metrics.as_label`, strings
+        trimmed inline), whether it equals its joined prediction, and for categorical
+        labels (strings and ints) the class ids of both, into `keys` rows 0 and 1. New
+        classes are numbered in event order, a label before its prediction."""
+        n = len(values)
+        read = _LabelsRead(np.full(n, None, np.object_), [None] * n, np.zeros(n, np.bool_))
+        rows = np.flatnonzero(codes == KIND_CODES["label"])
+        if not len(rows):
+            return read
+        given = [values[j] for j in rows.tolist()]
+        labels = [v.strip() if type(v) is str else as_label(v) for v in given]
+        read.values[rows] = labels
+        paired = predictions[rows] != None  # noqa: E711  (elementwise: joined to a prediction)
+        at = rows[paired]
+        mine, theirs = object_column(labels)[paired], predictions[at]
+        right = mine == theirs
+        read.right[at] = right
+        for j, flag in zip(at.tolist(), right.tolist(), strict=True):
+            read.correct[j] = flag
+        categorical = np.fromiter(
+            (type(v) is str or type(v) is int for v in given), np.bool_, len(given)
+        )
+        if (keyed := categorical[paired]).any():
+            true_ids, predicted_ids = self._class_ids(mine[keyed].tolist(), theirs[keyed].tolist())
+            keys[0, at[keyed]] = true_ids
+            keys[1, at[keyed]] = predicted_ids
+        return read
+
+    def _class_ids(self, labels: list[str], predictions: list[str]) -> tuple[list[int], list[int]]:
+        """The class ids of labels and their predictions (new ones numbered in order)."""
+        classes = self.keys[CLASSES]
+        true_ids = list(map(classes.ids.get, labels, repeat(-1)))
+        predicted_ids = list(map(classes.ids.get, predictions, repeat(-1)))
+        if -1 in true_ids or -1 in predicted_ids:
+            id_of = classes.id_of
+            for k in range(len(labels)):
+                if true_ids[k] < 0 or predicted_ids[k] < 0:
+                    true_ids[k], predicted_ids[k] = id_of(labels[k]), id_of(predictions[k])
+        return true_ids, predicted_ids
 
     def _contexts(
         self, events: list[Feedback], slots: NDArray[np.int64]

@@ -100,7 +100,7 @@ class ReadValues:
 
     ts: NDArray[np.int64]
     numbers: NDArray[np.float64]
-    labels: list[str | None]
+    labels: NDArray[np.object_]
     correct: list[bool | None]
 
 
@@ -157,7 +157,7 @@ class EventRows:
             "kind": [e.kind for e in events],
             "value": list(map(_encode, [e.value for e in events])),
             "value_num": np.concatenate([r.numbers for r in read]),  # NaN: null
-            "label": list(chain.from_iterable(r.labels for r in read)),
+            "label": np.concatenate([r.labels for r in read]).tolist(),
             "correct": list(map(_UINT8.get, chain.from_iterable(r.correct for r in read))),
             "user_id": [e.user_id for e in events],
             "session_id": [e.session_id for e in events],

@@ -7,7 +7,7 @@
 `capture` replays the bench's kind of traffic (:mod:`operators.synthetic`, as
 scripts/bench.py) through the partition stage (the settings of $PULSE_CONFIG over
 config/pulse.yaml, bounded, no snapshots; as ``scripts/bench_columnar.py --stage``),
-keeps what every ``_add_counted`` call counted (its :class:`JoinedRecords`, as lists) and
+keeps what every ``_add_counted`` call counted (its :class:`JoinedRecords`' sides) and
 pickles them with the partition they came from. The stage of this replay ticks only at
 its end; `time` drains every --tick-every counted events of a partition, as a live run
 ticks about once a second.
@@ -43,7 +43,7 @@ from operators.families import registry, widths
 from operators.metrics import MainLayout
 from operators.slices import FamilyDelta, SliceDeltas
 
-Captured = list[tuple[int, dict[str, list[Any]]]]  # (partition, JoinedRecords' lists)
+Captured = list[tuple[int, dict[str, list[Any]]]]  # (partition, JoinedRecords' sides)
 
 
 def capture(events: int, dims: int, batch: int, seed: int) -> tuple[int, Captured]:
@@ -88,7 +88,7 @@ def run(bins: int, captured: Captured, tick_every: int) -> tuple[float, int, str
     n = 0
     start = time.process_time()
     for partition, records in inputs:
-        count = len(records.inference_slices) + len(records.feedback_slices)
+        count = sum(map(len, records.inferences)) + sum(map(len, records.feedback))
         n += count
         accumulator.add(records.take(), deltas[partition])
         since[partition] += count

@@ -8,15 +8,14 @@ counted inference and one per counted feedback, and the families
 (:mod:`operators.families`) turn them into slice deltas in bulk. Columns rather than a
 record per event, so the families' rules run once per batch, on time or late alike.
 
-:class:`JoinedRecords` collects the rows as plain lists for today's row-wise stage;
-:meth:`JoinedRecords.take` turns them into :class:`JoinedColumns`.
+:class:`JoinedRecords` collects the stage's columns call by call;
+:meth:`JoinedRecords.take` joins them into one :class:`JoinedColumns`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from itertools import chain
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -32,6 +31,8 @@ class InferenceSide:
     confidence: np.ndarray  # float64, NaN when absent
     latency: np.ndarray  # float64 ms, NaN when absent
     cutoffs: np.ndarray  # float64, NO_CUTOFF when on time
+
+    DTYPES: ClassVar = (np.int64, np.int64, np.float64, np.float64, np.float64)
 
     def __len__(self) -> int:
         return len(self.slices)
@@ -61,6 +62,9 @@ class FeedbackSide:
     categories: np.ndarray  # int64 report category id
     cutoffs: np.ndarray  # float64, NO_CUTOFF when on time
 
+    DTYPES: ClassVar = (np.int64, np.int64, np.int64, np.float64, np.bool_, np.bool_,
+                        np.int64, np.int64, np.int64, np.int64, np.int64, np.float64)  # fmt: skip
+
     def __len__(self) -> int:
         return len(self.slices)
 
@@ -75,68 +79,32 @@ class JoinedColumns:
 
 @dataclass
 class JoinedRecords:
-    """Counted events of the batch being processed, as lists the hot path appends to."""
+    """Counted events of the batch being processed: the columns of each call that
+    counted some, joined at :meth:`take` (no Python value per event and column)."""
 
-    inference_slices: list[int] = field(default_factory=list)
-    inference_cells: list[int] = field(default_factory=list)
-    confidences: list[float | None] = field(default_factory=list)
-    latencies: list[float | None] = field(default_factory=list)
-    inference_cutoffs: list[float] = field(default_factory=list)
-    feedback_slices: list[int] = field(default_factory=list)
-    feedback_cells: list[int] = field(default_factory=list)
-    kinds: list[int] = field(default_factory=list)
-    numbers: list[float] = field(default_factory=list)
-    correct: list[bool] = field(default_factory=list)
-    unjoined: list[bool] = field(default_factory=list)
-    feedback_cutoffs: list[float] = field(default_factory=list)
-    # Only feedback rows with a key of a keyed family (most have none):
-    # (row, true, predicted, pair, winner, category), NONE where absent.
-    keyed: list[tuple[int, int, int, int, int, int]] = field(default_factory=list)
+    inferences: list[InferenceSide] = field(default_factory=list)
+    feedback: list[FeedbackSide] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.inference_slices or self.feedback_slices)
+        return bool(self.inferences or self.feedback)
 
     def take(self) -> JoinedColumns:
-        """The rows as columns, leaving these lists empty."""
-        inferences = InferenceSide(
-            _same_or(self.inference_slices, np.int64),
-            _ints(self.inference_cells),
-            np.array(self.confidences, dtype=np.float64),  # None -> NaN
-            np.array(self.latencies, dtype=np.float64),
-            _same_or(self.inference_cutoffs, np.float64),
+        """The rows as one set of columns, leaving these lists empty."""
+        joined = JoinedColumns(
+            InferenceSide(*_joined(self.inferences or [_empty(InferenceSide)])),
+            FeedbackSide(*_joined(self.feedback or [_empty(FeedbackSide)])),
         )
-        n = len(self.feedback_slices)
-        keys = np.full((5, n), NONE, dtype=np.int64)
-        keys[3] = 0  # winner code where there is no pair
-        if self.keyed:
-            width = len(self.keyed[0])
-            flat = chain.from_iterable(self.keyed)
-            keyed = np.fromiter(flat, np.int64, len(self.keyed) * width).reshape(-1, width)
-            keys[:, keyed[:, 0]] = keyed[:, 1:].T
-        feedback = FeedbackSide(
-            _same_or(self.feedback_slices, np.int64),
-            _ints(self.feedback_cells),
-            _ints(self.kinds),
-            np.fromiter(self.numbers, np.float64, n),
-            np.fromiter(self.correct, np.bool_, n),
-            np.fromiter(self.unjoined, np.bool_, n),
-            keys[0], keys[1], keys[2], keys[3], keys[4],
-            _same_or(self.feedback_cutoffs, np.float64),
-        )  # fmt: skip
-        for name in self.__dataclass_fields__:
-            getattr(self, name).clear()
-        return JoinedColumns(inferences, feedback)
+        self.inferences, self.feedback = [], []
+        return joined
 
 
-# Python lists to arrays: np.fromiter with a count, and np.full for a column of one value
-# (most batches' slices and cutoffs), cost less than np.array's discovery of the shape.
+def _empty(side: type[Any]) -> Any:
+    """A side of no rows, each column of its type."""
+    return side(*(np.empty(0, dtype) for dtype in side.DTYPES))
 
 
-def _ints(values: list[int]) -> np.ndarray:
-    return np.fromiter(values, np.int64, len(values))
-
-
-def _same_or(values: list[Any], dtype: type[np.generic]) -> np.ndarray:
-    if values and values.count(values[0]) == len(values):
-        return np.full(len(values), values[0], dtype=dtype)
-    return np.fromiter(values, dtype, len(values))
+def _joined(parts: list[Any]) -> list[np.ndarray]:
+    """Each field of `parts` (sides of the same kind) concatenated."""
+    if len(parts) == 1:
+        return [getattr(parts[0], f.name) for f in fields(parts[0])]
+    return [np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(parts[0])]

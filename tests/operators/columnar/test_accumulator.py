@@ -229,29 +229,37 @@ def today(
 
 
 def columns(inferences: list[Inference], feedback: list[Feedback]) -> JoinedColumns:
+    """The events as the stage hands them over: one side of each, joined by the records."""
     records = JoinedRecords()
-    for slice_start, cell_id, confidence, latency, cutoff in inferences:
-        records.inference_slices.append(slice_start)
-        records.inference_cells.append(cell_id)
-        records.confidences.append(confidence)
-        records.latencies.append(latency)
-        records.inference_cutoffs.append(cutoff)
+    if inferences:
+        slices_i, cells_i, confidences, latencies, cutoffs_i = zip(*inferences, strict=True)
+        side = InferenceSide(
+            np.array(slices_i, dtype=np.int64), np.array(cells_i, dtype=np.int64),
+            np.array(confidences, dtype=np.float64), np.array(latencies, dtype=np.float64),
+            np.array(cutoffs_i, dtype=np.float64),
+        )  # fmt: skip
+        records.inferences.append(side)
+    rows = []
     for slice_start, cell_id, kind, value, right, alone, pair, cutoff in feedback:
         number = _number(kind, value)
         classes = _classes(kind, pair) or (NONE, NONE)
         keyed = _keyed(kind, value, number)
         preference = (keyed[1], int(keyed[2])) if keyed and keyed[0] == PREFERENCES else (NONE, 0)
         category = keyed[1] if keyed and keyed[0] == REPORTS else NONE
-        records.feedback_slices.append(slice_start)
-        records.feedback_cells.append(cell_id)
-        records.kinds.append(KIND_CODES[kind])
-        records.numbers.append(number)
-        records.correct.append(right)
-        records.unjoined.append(alone)
-        if (*classes, *preference, category) != (NONE, NONE, NONE, 0, NONE):
-            row = len(records.feedback_slices) - 1
-            records.keyed.append((row, *classes, *preference, category))
-        records.feedback_cutoffs.append(cutoff)
+        rows.append((slice_start, cell_id, KIND_CODES[kind], number, right, alone,
+                     *classes, *preference, category, cutoff))  # fmt: skip
+    half = len(rows) // 2
+    for part in (rows[:half], rows[half:]):  # two calls' sides, joined by take()
+        if part:
+            columns = zip(*part, strict=True)
+            records.feedback.append(
+                FeedbackSide(
+                    *(
+                        np.array(c, dtype=t)
+                        for c, t in zip(columns, FeedbackSide.DTYPES, strict=True)
+                    )
+                )
+            )
     return records.take()
 
 
