@@ -142,6 +142,34 @@ class UserSessions:
         keep.insert(bisect.bisect([s.start for s in keep], session.start), session)
         self.sessions = keep
 
+    def extend(
+        self, records: list[SessionRecord], gap: int, watermark: float, lateness: int
+    ) -> None:
+        """Add one batch's events of this user, with the result of :meth:`add` for each in
+        turn. In bulk when they all join the user's one open session: none late, and each
+        within `gap` of the session or of one of them that is (its sessions are then one
+        window, whatever the order: sums of QUANTUM multiples are exact, and the cell is
+        the smallest (ts, cell)'s). Otherwise one by one, in order: a late event starts a
+        session of its own only if none is open where it lands when it comes."""
+        times = [record[1] for record in records]
+        opened = [s for s in self.sessions if not s.late]
+        if len(opened) == 1 and not is_final(min(times) + gap, watermark, lateness):
+            only = opened[0]
+            if _joins(times, only.start, only.last, gap):
+                first, cell = min((record[1], record[2]) for record in records)
+                only.reach(first, max(times), cell)
+                only.events += len(records)
+                for _, _, _, kind, number in records:
+                    if kind == RATING:
+                        only.ratings += 1
+                        only.rating_sum += number
+                    elif kind == THUMBS:
+                        only.thumbs += 1
+                        only.thumbs_up += number > 0
+                return
+        for _, ts, cell, kind, number in records:
+            self.add(ts, cell, kind, number, gap, is_final(ts + gap, watermark, lateness))
+
     def close(self, watermark: float, gap: int, lateness: int) -> list[Session]:
         """Remove and return the final sessions (a session's window ends `gap` after its
         last event)."""
@@ -152,6 +180,25 @@ class UserSessions:
         if closed:
             self.sessions = kept
         return closed
+
+
+def _joins(times: list[int], start: int, last: int, gap: int) -> bool:
+    """Whether events at `times` and a session over [start, last] make one session: each
+    event outside it is within `gap` of the session or of an event that is (windows
+    [ts, ts + gap) overlap when starts are less than `gap` apart)."""
+    if start - gap < min(times) and max(times) < last + gap:
+        return True  # each overlaps the session itself (most batches)
+    edge = start
+    for ts in sorted((t for t in times if t < start), reverse=True):
+        if edge - ts >= gap:
+            return False
+        edge = ts
+    edge = last
+    for ts in sorted(t for t in times if t > last):
+        if ts - edge >= gap:
+            return False
+        edge = ts
+    return True
 
 
 class SessionStage(StatefulLogic[SessionBatch, TableRows, bytes]):
@@ -185,13 +232,15 @@ class SessionStage(StatefulLogic[SessionBatch, TableRows, bytes]):
     def on_item(self, value: SessionBatch) -> tuple[list[TableRows], bool]:
         watermark = self.watermark
         lateness = self.config.allowed_lateness
-        for user_id, ts, cell, kind, number in value.records:
-            for i, spec in enumerate(self.config.specs):
+        by_user: dict[str, list[SessionRecord]] = {}
+        for record in value.records:  # users are independent: each one's events in order
+            by_user.setdefault(record[0], []).append(record)
+        for i, spec in enumerate(self.config.specs):
+            for user_id, records in by_user.items():
                 sessions = self.users.get((i, user_id))
                 if sessions is None:
                     sessions = self.users[(i, user_id)] = UserSessions()
-                late = is_final(ts + spec.gap, watermark, lateness)
-                sessions.add(ts, cell, kind, number, spec.gap, late)
+                sessions.extend(records, spec.gap, watermark, lateness)
         previous = self.watermarks.get(value.partition, -float("inf"))
         self.watermarks[value.partition] = max(previous, value.watermark)
         rows = self._close()

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from operators.cells import Cell
 from operators.sessions import UserSessions
+from operators.windows import is_final
 
 GAP = 1_000
 CELL = ("t", "m", "d", "v1", "s", "e")
@@ -42,3 +47,36 @@ def test_a_late_event_that_no_open_session_takes_is_a_late_session_of_its_own() 
     user.add(5_200, CELL, "rating", 1.0, GAP, late=True)  # a late session takes nothing
     assert _starts_lasts_late(user) == [(5_000, 5_000, True), (5_200, 5_200, True),
                                         (10_000, 10_000, False)]  # fmt: skip
+
+
+_events = st.lists(
+    st.tuples(
+        st.integers(0, 32).map(lambda k: k * GAP // 4),  # ts: gaps below, at and past GAP
+        st.sampled_from([CELL, ("t", "m", "d", "v0", "s", "e")]),
+        st.sampled_from(["rating", "thumbs", "click"]),
+        st.sampled_from([0.0, 1.0, 2.5, 4.0]),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@example([(2 * GAP, CELL, "rating", 1.0)], [(GAP, CELL, "rating", 1.0)], 0)  # GAP below: apart
+@example([(GAP, CELL, "rating", 1.0)], [(2 * GAP, CELL, "rating", 1.0)], 0)  # GAP above: apart
+@given(_events, _events, st.integers(-8, 40).map(lambda k: k * GAP // 4))
+def test_a_batch_extends_as_its_events_one_by_one(
+    before: list[tuple[int, Cell, str, float]],
+    batch: list[tuple[int, Cell, str, float]],
+    watermark: int,
+) -> None:
+    """`extend` (in bulk when the batch joins the one open session) leaves the sessions
+    that adding the batch's events one by one, in order, leaves."""
+    one_by_one, bulk = UserSessions(), UserSessions()
+    for user in (one_by_one, bulk):  # the same open sessions, some late
+        for ts, cell, kind, number in before:
+            user.add(ts, cell, kind, number, GAP, late=ts + GAP <= watermark - 3_000)
+    for ts, cell, kind, number in batch:
+        one_by_one.add(ts, cell, kind, number, GAP, is_final(ts + GAP, watermark, 0))
+    if batch:
+        bulk.extend([("u", *event) for event in batch], GAP, watermark, 0)
+    assert bulk.sessions == one_by_one.sessions
