@@ -158,14 +158,8 @@ class UserSessions:
             if _joins(times, only.start, only.last, gap):
                 first, cell = min((record[1], record[2]) for record in records)
                 only.reach(first, max(times), cell)
-                only.events += len(records)
-                for _, _, _, kind, number in records:
-                    if kind == RATING:
-                        only.ratings += 1
-                        only.rating_sum += number
-                    elif kind == THUMBS:
-                        only.thumbs += 1
-                        only.thumbs_up += number > 0
+                for _, ts, _, kind, number in records:
+                    only.add(ts, kind, number)
                 return
         for _, ts, cell, kind, number in records:
             self.add(ts, cell, kind, number, gap, is_final(ts + gap, watermark, lateness))
