@@ -240,11 +240,15 @@ def migrate(client: Client, database: str) -> list[str]:
     return applied
 
 
-def prepare(client: Client, database: str, grouping_sets: Sequence[tuple[str, ...]]) -> None:
+def prepare(target: Target, grouping_sets: Sequence[tuple[str, ...]]) -> None:
     """A store ready for a flow: the migrations, then the views that follow the settings
-    (`session_metrics` over the configured grouping sets)."""
-    migrate(client, database)
-    client.command(session_view_sql(database, list(grouping_sets)))
+    (`session_metrics` over the configured grouping sets), on a client of its own."""
+    client = connect(target)
+    try:
+        migrate(client, target.database)
+        client.command(session_view_sql(target.database, list(grouping_sets)))
+    finally:
+        client.close()
 
 
 SESSION_ROLLUP_DIMS = ("model_version", "segment", "endpoint")

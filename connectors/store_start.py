@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from types import TracebackType
 
-from connectors.clickhouse import Target, connect, engine_kept, prepare
+from connectors.clickhouse import Target, engine_kept, prepare
 from connectors.query_server import owned
 
 
@@ -41,11 +41,7 @@ class StoreStart:
     def _start(self) -> None:
         try:
             self._held.enter_context(engine_kept(self.target))
-            client = connect(self.target)
-            try:
-                prepare(client, self.target.database, self.grouping_sets)
-            finally:
-                client.close()
+            prepare(self.target, self.grouping_sets)
         except BaseException as exc:  # raised again where the run waits (__enter__)
             self._error = exc
 

@@ -26,7 +26,7 @@ from bytewax.inputs import Source
 
 from config.settings import Settings, load_settings
 from connectors.actions import ActionSink
-from connectors.clickhouse import Target, connect, prepare
+from connectors.clickhouse import Target, prepare
 from connectors.clickhouse_sink import ClickHouseSink
 from connectors.console import configure_logging
 from connectors.delivery import OutboxSink
@@ -163,11 +163,7 @@ def prepare_store(settings: Settings) -> Target:
     """Create the database and tables (numbered migrations, idempotent) and the views that
     follow the settings."""
     target = clickhouse_target(settings)
-    client = connect(target)
-    try:
-        prepare(client, target.database, settings.aggregation.grouping_set_tuples())
-    finally:
-        client.close()
+    prepare(target, settings.aggregation.grouping_set_tuples())
     return target
 
 
