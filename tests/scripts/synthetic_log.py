@@ -4,17 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from connectors.event_writer import LogWriter
 from connectors.local_log import LocalLog
-from operators.partitioning import partition_for
 from operators.synthetic import TrafficGenerator, TrafficProfile
 
 
 def write_log(root: Path, partitions: int, profile: TrafficProfile) -> None:
-    log = LocalLog(root, partitions)
-    groups: dict[tuple[str, int], list[bytes]] = {}
-    for event in TrafficGenerator(profile).events():
-        groups.setdefault((event.stream, partition_for(event.key, partitions)), []).append(
-            event.line
-        )
-    log.append_many(groups)
-    log.close()
+    writer = LogWriter(LocalLog(root, partitions))  # routes each event by its key
+    writer.write((e.stream, e.key, e.line) for e in TrafficGenerator(profile).events())
+    writer.close()
