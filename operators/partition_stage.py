@@ -490,7 +490,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
                 kept_ts, rows.cells[kept], rows.labels[kept], rows.confidences[kept],
                 rows.latencies[kept],
             )  # fmt: skip
-        self._inference_rows.extend(kept_events, kept_rows, kept_offsets, late.tolist())
+        self._inference_rows.extend(kept_events, kept_rows, kept_ids, kept_offsets, late.tolist())
         self.released.arrived(kept_ids)
         counts = ~late
         for j in np.flatnonzero(late).tolist():
@@ -712,7 +712,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         slices = ts - ts % self._slice
         late = ColumnarClock.late(self._window_ends(slices), cutoffs, self.config.allowed_lateness)
         carried = value_numbers(codes, values)
-        read = ReadValues(ts, carried, labels.values, labels.correct)
+        read = ReadValues(ts, kinds, values, carried, labels.values, labels.correct)
         self._event_rows.extend(events, read, context, joined, offsets, late.tolist())
         numbers = feedback_numbers(codes, carried)
         shards = self.config.session_shards

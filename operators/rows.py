@@ -14,7 +14,7 @@ request_id (first wins: ``version`` falls with the source offset), `events` by e
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any
@@ -43,21 +43,24 @@ class InferenceRows:
     `take()`: the numbers and the dims' cell ids from the stage's arrays (no list per
     value for the sink to convert), the strings by one comprehension per field."""
 
-    __slots__ = ("columns", "events", "late", "offsets")
+    __slots__ = ("columns", "events", "late", "offsets", "request_ids")
 
     def __init__(self) -> None:
         self.events: list[Inference] = []
         self.columns: list[InferenceColumns] = []
+        self.request_ids: list[str] = []
         self.offsets: list[int] = []
         self.late: list[bool] = []
 
     def extend(
-        self, events: list[Inference], columns: InferenceColumns, offsets: list[int],
-        late: list[bool],
+        self, events: list[Inference], columns: InferenceColumns, request_ids: list[str],
+        offsets: list[int], late: list[bool],
     ) -> None:  # fmt: skip
-        """`columns`: the events' own (ts, cell ids, labels, confidence, latency)."""
+        """`columns`: the events' own (ts, cell ids, labels, confidence, latency);
+        `request_ids` theirs, as the stage read them."""
         self.events += events
         self.columns.append(columns)
+        self.request_ids += request_ids
         self.offsets += offsets
         self.late += late
 
@@ -68,11 +71,10 @@ class InferenceRows:
         parts = self.columns
         # A comprehension per field: on msgspec Structs, ~2x faster than an attribute
         # getter map, and than astuple + a transposition at batches of thousands.
-        request_id = [e.request_id for e in events]
         attributes = [e.attributes for e in events]
         offsets = np.array(self.offsets, dtype=np.uint64)
         columns: dict[str, Any] = {
-            "request_id": request_id,
+            "request_id": self.request_ids,
             "ts": np.concatenate([c.ts for c in parts]),
         }
         columns.update(dims(np.concatenate([c.cells for c in parts])))
@@ -94,11 +96,14 @@ class InferenceRows:
 
 @dataclass(frozen=True)
 class ReadValues:
-    """What the stage read of counted feedback, per event: its `ts`, its value's number
-    (:func:`operators.metrics.value_numbers`, NaN for none), its label (a label's value as
-    labels compare, else None) and whether that label was correct (None: not compared)."""
+    """What the stage read of counted feedback, per event: its `ts`, kind and value, the
+    value's number (:func:`operators.metrics.value_numbers`, NaN for none), its label (a
+    label's value as labels compare, else None) and whether that label was correct (None:
+    not compared)."""
 
     ts: NDArray[np.int64]
+    kinds: Sequence[str]
+    values: Sequence[Any]
     numbers: NDArray[np.float64]
     labels: NDArray[np.object_]
     correct: list[bool | None]
@@ -154,8 +159,8 @@ class EventRows:
             "event_id": [e.event_id for e in events],
             "request_id": [e.request_id for e in events],
             "ts": np.concatenate([r.ts for r in read]),
-            "kind": [e.kind for e in events],
-            "value": list(map(_encode, [e.value for e in events])),
+            "kind": list(chain.from_iterable(r.kinds for r in read)),
+            "value": list(map(_encode, chain.from_iterable(r.values for r in read))),
             "value_num": np.concatenate([r.numbers for r in read]),  # NaN: null
             "label": np.concatenate([r.labels for r in read]).tolist(),
             "correct": list(map(_UINT8.get, chain.from_iterable(r.correct for r in read))),

@@ -55,6 +55,7 @@ def test_rows_of_every_raw_table_convert_to_their_column_types(store: Store) -> 
     rows.extend(
         [inference],
         InferenceColumns.of([inference], np.array([inference.ts]), [0], [label]),
+        [inference.request_id],
         [17],
         [False],
     )
@@ -82,7 +83,9 @@ def test_rows_of_every_raw_table_convert_to_their_column_types(store: Store) -> 
         np.full(1, np.nan), np.full(1, np.nan),
     )  # fmt: skip
     number = value_numbers(np.array([KIND_CODES["report"]]), [feedback.value])  # no amount
-    read = ReadValues(np.array([feedback.ts]), number, [None], [None])
+    read = ReadValues(
+        np.array([feedback.ts]), [feedback.kind], [feedback.value], number, [None], [None]
+    )
     events.extend([feedback], read, unjoined, np.zeros(1, np.bool_), [3], [True])
     taken = events.take(0, partial(CellDims().columns, [("unknown",) * 6]))
     client.insert_arrow(
@@ -114,6 +117,7 @@ def test_attribute_maps_keep_every_row_s_own_pairs(store: Store) -> None:
         rows.extend(
             [inference],
             InferenceColumns.of([inference], np.array([inference.ts]), [0], [None]),
+            [inference.request_id],
             [i],
             [False],
         )

@@ -38,9 +38,8 @@ def _store_inferences(store: Store) -> None:
              for e in events]  # fmt: skip
     labels = [as_label(e.prediction) for e in events]
     ts = np.array([e.ts for e in events])
-    rows.extend(
-        events, InferenceColumns.of(events, ts, [0, 1, 2], labels), [10, 99, 11], [False] * 3
-    )
+    columns = InferenceColumns.of(events, ts, [0, 1, 2], labels)
+    rows.extend(events, columns, [e.request_id for e in events], [10, 99, 11], [False] * 3)
     taken = rows.take(0, partial(CellDims().columns, cells))
     client.insert_arrow(
         "pulse.inferences", to_arrow(taken.columns, describe(client, "pulse", "inferences"))
