@@ -34,7 +34,7 @@ from clickhouse_connect.driver.summary import QuerySummary
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_never, wait_exponential
 
 from connectors.redact import mask_dsn
-from operators.batches import Categorical
+from operators.batches import Categorical, NullableColumn
 from operators.errors import PulseError
 
 if TYPE_CHECKING:
@@ -286,6 +286,7 @@ def describe(client: Client, database: str, table: str) -> list[tuple[str, str]]
 
 # ---- Arrow conversion -------------------------------------------------------------------
 
+_TIMESTAMP = pa.timestamp("ms", tz="UTC")
 _INTEGER = {
     "UInt8": pa.uint8(),
     "UInt16": pa.uint16(),
@@ -337,24 +338,34 @@ _arrow_without_pandas()
 
 
 def to_arrow_column(values: Any, ch_type: str) -> pa.Array:
-    """Python list, numpy array or Categorical -> Arrow array ClickHouse reads as `ch_type`."""
+    """Python list, numpy array, Categorical or NullableColumn -> Arrow array ClickHouse
+    reads as `ch_type`. Arrays go without a Python object per value: a float array's NaN
+    is null, a NullableColumn's `valid` is the Arrow validity, a string column may be an
+    object array (None is null)."""
     if isinstance(values, Categorical):
         return pa.DictionaryArray.from_arrays(
             pa.array(values.codes, pa.int32()), pa.array(values.categories, pa.string())
         )
     base, nullable = _unwrap(ch_type)
+    mask = None
+    if isinstance(values, NullableColumn):
+        values, mask = values.values, ~values.valid
     if base.startswith("DateTime64"):
-        ints = pa.array(values, pa.int64())
-        return ints.cast(pa.timestamp("ms", tz="UTC"))
+        if isinstance(values, np.ndarray):
+            return pa.array(values.astype(np.int64, copy=False), _TIMESTAMP, mask=mask)
+        return pa.array(values, pa.int64()).cast(_TIMESTAMP)
     if base in _INTEGER:
         if isinstance(values, np.ndarray):
-            return pa.array(values.astype(_INTEGER[base].to_pandas_dtype(), copy=False))
+            dtype = _INTEGER[base].to_pandas_dtype()
+            return pa.array(values.astype(dtype, copy=False), _INTEGER[base], mask=mask)
         return pa.array(values, _INTEGER[base])
     if base in ("Float64", "Float32"):
         if isinstance(values, np.ndarray):
             return pa.array(values.astype(np.float64, copy=False), from_pandas=nullable)
         return pa.array(values, pa.float64())
     if base == "String":
+        if isinstance(values, np.ndarray):
+            return pa.array(values, pa.string())
         if values and isinstance(next((v for v in values if v is not None), None), bytes):
             return pa.array(values, pa.binary())
         return pa.array(values, pa.string())

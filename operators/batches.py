@@ -61,6 +61,19 @@ class Categorical:
 
 
 @dataclass(slots=True)
+class NullableColumn:
+    """A column with nulls: row i is values[i] where valid[i], else null. For integer and
+    time columns, which have no NaN to stand for null as a float column's NaN does: the
+    sink hands both arrays to Arrow as they are, with no Python value per row."""
+
+    values: Any  # numpy array
+    valid: Any  # numpy bool array
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+@dataclass(slots=True)
 class TableRows:
     """Rows for one ClickHouse table, column-oriented (name -> values)."""
 
@@ -90,6 +103,8 @@ class TableRows:
         for name, values in self.columns.items():
             if isinstance(values, Categorical):
                 columns[name] = Categorical(values.codes[start:stop], values.categories)
+            elif isinstance(values, NullableColumn):
+                columns[name] = NullableColumn(values.values[start:stop], values.valid[start:stop])
             else:
                 columns[name] = values[start:stop]
         return TableRows(self.table, columns, write_now=self.write_now)

@@ -44,7 +44,7 @@ from bytewax.operators import StatefulLogic
 from msgspec import UNSET
 from numpy.typing import NDArray
 
-from operators.batches import STREAMS, Categorical, DeadLetter, RawBatch, TableRows
+from operators.batches import STREAMS, Categorical, DeadLetter, NullableColumn, RawBatch, TableRows
 from operators.cells import Cell, CellDims, CellIndex, LocalIds, unknown_cell
 from operators.clock import PartitionClock
 from operators.columnar.accumulator import Accumulator
@@ -150,11 +150,11 @@ def _gather(indexes: list[int], values: list[Any]) -> list[Any]:
 @dataclass(slots=True)
 class _LabelsRead:
     """What :meth:`PartitionStage._labels` read of a feedback sequence, per event: the
-    label as labels compare (None: not a label), and whether it equals the joined
-    prediction (`correct`: None where not compared, for the raw rows; `right`: False)."""
+    label as labels compare (None: not a label), whether it was compared with a joined
+    prediction, and whether it equals it (`right`: False where not compared)."""
 
     values: NDArray[np.object_]
-    correct: list[bool | None]
+    compared: NDArray[np.bool_]
     right: NDArray[np.bool_]
 
 
@@ -490,7 +490,7 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
                 kept_ts, rows.cells[kept], rows.labels[kept], rows.confidences[kept],
                 rows.latencies[kept],
             )  # fmt: skip
-        self._inference_rows.extend(kept_events, kept_rows, kept_ids, kept_offsets, late.tolist())
+        self._inference_rows.extend(kept_events, kept_rows, kept_ids, kept_offsets, late)
         self.released.arrived(kept_ids)
         counts = ~late
         for j in np.flatnonzero(late).tolist():
@@ -712,8 +712,9 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         slices = ts - ts % self._slice
         late = ColumnarClock.late(self._window_ends(slices), cutoffs, self.config.allowed_lateness)
         carried = value_numbers(codes, values)
-        read = ReadValues(ts, kinds, values, carried, labels.values, labels.correct)
-        self._event_rows.extend(events, read, context, joined, offsets, late.tolist())
+        correct = NullableColumn(labels.right, labels.compared)
+        read = ReadValues(ts, codes, values, carried, labels.values, correct)
+        self._event_rows.extend(events, read, context, joined, offsets, late)
         numbers = feedback_numbers(codes, carried)
         shards = self.config.session_shards
         if shards:
@@ -758,7 +759,9 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         labels (strings and ints) the class ids of both, into `keys` rows 0 and 1. New
         classes are numbered in event order, a label before its prediction."""
         n = len(values)
-        read = _LabelsRead(np.full(n, None, np.object_), [None] * n, np.zeros(n, np.bool_))
+        read = _LabelsRead(
+            np.full(n, None, np.object_), np.zeros(n, np.bool_), np.zeros(n, np.bool_)
+        )
         rows = np.flatnonzero(codes == KIND_CODES["label"])
         if not len(rows):
             return read
@@ -768,10 +771,8 @@ class PartitionStage(StatefulLogic[RawBatch, Output, bytes]):
         paired = predictions[rows] != None  # noqa: E711  (elementwise: joined to a prediction)
         at = rows[paired]
         mine, theirs = object_column(labels)[paired], predictions[at]
-        right = mine == theirs
-        read.right[at] = right
-        for j, flag in zip(at.tolist(), right.tolist(), strict=True):
-            read.correct[j] = flag
+        read.right[at] = mine == theirs
+        read.compared[at] = True
         categorical = np.fromiter(
             (type(v) is str or type(v) is int for v in given), np.bool_, len(given)
         )

@@ -23,25 +23,26 @@ import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
-from operators.batches import Categorical, DeadLetter, TableRows
+from operators.batches import Categorical, DeadLetter, NullableColumn, TableRows
 from operators.cells import BASE_DIMS, Cell, format_extra_dims
 from operators.columnar.join_buffer import InferenceColumns
 from operators.events import Feedback, Inference
+from operators.metrics import KIND_CODES
 
 _encode = msgspec.json.encode
 MAX_VERSION = (1 << 63) - 1
 
 # Cell ids -> the dims columns of those cells (:meth:`operators.cells.CellDims.columns`).
 DimColumns = Callable[[np.ndarray], dict[str, Categorical]]
-_UINT8 = {None: None, True: 1, False: 0}  # a Nullable(UInt8) from a bool or None
+_KINDS = list(KIND_CODES)  # by code: the `kind` column's categories
 DEAD_LETTER_RAW_LIMIT = 1 << 20  # raw payloads above this are stored truncated
 
 
 class InferenceRows:
     """Inferences: the stage hands over whole sequences (its accepted inferences, the
     join's columns of them, offsets and lateness); the table's columns are built at
-    `take()`: the numbers and the dims' cell ids from the stage's arrays (no list per
-    value for the sink to convert), the strings by one comprehension per field."""
+    `take()`: the numbers, flags and the dims' cell ids from the stage's arrays (no list
+    per value for the sink to convert), the strings by one comprehension per field."""
 
     __slots__ = ("columns", "events", "late", "offsets", "request_ids")
 
@@ -50,11 +51,11 @@ class InferenceRows:
         self.columns: list[InferenceColumns] = []
         self.request_ids: list[str] = []
         self.offsets: list[int] = []
-        self.late: list[bool] = []
+        self.late: list[NDArray[np.bool_]] = []
 
     def extend(
         self, events: list[Inference], columns: InferenceColumns, request_ids: list[str],
-        offsets: list[int], late: list[bool],
+        offsets: list[int], late: NDArray[np.bool_],
     ) -> None:  # fmt: skip
         """`columns`: the events' own (ts, cell ids, labels, confidence, latency);
         `request_ids` theirs, as the stage read them."""
@@ -62,7 +63,7 @@ class InferenceRows:
         self.columns.append(columns)
         self.request_ids += request_ids
         self.offsets += offsets
-        self.late += late
+        self.late.append(late)
 
     def take(self, partition: int, dims: DimColumns) -> TableRows | None:
         events = self.events
@@ -80,11 +81,11 @@ class InferenceRows:
         columns.update(dims(np.concatenate([c.cells for c in parts])))
         columns.update(
             {
-                "prediction": np.concatenate([c.labels for c in parts]).tolist(),
+                "prediction": np.concatenate([c.labels for c in parts]),  # None: null
                 "confidence": np.concatenate([c.confidences for c in parts]),  # NaN: null
                 "latency_ms": np.concatenate([c.latencies for c in parts]),
                 "attributes": attributes,
-                "late": np.array(self.late, dtype=np.uint8),
+                "late": np.concatenate(self.late).astype(np.uint8),
                 "source_partition": np.full(len(events), partition, dtype=np.uint32),
                 "source_offset": offsets,
                 "version": np.uint64(MAX_VERSION) - offsets,
@@ -96,35 +97,36 @@ class InferenceRows:
 
 @dataclass(frozen=True)
 class ReadValues:
-    """What the stage read of counted feedback, per event: its `ts`, kind and value, the
-    value's number (:func:`operators.metrics.value_numbers`, NaN for none), its label (a
-    label's value as labels compare, else None) and whether that label was correct (None:
-    not compared)."""
+    """What the stage read of counted feedback, per event: its `ts`, kind code
+    (:data:`~operators.metrics.KIND_CODES`) and value, the value's number
+    (:func:`operators.metrics.value_numbers`, NaN for none), its label (a label's value
+    as labels compare, else None) and whether that label was correct (null: not
+    compared)."""
 
     ts: NDArray[np.int64]
-    kinds: Sequence[str]
+    codes: NDArray[np.int64]
     values: Sequence[Any]
     numbers: NDArray[np.float64]
     labels: NDArray[np.object_]
-    correct: list[bool | None]
+    correct: NullableColumn
 
 
 class EventRows:
     """Enriched feedback: the event, joined to its inference's fields. The stage hands
     over what it counts as columns (:meth:`extend`); the table's columns are built at
     `take()`, as for InferenceRows. A missing number, confidence or latency is NaN in the
-    arrays and null in the table (the sink converts NaN to null; valid values are finite)."""
+    arrays and null in the table (the sink converts NaN to null; valid values are finite);
+    an unjoined event's `inference_ts` is null by the joined flags."""
 
-    __slots__ = ("context", "events", "inference_ts", "joined", "late", "offsets", "read")
+    __slots__ = ("context", "events", "joined", "late", "offsets", "read")
 
     def __init__(self) -> None:
         self.events: list[Feedback] = []
         self.read: list[ReadValues] = []
         self.context: list[InferenceColumns] = []
-        self.inference_ts: list[int | None] = []
         self.offsets: list[int] = []
-        self.late: list[bool] = []
-        self.joined: list[bool] = []
+        self.late: list[NDArray[np.bool_]] = []
+        self.joined: list[NDArray[np.bool_]] = []
 
     def extend(
         self,
@@ -133,21 +135,16 @@ class EventRows:
         context: InferenceColumns,
         joined: NDArray[np.bool_],
         offsets: list[int],
-        late: list[bool],
+        late: NDArray[np.bool_],
     ) -> None:
         """Counted feedback: `context` holds each event's inference columns, read where
         it `joined` (an unjoined event's are null: no label, NaN numbers)."""
         self.events += events
         self.read.append(read)
-        inference_ts = context.ts.tolist()
-        if not joined.all():
-            for j in np.flatnonzero(~joined).tolist():
-                inference_ts[j] = None
-        self.inference_ts += inference_ts
         self.context.append(context)
         self.offsets += offsets
-        self.late += late
-        self.joined += joined.tolist()
+        self.late.append(late)
+        self.joined.append(joined)
 
     def take(self, partition: int, dims: DimColumns) -> TableRows | None:
         events = self.events
@@ -155,24 +152,28 @@ class EventRows:
             return None
         n = len(events)
         read, context = self.read, self.context
+        joined = np.concatenate(self.joined)
         columns: dict[str, Any] = {
             "event_id": [e.event_id for e in events],
             "request_id": [e.request_id for e in events],
             "ts": np.concatenate([r.ts for r in read]),
-            "kind": list(chain.from_iterable(r.kinds for r in read)),
+            "kind": Categorical(np.concatenate([r.codes for r in read]).astype(np.int32), _KINDS),
             "value": list(map(_encode, chain.from_iterable(r.values for r in read))),
             "value_num": np.concatenate([r.numbers for r in read]),  # NaN: null
-            "label": np.concatenate([r.labels for r in read]).tolist(),
-            "correct": list(map(_UINT8.get, chain.from_iterable(r.correct for r in read))),
+            "label": np.concatenate([r.labels for r in read]),  # None: null
+            "correct": NullableColumn(
+                np.concatenate([r.correct.values for r in read]),
+                np.concatenate([r.correct.valid for r in read]),
+            ),
             "user_id": [e.user_id for e in events],
             "session_id": [e.session_id for e in events],
             "attributes": [e.attributes for e in events],
-            "joined": np.fromiter(self.joined, dtype=np.uint8, count=n),
-            "late": np.fromiter(self.late, dtype=np.uint8, count=n),
-            "inference_ts": self.inference_ts,
+            "joined": joined.astype(np.uint8),
+            "late": np.concatenate(self.late).astype(np.uint8),
+            "inference_ts": NullableColumn(np.concatenate([c.ts for c in context]), joined),
         }
         columns.update(dims(np.concatenate([c.cells for c in context])))
-        columns["prediction"] = np.concatenate([c.labels for c in context]).tolist()
+        columns["prediction"] = np.concatenate([c.labels for c in context])  # None: null
         columns["confidence"] = np.concatenate([c.confidences for c in context])
         columns["latency_ms"] = np.concatenate([c.latencies for c in context])
         columns["source_partition"] = np.full(n, partition, dtype=np.uint32)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from operators.batches import STREAMS, Categorical, RawBatch, TableRows
+from operators.batches import STREAMS, Categorical, NullableColumn, RawBatch, TableRows
 from operators.merge_stage import MergeConfig, MergeStage
 from operators.partition_stage import PartitionConfig, PartitionStage
 from operators.partitioning import partition_for
@@ -60,6 +60,9 @@ class Output:
 def _plain(column: Any) -> list[Any]:
     if isinstance(column, Categorical):
         return [column.categories[code] for code in column.codes.tolist()]
+    if isinstance(column, NullableColumn):
+        flags = column.valid.tolist()
+        return [v if ok else None for v, ok in zip(column.values.tolist(), flags, strict=True)]
     return column.tolist() if isinstance(column, np.ndarray) else list(column)
 
 

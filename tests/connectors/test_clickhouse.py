@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from connectors.clickhouse import describe, migrate, migrations, to_arrow
+from operators.batches import NullableColumn
 from operators.cells import CellDims
 from operators.columnar.join_buffer import InferenceColumns
 from operators.events import Feedback, Inference
@@ -57,7 +58,7 @@ def test_rows_of_every_raw_table_convert_to_their_column_types(store: Store) -> 
         InferenceColumns.of([inference], np.array([inference.ts]), [0], [label]),
         [inference.request_id],
         [17],
-        [False],
+        np.zeros(1, np.bool_),
     )
     taken = rows.take(2, partial(CellDims().columns, [("t", "m", "primary", "v", "s", "e")]))
     client.insert_arrow(
@@ -84,9 +85,10 @@ def test_rows_of_every_raw_table_convert_to_their_column_types(store: Store) -> 
     )  # fmt: skip
     number = value_numbers(np.array([KIND_CODES["report"]]), [feedback.value])  # no amount
     read = ReadValues(
-        np.array([feedback.ts]), [feedback.kind], [feedback.value], number, [None], [None]
-    )
-    events.extend([feedback], read, unjoined, np.zeros(1, np.bool_), [3], [True])
+        np.array([feedback.ts]), np.array([KIND_CODES["report"]]), [feedback.value], number,
+        np.full(1, None, np.object_), NullableColumn(np.zeros(1, np.bool_), np.zeros(1, np.bool_)),
+    )  # fmt: skip
+    events.extend([feedback], read, unjoined, np.zeros(1, np.bool_), [3], np.ones(1, np.bool_))
     taken = events.take(0, partial(CellDims().columns, [("unknown",) * 6]))
     client.insert_arrow(
         "pulse.events", to_arrow(taken.columns, describe(client, "pulse", "events"))
@@ -119,7 +121,7 @@ def test_attribute_maps_keep_every_row_s_own_pairs(store: Store) -> None:
             InferenceColumns.of([inference], np.array([inference.ts]), [0], [None]),
             [inference.request_id],
             [i],
-            [False],
+            np.zeros(1, np.bool_),
         )
     taken = rows.take(
         0, partial(CellDims().columns, [("default", "m", "primary", "v", "default", "e")])
@@ -129,6 +131,45 @@ def test_attribute_maps_keep_every_row_s_own_pairs(store: Store) -> None:
     )
     stored = store.rows("SELECT attributes FROM pulse.inferences ORDER BY request_id")
     assert [row[0] for row in stored] == attributes
+
+
+def test_event_rows_keep_each_row_s_nulls_in_flags_times_and_labels(store: Store) -> None:
+    """The events' `correct`, `inference_ts` and `label` go to Arrow as arrays with their
+    nulls (a validity mask, None in an object array): each row keeps its own."""
+    client = store.open()
+    migrate(client, "pulse")
+    kinds = ["label", "label", "thumbs"]
+    values: list = ["cat", "dog", True]
+    events = [
+        Feedback(event_id=f"e{i}", request_id=f"r{i}", ts=5_000 + i, kind=kind, user_id="u",
+                 value=value)
+        for i, (kind, value) in enumerate(zip(kinds, values, strict=True))
+    ]  # fmt: skip
+    joined = np.array([True, True, False])
+    context = InferenceColumns(  # the third is unjoined: its inference columns are null
+        np.array([4_000, 4_001, 0]), np.zeros(3, np.int64),
+        np.array(["cat", "cat", None], dtype=np.object_), np.full(3, np.nan), np.full(3, np.nan),
+    )  # fmt: skip
+    codes = np.array([KIND_CODES[kind] for kind in kinds])
+    read = ReadValues(
+        np.array([e.ts for e in events]), codes, values, value_numbers(codes, values),
+        np.array(["cat", "dog", None], dtype=np.object_),
+        NullableColumn(np.array([True, False, False]), np.array([True, True, False])),
+    )  # fmt: skip
+    rows = EventRows()
+    rows.extend(events, read, context, joined, [0, 1, 2], np.zeros(3, np.bool_))
+    taken = rows.take(0, partial(CellDims().columns, [("t", "m", "p", "v", "s", "e")]))
+    client.insert_arrow(
+        "pulse.events", to_arrow(taken.columns, describe(client, "pulse", "events"))
+    )
+    assert store.rows(
+        "SELECT event_id, kind, label, correct, toUnixTimestamp64Milli(inference_ts), prediction "
+        "FROM pulse.events ORDER BY event_id"
+    ) == [
+        ("e0", "label", "cat", 1, 4_000, "cat"),
+        ("e1", "label", "dog", 0, 4_001, "cat"),
+        ("e2", "thumbs", None, None, None, None),
+    ]
 
 
 def test_numpy_metric_columns_keep_nulls_and_arrays(store: Store) -> None:
@@ -256,14 +297,19 @@ def test_converting_rows_to_arrow_does_not_import_pandas() -> None:
     child = (
         "import sys, numpy as np\n"
         "from connectors.clickhouse import to_arrow\n"
-        "from operators.batches import Categorical\n"
+        "from operators.batches import Categorical, NullableColumn\n"
+        "flags = np.array([True, False])\n"
         "table = to_arrow(\n"
         "    {'s': ['a', None], 'n': [1, 2], 'f': np.array([0.5, np.nan]), 'u': np.array([1, 2]),\n"
-        "     'ts': [1, 2], 'd': Categorical(np.array([1, 0], np.int32), ['x', 'y'])},\n"
+        "     'ts': [1, 2], 'd': Categorical(np.array([1, 0], np.int32), ['x', 'y']),\n"
+        "     'o': np.array(['a', None], dtype=object), 't': np.array([1, 2]),\n"
+        "     'nu': NullableColumn(flags, flags), 'nt': NullableColumn(np.array([1, 2]), flags)},\n"
         "    [('s', 'Nullable(String)'), ('n', 'Int64'), ('f', 'Nullable(Float64)'),\n"
-        "     ('u', 'UInt32'), ('ts', \"DateTime64(3, 'UTC')\"), ('d', 'LowCardinality(String)')],\n"
+        "     ('u', 'UInt32'), ('ts', \"DateTime64(3, 'UTC')\"), ('d', 'LowCardinality(String)'),\n"
+        "     ('o', 'Nullable(String)'), ('t', \"DateTime64(3, 'UTC')\"),\n"
+        "     ('nu', 'Nullable(UInt8)'), ('nt', \"Nullable(DateTime64(3, 'UTC'))\")],\n"
         ")\n"
-        "assert table.column('f').null_count == 1\n"
+        "assert [table.column(c).null_count for c in ('f', 'o', 'nu', 'nt')] == [1, 1, 1, 1]\n"
         "assert 'pandas' not in sys.modules, 'pandas was imported'\n"
         "assert table.to_pandas()['d'].tolist() == ['y', 'x']\n"
     )

@@ -39,7 +39,9 @@ def _store_inferences(store: Store) -> None:
     labels = [as_label(e.prediction) for e in events]
     ts = np.array([e.ts for e in events])
     columns = InferenceColumns.of(events, ts, [0, 1, 2], labels)
-    rows.extend(events, columns, [e.request_id for e in events], [10, 99, 11], [False] * 3)
+    rows.extend(
+        events, columns, [e.request_id for e in events], [10, 99, 11], np.zeros(3, np.bool_)
+    )
     taken = rows.take(0, partial(CellDims().columns, cells))
     client.insert_arrow(
         "pulse.inferences", to_arrow(taken.columns, describe(client, "pulse", "inferences"))
