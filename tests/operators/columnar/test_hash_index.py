@@ -53,6 +53,10 @@ def test_a_full_cluster_wraps_past_the_tables_end() -> None:
     index.put(keys, np.arange(29, dtype=np.int64))
     assert index.get(keys).tolist() == list(range(29))
     assert index.get(np.array([63, 127 << 6 | 63], dtype=np.uint64)).tolist() == [-1, -1]
+    rebuilt = HashIndex()  # placed at once: the cluster runs past the end and wraps too
+    rebuilt.rebuild(keys, np.arange(29, dtype=np.int64))
+    assert rebuilt.get(keys).tolist() == list(range(29))
+    assert rebuilt.get(np.array([63, 127 << 6 | 63], dtype=np.uint64)).tolist() == [-1, -1]
 
 
 def test_negative_values_are_refused() -> None:
