@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from clickhouse_connect.driver.summary import QuerySummary
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_never, wait_exponential
 
 from connectors.redact import mask_dsn
+from operators.arrow import string_maps
 from operators.batches import Categorical, NullableColumn
 from operators.errors import PulseError
 
@@ -309,39 +309,14 @@ def _unwrap(ch_type: str) -> tuple[str, bool]:
         ch_type = match.group(2)
 
 
-class _PandasWithheld:
-    """A finder that refuses pandas (see :func:`_arrow_without_pandas`)."""
-
-    @staticmethod
-    def find_spec(name: str, path: Any = None, target: Any = None) -> None:
-        if name == "pandas":
-            raise ModuleNotFoundError("withheld while pyarrow looks for it", name=name)
-
-
-def _arrow_without_pandas() -> None:
-    """pyarrow imports pandas at its first conversion of a sequence or array, only to ask
-    whether it is a pandas object: 0.3 s of imports under the GIL, in the sink's writer
-    thread, in the middle of a run, while the worker waits. Ask once with pandas withheld
-    so pyarrow remembers none is there; conversions to pandas (``to_pandas``) still
-    import it. Done at import, before the flow starts its threads; nothing when pandas
-    is already loaded."""
-    if "pandas" in sys.modules:
-        return
-    sys.meta_path.insert(0, _PandasWithheld)
-    try:
-        pa.array([], pa.int64())
-    finally:
-        sys.meta_path.remove(_PandasWithheld)
-
-
-_arrow_without_pandas()
-
-
 def to_arrow_column(values: Any, ch_type: str) -> pa.Array:
     """Python list, numpy array, Categorical or NullableColumn -> Arrow array ClickHouse
-    reads as `ch_type`. Arrays go without a Python object per value: a float array's NaN
-    is null, a NullableColumn's `valid` is the Arrow validity, a string column may be an
-    object array (None is null)."""
+    reads as `ch_type`; an Arrow array (built with the rows: :mod:`operators.arrow`) as it
+    is. Arrays go without a Python object per value: a float array's NaN is null, a
+    NullableColumn's `valid` is the Arrow validity, a string column may be an object array
+    (None is null)."""
+    if isinstance(values, pa.Array | pa.ChunkedArray):
+        return values
     if isinstance(values, Categorical):
         return pa.DictionaryArray.from_arrays(
             pa.array(values.codes, pa.int32()), pa.array(values.categories, pa.string())
@@ -370,7 +345,7 @@ def to_arrow_column(values: Any, ch_type: str) -> pa.Array:
             return pa.array(values, pa.binary())
         return pa.array(values, pa.string())
     if base == "Map(String, String)":
-        return pa.array(values, pa.map_(pa.string(), pa.string()))
+        return string_maps(values)
     match = re.fullmatch(r"Array\((U?Int\d+)\)", base)
     if match:
         item = _INTEGER[match.group(1)]

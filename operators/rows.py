@@ -4,9 +4,10 @@ Column names match `connectors/migrations`; timestamps are epoch ms. Builders ke
 the stage hands over (its arrays and lists per sequence, or one tuple per row where it
 works one event at a time) and build the columns once per batch: numbers, times and
 flags as numpy arrays (NaN is null: the sink converts them without a Python object per
-value), strings by a comprehension per event field; the dims of `inferences` and
-`events` are dictionary codes of cell ids (:class:`~operators.cells.CellDims`), as the
-merge stage's `metrics` rows are.
+value), strings by a comprehension per event field, made Arrow arrays at once
+(:mod:`operators.arrow`: here, not in the sink's writer thread); the dims of `inferences`
+and `events` are dictionary codes of cell ids (:class:`~operators.cells.CellDims`), as
+the merge stage's `metrics` rows are.
 Every row carries the deterministic key that makes a replay harmless: `inferences` by
 request_id (first wins: ``version`` falls with the source offset), `events` by event_id,
 `dead_letters` by source position, `metrics_late` by (window, cell, event).
@@ -23,6 +24,7 @@ import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
+from operators.arrow import binaries, string_maps, strings
 from operators.batches import Categorical, DeadLetter, NullableColumn, TableRows
 from operators.cells import BASE_DIMS, Cell, format_extra_dims
 from operators.columnar.join_buffer import InferenceColumns
@@ -75,16 +77,16 @@ class InferenceRows:
         attributes = [e.attributes for e in events]
         offsets = np.array(self.offsets, dtype=np.uint64)
         columns: dict[str, Any] = {
-            "request_id": self.request_ids,
+            "request_id": strings(self.request_ids),
             "ts": np.concatenate([c.ts for c in parts]),
         }
         columns.update(dims(np.concatenate([c.cells for c in parts])))
         columns.update(
             {
-                "prediction": np.concatenate([c.labels for c in parts]),  # None: null
+                "prediction": strings(np.concatenate([c.labels for c in parts])),
                 "confidence": np.concatenate([c.confidences for c in parts]),  # NaN: null
                 "latency_ms": np.concatenate([c.latencies for c in parts]),
-                "attributes": attributes,
+                "attributes": string_maps(attributes),
                 "late": np.concatenate(self.late).astype(np.uint8),
                 "source_partition": np.full(len(events), partition, dtype=np.uint32),
                 "source_offset": offsets,
@@ -154,26 +156,26 @@ class EventRows:
         read, context = self.read, self.context
         joined = np.concatenate(self.joined)
         columns: dict[str, Any] = {
-            "event_id": [e.event_id for e in events],
-            "request_id": [e.request_id for e in events],
+            "event_id": strings([e.event_id for e in events]),
+            "request_id": strings([e.request_id for e in events]),
             "ts": np.concatenate([r.ts for r in read]),
             "kind": Categorical(np.concatenate([r.codes for r in read]).astype(np.int32), _KINDS),
-            "value": list(map(_encode, chain.from_iterable(r.values for r in read))),
+            "value": binaries(list(map(_encode, chain.from_iterable(r.values for r in read)))),
             "value_num": np.concatenate([r.numbers for r in read]),  # NaN: null
-            "label": np.concatenate([r.labels for r in read]),  # None: null
+            "label": strings(np.concatenate([r.labels for r in read])),
             "correct": NullableColumn(
                 np.concatenate([r.correct.values for r in read]),
                 np.concatenate([r.correct.valid for r in read]),
             ),
-            "user_id": [e.user_id for e in events],
-            "session_id": [e.session_id for e in events],
-            "attributes": [e.attributes for e in events],
+            "user_id": strings([e.user_id for e in events]),
+            "session_id": strings([e.session_id for e in events]),
+            "attributes": string_maps([e.attributes for e in events]),
             "joined": joined.astype(np.uint8),
             "late": np.concatenate(self.late).astype(np.uint8),
             "inference_ts": NullableColumn(np.concatenate([c.ts for c in context]), joined),
         }
         columns.update(dims(np.concatenate([c.cells for c in context])))
-        columns["prediction"] = np.concatenate([c.labels for c in context])  # None: null
+        columns["prediction"] = strings(np.concatenate([c.labels for c in context]))
         columns["confidence"] = np.concatenate([c.confidences for c in context])
         columns["latency_ms"] = np.concatenate([c.latencies for c in context])
         columns["source_partition"] = np.full(n, partition, dtype=np.uint32)

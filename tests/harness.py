@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from operators.batches import STREAMS, Categorical, NullableColumn, RawBatch, TableRows
 from operators.merge_stage import MergeConfig, MergeStage
@@ -60,6 +61,8 @@ class Output:
 def _plain(column: Any) -> list[Any]:
     if isinstance(column, Categorical):
         return [column.categories[code] for code in column.codes.tolist()]
+    if isinstance(column, pa.Array | pa.ChunkedArray):
+        return column.to_pylist()
     if isinstance(column, NullableColumn):
         flags = column.valid.tolist()
         return [v if ok else None for v, ok in zip(column.values.tolist(), flags, strict=True)]
