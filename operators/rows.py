@@ -225,9 +225,14 @@ class LateRows:
             extra = format_extra_dims(self.extra_dims, cell[base:])
             self.rows.append((window, start, end, *cell[:base], extra, stream, event_id, ts))
 
+    TIMES = ("window_start", "window_end", "ts")
+
     def take(self) -> TableRows | None:
         if not self.rows:
             return None
-        columns = dict(zip(self.NAMES, map(list, zip(*self.rows, strict=True)), strict=True))
+        columns: dict[str, Any] = {
+            name: np.array(values, dtype=np.int64) if name in self.TIMES else strings(values)
+            for name, values in zip(self.NAMES, zip(*self.rows, strict=True), strict=True)
+        }
         self.rows = []
         return TableRows("metrics_late", columns)
