@@ -412,9 +412,7 @@ def joined_columns(chunks: list[dict[str, Any]]) -> dict[str, Any] | None:
         elif all(isinstance(p, pa.Array) for p in parts):
             joined[name] = pa.chunked_array(parts)
         elif all(isinstance(p, NullableColumn) for p in parts):
-            joined[name] = NullableColumn(
-                np.concatenate([p.values for p in parts]), np.concatenate([p.valid for p in parts])
-            )
+            joined[name] = NullableColumn.joined(parts)
         else:
             return None
     return joined

@@ -72,6 +72,13 @@ class NullableColumn:
     def __len__(self) -> int:
         return len(self.values)
 
+    @classmethod
+    def joined(cls, parts: list[NullableColumn]) -> NullableColumn:
+        """The parts one after another."""
+        return cls(
+            np.concatenate([p.values for p in parts]), np.concatenate([p.valid for p in parts])
+        )
+
 
 @dataclass(slots=True)
 class TableRows:

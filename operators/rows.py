@@ -163,10 +163,7 @@ class EventRows:
             "value": binaries(list(map(_encode, chain.from_iterable(r.values for r in read)))),
             "value_num": np.concatenate([r.numbers for r in read]),  # NaN: null
             "label": strings(np.concatenate([r.labels for r in read])),
-            "correct": NullableColumn(
-                np.concatenate([r.correct.values for r in read]),
-                np.concatenate([r.correct.valid for r in read]),
-            ),
+            "correct": NullableColumn.joined([r.correct for r in read]),
             "user_id": strings([e.user_id for e in events]),
             "session_id": strings([e.session_id for e in events]),
             "attributes": string_maps([e.attributes for e in events]),
