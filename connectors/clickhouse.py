@@ -324,6 +324,8 @@ def to_arrow_column(values: Any, ch_type: str) -> pa.Array:
     base, nullable = _unwrap(ch_type)
     mask = None
     if isinstance(values, NullableColumn):
+        if not (base.startswith("DateTime64") or base in _INTEGER):  # its mask would be lost
+            raise ClickHouseError(f"a NullableColumn is for integer and time columns: {ch_type}")
         values, mask = values.values, ~values.valid
     if base.startswith("DateTime64"):
         if isinstance(values, np.ndarray):

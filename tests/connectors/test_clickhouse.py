@@ -9,8 +9,9 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from connectors.clickhouse import describe, migrate, migrations, to_arrow
+from connectors.clickhouse import ClickHouseError, describe, migrate, migrations, to_arrow
 from operators.batches import NullableColumn
 from operators.cells import CellDims
 from operators.columnar.join_buffer import InferenceColumns
@@ -170,6 +171,16 @@ def test_event_rows_keep_each_row_s_nulls_in_flags_times_and_labels(store: Store
         ("e1", "label", "dog", 0, 4_001, "cat"),
         ("e2", "thumbs", None, None, None, None),
     ]
+
+
+def test_a_nullable_column_of_another_type_is_refused_not_written_without_its_nulls() -> None:
+    """A NullableColumn's mask applies to integer and time columns; for a float or string
+    column it would be dropped (NaN is a float column's null), so it is refused."""
+    flags = np.array([True, False])
+    for ch_type in ("Nullable(Float64)", "Nullable(String)"):
+        column = NullableColumn(np.array([0.5, 1.5]), flags)
+        with pytest.raises(ClickHouseError, match="integer and time columns"):
+            to_arrow({"x": column}, [("x", ch_type)])
 
 
 def test_numpy_metric_columns_keep_nulls_and_arrays(store: Store) -> None:
