@@ -119,16 +119,15 @@ class HashIndex:
         maximum). Every slot between a key's home and its own is then taken, as a walk
         needs. The few pushed past the last slot are inserted by walks, which wrap around.
         ~3x faster than walking them all in (the table's growth and compaction)."""
-        self.count = 0
         self._allocate(slots)
         homes = self._home(hashes)
         order = np.argsort(homes)
         ranks = np.arange(len(order))
         places = np.maximum.accumulate(homes[order] - ranks) + ranks
         fits = places <= self._mask
-        chosen = order[fits]
-        self._keys[places[fits]] = hashes[chosen]
-        self._values[places[fits]] = values[chosen]
+        chosen, at = order[fits], places[fits]
+        self._keys[at] = hashes[chosen]
+        self._values[at] = values[chosen]
         self.count = len(chosen)
         if len(chosen) < len(order):
             wrapped = order[~fits]
